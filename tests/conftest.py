@@ -1,0 +1,25 @@
+"""Shared test setup: every test session gets its own DDS domain, limited to this host."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+def _session_domain_id() -> str:
+    # A domain per run, so that concurrent runs on one machine never hear each other (0..232 are valid).
+    return str(100 + os.getpid() % 100)
+
+
+os.environ.setdefault("ROS_DOMAIN_ID", _session_domain_id())
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+
+
+@pytest.fixture
+def ros_env() -> dict[str, str]:
+    """Environment for child processes that must join this session's DDS domain."""
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env

@@ -1,0 +1,1 @@
+"""Datasets and the project's own dataset folder format."""

@@ -1,0 +1,1 @@
+"""A synthetic indoor scene rendered by exact ray casting, for training and end-to-end tests."""
