@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,28 +14,36 @@ PEERS = Path(__file__).with_name("ros_peers.py")
 pytestmark = pytest.mark.ros
 
 
-def test_two_processes_exchange_images_over_fast_dds(ros_env: dict[str, str]) -> None:
+def exchange(
+    receiver_env: dict[str, str], publisher_env: dict[str, str], count: int, seconds: float
+) -> tuple[dict[str, Any], str]:
+    """Starts a receiver and a publisher process; returns the receiver's report and its stderr."""
     receiver = subprocess.Popen(
-        [sys.executable, str(PEERS), "receive", "5", "30"],
-        env=ros_env,
+        [sys.executable, str(PEERS), "receive", str(count), str(seconds)],
+        env=receiver_env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     publisher = subprocess.Popen(
-        [sys.executable, str(PEERS), "publish", "40"],
-        env=ros_env,
+        [sys.executable, str(PEERS), "publish", str(seconds + 10)],
+        env=publisher_env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
-        out, err = receiver.communicate(timeout=60)
+        out, err = receiver.communicate(timeout=seconds + 30)
     finally:
         publisher.terminate()
         publisher.wait(timeout=10)
     assert receiver.returncode == 0, err
-    report = json.loads(out.strip().splitlines()[-1])
+    report: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return report, err
+
+
+def test_two_processes_exchange_images_over_fast_dds(ros_env: dict[str, str]) -> None:
+    report, err = exchange(ros_env, ros_env, count=5, seconds=30)
     assert report["rmw"] == "rmw_fastrtps_cpp"
     received = report["received"]
     assert len(received) == 5, f"only {len(received)} images arrived; stderr: {err}"
@@ -45,24 +54,5 @@ def test_two_processes_exchange_images_over_fast_dds(ros_env: dict[str, str]) ->
 
 def test_other_domain_hears_nothing(ros_env: dict[str, str]) -> None:
     other = dict(ros_env, ROS_DOMAIN_ID=str((int(ros_env["ROS_DOMAIN_ID"]) + 50) % 200 + 1))
-    receiver = subprocess.Popen(
-        [sys.executable, str(PEERS), "receive", "1", "4"],
-        env=other,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    publisher = subprocess.Popen(
-        [sys.executable, str(PEERS), "publish", "6"],
-        env=ros_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        out, err = receiver.communicate(timeout=30)
-    finally:
-        publisher.terminate()
-        publisher.wait(timeout=10)
-    assert receiver.returncode == 0, err
-    assert json.loads(out.strip().splitlines()[-1])["received"] == []
+    report, _ = exchange(other, ros_env, count=1, seconds=4)
+    assert report["received"] == []

@@ -15,33 +15,15 @@ from rosbags.rosbag2 import Reader
 from pose_regressor_training.cli import main
 from pose_regressor_training.data.folder import image_path, read_frames, read_metadata, read_rig
 
+SMALL_QUAD = ["synth", "--rig", "quad", "--frames", "30", "--width", "64", "--height", "48", "--seed", "3"]
+SMALL_QUAD += ["--quiet"]
+
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("synth")
     out, bag = root / "data", root / "test.bag"
-    code = main(
-        [
-            "synth",
-            "--out",
-            str(out),
-            "--rig",
-            "quad",
-            "--frames",
-            "30",
-            "--width",
-            "64",
-            "--height",
-            "48",
-            "--bag",
-            str(bag),
-            "--seed",
-            "3",
-            "--workers",
-            "2",
-            "--quiet",
-        ]
-    )
+    code = main([*SMALL_QUAD, "--out", str(out), "--bag", str(bag), "--workers", "2"])
     assert code == 0
     return out, bag
 
@@ -134,29 +116,7 @@ def test_cli_rejects_bad_arguments(tmp_path: Path) -> None:
 def test_single_worker_gives_identical_images(rendered: tuple[Path, Path], tmp_path: Path) -> None:
     out, _ = rendered
     again = tmp_path / "again"
-    assert (
-        main(
-            [
-                "synth",
-                "--out",
-                str(again),
-                "--rig",
-                "quad",
-                "--frames",
-                "30",
-                "--width",
-                "64",
-                "--height",
-                "48",
-                "--seed",
-                "3",
-                "--workers",
-                "1",
-                "--quiet",
-            ]
-        )
-        == 0
-    )
+    assert main([*SMALL_QUAD, "--out", str(again), "--workers", "1"]) == 0
     assert (again / "frames.csv").read_text() == (out / "frames.csv").read_text()
     for index in (0, 17, 29):
         a = cv2.imread(str(image_path(out, "back", index)))
