@@ -21,6 +21,7 @@ import yaml
 from numpy.typing import NDArray
 
 from pose_regressor.rig import Rig
+from pose_regressor_training.data.dataset import FrameEntry, FrameList
 
 FORMAT_NAME = "pose_regressor_dataset"
 FORMAT_VERSION = 1
@@ -117,3 +118,24 @@ def _atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     tmp.replace(path)
+
+
+def load_folder(root: str | Path, split: str | None = None) -> FrameList:
+    """A dataset folder as a `FrameList`; `split` = train, val, test or None (all frames)."""
+    root = Path(root)
+    if split is not None and split not in SPLITS:
+        raise DatasetFormatError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    meta = read_metadata(root)
+    rig = Rig.from_dict(meta["rig"])
+    frames = [
+        FrameEntry(
+            image_paths=tuple(image_path(root, cam, f.index) for cam in rig.names),
+            translation=f.translation,
+            quat_xyzw=f.quat_xyzw,
+            stamp_ns=f.stamp_ns,
+            sequence=f.sequence,
+        )
+        for f in read_frames(root)
+        if split is None or f.split == split
+    ]
+    return FrameList(rig, frames, name=f"{root.name}:{split or 'all'}", metadata=meta)
