@@ -69,7 +69,7 @@ def read_image_rgb(path: Path, size: tuple[int, int] | None = None) -> NDArray[n
         raise ImageLoadError(f"image {path} {reason}")
     if size is not None and (bgr.shape[1], bgr.shape[0]) != size:
         bgr = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
-    rgb: NDArray[np.uint8] = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    rgb = np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), dtype=np.uint8)
     return rgb
 
 
