@@ -14,7 +14,8 @@ A sample is a dict of tensors:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -59,6 +60,19 @@ class FrameList:
 
     def subset(self, indices: list[int]) -> FrameList:
         return FrameList(self.rig, [self.frames[i] for i in indices], self.name, dict(self.metadata))
+
+    def select_cameras(self, names: Sequence[str]) -> FrameList:
+        """The same frames seen by a subset of the cameras, in the given order (e.g. mono from a quad rig)."""
+        if not names:
+            return self
+        index = {name: i for i, name in enumerate(self.rig.names)}
+        missing = [n for n in names if n not in index]
+        if missing:
+            raise ValueError(f"cameras {missing} are not in the rig ({', '.join(self.rig.names)})")
+        picks = [index[n] for n in names]
+        rig = Rig(tuple(self.rig.cameras[i] for i in picks))
+        frames = [replace(f, image_paths=tuple(f.image_paths[i] for i in picks)) for f in self.frames]
+        return FrameList(rig, frames, self.name, dict(self.metadata))
 
 
 def read_image_rgb(path: Path, size: tuple[int, int] | None = None) -> NDArray[np.uint8]:

@@ -1,0 +1,48 @@
+"""Typed configs: YAML -> dataclasses, unknown keys and wrong types are clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pose_regressor_training.train_config import load_train_config
+from pose_regressor_training.typed_config import ConfigError
+
+
+def test_defaults_and_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  backbone: small_cnn\noptim:\n  lr: 0.002\n")
+    config = load_train_config(
+        path, ["data.root=/data/x", "optim.epochs=3", "model.dropout=0.3", "loss.params={beta: 2}"]
+    )
+    assert config.model.backbone == "small_cnn"
+    assert config.optim.lr == 0.002 and config.optim.epochs == 3
+    assert config.data.root == "/data/x"
+    assert config.model.dropout == 0.3
+    assert config.loss.params == {"beta": 2}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["optim.lrr=1"], "unknown key optim.lrr; valid keys under optim: optimizer, lr"),
+        (["optim.epochs=many"], "optim.epochs: expected an integer"),
+        (["model.pretrained=1"], "model.pretrained: expected true or false"),
+        (["model.fusion=tiles"], "fusion must be one of input, mosaic, late"),
+        (["nonsense"], "must look like section.key=value"),
+        (["optim.optimizer=sgd"], "optim.optimizer must be one of adam, adamw"),
+    ],
+)
+def test_bad_values_name_their_key(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        load_train_config(None, overrides)
+
+
+def test_unreadable_config(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_train_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        load_train_config(bad)

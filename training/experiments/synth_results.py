@@ -1,0 +1,92 @@
+"""The synthetic-scene results table of the README: fusion, losses and track augmentation compared.
+
+    python training/experiments/synth_results.py --data DATA_DIR --out runs/synth_results [--epochs N]
+
+DATA_DIR is a `pose-train synth` quad-rig dataset (e.g. `pose-train synth --out DATA_DIR --frames 3000`).
+Every run starts from training/configs/synth_quad.yaml and changes one thing; each is evaluated
+on the held-out test trajectories with MC dropout. Prints a markdown table and writes
+results.json and results.md into --out. Runs that already have a metrics.json are not retrained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from pose_regressor_training.evaluate import evaluate_checkpoint, write_evaluation
+from pose_regressor_training.train import fit
+from pose_regressor_training.train_config import load_train_config
+
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "synth_quad.yaml"
+
+# name -> (what it shows, overrides on top of synth_quad.yaml)
+RUNS: dict[str, tuple[str, list[str]]] = {
+    "quad_input": ("quad, input fusion, homoscedastic, track aug (default)", []),
+    "mono": ("mono (front camera only), homoscedastic", ["data.cameras=[front]", "augment.track=false"]),
+    "quad_late": ("quad, late fusion (shared backbone per camera)", ["model.fusion=late"]),
+    "quad_no_track": ("quad, input fusion, no track augmentation", ["augment.track=false"]),
+    "loss_posenet": ("quad, posenet loss (beta 10)", ["loss.name=posenet", "loss.params={beta: 10.0}"]),
+    "loss_geometric_consistency": (
+        "quad, geometric_consistency loss",
+        ["loss.name=geometric_consistency", "loss.params={}"],
+    ),
+    "loss_coupled": ("quad, coupled loss", ["loss.name=coupled", "loss.params={beta: 10.0, gamma: 1.0}"]),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--epochs", type=int, default=0, help="override optim.epochs (0: the config's)")
+    parser.add_argument("--only", nargs="*", default=None, help="run only these names")
+    parser.add_argument("--mc-samples", type=int, default=32)
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for name, (label, overrides) in RUNS.items():
+        if args.only is not None and name not in args.only:
+            continue
+        run_dir = args.out / name
+        metrics_path = run_dir / "eval_test" / "metrics.json"
+        if not metrics_path.exists():
+            extra = [f"data.root={args.data}", "tensorboard=false"]
+            if args.epochs:
+                extra.append(f"optim.epochs={args.epochs}")
+            config = load_train_config(CONFIG, [*overrides, *extra])
+            print(f"== {name}: {label}", flush=True)
+            started = time.perf_counter()
+            fitted = fit(config, run_dir, progress=False)
+            minutes = (time.perf_counter() - started) / 60
+            evaluation = evaluate_checkpoint(run_dir / "best.pt", split="test", mc_samples=args.mc_samples)
+            evaluation.metrics["train_minutes"] = minutes
+            evaluation.metrics["sets_per_second"] = fitted.images_per_second
+            write_evaluation(evaluation, run_dir / "eval_test")
+        metrics = json.loads(metrics_path.read_text())
+        results[name] = {"label": label, **metrics}
+    header = (
+        "| run | median t (m) | median rot (deg) | mean t (m) | within 0.25 m, 2 deg | NEES (calibrated) |"
+    )
+    rows = [
+        header + " train min |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for m in results.values():
+        nees = m.get("uncertainty", {}).get("mean_nees_after", float("nan"))
+        rows.append(
+            f"| {m['label']} | {m['median_translation_m']:.3f} | {m['median_rotation_deg']:.2f} | "
+            f"{m['mean_translation_m']:.3f} | {m['pct_within_0.25m_2deg']:.1f}% | {nees:.2f} | "
+            f"{m.get('train_minutes', float('nan')):.1f} |"
+        )
+    table = "\n".join(rows)
+    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.out / "results.md").write_text(table + "\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

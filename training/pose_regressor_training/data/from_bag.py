@@ -1,0 +1,418 @@
+"""`pose-train from-bag`: turn a ROS 2 bag of camera images and ground truth into a dataset folder.
+
+Conventions:
+
+* Camera topic ``k`` (in the order given) is rig camera ``k``; camera 0 is the reference, and a
+  synchronized set carries its header stamp (integer nanoseconds).
+* Frames are grouped by their **header** stamps, in bag order, with
+  :class:`pose_regressor.sync.FrameSynchronizer` (a set spans at most ``slop_ns``).
+* Ground truth is ``T_map_base`` (metres, xyzw quaternion, ``w >= 0``) from `PoseStamped`,
+  `PoseWithCovarianceStamped`, `Odometry` (``pose.pose``) or `TransformStamped`
+  (``header.frame_id`` -> ``child_frame_id``), also by header stamp.  At a set's stamp it is
+  interpolated between the two bracketing messages: linearly in translation and by slerp (the
+  shorter arc) in rotation.  Sets before the first or after the last ground-truth message, or
+  whose bracketing messages are more than ``max_gt_gap_ns`` apart, are dropped and counted.
+* The rig describes the images as recorded (its width x height must match the bag's images);
+  with ``size`` the images are resized and the written rig's intrinsics scaled to match.
+* The folder gets one sequence (id 0), all frames in one split; ``dataset.yaml`` records the bag,
+  the topics and the drop counts under ``provenance``.
+
+The core is :func:`convert_bag`; errors a user can fix raise :class:`BagConversionError` (a
+``ValueError``) with a one-line message.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+from rosbags.interfaces import Connection
+from rosbags.rosbag2 import Reader, ReaderError
+from tqdm import tqdm
+
+from pose_regressor.bagio import TYPESTORE
+from pose_regressor.image_decode import ImageDecodeError, decode_message, resize_to
+from pose_regressor.pose import (
+    compose,
+    normalize_quaternion,
+    quaternion_to_rotvec,
+    relative_pose,
+    rotvec_to_quaternion,
+)
+from pose_regressor.rig import Rig
+from pose_regressor.sync import FrameSynchronizer, SyncedSet
+from pose_regressor_training.data.folder import (
+    SPLITS,
+    FrameRecord,
+    image_path,
+    write_frames,
+    write_metadata,
+)
+
+__all__ = [
+    "GT_TYPES",
+    "IMAGE_TYPES",
+    "BagConversionError",
+    "DropReason",
+    "FromBagConfig",
+    "FromBagSummary",
+    "GroundTruthTrack",
+    "convert_bag",
+]
+
+FloatArray = NDArray[np.float64]
+
+IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+GT_TYPES = (
+    "geometry_msgs/msg/PoseStamped",
+    "geometry_msgs/msg/PoseWithCovarianceStamped",
+    "nav_msgs/msg/Odometry",
+    "geometry_msgs/msg/TransformStamped",
+)
+
+
+class BagConversionError(ValueError):
+    """The bag or the arguments cannot be turned into a dataset; the message says why."""
+
+
+class DropReason(Enum):
+    """Why a synchronized set got no ground-truth pose."""
+
+    OUTSIDE_GT = "outside the ground-truth time range"
+    GT_GAP = "between ground-truth messages further apart than the maximum gap"
+
+
+@dataclass(frozen=True)
+class FromBagConfig:
+    bag: Path
+    camera_topics: tuple[str, ...]  # one per rig camera, rig order
+    gt_topic: str
+    rig: Rig  # the cameras as recorded
+    out: Path
+    slop_ns: int = 5_000_000
+    max_gt_gap_ns: int = 200_000_000
+    split: str = "train"
+    size: tuple[int, int] | None = None  # (width, height) of the written images; None: as recorded
+    overwrite: bool = False
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class FromBagSummary:
+    sets_written: int
+    dropped_outside_gt: int
+    dropped_gt_gap: int
+    unsynchronized_frames: int  # camera frames not in any synchronized set
+    camera_frames: int
+    gt_messages: int
+    stamp_resets: int  # times the camera stamps went backwards (the synchronizer restarted)
+    seconds: float
+
+
+# --------------------------------------------------------------------------- ground truth
+
+
+def _stamp_ns(header: Any) -> int:
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+class GroundTruthTrack:
+    """Time-stamped poses ``T_map_base`` with interpolation (linear translation, slerp rotation).
+
+    Stamps need not be sorted; for repeated stamps the first pose is kept.
+    """
+
+    def __init__(self, stamps_ns: Sequence[int], translations: FloatArray, quats_xyzw: FloatArray) -> None:
+        stamps = np.asarray(stamps_ns, dtype=np.int64)
+        t = np.asarray(translations, dtype=np.float64).reshape(-1, 3)
+        q = normalize_quaternion(np.asarray(quats_xyzw, dtype=np.float64).reshape(-1, 4))
+        if not len(stamps) == len(t) == len(q):
+            raise ValueError(f"got {len(stamps)} stamps, {len(t)} translations and {len(q)} rotations")
+        if not np.all(np.isfinite(t)):
+            raise ValueError("ground-truth translations contain non-finite values")
+        self.stamps_ns, first = np.unique(stamps, return_index=True)
+        self.translations = t[first]
+        self.quats_xyzw = q[first]
+
+    def __len__(self) -> int:
+        return len(self.stamps_ns)
+
+    def interpolate(self, stamp_ns: int, max_gap_ns: int) -> tuple[FloatArray, FloatArray] | DropReason:
+        """``(t (3,), q (4,) xyzw, w >= 0)`` at ``stamp_ns``, or why there is none.
+
+        A stamp equal to a ground-truth stamp gets that pose whatever the gaps around it.
+        """
+        stamps = self.stamps_ns
+        if len(stamps) == 0 or stamp_ns < stamps[0] or stamp_ns > stamps[-1]:
+            return DropReason.OUTSIDE_GT
+        hi = int(np.searchsorted(stamps, stamp_ns, side="left"))
+        if stamps[hi] == stamp_ns:
+            return self.translations[hi].copy(), self.quats_xyzw[hi].copy()
+        lo = hi - 1
+        gap = int(stamps[hi]) - int(stamps[lo])
+        if gap > max_gap_ns:
+            return DropReason.GT_GAP
+        alpha = (stamp_ns - int(stamps[lo])) / gap
+        t = self.translations[lo] + alpha * (self.translations[hi] - self.translations[lo])
+        q_lo = self.quats_xyzw[lo]
+        _, q_rel = relative_pose(np.zeros(3), q_lo, np.zeros(3), self.quats_xyzw[hi])
+        step = alpha * quaternion_to_rotvec(q_rel)  # along the shorter arc (angle <= pi)
+        _, q = compose(np.zeros(3), q_lo, np.zeros(3), rotvec_to_quaternion(step))
+        return t, q
+
+
+def _gt_pose(msg: Any, msgtype: str) -> tuple[Any, Any]:
+    """(position-like, orientation-like) fields of a ground-truth message."""
+    if msgtype == "geometry_msgs/msg/TransformStamped":
+        return msg.transform.translation, msg.transform.rotation
+    pose = msg.pose if msgtype == "geometry_msgs/msg/PoseStamped" else msg.pose.pose
+    return pose.position, pose.orientation
+
+
+# --------------------------------------------------------------------------- bag access
+
+
+def _deserialize(raw: bytes | memoryview, msgtype: str, topic: str) -> Any:
+    try:
+        return TYPESTORE.deserialize_cdr(raw, msgtype)
+    except Exception as exc:  # corrupt data can fail anywhere in the CDR decoder
+        raise BagConversionError(f"cannot deserialize a {msgtype} message on {topic}: {exc}") from None
+
+
+def _topic_connections(reader: Reader, topic: str, allowed: Sequence[str], role: str) -> list[Connection]:
+    topics = reader.topics
+    if topic not in topics:
+        listing = ", ".join(f"{name} ({info.msgtype})" for name, info in sorted(topics.items())) or "none"
+        raise BagConversionError(f"{role} topic {topic} is not in the bag; its topics: {listing}")
+    msgtype = topics[topic].msgtype
+    if msgtype not in allowed:
+        raise BagConversionError(
+            f"{role} topic {topic} has type {msgtype or 'mixed types'}; expected one of {', '.join(allowed)}"
+        )
+    return list(topics[topic].connections)
+
+
+def _read_ground_truth(
+    reader: Reader, connections: list[Connection]
+) -> tuple[GroundTruthTrack, dict[str, str]]:
+    stamps: list[int] = []
+    positions: list[list[float]] = []
+    orientations: list[list[float]] = []
+    frames: dict[str, str] = {}
+    for number, (conn, _, raw) in enumerate(reader.messages(connections=connections)):
+        msg = _deserialize(raw, conn.msgtype, conn.topic)
+        p, o = _gt_pose(msg, conn.msgtype)
+        position = [float(p.x), float(p.y), float(p.z)]
+        orientation = [float(o.x), float(o.y), float(o.z), float(o.w)]
+        try:
+            if not np.all(np.isfinite(position)):
+                raise ValueError("the position is not finite")
+            normalize_quaternion(orientation)
+        except ValueError as exc:
+            raise BagConversionError(
+                f"ground-truth message {number} on {conn.topic} is invalid: {exc}"
+            ) from None
+        stamps.append(_stamp_ns(msg.header))
+        positions.append(position)
+        orientations.append(orientation)
+        if not frames:
+            frames["frame_id"] = str(msg.header.frame_id)
+            if hasattr(msg, "child_frame_id"):
+                frames["child_frame_id"] = str(msg.child_frame_id)
+    if not stamps:
+        raise BagConversionError(f"ground-truth topic {connections[0].topic} has no messages")
+    track = GroundTruthTrack(stamps, np.array(positions), np.array(orientations))
+    return track, frames
+
+
+# --------------------------------------------------------------------------- conversion
+
+
+def _validate(cfg: FromBagConfig) -> None:
+    if not cfg.camera_topics:
+        raise BagConversionError("give at least one camera topic")
+    if len(set(cfg.camera_topics)) != len(cfg.camera_topics):
+        raise BagConversionError(f"camera topics must be distinct, got {' '.join(cfg.camera_topics)}")
+    if cfg.gt_topic in cfg.camera_topics:
+        raise BagConversionError(f"{cfg.gt_topic} is given both as a camera and as the ground-truth topic")
+    if len(cfg.rig.cameras) != len(cfg.camera_topics):
+        raise BagConversionError(
+            f"the rig has {len(cfg.rig.cameras)} camera(s) ({', '.join(cfg.rig.names)}) but "
+            f"{len(cfg.camera_topics)} camera topic(s) were given; give one topic per rig camera in rig order"
+        )
+    if cfg.split not in SPLITS:
+        raise BagConversionError(f"split must be one of {', '.join(SPLITS)}, got {cfg.split!r}")
+    if cfg.slop_ns < 0:
+        raise BagConversionError(f"slop must be >= 0, got {cfg.slop_ns} ns")
+    if cfg.max_gt_gap_ns <= 0:
+        raise BagConversionError(f"maximum ground-truth gap must be positive, got {cfg.max_gt_gap_ns} ns")
+    if cfg.size is not None and (cfg.size[0] <= 0 or cfg.size[1] <= 0):
+        raise BagConversionError(f"image size must be positive, got {cfg.size[0]}x{cfg.size[1]}")
+    if not cfg.bag.exists():
+        raise BagConversionError(f"bag {cfg.bag} does not exist")
+    bag, out = cfg.bag.resolve(), cfg.out.resolve()
+    if bag == out or out in bag.parents:
+        raise BagConversionError(f"the output folder {cfg.out} must not contain the bag {cfg.bag}")
+    if cfg.out.exists() and not cfg.overwrite and (not cfg.out.is_dir() or any(cfg.out.iterdir())):
+        raise FileExistsError(f"{cfg.out} exists and is not empty; use --overwrite to replace it")
+
+
+def _prepare_output(cfg: FromBagConfig) -> None:
+    if cfg.out.exists():
+        shutil.rmtree(cfg.out) if cfg.out.is_dir() else cfg.out.unlink()
+    for name in cfg.rig.names:
+        (cfg.out / "images" / name).mkdir(parents=True, exist_ok=True)
+
+
+def _output_rig(cfg: FromBagConfig) -> Rig:
+    if cfg.size is None:
+        return cfg.rig
+    width, height = cfg.size
+    return Rig(tuple(replace(c, intrinsics=c.intrinsics.resized(width, height)) for c in cfg.rig.cameras))
+
+
+class _SetWriter:
+    """Decodes, checks, resizes and writes the images of each synchronized set."""
+
+    def __init__(self, cfg: FromBagConfig) -> None:
+        self.cfg = cfg
+        self.records: list[FrameRecord] = []
+
+    def write(self, synced: SyncedSet[Any], t: FloatArray, q: FloatArray) -> None:
+        index = len(self.records)
+        for cam, topic, msg, stamp in zip(
+            self.cfg.rig.cameras, self.cfg.camera_topics, synced.frames, synced.stamps, strict=True
+        ):
+            try:
+                rgb = decode_message(msg)
+            except ImageDecodeError as exc:
+                raise BagConversionError(f"image on {topic} stamped {stamp} ns: {exc}") from None
+            want = (cam.intrinsics.width, cam.intrinsics.height)
+            if (rgb.shape[1], rgb.shape[0]) != want:
+                raise BagConversionError(
+                    f"image on {topic} stamped {stamp} ns is {rgb.shape[1]}x{rgb.shape[0]} but the rig gives "
+                    f"{want[0]}x{want[1]} for camera {cam.name!r}; the rig must describe the images as "
+                    "recorded (use --size to resize the output)"
+                )
+            if self.cfg.size is not None:
+                rgb = resize_to(rgb, *self.cfg.size)
+            path = image_path(self.cfg.out, cam.name, index)
+            bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+            if not cv2.imwrite(str(path), bgr, [cv2.IMWRITE_PNG_COMPRESSION, 1]):
+                raise OSError(f"could not write {path}")
+        self.records.append(FrameRecord(index, 0, self.cfg.split, synced.stamp_ns, t, q))
+
+
+def _camera_messages(
+    reader: Reader, connections: list[list[Connection]]
+) -> Iterator[tuple[int, str, int, Any]]:
+    """(camera index, topic, header stamp, message) for every camera message, in bag order."""
+    camera_of = {id(conn): k for k, conns in enumerate(connections) for conn in conns}
+    flat = [conn for conns in connections for conn in conns]
+    for conn, _, raw in reader.messages(connections=flat):
+        msg = _deserialize(raw, conn.msgtype, conn.topic)
+        yield camera_of[id(conn)], conn.topic, _stamp_ns(msg.header), msg
+
+
+def convert_bag(cfg: FromBagConfig) -> FromBagSummary:
+    """Write the dataset folder `cfg.out` from the bag `cfg.bag`; returns the counts.
+
+    Raises:
+        BagConversionError: missing bag, unknown topic, wrong message type, no ground truth,
+            rig/topic mismatch, undecodable image or no set with ground truth at all.
+        FileExistsError: `cfg.out` is not empty and `cfg.overwrite` is false.
+    """
+    started = time.perf_counter()
+    _validate(cfg)
+    try:
+        reader = Reader(cfg.bag)
+        reader.open()
+    except (ReaderError, OSError) as exc:  # e.g. a folder without metadata.yaml, an unknown suffix
+        raise BagConversionError(f"cannot read bag {cfg.bag}: {exc}") from None
+    try:
+        return _convert(cfg, reader, started)
+    except ReaderError as exc:
+        raise BagConversionError(f"cannot read bag {cfg.bag}: {exc}") from None
+    finally:
+        reader.close()
+
+
+def _convert(cfg: FromBagConfig, reader: Reader, started: float) -> FromBagSummary:
+    camera_conns = [_topic_connections(reader, t, IMAGE_TYPES, "camera") for t in cfg.camera_topics]
+    gt_conns = _topic_connections(reader, cfg.gt_topic, GT_TYPES, "ground-truth")
+    track, gt_frames = _read_ground_truth(reader, gt_conns)
+    _prepare_output(cfg)
+
+    sync: FrameSynchronizer[Any] = FrameSynchronizer(len(cfg.camera_topics), cfg.slop_ns)
+    writer = _SetWriter(cfg)
+    drops = {reason: 0 for reason in DropReason}
+    camera_frames = 0
+    total = sum(c.msgcount for conns in camera_conns for c in conns)
+    with tqdm(total=total, unit="msg", desc="reading bag", disable=not cfg.progress) as progress:
+        for camera, _, stamp, msg in _camera_messages(reader, camera_conns):
+            camera_frames += 1
+            progress.update(1)
+            synced = sync.add(camera, stamp, msg)
+            if synced is None:
+                continue
+            pose = track.interpolate(synced.stamp_ns, cfg.max_gt_gap_ns)
+            if isinstance(pose, DropReason):
+                drops[pose] += 1
+                continue
+            writer.write(synced, *pose)
+
+    records = writer.records
+    summary = FromBagSummary(
+        sets_written=len(records),
+        dropped_outside_gt=drops[DropReason.OUTSIDE_GT],
+        dropped_gt_gap=drops[DropReason.GT_GAP],
+        unsynchronized_frames=camera_frames - sync.emitted * len(cfg.camera_topics),
+        camera_frames=camera_frames,
+        gt_messages=len(track),
+        stamp_resets=sync.resets,
+        seconds=time.perf_counter() - started,
+    )
+    if not records:
+        raise BagConversionError(
+            f"no synchronized camera set with ground truth in {cfg.bag}: {sync.emitted} set(s) "
+            f"synchronized from {camera_frames} camera frame(s), {summary.dropped_outside_gt} outside the "
+            f"ground-truth time range, {summary.dropped_gt_gap} across ground-truth gaps "
+            "(check the topics, --slop-ms and --max-gt-gap-ms)"
+        )
+    stamps = [r.stamp_ns for r in records]
+    span_s = (max(stamps) - min(stamps)) / 1e9
+    fps = (len(stamps) - 1) / span_s if span_s > 0 else 0.0
+    provenance = {
+        "generator": "pose-train from-bag",
+        "bag": str(cfg.bag.resolve()),
+        "camera_topics": list(cfg.camera_topics),
+        "camera_types": [conns[0].msgtype for conns in camera_conns],
+        "gt_topic": cfg.gt_topic,
+        "gt_type": gt_conns[0].msgtype,
+        **{f"gt_{key}": value for key, value in gt_frames.items()},
+        "slop_ms": cfg.slop_ns / 1e6,
+        "max_gt_gap_ms": cfg.max_gt_gap_ns / 1e6,
+        "size": list(cfg.size) if cfg.size is not None else None,
+        "counts": {
+            "camera_frames": summary.camera_frames,
+            "gt_messages": summary.gt_messages,
+            "sets_synchronized": sync.emitted,
+            "sets_written": summary.sets_written,
+            "dropped_outside_gt": summary.dropped_outside_gt,
+            "dropped_gt_gap": summary.dropped_gt_gap,
+            "unsynchronized_frames": summary.unsynchronized_frames,
+            "stamp_resets": summary.stamp_resets,
+        },
+    }
+    write_frames(cfg.out, records)
+    counts = {split: (len(records) if split == cfg.split else 0) for split in SPLITS}
+    write_metadata(cfg.out, _output_rig(cfg), fps, counts, provenance)
+    return summary

@@ -1,0 +1,186 @@
+"""`pose-train eval`: accuracy and uncertainty metrics of a checkpoint on a dataset split, with plots."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.stats import spearmanr
+
+from pose_regressor import pose
+from pose_regressor.uncertainty import PoseEstimate, estimate_from_samples, nees, tangent_residual
+from pose_regressor_training.checkpoint import load_checkpoint, model_from_checkpoint
+from pose_regressor_training.data.dataset import PoseDataset
+from pose_regressor_training.data.sources import load_dataset
+from pose_regressor_training.train import predict, resolve_device
+
+THRESHOLDS = ((0.05, 5.0), (0.25, 2.0), (0.5, 5.0), (5.0, 10.0))  # (metres, degrees)
+
+
+@dataclass
+class Evaluation:
+    metrics: dict[str, Any]
+    t_gt: NDArray[np.float64]
+    q_gt: NDArray[np.float64]
+    estimates: list[PoseEstimate]
+    sequences: NDArray[np.int64]
+    translation_errors: NDArray[np.float64]
+    rotation_errors: NDArray[np.float64]
+
+
+def _error_summary(t_err: NDArray[np.float64], r_err: NDArray[np.float64]) -> dict[str, Any]:
+    summary: dict[str, Any] = {
+        "frames": len(t_err),
+        "median_translation_m": float(np.median(t_err)),
+        "median_rotation_deg": float(np.median(r_err)),
+        "mean_translation_m": float(np.mean(t_err)),
+        "mean_rotation_deg": float(np.mean(r_err)),
+    }
+    for metres, degrees in THRESHOLDS:
+        summary[f"pct_within_{metres:g}m_{degrees:g}deg"] = float(
+            100.0 * np.mean((t_err <= metres) & (r_err <= degrees))
+        )
+    return summary
+
+
+def fit_covariance_scale(residuals: NDArray[np.float64], covariances: NDArray[np.float64]) -> float:
+    """The scale s that makes the mean NEES of (residual, s * covariance) equal the dimension (6).
+
+    NEES is linear in 1 / s, so s = mean NEES / 6 exactly. The floors in the covariances make this
+    slightly approximate (the floor is scaled too); that is the calibration the robot then applies.
+    """
+    values = np.array([nees(r, c) for r, c in zip(residuals, covariances, strict=True)])
+    return float(np.mean(values) / residuals.shape[1])
+
+
+def _mc_estimates(
+    t_samples: NDArray[np.float64], q_samples: NDArray[np.float64], scale: float
+) -> list[PoseEstimate]:
+    return [estimate_from_samples(t, q, scale) for t, q in zip(t_samples, q_samples, strict=True)]
+
+
+def evaluate_checkpoint(
+    checkpoint: Path,
+    data_root: Path | None = None,
+    split: str = "test",
+    mc_samples: int = 32,
+    calibration_split: str | None = "val",
+    device_name: str = "auto",
+    seed: int = 0,
+) -> Evaluation:
+    payload = load_checkpoint(checkpoint)
+    model = model_from_checkpoint(payload)
+    device = resolve_device(device_name)
+    model.to(device)
+    data = payload["dataset"]
+    root = data_root if data_root is not None else Path(data["root"])
+    options = payload["config"]["data"].get("options", {})
+    cameras = payload["config"]["data"].get("cameras", [])
+    size = (model.config.image_width, model.config.image_height)
+
+    def run(split_name: str) -> tuple[PoseDataset, NDArray[np.float64], NDArray[np.float64]]:
+        frames = load_dataset(data["kind"], root, split_name, **options).select_cameras(cameras)
+        if len(frames) == 0:
+            raise ValueError(f"split {split_name!r} of {root} has no frames")
+        if frames.rig.names != [c["name"] for c in payload["rig"]["cameras"]]:
+            raise ValueError(
+                f"{root} has cameras {frames.rig.names}, the model was trained on "
+                f"{[c['name'] for c in payload['rig']['cameras']]}"
+            )
+        dataset = PoseDataset(frames, size, preload=False)
+        t_s, q_s = predict(model, dataset, device, mc_samples=max(mc_samples, 0), seed=seed)
+        return dataset, t_s, q_s
+
+    dataset, t_samples, q_samples = run(split)
+    frames = dataset.frame_list.frames
+    t_gt = np.stack([f.translation for f in frames])
+    q_gt = np.stack([f.quat_xyzw for f in frames])
+    sequences = np.array([f.sequence for f in frames])
+    raw = _mc_estimates(t_samples, q_samples, 1.0)
+    t_mean = np.stack([e.translation for e in raw])
+    q_mean = np.stack([e.quat_xyzw for e in raw])
+    t_err = pose.translation_error(t_gt, t_mean)
+    r_err = pose.rotation_error_deg(q_gt, q_mean)
+    metrics: dict[str, Any] = {
+        "checkpoint": str(checkpoint),
+        "data": str(root),
+        "split": split,
+        "mc_samples": mc_samples,
+        **_error_summary(t_err, r_err),
+    }
+    per_sequence = {}
+    for seq in np.unique(sequences):
+        sel = sequences == seq
+        per_sequence[str(int(seq))] = _error_summary(t_err[sel], r_err[sel])
+    metrics["per_sequence"] = per_sequence
+
+    # Deterministic prediction (mask of ones), reported beside the MC mean.
+    t_det, q_det = predict(model, dataset, device, mc_samples=0)
+    metrics["deterministic"] = _error_summary(
+        pose.translation_error(t_gt, t_det[:, 0]), pose.rotation_error_deg(q_gt, q_det[:, 0])
+    )
+
+    estimates = raw
+    if mc_samples >= 2:
+        residuals = np.stack(
+            [
+                tangent_residual(tg, qg, e.translation, e.quat_xyzw)
+                for tg, qg, e in zip(t_gt, q_gt, raw, strict=True)
+            ]
+        )
+        covs = np.stack([e.covariance for e in raw])
+        pos_std = np.array([e.position_std for e in raw])
+        rot_std = np.degrees([e.rotation_std for e in raw])
+        calib_source = split
+        calib_residuals, calib_covs = residuals, covs
+        if calibration_split and calibration_split != split:
+            try:
+                cal_set, cal_t, cal_q = run(calibration_split)
+            except ValueError:
+                cal_set = None
+            if cal_set is not None:
+                cal_est = _mc_estimates(cal_t, cal_q, 1.0)
+                calib_residuals = np.stack(
+                    [
+                        tangent_residual(f.translation, f.quat_xyzw, e.translation, e.quat_xyzw)
+                        for f, e in zip(cal_set.frame_list.frames, cal_est, strict=True)
+                    ]
+                )
+                calib_covs = np.stack([e.covariance for e in cal_est])
+                calib_source = calibration_split
+        scale = fit_covariance_scale(calib_residuals, calib_covs)
+        nees_before = np.array([nees(r, c) for r, c in zip(residuals, covs, strict=True)])
+        nees_after = np.array([nees(r, c * scale) for r, c in zip(residuals, covs, strict=True)])
+        metrics["uncertainty"] = {
+            "spearman_position_std_vs_error": float(spearmanr(pos_std, t_err).statistic),
+            "spearman_rotation_std_vs_error": float(spearmanr(rot_std, r_err).statistic),
+            "median_position_std_m": float(np.median(pos_std)),
+            "median_rotation_std_deg": float(np.median(rot_std)),
+            "mean_nees_before": float(np.mean(nees_before)),
+            "mean_nees_after": float(np.mean(nees_after)),
+            "nees_expected": 6.0,
+            "covariance_scale": scale,
+            "covariance_scale_fitted_on": calib_source,
+        }
+        metrics["covariance_scale"] = scale
+        estimates = _mc_estimates(t_samples, q_samples, scale)
+    return Evaluation(metrics, t_gt, q_gt, estimates, sequences, t_err, r_err)
+
+
+def write_evaluation(evaluation: Evaluation, out_dir: Path) -> list[Path]:
+    """metrics.json and the plots; returns the written paths."""
+    from pose_regressor_training.plots import plot_error_cdf, plot_error_vs_std, plot_trajectory
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metrics_path = out_dir / "metrics.json"
+    metrics_path.write_text(json.dumps(evaluation.metrics, indent=2) + "\n")
+    paths = [metrics_path]
+    paths.append(plot_trajectory(evaluation, out_dir / "trajectory.png"))
+    paths.append(plot_error_cdf(evaluation, out_dir / "error_cdf.png"))
+    if evaluation.metrics.get("uncertainty"):
+        paths.append(plot_error_vs_std(evaluation, out_dir / "error_vs_std.png"))
+    return paths

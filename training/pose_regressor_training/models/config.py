@@ -1,0 +1,98 @@
+"""The model's typed configuration (saved inside every checkpoint)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+BACKBONES = (
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "mobilenet_v3_small",
+    "mobilenet_v3_large",
+    "efficientnet_b0",
+    "small_cnn",
+)
+FUSIONS = ("input", "mosaic", "late")
+ROTATIONS = ("quaternion", "logq")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """How to build a `PoseRegressor`.
+
+    backbone: a torchvision backbone or `small_cnn` (a compact from-scratch CNN for CPU budgets).
+    pretrained: load torchvision's ImageNet weights (from the local torch hub cache when offline).
+    fusion: `input` stacks the T images as 3T channels into a widened first convolution;
+        `mosaic` tiles them side by side into one image; `late` runs one shared backbone per
+        camera and concatenates the embeddings.
+    hidden_dim: D, the width of the MC-dropout layer (the `dropout_mask` is [S, D]).
+    dropout: p, the probability of dropping a hidden unit (training masks are scaled 1/(1-p)).
+    rotation: `quaternion` (4 outputs, normalized, w >= 0) or `logq` (3 outputs, MapNet's log-quaternion).
+    dof: 6, or 3 for ground robots (x, y, yaw regressed; z fixed at the training set's mean height,
+        roll and pitch zero).
+    aux_odometry: VLocNet-style auxiliary learning: a relative-pose head on pairs of consecutive
+        frames whose branch shares the first `aux_shared_stages` backbone stages with the global
+        branch; its loss (weight `aux_weight`) is added to the main loss (`aux_mode: joint`) or
+        trained on alternate steps (`alternate`). Training-time only: never exported.
+    """
+
+    backbone: str = "resnet18"
+    pretrained: bool = False
+    fusion: str = "input"
+    num_cameras: int = 1
+    image_width: int = 64
+    image_height: int = 48
+    hidden_dim: int = 256
+    dropout: float = 0.2
+    rotation: str = "quaternion"
+    dof: int = 6
+    small_cnn_width: int = 32
+    aux_odometry: bool = False
+    aux_shared_stages: int = 3
+    aux_weight: float = 1.0
+    aux_mode: str = "joint"
+
+    def __post_init__(self) -> None:
+        checks = [
+            (
+                self.backbone in BACKBONES,
+                f"backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}",
+            ),
+            (self.fusion in FUSIONS, f"fusion must be one of {', '.join(FUSIONS)}, got {self.fusion!r}"),
+            (
+                self.rotation in ROTATIONS,
+                f"rotation must be one of {', '.join(ROTATIONS)}, got {self.rotation!r}",
+            ),
+            (self.dof in (3, 6), f"dof must be 6 or 3, got {self.dof}"),
+            (self.num_cameras >= 1, f"num_cameras must be >= 1, got {self.num_cameras}"),
+            (
+                self.image_width >= 16 and self.image_height >= 16,
+                "image_width and image_height must be >= 16",
+            ),
+            (self.hidden_dim >= 1, f"hidden_dim must be >= 1, got {self.hidden_dim}"),
+            (0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}"),
+            (
+                not (self.dof == 3 and self.rotation == "logq"),
+                "dof 3 regresses yaw only; use rotation: quaternion",
+            ),
+            (self.aux_shared_stages >= 1, "aux_shared_stages must be >= 1"),
+            (
+                self.aux_mode in ("joint", "alternate"),
+                f"aux_mode must be joint or alternate, got {self.aux_mode!r}",
+            ),
+            (self.aux_weight >= 0, "aux_weight must be >= 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"model config: {message}")
+
+    @property
+    def rotation_outputs(self) -> int:
+        if self.dof == 3:
+            return 2  # (qz, qw) of a yaw-only quaternion
+        return 4 if self.rotation == "quaternion" else 3
+
+    @property
+    def translation_outputs(self) -> int:
+        return 3 if self.dof == 6 else 2

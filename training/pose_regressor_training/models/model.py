@@ -1,0 +1,235 @@
+"""`PoseRegressor`: camera images -> pose samples, with MC dropout driven by explicit masks.
+
+    images [B, T, 3, H, W] float in [0, 1] (cameras in rig order, RGB)
+      -> ImageNet normalization
+      -> fusion (input: 3T channels | mosaic: T images side by side | late: per-camera backbone)
+      -> backbone -> embedding [B, F]
+      -> Linear(F, D) -> ReLU -> h [B, D]
+      -> h * mask (masks [B or 1, S, D]: S Monte-Carlo samples) -> Linear(D, outputs)
+      -> de-normalized translation [B, S, 3] (metres, map frame)
+         and rotation [B, S, 4] (xyzw, unit, w >= 0) of T_map_base
+
+Dropout lives only in the head and is applied by multiplying with a mask that the caller
+passes in: during training masks are Bernoulli(1 - p) / (1 - p) per sample; at inference a
+mask of ones gives the deterministic prediction and S random masks give S MC samples from
+one backbone pass. Exported graphs take the masks as an input (TensorRT and ONNX Runtime
+drop Dropout nodes), so every engine gives the same numbers for the same masks.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from pose_regressor_training.models.backbones import build_backbone
+from pose_regressor_training.models.config import ModelConfig
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class PoseOutput:
+    t: torch.Tensor  # [B, S, 3] metres
+    q: torch.Tensor  # [B, S, 4] xyzw, unit, w >= 0
+    embedding: torch.Tensor  # [B, F] backbone features (metric losses)
+    odometry_features: torch.Tensor | None = None  # [B, F_odo] with aux_odometry, training only
+
+
+def _unit(v: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    return v / torch.sqrt((v * v).sum(dim=-1, keepdim=True) + eps)
+
+
+def _hemisphere(q: torch.Tensor) -> torch.Tensor:
+    """Flip quaternions (..., 4) with w < 0 (a Where, not Sign: Sign(0) would zero them)."""
+    return torch.where(q[..., 3:4] < 0, -q, q)
+
+
+def log_quaternion_to_quaternion(u: torch.Tensor) -> torch.Tensor:
+    """MapNet's log-quaternion: u = (angle / 2) * axis, so q = (sin|u| * u / |u|, cos|u|)."""
+    theta = torch.sqrt((u * u).sum(dim=-1, keepdim=True) + 1e-16)
+    vec = torch.sin(theta) / theta * u
+    return torch.cat([vec, torch.cos(theta)], dim=-1)
+
+
+class PoseRegressor(nn.Module):
+    """See the module docstring. Build with `build_model(config)`; set translation statistics
+    from the training set with `set_translation_stats` before training."""
+
+    image_mean: torch.Tensor
+    image_std: torch.Tensor
+    t_mean: torch.Tensor
+    t_std: torch.Tensor
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        t_cams = config.num_cameras
+        in_channels = 3 * t_cams if config.fusion == "input" else 3
+        self.backbone = build_backbone(
+            config.backbone, config.pretrained, in_channels, config.small_cnn_width
+        )
+        backbone_features = int(self.backbone.out_features)  # type: ignore[arg-type]
+        self.feature_dim = backbone_features * (t_cams if config.fusion == "late" else 1)
+        self.fc_hidden = nn.Linear(self.feature_dim, config.hidden_dim)
+        self.fc_out = nn.Linear(config.hidden_dim, config.translation_outputs + config.rotation_outputs)
+        self.odometry: OdometryBranch | None = None
+        if config.aux_odometry:
+            self.odometry = OdometryBranch(
+                self.backbone, config.aux_shared_stages, t_cams if config.fusion == "late" else 1
+            )
+        self.register_buffer("image_mean", torch.tensor(IMAGENET_MEAN).view(1, 1, 3, 1, 1))
+        self.register_buffer("image_std", torch.tensor(IMAGENET_STD).view(1, 1, 3, 1, 1))
+        self.register_buffer("t_mean", torch.zeros(3))
+        self.register_buffer("t_std", torch.ones(3))
+        self._init_head()
+
+    def _init_head(self) -> None:
+        nn.init.kaiming_normal_(self.fc_hidden.weight, nonlinearity="relu")
+        nn.init.zeros_(self.fc_hidden.bias)
+        nn.init.normal_(self.fc_out.weight, std=1e-3)
+        bias = torch.zeros(self.fc_out.out_features)
+        bias[-1] = 1.0  # start at the identity rotation: w = 1 for quaternion and yaw outputs
+        if self.config.rotation == "logq" and self.config.dof == 6:
+            bias[-1] = 0.0
+        with torch.no_grad():
+            self.fc_out.bias.copy_(bias)
+
+    def set_translation_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Translation normalization from the training set (metres); std is floored at 1 cm."""
+        with torch.no_grad():
+            self.t_mean.copy_(mean.to(self.t_mean))
+            self.t_std.copy_(std.to(self.t_std).clamp_min(0.01))
+
+    # ------------------------------------------------------------------ stages
+    def fuse(self, images: torch.Tensor) -> torch.Tensor:
+        """images [B, T, 3, H, W] in [0, 1] -> normalized backbone input ([B, 3T, H, W], [B, 3, H, TW]
+        or [B*T, 3, H, W] for input, mosaic and late fusion)."""
+        b, t, c, h, w = images.shape
+        if t != self.config.num_cameras or c != 3:
+            raise ValueError(
+                f"expected images [B, {self.config.num_cameras}, 3, H, W], got {list(images.shape)}"
+            )
+        x = (images - self.image_mean) / self.image_std
+        if self.config.fusion == "input":
+            return x.reshape(b, t * c, h, w)
+        if self.config.fusion == "mosaic":
+            return x.permute(0, 2, 3, 1, 4).reshape(b, c, h, t * w)
+        return x.reshape(b * t, c, h, w)
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """images [B, T, 3, H, W] in [0, 1] -> embedding [B, F]."""
+        features = self.backbone(self.fuse(images))
+        return features.reshape(images.shape[0], -1)  # type: ignore[no-any-return]
+
+    def hidden(self, embedding: torch.Tensor) -> torch.Tensor:
+        """embedding [B, F] -> h [B, D], the layer the dropout masks act on."""
+        return torch.relu(self.fc_hidden(embedding))
+
+    def decode(self, hidden: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """h [B, D] and masks [B or 1, S, D] -> (t [B, S, 3] metres, q [B, S, 4] xyzw)."""
+        out = self.fc_out(hidden[:, None, :] * masks)
+        n_t = self.config.translation_outputs
+        t_norm, r = out[..., :n_t], out[..., n_t:]
+        if self.config.dof == 6:
+            t = t_norm * self.t_std + self.t_mean
+        else:
+            xy = t_norm * self.t_std[:2] + self.t_mean[:2]
+            t = torch.cat([xy, self.t_mean[2].expand_as(xy[..., :1])], dim=-1)
+        if self.config.dof == 3:
+            zw = _unit(r)
+            q = torch.cat([torch.zeros_like(zw), zw], dim=-1)
+        elif self.config.rotation == "logq":
+            q = log_quaternion_to_quaternion(r)
+        else:
+            q = _unit(r)
+        return t, _hemisphere(q)
+
+    def forward(self, images: torch.Tensor, masks: torch.Tensor | None = None) -> PoseOutput:
+        odometry_features = None
+        if self.odometry is not None and self.training:
+            embedding, odometry_features = self.odometry.shared_forward(
+                self.backbone, self.fuse(images), images.shape[0]
+            )
+        else:
+            embedding = self.embed(images)
+        h = self.hidden(embedding)
+        if masks is None:
+            masks = torch.ones(1, 1, self.config.hidden_dim, device=h.device, dtype=h.dtype)
+        t, q = self.decode(h, masks)
+        return PoseOutput(t, q, embedding, odometry_features)
+
+    def random_masks(
+        self,
+        batch: int,
+        samples: int,
+        generator: torch.Generator | None = None,
+        device: torch.device | None = None,
+    ) -> torch.Tensor:
+        """Dropout masks [batch, samples, D]: Bernoulli(1 - p) scaled by 1 / (1 - p)."""
+        p = self.config.dropout
+        shape = (batch, samples, self.config.hidden_dim)
+        if p == 0:
+            return torch.ones(shape, device=device)
+        keep = torch.rand(shape, generator=generator, device=device) >= p
+        return keep.float() / (1.0 - p)
+
+
+class OdometryBranch(nn.Module):
+    """VLocNet-style auxiliary odometry: the backbone's first `shared` stages feed both the global
+    branch and a copy of the remaining stages; `head` regresses the relative pose T_i^-1 T_j of
+    a pair from the two frames' odometry features (translation in metres, quaternion xyzw)."""
+
+    def __init__(self, backbone: nn.Module, shared: int, feature_groups: int) -> None:
+        super().__init__()
+        stages = list(backbone.features.children())  # type: ignore[union-attr]
+        if shared > len(stages):
+            raise ValueError(f"aux_shared_stages {shared} exceeds the backbone's {len(stages)} stages")
+        self.shared = shared
+        self.stages = copy.deepcopy(nn.Sequential(*stages[shared:]))
+        features = int(backbone.out_features) * feature_groups  # type: ignore[arg-type]
+        self.head = nn.Sequential(nn.Linear(2 * features, 256), nn.ReLU(inplace=True), nn.Linear(256, 7))
+        # Learned homoscedastic weights of the odometry loss (Kendall & Cipolla 2017 form).
+        self.s_t = nn.Parameter(torch.tensor(0.0))
+        self.s_q = nn.Parameter(torch.tensor(-3.0))
+        with torch.no_grad():
+            self.head[-1].weight.mul_(1e-2)  # type: ignore[operator]
+            self.head[-1].bias.copy_(torch.tensor([0.0, 0, 0, 0, 0, 0, 1.0]))  # type: ignore[operator]
+
+    def shared_forward(
+        self, backbone: nn.Module, x: torch.Tensor, batch: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fused input -> (global embedding [B, F], odometry features [B, F_odo]) sharing the first stages."""
+        stages = list(backbone.features.children())  # type: ignore[union-attr]
+        shared = nn.Sequential(*stages[: self.shared])(x)
+        main = nn.Sequential(*stages[self.shared :])(shared)
+        odo = self.stages(shared)
+        pool: nn.Module = backbone.get_submodule("pool")
+        embedding = torch.flatten(pool(main), 1).reshape(batch, -1)
+        return embedding, torch.flatten(pool(odo), 1).reshape(batch, -1)
+
+    def loss(
+        self, t_pred: torch.Tensor, q_pred: torch.Tensor, t_true: torch.Tensor, q_true: torch.Tensor
+    ) -> torch.Tensor:
+        """L1 translation and quaternion errors of relative poses, weighted by the learned s_t, s_q."""
+        q_true = torch.where((q_true * q_pred).sum(-1, keepdim=True) < 0, -q_true, q_true)
+        l_t = (t_pred - t_true).abs().sum(-1).mean()
+        l_q = (q_pred - q_true).abs().sum(-1).mean()
+        return l_t * torch.exp(-self.s_t) + self.s_t + l_q * torch.exp(-self.s_q) + self.s_q
+
+    def relative_pose(self, first: torch.Tensor, second: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Odometry features of frames i and j ([N, F_odo] each) -> (t_ij [N, 3], q_ij [N, 4])."""
+        out = self.head(torch.cat([first, second], dim=-1))
+        return out[:, :3], _hemisphere(_unit(out[:, 3:]))
+
+
+def build_model(config: ModelConfig) -> PoseRegressor:
+    return PoseRegressor(config)
+
+
+def images_to_unit_float(images_uint8: torch.Tensor) -> torch.Tensor:
+    """uint8 [B, T, H, W, 3] (as loaded and as the robot receives them) -> float [B, T, 3, H, W] in [0, 1]."""
+    return images_uint8.permute(0, 1, 4, 2, 3).float() / 255.0

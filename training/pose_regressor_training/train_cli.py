@@ -1,0 +1,106 @@
+"""`pose-train fit` and `pose-train eval` argument parsing (registered by `cli.py`)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+Subparsers = Any  # argparse's private _SubParsersAction
+
+
+def add_fit(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "fit",
+        help="train a pose regressor (also under torchrun for multi-process DDP)",
+        description="Train per a YAML config; key=value arguments override config entries "
+        "(e.g. data.root=DIR optim.epochs=10). Writes RUN_DIR/last.pt (every epoch) and RUN_DIR/best.pt "
+        "(best validation score), plus TensorBoard logs under RUN_DIR/tensorboard.",
+    )
+    p.add_argument("--config", type=Path, help="YAML config (default: built-in defaults)")
+    p.add_argument("--out", type=Path, required=True, help="run directory")
+    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    p.set_defaults(handler=run_fit)
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    from pose_regressor_training.train import fit
+    from pose_regressor_training.train_config import load_train_config
+
+    config = load_train_config(args.config, args.overrides)
+    last = args.out / "last.pt"
+    if not args.resume and last.exists():
+        raise FileExistsError(f"{last} exists; pass --resume to continue it or choose another --out")
+    result = fit(config, args.out, resume=args.resume, progress=not args.quiet)
+    if result.best_metrics:
+        m = result.best_metrics
+        best = f"best epoch {result.best_epoch}: val median {m['median_translation_m']:.3f} m, "
+        best += f"{m['median_rotation_deg']:.2f} deg"
+    else:
+        best = f"best epoch {result.best_epoch} (by training loss)"
+    if result.images_per_second > 0:
+        print(f"fit: {best}; {result.images_per_second:.0f} camera sets/s; {result.seconds:.0f} s in all")
+        print(f"fit: checkpoints {args.out / 'best.pt'} and {args.out / 'last.pt'}")
+    return 0
+
+
+def add_eval(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="accuracy and uncertainty metrics of a checkpoint, with plots",
+        description="Evaluate a checkpoint on a dataset split with MC-dropout sampling; writes metrics.json, "
+        "trajectory.png, error_cdf.png and error_vs_std.png. The covariance scale is fitted on "
+        "--calib-split (default val) and stored in metrics.json for export.",
+    )
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--data", type=Path, help="dataset root (default: the one the checkpoint was trained on)")
+    p.add_argument("--split", default="test")
+    p.add_argument(
+        "--mc-samples", type=int, default=32, help="MC-dropout samples per frame (0: deterministic)"
+    )
+    p.add_argument(
+        "--calib-split", default="val", help="split to fit the covariance scale on ('' : the eval split)"
+    )
+    p.add_argument(
+        "--out", type=Path, help="output directory (default: next to the checkpoint, eval_<split>)"
+    )
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--seed", type=int, default=0, help="seed of the dropout masks")
+    p.set_defaults(handler=run_eval)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from pose_regressor_training.evaluate import evaluate_checkpoint, write_evaluation
+
+    if args.mc_samples < 0:
+        raise ValueError("--mc-samples must be >= 0")
+    evaluation = evaluate_checkpoint(
+        args.checkpoint,
+        args.data,
+        args.split,
+        args.mc_samples,
+        args.calib_split or None,
+        args.device,
+        args.seed,
+    )
+    out = args.out or args.checkpoint.parent / f"eval_{args.split}"
+    paths = write_evaluation(evaluation, out)
+    m = evaluation.metrics
+    print(
+        f"eval {args.split}: {m['frames']} frames, median {m['median_translation_m']:.3f} m "
+        f"{m['median_rotation_deg']:.2f} deg, mean {m['mean_translation_m']:.3f} m "
+        f"{m['mean_rotation_deg']:.2f} deg"
+    )
+    within = [k for k in m if k.startswith("pct_within_")]
+    print("  " + ", ".join(f"{k.removeprefix('pct_within_')}: {m[k]:.1f}%" for k in within))
+    if "uncertainty" in m:
+        u = m["uncertainty"]
+        print(
+            f"  uncertainty: spearman(pos std, err) {u['spearman_position_std_vs_error']:.2f}, "
+            f"NEES {u['mean_nees_before']:.3g} -> {u['mean_nees_after']:.3g} "
+            f"(scale {u['covariance_scale']:.3g} fitted on {u['covariance_scale_fitted_on']})"
+        )
+    print("  wrote " + ", ".join(str(p) for p in paths))
+    return 0
