@@ -148,7 +148,7 @@ def test_seven_scenes_split_errors(seven_root: Path) -> None:
 def test_seven_scenes_missing_image_is_named(seven_root: Path) -> None:
     image = seven_root / "chess" / "seq-03" / "frame-000000.color.png"
     image.unlink()
-    with pytest.raises(DatasetFormatError, match="frame-000000.color.png is missing"):
+    with pytest.raises(DatasetFormatError, match=r"frame-000000\.color\.png is missing"):
         load_dataset("7scenes", seven_root, "train", scene="chess")
     assert len(load_dataset("7scenes", seven_root, "train", scene="chess", check_images=False)) == 3
 

@@ -46,3 +46,26 @@ def test_unreadable_config(tmp_path: Path) -> None:
     bad.write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="must be a mapping"):
         load_train_config(bad)
+
+
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "training" / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_every_shipped_config_loads_and_builds(path: Path) -> None:
+    from dataclasses import replace
+
+    from pose_regressor_training.losses import build_loss, required_tuple_length
+    from pose_regressor_training.models import build_model
+
+    config = load_train_config(path, ["data.root=/tmp/anywhere"])
+    assert required_tuple_length(config.loss.name, config.loss.params) >= 1
+    if config.loss.name != "reprojection":  # that one needs the dataset's camera
+        build_loss(config.loss.name, config.loss.params, camera=None)
+    # Pretrained weights cannot be downloaded here; the architecture is what this checks.
+    build_model(replace(config.model, pretrained=False, num_cameras=4 if "quad" in path.stem else 1))
+
+
+def test_synth_quad_is_the_default_input_fusion_model() -> None:
+    config = load_train_config(CONFIGS[0].parent / "synth_quad.yaml")
+    assert config.model.fusion == "input" and config.augment.track
