@@ -1,8 +1,9 @@
-"""`pose-train fit` and `pose-train eval` argument parsing (registered by `cli.py`)."""
+"""`pose-train fit`, `eval` and `export` argument parsing (registered by `cli.py`)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -103,4 +104,62 @@ def run_eval(args: argparse.Namespace) -> int:
             f"(scale {u['covariance_scale']:.3g} fitted on {u['covariance_scale_fitted_on']})"
         )
     print("  wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def add_export(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export a checkpoint into a model bundle (ONNX graph + bundle.yaml) for the robot",
+        description="Write BUNDLE/model.onnx (uint8 images [T, H, W, 3] + dropout_mask [S, D] -> "
+        "translation [S, 3], rotation [S, 4]; only S is dynamic), BUNDLE/bundle.yaml (cameras, input size, "
+        "preprocessing, covariance scale, provenance) and BUNDLE/model.pt. The graph is checked against the "
+        "TensorRT operator allow-list and against PyTorch with ONNX Runtime before the bundle is written.",
+    )
+    p.add_argument("--checkpoint", type=Path, required=True, help="checkpoint (RUN_DIR/best.pt)")
+    p.add_argument("--out", type=Path, required=True, help="bundle directory to create")
+    p.add_argument(
+        "--mc-samples", type=int, default=32, help="default MC-dropout samples S per frame (TensorRT profile)"
+    )
+    p.add_argument(
+        "--metrics",
+        type=Path,
+        help="pose-train eval metrics.json with the covariance scale "
+        "(default: CHECKPOINT_DIR/eval_test/metrics.json if it evaluated this checkpoint)",
+    )
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (17..20; 17 parses on TensorRT 8.5+)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing bundle directory")
+    p.set_defaults(handler=run_export)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from pose_regressor_training.export import export_bundle
+
+    bundle = export_bundle(
+        args.checkpoint,
+        args.out,
+        mc_samples=args.mc_samples,
+        opset=args.opset,
+        overwrite=args.overwrite,
+        metrics=args.metrics,
+    )
+    size_mb = bundle.onnx_path.stat().st_size / 1e6
+    cams = ", ".join(f"{c.name} {c.width}x{c.height}" for c in bundle.cameras)
+    print(f"export: wrote {bundle.path} (model.onnx {size_mb:.1f} MB, opset {bundle.onnx['opset']})")
+    print(f"  cameras: {cams} -> input {bundle.input_width}x{bundle.input_height}, fusion {bundle.fusion}")
+    print(f"  dof {bundle.dof}, D {bundle.hidden_dim}, dropout {bundle.dropout:g}, S {bundle.mc_samples}")
+    diff = bundle.onnx["verified_max_abs_diff"]
+    print(
+        f"  ONNX Runtime vs PyTorch: max |diff| {diff['translation_m']:.1e} m, "
+        f"{diff['rotation']:.1e} (quaternion)"
+    )
+    source = bundle.provenance.get("covariance_scale_source")
+    if source == "default":
+        print(
+            f"pose-train export: warning: no covariance scale for {args.checkpoint} "
+            "(run pose-train eval first or pass --metrics); using 1.0, so covariances are uncalibrated",
+            file=sys.stderr,
+        )
+    else:
+        print(f"  covariance scale {bundle.covariance_scale:.4g} (from {source})")
     return 0

@@ -27,7 +27,6 @@ import shutil
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -39,13 +38,10 @@ from rosbags.rosbag2 import Reader, ReaderError
 from tqdm import tqdm
 
 from pose_regressor.bagio import TYPESTORE
+from pose_regressor.ground_truth import GT_TYPES, DropReason, GroundTruthTrack, gt_pose_fields, stamp_ns
 from pose_regressor.image_decode import ImageDecodeError, decode_message, resize_to
 from pose_regressor.pose import (
-    compose,
     normalize_quaternion,
-    quaternion_to_rotvec,
-    relative_pose,
-    rotvec_to_quaternion,
 )
 from pose_regressor.rig import Rig
 from pose_regressor.sync import FrameSynchronizer, SyncedSet
@@ -71,23 +67,10 @@ __all__ = [
 FloatArray = NDArray[np.float64]
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
-GT_TYPES = (
-    "geometry_msgs/msg/PoseStamped",
-    "geometry_msgs/msg/PoseWithCovarianceStamped",
-    "nav_msgs/msg/Odometry",
-    "geometry_msgs/msg/TransformStamped",
-)
 
 
 class BagConversionError(ValueError):
     """The bag or the arguments cannot be turned into a dataset; the message says why."""
-
-
-class DropReason(Enum):
-    """Why a synchronized set got no ground-truth pose."""
-
-    OUTSIDE_GT = "outside the ground-truth time range"
-    GT_GAP = "between ground-truth messages further apart than the maximum gap"
 
 
 @dataclass(frozen=True)
@@ -118,63 +101,6 @@ class FromBagSummary:
 
 
 # --------------------------------------------------------------------------- ground truth
-
-
-def _stamp_ns(header: Any) -> int:
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
-
-
-class GroundTruthTrack:
-    """Time-stamped poses ``T_map_base`` with interpolation (linear translation, slerp rotation).
-
-    Stamps need not be sorted; for repeated stamps the first pose is kept.
-    """
-
-    def __init__(self, stamps_ns: Sequence[int], translations: FloatArray, quats_xyzw: FloatArray) -> None:
-        stamps = np.asarray(stamps_ns, dtype=np.int64)
-        t = np.asarray(translations, dtype=np.float64).reshape(-1, 3)
-        q = normalize_quaternion(np.asarray(quats_xyzw, dtype=np.float64).reshape(-1, 4))
-        if not len(stamps) == len(t) == len(q):
-            raise ValueError(f"got {len(stamps)} stamps, {len(t)} translations and {len(q)} rotations")
-        if not np.all(np.isfinite(t)):
-            raise ValueError("ground-truth translations contain non-finite values")
-        self.stamps_ns, first = np.unique(stamps, return_index=True)
-        self.translations = t[first]
-        self.quats_xyzw = q[first]
-
-    def __len__(self) -> int:
-        return len(self.stamps_ns)
-
-    def interpolate(self, stamp_ns: int, max_gap_ns: int) -> tuple[FloatArray, FloatArray] | DropReason:
-        """``(t (3,), q (4,) xyzw, w >= 0)`` at ``stamp_ns``, or why there is none.
-
-        A stamp equal to a ground-truth stamp gets that pose whatever the gaps around it.
-        """
-        stamps = self.stamps_ns
-        if len(stamps) == 0 or stamp_ns < stamps[0] or stamp_ns > stamps[-1]:
-            return DropReason.OUTSIDE_GT
-        hi = int(np.searchsorted(stamps, stamp_ns, side="left"))
-        if stamps[hi] == stamp_ns:
-            return self.translations[hi].copy(), self.quats_xyzw[hi].copy()
-        lo = hi - 1
-        gap = int(stamps[hi]) - int(stamps[lo])
-        if gap > max_gap_ns:
-            return DropReason.GT_GAP
-        alpha = (stamp_ns - int(stamps[lo])) / gap
-        t = self.translations[lo] + alpha * (self.translations[hi] - self.translations[lo])
-        q_lo = self.quats_xyzw[lo]
-        _, q_rel = relative_pose(np.zeros(3), q_lo, np.zeros(3), self.quats_xyzw[hi])
-        step = alpha * quaternion_to_rotvec(q_rel)  # along the shorter arc (angle <= pi)
-        _, q = compose(np.zeros(3), q_lo, np.zeros(3), rotvec_to_quaternion(step))
-        return t, q
-
-
-def _gt_pose(msg: Any, msgtype: str) -> tuple[Any, Any]:
-    """(position-like, orientation-like) fields of a ground-truth message."""
-    if msgtype == "geometry_msgs/msg/TransformStamped":
-        return msg.transform.translation, msg.transform.rotation
-    pose = msg.pose if msgtype == "geometry_msgs/msg/PoseStamped" else msg.pose.pose
-    return pose.position, pose.orientation
 
 
 # --------------------------------------------------------------------------- bag access
@@ -209,7 +135,7 @@ def _read_ground_truth(
     frames: dict[str, str] = {}
     for number, (conn, _, raw) in enumerate(reader.messages(connections=connections)):
         msg = _deserialize(raw, conn.msgtype, conn.topic)
-        p, o = _gt_pose(msg, conn.msgtype)
+        p, o = gt_pose_fields(msg, conn.msgtype)
         position = [float(p.x), float(p.y), float(p.z)]
         orientation = [float(o.x), float(o.y), float(o.z), float(o.w)]
         try:
@@ -220,7 +146,7 @@ def _read_ground_truth(
             raise BagConversionError(
                 f"ground-truth message {number} on {conn.topic} is invalid: {exc}"
             ) from None
-        stamps.append(_stamp_ns(msg.header))
+        stamps.append(stamp_ns(msg.header))
         positions.append(position)
         orientations.append(orientation)
         if not frames:
@@ -319,7 +245,7 @@ def _camera_messages(
     flat = [conn for conns in connections for conn in conns]
     for conn, _, raw in reader.messages(connections=flat):
         msg = _deserialize(raw, conn.msgtype, conn.topic)
-        yield camera_of[id(conn)], conn.topic, _stamp_ns(msg.header), msg
+        yield camera_of[id(conn)], conn.topic, stamp_ns(msg.header), msg
 
 
 def convert_bag(cfg: FromBagConfig) -> FromBagSummary:

@@ -47,6 +47,31 @@ def widen_first_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
     return wide
 
 
+class StaticAdaptiveAvgPool2d(nn.Module):
+    """`adaptive_avg_pool2d` computed from static slices: the same numbers for every input size,
+    but exportable to ONNX even when the output size does not divide the input size (the ONNX
+    exporter and TensorRT only support the divisible case of the built-in op)."""
+
+    def __init__(self, output_size: tuple[int, int]) -> None:
+        super().__init__()
+        self.output_size = output_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = int(x.shape[-2]), int(x.shape[-1])
+        out_h, out_w = self.output_size
+        if height % out_h == 0 and width % out_w == 0:
+            return nn.functional.adaptive_avg_pool2d(x, self.output_size)
+        rows = []
+        for i in range(out_h):
+            top, bottom = (i * height) // out_h, -(-((i + 1) * height) // out_h)
+            cells = [
+                x[..., top:bottom, (j * width) // out_w : -(-((j + 1) * width) // out_w)].mean(dim=(-2, -1))
+                for j in range(out_w)
+            ]
+            rows.append(torch.stack(cells, dim=-1))
+        return torch.stack(rows, dim=-2)
+
+
 class SmallCNN(nn.Module):
     """Four stride-2 conv blocks and a 2x2 adaptive pool: keeps coarse layout, trains fast on a CPU."""
 
@@ -68,7 +93,7 @@ class SmallCNN(nn.Module):
             )
             channels = out
         self.features = nn.Sequential(*stages)
-        self.pool = nn.AdaptiveAvgPool2d((2, 2))
+        self.pool = StaticAdaptiveAvgPool2d((2, 2))
         self.out_features = channels * 4
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

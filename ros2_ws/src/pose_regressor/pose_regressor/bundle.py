@@ -1,0 +1,405 @@
+"""Model bundles: the directory a trained model ships in, and THE image preprocessing (ROS-free, no torch).
+
+A bundle (written by ``pose-train export``) is a directory::
+
+    BUNDLE/model.onnx    the graph: images uint8 [T, H, W, 3] + dropout_mask float32 [S, D]
+                         -> translation [S, 3] (metres, map frame), rotation [S, 4] (xyzw, unit, w >= 0)
+    BUNDLE/bundle.yaml   what the robot needs to feed it and to interpret its outputs (this module)
+    BUNDLE/model.pt      the same weights as a PyTorch state dict (the reference `TorchEngine` only)
+    BUNDLE/engines/      TensorRT plans, cached by GPU name, TensorRT version and precision
+
+Conventions:
+
+* Cameras are in bundle order (the training rig's order); ``images[k]`` comes from camera ``k``'s
+  topic ``/<name>/image_raw`` at that camera's size (``BundleCamera.width`` x ``height``).
+* Images are RGB ``uint8``; the graph does the rest (``/ 255``, ImageNet mean/std, NHWC -> NCHW).
+* Resizing happens in exactly one place, :func:`preprocess`, shared by every engine; it does
+  what training's ``read_image_rgb`` does, so the network sees the pixels it was trained on.
+* A ``dropout_mask`` of ones gives the deterministic prediction; S random masks (see
+  :func:`pose_regressor.uncertainty.dropout_masks`) give S Monte-Carlo samples from one backbone pass.
+* The S axis of ``dropout_mask``, ``translation`` and ``rotation`` is the graph's only dynamic axis.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import yaml
+from numpy.typing import NDArray
+
+__all__ = [
+    "BUNDLE_FORMAT",
+    "ENGINES_DIR",
+    "FUSIONS",
+    "ONNX_FILE",
+    "PREPROCESSING",
+    "SCHEMA_VERSION",
+    "TORCH_FILE",
+    "YAML_FILE",
+    "BundleCamera",
+    "BundleError",
+    "ModelBundle",
+    "load_bundle",
+    "preprocess",
+    "write_bundle",
+]
+
+SCHEMA_VERSION = 1
+BUNDLE_FORMAT = "pose_regressor_bundle"
+ONNX_FILE = "model.onnx"
+YAML_FILE = "bundle.yaml"
+TORCH_FILE = "model.pt"
+ENGINES_DIR = "engines"
+FUSIONS = ("input", "mosaic", "late")
+
+#: What :func:`preprocess` and the graph do to a camera image; written into every bundle.yaml.
+PREPROCESSING: dict[str, str] = {
+    "function": "pose_regressor.bundle.preprocess",
+    "resize": "cv2.resize(image, (input.width, input.height), interpolation=cv2.INTER_AREA) whenever "
+    "the size differs (shrinking or enlarging), exactly as training's read_image_rgb",
+    "color": "RGB",
+    "dtype": "uint8",
+    "layout": "[T, H, W, 3], cameras in bundle order",
+    "normalization": "inside the graph: float / 255, then (x - ImageNet mean) / ImageNet std per channel",
+}
+
+# The ONNX ModelProto's first serialized field is ir_version (field 1, varint): tag byte 0x08.
+_ONNX_FIRST_BYTE = 0x08
+
+
+class BundleError(ValueError):
+    """A model bundle is missing, incomplete, of another schema version or has invalid values."""
+
+
+@dataclass(frozen=True)
+class BundleCamera:
+    """One input camera: ``topic`` carries its images at ``width`` x ``height`` pixels."""
+
+    name: str
+    topic: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class ModelBundle:
+    """The contents of bundle.yaml (validated) and where the bundle lies.
+
+    ``input_width`` x ``input_height`` is the network's image size (H, W of the ``images`` input);
+    ``hidden_dim`` is D of ``dropout_mask`` [S, D]; ``mc_samples`` is the default S (and the
+    optimization-profile S of TensorRT plans); ``dof`` is 6, or 3 for x, y, yaw models (z fixed at
+    the training mean, roll = pitch = 0); ``covariance_scale`` multiplies the MC-dropout sample
+    covariance (calibrated on held-out data, 1.0 when uncalibrated).
+    """
+
+    path: Path
+    schema_version: int
+    cameras: tuple[BundleCamera, ...]
+    input_width: int
+    input_height: int
+    preprocessing: dict[str, str]
+    fusion: str
+    dof: int
+    dropout: float
+    hidden_dim: int
+    covariance_scale: float
+    provenance: dict[str, Any]
+    mc_samples: int = 32
+    onnx: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def onnx_path(self) -> Path:
+        return self.path / ONNX_FILE
+
+    @property
+    def torch_path(self) -> Path:
+        return self.path / TORCH_FILE
+
+    @property
+    def yaml_path(self) -> Path:
+        return self.path / YAML_FILE
+
+    @property
+    def engines_dir(self) -> Path:
+        return self.path / ENGINES_DIR
+
+    @property
+    def camera_names(self) -> list[str]:
+        return [c.name for c in self.cameras]
+
+    @property
+    def num_cameras(self) -> int:
+        return len(self.cameras)
+
+    @property
+    def images_shape(self) -> tuple[int, int, int, int]:
+        """Shape of the graph's ``images`` input: (T, H, W, 3)."""
+        return (len(self.cameras), self.input_height, self.input_width, 3)
+
+    def to_yaml_dict(self) -> dict[str, Any]:
+        """The bundle.yaml mapping (``path`` is where it lies, not part of it)."""
+        return {
+            "format": BUNDLE_FORMAT,
+            "schema_version": self.schema_version,
+            "cameras": [
+                {"name": c.name, "topic": c.topic, "width": c.width, "height": c.height} for c in self.cameras
+            ],
+            "input": {"width": self.input_width, "height": self.input_height},
+            "preprocessing": dict(self.preprocessing),
+            "model": {
+                "fusion": self.fusion,
+                "dof": self.dof,
+                "dropout": self.dropout,
+                "hidden_dim": self.hidden_dim,
+                "mc_samples": self.mc_samples,
+            },
+            "covariance_scale": self.covariance_scale,
+            "onnx": dict(self.onnx),
+            "provenance": dict(self.provenance),
+        }
+
+
+# ------------------------------------------------------------------------------------ writing
+def write_bundle(bundle: ModelBundle) -> Path:
+    """Write ``bundle.yaml`` into ``bundle.path`` atomically (temporary file + rename); returns its path.
+
+    The directory must exist; model.onnx is written by the exporter, not here.
+    """
+    if not bundle.path.is_dir():
+        raise BundleError(f"bundle directory {bundle.path} does not exist")
+    target = bundle.yaml_path
+    data = _plain(bundle.to_yaml_dict())
+    text = yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=110, allow_unicode=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{YAML_FILE}.", dir=bundle.path)
+    try:
+        os.fchmod(fd, 0o644)  # mkstemp makes it private
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        Path(tmp).replace(target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def _plain(value: Any) -> Any:
+    """`value` as YAML-safe builtins: mappings and sequences recursively, subclasses of str, int,
+    float and bool (version strings, np.float64) and numpy scalars as the builtin, else its str."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return _plain(value.item())
+    if value is None:
+        return None
+    for kind in (bool, str, int, float):
+        if isinstance(value, kind):
+            return kind(value)
+    return str(value)
+
+
+# ------------------------------------------------------------------------------------ loading
+def load_bundle(path: str | Path) -> ModelBundle:
+    """Read and validate a bundle directory (``yaml.safe_load`` only).
+
+    Checks that bundle.yaml exists, is of :data:`SCHEMA_VERSION` and has valid values, and that
+    model.onnx exists and looks like an ONNX file (cheap: size and first byte; the engine parses it).
+
+    Raises:
+        BundleError: with one message naming the bundle and the problem.
+    """
+    root = Path(path)
+    if not root.exists():
+        raise BundleError(f"model bundle {root} does not exist")
+    if not root.is_dir():
+        raise BundleError(f"model bundle {root} is not a directory")
+    yaml_path = root / YAML_FILE
+    if not yaml_path.is_file():
+        raise BundleError(
+            f"{root} has no {YAML_FILE}: not a model bundle (create one with pose-train export)"
+        )
+    try:
+        data = yaml.safe_load(yaml_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BundleError(f"cannot read {yaml_path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise BundleError(f"{yaml_path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise BundleError(f"{yaml_path} must hold a mapping, got {type(data).__name__}")
+    if data.get("format", BUNDLE_FORMAT) != BUNDLE_FORMAT:
+        raise BundleError(f"{yaml_path}: format is {data.get('format')!r}, expected {BUNDLE_FORMAT!r}")
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION or isinstance(version, bool):
+        raise BundleError(
+            f"{yaml_path}: bundle schema version {version!r} is not supported (this pose_regressor reads "
+            f"version {SCHEMA_VERSION}); re-export the model with a matching pose-train"
+        )
+    try:
+        bundle = _bundle_from_mapping(root, data)
+    except BundleError as exc:
+        raise BundleError(f"{yaml_path}: {exc}") from None
+    _check_onnx_file(bundle)
+    return bundle
+
+
+def _check_onnx_file(bundle: ModelBundle) -> None:
+    onnx_path = bundle.onnx_path
+    if not onnx_path.is_file():
+        raise BundleError(f"{bundle.path} has no {ONNX_FILE}")
+    size = onnx_path.stat().st_size
+    if size == 0:
+        raise BundleError(f"{onnx_path} is empty (an interrupted export or copy?)")
+    expected = bundle.onnx.get("bytes")
+    if isinstance(expected, int) and not isinstance(expected, bool) and size != expected:
+        raise BundleError(
+            f"{onnx_path} has {size} bytes, bundle.yaml records {expected}: truncated or replaced; "
+            "copy the bundle again or re-export it"
+        )
+    with onnx_path.open("rb") as handle:
+        first = handle.read(1)
+    if first[0] != _ONNX_FIRST_BYTE:
+        raise BundleError(f"{onnx_path} is not an ONNX model (unexpected header byte 0x{first[0]:02x})")
+
+
+def _bundle_from_mapping(root: Path, data: dict[str, Any]) -> ModelBundle:
+    cameras = _cameras(data.get("cameras"))
+    image = _mapping(data, "input")
+    model = _mapping(data, "model")
+    preprocessing = _mapping(data, "preprocessing")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in preprocessing.items()):
+        raise BundleError("preprocessing must map names to strings")
+    fusion = model.get("fusion")
+    if fusion not in FUSIONS:
+        raise BundleError(f"model.fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
+    dof = _int(model, "dof", "model.dof", minimum=3)
+    if dof not in (3, 6):
+        raise BundleError(f"model.dof must be 6 or 3, got {dof}")
+    dropout = _float(model, "dropout", "model.dropout")
+    if not 0.0 <= dropout < 1.0:
+        raise BundleError(f"model.dropout must be in [0, 1), got {dropout}")
+    scale = _float(data, "covariance_scale", "covariance_scale")
+    if not scale > 0:
+        raise BundleError(f"covariance_scale must be positive, got {scale}")
+    onnx = data.get("onnx", {})
+    provenance = data.get("provenance", {})
+    if not isinstance(onnx, dict) or not isinstance(provenance, dict):
+        raise BundleError("onnx and provenance must be mappings")
+    return ModelBundle(
+        path=root,
+        schema_version=SCHEMA_VERSION,
+        cameras=cameras,
+        input_width=_int(image, "width", "input.width", minimum=1),
+        input_height=_int(image, "height", "input.height", minimum=1),
+        preprocessing=dict(preprocessing),
+        fusion=str(fusion),
+        dof=dof,
+        dropout=dropout,
+        hidden_dim=_int(model, "hidden_dim", "model.hidden_dim", minimum=1),
+        covariance_scale=scale,
+        provenance=provenance,
+        mc_samples=_int(model, "mc_samples", "model.mc_samples", minimum=1) if "mc_samples" in model else 32,
+        onnx=onnx,
+    )
+
+
+def _cameras(value: Any) -> tuple[BundleCamera, ...]:
+    if not isinstance(value, list) or not value:
+        raise BundleError(f"cameras must be a non-empty list, got {value!r}")
+    cameras = []
+    for i, entry in enumerate(value):
+        where = f"cameras[{i}]"
+        if not isinstance(entry, dict):
+            raise BundleError(f"{where} must be a mapping, got {entry!r}")
+        name = entry.get("name")
+        if not isinstance(name, str) or not name or "/" in name:
+            raise BundleError(f"{where}.name must be a non-empty string without '/', got {name!r}")
+        topic = entry.get("topic", f"/{name}/image_raw")
+        if not isinstance(topic, str) or not topic.startswith("/"):
+            raise BundleError(f"{where}.topic must be an absolute topic name, got {topic!r}")
+        width = _int(entry, "width", f"{where}.width", minimum=1)
+        height = _int(entry, "height", f"{where}.height", minimum=1)
+        cameras.append(BundleCamera(name, topic, width, height))
+    names = [c.name for c in cameras]
+    if len(set(names)) != len(names):
+        raise BundleError(f"camera names must be unique, got {names}")
+    return tuple(cameras)
+
+
+def _mapping(data: Mapping[str, Any], key: str) -> dict[str, Any]:
+    value = data.get(key)
+    if not isinstance(value, dict):
+        raise BundleError(f"{key} must be a mapping, got {value!r}")
+    return value
+
+
+def _int(data: Mapping[str, Any], key: str, where: str, minimum: int) -> int:
+    value = data.get(key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BundleError(f"{where} must be an integer, got {value!r}")
+    if value < minimum:
+        raise BundleError(f"{where} must be >= {minimum}, got {value}")
+    return value
+
+
+def _float(data: Mapping[str, Any], key: str, where: str) -> float:
+    value = data.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise BundleError(f"{where} must be a finite number, got {value!r}")
+    return float(value)
+
+
+# ------------------------------------------------------------------------------ preprocessing
+def preprocess(
+    images: Sequence[NDArray[np.uint8]],
+    bundle: ModelBundle,
+    out: NDArray[np.uint8] | None = None,
+) -> NDArray[np.uint8]:
+    """THE preprocessing shared by all engines: T RGB images -> the graph's ``images`` input [T, H, W, 3].
+
+    ``images[k]`` is camera ``k``'s RGB ``uint8`` image ``(h, w, 3)`` of any size (bundle order).
+    Each is resized to (``bundle.input_width``, ``bundle.input_height``) with ``cv2.INTER_AREA``
+    whenever its size differs, shrinking or enlarging, which is exactly what training's
+    ``read_image_rgb`` does (resizing is per channel, so BGR there and RGB here give the same
+    pixels); images already at the input size are copied unchanged. Normalization happens inside
+    the graph. ``out``, a C-contiguous ``uint8`` array of the result's shape, is filled and
+    returned instead of a new array (no allocation per frame).
+
+    Raises:
+        ValueError: wrong number of images, or an image that is not ``uint8`` ``(h, w, 3)``.
+    """
+    shape = bundle.images_shape
+    if len(images) != shape[0]:
+        raise ValueError(
+            f"expected {shape[0]} images (cameras {', '.join(bundle.camera_names)}), got {len(images)}"
+        )
+    if out is None:
+        out = np.empty(shape, dtype=np.uint8)
+    elif out.shape != shape or out.dtype != np.uint8 or not out.flags.c_contiguous:
+        raise ValueError(
+            f"out must be a C-contiguous uint8 array of shape {shape}, got {out.dtype} {out.shape}"
+        )
+    size = (bundle.input_width, bundle.input_height)
+    for k, (image, camera) in enumerate(zip(images, bundle.cameras, strict=True)):
+        if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
+            kind = image.dtype if isinstance(image, np.ndarray) else type(image).__name__
+            raise ValueError(f"image of camera {camera.name!r} must be a uint8 array, got {kind}")
+        if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] == 0 or image.shape[1] == 0:
+            raise ValueError(
+                f"image of camera {camera.name!r} must be RGB (h, w, 3), got shape {image.shape}"
+            )
+        if (image.shape[1], image.shape[0]) == size:
+            out[k] = image
+        else:
+            out[k] = cv2.resize(np.ascontiguousarray(image), size, interpolation=cv2.INTER_AREA)
+    return out

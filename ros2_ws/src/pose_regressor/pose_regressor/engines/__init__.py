@@ -1,0 +1,140 @@
+"""Inference engines for model bundles, and `load_engine`, which picks the best one this machine can run.
+
+Backends (each module imported only when used; none imports torch at import time):
+
+* ``tensorrt``: `pose_regressor.engines.tensorrt_engine.TensorRTEngine` (needs the `tensorrt`
+  package and a CUDA GPU; plans cached under BUNDLE/engines/).
+* ``onnxruntime``: `OnnxRuntimeEngine` on the CUDA execution provider when present, else CPU.
+* ``torch``: `TorchEngine`, eager PyTorch from BUNDLE/model.pt (reference and tests; needs torch
+  and pose_regressor_training).
+
+``auto`` tries TensorRT, then ONNX Runtime with CUDA, then ONNX Runtime on the CPU, and logs one
+INFO line naming the engine chosen and why the ones before it were skipped.
+
+The TensorRT module's contract: ``TensorRTEngine(bundle, **options)`` subclasses `InferenceEngine`
+(``backend = "tensorrt"``), builds or loads its plan from ``bundle.engines_dir`` (keyed by GPU
+name, TensorRT version and precision; optimization profile S in 1..``bundle.mc_samples`` or
+more, opt ``bundle.mc_samples``), and raises `EngineUnavailableError` when it cannot run here.
+``auto`` looks for it only when the `tensorrt` package and a CUDA device are present.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+from pathlib import Path
+from typing import Any
+
+from pose_regressor.bundle import ModelBundle, load_bundle
+from pose_regressor.engines.base import (
+    EngineDescription,
+    EngineError,
+    EngineInputError,
+    EngineUnavailableError,
+    InferenceEngine,
+    cuda_device_count,
+    validate_inputs,
+)
+
+__all__ = [
+    "BACKENDS",
+    "EngineDescription",
+    "EngineError",
+    "EngineInputError",
+    "EngineUnavailableError",
+    "InferenceEngine",
+    "load_engine",
+    "tensorrt_unavailable_reasons",
+    "validate_inputs",
+]
+
+BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
+TENSORRT_MODULE = "pose_regressor.engines.tensorrt_engine"
+
+logger = logging.getLogger(__name__)
+
+
+def tensorrt_unavailable_reasons() -> list[str]:
+    """Why the TensorRT backend cannot run here (empty when it may): package, GPU, engine module."""
+    reasons = []
+    if importlib.util.find_spec("tensorrt") is None:
+        reasons.append("the `tensorrt` Python package is not installed")
+    if cuda_device_count() == 0:
+        reasons.append("no CUDA GPU (the CUDA driver reports no device or is not installed)")
+    if importlib.util.find_spec(TENSORRT_MODULE) is None:
+        reasons.append(f"{TENSORRT_MODULE} is not part of this installation")
+    return reasons
+
+
+def _tensorrt_engine(bundle: ModelBundle, options: dict[str, Any]) -> InferenceEngine:
+    reasons = tensorrt_unavailable_reasons()
+    if reasons:
+        raise EngineUnavailableError("TensorRT backend unavailable: " + "; ".join(reasons))
+    try:
+        module = importlib.import_module(TENSORRT_MODULE)
+        engine: InferenceEngine = module.TensorRTEngine(bundle, **options)
+    except EngineUnavailableError:
+        raise
+    except (ImportError, RuntimeError, OSError) as exc:
+        raise EngineUnavailableError(f"TensorRT backend unavailable: {exc}") from exc
+    return engine
+
+
+def load_engine(bundle: ModelBundle | str | Path, backend: str = "auto", **options: Any) -> InferenceEngine:
+    """An engine for `bundle` (a `ModelBundle` or a bundle directory).
+
+    backend: ``auto``, ``tensorrt``, ``onnxruntime`` or ``torch``.
+    options: keyword arguments of the chosen engine's constructor (e.g. ``threads`` or
+        ``providers`` for onnxruntime, ``device`` for torch); with ``auto`` they go to the ONNX
+        Runtime engines only (``providers`` is chosen by ``auto`` itself).
+
+    Raises:
+        ValueError: unknown backend, or ``providers`` given with ``auto``.
+        BundleError: the bundle is missing or invalid.
+        EngineUnavailableError: an explicitly requested backend cannot run here (the message says why).
+        EngineError: the engine failed to load the model.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown inference backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if not isinstance(bundle, ModelBundle):
+        bundle = load_bundle(bundle)
+    if backend == "tensorrt":
+        return _tensorrt_engine(bundle, options)
+    if backend == "onnxruntime":
+        from pose_regressor.engines.onnxruntime_engine import OnnxRuntimeEngine
+
+        return OnnxRuntimeEngine(bundle, **options)
+    if backend == "torch":
+        from pose_regressor.engines.torch_engine import TorchEngine
+
+        return TorchEngine(bundle, **options)
+    if "providers" in options:
+        raise ValueError("providers can only be given with backend='onnxruntime'")
+    return _auto(bundle, options)
+
+
+def _auto(bundle: ModelBundle, options: dict[str, Any]) -> InferenceEngine:
+    import onnxruntime as ort
+
+    from pose_regressor.engines.onnxruntime_engine import CPU, CUDA, OnnxRuntimeEngine
+
+    skipped: list[str] = []
+
+    def chosen(engine: InferenceEngine, why: str) -> InferenceEngine:
+        note = f"; skipped {'; '.join(skipped)}" if skipped else ""
+        logger.info("inference engine: %s for %s (%s)%s", engine.describe(), bundle.path, why, note)
+        return engine
+
+    try:
+        return chosen(_tensorrt_engine(bundle, {}), "TensorRT available")
+    except EngineUnavailableError as exc:
+        skipped.append(f"tensorrt ({str(exc).removeprefix('TensorRT backend unavailable: ')})")
+    if CUDA in ort.get_available_providers():
+        engine = OnnxRuntimeEngine(bundle, providers=[CUDA, CPU], **options)
+        if engine.describe().device == "cuda":
+            return chosen(engine, "CUDA execution provider")
+        skipped.append("onnxruntime CUDA (the CUDA execution provider failed to start)")
+    else:
+        skipped.append("onnxruntime CUDA (this onnxruntime build has no CUDAExecutionProvider)")
+    return chosen(OnnxRuntimeEngine(bundle, providers=[CPU], **options), "CPU fallback")

@@ -1,0 +1,70 @@
+"""Plots of `pose-regressor evaluate` (needs matplotlib, a development dependency)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.patches import Ellipse
+
+SIGMAS = 2.0
+
+
+def plot_evaluation(arrays: dict[str, np.ndarray], metrics: dict[str, Any], out: Path) -> list[Path]:
+    paths = [out / "trajectory.png", out / "errors_over_time.png"]
+    t_pred, t_gt, covs = arrays["t_pred"], arrays["t_gt"], arrays["covs"]
+    fig, ax = plt.subplots(figsize=(9, 7))
+    ax.plot(t_gt[:, 0], t_gt[:, 1], "-", color="k", lw=2, label="ground truth")
+    ax.plot(t_pred[:, 0], t_pred[:, 1], ".", color="tab:blue", ms=4, label="localizer (MC mean)")
+    step = max(1, len(t_pred) // 25)
+    for i in range(0, len(t_pred), step):
+        values, vectors = np.linalg.eigh(covs[i, :2, :2])
+        values = np.clip(values, 0, None)
+        angle = np.degrees(np.arctan2(vectors[1, 1], vectors[0, 1]))
+        ax.add_patch(
+            Ellipse(
+                (float(t_pred[i, 0]), float(t_pred[i, 1])),
+                float(2 * SIGMAS * np.sqrt(values[1])),
+                float(2 * SIGMAS * np.sqrt(values[0])),
+                angle=float(angle),
+                fill=False,
+                color="crimson",
+                lw=0.8,
+            )
+        )
+    ax.plot([], [], color="crimson", lw=0.8, label=f"{SIGMAS:g}-sigma from ~/pose_with_covariance")
+    ax.set_title(
+        f"Replay at {metrics['rate']:g}x: median {metrics['median_translation_m']:.2f} m, "
+        f"{metrics['median_rotation_deg']:.1f} deg; output/input sets {metrics['output_rate_ratio']:.2f}; "
+        f"latency p50 {metrics['latency_ms_p50']:.1f} ms"
+    )
+    ax.set_xlabel("x (m, map)")
+    ax.set_ylabel("y (m, map)")
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(paths[0], dpi=110)
+    plt.close(fig)
+
+    seconds = (arrays["stamps"] - arrays["stamps"][0]) / 1e9
+    fig, axes = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
+    axes[0].plot(seconds, arrays["t_err"], label="translation error (m)")
+    axes[0].plot(seconds, arrays["pos_std"] * np.sqrt(3), label="predicted std, 3-D (m)")
+    axes[1].plot(seconds, arrays["r_err"], label="rotation error (deg)")
+    axes[1].plot(seconds, arrays["rot_std"] * np.sqrt(3), label="predicted std, 3-D (deg)")
+    for ax in axes:
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="upper right", fontsize=8)
+        ax.set_ylim(bottom=0)
+    axes[1].set_xlabel("bag time (s)")
+    fig.suptitle("Errors and predicted uncertainty over time")
+    fig.tight_layout()
+    fig.savefig(paths[1], dpi=110)
+    plt.close(fig)
+    return paths

@@ -1,0 +1,284 @@
+"""The `localizer` ROS 2 node: a thin lifecycle shell around `LocalizerPipeline`.
+
+on_configure: read and validate parameters, load the bundle and the engine, create publishers.
+on_activate:  subscribe to the camera topics (sensor-data QoS), start the worker and diagnostics.
+With `autostart` (the default for `main`), the node configures and activates itself.
+
+Publishes (stamped with the input set's stamp, frame `map_frame`, reliable QoS):
+  ~/pose (PoseStamped), ~/pose_with_covariance (PoseWithCovarianceStamped), ~/path (Path),
+  /diagnostics (DiagnosticArray, 1 Hz), and optionally /initialpose (first confident pose).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import rclpy
+import rclpy.executors
+import rclpy.utilities
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
+from nav_msgs.msg import Path
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage, Image
+
+from pose_regressor.bundle import BundleError, ModelBundle, load_bundle, preprocess
+from pose_regressor.engines import load_engine
+from pose_regressor.image_decode import ImageDecodeError, decode_message
+from pose_regressor.messages import diagnostic_array, ns_from_time, pose_stamped, pose_with_covariance
+from pose_regressor.params import PARAMETERS, LocalizerParams, ParameterError
+from pose_regressor.pipeline import LocalizationResult, LocalizerPipeline, PipelineConfig
+
+NODE_NAME = "localizer"
+DIAGNOSTIC_NAME = "pose_regressor: localizer"
+OUTPUT_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+
+
+class ConfigurationError(RuntimeError):
+    """The node cannot start with these parameters or this bundle (one clear line)."""
+
+
+def _descriptor(spec: Any) -> ParameterDescriptor:
+    descriptor = ParameterDescriptor(description=spec.description)
+    if spec.choices:
+        descriptor.additional_constraints = "one of: " + ", ".join(spec.choices)
+    if spec.min_value is not None and not isinstance(spec.default, bool):
+        if isinstance(spec.default, int):
+            descriptor.integer_range = [
+                IntegerRange(from_value=int(spec.min_value), to_value=int(spec.max_value))
+            ]
+        elif isinstance(spec.default, float):
+            descriptor.floating_point_range = [
+                FloatingPointRange(from_value=float(spec.min_value), to_value=float(spec.max_value))
+            ]
+    return descriptor
+
+
+class LocalizerNode(LifecycleNode):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        for spec in PARAMETERS:
+            self.declare_parameter(spec.name, spec.default, _descriptor(spec))
+        self.params: LocalizerParams | None = None
+        self.bundle: ModelBundle | None = None
+        self.pipeline: LocalizerPipeline | None = None
+        self._image_subscriptions: list[Any] = []
+        self._outputs: dict[str, Any] = {}
+        self._path: deque[PoseStamped] = deque()
+        self._diag_timer: Any = None
+        self._initialpose_sent = False
+        self._topics: tuple[str, ...] = ()
+
+    # ------------------------------------------------------------------ lifecycle
+    def configure_pipeline(self) -> None:
+        """Everything on_configure does; raises ConfigurationError with one clear line."""
+        values = {spec.name: self.get_parameter(spec.name).value for spec in PARAMETERS}
+        try:
+            params = LocalizerParams.from_values(values)
+            bundle = load_bundle(params.bundle)
+        except (ParameterError, BundleError) as exc:
+            raise ConfigurationError(str(exc)) from exc
+        topics = params.camera_topics or tuple(camera.topic for camera in bundle.cameras)
+        if len(topics) != bundle.num_cameras:
+            raise ConfigurationError(
+                f"camera_topics has {len(topics)} topic(s) but the bundle expects {bundle.num_cameras} "
+                f"camera(s) in this order: {', '.join(bundle.camera_names)}"
+            )
+        try:
+            engine = load_engine(bundle, params.backend)
+        except Exception as exc:  # engines raise many types (missing providers, bad graphs)
+            raise ConfigurationError(
+                f"cannot load the {params.backend} engine for {bundle.path}: {exc}"
+            ) from exc
+        description = engine.describe()
+        config = PipelineConfig(
+            camera_names=tuple(bundle.camera_names),
+            hidden_dim=bundle.hidden_dim,
+            dropout=bundle.dropout,
+            covariance_scale=bundle.covariance_scale,
+            sync_slop_s=params.sync_slop,
+            mc_samples=params.mc_samples,
+            seed=params.seed,
+            max_position_std=params.max_position_std,
+            max_rotation_std=params.max_rotation_std,
+            camera_timeout_s=params.camera_timeout,
+        )
+        buffer = np.empty(bundle.images_shape, dtype=np.uint8)  # reused for every set
+        self.pipeline = LocalizerPipeline(
+            config,
+            engine,
+            self._publish,
+            self._engine_error,
+            engine_name=f"{description.backend} {description.device} {description.precision}",
+            prepare=lambda images: preprocess(images, bundle, out=buffer),
+        )
+        self.params = params
+        self._topics = topics
+        self.bundle = bundle
+        self.get_logger().info(
+            f"bundle {bundle.path}: cameras {', '.join(bundle.camera_names)} on {', '.join(topics)}; "
+            f"engine {description}; {params.mc_samples} MC samples"
+        )
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self.configure_pipeline()
+        except ConfigurationError as exc:
+            self.get_logger().error(str(exc))
+            return TransitionCallbackReturn.FAILURE
+        assert self.params is not None
+        self._outputs = {
+            "pose": self.create_publisher(PoseStamped, "~/pose", OUTPUT_QOS),
+            "pose_cov": self.create_publisher(
+                PoseWithCovarianceStamped, "~/pose_with_covariance", OUTPUT_QOS
+            ),
+            "path": self.create_publisher(Path, "~/path", OUTPUT_QOS),
+            "diagnostics": self.create_publisher(DiagnosticArray, "/diagnostics", OUTPUT_QOS),
+        }
+        if self.params.publish_initialpose:
+            self._outputs["initialpose"] = self.create_publisher(
+                PoseWithCovarianceStamped, "/initialpose", OUTPUT_QOS
+            )
+        self._path = deque(maxlen=max(self.params.path_length, 1))
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        assert self.pipeline is not None and self.params is not None
+        for index, topic in enumerate(self._topics):
+            compressed = self.params.transport_for(index) == "compressed" or topic.endswith("/compressed")
+            msg_type = CompressedImage if compressed else Image
+            self._image_subscriptions.append(
+                self.create_subscription(
+                    msg_type, topic, self._image_callback(index), qos_profile_sensor_data
+                )
+            )
+        self.pipeline.start()
+        self._diag_timer = self.create_timer(1.0, self._publish_diagnostics)
+        self.get_logger().info("active: localizing")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        for subscription in self._image_subscriptions:
+            self.destroy_subscription(subscription)
+        self._image_subscriptions = []
+        if self._diag_timer is not None:
+            self.destroy_timer(self._diag_timer)
+            self._diag_timer = None
+        if self.pipeline is not None:
+            self.pipeline.stop()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        for publisher in self._outputs.values():
+            self.destroy_publisher(publisher)
+        self._outputs = {}
+        self.pipeline = None
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self.pipeline is not None:
+            self.pipeline.stop()
+        return TransitionCallbackReturn.SUCCESS
+
+    # ------------------------------------------------------------------ input
+    def _image_callback(self, index: int) -> Callable[[Image | CompressedImage], None]:
+        def callback(msg: Image | CompressedImage) -> None:
+            self._on_image(index, msg)
+
+        return callback
+
+    def _on_image(self, index: int, msg: Image | CompressedImage) -> None:
+        pipeline, bundle, params = self.pipeline, self.bundle, self.params
+        if pipeline is None or bundle is None or params is None:
+            return
+        camera = bundle.cameras[index]
+        stamp_ns = ns_from_time(msg.header.stamp)
+        if stamp_ns <= 0:
+            self._reject(f"camera {camera.name}: image without a stamp (0); dropped")
+            return
+        try:
+            rgb = decode_message(msg)
+        except ImageDecodeError as exc:
+            self._reject(f"camera {camera.name}: {exc}")
+            return
+        if (rgb.shape[1], rgb.shape[0]) != (camera.width, camera.height) and not params.resize_mismatched:
+            self._reject(
+                f"camera {camera.name}: image is {rgb.shape[1]}x{rgb.shape[0]}, the bundle expects "
+                f"{camera.width}x{camera.height} (set resize_mismatched: true to resize)"
+            )
+            return
+        pipeline.add_image(index, stamp_ns, rgb)
+
+    def _reject(self, message: str) -> None:
+        assert self.pipeline is not None
+        self.pipeline.reject_image(message)
+        self.get_logger().warn(message, throttle_duration_sec=5.0)
+
+    # ------------------------------------------------------------------ output
+    def _publish(self, result: LocalizationResult) -> None:
+        params = self.params
+        if params is None or not self._outputs:
+            return
+        if result.uncertain and params.gate_uncertain:
+            return
+        frame = params.map_frame
+        pose = pose_stamped(result.estimate, result.stamp_ns, frame)
+        with_cov = pose_with_covariance(result.estimate, result.stamp_ns, frame)
+        self._outputs["pose"].publish(pose)
+        self._outputs["pose_cov"].publish(with_cov)
+        if params.path_length > 0:
+            self._path.append(pose)
+            path = Path()
+            path.header = pose.header
+            path.poses = list(self._path)
+            self._outputs["path"].publish(path)
+        if "initialpose" in self._outputs and not result.uncertain and not self._initialpose_sent:
+            self._outputs["initialpose"].publish(with_cov)
+            self._initialpose_sent = True
+
+    def _engine_error(self, message: str) -> None:
+        self.get_logger().error(message, throttle_duration_sec=5.0)
+
+    def _publish_diagnostics(self) -> None:
+        if self.pipeline is None or "diagnostics" not in self._outputs:
+            return
+        snapshot = self.pipeline.diagnostics()
+        msg = diagnostic_array(
+            snapshot, DIAGNOSTIC_NAME, self.pipeline.engine_name, self.get_clock().now().to_msg()
+        )
+        self._outputs["diagnostics"].publish(msg)
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    """Entry point of `ros2 run pose_regressor localizer` (configures and activates itself)."""
+    rclpy.init(args=list(args) if args is not None else None)
+    node = LocalizerNode()
+    code = 0
+    try:
+        if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+            node.get_logger().fatal("configuration failed; see the error above")
+            code = 1
+        else:
+            node.trigger_activate()
+            rclpy.spin(node)
+    except KeyboardInterrupt:
+        pass
+    except rclpy.executors.ExternalShutdownException:
+        pass
+    finally:
+        if node.pipeline is not None:
+            node.pipeline.stop()
+        node.destroy_node()
+        if rclpy.utilities.ok():
+            rclpy.shutdown()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

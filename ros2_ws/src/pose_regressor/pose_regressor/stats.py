@@ -1,0 +1,61 @@
+"""Rolling rates and latency percentiles for diagnostics and benchmarks (ROS-free)."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+
+import numpy as np
+
+
+class RateMeter:
+    """Events per second over the last `window_s` seconds (timestamps in seconds, monotonic)."""
+
+    def __init__(self, window_s: float = 5.0) -> None:
+        self.window_s = window_s
+        self._times: deque[float] = deque()
+        self._lock = threading.Lock()
+        self.count = 0
+
+    def tick(self, now: float) -> None:
+        with self._lock:
+            self._times.append(now)
+            self.count += 1
+            self._trim(now)
+
+    def rate(self, now: float) -> float:
+        with self._lock:
+            self._trim(now)
+            if len(self._times) < 2:
+                return 0.0
+            span = max(now - self._times[0], self._times[-1] - self._times[0])
+            return (len(self._times) - 1) / span if span > 0 else 0.0
+
+    def last(self) -> float | None:
+        with self._lock:
+            return self._times[-1] if self._times else None
+
+    def _trim(self, now: float) -> None:
+        while self._times and now - self._times[0] > self.window_s:
+            self._times.popleft()
+
+
+class LatencyWindow:
+    """The last `size` latency samples (seconds) with percentiles in milliseconds."""
+
+    def __init__(self, size: int = 300) -> None:
+        self._values: deque[float] = deque(maxlen=size)
+        self._lock = threading.Lock()
+
+    def add(self, seconds: float) -> None:
+        with self._lock:
+            self._values.append(seconds)
+
+    def percentile_ms(self, q: float) -> float:
+        with self._lock:
+            if not self._values:
+                return float("nan")
+            return float(np.percentile(np.fromiter(self._values, float), q) * 1000.0)
+
+    def __len__(self) -> int:
+        return len(self._values)

@@ -1,0 +1,314 @@
+"""Export end to end: a tiny trained checkpoint -> bundle; graph contract, TensorRT allow-list, parity.
+
+Parity: ONNX Runtime (the exported graph) and TorchEngine (the PyTorch weights in model.pt)
+agree within 1e-4 on the same images and masks; a mask of ones reproduces the PyTorch model in
+eval mode and `evaluate_checkpoint`'s deterministic metrics on the test split.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from pose_regressor import pose
+from pose_regressor.bundle import ModelBundle, load_bundle, preprocess
+from pose_regressor.engines import InferenceEngine, load_engine
+from pose_regressor.engines.onnxruntime_engine import OnnxRuntimeEngine
+from pose_regressor.engines.torch_engine import TorchEngine
+from pose_regressor.rig import preset_rig
+from pose_regressor.uncertainty import dropout_masks
+from pose_regressor_training.checkpoint import (
+    load_checkpoint,
+    model_config_mapping,
+    model_from_checkpoint,
+    save_checkpoint,
+)
+from pose_regressor_training.cli import main
+from pose_regressor_training.data.sources import load_dataset
+from pose_regressor_training.evaluate import evaluate_checkpoint
+from pose_regressor_training.export import ExportError, covariance_scale_from_metrics, export_bundle
+from pose_regressor_training.models import ModelConfig, build_model
+from pose_regressor_training.models.model import images_to_unit_float
+from pose_regressor_training.onnx_checks import (
+    FORBIDDEN_OPS,
+    TENSORRT_OPS,
+    expected_signature,
+    io_signature,
+    op_types,
+)
+from pose_regressor_training.synth.generate import SynthConfig, render_dataset
+from pose_regressor_training.train import fit
+from pose_regressor_training.train_config import load_train_config
+
+TINY = [
+    "model.backbone=small_cnn",
+    "model.small_cnn_width=8",
+    "model.hidden_dim=32",
+    "model.image_width=32",
+    "model.image_height=24",
+    "optim.batch_size=8",
+    "optim.epochs=1",
+    "tensorboard=false",
+    "threads=1",
+]
+TOLERANCE = 1e-4  # metres and quaternion components
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """Tiny models: more threads only contend on a shared 2-core machine (100x slower when loaded)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(dataset root, checkpoint) of a one-epoch small_cnn run on a tiny quad-rig dataset."""
+    base = tmp_path_factory.mktemp("export")
+    data = base / "data"
+    render_dataset(SynthConfig(out=data, rig=preset_rig("quad", 64, 48), frames=60, seed=1, progress=False))
+    fit(load_train_config(None, [f"data.root={data}", *TINY]), base / "run", progress=False)
+    return data, base / "run" / "best.pt"
+
+
+@pytest.fixture(scope="module")
+def bundle(trained: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> ModelBundle:
+    return export_bundle(trained[1], tmp_path_factory.mktemp("bundle") / "quad")
+
+
+@pytest.fixture(scope="module")
+def engines(bundle: ModelBundle) -> tuple[InferenceEngine, InferenceEngine]:
+    return load_engine(bundle, "onnxruntime", threads=1), load_engine(bundle, "torch")
+
+
+def _camera_images(data: Path, split: str = "test") -> list[list[np.ndarray]]:
+    """Each test frame's camera images as the robot gets them: full size, RGB."""
+    frames = load_dataset("folder", data, split)
+    return [
+        [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in frame.image_paths]
+        for frame in frames.frames
+    ]
+
+
+def _assert_static_tensorrt_graph(
+    path: Path, cameras: int, hidden: int, width: int = 32, height: int = 24
+) -> None:
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto, full_check=True)
+    assert {o.domain for o in proto.opset_import} <= {"", "ai.onnx"}
+    assert max(o.version for o in proto.opset_import) >= 17
+    assert io_signature(proto) == expected_signature(cameras, height, width, hidden)
+    ops = op_types(proto)
+    assert ops <= TENSORRT_OPS, f"not in the TensorRT allow-list: {sorted(ops - TENSORRT_OPS)}"
+    assert not ops & FORBIDDEN_OPS
+    banned = {"Dropout", "Loop", "If", "Scan"}
+    assert not [op for op in ops if op in banned or op.startswith(("Random", "Sequence"))]
+    # Static everywhere but S: every dimension of every typed tensor is a number or "S".
+    typed = [*proto.graph.input, *proto.graph.output, *proto.graph.value_info]
+    for value in typed:
+        for dim in value.type.tensor_type.shape.dim:
+            assert dim.dim_value > 0 or dim.dim_param == "S", f"{value.name} has a dynamic dimension {dim}"
+
+
+# ---------------------------------------------------------------------------------- the graph
+def test_graph_is_checked_static_and_tensorrt_friendly(bundle: ModelBundle) -> None:
+    _assert_static_tensorrt_graph(bundle.onnx_path, cameras=4, hidden=32)
+    assert bundle.onnx["opset"] == 17 and bundle.onnx["bytes"] == bundle.onnx_path.stat().st_size
+    assert "S only" in bundle.onnx["dynamic_axes"]
+    assert max(bundle.onnx["verified_max_abs_diff"].values()) <= TOLERANCE
+
+
+def test_bundle_yaml_describes_cameras_model_and_training(
+    bundle: ModelBundle, trained: tuple[Path, Path]
+) -> None:
+    data, checkpoint = trained
+    assert bundle == load_bundle(bundle.path)
+    assert bundle.camera_names == ["front", "left", "back", "right"]
+    assert [(c.topic, c.width, c.height) for c in bundle.cameras][1] == ("/left/image_raw", 64, 48)
+    assert (bundle.input_width, bundle.input_height, bundle.fusion, bundle.dof) == (32, 24, "input", 6)
+    assert (bundle.hidden_dim, bundle.mc_samples, bundle.dropout) == (32, 32, 0.2)
+    assert bundle.covariance_scale == 1.0 and bundle.provenance["covariance_scale_source"] == "default"
+    provenance = bundle.provenance
+    assert provenance["checkpoint"] == str(checkpoint.resolve())
+    assert provenance["dataset"]["root"] == str(data)
+    assert provenance["config"]["model"]["backbone"] == "small_cnn"
+    assert set(provenance["best_metrics"]) >= {"median_translation_m", "median_rotation_deg"}
+    assert provenance["torch"] == str(torch.__version__) and provenance["onnx"] == onnx.__version__
+    assert bundle.torch_path.is_file() and bundle.engines_dir.is_dir()
+
+
+# ------------------------------------------------------------------------------------- parity
+@pytest.mark.parametrize("samples", [1, 8, 32])
+def test_onnxruntime_and_torch_engines_agree(
+    engines: tuple[InferenceEngine, InferenceEngine], trained: tuple[Path, Path], samples: int
+) -> None:
+    ort_engine, torch_engine = engines
+    bundle = ort_engine.bundle
+    rng = np.random.default_rng(samples)
+    real = _camera_images(trained[0])[:2]
+    inputs = [preprocess(images, bundle) for images in real]
+    inputs.append(rng.integers(0, 256, bundle.images_shape, dtype=np.uint8))
+    for images in inputs:
+        for _ in range(3):
+            masks = dropout_masks(samples, bundle.hidden_dim, bundle.dropout, rng)
+            t_ort, q_ort = ort_engine.infer(images, masks)
+            t_pt, q_pt = torch_engine.infer(images, masks)
+            assert np.abs(t_ort - t_pt).max() <= TOLERANCE
+            assert np.abs(q_ort - q_pt).max() <= TOLERANCE
+            np.testing.assert_allclose(np.linalg.norm(q_ort, axis=1), 1.0, atol=1e-5)
+            assert (q_ort[:, 3] >= 0).all()
+
+
+def test_mask_of_ones_is_the_pytorch_model_in_eval_mode(
+    engines: tuple[InferenceEngine, InferenceEngine], trained: tuple[Path, Path]
+) -> None:
+    ort_engine = engines[0]
+    model = model_from_checkpoint(load_checkpoint(trained[1]))
+    for images in _camera_images(trained[0])[:4]:
+        x = preprocess(images, ort_engine.bundle)
+        with torch.no_grad():
+            out = model(images_to_unit_float(torch.from_numpy(x)[None]))
+        t, q = ort_engine.infer(x, ort_engine.deterministic_mask())
+        np.testing.assert_allclose(t, out.t[0].double().numpy(), atol=TOLERANCE, rtol=0)
+        np.testing.assert_allclose(q, out.q[0].double().numpy(), atol=TOLERANCE, rtol=0)
+
+
+def test_deterministic_predictions_reproduce_evaluate(
+    engines: tuple[InferenceEngine, InferenceEngine], trained: tuple[Path, Path]
+) -> None:
+    data, checkpoint = trained
+    ort_engine = engines[0]
+    reference = evaluate_checkpoint(checkpoint, split="test", mc_samples=0, device_name="cpu").metrics
+    frames = load_dataset("folder", data, "test").frames
+    t_pred, q_pred = [], []
+    for images in _camera_images(data):
+        t, q = ort_engine.infer(preprocess(images, ort_engine.bundle), ort_engine.deterministic_mask())
+        t_pred.append(t[0])
+        q_pred.append(q[0])
+    t_err = pose.translation_error(np.stack([f.translation for f in frames]), np.stack(t_pred))
+    r_err = pose.rotation_error_deg(np.stack([f.quat_xyzw for f in frames]), np.stack(q_pred))
+    deterministic = reference["deterministic"]
+    assert deterministic["frames"] == len(frames) > 0
+    assert abs(float(np.median(t_err)) - deterministic["median_translation_m"]) <= TOLERANCE
+    assert abs(float(np.median(r_err)) - deterministic["median_rotation_deg"]) <= TOLERANCE
+    assert abs(float(np.mean(t_err)) - deterministic["mean_translation_m"]) <= TOLERANCE
+
+
+# --------------------------------------------------------------------------- CLI and overwrite
+def test_cli_exports_refuses_to_overwrite_and_replaces(
+    trained: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "bundle"
+    args = ["export", "--checkpoint", str(trained[1]), "--out", str(out), "--mc-samples", "4"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert f"export: wrote {out}" in captured.out and "ONNX Runtime vs PyTorch" in captured.out
+    assert "warning: no covariance scale" in captured.err
+    assert main(args) == 2
+    assert f"pose-train export: error: {out} exists; pass --overwrite" in capsys.readouterr().err
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text(
+        json.dumps({"checkpoint": "elsewhere/best.pt", "split": "test", "covariance_scale": 2.5})
+    )
+    assert main([*args, "--overwrite", "--metrics", str(metrics), "--opset", "18"]) == 0
+    assert "covariance scale 2.5 (from" in capsys.readouterr().out
+    replaced = load_bundle(out)
+    assert (replaced.covariance_scale, replaced.mc_samples, replaced.onnx["opset"]) == (2.5, 4, 18)
+    assert replaced.provenance["covariance_scale_source"] == str(metrics)
+    assert replaced.provenance["eval_metrics"]["split"] == "test"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "metrics.json"]  # no staging left
+    assert main(["export", "--checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path / "x")]) == 2
+    assert "none.pt does not exist" in capsys.readouterr().err
+    assert (
+        main(["export", "--checkpoint", str(trained[1]), "--out", str(tmp_path / "y"), "--opset", "13"]) == 2
+    )
+    assert "opset must be in 17..20, got 13" in capsys.readouterr().err
+    assert not (tmp_path / "y").exists()
+
+
+def test_covariance_scale_sources(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "run" / "best.pt"
+    eval_dir = checkpoint.parent / "eval_test"
+    eval_dir.mkdir(parents=True)
+    assert covariance_scale_from_metrics(checkpoint, None) == (1.0, "default", {})
+    metrics = {"checkpoint": str(checkpoint), "split": "test", "covariance_scale": 3.0, "frames": 9}
+    (eval_dir / "metrics.json").write_text(json.dumps(metrics))
+    scale, source, summary = covariance_scale_from_metrics(checkpoint, None)
+    assert (scale, source, summary["frames"]) == (3.0, str(eval_dir / "metrics.json"), 9)
+    # eval_test/ of the run's other checkpoint is not this checkpoint's calibration.
+    assert covariance_scale_from_metrics(checkpoint.with_name("last.pt"), None)[:2] == (1.0, "default")
+    with pytest.raises(FileNotFoundError, match=r"metrics file .* does not exist"):
+        covariance_scale_from_metrics(checkpoint, tmp_path / "missing.json")
+    (tmp_path / "no_scale.json").write_text(json.dumps({"median_translation_m": 1.0}))
+    with pytest.raises(ExportError, match="has no positive covariance_scale"):
+        covariance_scale_from_metrics(checkpoint, tmp_path / "no_scale.json")
+
+
+# ------------------------------------------------------------------------------ other backbones
+@pytest.mark.parametrize(
+    ("backbone", "fusion", "rotation", "dof", "size"),
+    [
+        ("resnet18", "late", "logq", 6, (32, 24)),
+        ("mobilenet_v3_small", "mosaic", "quaternion", 3, (32, 24)),
+        ("small_cnn", "input", "quaternion", 6, (40, 30)),  # 3x2 final map: pooling windows overlap
+    ],
+)
+def test_other_backbones_export_and_agree(
+    tmp_path: Path, backbone: str, fusion: str, rotation: str, dof: int, size: tuple[int, int]
+) -> None:
+    torch.manual_seed(0)
+    config = ModelConfig(
+        backbone=backbone, fusion=fusion, num_cameras=2, image_width=size[0], image_height=size[1],
+        hidden_dim=16, rotation=rotation, dof=dof, small_cnn_width=8,
+    )  # fmt: skip
+    model = build_model(config)
+    model.set_translation_stats(torch.tensor([1.0, -2.0, 0.5]), torch.tensor([2.0, 1.0, 0.3]))
+    # Untrained, the model is near-constant (BatchNorm stats at their defaults, a 1e-3 head): give
+    # BatchNorm the statistics of random images and the head unit-scale weights, so that outputs
+    # vary by metres with the images and the parity check means something.
+    model.train()
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average
+    with torch.no_grad():
+        for _ in range(2):
+            model(torch.rand(8, 2, 3, size[1], size[0]))
+        torch.nn.init.normal_(model.fc_out.weight, std=0.3)
+    model.eval()
+    checkpoint = tmp_path / "untrained.pt"
+    payload = {
+        "model_config": model_config_mapping(config),
+        "model": model.state_dict(),
+        "rig": preset_rig("stereo", 64, 48).to_dict(),
+        "dataset": {"kind": "folder", "root": "none"},
+        "config": {},
+        "epoch": 0,
+    }
+    save_checkpoint(checkpoint, payload)
+    bundle = export_bundle(checkpoint, tmp_path / "bundle", mc_samples=8)
+    _assert_static_tensorrt_graph(bundle.onnx_path, 2, 16, *size)
+    assert bundle.camera_names == ["left", "right"] and (bundle.fusion, bundle.dof) == (fusion, dof)
+    ort_engine, torch_engine = OnnxRuntimeEngine(bundle, threads=1), TorchEngine(bundle)
+    rng = np.random.default_rng(1)
+    deterministic = []
+    for samples in (1, 8, 1):
+        images = rng.integers(0, 256, bundle.images_shape, dtype=np.uint8)
+        masks = dropout_masks(samples, 16, bundle.dropout, rng)
+        t_ort, q_ort = ort_engine.infer(images, masks)
+        t_pt, q_pt = torch_engine.infer(images, masks)
+        assert np.abs(t_ort - t_pt).max() <= TOLERANCE and np.abs(q_ort - q_pt).max() <= TOLERANCE
+        deterministic.append(ort_engine.infer(images, ort_engine.deterministic_mask())[0][0, :2])
+    assert np.abs(deterministic[0] - deterministic[-1]).max() > 0.01  # outputs depend on the images
+    if dof == 3:  # yaw only: z at the training mean, roll = pitch = 0
+        np.testing.assert_allclose(t_ort[:, 2], 0.5, atol=1e-6)
+        np.testing.assert_allclose(q_ort[:, :2], 0.0, atol=1e-7)

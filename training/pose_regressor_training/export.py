@@ -1,0 +1,354 @@
+"""`pose-train export`: a checkpoint -> a model bundle (model.onnx + bundle.yaml + model.pt).
+
+The graph (see `pose_regressor.bundle` for the contract):
+
+    images        uint8   [T, H, W, 3]  RGB, cameras in bundle order, already resized by
+                                        `pose_regressor.bundle.preprocess`
+    dropout_mask  float32 [S, D]        ones: deterministic; Bernoulli(1-p)/(1-p): MC samples
+    -> translation float32 [S, 3]  metres, map frame (T_map_base)
+       rotation    float32 [S, 4]  xyzw, unit, w >= 0
+
+Exporter: the TorchScript-based `torch.onnx.export(..., dynamo=False)`. It traces the model into
+a static graph with the requested opset (17 by default: what TensorRT 8.5+ parses) and folds
+BatchNorm into the convolutions; the torch.export-based exporter (`dynamo=True`) gives an
+equivalent graph here but always emits opset >= 18 and takes ~7x longer. Every dimension is
+static except S (the first axis of `dropout_mask`, `translation` and `rotation`): the backbone
+runs once per call whatever S is, and one graph serves the deterministic pass (S = 1) and MC
+dropout (S = `mc_samples`, recorded in bundle.yaml as the TensorRT optimization-profile S).
+
+After export the graph is checked (`onnx.checker` with full shape inference, the I/O contract,
+the TensorRT operator allow-list of `onnx_checks`) and run with ONNX Runtime against the PyTorch
+model on random images and masks; any failure is an `ExportError` and leaves nothing behind.
+The bundle is assembled in a temporary sibling directory and renamed into place.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from pose_regressor.bundle import (
+    ONNX_FILE,
+    PREPROCESSING,
+    SCHEMA_VERSION,
+    TORCH_FILE,
+    BundleCamera,
+    ModelBundle,
+    load_bundle,
+    write_bundle,
+)
+from pose_regressor.rig import Rig
+from pose_regressor_training.checkpoint import load_checkpoint, model_from_checkpoint
+from pose_regressor_training.errors import TrainingError
+from pose_regressor_training.models import PoseRegressor
+from pose_regressor_training.models.model import images_to_unit_float
+from pose_regressor_training.onnx_checks import expected_signature, io_signature, tensorrt_violations
+
+INPUT_NAMES = ("images", "dropout_mask")
+OUTPUT_NAMES = ("translation", "rotation")
+DYNAMIC_AXES = {"dropout_mask": {0: "S"}, "translation": {0: "S"}, "rotation": {0: "S"}}
+MIN_OPSET, MAX_OPSET = 17, 20
+EXPORTER = "torch.onnx.export(dynamo=False) (TorchScript tracing)"
+WEIGHTS_FORMAT = "pose_regressor_bundle_weights"
+# ONNX Runtime vs PyTorch after export: |difference| <= ATOL + RTOL * |PyTorch value| (float32 keeps
+# ~7 digits, so maps with coordinates of hundreds of metres need the relative part).
+VERIFY_ATOL = 1e-4  # metres and quaternion components
+VERIFY_RTOL = 1e-5
+
+
+class ExportError(TrainingError):
+    """The exported graph breaks the bundle contract or disagrees with the PyTorch model."""
+
+
+class ExportWrapper(nn.Module):
+    """The exported function: (images uint8 [T, H, W, 3], masks [S, D]) -> (t [S, 3], q [S, 4]).
+
+    Uses the model's own `embed`, `hidden` and `decode` (eval mode): the uint8 -> float / 255
+    conversion, the NHWC -> NCHW permute and the ImageNet normalization all happen in the graph.
+    """
+
+    def __init__(self, model: PoseRegressor) -> None:
+        super().__init__()
+        self.model = model.eval()
+
+    def forward(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = images_to_unit_float(images.unsqueeze(0))  # [1, T, 3, H, W] in [0, 1]
+        h = self.model.hidden(self.model.embed(x))  # [1, D]
+        t, q = self.model.decode(h, masks.unsqueeze(0))  # [1, S, 3], [1, S, 4]
+        return t[0], q[0]
+
+
+def _check_options(mc_samples: int, opset: int) -> None:
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ExportError(f"opset must be in {MIN_OPSET}..{MAX_OPSET}, got {opset}")
+    if mc_samples < 1:
+        raise ExportError(f"mc_samples must be >= 1, got {mc_samples}")
+
+
+def export_onnx(model: PoseRegressor, path: Path, mc_samples: int = 32, opset: int = 17) -> onnx.ModelProto:
+    """Export `model` to `path` and check it; returns the (shape-inferred) ModelProto that was saved."""
+    _check_options(mc_samples, opset)
+    config = model.config
+    wrapper = ExportWrapper(model).eval()
+    generator = torch.Generator().manual_seed(0)
+    shape = (config.num_cameras, config.image_height, config.image_width, 3)
+    images = torch.randint(0, 256, shape, dtype=torch.uint8, generator=generator)
+    masks = torch.ones(mc_samples, config.hidden_dim)
+    with warnings.catch_warnings():
+        # The legacy exporter announces its deprecation, and tracing warns wherever the model reads
+        # a shape as a Python number (the camera-count check, static pooling windows): every traced
+        # shape is static except S, which no such code reads, so those values are exact constants.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", message="Converting a tensor to a Python")
+        torch.onnx.export(
+            wrapper,
+            (images, masks),
+            str(path),
+            input_names=list(INPUT_NAMES),
+            output_names=list(OUTPUT_NAMES),
+            dynamic_axes=DYNAMIC_AXES,
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+    proto = onnx.load(str(path))
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+        # Data propagation resolves the shapes that Shape -> Expand chains compute (the dof-3 head),
+        # so every intermediate and output dimension is a number or S.
+        proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True, data_prop=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise ExportError(f"the exported graph fails onnx.checker / shape inference: {exc}") from None
+    onnx.save(proto, str(path))
+    _check_contract(proto, config.num_cameras, config.image_height, config.image_width, config.hidden_dim)
+    return proto
+
+
+def _check_contract(proto: onnx.ModelProto, cameras: int, height: int, width: int, hidden: int) -> None:
+    signature = io_signature(proto)
+    expected = expected_signature(cameras, height, width, hidden)
+    if signature != expected:
+        raise ExportError(
+            f"the exported graph's inputs/outputs are {signature}, the contract says {expected}"
+        )
+    bad = tensorrt_violations(proto)
+    if bad:
+        raise ExportError(
+            f"the exported graph uses operators TensorRT cannot run or that are forbidden: {bad}"
+        )
+
+
+@torch.no_grad()
+def verify_onnx(model: PoseRegressor, path: Path, trials: int = 4, samples: int = 8) -> dict[str, float]:
+    """Run the graph with ONNX Runtime (CPU) and the model in PyTorch on random images and masks
+    (the first trial with a mask of ones); returns the largest absolute differences and raises an
+    `ExportError` where one exceeds VERIFY_ATOL + VERIFY_RTOL * |PyTorch value|."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1  # a few tiny runs: threads would only contend
+    session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    config = model.config
+    wrapper = ExportWrapper(model).eval()
+    rng = np.random.default_rng(0)
+    worst = {"translation_m": 0.0, "rotation": 0.0}
+    within = True
+    for trial in range(trials):
+        shape = (config.num_cameras, config.image_height, config.image_width, 3)
+        images = rng.integers(0, 256, shape, dtype=np.uint8)
+        if trial == 0:
+            masks = np.ones((1, config.hidden_dim), np.float32)
+        else:
+            keep = rng.random((samples, config.hidden_dim)) >= config.dropout
+            masks = (keep / (1.0 - config.dropout)).astype(np.float32)
+        t_ort, q_ort = session.run(list(OUTPUT_NAMES), {"images": images, "dropout_mask": masks})
+        t_pt, q_pt = wrapper(torch.from_numpy(images), torch.from_numpy(masks))
+        for key, ours, reference in (
+            ("translation_m", t_ort, t_pt.numpy()),
+            ("rotation", q_ort, q_pt.numpy()),
+        ):
+            difference = np.abs(ours - reference)
+            worst[key] = max(worst[key], float(difference.max()))
+            within &= bool(np.all(difference <= VERIFY_ATOL + VERIFY_RTOL * np.abs(reference)))
+    if not within or not all(math.isfinite(v) for v in worst.values()):
+        raise ExportError(
+            f"ONNX Runtime and PyTorch disagree on the exported graph: largest differences {worst} "
+            f"(tolerance {VERIFY_ATOL} + {VERIFY_RTOL} * |value|)"
+        )
+    return worst
+
+
+# -------------------------------------------------------------------------------- calibration
+def default_metrics_path(checkpoint: Path) -> Path:
+    """Where `pose-train eval` writes the test metrics of a checkpoint by default."""
+    return checkpoint.parent / "eval_test" / "metrics.json"
+
+
+def covariance_scale_from_metrics(
+    checkpoint: Path, metrics: Path | None
+) -> tuple[float, str, dict[str, Any]]:
+    """(scale, source, eval summary). An explicit `metrics` file must hold `covariance_scale`; the
+    default eval_test/metrics.json is used only when it names this checkpoint; otherwise 1.0 ("default")."""
+    path = metrics if metrics is not None else default_metrics_path(checkpoint)
+    if not path.is_file():
+        if metrics is not None:
+            raise FileNotFoundError(f"metrics file {metrics} does not exist")
+        return 1.0, "default", {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ExportError(f"cannot read metrics file {path}: {exc}") from None
+    scale = data.get("covariance_scale") if isinstance(data, dict) else None
+    if (
+        isinstance(scale, bool)
+        or not isinstance(scale, int | float)
+        or not (math.isfinite(scale) and scale > 0)
+    ):
+        if metrics is not None:
+            raise ExportError(
+                f"{metrics} has no positive covariance_scale (run pose-train eval with --mc-samples >= 2)"
+            )
+        return 1.0, "default", {}
+    assert isinstance(data, dict)
+    evaluated = data.get("checkpoint")
+    if metrics is None and evaluated is not None and Path(evaluated).name != checkpoint.name:
+        return 1.0, "default", {}  # eval_test/ describes the run's other checkpoint (best.pt vs last.pt)
+    summary_keys = (
+        "checkpoint",
+        "split",
+        "frames",
+        "mc_samples",
+        "median_translation_m",
+        "median_rotation_deg",
+    )
+    summary = {k: data[k] for k in summary_keys if k in data}
+    if isinstance(data.get("deterministic"), dict):
+        summary["deterministic"] = data["deterministic"]
+    uncertainty = data.get("uncertainty")
+    if isinstance(uncertainty, dict) and "covariance_scale_fitted_on" in uncertainty:
+        summary["covariance_scale_fitted_on"] = uncertainty["covariance_scale_fitted_on"]
+    return float(scale), str(path), summary
+
+
+# ------------------------------------------------------------------------------------- bundle
+def _replace_dir(staging: Path, out_dir: Path, overwrite: bool) -> None:
+    if out_dir.exists():
+        if not overwrite:
+            raise FileExistsError(f"{out_dir} exists; pass --overwrite to replace it")
+        trash = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+        out_dir.rename(trash / out_dir.name)
+        try:
+            staging.rename(out_dir)
+        except OSError:
+            (trash / out_dir.name).rename(out_dir)  # put the old bundle back
+            raise
+        finally:
+            shutil.rmtree(trash, ignore_errors=True)
+    else:
+        staging.rename(out_dir)
+
+
+def export_bundle(
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    mc_samples: int = 32,
+    opset: int = 17,
+    overwrite: bool = False,
+    metrics: str | Path | None = None,
+) -> ModelBundle:
+    """Export a checkpoint into the bundle directory `out_dir`; returns the loaded `ModelBundle`.
+
+    `mc_samples` is the bundle's default S; `metrics` a `pose-train eval` metrics.json whose
+    `covariance_scale` to use (default: CHECKPOINT_DIR/eval_test/metrics.json when it evaluated this
+    checkpoint, else 1.0, recorded as `covariance_scale_source: default`). An existing `out_dir` is
+    replaced only with `overwrite`.
+    """
+    checkpoint, out_dir = Path(checkpoint), Path(out_dir)
+    _check_options(mc_samples, opset)
+    if out_dir.exists() and not overwrite:
+        raise FileExistsError(f"{out_dir} exists; pass --overwrite to replace it")
+    payload = load_checkpoint(checkpoint)
+    model = model_from_checkpoint(payload)
+    config = model.config
+    scale, source, eval_summary = covariance_scale_from_metrics(
+        checkpoint, Path(metrics) if metrics is not None else None
+    )
+    rig = Rig.from_dict(payload["rig"])
+    if len(rig.cameras) != config.num_cameras:
+        raise ExportError(f"{checkpoint}: rig has {len(rig.cameras)} cameras, model {config.num_cameras}")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.new-", dir=out_dir.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be copied and shared
+    try:
+        onnx_path = staging / ONNX_FILE
+        proto = export_onnx(model, onnx_path, mc_samples, opset)
+        worst = verify_onnx(model, onnx_path)
+        weights = {
+            "format": WEIGHTS_FORMAT,
+            "version": 1,
+            "model_config": payload["model_config"],
+            "model": model.state_dict(),
+        }
+        torch.save(weights, staging / TORCH_FILE)
+        (staging / "engines").mkdir()
+        bundle = ModelBundle(
+            path=staging,
+            schema_version=SCHEMA_VERSION,
+            cameras=tuple(
+                BundleCamera(c.name, c.image_topic, c.intrinsics.width, c.intrinsics.height)
+                for c in rig.cameras
+            ),
+            input_width=config.image_width,
+            input_height=config.image_height,
+            preprocessing=dict(PREPROCESSING),
+            fusion=config.fusion,
+            dof=config.dof,
+            dropout=float(config.dropout),
+            hidden_dim=config.hidden_dim,
+            covariance_scale=scale,
+            mc_samples=mc_samples,
+            onnx={
+                "file": ONNX_FILE,
+                "bytes": onnx_path.stat().st_size,
+                "opset": opset,
+                "ir_version": int(proto.ir_version),
+                "exporter": EXPORTER,
+                "inputs": {"images": "uint8 [T, H, W, 3]", "dropout_mask": "float32 [S, D]"},
+                "outputs": {"translation": "float32 [S, 3]", "rotation": "float32 [S, 4]"},
+                "dynamic_axes": "S only (axis 0 of dropout_mask, translation, rotation); all else static",
+                "verified_max_abs_diff": worst,
+            },
+            provenance={
+                "checkpoint": str(checkpoint.resolve()),
+                "epoch": payload.get("epoch"),
+                "exported_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "torch": str(torch.__version__),
+                "onnx": onnx.__version__,
+                "backbone": config.backbone,
+                "rotation": config.rotation,
+                "covariance_scale_source": source,
+                "dataset": payload.get("dataset", {}),
+                "best_metrics": payload.get("best_metrics", {}),
+                "eval_metrics": eval_summary,
+                "rig": payload["rig"],
+                "model_config": payload["model_config"],
+                "config": payload.get("config", {}),
+            },
+        )
+        write_bundle(bundle)
+        _replace_dir(staging, out_dir, overwrite)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return load_bundle(out_dir)
