@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The end-to-end demo: render the synthetic quad-rig scene (dataset folder + ROS 2 bag of the
-# test trajectories), train the default input-fusion model briefly, and evaluate it on the
-# held-out test trajectories with MC-dropout uncertainty. The later stages (export a bundle,
-# run the localizer node on the bag over ROS 2, evaluate) are appended as they land.
+# The end-to-end demo on this machine (no GPU, no ROS install needed):
+#   render the synthetic quad-rig scene (dataset folder + ROS 2 bag of held-out test trajectories)
+#   -> train the default input-fusion model briefly -> evaluate it offline (MC dropout)
+#   -> export a model bundle -> run the localizer node and replay the bag as separate processes
+#      over Fast DDS -> compare the node's poses with the ground truth, rate and latency.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${DEMO_OUT:-out/demo}
@@ -10,23 +11,36 @@ FRAMES=${DEMO_FRAMES:-1000}
 EPOCHS=${DEMO_EPOCHS:-20}
 mkdir -p "$OUT"
 train=.venv/bin/pose-train
+# A DDS domain of our own, limited to this host.
+export ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-$(( $$ % 100 + 100 ))}
+export ROS_AUTOMATIC_DISCOVERY_RANGE=${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}
+started=$(date +%s)
 
-echo "== 1/4 render the synthetic scene (quad rig, $FRAMES frames, 160x120 per camera)"
+echo "== 1/5 render the synthetic scene (quad rig, $FRAMES frames, 160x120 per camera)"
 $train synth --out "$OUT/synth_quad" --rig quad --trajectory drone --frames "$FRAMES" \
   --bag "$OUT/synth_quad_test.bag" --seed 0 --overwrite --quiet
 .venv/bin/python scripts/summarize_dataset.py "$OUT/synth_quad" --bag "$OUT/synth_quad_test.bag" \
   --preview "$OUT/synth_quad_preview.png"
 
 echo
-echo "== 2/4 train the default quad-rig input-fusion model ($EPOCHS epochs; a short demo run)"
+echo "== 2/5 train the default quad-rig input-fusion model ($EPOCHS epochs: a short demo run)"
 rm -rf "$OUT/run"
 $train fit --config training/configs/synth_quad.yaml --out "$OUT/run" --quiet \
   "data.root=$OUT/synth_quad" "optim.epochs=$EPOCHS"
 
 echo
-echo "== 3/4 evaluate on the held-out test trajectories (32 MC-dropout samples per frame)"
-$train eval --checkpoint "$OUT/run/best.pt" --split test --mc-samples 32 --out "$OUT/eval"
+echo "== 3/5 evaluate offline on the held-out test trajectories (32 MC-dropout samples per frame)"
+$train eval --checkpoint "$OUT/run/best.pt" --split test --mc-samples 32 --out "$OUT/run/eval_test"
 
 echo
-echo "== 4/4 done: dataset $OUT/synth_quad, bag $OUT/synth_quad_test.bag, checkpoints $OUT/run,"
-echo "   metrics and plots $OUT/eval (trajectory.png, error_cdf.png, error_vs_std.png)"
+echo "== 4/5 export the model bundle (ONNX + bundle.yaml, calibrated covariance scale)"
+$train export --checkpoint "$OUT/run/best.pt" --out "$OUT/bundle" --overwrite
+
+echo
+echo "== 5/5 localizer node + bag replay over ROS 2 (separate processes), scored against ground truth"
+.venv/bin/pose-regressor evaluate --bag "$OUT/synth_quad_test.bag" --bundle "$OUT/bundle" \
+  --gt-topic /ground_truth/pose --rate 1.0 --out "$OUT/evaluate"
+
+echo
+echo "demo done in $(( $(date +%s) - started )) s: dataset $OUT/synth_quad, bag $OUT/synth_quad_test.bag,"
+echo "  checkpoints and offline plots $OUT/run, bundle $OUT/bundle, node evaluation $OUT/evaluate"

@@ -43,6 +43,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--epochs", type=int, default=0, help="override optim.epochs (0: the config's)")
+    parser.add_argument("--max-frames", type=int, default=0, help="training frames per run (0: all)")
     parser.add_argument("--only", nargs="*", default=None, help="run only these names")
     parser.add_argument("--mc-samples", type=int, default=32)
     args = parser.parse_args()
@@ -57,6 +58,8 @@ def main() -> None:
             extra = [f"data.root={args.data}", "tensorboard=false"]
             if args.epochs:
                 extra.append(f"optim.epochs={args.epochs}")
+            if args.max_frames:
+                extra.append(f"data.max_frames={args.max_frames}")
             config = load_train_config(CONFIG, [*overrides, *extra])
             print(f"== {name}: {label}", flush=True)
             started = time.perf_counter()

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.stats import spearmanr
+from scipy.stats import chi2, spearmanr
 
 from pose_regressor import pose
 from pose_regressor.uncertainty import PoseEstimate, estimate_from_samples, nees, tangent_residual
@@ -48,13 +48,15 @@ def _error_summary(t_err: NDArray[np.float64], r_err: NDArray[np.float64]) -> di
 
 
 def fit_covariance_scale(residuals: NDArray[np.float64], covariances: NDArray[np.float64]) -> float:
-    """The scale s that makes the mean NEES of (residual, s * covariance) equal the dimension (6).
+    """The scale s that makes the *median* NEES of (residual, s * covariance) equal the median of a
+    chi-square distribution with 6 degrees of freedom (what consistent Gaussian errors give).
 
-    NEES is linear in 1 / s, so s = mean NEES / 6 exactly. The floors in the covariances make this
-    slightly approximate (the floor is scaled too); that is the calibration the robot then applies.
+    NEES is linear in 1 / s, so s = median NEES / chi2_6 median exactly. The median, not the mean,
+    is matched because a few gross errors with small predicted spread (a view mistaken for another
+    place) would otherwise inflate every covariance; the mean NEES after calibration is reported too.
     """
     values = np.array([nees(r, c) for r, c in zip(residuals, covariances, strict=True)])
-    return float(np.mean(values) / residuals.shape[1])
+    return float(np.median(values) / chi2.median(residuals.shape[1]))
 
 
 def _mc_estimates(
@@ -162,7 +164,10 @@ def evaluate_checkpoint(
             "median_rotation_std_deg": float(np.median(rot_std)),
             "mean_nees_before": float(np.mean(nees_before)),
             "mean_nees_after": float(np.mean(nees_after)),
+            "median_nees_before": float(np.median(nees_before)),
+            "median_nees_after": float(np.median(nees_after)),
             "nees_expected": 6.0,
+            "median_nees_expected": float(chi2.median(6)),
             "covariance_scale": scale,
             "covariance_scale_fitted_on": calib_source,
         }

@@ -112,7 +112,8 @@ def plot_error_vs_std(ev: Evaluation, path: Path) -> Path:
         ax.legend(loc="upper left", fontsize=8)
     fig.suptitle(
         f"Error vs MC-dropout std (covariance scale {u['covariance_scale']:.3g}, "
-        f"NEES {u['mean_nees_before']:.3g} -> {u['mean_nees_after']:.3g}, ideal 6)"
+        f"median NEES {u['median_nees_before']:.3g} -> {u['median_nees_after']:.3g}, "
+        f"ideal {u['median_nees_expected']:.3g})"
     )
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -100,7 +100,7 @@ def run_eval(args: argparse.Namespace) -> int:
         u = m["uncertainty"]
         print(
             f"  uncertainty: spearman(pos std, err) {u['spearman_position_std_vs_error']:.2f}, "
-            f"NEES {u['mean_nees_before']:.3g} -> {u['mean_nees_after']:.3g} "
+            f"median NEES {u['median_nees_before']:.3g} -> {u['median_nees_after']:.3g} "
             f"(scale {u['covariance_scale']:.3g} fitted on {u['covariance_scale_fitted_on']})"
         )
     print("  wrote " + ", ".join(str(p) for p in paths))
