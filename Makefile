@@ -11,6 +11,7 @@ setup:
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/hadolint docker/Dockerfile*
 
 typecheck: setup
 	$(VENV)/bin/mypy
