@@ -11,7 +11,7 @@ from pose_regressor.rig import PRESETS, Rig, RigError, load_rig
 from pose_regressor_training.errors import TrainingError
 from pose_regressor_training.synth.scene import SceneConfig
 from pose_regressor_training.synth.trajectory import KINDS, TrajectoryError
-from pose_regressor_training.train_cli import add_eval, add_export, add_fit
+from pose_regressor_training.train_cli import add_build_engine, add_eval, add_export, add_fit
 
 
 def _positive_int(text: str) -> int:
@@ -212,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_fit(sub)
     add_eval(sub)
     add_export(sub)
+    add_build_engine(sub)
     return parser
 
 

@@ -1,11 +1,19 @@
-"""`pose-train fit`, `eval` and `export` argument parsing (registered by `cli.py`)."""
+"""`pose-train fit`, `eval`, `export` and `build-engine` argument parsing (registered by `cli.py`)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from pose_regressor_training.errors import TrainingError
+
+if TYPE_CHECKING:
+    from pose_regressor.bundle import ModelBundle
 
 Subparsers = Any  # argparse's private _SubParsersAction
 
@@ -162,4 +170,80 @@ def run_export(args: argparse.Namespace) -> int:
         )
     else:
         print(f"  covariance scale {bundle.covariance_scale:.4g} (from {source})")
+    return 0
+
+
+def add_build_engine(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "build-engine",
+        help="build a bundle's TensorRT plan ahead of time, on the target GPU (optionally INT8-calibrated)",
+        description="Compile BUNDLE/model.onnx into a TensorRT plan cached in BUNDLE/engines/ (keyed by GPU, "
+        "compute capability, TensorRT version, precision and shapes), so that the robot's first start does "
+        "not wait for the build. Needs the tensorrt package and a CUDA GPU: run it on the robot (or an "
+        "identical GPU with the same TensorRT). INT8 is calibrated on --calib-frames frames of the train "
+        "split of --calib-data (a dataset folder), preprocessed exactly as on the robot.",
+    )
+    p.add_argument("--bundle", type=Path, required=True, help="model bundle directory")
+    p.add_argument("--precision", choices=("fp16", "int8", "fp32"), default="fp16")
+    p.add_argument("--calib-data", type=Path, help="dataset folder whose train split calibrates INT8")
+    p.add_argument("--calib-frames", type=int, default=256, help="calibration frames (evenly spaced)")
+    p.add_argument(
+        "--max-samples", type=int, help="largest S the plan accepts (default: the bundle's mc_samples)"
+    )
+    p.add_argument("--workspace-mb", type=int, default=1024, help="TensorRT builder workspace (MiB)")
+    p.add_argument("--device", type=int, default=0, help="CUDA device index")
+    p.add_argument("--rebuild", action="store_true", help="build even if a usable cached plan exists")
+    p.set_defaults(handler=run_build_engine)
+
+
+def load_calibration_images(
+    bundle: ModelBundle, data: Path, frames: int, split: str = "train"
+) -> list[NDArray[np.uint8]]:
+    """`frames` evenly spaced camera sets of a dataset folder's `split`, as the graph's input
+    [T, H, W, 3] (the bundle's cameras by name, through `pose_regressor.bundle.preprocess`)."""
+    from pose_regressor.bundle import preprocess
+    from pose_regressor_training.data.dataset import PoseDataset
+    from pose_regressor_training.data.sources import load_dataset
+
+    if frames < 1:
+        raise ValueError(f"--calib-frames must be >= 1, got {frames}")
+    frame_list = load_dataset("folder", data, split).select_cameras(bundle.camera_names)
+    if len(frame_list) == 0:
+        raise TrainingError(f"{data} has no {split} frames to calibrate with")
+    dataset = PoseDataset(frame_list, image_size=None, preload=False, progress=False)
+    picks = np.unique(np.linspace(0, len(dataset) - 1, min(frames, len(dataset))).round().astype(int))
+    return [preprocess(list(dataset.images(int(i))), bundle) for i in picks]
+
+
+def run_build_engine(args: argparse.Namespace) -> int:
+    from pose_regressor.bundle import load_bundle
+    from pose_regressor.engines import EngineError, tensorrt_unavailable_reasons
+
+    bundle = load_bundle(args.bundle)
+    if args.calib_data is not None and args.precision != "int8":
+        raise ValueError("--calib-data is only used with --precision int8")
+    reasons = tensorrt_unavailable_reasons()
+    if reasons:
+        raise TrainingError(f"cannot build a TensorRT plan on this machine: {'; '.join(reasons)}")
+    from pose_regressor.engines.tensorrt_engine import TensorRTEngine
+
+    images = None
+    if args.calib_data is not None:
+        images = load_calibration_images(bundle, args.calib_data, args.calib_frames)
+        print(f"build-engine: {len(images)} calibration frames from {args.calib_data} (train split)")
+    try:
+        engine = TensorRTEngine(
+            bundle,
+            precision=args.precision,
+            calibration_images=images,
+            workspace_mb=args.workspace_mb,
+            device=args.device,
+            max_samples=args.max_samples,
+            rebuild=args.rebuild,
+        )
+    except EngineError as exc:
+        raise TrainingError(str(exc)) from None
+    how = f"built in {engine.build_seconds:.1f} s" if engine.built else "already cached"
+    print(f"build-engine: {engine.describe()} for S 1..{engine.max_samples}: {how}")
+    print(engine.plan_path)
     return 0

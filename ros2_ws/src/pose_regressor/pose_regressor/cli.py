@@ -149,12 +149,64 @@ def _evaluate(args: argparse.Namespace, extra: Sequence[str]) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="time preprocess, inference and postprocess of a bundle; MC-dropout, naive and fusion cost",
+        description="Times the robot's per-frame path on random camera-size images: preprocess, "
+        "engine.infer and the MC-dropout pose estimate, at p50 and p99, for S=1, S=--mc-samples in one "
+        "pass, and the naive baseline of S separate S=1 passes (plus --compare's bundle), interleaved. "
+        "Prints a table and the ratios mc_cost_ratio, naive_over_ours and compare_ratio.",
+    )
+    p.add_argument("--bundle", type=Path, required=True)
+    p.add_argument("--compare", type=Path, help="a second bundle to compare totals with (e.g. T=1 vs T=4)")
+    p.add_argument("--backend", default="auto", help="auto, tensorrt, onnxruntime or torch")
+    p.add_argument("--mc-samples", type=_positive_int, help="S (default: the bundle's mc_samples)")
+    p.add_argument("--repeats", type=_positive_int, default=50, help="measured frames per row")
+    p.add_argument("--warmup", type=int, default=5, help="unmeasured frames per row first")
+    p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: physical cores)")
+    p.add_argument("--json", type=Path, help="also write the results as JSON")
+    p.set_defaults(handler=_bench)
+
+
+def _bench(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    from pose_regressor.bench import format_table, run_bench, write_json
+    from pose_regressor.engines import EngineError
+
+    options = {"threads": args.threads} if args.threads is not None else {}
+    try:
+        result = run_bench(
+            args.bundle,
+            backend=args.backend,
+            mc_samples=args.mc_samples,
+            repeats=args.repeats,
+            warmup=args.warmup,
+            compare=args.compare,
+            engine_options=options,
+        )
+    except EngineError as exc:
+        print(f"pose-regressor bench: error: {exc}", file=sys.stderr)
+        return 2
+    print(format_table(result))
+    if args.json is not None:
+        print(f"bench: wrote {write_json(result, args.json)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pose-regressor", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_run(sub)
     _add_replay(sub)
     _add_evaluate(sub)
+    _add_bench(sub)
     return parser
 
 

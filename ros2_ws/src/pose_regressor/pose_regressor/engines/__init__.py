@@ -14,8 +14,10 @@ INFO line naming the engine chosen and why the ones before it were skipped.
 The TensorRT module's contract: ``TensorRTEngine(bundle, **options)`` subclasses `InferenceEngine`
 (``backend = "tensorrt"``), builds or loads its plan from ``bundle.engines_dir`` (keyed by GPU
 name, TensorRT version and precision; optimization profile S in 1..``bundle.mc_samples`` or
-more, opt ``bundle.mc_samples``), and raises `EngineUnavailableError` when it cannot run here.
-``auto`` looks for it only when the `tensorrt` package and a CUDA device are present.
+more, opt ``bundle.mc_samples``), and raises `EngineUnavailableError` when it cannot run here
+or `EngineError` when its plan fails to build or load. ``auto`` looks for it only when the `tensorrt`
+package and a CUDA device are present, and falls back to ONNX Runtime on either error (a failed
+build is logged as a WARNING as well as in the INFO line).
 """
 
 from __future__ import annotations
@@ -74,8 +76,8 @@ def _tensorrt_engine(bundle: ModelBundle, options: dict[str, Any]) -> InferenceE
     try:
         module = importlib.import_module(TENSORRT_MODULE)
         engine: InferenceEngine = module.TensorRTEngine(bundle, **options)
-    except EngineUnavailableError:
-        raise
+    except EngineError:
+        raise  # unavailable here, or a plan that failed to build or load: the message says which
     except (ImportError, RuntimeError, OSError) as exc:
         raise EngineUnavailableError(f"TensorRT backend unavailable: {exc}") from exc
     return engine
@@ -130,6 +132,9 @@ def _auto(bundle: ModelBundle, options: dict[str, Any]) -> InferenceEngine:
         return chosen(_tensorrt_engine(bundle, {}), "TensorRT available")
     except EngineUnavailableError as exc:
         skipped.append(f"tensorrt ({str(exc).removeprefix('TensorRT backend unavailable: ')})")
+    except EngineError as exc:  # TensorRT is here but the plan failed to build or load
+        logger.warning("TensorRT engine for %s failed, falling back to ONNX Runtime: %s", bundle.path, exc)
+        skipped.append(f"tensorrt (failed: {exc})")
     if CUDA in ort.get_available_providers():
         engine = OnnxRuntimeEngine(bundle, providers=[CUDA, CPU], **options)
         if engine.describe().device == "cuda":

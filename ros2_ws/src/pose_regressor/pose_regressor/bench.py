@@ -1,0 +1,294 @@
+"""`pose-regressor bench`: the cost of one camera set on an engine; what MC dropout and fusion add.
+
+ROS-free.
+
+Each measured frame is the robot's path without ROS: ``preprocess`` (`pose_regressor.bundle.preprocess`
+of random camera-size images, bundle camera width x height, into a reused input buffer), ``infer``
+(`InferenceEngine.infer`), ``postprocess`` (`pose_regressor.uncertainty.estimate_from_samples`);
+``total`` is the whole frame. Dropout masks are drawn before the clock starts. Rows:
+
+* ``deterministic``: one pass with the mask of ones (S = 1);
+* ``mc``: our MC dropout, one backbone pass and S masks on the head (S = ``mc_samples``);
+* ``naive``: the Bayesian-PoseNet baseline that dropout throughout the network would need: S full
+  forward passes, timed as S separate ``infer`` calls with S = 1 each, then the same postprocess;
+* ``compare``: the ``--compare`` bundle's ``mc`` row (e.g. a T=1 bundle of the same backbone).
+
+Ratios come from the medians (p50) of the same run: ``mc_cost_ratio`` = total(mc) / total(deterministic),
+``naive_over_ours`` = total(naive) / total(mc), ``compare_ratio`` = total(mc) / total(compare mc).
+Measurements are interleaved and warm: every repetition runs each row once, in a fresh random
+(seeded) order, so that load changes on a shared machine hit all rows alike; and each measured
+frame comes after a short idle pause (``settle_s``, 50 ms) and an unmeasured priming frame of the
+same row (one pass), so that every row is timed in the steady state of a robot running one model
+at camera rate. Without them, a row that follows the other bundle's engine finds the other model's
+weights in the CPU caches and ONNX Runtime's other intra-op thread pool still spinning (for more
+than 5 ms, less than 50 ms, after its last run): on the 2-core machine that made ``compare`` and
+whichever rows followed it up to 1.9x slower.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pose_regressor.bundle import ModelBundle, load_bundle, preprocess
+from pose_regressor.engines import InferenceEngine, load_engine
+from pose_regressor.uncertainty import dropout_masks, estimate_from_samples
+
+__all__ = ["STAGES", "BenchResult", "BenchRow", "format_table", "run_bench", "write_json"]
+
+STAGES = ("preprocess", "infer", "postprocess", "total")
+IMAGE_POOL = 3  # distinct random camera sets per row, cycled
+SETTLE_S = 0.05  # idle pause before each row's priming frame (lets other thread pools stop spinning)
+
+
+@dataclass(frozen=True)
+class BenchRow:
+    """One measured configuration: ``stats[stage] = (p50 ms, p99 ms)`` for every stage in `STAGES`."""
+
+    name: str
+    bundle: str
+    backend: str
+    cameras: int
+    samples: int
+    passes: int
+    stats: dict[str, tuple[float, float]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "bundle": self.bundle,
+            "backend": self.backend,
+            "T": self.cameras,
+            "S": self.samples,
+            "forward_passes": self.passes,
+            **{f"{stage}_ms": {"p50": p50, "p99": p99} for stage, (p50, p99) in self.stats.items()},
+        }
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    rows: list[BenchRow]
+    mc_cost_ratio: float
+    naive_over_ours: float
+    compare_ratio: float | None
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def row(self, name: str) -> BenchRow:
+        return next(r for r in self.rows if r.name == name)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "mc_cost_ratio": self.mc_cost_ratio,
+            "naive_over_ours": self.naive_over_ours,
+            "compare_ratio": self.compare_ratio,
+            "rows": [r.to_json() for r in self.rows],
+            "settings": dict(self.settings),
+        }
+
+
+class _Case:
+    """One row's frame function and its samples (nanoseconds per stage)."""
+
+    def __init__(
+        self,
+        name: str,
+        engine: InferenceEngine,
+        samples: int,
+        naive: bool,
+        pools: int,
+        rng: np.random.Generator,
+    ) -> None:
+        bundle = engine.bundle
+        self.name, self.engine, self.bundle, self.samples, self.naive = name, engine, bundle, samples, naive
+        self.images = [
+            [rng.integers(0, 256, (c.height, c.width, 3), dtype=np.uint8) for c in bundle.cameras]
+            for _ in range(IMAGE_POOL)
+        ]
+        if samples == 1 and not naive:
+            self.masks = [engine.deterministic_mask()] * pools
+        else:
+            self.masks = [
+                dropout_masks(samples, bundle.hidden_dim, bundle.dropout, rng) for _ in range(pools)
+            ]
+        self.buffer = np.empty(bundle.images_shape, dtype=np.uint8)
+        self.ns: dict[str, list[int]] = {stage: [] for stage in STAGES}
+
+    def prime(self, repetition: int) -> None:
+        """An unmeasured frame (one pass) that brings this row's engine and buffers back into cache."""
+        masks = self.masks[repetition % len(self.masks)]
+        x = preprocess(self.images[repetition % len(self.images)], self.bundle, out=self.buffer)
+        t, q = self.engine.infer(x, masks[:1] if self.naive else masks)
+        estimate_from_samples(t, q, self.bundle.covariance_scale)
+
+    def frame(self, repetition: int, record: bool) -> None:
+        images = self.images[repetition % len(self.images)]
+        masks = self.masks[repetition % len(self.masks)]
+        clock = time.perf_counter_ns
+        t0 = clock()
+        x = preprocess(images, self.bundle, out=self.buffer)
+        t1 = clock()
+        if self.naive:
+            parts = [self.engine.infer(x, masks[i : i + 1]) for i in range(masks.shape[0])]
+            t = np.concatenate([p[0] for p in parts])
+            q = np.concatenate([p[1] for p in parts])
+        else:
+            t, q = self.engine.infer(x, masks)
+        t2 = clock()
+        estimate_from_samples(t, q, self.bundle.covariance_scale)
+        t3 = clock()
+        if record:
+            for stage, value in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t3 - t0), strict=True):
+                self.ns[stage].append(value)
+
+    def row(self) -> BenchRow:
+        stats = {}
+        for stage, values in self.ns.items():
+            p50, p99 = np.percentile(np.asarray(values, dtype=np.float64) / 1e6, [50, 99])
+            stats[stage] = (float(p50), float(p99))
+        return BenchRow(
+            name=self.name,
+            bundle=str(self.bundle.path),
+            backend=str(self.engine.describe()),
+            cameras=self.bundle.num_cameras,
+            samples=self.samples,
+            passes=self.samples if self.naive else 1,
+            stats=stats,
+        )
+
+
+def _engine(bundle: ModelBundle, backend: str, samples: int, options: dict[str, Any]) -> InferenceEngine:
+    options = dict(options)
+    if backend == "tensorrt" and samples > bundle.mc_samples:
+        options.setdefault("max_samples", samples)  # the plan's profile must reach S
+    return load_engine(bundle, backend, **options)
+
+
+def run_bench(
+    bundle: ModelBundle | str | Path,
+    backend: str = "auto",
+    mc_samples: int | None = None,
+    repeats: int = 50,
+    warmup: int = 5,
+    compare: ModelBundle | str | Path | None = None,
+    engine_options: dict[str, Any] | None = None,
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+    settle_s: float = SETTLE_S,
+) -> BenchResult:
+    """Benchmark `bundle` (and `compare`) on `backend`; see the module docstring for rows and ratios.
+
+    mc_samples: S of the ``mc`` and ``naive`` rows (default: the bundle's ``mc_samples``).
+    engine_options: keyword options of the engine (e.g. ``threads`` for onnxruntime).
+    progress: called as ``progress(done, total)`` after each repetition.
+    settle_s: idle seconds before each row's priming frame.
+    """
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"repeats must be >= 1 and warmup >= 0, got {repeats} and {warmup}")
+    main = bundle if isinstance(bundle, ModelBundle) else load_bundle(bundle)
+    samples = main.mc_samples if mc_samples is None else mc_samples
+    if samples < 2:
+        raise ValueError(f"mc_samples must be >= 2 to measure MC-dropout cost, got {samples}")
+    options = dict(engine_options or {})
+    load_before = _load_average()
+    rng = np.random.default_rng(seed)
+    pools = min(8, warmup + repeats)
+    engine = _engine(main, backend, samples, options)
+    cases = [
+        _Case("deterministic", engine, 1, False, pools, rng),
+        _Case("mc", engine, samples, False, pools, rng),
+        _Case("naive", engine, samples, True, pools, rng),
+    ]
+    other = None
+    if compare is not None:
+        other = compare if isinstance(compare, ModelBundle) else load_bundle(compare)
+        cases.append(_Case("compare", _engine(other, backend, samples, options), samples, False, pools, rng))
+    total = warmup + repeats
+    shuffle = np.random.default_rng(seed + 1)
+    for repetition in range(total):
+        for index in shuffle.permutation(len(cases)):
+            if settle_s > 0:
+                time.sleep(settle_s)
+            cases[index].prime(repetition)
+            cases[index].frame(repetition, record=repetition >= warmup)
+        if progress is not None:
+            progress(repetition + 1, total)
+    rows = [case.row() for case in cases]
+    p50 = {row.name: row.stats["total"][0] for row in rows}
+    return BenchResult(
+        rows=rows,
+        mc_cost_ratio=p50["mc"] / p50["deterministic"],
+        naive_over_ours=p50["naive"] / p50["mc"],
+        compare_ratio=p50["mc"] / p50["compare"] if "compare" in p50 else None,
+        settings={
+            "bundle": str(main.path),
+            "compare": str(other.path) if other is not None else None,
+            "backend": backend,
+            "engine": str(engine.describe()),
+            "mc_samples": samples,
+            "repeats": repeats,
+            "warmup": warmup,
+            "settle_s": settle_s,
+            "engine_options": {k: str(v) for k, v in options.items()},
+            "load_average_before": load_before,
+            "load_average_after": _load_average(),
+            "cpu_count": os.cpu_count(),
+        },
+    )
+
+
+def _load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages (None where the OS has none): the machine may be shared."""
+    return [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
+
+
+def format_table(result: BenchResult) -> str:
+    """The rows as a fixed-width table (ms, p50 / p99) followed by the ratios."""
+    header = ["row", "backend", "T", "S", "passes", *(f"{stage} p50/p99" for stage in STAGES)]
+    lines = [header]
+    for row in result.rows:
+        cells = [row.name, row.backend, str(row.cameras), str(row.samples), str(row.passes)]
+        cells += [f"{row.stats[stage][0]:.2f} / {row.stats[stage][1]:.2f}" for stage in STAGES]
+        lines.append(cells)
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    text = [
+        "  ".join(
+            cell.ljust(w) if i < 2 else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(line, widths, strict=True))
+        )
+        for line in lines
+    ]
+    text.insert(1, "  ".join("-" * w for w in widths))
+    s = result.row("mc").samples
+    text.append("")
+    load = result.settings.get("load_average_before")
+    note = f"; load average before {load[0]:.2f} (1 min) on {os.cpu_count()} CPUs" if load else ""
+    text.append(
+        f"times in ms (p50 / p99 over {result.settings.get('repeats')} interleaved repetitions{note})"
+    )
+    text.append(f"MC cost          total(S={s}) / total(S=1):                 {result.mc_cost_ratio:.3f}x")
+    text.append(
+        f"naive over ours  {s} passes of S=1 / one pass with S={s}:     {result.naive_over_ours:.2f}x"
+    )
+    if result.compare_ratio is not None:
+        other = result.row("compare")
+        mine = result.row("mc").cameras
+        text.append(
+            f"compare          total(T={mine}) / total(T={other.cameras} bundle {other.bundle}): "
+            f"{result.compare_ratio:.3f}x"
+        )
+    return "\n".join(text)
+
+
+def write_json(result: BenchResult, path: str | Path) -> Path:
+    """Write `result` as JSON (keys mc_cost_ratio, naive_over_ours, compare_ratio, rows, settings)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(result.to_json(), indent=2) + "\n", encoding="utf-8")
+    return target
