@@ -12,6 +12,18 @@ def _session_domain_id() -> str:
     return str(100 + os.getpid() % 100)
 
 
+# Config overrides for a model small enough to train in seconds (integration tests).
+TINY_TRAINING = [
+    "model.backbone=small_cnn",
+    "model.small_cnn_width=8",
+    "model.hidden_dim=32",
+    "model.image_width=32",
+    "model.image_height=24",
+    "optim.batch_size=8",
+    "tensorboard=false",
+    "threads=1",
+]
+
 os.environ.setdefault("ROS_DOMAIN_ID", _session_domain_id())
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")

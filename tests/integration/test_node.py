@@ -24,19 +24,10 @@ from pose_regressor_training.export import export_bundle
 from pose_regressor_training.synth.generate import SynthConfig, render_dataset
 from pose_regressor_training.train import fit
 from pose_regressor_training.train_config import load_train_config
+from tests.conftest import TINY_TRAINING
 
 pytestmark = pytest.mark.ros
-TINY = [
-    "model.backbone=small_cnn",
-    "model.small_cnn_width=8",
-    "model.hidden_dim=32",
-    "model.image_width=32",
-    "model.image_height=24",
-    "optim.batch_size=8",
-    "tensorboard=false",
-    "threads=1",
-    "optim.epochs=2",
-]
+TINY = [*TINY_TRAINING, "optim.epochs=2"]
 
 
 @pytest.fixture(scope="module")
@@ -129,8 +120,8 @@ def test_compressed_images_work(trained: dict[str, Path]) -> None:
     )
     raw = json.loads((trained["root"] / "evaluate" / "metrics.json").read_text())
     assert metrics["published"] + metrics["dropped_sets"] >= 0.95 * 30
-    if metrics["dropped_sets"] == 0 and raw["dropped_sets"] == 0:
-        assert metrics["median_translation_m"] == pytest.approx(raw["median_translation_m"], abs=1e-6)
+    # PNG is lossless, so the same images give the same poses; the sets that arrive may differ slightly.
+    assert metrics["median_translation_m"] == pytest.approx(raw["median_translation_m"], rel=0.10)
 
 
 def _diagnostics(node: rclpy.node.Node, seconds: float) -> list[tuple[int, str]]:

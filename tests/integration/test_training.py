@@ -19,17 +19,9 @@ from pose_regressor_training.losses import LOSSES
 from pose_regressor_training.synth.generate import SynthConfig, render_dataset
 from pose_regressor_training.train import fit
 from pose_regressor_training.train_config import load_train_config
+from tests.conftest import TINY_TRAINING
 
-TINY = [
-    "model.backbone=small_cnn",
-    "model.small_cnn_width=8",
-    "model.hidden_dim=32",
-    "model.image_width=32",
-    "model.image_height=24",
-    "optim.batch_size=8",
-    "tensorboard=false",
-    "threads=1",
-]
+TINY = TINY_TRAINING
 
 
 @pytest.fixture(scope="module")

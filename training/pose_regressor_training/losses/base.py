@@ -7,6 +7,7 @@ x forward, y left, z up); translations in metres, quaternions **xyzw**, rotation
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -127,8 +128,9 @@ class PoseLoss(nn.Module):
         out: dict[str, Tensor] = super().__call__(pred, target, **kwargs)
         return out
 
+    @abstractmethod
     def forward(self, pred: PoseBatch, target: PoseBatch) -> dict[str, Tensor]:
-        raise NotImplementedError
+        """The loss and its parts for predictions and targets of the same shape."""
 
     # ----------------------------------------------------------------------------- shared checks
 

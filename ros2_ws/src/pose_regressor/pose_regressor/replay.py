@@ -57,7 +57,7 @@ def _wait_for_subscribers(publishers: list[Any], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and not all(p.get_subscription_count() > 0 for p in publishers):
         time.sleep(0.02)
-    time.sleep(0.1)  # matched publishers may still be completing the handshake on the reader side
+    time.sleep(0.5)  # matched publishers may still be completing the handshake on the reader side
 
 
 def replay(
