@@ -5,14 +5,16 @@
 For 1 and 4 cameras of 640x480 rgb8 at 30 Hz, a publisher in this process sends synchronized
 image sets to the localizer (a separate process, Fast DDS on loopback) and records each pose's
 receive time. Latency = receive time - publish time of the set's last image; the overhead is
-that minus the engine time the node reports in /diagnostics. A third run uses a bundle whose
+that minus the engine time the node reports in /diagnostics. The last run uses a bundle whose
 engine is slower than the frame period (overload): keep-latest must keep latency near one
-engine period instead of queueing. Models are untrained (timing only).
+engine period instead of queueing. Runs with config/fastdds_large_images.xml unless
+FASTRTPS_DEFAULT_PROFILES_FILE names another profile. Models are untrained (timing only).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import signal
@@ -36,10 +38,14 @@ from pose_regressor_training.export import export_bundle
 from pose_regressor_training.models import ModelConfig, build_model
 
 RATE_HZ = 30.0
+LARGE_IMAGES_PROFILE = (
+    Path(__file__).resolve().parents[1] / "ros2_ws/src/pose_regressor/config/fastdds_large_images.xml"
+)
 
 
 def make_bundle(root: Path, rig_name: str, config: ModelConfig) -> Path:
     rig = preset_rig(rig_name, 640, 480)
+    config = dataclasses.replace(config, num_cameras=len(rig.cameras))
     model = build_model(config)
     payload = {
         "config": {"data": {}},
@@ -55,7 +61,9 @@ def make_bundle(root: Path, rig_name: str, config: ModelConfig) -> Path:
     return export_bundle(checkpoint, root / checkpoint.stem).path
 
 
-def run(bundle: Path, cameras: list[str], seconds: float, mc_samples: int) -> dict[str, float]:
+def run(
+    bundle: Path, cameras: list[str], seconds: float, mc_samples: int, node_params: list[str]
+) -> dict[str, float]:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     node_proc = subprocess.Popen(
         [
@@ -68,6 +76,7 @@ def run(bundle: Path, cameras: list[str], seconds: float, mc_samples: int) -> di
             "--ros-args",
             "-p",
             f"mc_samples:={mc_samples}",
+            *[arg for param in node_params for arg in ("-p", param)],
         ],
         env=env,
         stdout=subprocess.DEVNULL,
@@ -80,6 +89,7 @@ def run(bundle: Path, cameras: list[str], seconds: float, mc_samples: int) -> di
     received: dict[int, int] = {}
     engine_ms: list[float] = []
     dropped = [0]
+    last_diag: dict[str, str] = {}
 
     def on_pose(msg: PoseWithCovarianceStamped) -> None:
         received[ns_from_time(msg.header.stamp)] = time.monotonic_ns()
@@ -90,6 +100,7 @@ def run(bundle: Path, cameras: list[str], seconds: float, mc_samples: int) -> di
             if "engine_ms_p50" in values and values["engine_ms_p50"] != "nan":
                 engine_ms.append(float(values["engine_ms_p50"]))
                 dropped[0] = int(values["dropped_sets"])
+                last_diag.update(values)
 
     qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
     node.create_subscription(PoseWithCovarianceStamped, "/localizer/pose_with_covariance", on_pose, qos)
@@ -118,6 +129,7 @@ def run(bundle: Path, cameras: list[str], seconds: float, mc_samples: int) -> di
             pub.publish(msg)
         published[stamp] = time.monotonic_ns()
         k += 1
+    mid_diag = dict(last_diag)
     end = time.monotonic() + 3.0
     while time.monotonic() < end:
         rclpy.spin_once(node, timeout_sec=0.05)
@@ -138,6 +150,8 @@ def run(bundle: Path, cameras: list[str], seconds: float, mc_samples: int) -> di
         "engine_ms_p50": engine,
         "overhead_ms_p50": float(np.percentile(latencies, 50)) - engine,
         "overhead_ms_p99": float(np.percentile(latencies, 99)) - engine,
+        "input_rate_hz": min(float(v) for k, v in mid_diag.items() if k.startswith("input_rate_hz/")),
+        "latency_p99_in_engine_periods": float(np.percentile(latencies, 99)) / engine,
     }
 
 
@@ -148,9 +162,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--mc-samples", type=int, default=16)
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--node-param", action="append", default=[], metavar="NAME:=VALUE", help="extra node parameter"
+    )
     args = parser.parse_args()
     os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    # Without it, Fast DDS loses most 0.9 MB best-effort images (see the profile's comment).
+    os.environ.setdefault("FASTRTPS_DEFAULT_PROFILES_FILE", str(LARGE_IMAGES_PROFILE))
     small = ModelConfig(backbone="small_cnn", image_width=64, image_height=48)
     results = {}
     rclpy.init()
@@ -164,7 +183,7 @@ def main() -> None:
                 ["front", "left", "back", "right"],
             ),
             (
-                "4 cameras, resnet18 224x224 (overload)",
+                "4 cameras, resnet18 224x224",
                 make_bundle(
                     root,
                     "quad",
@@ -172,21 +191,31 @@ def main() -> None:
                 ),
                 ["front", "left", "back", "right"],
             ),
+            (
+                "4 cameras, resnet50 320x320 (overload)",
+                make_bundle(
+                    root,
+                    "quad",
+                    ModelConfig(backbone="resnet50", image_width=320, image_height=320, hidden_dim=512),
+                ),
+                ["front", "left", "back", "right"],
+            ),
         ]
         for name, bundle, cams in cases:
             print(f"== {name}", flush=True)
-            results[name] = run(bundle, cams, args.seconds, args.mc_samples)
+            results[name] = run(bundle, cams, args.seconds, args.mc_samples, args.node_param)
     rclpy.shutdown()
     print(
-        "| case | output/input | dropped | latency p50 / p99 (ms) | engine p50 (ms) | "
-        "overhead p50 / p99 (ms) |"
+        "| case | input rate (Hz) | output/input | dropped | latency p50 / p99 (ms) | engine p50 (ms) | "
+        "overhead p50 / p99 (ms) | p99 / engine |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
         print(
-            f"| {name} | {r['output_ratio']:.2f} | {r['dropped_sets']} | {r['latency_ms_p50']:.1f} / "
-            f"{r['latency_ms_p99']:.1f} | {r['engine_ms_p50']:.1f} | {r['overhead_ms_p50']:.1f} / "
-            f"{r['overhead_ms_p99']:.1f} |"
+            f"| {name} | {r['input_rate_hz']:.1f} | {r['output_ratio']:.2f} | {r['dropped_sets']} | "
+            f"{r['latency_ms_p50']:.1f} / {r['latency_ms_p99']:.1f} | {r['engine_ms_p50']:.1f} | "
+            f"{r['overhead_ms_p50']:.1f} / {r['overhead_ms_p99']:.1f} | "
+            f"{r['latency_p99_in_engine_periods']:.2f} |"
         )
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,9 @@
-"""Stand-alone ROS 2 peers for the DDS smoke test: `publish` and `receive` run as separate processes."""
+"""Stand-alone ROS 2 peers for the DDS smoke tests, run as separate processes.
+
+`publish` / `receive`: small reliable images, checked byte for byte.
+`burst` / `count`: sets of four 640x480 rgb8 images at 30 Hz with sensor-data QoS (best effort),
+as four cameras publish them; the receiver counts what arrives.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ import time
 
 import numpy as np
 import rclpy
-from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
 TOPIC = "/smoke/image_raw"
@@ -62,8 +67,64 @@ def receive(count: int, seconds: float) -> None:
     rclpy.shutdown()
 
 
+BURST_CAMERAS = ("front", "left", "back", "right")
+
+
+def burst(sets: int, wait_s: float) -> None:
+    rclpy.init()
+    node = rclpy.create_node("burst_publisher")
+    pubs = [
+        node.create_publisher(Image, f"/burst/{camera}/image_raw", qos_profile_sensor_data)
+        for camera in BURST_CAMERAS
+    ]
+    deadline = time.monotonic() + wait_s
+    while not all(p.get_subscription_count() for p in pubs) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # discovery of the reverse direction
+    msg = Image()
+    msg.height, msg.width, msg.encoding, msg.step = 480, 640, "rgb8", 640 * 3
+    msg.data = np.zeros(480 * 640 * 3, dtype=np.uint8).tobytes()
+    start = time.monotonic()
+    for k in range(sets):
+        time.sleep(max(0.0, start + k / 30.0 - time.monotonic()))
+        msg.header.frame_id = str(k)
+        for pub in pubs:
+            pub.publish(msg)
+    time.sleep(1.0)
+    node.destroy_node()
+    rclpy.shutdown()
+
+
+def count(sets: int, seconds: float) -> None:
+    rclpy.init()
+    node = rclpy.create_node("burst_receiver")
+    received = dict.fromkeys(BURST_CAMERAS, 0)
+
+    def counter(camera: str) -> object:
+        def on_image(msg: Image) -> None:
+            received[camera] += 1
+
+        return on_image
+
+    for camera in BURST_CAMERAS:
+        node.create_subscription(
+            Image, f"/burst/{camera}/image_raw", counter(camera), qos_profile_sensor_data
+        )
+    deadline = time.monotonic() + seconds
+    while min(received.values()) < sets and time.monotonic() < deadline:
+        rclpy.spin_once(node, timeout_sec=0.1)
+    print(json.dumps({"received": received}))
+    node.destroy_node()
+    rclpy.shutdown()
+
+
 if __name__ == "__main__":
-    if sys.argv[1] == "publish":
+    mode = sys.argv[1]
+    if mode == "publish":
         publish(float(sys.argv[2]))
-    else:
+    elif mode == "receive":
         receive(int(sys.argv[2]), float(sys.argv[3]))
+    elif mode == "burst":
+        burst(int(sys.argv[2]), float(sys.argv[3]))
+    else:
+        count(int(sys.argv[2]), float(sys.argv[3]))

@@ -19,7 +19,7 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         # `launch` is a link to the repository's top-level launch/ folder: one copy only.
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
-        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml")),
         (f"share/{PACKAGE}/rviz", glob("rviz/*.rviz")),
     ],
     install_requires=["setuptools"],

@@ -389,7 +389,6 @@ def preprocess(
         raise ValueError(
             f"out must be a C-contiguous uint8 array of shape {shape}, got {out.dtype} {out.shape}"
         )
-    size = (bundle.input_width, bundle.input_height)
     for k, (image, camera) in enumerate(zip(images, bundle.cameras, strict=True)):
         if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
             kind = image.dtype if isinstance(image, np.ndarray) else type(image).__name__
@@ -398,8 +397,18 @@ def preprocess(
             raise ValueError(
                 f"image of camera {camera.name!r} must be RGB (h, w, 3), got shape {image.shape}"
             )
-        if (image.shape[1], image.shape[0]) == size:
-            out[k] = image
-        else:
-            out[k] = cv2.resize(np.ascontiguousarray(image), size, interpolation=cv2.INTER_AREA)
+        out[k] = resize_to_input(image, bundle)
     return out
+
+
+def resize_to_input(image: NDArray[np.uint8], bundle: ModelBundle) -> NDArray[np.uint8]:
+    """One RGB image at the bundle's input size (``cv2.INTER_AREA``; unchanged when already there).
+
+    `preprocess` uses it for every camera; the node also calls it as each image arrives, so that
+    only the last image of a set is resized after the set completes.
+    """
+    size = (bundle.input_width, bundle.input_height)
+    if (image.shape[1], image.shape[0]) == size:
+        return image
+    resized = cv2.resize(np.ascontiguousarray(image), size, interpolation=cv2.INTER_AREA)
+    return np.asarray(resized, dtype=np.uint8)

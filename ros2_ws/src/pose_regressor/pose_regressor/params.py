@@ -52,6 +52,7 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ),
     ParameterSpec("gate_uncertain", False, "do not publish poses flagged uncertain"),
     ParameterSpec("path_length", 500, "poses kept in ~/path (0: no path)", 0, 100_000),
+    ParameterSpec("path_rate", 5.0, "how often ~/path is republished (Hz); every pose is kept", 0.1, 1000.0),
     ParameterSpec("publish_initialpose", False, "also publish confident poses on /initialpose (Nav2 AMCL)"),
     ParameterSpec(
         "camera_timeout", 1.0, "seconds without images after which a camera is reported stopped", 0.05, 3600.0
@@ -77,6 +78,7 @@ class LocalizerParams:
     max_rotation_std: float = 0.35
     gate_uncertain: bool = False
     path_length: int = 500
+    path_rate: float = 5.0
     publish_initialpose: bool = False
     camera_timeout: float = 1.0
     resize_mismatched: bool = True
