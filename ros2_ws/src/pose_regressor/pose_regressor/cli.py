@@ -113,7 +113,12 @@ def _add_evaluate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--backend", default="auto")
     p.add_argument("--camera-topics", nargs="+", help="default: the bundle's topics")
     p.add_argument("--loop", action="store_true", help="replay the bag in a loop (with --duration)")
-    p.add_argument("--duration", type=_positive, help="stop the replay after this many seconds")
+    p.add_argument(
+        "--duration",
+        type=_positive,
+        help="stop the replay after this many seconds; also checks memory growth and latency "
+        "stability (soak, see soak.png; exit code 2 if a check fails)",
+    )
     p.set_defaults(handler=_evaluate)
 
 
@@ -146,7 +151,17 @@ def _evaluate(args: argparse.Namespace, extra: Sequence[str]) -> int:
         f"dropped sets {m['dropped_sets']}, mean NEES {m['mean_nees']:.2f}"
     )
     print(f"evaluate: wrote {args.out}/metrics.json, trajectory.png, errors_over_time.png")
-    return 0
+    soak = m.get("soak")
+    if soak is None:
+        return 0
+    print(
+        f"soak: {soak['duration_s']:.0f} s, RSS {soak['rss_mb_first_window']:.1f} -> "
+        f"{soak['rss_mb_last_window']:.1f} MB ({soak['rss_growth_pct']:+.1f}%), latency p99 "
+        f"{soak['latency_ms_p99_first_window']:.1f} -> {soak['latency_ms_p99_last_window']:.1f} ms "
+        f"({soak['latency_p99_change_pct']:+.1f}%), dropped sets {soak['dropped_sets']}: "
+        + ("PASS" if soak["passed"] else "FAIL " + ", ".join(k for k, ok in soak["checks"].items() if not ok))
+    )
+    return 0 if soak["passed"] else 2
 
 
 def _positive_int(text: str) -> int:

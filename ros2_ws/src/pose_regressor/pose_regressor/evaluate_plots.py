@@ -67,4 +67,35 @@ def plot_evaluation(arrays: dict[str, np.ndarray], metrics: dict[str, Any], out:
     fig.tight_layout()
     fig.savefig(paths[1], dpi=110)
     plt.close(fig)
+    if "soak" in metrics and len(arrays.get("soak_t", ())):
+        paths.append(plot_soak(arrays, metrics["soak"], out / "soak.png"))
     return paths
+
+
+def plot_soak(arrays: dict[str, np.ndarray], soak: dict[str, Any], path: Path) -> Path:
+    """Node RSS and latency percentiles over a long run, with the compared windows shaded."""
+    fig, axes = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
+    axes[0].plot(arrays["soak_rss_t"], arrays["soak_rss"], color="tab:purple")
+    axes[0].set_ylabel("node RSS (MB)")
+    axes[0].set_title(
+        f"RSS growth {soak['rss_growth_pct']:+.1f}% (limit {soak['limits']['max_rss_growth_pct']:g}%), "
+        f"latency p99 change {soak['latency_p99_change_pct']:+.1f}% "
+        f"(limit {soak['limits']['max_p99_change_pct']:g}%): "
+        + ("PASS" if soak["passed"] else "FAIL " + ", ".join(k for k, ok in soak["checks"].items() if not ok))
+    )
+    axes[1].plot(arrays["soak_t"], arrays["soak_p50"], label="latency p50")
+    axes[1].plot(arrays["soak_t"], arrays["soak_p99"], label="latency p99")
+    axes[1].set_ylabel("end-to-end latency (ms)")
+    axes[1].set_xlabel("time since the first image (s)")
+    axes[1].legend(loc="upper right", fontsize=8)
+    first = (soak["warmup_s"], soak["warmup_s"] + soak["window_s"])
+    last = (soak["duration_s"] - soak["window_s"], soak["duration_s"])
+    for ax in axes:
+        ax.grid(True, alpha=0.3)
+        ax.set_ylim(bottom=0)
+        for lo, hi in (first, last):
+            ax.axvspan(lo, hi, color="grey", alpha=0.15)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

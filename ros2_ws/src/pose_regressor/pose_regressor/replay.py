@@ -3,9 +3,11 @@
 The stand-in for `ros2 bag play` where rosbag2 is not installed. Messages are read with
 `rosbags`, deserialized from their raw CDR by rclpy (a corrupt message is skipped and counted)
 and published at their recorded pace scaled by `rate`; with `clock`, `/clock` follows the
-bag's time (for `use_sim_time`). With `log`, every published message's header stamp and
-publish time (CLOCK_MONOTONIC, ns) are written as JSON lines, which `pose-regressor evaluate`
-uses to measure end-to-end latency.
+bag's time (for `use_sim_time`). With `log`, every published message's header stamp,
+publish time (CLOCK_MONOTONIC, ns) and loop offset are written as JSON lines, which
+`pose-regressor evaluate` uses to measure end-to-end latency and to match looped stamps back to
+the bag's ground truth. With `loop`, each pass shifts the stamps forward by the bag's length
+(plus 0.1 s) so that they never go backwards.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from rosgraph_msgs.msg import Clock
 from pose_regressor.messages import ns_from_time, time_from_ns
 
 CLOCK_PERIOD_NS = 25_000_000  # /clock at 40 Hz between messages, like ros2 bag play
+LOOP_GAP_NS = 100_000_000  # bag time (and, scaled by the rate, wall time) between two loops
 
 
 class ReplayError(ValueError):
@@ -103,7 +106,9 @@ def replay(
                 next_clock = 0
                 for connection, log_ns, raw in reader.messages(connections=connections):
                     if first_ns is None:
-                        first_ns = log_ns
+                        # The clock starts at the first message read, not before the reader's seek
+                        # (tens of ms on each loop), which would publish the first sets in a burst.
+                        first_ns, base = log_ns, time.monotonic_ns()
                     due = base + round((log_ns - first_ns) / rate)
                     while True:
                         now = time.monotonic_ns()
@@ -130,14 +135,19 @@ def replay(
                             "topic": connection.topic,
                             "stamp_ns": ns_from_time(msg.header.stamp),
                             "published_ns": time.monotonic_ns(),
+                            "offset_ns": offset_ns,  # added to the bag's stamps in this loop
                         }
                         log.write(json.dumps(record) + "\n")
                     last_ns = log_ns
                 if not loop or first_ns is None:
                     return stats
                 stats.loops += 1
-                # Each loop continues the bag's time so stamps never go backwards.
-                offset_ns += last_ns - first_ns + 100_000_000
+                # Each loop continues the bag's time so stamps never go backwards, and starts one
+                # gap later in wall time too: without the pause, the next loop's first set would
+                # follow the last one at once and the node would see two sets in a burst.
+                offset_ns += last_ns - first_ns + LOOP_GAP_NS
+                resume = base + round((last_ns - first_ns + LOOP_GAP_NS) / rate)
+                time.sleep(max(0.0, (resume - time.monotonic_ns()) / 1e9))
     finally:
         stats.seconds = time.monotonic() - wall_start
         if own_node:

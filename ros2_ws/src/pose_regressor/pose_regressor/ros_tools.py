@@ -34,6 +34,7 @@ from pose_regressor.bagio import TYPESTORE
 from pose_regressor.bundle import load_bundle
 from pose_regressor.ground_truth import GT_TYPES, GroundTruthTrack, gt_pose_fields, stamp_ns
 from pose_regressor.messages import ns_from_time
+from pose_regressor.soak import RssSampler, soak_report, soak_series
 from pose_regressor.uncertainty import nees, tangent_residual
 
 THRESHOLDS = ((0.05, 5.0), (0.25, 2.0), (0.5, 5.0), (5.0, 10.0))
@@ -145,12 +146,12 @@ class _Recorder:
 
 
 def _wait_for_node(
-    recorder: _Recorder, node: subprocess.Popen[str], topics: tuple[str, ...], timeout: float
+    recorder: _Recorder, node: subprocess.Popen[str], log_path: Path, topics: tuple[str, ...], timeout: float
 ) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if node.poll() is not None:
-            _, err = node.communicate()
+            err = log_path.read_text(errors="replace")
             raise EvaluationError(f"the localizer exited with code {node.returncode}: {err.strip()[-2000:]}")
         if all(recorder.node.count_subscribers(topic) > 0 for topic in topics):
             return
@@ -158,24 +159,45 @@ def _wait_for_node(
     raise EvaluationError(f"the localizer did not subscribe to {', '.join(topics)} within {timeout:g} s")
 
 
-def _publish_times(log_path: Path, topics: tuple[str, ...]) -> dict[int, int]:
-    """Stamp -> publish time (monotonic ns) of the last image of that stamp across the camera topics."""
-    times: dict[int, int] = {}
+@dataclass
+class ReplayLog:
+    """What the replay logged for the camera topics, per (possibly loop-shifted) stamp."""
+
+    published_ns: dict[int, int] = field(default_factory=dict)  # last image of the set, monotonic
+    offset_ns: dict[int, int] = field(default_factory=dict)  # loop shift added to the bag's stamp
+
+
+def read_replay_log(log_path: Path, topics: tuple[str, ...]) -> ReplayLog:
+    log = ReplayLog()
     wanted = set(topics)
     for line in log_path.read_text().splitlines():
         record = json.loads(line)
         if record["topic"] in wanted:
-            times[record["stamp_ns"]] = max(times.get(record["stamp_ns"], 0), record["published_ns"])
-    return times
+            stamp = record["stamp_ns"]
+            log.published_ns[stamp] = max(log.published_ns.get(stamp, 0), record["published_ns"])
+            log.offset_ns[stamp] = record.get("offset_ns", 0)
+    return log
+
+
+def pose_latencies(recording: Recording, log: ReplayLog) -> list[tuple[float, float]]:
+    """(receive time in monotonic s, end-to-end latency in ms) of every pose whose set was logged."""
+    return [
+        (received / 1e9, (received - log.published_ns[stamp]) / 1e6)
+        for stamp, received, *_ in recording.poses
+        if stamp in log.published_ns
+    ]
 
 
 def summarize(
-    recording: Recording, track: GroundTruthTrack, publish_times: dict[int, int], expected_sets: int
+    recording: Recording, track: GroundTruthTrack, log: ReplayLog, expected_sets: int
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Metrics of a recording against the ground truth (and arrays for the plots)."""
+    """Metrics of a recording against the ground truth (and arrays for the plots).
+
+    Poses of looped replays are matched to the ground truth at their stamp minus the loop shift.
+    """
     rows = []
     for stamp, received, t, q, cov in sorted(recording.poses, key=lambda r: r[0]):
-        truth = track.interpolate(stamp, max_gap_ns=10**18)
+        truth = track.interpolate(stamp - log.offset_ns.get(stamp, 0), max_gap_ns=10**18)
         if isinstance(truth, tuple):
             rows.append((stamp, received, t, q, cov, truth[0], truth[1]))
     if not rows:
@@ -186,9 +208,7 @@ def summarize(
     t_gt, q_gt = np.stack([r[5] for r in rows]), np.stack([r[6] for r in rows])
     t_err = pose.translation_error(t_gt, t_pred)
     r_err = pose.rotation_error_deg(q_gt, q_pred)
-    latency_ms = np.array(
-        [(r[1] - publish_times[r[0]]) / 1e6 for r in rows if r[0] in publish_times], dtype=float
-    )
+    latency_ms = np.array([ms for _, ms in pose_latencies(recording, log)], dtype=float)
     nees_values = np.array(
         [
             nees(tangent_residual(tg, qg, tp, qp), c)
@@ -216,8 +236,11 @@ def summarize(
         "median_position_std_m": float(np.median(pos_std)),
         "median_rotation_std_deg": float(np.median(rot_std)),
         "covariances_spd": covs_spd,
-        "stamps_match_inputs": bool(set(stamps.tolist()) <= set(publish_times)) if publish_times else False,
+        "stamps_match_inputs": bool(set(stamps.tolist()) <= set(log.published_ns))
+        if log.published_ns
+        else False,
         "diagnostics_levels_seen": sorted(set(recording.levels)),
+        "node_diagnostics_last": last_diag,
     }
     for metres, degrees in THRESHOLDS:
         metrics[f"pct_within_{metres:g}m_{degrees:g}deg"] = float(
@@ -271,9 +294,16 @@ def run_evaluation(cfg: EvaluateConfig) -> dict[str, Any]:
     ]
     rclpy.init()
     recorder = _Recorder(f"/{cfg.node_name}")
-    node = subprocess.Popen(node_cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # The node's output goes to a file, not a pipe: a long run must never fill a pipe nobody reads.
+    node_log_path = cfg.out / "node.log"
+    node_log = node_log_path.open("w")
+    node = subprocess.Popen(node_cmd, env=env, stdout=node_log, stderr=subprocess.STDOUT, text=True)
+    rss = RssSampler(node.pid)
+    replay_span = (0.0, 0.0)
+    node_alive = True  # checked right after the replay: a crash during it is an error
     try:
-        _wait_for_node(recorder, node, topics, cfg.startup_timeout_s)
+        _wait_for_node(recorder, node, node_log_path, topics, cfg.startup_timeout_s)
+        rss.start()
         replay_cmd = [
             sys.executable,
             "-m",
@@ -293,9 +323,12 @@ def run_evaluation(cfg: EvaluateConfig) -> dict[str, Any]:
             replay_cmd += ["--duration", str(cfg.duration_s)]
         if cfg.loop:
             replay_cmd += ["--loop"]
+        replay_started = time.monotonic()
         replay = subprocess.run(replay_cmd, env=env, capture_output=True, text=True, check=False)
+        replay_span = (replay_started, time.monotonic())
         if replay.returncode != 0:
             raise EvaluationError(f"replay failed: {replay.stderr.strip()[-2000:]}")
+        node_alive = node.poll() is None
         # Let the last sets through, then wait for one more diagnostics message.
         last, quiet_since = recorder.pose_count(), time.monotonic()
         while time.monotonic() - quiet_since < cfg.settle_s:
@@ -307,23 +340,35 @@ def run_evaluation(cfg: EvaluateConfig) -> dict[str, Any]:
         while len(recorder.recording.diagnostics) == diag_count and time.monotonic() < deadline:
             time.sleep(0.05)
     finally:
+        rss.stop()
         if node.poll() is None:
             node.send_signal(signal.SIGINT)
             try:
                 node.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 node.kill()
-        node_log = node.communicate()[1] if node.stderr is not None else ""
+        node_log.close()
         recorder.close()
         rclpy.shutdown()
-    (cfg.out / "node.log").write_text(node_log or "")
-    publish_times = _publish_times(log_path, topics)
-    # Expected sets: the stamps the replay actually published for the reference camera.
-    published_sets = sum(1 for _ in {s for s in publish_times})
-    metrics, arrays = summarize(recorder.recording, track, publish_times, published_sets or expected)
+    if not node_alive:
+        raise EvaluationError(
+            f"the localizer died during the replay (exit code {node.returncode}); its log: {node_log_path}"
+        )
+    log = read_replay_log(log_path, topics)
+    # Expected sets: the stamps the replay actually published.
+    metrics, arrays = summarize(recorder.recording, track, log, len(log.published_ns) or expected)
     metrics.update(
         {"bag": str(cfg.bag), "bundle": str(cfg.bundle), "rate": cfg.rate, "mc_samples": cfg.mc_samples}
     )
+    if cfg.duration_s is not None:
+        latencies = pose_latencies(recorder.recording, log)
+        # The run starts with the first published image, not with the replay's discovery wait.
+        start = min(log.published_ns.values()) / 1e9 if log.published_ns else replay_span[0]
+        metrics["soak"] = soak_report(
+            rss.samples, latencies, start, replay_span[1], metrics["dropped_sets"], True
+        )
+        series = soak_series(rss.samples, latencies, start, bin_s=max(1.0, (replay_span[1] - start) / 60))
+        arrays.update({f"soak_{k}": v for k, v in series.items()})
     (cfg.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     _write_poses(cfg.out / "poses.csv", recorder.recording)
     try:
