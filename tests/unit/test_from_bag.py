@@ -242,10 +242,15 @@ class Message:
     msg: Any
 
 
-def write_bag(path: Path, messages: list[Message], storage: StoragePlugin) -> None:
+def write_bag(
+    path: Path, messages: list[Message], storage: StoragePlugin, silent: tuple[tuple[str, str], ...] = ()
+) -> None:
+    """A bag of `messages`, plus (topic, type) connections in `silent` that carry no message."""
     writer = Writer(path, version=9, storage_plugin=storage)
     writer.open()
-    connections: dict[str, Any] = {}
+    connections: dict[str, Any] = {
+        topic: writer.add_connection(topic, msgtype, typestore=TYPESTORE) for topic, msgtype in silent
+    }
     for m in sorted(messages, key=lambda m: m.log_time):
         if m.topic not in connections:
             connections[m.topic] = writer.add_connection(m.topic, m.msgtype, typestore=TYPESTORE)
@@ -340,18 +345,93 @@ def test_compressed_images_and_odometry_with_a_gap(bag_b: Path, tmp_path: Path) 
     }
 
 
-def test_tight_slop_leaves_the_offset_camera_unsynchronized(bag_b: Path, tmp_path: Path) -> None:
-    cfg = FromBagConfig(
-        bag=bag_b / "b",
-        camera_topics=("/cam_a/image_raw/compressed", "/cam_b/image_raw/compressed"),
-        gt_topic="/odom",
-        rig=Rig.from_yaml(bag_b / "rig.yaml"),
-        out=tmp_path / "data",
-        slop_ns=2 * MS,
-        progress=False,
+def test_cameras_that_never_synchronize_are_explained_with_counts(
+    bag_b: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # cam_b is stamped 3 ms after cam_a: a 2 ms slop never forms a set.
+    out = tmp_path / "data"
+    args = ["from-bag", "--bag", str(bag_b / "b"), "--rig", str(bag_b / "rig.yaml"), "--out", str(out)]
+    args += ["--camera-topics", "/cam_a/image_raw/compressed", "/cam_b/image_raw/compressed"]
+    args += ["--gt-topic", "/odom", "--slop-ms", "2", "--quiet"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith(f"pose-train from-bag: error: the cameras never synchronized in {bag_b / 'b'}: ")
+    assert (
+        "messages per camera topic: /cam_a/image_raw/compressed 17, /cam_b/image_raw/compressed 17; "
+        "sets formed: 0; the smallest stamp spread seen is 3.000 ms but the slop is 2 ms "
+        "(raise --slop-ms above 3.000" in err
     )
-    with pytest.raises(BagConversionError, match="no synchronized camera set with ground truth"):
-        convert_bag(cfg)
+    assert not out.exists() and list(tmp_path.iterdir()) == []  # no partial output, no staging folder
+
+
+def one_camera_bag(path: Path, image_stamps: list[int], gt_stamps: list[int]) -> None:
+    """Images on /front/image_raw (declared without messages when there are none), PoseStamped on /gt."""
+    msgs = [
+        Message("/gt", "geometry_msgs/msg/PoseStamped", s, pose_message(s, "map", *gt_pose(k)))
+        for k, s in enumerate(gt_stamps)
+    ]
+    msgs += [
+        Message("/front/image_raw", "sensor_msgs/msg/Image", s, padded_bgr8_message(s, textured(k)))
+        for k, s in enumerate(image_stamps)
+    ]
+    silent = () if image_stamps else (("/front/image_raw", "sensor_msgs/msg/Image"),)
+    write_bag(path, msgs, StoragePlugin.MCAP, silent)
+
+
+def mono_config(bag: Path, out: Path, rig: Path, **kwargs: Any) -> FromBagConfig:
+    return FromBagConfig(
+        bag=bag,
+        camera_topics=("/front/image_raw",),
+        gt_topic="/gt",
+        rig=Rig.from_yaml(rig),
+        out=out,
+        progress=False,
+        **kwargs,
+    )
+
+
+def test_ground_truth_outside_the_images_time_range_is_explained(tmp_path: Path) -> None:
+    images = [T0 + k * 50 * MS for k in range(4)]  # 0 .. 150 ms
+    gt = [T0 + 10_000 * MS + k * 50 * MS for k in range(3)]  # 10 s later: another clock?
+    one_camera_bag(tmp_path / "bag", images, gt)
+    rig = write_rig(tmp_path / "rig.yaml", ["front"])
+    with pytest.raises(BagConversionError) as caught:
+        convert_bag(mono_config(tmp_path / "bag", tmp_path / "out", rig))
+    t0 = T0 / 1e9
+    assert str(caught.value) == (
+        "all 4 synchronized set(s) lie outside the ground-truth time range: ground truth "
+        f"[{t0 + 10:.3f}, {t0 + 10.1:.3f}] s (3 messages on /gt), image sets [{t0:.3f}, {t0 + 0.15:.3f}] s; "
+        "the images end 9.850 s before the ground truth starts (are both stamped with the same clock?)"
+    )
+    assert not (tmp_path / "out").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bag", "rig.yaml"]
+
+
+def test_failed_overwrite_keeps_the_existing_dataset(tmp_path: Path) -> None:
+    images = [T0 + k * 50 * MS for k in range(4)]
+    one_camera_bag(tmp_path / "good", images, images)
+    one_camera_bag(tmp_path / "bad", images, [s + 60_000 * MS for s in images])
+    rig = write_rig(tmp_path / "rig.yaml", ["front"])
+    out = tmp_path / "out"
+    assert convert_bag(mono_config(tmp_path / "good", out, rig)).sets_written == 4
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(BagConversionError, match=r"the images end 59\.850 s before the ground truth starts"):
+        convert_bag(mono_config(tmp_path / "bad", out, rig, overwrite=True))
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad", "good", "out", "rig.yaml"]
+
+
+def test_a_camera_topic_without_messages_is_named(tmp_path: Path) -> None:
+    one_camera_bag(tmp_path / "bag", [], [T0 + k * 50 * MS for k in range(3)])
+    rig = write_rig(tmp_path / "rig.yaml", ["front"])
+    with pytest.raises(BagConversionError) as caught:
+        convert_bag(mono_config(tmp_path / "bag", tmp_path / "out", rig))
+    assert str(caught.value) == (
+        f"camera topic(s) /front/image_raw have no messages in {tmp_path / 'bag'} "
+        "(messages per camera topic: /front/image_raw 0); no set can be formed"
+    )
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize(
@@ -464,6 +544,7 @@ def test_cli_errors_are_one_clear_line(
     err = capsys.readouterr().err
     assert err.startswith("pose-train from-bag: error: ") and err.count("\n") == 1
     assert message in err
+    assert not (Path(base_args[-1])).exists()
 
 
 def test_wrong_ground_truth_type(bag_a: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

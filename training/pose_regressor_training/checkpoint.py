@@ -6,6 +6,7 @@ checkpoint; read with `weights_only=True`, so loading never runs pickled code.
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,32 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Write `path` so that it always holds either the old or the new checkpoint, whole.
+
+    Ctrl-C or SIGKILL while writing can only leave `PATH.tmp` behind (rewritten next time); the
+    fsyncs make the file and the rename survive a power loss too.
+    """
     payload = {"format": FORMAT, "version": VERSION, **payload}
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    with tmp.open("wb") as handle:
+        torch.save(payload, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    tmp.replace(path)  # os.replace: atomic on POSIX and Windows
+    _fsync_directory(path.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # e.g. a platform without directory file descriptors
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems refuse fsync on directories; the rename itself is still atomic
+    finally:
+        os.close(fd)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

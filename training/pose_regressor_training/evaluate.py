@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ from scipy.stats import chi2, spearmanr
 from pose_regressor import pose
 from pose_regressor.uncertainty import PoseEstimate, estimate_from_samples, nees, tangent_residual
 from pose_regressor_training.checkpoint import load_checkpoint, model_from_checkpoint
-from pose_regressor_training.data.dataset import PoseDataset
+from pose_regressor_training.data.dataset import PoseDataset, describe_skipped
 from pose_regressor_training.data.sources import load_dataset
 from pose_regressor_training.train import predict, resolve_device
 
@@ -30,6 +30,7 @@ class Evaluation:
     sequences: NDArray[np.int64]
     translation_errors: NDArray[np.float64]
     rotation_errors: NDArray[np.float64]
+    skipped: list[str] = field(default_factory=list)  # one line per split that lost frames (skip_bad)
 
 
 def _error_summary(t_err: NDArray[np.float64], r_err: NDArray[np.float64]) -> dict[str, Any]:
@@ -73,7 +74,10 @@ def evaluate_checkpoint(
     calibration_split: str | None = "val",
     device_name: str = "auto",
     seed: int = 0,
+    skip_bad: bool = False,
 ) -> Evaluation:
+    """Metrics of `checkpoint` on `split`; with `skip_bad`, frames whose images cannot be read are
+    left out (counted in metrics["skipped_frames"]) instead of stopping with `ImageLoadError`."""
     payload = load_checkpoint(checkpoint)
     model = model_from_checkpoint(payload)
     device = resolve_device(device_name)
@@ -83,6 +87,8 @@ def evaluate_checkpoint(
     options = payload["config"]["data"].get("options", {})
     cameras = payload["config"]["data"].get("cameras", [])
     size = (model.config.image_width, model.config.image_height)
+    skipped: dict[str, int] = {}
+    notes: list[str] = []
 
     def run(split_name: str) -> tuple[PoseDataset, NDArray[np.float64], NDArray[np.float64]]:
         frames = load_dataset(data["kind"], root, split_name, **options).select_cameras(cameras)
@@ -93,7 +99,12 @@ def evaluate_checkpoint(
                 f"{root} has cameras {frames.rig.names}, the model was trained on "
                 f"{[c['name'] for c in payload['rig']['cameras']]}"
             )
-        dataset = PoseDataset(frames, size, preload=False)
+        dataset = PoseDataset(frames, size, preload=False, skip_bad=skip_bad)
+        if dataset.skipped:
+            skipped[split_name] = len(dataset.skipped)
+            notes.append(describe_skipped(dataset.skipped, len(frames), split_name))
+        if len(dataset) == 0:
+            raise ValueError(f"none of the {len(frames)} frames of split {split_name!r} has readable images")
         t_s, q_s = predict(model, dataset, device, mc_samples=max(mc_samples, 0), seed=seed)
         return dataset, t_s, q_s
 
@@ -113,6 +124,7 @@ def evaluate_checkpoint(
         "split": split,
         "mc_samples": mc_samples,
         **_error_summary(t_err, r_err),
+        "skipped_frames": skipped,
     }
     per_sequence = {}
     for seq in np.unique(sequences):
@@ -173,7 +185,7 @@ def evaluate_checkpoint(
         }
         metrics["covariance_scale"] = scale
         estimates = _mc_estimates(t_samples, q_samples, scale)
-    return Evaluation(metrics, t_gt, q_gt, estimates, sequences, t_err, r_err)
+    return Evaluation(metrics, t_gt, q_gt, estimates, sequences, t_err, r_err, notes)
 
 
 def write_evaluation(evaluation: Evaluation, out_dir: Path) -> list[Path]:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import math
 import os
 import random
+import signal
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -22,9 +25,15 @@ from tqdm import tqdm
 from pose_regressor import pose
 from pose_regressor_training.augment import Augmenter
 from pose_regressor_training.checkpoint import load_checkpoint, model_config_mapping, save_checkpoint
-from pose_regressor_training.data.dataset import FrameList, PoseDataset
+from pose_regressor_training.data.dataset import (
+    FrameList,
+    ImageLoadError,
+    PoseDataset,
+    describe_skipped,
+    worker_error_message,
+)
 from pose_regressor_training.data.sources import load_dataset
-from pose_regressor_training.errors import TrainingError
+from pose_regressor_training.errors import TrainingError, TrainingInterrupted
 from pose_regressor_training.losses import CameraSpec, PoseBatch, PoseLoss, build_loss, required_tuple_length
 from pose_regressor_training.losses.geometry import consecutive_relative_poses
 from pose_regressor_training.models import PoseRegressor, build_model
@@ -230,7 +239,49 @@ class FitResult:
 
 
 def _batches(loader: DataLoader[dict[str, torch.Tensor]]) -> Iterator[dict[str, torch.Tensor]]:
-    yield from loader
+    """The loader's batches; an unreadable image met in a worker process reads as one met here."""
+    try:
+        yield from loader
+    except ImageLoadError as exc:
+        raise ImageLoadError(worker_error_message(exc)) from None
+
+
+@contextmanager
+def _deferred_interrupt() -> Iterator[None]:
+    """Holds back Ctrl-C until the block is done, so that an interruption always knows which epoch
+    last.pt holds (the writes are atomic anyway; this is about what the message says)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
+    if received:
+        raise KeyboardInterrupt
+
+
+def _non_finite_message(
+    parts: dict[str, torch.Tensor],
+    epoch: int,
+    epochs: int,
+    step: int,
+    last_path: Path,
+    saved_epoch: int | None,
+) -> str:
+    """Why training stopped on a NaN/inf loss, and what is left to go back to."""
+    details = ", ".join(f"{key}={float(value.detach()):.4g}" for key, value in parts.items())
+    kept = (
+        f"the last good checkpoint {last_path} (epoch {saved_epoch}) is kept untouched"
+        if saved_epoch is not None
+        else "no checkpoint was written yet"
+    )
+    return (
+        f"loss became {float(parts['total'].detach())} at epoch {epoch}/{epochs}, step {step} ({details}); "
+        f"training stopped; {kept} (lower optim.lr or check the data's poses)"
+    )
 
 
 class _TensorBoard:
@@ -254,6 +305,18 @@ class _TensorBoard:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def _pose_dataset(
+    frames: FrameList, size: tuple[int, int], config: TrainConfig, progress: bool, report: bool, what: str
+) -> PoseDataset:
+    """The dataset of a split; with data.skip_bad, without the frames whose images cannot be read."""
+    dataset = PoseDataset(
+        frames, size, preload=config.data.preload, progress=progress, skip_bad=config.data.skip_bad
+    )
+    if dataset.skipped and report:
+        print(f"fit: {describe_skipped(dataset.skipped, len(frames), what)}", flush=True)
+    return dataset
 
 
 def fit(
@@ -289,13 +352,17 @@ def fit(
     model_config = replace(config.model, num_cameras=len(rig.cameras))
     size = (model_config.image_width, model_config.image_height)
     show = progress and ctx.is_main
-    train_set = PoseDataset(train_frames, size, preload=config.data.preload, progress=show)
+    train_set = _pose_dataset(train_frames, size, config, show, ctx.is_main, "train")
+    if len(train_set) == 0:
+        raise TrainingError(f"none of the {len(train_frames)} train frames of {root} has readable images")
+    train_frames = train_set.frame_list  # without the skipped frames, for the statistics below
     val_set = None
     if config.data.val_split:
         val_frames = load_dataset(config.data.kind, root, config.data.val_split, **config.data.options)
         val_frames = val_frames.select_cameras(config.data.cameras)
         if len(val_frames):
-            val_set = PoseDataset(val_frames, size, preload=config.data.preload, progress=show)
+            val_set = _pose_dataset(val_frames, size, config, show, ctx.is_main, "val")
+            val_set = val_set if len(val_set) else None
 
     model = build_model(model_config)
     t_train = train_frames.translations()
@@ -363,96 +430,112 @@ def fit(
     end_epoch = (
         config.optim.epochs if stop_after_epoch is None else min(stop_after_epoch, config.optim.epochs)
     )
-    for epoch in range(start_epoch, end_epoch):
-        objective.train()
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        loader_gen.manual_seed(config.seed * 1000 + epoch)  # an epoch's order does not depend on resumes
-        bar = tqdm(
-            total=steps_per_epoch,
-            desc=f"epoch {epoch + 1}/{config.optim.epochs}",
-            disable=not show,
-            unit="batch",
-            leave=False,
-        )
-        sums: dict[str, float] = {}
-        epoch_start = time.perf_counter()
-        for batch in _batches(loader):
-            for group in optimizer.param_groups:
-                group["lr"] = config.optim.lr * lr_factor(
-                    global_step, total_steps, warmup_steps, config, steps_per_epoch
-                )
-            b, k = batch["t"].shape[:2]
-            images = images_to_unit_float(batch["images"].flatten(0, 1))
-            t, q = batch["t"].flatten(0, 1), batch["q"].flatten(0, 1)
-            images, t, q = augmenter(images, t, q)
-            images, t, q = images.to(device), t.to(device).reshape(b, k, 3), q.to(device).reshape(b, k, 4)
-            masks = model.random_masks(b * k, 1, device=device)
-            with torch.autocast(device.type, enabled=use_amp):
-                parts = train_model(images, masks, t, q, global_step)
-            total = parts["total"]
-            if not torch.isfinite(total):
-                details = ", ".join(f"{key}={float(v):.4g}" for key, v in parts.items())
-                raise TrainingError(
-                    f"loss became {float(total)} at epoch {epoch + 1}, step {global_step} ({details}); "
-                    f"the last good checkpoint is {last_path if last_path.exists() else 'not written yet'}"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(total).backward()
-            if config.optim.grad_clip > 0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(params, config.optim.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            global_step += 1
-            images_seen += b * k * ctx.world_size
-            for key, value in parts.items():
-                sums[key] = sums.get(key, 0.0) + float(value.detach())
-            bar.set_postfix(loss=f"{total.item():.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
-            bar.update()
-        bar.close()
-        train_seconds += time.perf_counter() - epoch_start
-        train_means = {key: value / steps_per_epoch for key, value in sums.items()}
-        metrics: dict[str, float] = {}
-        if ctx.is_main:
-            board.scalars({**train_means, "lr": optimizer.param_groups[0]["lr"]}, epoch + 1, "train")
-            is_eval_epoch = (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.optim.epochs
-            if val_set is not None and is_eval_epoch:
-                t_pred, q_pred = predict(model, val_set, device)
-                metrics = median_errors(val_set, t_pred[:, 0], q_pred[:, 0])
-                board.scalars(metrics, epoch + 1, "val")
-                score = selection_score(metrics)
-            else:
-                score = train_means["total"] if val_set is None else math.inf
-            improved = score < best_score
-            if improved:
-                best_score, best_epoch, best_metrics = score, epoch, metrics
-            payload = {
-                **base_payload,
-                "model": model.state_dict(),
-                "loss": loss.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "epoch": epoch,
-                "global_step": global_step,
-                "best_score": best_score,
-                "best_epoch": best_epoch,
-                "best_metrics": best_metrics,
-                "metrics": metrics,
-                "train_loss": train_means,
-                "rng": {"torch": torch.get_rng_state(), "augment": augmenter.generator.get_state()},
-            }
-            save_checkpoint(last_path, payload)
-            if improved:
-                save_checkpoint(best_path, payload)
-            summary = f"epoch {epoch + 1}/{config.optim.epochs}: loss {train_means['total']:.4f}"
-            if metrics:
-                summary += (
-                    f", val median {metrics['median_translation_m']:.3f} m "
-                    f"{metrics['median_rotation_deg']:.2f} deg"
-                )
-            print(summary + (" (best)" if improved else ""), flush=True)
-        if ctx.enabled:
-            dist.barrier()
+    saved_epoch: int | None = start_epoch if resume else None  # 1-based epoch that last.pt holds
+    epoch = start_epoch
+    try:
+        for epoch in range(start_epoch, end_epoch):
+            objective.train()
+            if sampler is not None:
+                sampler.set_epoch(epoch)
+            loader_gen.manual_seed(config.seed * 1000 + epoch)  # an epoch's order does not depend on resumes
+            sums: dict[str, float] = {}
+            epoch_start = time.perf_counter()
+            with tqdm(
+                total=steps_per_epoch,
+                desc=f"epoch {epoch + 1}/{config.optim.epochs}",
+                disable=not show,
+                unit="batch",
+                leave=False,
+            ) as bar:
+                for batch in _batches(loader):
+                    for group in optimizer.param_groups:
+                        group["lr"] = config.optim.lr * lr_factor(
+                            global_step, total_steps, warmup_steps, config, steps_per_epoch
+                        )
+                    b, k = batch["t"].shape[:2]
+                    images = images_to_unit_float(batch["images"].flatten(0, 1))
+                    t, q = batch["t"].flatten(0, 1), batch["q"].flatten(0, 1)
+                    images, t, q = augmenter(images, t, q)
+                    images, t, q = (
+                        images.to(device),
+                        t.to(device).reshape(b, k, 3),
+                        q.to(device).reshape(b, k, 4),
+                    )
+                    masks = model.random_masks(b * k, 1, device=device)
+                    with torch.autocast(device.type, enabled=use_amp):
+                        parts = train_model(images, masks, t, q, global_step)
+                    total = parts["total"]
+                    if not torch.isfinite(total):
+                        raise TrainingError(
+                            _non_finite_message(
+                                parts, epoch + 1, config.optim.epochs, global_step, last_path, saved_epoch
+                            )
+                        )
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(total).backward()
+                    if config.optim.grad_clip > 0:
+                        scaler.unscale_(optimizer)
+                        torch.nn.utils.clip_grad_norm_(params, config.optim.grad_clip)
+                    scaler.step(optimizer)
+                    scaler.update()
+                    global_step += 1
+                    images_seen += b * k * ctx.world_size
+                    for key, value in parts.items():
+                        sums[key] = sums.get(key, 0.0) + float(value.detach())
+                    bar.set_postfix(loss=f"{total.item():.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+                    bar.update()
+            train_seconds += time.perf_counter() - epoch_start
+            train_means = {key: value / steps_per_epoch for key, value in sums.items()}
+            metrics: dict[str, float] = {}
+            if ctx.is_main:
+                board.scalars({**train_means, "lr": optimizer.param_groups[0]["lr"]}, epoch + 1, "train")
+                is_eval_epoch = (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.optim.epochs
+                if val_set is not None and is_eval_epoch:
+                    t_pred, q_pred = predict(model, val_set, device)
+                    metrics = median_errors(val_set, t_pred[:, 0], q_pred[:, 0])
+                    board.scalars(metrics, epoch + 1, "val")
+                    score = selection_score(metrics)
+                else:
+                    score = train_means["total"] if val_set is None else math.inf
+                improved = score < best_score
+                if improved:
+                    best_score, best_epoch, best_metrics = score, epoch, metrics
+                payload = {
+                    **base_payload,
+                    "model": model.state_dict(),
+                    "loss": loss.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "epoch": epoch,
+                    "global_step": global_step,
+                    "best_score": best_score,
+                    "best_epoch": best_epoch,
+                    "best_metrics": best_metrics,
+                    "metrics": metrics,
+                    "train_loss": train_means,
+                    "rng": {"torch": torch.get_rng_state(), "augment": augmenter.generator.get_state()},
+                }
+                with _deferred_interrupt():
+                    # best.pt before last.pt: a kill between the two then repeats this epoch on resume
+                    # (and rewrites the same best.pt) instead of leaving a best.pt older than last.pt says.
+                    if improved:
+                        save_checkpoint(best_path, payload)
+                    save_checkpoint(last_path, payload)
+                    saved_epoch = epoch + 1
+                summary = f"epoch {epoch + 1}/{config.optim.epochs}: loss {train_means['total']:.4f}"
+                if metrics:
+                    summary += (
+                        f", val median {metrics['median_translation_m']:.3f} m "
+                        f"{metrics['median_rotation_deg']:.2f} deg"
+                    )
+                print(summary + (" (best)" if improved else ""), flush=True)
+            if ctx.enabled:
+                dist.barrier()
+            saved_epoch = epoch + 1  # by the main process, which every process has waited for
+    except KeyboardInterrupt:
+        board.close()
+        raise TrainingInterrupted(
+            epoch + 1, config.optim.epochs, global_step, last_path, saved_epoch
+        ) from None
     board.close()
     if ctx.enabled:
         dist.destroy_process_group()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import shlex
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -10,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from pose_regressor_training.errors import TrainingError
+from pose_regressor_training.errors import TrainingError, TrainingInterrupted
 
 if TYPE_CHECKING:
     from pose_regressor.bundle import ModelBundle
@@ -30,19 +32,59 @@ def add_fit(sub: Subparsers) -> None:
     p.add_argument("--out", type=Path, required=True, help="run directory")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="check every image first and leave out frames with a missing or corrupt one "
+        "(same as data.skip_bad=true); without it the first such image stops training",
+    )
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.set_defaults(handler=run_fit)
 
 
+SKIP_BAD_HINT = "pass --skip-bad to leave out frames with unreadable images"
+
+
+def resume_command(args: argparse.Namespace) -> str:
+    """The `pose-train fit` command line that continues this run from RUN_DIR/last.pt."""
+    argv = ["pose-train", "fit"]
+    if args.config is not None:
+        argv += ["--config", str(args.config)]
+    argv += ["--out", str(args.out), "--resume"]
+    argv += ["--quiet"] * args.quiet + ["--skip-bad"] * args.skip_bad
+    return shlex.join([*argv, *args.overrides])
+
+
 def run_fit(args: argparse.Namespace) -> int:
+    from pose_regressor_training.data.dataset import ImageLoadError
     from pose_regressor_training.train import fit
     from pose_regressor_training.train_config import load_train_config
 
-    config = load_train_config(args.config, args.overrides)
+    overrides = [*args.overrides, *(["data.skip_bad=true"] if args.skip_bad else [])]
+    config = load_train_config(args.config, overrides)
     last = args.out / "last.pt"
     if not args.resume and last.exists():
         raise FileExistsError(f"{last} exists; pass --resume to continue it or choose another --out")
-    result = fit(config, args.out, resume=args.resume, progress=not args.quiet)
+    received: list[int] = []
+
+    def terminate_as_interrupt(signum: int, frame: object) -> None:
+        # `docker stop`, systemd and schedulers send SIGTERM: stop the same clean way as Ctrl-C.
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, terminate_as_interrupt)
+    try:
+        result = fit(config, args.out, resume=args.resume, progress=not args.quiet)
+    except ImageLoadError as exc:
+        raise TrainingError(f"{exc}; {SKIP_BAD_HINT}") from None
+    except TrainingInterrupted as stop:
+        # Say where it stopped and how to go on; 128 + the signal number is the shell's convention.
+        resumable = stop.checkpoint_epoch is not None
+        then = f"resume with: {resume_command(args)}" if resumable else "start it again"
+        print(f"pose-train fit: {stop.describe()}; {then}", file=sys.stderr, flush=True)
+        return 128 + (received[0] if received else signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if result.best_metrics:
         m = result.best_metrics
         best = f"best epoch {result.best_epoch}: val median {m['median_translation_m']:.3f} m, "
@@ -77,23 +119,35 @@ def add_eval(sub: Subparsers) -> None:
     )
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--seed", type=int, default=0, help="seed of the dropout masks")
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="check every image first and leave out frames with a missing or corrupt one",
+    )
     p.set_defaults(handler=run_eval)
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from pose_regressor_training.data.dataset import ImageLoadError
     from pose_regressor_training.evaluate import evaluate_checkpoint, write_evaluation
 
     if args.mc_samples < 0:
         raise ValueError("--mc-samples must be >= 0")
-    evaluation = evaluate_checkpoint(
-        args.checkpoint,
-        args.data,
-        args.split,
-        args.mc_samples,
-        args.calib_split or None,
-        args.device,
-        args.seed,
-    )
+    try:
+        evaluation = evaluate_checkpoint(
+            args.checkpoint,
+            args.data,
+            args.split,
+            args.mc_samples,
+            args.calib_split or None,
+            args.device,
+            args.seed,
+            skip_bad=args.skip_bad,
+        )
+    except ImageLoadError as exc:
+        raise TrainingError(f"{exc}; {SKIP_BAD_HINT}") from None
+    for note in evaluation.skipped:
+        print(f"eval: {note}")
     out = args.out or args.checkpoint.parent / f"eval_{args.split}"
     paths = write_evaluation(evaluation, out)
     m = evaluation.metrics

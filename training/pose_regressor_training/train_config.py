@@ -30,6 +30,9 @@ class DataConfig:
     max_frames: int = 0  # use at most this many training frames, evenly spaced (0: all)
     cameras: tuple[str, ...] = ()  # train on these cameras of the rig, in this order (empty: all)
     options: dict[str, Any] = field(default_factory=dict)  # loader options, e.g. {scene: chess}
+    # Decode every image once before training and leave out frames with a missing or corrupt
+    # image (counted and named); off: the first such image stops training, naming the file.
+    skip_bad: bool = False
 
     def __post_init__(self) -> None:
         if self.tuple_skip < 1:

@@ -77,14 +77,51 @@ class FrameList:
 
 def read_image_rgb(path: Path, size: tuple[int, int] | None = None) -> NDArray[np.uint8]:
     """An RGB uint8 image, resized (area interpolation) to `size` = (width, height) when given."""
+    if not path.exists():  # checked first: OpenCV would also print a warning of its own
+        raise ImageLoadError(f"image {path} does not exist")
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if bgr is None:
-        reason = "does not exist" if not path.exists() else "cannot be decoded as an image"
-        raise ImageLoadError(f"image {path} {reason}")
+        raise ImageLoadError(f"image {path} {_unreadable_reason(path)}")
     if size is not None and (bgr.shape[1], bgr.shape[0]) != size:
         bgr = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
     rgb = np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), dtype=np.uint8)
     return rgb
+
+
+def _unreadable_reason(path: Path) -> str:
+    """Why OpenCV returned nothing (it only says None): the first thing a user would check."""
+    if path.is_file() and path.stat().st_size == 0:
+        return "is an empty file"
+    return "cannot be decoded: truncated or not an image"
+
+
+def worker_error_message(exc: BaseException) -> str:
+    """The message of an exception re-raised from a DataLoader worker, without the worker's traceback.
+
+    torch re-raises a worker's exception as the same type whose message is the whole worker
+    traceback; the user needs only its last line (ours names the file).
+    """
+    text = str(exc)
+    marker = f"{type(exc).__name__}: "
+    if "DataLoader worker" not in text or marker not in text:
+        return text
+    lines = [line for line in text.splitlines() if marker in line]
+    return lines[-1].split(marker, 1)[1].strip()
+
+
+@dataclass(frozen=True)
+class BadFrame:
+    """A frame left out because one of its images cannot be read (`skip_bad`)."""
+
+    index: int  # position in the scanned FrameList
+    reason: str  # the ImageLoadError message (names the file, the frame and the camera)
+
+
+def describe_skipped(skipped: Sequence[BadFrame], total: int, what: str, shown: int = 3) -> str:
+    """One line for the user: how many frames were left out and the first few reasons."""
+    first = "; ".join(bad.reason for bad in skipped[:shown])
+    more = f"; and {len(skipped) - shown} more" if len(skipped) > shown else ""
+    return f"skipped {len(skipped)} of {total} {what} frames with unreadable images: {first}{more}"
 
 
 class PoseDataset(Dataset[dict[str, torch.Tensor]]):
@@ -97,22 +134,54 @@ class PoseDataset(Dataset[dict[str, torch.Tensor]]):
         image_size: tuple[int, int] | None = None,
         preload: bool = False,
         progress: bool = True,
+        skip_bad: bool = False,
     ) -> None:
+        """With `skip_bad`, every image is decoded once up front (with the preload, if any) and the
+        frames with an unreadable image are left out: `frame_list` then holds the good frames only
+        and `skipped` says which were dropped. Without it, the first unreadable image raises
+        `ImageLoadError` naming the file, the frame and the camera."""
         self.frame_list = frame_list
         self.image_size = image_size
+        self.skipped: list[BadFrame] = []
         self._cache: NDArray[np.uint8] | None = None
-        if preload and len(frame_list):
-            first = self._load_images(0)
-            cache = np.empty((len(frame_list), *first.shape), dtype=np.uint8)
-            cache[0] = first
-            for i in tqdm(
-                range(1, len(frame_list)),
-                desc=f"loading {frame_list.name or 'images'}",
-                unit="set",
-                disable=not progress,
-            ):
+        if skip_bad:
+            self._scan(preload, progress)
+        elif preload and len(frame_list):
+            self._preload(progress)
+
+    def _progress(self, total: int, progress: bool, verb: str) -> tqdm[int]:
+        name = self.frame_list.name or "images"
+        return tqdm(range(total), desc=f"{verb} {name}", unit="set", disable=not progress)
+
+    def _preload(self, progress: bool) -> None:
+        first = self._load_images(0)
+        cache = np.empty((len(self.frame_list), *first.shape), dtype=np.uint8)
+        cache[0] = first
+        for i in self._progress(len(self.frame_list), progress, "loading"):
+            if i:
                 cache[i] = self._load_images(i)
-            self._cache = cache
+        self._cache = cache
+
+    def _scan(self, keep: bool, progress: bool) -> None:
+        """Decode every frame once; keep the good ones (and their pixels when preloading)."""
+        good: list[int] = []
+        cache: NDArray[np.uint8] | None = None
+        for i in self._progress(len(self.frame_list), progress, "checking"):
+            try:
+                loaded = self._load_images(i)
+            except ImageLoadError as exc:
+                self.skipped.append(BadFrame(i, str(exc)))
+                continue
+            if keep:
+                # Good frames are packed at the front, so the cache never needs a second copy.
+                if cache is None:
+                    cache = np.empty((len(self.frame_list), *loaded.shape), dtype=np.uint8)
+                cache[len(good)] = loaded
+            good.append(i)
+        if self.skipped:
+            self.frame_list = self.frame_list.subset(good)
+        if cache is not None:
+            self._cache = cache[: len(good)]
 
     @property
     def rig(self) -> Rig:
@@ -123,7 +192,13 @@ class PoseDataset(Dataset[dict[str, torch.Tensor]]):
 
     def _load_images(self, index: int) -> NDArray[np.uint8]:
         frame = self.frame_list.frames[index]
-        images = [read_image_rgb(p, self.image_size) for p in frame.image_paths]
+        images = []
+        for camera, path in zip(self.rig.names, frame.image_paths, strict=True):
+            try:
+                images.append(read_image_rgb(path, self.image_size))
+            except ImageLoadError as exc:
+                source = f" of {self.frame_list.name}" if self.frame_list.name else ""
+                raise ImageLoadError(f"{exc} (frame {index}{source}, camera {camera})") from None
         shapes = {im.shape for im in images}
         if len(shapes) != 1:
             raise ImageLoadError(

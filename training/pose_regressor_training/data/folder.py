@@ -111,6 +111,10 @@ def read_frames(root: Path) -> list[FrameRecord]:
                 )
             except (TypeError, ValueError) as exc:
                 raise DatasetFormatError(f"{path}:{line_no}: {exc}") from exc
+            # A NaN or inf label would only show up later as a NaN loss, far from its cause.
+            last = frames[-1]
+            if not (np.all(np.isfinite(last.translation)) and np.all(np.isfinite(last.quat_xyzw))):
+                raise DatasetFormatError(f"{path}:{line_no}: the pose is not finite")
     return frames
 
 

@@ -15,7 +15,9 @@ Conventions:
 * The rig describes the images as recorded (its width x height must match the bag's images);
   with ``size`` the images are resized and the written rig's intrinsics scaled to match.
 * The folder gets one sequence (id 0), all frames in one split; ``dataset.yaml`` records the bag,
-  the topics and the drop counts under ``provenance``.
+  the topics and the drop counts under ``provenance``.  It is written into a hidden staging
+  folder beside ``out`` and renamed to ``out`` only when complete: a failed conversion leaves
+  no output behind, and a folder being replaced (``overwrite``) untouched.
 
 The core is :func:`convert_bag`; errors a user can fix raise :class:`BagConversionError` (a
 ``ValueError``) with a one-line message.
@@ -23,6 +25,7 @@ The core is :func:`convert_bag`; errors a user can fix raise :class:`BagConversi
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from collections.abc import Iterator, Sequence
@@ -191,9 +194,30 @@ def _validate(cfg: FromBagConfig) -> None:
         raise FileExistsError(f"{cfg.out} exists and is not empty; use --overwrite to replace it")
 
 
+def _staging_folder(out: Path) -> Path:
+    """A fresh hidden folder beside `out` to write into; renamed to `out` only once complete, so a
+    failed conversion never leaves a half-written dataset (nor destroys the one being replaced)."""
+    staging = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    if staging.exists():  # left by an earlier killed run of a process with the same id
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def _publish(staging: Path, out: Path) -> None:
+    """Put the complete dataset at `out`, replacing what is there (already allowed by `_validate`)."""
+    if out.is_dir():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        out.rename(old)
+        staging.rename(out)
+        shutil.rmtree(old)
+        return
+    if out.exists():
+        out.unlink()
+    staging.rename(out)
+
+
 def _prepare_output(cfg: FromBagConfig) -> None:
-    if cfg.out.exists():
-        shutil.rmtree(cfg.out) if cfg.out.is_dir() else cfg.out.unlink()
     for name in cfg.rig.names:
         (cfg.out / "images" / name).mkdir(parents=True, exist_ok=True)
 
@@ -253,7 +277,9 @@ def convert_bag(cfg: FromBagConfig) -> FromBagSummary:
 
     Raises:
         BagConversionError: missing bag, unknown topic, wrong message type, no ground truth,
-            rig/topic mismatch, undecodable image or no set with ground truth at all.
+            rig/topic mismatch, undecodable image, or no set with ground truth at all (then the
+            message says why: a silent camera topic, cameras that never synchronize within the
+            slop, ground truth outside the images' time range, gaps), with the counts.
         FileExistsError: `cfg.out` is not empty and `cfg.overwrite` is false.
     """
     started = time.perf_counter()
@@ -263,12 +289,90 @@ def convert_bag(cfg: FromBagConfig) -> FromBagSummary:
         reader.open()
     except (ReaderError, OSError) as exc:  # e.g. a folder without metadata.yaml, an unknown suffix
         raise BagConversionError(f"cannot read bag {cfg.bag}: {exc}") from None
+    out = cfg.out.absolute()  # a name to put the staging folder beside, even for "."
+    staging: Path | None = None
     try:
-        return _convert(cfg, reader, started)
+        staging = _staging_folder(out)
+        summary = _convert(replace(cfg, out=staging), reader, started)
+        _publish(staging, out)
+        return summary
     except ReaderError as exc:
         raise BagConversionError(f"cannot read bag {cfg.bag}: {exc}") from None
     finally:
         reader.close()
+        if staging is not None and staging.exists():  # the conversion failed or was interrupted
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+class _SyncStats:
+    """What the synchronizer was given and made, to explain a bag that yields no usable set."""
+
+    def __init__(self, cameras: int) -> None:
+        self.messages = [0] * cameras
+        self._latest: list[int | None] = [None] * cameras
+        # The synchronizer pairs the latest frame of each camera, so the spread of those is the
+        # closest it ever came to a set: what --slop-ms would have to allow.
+        self.min_spread_ns: int | None = None
+        self.set_stamps: tuple[int, int] | None = None  # first and last reference stamp of the sets
+
+    def frame(self, camera: int, stamp: int) -> None:
+        self.messages[camera] += 1
+        self._latest[camera] = stamp
+        latest = [s for s in self._latest if s is not None]
+        if len(latest) == len(self._latest):
+            spread = max(latest) - min(latest)
+            self.min_spread_ns = spread if self.min_spread_ns is None else min(self.min_spread_ns, spread)
+
+    def synced(self, stamp: int) -> None:
+        first = stamp if self.set_stamps is None else min(self.set_stamps[0], stamp)
+        last = stamp if self.set_stamps is None else max(self.set_stamps[1], stamp)
+        self.set_stamps = (first, last)
+
+
+def _seconds(stamp_ns: int) -> str:
+    return f"{stamp_ns / 1e9:.3f}"
+
+
+def _no_set_error(
+    cfg: FromBagConfig, stats: _SyncStats, track: GroundTruthTrack, drops: dict[DropReason, int]
+) -> BagConversionError:
+    """Why the bag gave no set with ground truth, with the counts that show where it went wrong."""
+    per_topic = ", ".join(f"{t} {n}" for t, n in zip(cfg.camera_topics, stats.messages, strict=True))
+    if stats.set_stamps is None:
+        silent = [t for t, n in zip(cfg.camera_topics, stats.messages, strict=True) if n == 0]
+        if silent:
+            return BagConversionError(
+                f"camera topic(s) {', '.join(silent)} have no messages in {cfg.bag} "
+                f"(messages per camera topic: {per_topic}); no set can be formed"
+            )
+        spread_ms = (stats.min_spread_ns or 0) / 1e6
+        return BagConversionError(
+            f"the cameras never synchronized in {cfg.bag}: messages per camera topic: {per_topic}; "
+            f"sets formed: 0; the smallest stamp spread seen is {spread_ms:.3f} ms but the slop is "
+            f"{cfg.slop_ns / 1e6:g} ms (raise --slop-ms above {spread_ms:.3f}, or check that the topics "
+            "come from one rig)"
+        )
+    sets = sum(drops.values())
+    first, last = stats.set_stamps
+    gt_first, gt_last = int(track.stamps_ns[0]), int(track.stamps_ns[-1])
+    if drops[DropReason.OUTSIDE_GT] == sets:
+        if last < gt_first:
+            gap = f"; the images end {(gt_first - last) / 1e9:.3f} s before the ground truth starts"
+        elif first > gt_last:
+            gap = f"; the images start {(first - gt_last) / 1e9:.3f} s after the ground truth ends"
+        else:
+            gap = ""
+        return BagConversionError(
+            f"all {sets} synchronized set(s) lie outside the ground-truth time range: ground truth "
+            f"[{_seconds(gt_first)}, {_seconds(gt_last)}] s ({len(track)} messages on {cfg.gt_topic}), "
+            f"image sets [{_seconds(first)}, {_seconds(last)}] s{gap} (are both stamped with the same clock?)"
+        )
+    return BagConversionError(
+        f"no synchronized camera set with ground truth in {cfg.bag}: {sets} set(s) "
+        f"synchronized from {sum(stats.messages)} camera frame(s), {drops[DropReason.OUTSIDE_GT]} outside "
+        f"the ground-truth time range, {drops[DropReason.GT_GAP]} across ground-truth gaps "
+        "(check the topics, --slop-ms and --max-gt-gap-ms)"
+    )
 
 
 def _convert(cfg: FromBagConfig, reader: Reader, started: float) -> FromBagSummary:
@@ -282,13 +386,16 @@ def _convert(cfg: FromBagConfig, reader: Reader, started: float) -> FromBagSumma
     drops = {reason: 0 for reason in DropReason}
     camera_frames = 0
     total = sum(c.msgcount for conns in camera_conns for c in conns)
+    stats = _SyncStats(len(cfg.camera_topics))
     with tqdm(total=total, unit="msg", desc="reading bag", disable=not cfg.progress) as progress:
         for camera, _, stamp, msg in _camera_messages(reader, camera_conns):
             camera_frames += 1
             progress.update(1)
+            stats.frame(camera, stamp)
             synced = sync.add(camera, stamp, msg)
             if synced is None:
                 continue
+            stats.synced(synced.stamp_ns)
             pose = track.interpolate(synced.stamp_ns, cfg.max_gt_gap_ns)
             if isinstance(pose, DropReason):
                 drops[pose] += 1
@@ -307,12 +414,7 @@ def _convert(cfg: FromBagConfig, reader: Reader, started: float) -> FromBagSumma
         seconds=time.perf_counter() - started,
     )
     if not records:
-        raise BagConversionError(
-            f"no synchronized camera set with ground truth in {cfg.bag}: {sync.emitted} set(s) "
-            f"synchronized from {camera_frames} camera frame(s), {summary.dropped_outside_gt} outside the "
-            f"ground-truth time range, {summary.dropped_gt_gap} across ground-truth gaps "
-            "(check the topics, --slop-ms and --max-gt-gap-ms)"
-        )
+        raise _no_set_error(cfg, stats, track, drops)
     stamps = [r.stamp_ns for r in records]
     span_s = (max(stamps) - min(stamps)) / 1e9
     fps = (len(stamps) - 1) / span_s if span_s > 0 else 0.0
