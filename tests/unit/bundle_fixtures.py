@@ -102,3 +102,20 @@ def make_bundle(root: Path, graph_hidden: int | None = None, **overrides: Any) -
     bundle = ModelBundle(**fields)
     write_bundle(bundle)
     return bundle
+
+
+def poison_initializer(bundle: ModelBundle, name: str, value: float) -> None:
+    """Sets every element of the graph's initializer `name` to `value` (e.g. NaN) in place, and
+    records model.onnx's new size in bundle.yaml, so the bundle still loads: a real graph whose
+    outputs are non-finite, for the fault tests."""
+    model = onnx.load(str(bundle.onnx_path))
+    for index, tensor in enumerate(model.graph.initializer):
+        if tensor.name == name:
+            array = numpy_helper.to_array(tensor)
+            model.graph.initializer[index].CopyFrom(numpy_helper.from_array(np.full_like(array, value), name))
+            break
+    else:
+        raise KeyError(f"no initializer {name!r} in {bundle.onnx_path}")
+    onnx.save(model, str(bundle.onnx_path))
+    onnx_info = {**bundle.onnx, "bytes": bundle.onnx_path.stat().st_size}
+    write_bundle(ModelBundle(**{**bundle.__dict__, "onnx": onnx_info}))

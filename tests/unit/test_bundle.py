@@ -207,6 +207,31 @@ def test_bad_values(bundle: ModelBundle, case: str) -> None:
     assert str(info.value).startswith(str(bundle.yaml_path))  # names the file
 
 
+@pytest.mark.parametrize(
+    "name", ["../../etc/passwd", "/etc/passwd", "sub/../../model.onnx", "..\\model.onnx", "../model.onnx"]
+)
+def test_model_file_outside_the_bundle_is_refused(bundle: ModelBundle, name: str) -> None:
+    _edit_yaml(bundle, _set("onnx.file", name))
+    with pytest.raises(BundleError, match=r"onnx.file .* points outside the bundle directory") as info:
+        load_bundle(bundle.path)
+    assert str(info.value).startswith(str(bundle.yaml_path)) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["other.onnx", "sub/model.onnx", "", 3])
+def test_model_file_must_be_model_onnx(bundle: ModelBundle, name: object) -> None:
+    _edit_yaml(bundle, _set("onnx.file", name))
+    message = r"onnx.file (is .*keep the model in model.onnx|must be a file name)"
+    with pytest.raises(BundleError, match=message):
+        load_bundle(bundle.path)
+
+
+def test_model_file_may_be_named_explicitly_or_left_out(bundle: ModelBundle) -> None:
+    _edit_yaml(bundle, _set("onnx.file", "./model.onnx"))
+    assert load_bundle(bundle.path).onnx["file"] == "./model.onnx"
+    _edit_yaml(bundle, _delete("onnx.file"))
+    assert "file" not in load_bundle(bundle.path).onnx
+
+
 # ---------------------------------------------------------------------------------- preprocessing
 def _images(sizes: list[tuple[int, int]], seed: int = 0) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)

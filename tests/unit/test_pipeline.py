@@ -5,14 +5,26 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
+from pose_regressor.bundle import load_bundle, preprocess
+from pose_regressor.engines import load_engine
 from pose_regressor.mailbox import LatestMailbox, MailboxWorker
 from pose_regressor.params import LocalizerParams, ParameterError
-from pose_regressor.pipeline import ERROR, OK, WARN, LocalizationResult, LocalizerPipeline, PipelineConfig
+from pose_regressor.pipeline import (
+    ERROR,
+    OK,
+    WARN,
+    LocalizationResult,
+    LocalizerPipeline,
+    LogThrottle,
+    PipelineConfig,
+)
 from pose_regressor.stats import LatencyWindow, RateMeter
+from tests.unit.bundle_fixtures import make_bundle
 
 
 class PoseFromPixels:
@@ -167,13 +179,15 @@ def test_rate_and_latency_windows() -> None:
 
 
 def test_parameters_are_validated_with_one_clear_line(tmp_path: Path) -> None:
+    (tmp_path / "model.onnx").write_bytes(b"\x08")
     params = LocalizerParams.from_values(
         {"bundle": str(tmp_path), "camera_topics": ["/a/image_raw", "/b/image_raw"]}
     )
     assert params.camera_topics == ("/a/image_raw", "/b/image_raw") and params.transport_for(1) == "raw"
     cases = {
         "bundle": ({}, "'bundle' is required"),
-        "missing": ({"bundle": str(tmp_path / "nope")}, "is not a directory"),
+        "missing": ({"bundle": str(tmp_path / "nope")}, "nope does not exist"),
+        "file": ({"bundle": str(tmp_path / "model.onnx")}, "model.onnx is not a directory"),
         "range": ({"bundle": str(tmp_path), "mc_samples": 0}, "'mc_samples' must be in [1, 256]"),
         "type": ({"bundle": str(tmp_path), "sync_slop": "fast"}, "'sync_slop' must be a number"),
         "choice": ({"bundle": str(tmp_path), "backend": "cuda"}, "'backend' must be one of auto, tensorrt"),
@@ -193,3 +207,98 @@ def test_parameters_are_validated_with_one_clear_line(tmp_path: Path) -> None:
             LocalizerParams.from_values(values)
         assert message in str(info.value), name
         assert "\n" not in str(info.value)
+
+
+# ------------------------------------------------------------------ fault reporting
+class RaisingOn:
+    """A real engine (ONNX Runtime on a small bundle) that raises on the calls listed in
+    `failures` (1-based call number -> exception) and answers every other call itself."""
+
+    def __init__(self, engine: Any, failures: dict[int, Exception]) -> None:
+        self.engine, self.failures, self.calls = engine, failures, 0
+
+    def infer(self, images: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.calls += 1
+        if self.calls in self.failures:
+            raise self.failures[self.calls]
+        return self.engine.infer(images, masks)  # type: ignore[no-any-return]
+
+
+def test_engine_exception_is_logged_once_with_context_throttled_and_the_next_set_retried(
+    tmp_path: Path,
+) -> None:
+    bundle = load_bundle(make_bundle(tmp_path / "bundle").path)
+    failures: dict[int, Exception] = {
+        1: RuntimeError("CUDA error: device lost (code 999)"),
+        2: RuntimeError("CUDA error: device lost (code 998)"),  # same kind: only numbers differ
+        4: ValueError("bad input"),  # another kind: reported at once
+        6: RuntimeError("CUDA error: device lost (code 997)"),  # same kind, after the interval
+    }
+    engine = RaisingOn(load_engine(bundle, "onnxruntime", threads=1), failures)
+    now = [100.0]
+    results: list[LocalizationResult] = []
+    errors: list[str] = []
+    config = PipelineConfig(
+        tuple(bundle.camera_names), bundle.hidden_dim, bundle.dropout, mc_samples=4, report_interval_s=10.0
+    )
+    pipe = LocalizerPipeline(
+        config,
+        engine,
+        results.append,
+        errors.append,
+        clock=lambda: now[0],
+        engine_name="onnxruntime cpu fp32",
+        prepare=lambda images: preprocess(images, bundle),
+    )
+    stamps = [1_700_000_000_000_000_000 + k * 100_000_000 for k in range(7)]
+    pipe.start()
+    try:
+        for k, stamp in enumerate(stamps):
+            if k == 5:
+                now[0] += 11.0  # past the report interval
+            for camera in range(bundle.num_cameras):
+                pipe.add_image(camera, stamp, np.full((12, 16, 3), 40 + k, dtype=np.uint8))
+            wait_for(lambda k=k: pipe.worker.processed == k + 1)
+    finally:
+        pipe.stop()
+    # Sets 1, 2, 4 and 6 failed; every following set was tried and published (stamps 3, 5, 7).
+    assert [r.stamp_ns for r in results] == [stamps[2], stamps[4], stamps[6]]
+    assert all(np.all(np.isfinite(r.estimate.translation)) for r in results)
+    assert pipe.engine_errors == 4 and pipe.published == 3
+    # Reported: the first of a kind with its whole context, the second kind at once, and the
+    # first kind again after the interval with the number of failures not logged in between.
+    assert len(errors) == 3, errors
+    first = errors[0]
+    assert "set stamped 1700000000.000000000 s" in first
+    assert "cameras front, rear" in first and "engine onnxruntime cpu fp32" in first
+    assert "RuntimeError: CUDA error: device lost (code 999)" in first
+    assert "raised at test_pipeline.py:" in first and "in infer" in first
+    assert "the next set will be tried" in first and "not logged" not in first
+    assert "ValueError: bad input" in errors[1] and "1700000000.300000000 s" in errors[1]
+    assert "(code 997)" in errors[2] and "(1 more like this since the last report, not logged)" in errors[2]
+    snapshot = pipe.diagnostics()
+    assert snapshot.level == ERROR and "device lost" in snapshot.message
+    assert snapshot.values["engine_errors"] == "4" and snapshot.values["published"] == "3"
+
+
+def test_rejected_images_are_all_counted_but_reported_once_per_kind_and_interval() -> None:
+    now = [0.0]
+    config = PipelineConfig(("a", "b"), 16, 0.2, mc_samples=1, report_interval_s=5.0)
+    pipe = LocalizerPipeline(config, PoseFromPixels(), lambda result: None, clock=lambda: now[0])
+    lines = [pipe.reject_image(f"camera a: bad encoding #{k}", ("decode", 0)) for k in range(200)]
+    assert lines[0] == "camera a: bad encoding #0" and lines[1:] == [None] * 199
+    assert pipe.reject_image("camera b: no stamp", ("stamp", 1)) == "camera b: no stamp"  # other kind
+    now[0] += 5.0
+    again = pipe.reject_image("camera a: bad encoding #200", ("decode", 0))
+    assert again == "camera a: bad encoding #200 (199 more like this since the last report, not logged)"
+    assert pipe.rejected_images == 202
+    snapshot = pipe.diagnostics()
+    assert snapshot.values["rejected_images"] == "202" and snapshot.values["sync_resets"] == "0"
+
+
+def test_log_throttle_bounds_its_memory() -> None:
+    throttle = LogThrottle(60.0, clock=lambda: 0.0)
+    for k in range(3000):
+        assert throttle.check(k) == 0  # every new key is reported
+    assert throttle.check(2999) is None
+    assert len(throttle._keys) <= 1024

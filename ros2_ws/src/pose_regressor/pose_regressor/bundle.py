@@ -295,6 +295,8 @@ def _bundle_from_mapping(root: Path, data: dict[str, Any]) -> ModelBundle:
     provenance = data.get("provenance", {})
     if not isinstance(onnx, dict) or not isinstance(provenance, dict):
         raise BundleError("onnx and provenance must be mappings")
+    if "file" in onnx:
+        _check_model_file(onnx["file"])
     return ModelBundle(
         path=root,
         schema_version=SCHEMA_VERSION,
@@ -311,6 +313,25 @@ def _bundle_from_mapping(root: Path, data: dict[str, Any]) -> ModelBundle:
         mc_samples=_int(model, "mc_samples", "model.mc_samples", minimum=1) if "mc_samples" in model else 32,
         onnx=onnx,
     )
+
+
+def _check_model_file(name: Any) -> None:
+    """`onnx.file` must name model.onnx inside the bundle: a bundle.yaml (which may come from
+    anywhere) never makes the loader or an engine read a file outside the bundle directory.
+    (Lexical check: a model.onnx that is a symbolic link, e.g. into a shared cache, stays allowed.)"""
+    if not isinstance(name, str) or not name:
+        raise BundleError(f"onnx.file must be a file name, got {name!r}")
+    relative = Path(name)
+    if relative.is_absolute() or ".." in relative.parts or "\\" in name or "\0" in name:
+        raise BundleError(
+            f"onnx.file {name!r} points outside the bundle directory; the model must be {ONNX_FILE} "
+            "inside the bundle"
+        )
+    if relative != Path(ONNX_FILE):
+        raise BundleError(
+            f"onnx.file is {name!r}, but schema version {SCHEMA_VERSION} bundles keep the model in "
+            f"{ONNX_FILE}"
+        )
 
 
 def _cameras(value: Any) -> tuple[BundleCamera, ...]:

@@ -36,6 +36,7 @@ __all__ = [
     "decode_compressed",
     "decode_image",
     "decode_message",
+    "quiet_codec_logs",
     "resize_to",
 ]
 
@@ -229,6 +230,19 @@ def decode_message(msg: Any) -> RgbImage:
         raise ImageDecodeError(
             f"not an Image or CompressedImage message ({type(msg).__name__}): {exc}"
         ) from None
+
+
+def quiet_codec_logs() -> None:
+    """Stops OpenCV's own log lines (``[ WARN:0@...] ... PNG input buffer is incomplete`` and the
+    like), which it writes to stderr for every corrupt PNG or JPEG it is given. The decoders here
+    raise :class:`ImageDecodeError` for those images instead, which the node counts and logs
+    throttled; a stream of corrupt images must not flood the log. Process-wide: call it once
+    from a program (the node does), not from a library.
+
+    Not covered: libjpeg's own "Corrupt JPEG data: ..." line for a JPEG that is damaged but still
+    decodes (printed by libjpeg itself, once per such image); that image is used as decoded.
+    """
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 
 def resize_to(image: NDArray[np.uint8], width: int, height: int) -> NDArray[np.uint8]:

@@ -12,6 +12,7 @@ Publishes (stamped with the input set's stamp, frame `map_frame`, reliable QoS):
 from __future__ import annotations
 
 import math
+import re
 import sys
 import time
 from collections import deque
@@ -21,18 +22,20 @@ from typing import Any
 import numpy as np
 import rclpy
 import rclpy.executors
+import rclpy.logging
 import rclpy.utilities
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
 from nav_msgs.msg import Path
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.exceptions import ParameterException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 
 from pose_regressor.bundle import BundleError, ModelBundle, load_bundle, preprocess, resize_to_input
 from pose_regressor.engines import load_engine
-from pose_regressor.image_decode import ImageDecodeError, decode_message
+from pose_regressor.image_decode import ImageDecodeError, decode_message, quiet_codec_logs
 from pose_regressor.messages import diagnostic_array, ns_from_time, pose_stamped, pose_with_covariance
 from pose_regressor.params import PARAMETERS, LocalizerParams, ParameterError
 from pose_regressor.pipeline import LocalizationResult, LocalizerPipeline, PipelineConfig
@@ -40,6 +43,7 @@ from pose_regressor.pipeline import LocalizationResult, LocalizerPipeline, Pipel
 NODE_NAME = "localizer"
 DIAGNOSTIC_NAME = "pose_regressor: localizer"
 OUTPUT_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+_QUOTED_OR_NUMBER = re.compile(r"'[^']*'|\"[^\"]*\"|\d+")
 
 
 class ConfigurationError(RuntimeError):
@@ -77,6 +81,7 @@ class LocalizerNode(LifecycleNode):
         self._initialpose_sent = False
         self._path_published = -math.inf  # monotonic seconds of the last ~/path
         self._topics: tuple[str, ...] = ()
+        self._resize_noted: set[int] = set()  # cameras whose size mismatch was logged
 
     # ------------------------------------------------------------------ lifecycle
     def configure_pipeline(self) -> None:
@@ -132,8 +137,9 @@ class LocalizerNode(LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
             self.configure_pipeline()
-        except ConfigurationError as exc:
-            self.get_logger().error(str(exc))
+        except (ConfigurationError, OSError) as exc:
+            # One line, whatever the cause wrote (ONNX Runtime messages may span lines).
+            self.get_logger().error("cannot configure: " + " ".join(str(exc).split()))
             return TransitionCallbackReturn.FAILURE
         assert self.params is not None
         self._outputs = {
@@ -197,32 +203,72 @@ class LocalizerNode(LifecycleNode):
         return callback
 
     def _on_image(self, index: int, msg: Image | CompressedImage) -> None:
+        """One camera message: checked, decoded and handed to the synchronizer.
+
+        A message that cannot be used (no stamp, undecodable, wrong size with
+        `resize_mismatched: false`) is dropped and counted in `rejected_images`; the warning is
+        logged the first time per camera and kind of problem, then at most once per
+        `PipelineConfig.report_interval_s` with the number of lines left out.
+        Nothing a message holds can raise out of this callback (it would stop the executor).
+        """
         pipeline, bundle, params = self.pipeline, self.bundle, self.params
         if pipeline is None or bundle is None or params is None:
             return
         camera = bundle.cameras[index]
+        try:
+            self._use_image(index, msg, pipeline, bundle, params)
+        except Exception as exc:  # a bug or a message nobody foresaw: drop it, stay up
+            self._reject(
+                f"camera {camera.name}: unexpected {type(exc).__name__} while handling an image: {exc}; "
+                "dropped",
+                ("unexpected", index),
+            )
+
+    def _use_image(
+        self,
+        index: int,
+        msg: Image | CompressedImage,
+        pipeline: LocalizerPipeline,
+        bundle: ModelBundle,
+        params: LocalizerParams,
+    ) -> None:
+        camera = bundle.cameras[index]
+        where = f"camera {camera.name} ({self._topics[index]})"
         stamp_ns = ns_from_time(msg.header.stamp)
         if stamp_ns <= 0:
-            self._reject(f"camera {camera.name}: image without a stamp (0); dropped")
+            self._reject(f"{where}: image without a stamp (header.stamp is 0); dropped", ("stamp", index))
             return
         try:
             rgb = decode_message(msg)
         except ImageDecodeError as exc:
-            self._reject(f"camera {camera.name}: {exc}")
+            # One kind per problem, not per value: numbers and quoted values (an encoding name)
+            # are left out, so that varied bad messages still fall into a few kinds.
+            kind = _QUOTED_OR_NUMBER.sub("#", str(exc))
+            self._reject(f"{where}: {exc}; dropped", ("decode", index, kind))
             return
-        if (rgb.shape[1], rgb.shape[0]) != (camera.width, camera.height) and not params.resize_mismatched:
-            self._reject(
-                f"camera {camera.name}: image is {rgb.shape[1]}x{rgb.shape[0]}, the bundle expects "
-                f"{camera.width}x{camera.height} (set resize_mismatched: true to resize)"
-            )
-            return
+        size = (rgb.shape[1], rgb.shape[0])
+        if size != (camera.width, camera.height):
+            if not params.resize_mismatched:
+                self._reject(
+                    f"{where}: image is {size[0]}x{size[1]}, the bundle expects "
+                    f"{camera.width}x{camera.height}; dropped (set resize_mismatched: true to resize)",
+                    ("size", index),
+                )
+                return
+            if index not in self._resize_noted:
+                self._resize_noted.add(index)
+                self.get_logger().warn(
+                    f"{where}: images are {size[0]}x{size[1]}, the bundle expects "
+                    f"{camera.width}x{camera.height}; resizing them (resize_mismatched: true)"
+                )
         # Resized on arrival: the set's earlier images are ready when its last one comes in.
         pipeline.add_image(index, stamp_ns, resize_to_input(rgb, bundle))
 
-    def _reject(self, message: str) -> None:
+    def _reject(self, message: str, kind: object) -> None:
         assert self.pipeline is not None
-        self.pipeline.reject_image(message)
-        self.get_logger().warn(message, throttle_duration_sec=5.0)
+        line = self.pipeline.reject_image(message, kind)
+        if line is not None:
+            self.get_logger().warn(line)
 
     # ------------------------------------------------------------------ output
     def _publish(self, result: LocalizationResult) -> None:
@@ -251,7 +297,8 @@ class LocalizerNode(LifecycleNode):
             self._initialpose_sent = True
 
     def _engine_error(self, message: str) -> None:
-        self.get_logger().error(message, throttle_duration_sec=5.0)
+        # Already throttled by the pipeline: the first failure of a kind, then one per interval.
+        self.get_logger().error(message)
 
     def _publish_diagnostics(self) -> None:
         if self.pipeline is None or "diagnostics" not in self._outputs:
@@ -279,12 +326,18 @@ def _make_executor() -> rclpy.executors.Executor:
 def main(args: Sequence[str] | None = None) -> int:
     """Entry point of `ros2 run pose_regressor localizer` (configures and activates itself)."""
     rclpy.init(args=list(args) if args is not None else None)
-    node = LocalizerNode()
+    quiet_codec_logs()  # corrupt images are counted and logged by the node, throttled
+    try:
+        node = LocalizerNode()
+    except ParameterException as exc:  # a --ros-args override of the wrong type or out of range
+        rclpy.logging.get_logger(NODE_NAME).error(f"cannot configure: {exc}")
+        if rclpy.utilities.ok():
+            rclpy.shutdown()
+        return 1
     code = 0
     try:
         if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-            node.get_logger().fatal("configuration failed; see the error above")
-            code = 1
+            code = 1  # on_configure logged the one-line reason
         else:
             node.trigger_activate()
             executor = _make_executor()

@@ -97,8 +97,13 @@ class LocalizerParams:
         if not merged["bundle"]:
             raise ParameterError("parameter 'bundle' is required: the model bundle directory")
         bundle = Path(str(merged["bundle"])).expanduser()
+        if not bundle.exists():
+            raise ParameterError(f"parameter 'bundle': {bundle} does not exist")
         if not bundle.is_dir():
-            raise ParameterError(f"parameter 'bundle': {bundle} is not a directory")
+            raise ParameterError(
+                f"parameter 'bundle': {bundle} is not a directory (give the bundle directory, "
+                "which holds bundle.yaml and model.onnx)"
+            )
         topics = tuple(t for t in merged["camera_topics"] if t)
         for topic in topics:
             if not topic.startswith("/") or " " in topic:

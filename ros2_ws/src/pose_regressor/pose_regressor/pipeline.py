@@ -7,14 +7,22 @@
 The node (`node.py`) only converts messages and publishes; everything here is callable from
 tests directly. Callbacks never wait for inference: while the engine is busy, a newer set
 replaces the waiting one (counted in `dropped_sets`).
+
+Faults never stop the pipeline, and never flood the log: a rejected image or a failed set is
+counted (`rejected_images`, `engine_errors`, `nonfinite_outputs` in the diagnostics) every time,
+but reported (`reject_image`'s return value, `on_error`) only the first time a problem of its
+kind occurs and then at most once per `report_interval_s`, saying how many were suppressed.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -38,6 +46,43 @@ class EngineOutputError(RuntimeError):
     """The engine returned non-finite poses; nothing is published for that set."""
 
 
+class LogThrottle:
+    """Which of many similar log lines to emit: the first of each key, then one per `interval_s`.
+
+    `check(key)` returns None to suppress the line, or the number of lines of that key that were
+    suppressed since the last one emitted (0 the first time). Thread-safe.
+    """
+
+    def __init__(self, interval_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval_s = interval_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._keys: dict[object, list[float | int]] = {}  # key -> [last emitted, suppressed since]
+
+    def check(self, key: object) -> int | None:
+        now = self._clock()
+        with self._lock:
+            entry = self._keys.get(key)
+            if entry is None:
+                if len(self._keys) >= 1024:  # keys come from messages: bound the memory
+                    self._keys.clear()
+                self._keys[key] = [now, 0]
+                return 0
+            if now - entry[0] < self.interval_s:
+                entry[1] += 1
+                return None
+            suppressed = int(entry[1])
+            entry[0], entry[1] = now, 0
+            return suppressed
+
+
+_NUMBERS = re.compile(r"0x[0-9a-fA-F]+|\d+")
+
+
+def _suppressed_note(count: int) -> str:
+    return f" ({count} more like this since the last report, not logged)" if count else ""
+
+
 @dataclass(frozen=True)
 class PipelineConfig:
     """What the pipeline needs from the bundle and the parameters."""
@@ -52,6 +97,7 @@ class PipelineConfig:
     max_position_std: float = 1.0
     max_rotation_std: float = 0.35
     camera_timeout_s: float = 1.0
+    report_interval_s: float = 10.0  # a repeated warning or error is logged at most this often
 
 
 @dataclass(frozen=True)
@@ -117,6 +163,8 @@ class LocalizerPipeline:
         self.rejected_images = 0
         self._last_error: tuple[float, str] | None = None
         self._last_estimate: PoseEstimate | None = None
+        self._reject_log = LogThrottle(config.report_interval_s, clock)
+        self._error_log = LogThrottle(config.report_interval_s, clock)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -137,11 +185,19 @@ class LocalizerPipeline:
         self.mailbox.put(synced)
         return True
 
-    def reject_image(self, reason: str) -> None:
-        """Counts an image that could not be used (bad encoding, size...); the node logs `reason`."""
+    def reject_image(self, reason: str, kind: object = None) -> str | None:
+        """Counts an image that could not be used (bad encoding, size, stamp...).
+
+        Returns the line to log, or None while the same `kind` of problem (default: `reason`)
+        was reported less than `report_interval_s` ago.
+        """
         with self._lock:
             self.rejected_images += 1
             self._last_error = (self._clock(), reason)
+        suppressed = self._reject_log.check(reason if kind is None else kind)
+        if suppressed is None:
+            return None
+        return reason + _suppressed_note(suppressed)
 
     # ------------------------------------------------------------------ worker
     def masks(self) -> NDArray[np.float32]:
@@ -160,9 +216,7 @@ class LocalizerPipeline:
         if not (np.all(np.isfinite(t)) and np.all(np.isfinite(q))):
             with self._lock:
                 self.nonfinite_outputs += 1
-            raise EngineOutputError(
-                f"engine returned non-finite poses for the set stamped {synced.stamp_ns} ns"
-            )
+            raise EngineOutputError("engine returned non-finite poses (NaN or inf); nothing published")
         estimate = estimate_from_samples(t, q, self.config.covariance_scale)
         uncertain = (
             estimate.position_std > self.config.max_position_std
@@ -183,12 +237,31 @@ class LocalizerPipeline:
         self._on_result(result)
 
     def _failed(self, exc: BaseException, synced: SyncedSet[CameraFrame]) -> None:
-        message = f"inference failed for the set stamped {synced.stamp_ns} ns: {type(exc).__name__}: {exc}"
+        """A set that raised: counted every time, reported once per kind of failure and interval.
+
+        The report names the set (stamp, cameras), the engine and the exception; the worker goes
+        on with the next set (`MailboxWorker`), so a transient failure costs one set only.
+        """
+        what = f"{type(exc).__name__}: {exc}"
+        stamp = synced.stamp_ns
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = ""
+        if frames:  # the innermost frame: enough to find the cause without a multi-line traceback
+            where = f" (raised at {Path(frames[-1].filename).name}:{frames[-1].lineno} in {frames[-1].name})"
+        message = (
+            f"inference failed for the set stamped {stamp // 1_000_000_000}.{stamp % 1_000_000_000:09d} s "
+            f"(cameras {', '.join(self.config.camera_names)}"
+            + (f", engine {self.engine_name}" if self.engine_name else "")
+            + f"): {what}{where}; the next set will be tried"
+        )
         with self._lock:
-            if not isinstance(exc, EngineOutputError):
+            if not isinstance(exc, EngineOutputError):  # non-finite outputs are counted in _process
                 self.engine_errors += 1
             self._last_error = (self._clock(), message)
-        self._on_error(message)
+        # Failures that differ only in numbers (stamps, sizes, addresses) count as the same kind.
+        suppressed = self._error_log.check(_NUMBERS.sub("#", what))
+        if suppressed is not None:
+            self._on_error(message + _suppressed_note(suppressed))
 
     # ------------------------------------------------------------------ diagnostics
     @property
@@ -214,6 +287,7 @@ class LocalizerPipeline:
         values["sync_skew_ms_p50"] = f"{self.skew.percentile_ms(50):.2f}"
         values["dropped_sets"] = str(self.dropped_sets)
         values["unsynchronized_frames"] = str(self.sync.replaced + self.sync.stale)
+        values["sync_resets"] = str(self.sync.resets)
         values["published"] = str(self.published)
         values["rejected_images"] = str(self.rejected_images)
         values["engine_errors"] = str(self.engine_errors)
