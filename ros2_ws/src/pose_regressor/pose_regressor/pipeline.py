@@ -284,6 +284,7 @@ class LocalizerPipeline:
         values["latency_ms_p50"] = f"{self.latency.percentile_ms(50):.2f}"
         values["latency_ms_p99"] = f"{self.latency.percentile_ms(99):.2f}"
         values["engine_ms_p50"] = f"{self.infer_time.percentile_ms(50):.2f}"
+        values["engine_ms_p99"] = f"{self.infer_time.percentile_ms(99):.2f}"
         values["sync_skew_ms_p50"] = f"{self.skew.percentile_ms(50):.2f}"
         values["dropped_sets"] = str(self.dropped_sets)
         values["unsynchronized_frames"] = str(self.sync.replaced + self.sync.stale)
