@@ -207,8 +207,8 @@ def main() -> None:
             results[name] = run(bundle, cams, args.seconds, args.mc_samples, args.node_param)
     rclpy.shutdown()
     print(
-        "| case | input rate (Hz) | output/input | dropped | latency p50 / p99 (ms) | engine p50 / p99 (ms) | "
-        "overhead p50 / p99 (ms) | p99 / engine |"
+        "| case | input rate (Hz) | output/input | dropped | latency p50 / p99 (ms) | "
+        "engine p50 / p99 (ms) | overhead p50 / p99 (ms) | p99 / engine p50 |"
     )
     print("|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
