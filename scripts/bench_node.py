@@ -38,9 +38,14 @@ from pose_regressor_training.export import export_bundle
 from pose_regressor_training.models import ModelConfig, build_model
 
 RATE_HZ = 30.0
+QUAD = ["front", "left", "back", "right"]
 LARGE_IMAGES_PROFILE = (
     Path(__file__).resolve().parents[1] / "ros2_ws/src/pose_regressor/config/fastdds_large_images.xml"
 )
+
+
+def resnet(name: str, size: int) -> ModelConfig:
+    return ModelConfig(backbone=name, image_width=size, image_height=size, hidden_dim=512)
 
 
 def make_bundle(root: Path, rig_name: str, config: ModelConfig) -> Path:
@@ -178,28 +183,12 @@ def main() -> None:
         root = Path(tmp)
         cases = [
             ("1 camera, small_cnn 64x48", make_bundle(root, "mono", small), ["front"]),
-            (
-                "4 cameras, small_cnn 64x48",
-                make_bundle(root, "quad", small),
-                ["front", "left", "back", "right"],
-            ),
-            (
-                "4 cameras, resnet18 224x224",
-                make_bundle(
-                    root,
-                    "quad",
-                    ModelConfig(backbone="resnet18", image_width=224, image_height=224, hidden_dim=512),
-                ),
-                ["front", "left", "back", "right"],
-            ),
+            ("4 cameras, small_cnn 64x48", make_bundle(root, "quad", small), QUAD),
+            ("4 cameras, resnet18 224x224", make_bundle(root, "quad", resnet("resnet18", 224)), QUAD),
             (
                 "4 cameras, resnet50 320x320 (overload)",
-                make_bundle(
-                    root,
-                    "quad",
-                    ModelConfig(backbone="resnet50", image_width=320, image_height=320, hidden_dim=512),
-                ),
-                ["front", "left", "back", "right"],
+                make_bundle(root, "quad", resnet("resnet50", 320)),
+                QUAD,
             ),
         ]
         for name, bundle, cams in cases:

@@ -12,7 +12,6 @@ Publishes (stamped with the input set's stamp, frame `map_frame`, reliable QoS):
 from __future__ import annotations
 
 import math
-import re
 import sys
 import time
 from collections import deque
@@ -38,12 +37,11 @@ from pose_regressor.engines import load_engine
 from pose_regressor.image_decode import ImageDecodeError, decode_message, quiet_codec_logs
 from pose_regressor.messages import diagnostic_array, ns_from_time, pose_stamped, pose_with_covariance
 from pose_regressor.params import PARAMETERS, LocalizerParams, ParameterError
-from pose_regressor.pipeline import LocalizationResult, LocalizerPipeline, PipelineConfig
+from pose_regressor.pipeline import LocalizationResult, LocalizerPipeline, PipelineConfig, message_kind
 
 NODE_NAME = "localizer"
 DIAGNOSTIC_NAME = "pose_regressor: localizer"
 OUTPUT_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-_QUOTED_OR_NUMBER = re.compile(r"'[^']*'|\"[^\"]*\"|\d+")
 
 
 class ConfigurationError(RuntimeError):
@@ -241,10 +239,7 @@ class LocalizerNode(LifecycleNode):
         try:
             rgb = decode_message(msg)
         except ImageDecodeError as exc:
-            # One kind per problem, not per value: numbers and quoted values (an encoding name)
-            # are left out, so that varied bad messages still fall into a few kinds.
-            kind = _QUOTED_OR_NUMBER.sub("#", str(exc))
-            self._reject(f"{where}: {exc}; dropped", ("decode", index, kind))
+            self._reject(f"{where}: {exc}; dropped", ("decode", index, message_kind(str(exc))))
             return
         size = (rgb.shape[1], rgb.shape[0])
         if size != (camera.width, camera.height):

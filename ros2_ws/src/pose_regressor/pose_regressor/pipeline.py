@@ -76,7 +76,13 @@ class LogThrottle:
             return suppressed
 
 
-_NUMBERS = re.compile(r"0x[0-9a-fA-F]+|\d+")
+_VARIABLE_PARTS = re.compile(r"'[^']*'|\"[^\"]*\"|0x[0-9a-fA-F]+|\d+")
+
+
+def message_kind(text: str) -> str:
+    """The kind of a problem, for `LogThrottle`: `text` without numbers (stamps, sizes, addresses)
+    and quoted values (an encoding name), so that varied instances of one problem share a key."""
+    return _VARIABLE_PARTS.sub("#", text)
 
 
 def _suppressed_note(count: int) -> str:
@@ -258,8 +264,7 @@ class LocalizerPipeline:
             if not isinstance(exc, EngineOutputError):  # non-finite outputs are counted in _process
                 self.engine_errors += 1
             self._last_error = (self._clock(), message)
-        # Failures that differ only in numbers (stamps, sizes, addresses) count as the same kind.
-        suppressed = self._error_log.check(_NUMBERS.sub("#", what))
+        suppressed = self._error_log.check(message_kind(what))
         if suppressed is not None:
             self._on_error(message + _suppressed_note(suppressed))
 
