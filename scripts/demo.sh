@@ -17,7 +17,7 @@ export ROS_AUTOMATIC_DISCOVERY_RANGE=${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}
 started=$(date +%s)
 
 echo "== 1/5 render the synthetic scene (quad rig, $FRAMES frames, 160x120 per camera)"
-$train synth --out "$OUT/synth_quad" --rig quad --trajectory drone --frames "$FRAMES" \
+$train synth --out "$OUT/synth_quad" --rig quad --trajectory drone --frames "$FRAMES" --frames-per-trajectory 20 \
   --bag "$OUT/synth_quad_test.bag" --seed 0 --overwrite --quiet
 .venv/bin/python scripts/summarize_dataset.py "$OUT/synth_quad" --bag "$OUT/synth_quad_test.bag" \
   --preview "$OUT/synth_quad_preview.png"

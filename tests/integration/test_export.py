@@ -8,6 +8,7 @@ eval mode and `evaluate_checkpoint`'s deterministic metrics on the test split.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -260,15 +261,19 @@ def test_covariance_scale_sources(tmp_path: Path) -> None:
         ("resnet18", "late", "logq", 6, (32, 24)),
         ("mobilenet_v3_small", "mosaic", "quaternion", 3, (32, 24)),
         ("small_cnn", "input", "quaternion", 6, (40, 30)),  # 3x2 final map: pooling windows overlap
+        ("small_cnn", "input", "rot6d", 6, (32, 24)),
+        ("small_cnn", "input", "rot6d+track_tta", 6, (32, 24)),  # the shift averaging in the graph
     ],
 )
 def test_other_backbones_export_and_agree(
     tmp_path: Path, backbone: str, fusion: str, rotation: str, dof: int, size: tuple[int, int]
 ) -> None:
     torch.manual_seed(0)
+    rotation, _, tta = rotation.partition("+")
     config = ModelConfig(
         backbone=backbone, fusion=fusion, num_cameras=2, image_width=size[0], image_height=size[1],
         hidden_dim=16, rotation=rotation, dof=dof, small_cnn_width=8,
+        track_tta=tta == "track_tta", track_yaw_step=math.pi if tta else 0.0,
     )  # fmt: skip
     model = build_model(config)
     model.set_translation_stats(torch.tensor([1.0, -2.0, 0.5]), torch.tensor([2.0, 1.0, 0.3]))

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import torch
 
 from pose_regressor.rig import preset_rig
 from pose_regressor_training.checkpoint import load_checkpoint, model_from_checkpoint
+from pose_regressor_training.errors import TrainingError
 from pose_regressor_training.evaluate import evaluate_checkpoint, write_evaluation
 from pose_regressor_training.losses import LOSSES
 from pose_regressor_training.synth.generate import SynthConfig, render_dataset
@@ -120,3 +122,19 @@ def test_eval_writes_metrics_and_plots(tiny_data: Path, tmp_path: Path) -> None:
     assert metrics["uncertainty"]["covariance_scale_fitted_on"] == "val"
     assert {p.name for p in paths} == {"metrics.json", "trajectory.png", "error_cdf.png", "error_vs_std.png"}
     assert all(p.stat().st_size > 10_000 for p in paths if p.suffix == ".png")
+
+
+def test_track_tta_takes_the_yaw_step_from_the_rig_and_is_refused_for_a_mono_rig(
+    tiny_data: Path, tmp_path: Path
+) -> None:
+    tta = ["model.rotation=rot6d", "model.track_tta=true", "augment.track=true", "optim.epochs=1"]
+    config = load_train_config(None, [f"data.root={tiny_data}", *TINY, *tta])
+    fit(config, tmp_path / "quad", progress=False)
+    payload = load_checkpoint(tmp_path / "quad" / "best.pt")
+    assert payload["model_config"]["track_tta"] is True
+    assert payload["model_config"]["track_yaw_step"] == pytest.approx(np.pi / 2)  # front, left, back, right
+    model = model_from_checkpoint(payload)
+    torch.testing.assert_close(model.shift_index[1], torch.tensor([1, 2, 3, 0]))
+    mono = load_train_config(None, [f"data.root={tiny_data}", *TINY, *tta, "data.cameras=[front]"])
+    with pytest.raises(TrainingError, match=r"model\.track_tta: track augmentation needs a rig of 2 or more"):
+        fit(replace(mono, augment=replace(mono.augment, track=False)), tmp_path / "mono", progress=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from scipy.spatial.transform import Rotation
@@ -12,7 +14,11 @@ from pose_regressor_training.models.backbones import (
     build_backbone,
     widen_first_conv,
 )
-from pose_regressor_training.models.model import images_to_unit_float, log_quaternion_to_quaternion
+from pose_regressor_training.models.model import (
+    images_to_unit_float,
+    log_quaternion_to_quaternion,
+    rot6d_to_quaternion,
+)
 
 
 @pytest.mark.parametrize("fusion", ["input", "mosaic", "late"])
@@ -24,6 +30,15 @@ def test_shapes_for_every_fusion(backbone: str, fusion: str) -> None:
     assert out.t.shape == (2, 5, 3) and out.q.shape == (2, 5, 4)
     torch.testing.assert_close(out.q.norm(dim=-1), torch.ones(2, 5))
     assert (out.q[..., 3] >= 0).all()
+
+
+def test_small_cnn_stages_halve_the_resolution_each() -> None:
+    backbone = build_backbone("small_cnn", False, 12, small_cnn_width=16, small_cnn_stages=5)
+    assert len(backbone.features) == 5 and backbone.out_features == 16 * 2**4 * 4
+    features = backbone.features(torch.rand(2, 12, 96, 128))
+    assert features.shape == (2, 256, 3, 4)  # 128x96 / 2^5, as 4 stages give from 64x48
+    with pytest.raises(ValueError, match=r"small_cnn_stages must be 1\.\.6"):
+        ModelConfig(backbone="small_cnn", small_cnn_stages=0)
 
 
 def test_mask_of_ones_is_the_deterministic_prediction_and_masks_change_samples() -> None:
@@ -76,6 +91,52 @@ def test_log_quaternion_matches_scipy() -> None:
     q = log_quaternion_to_quaternion(rotvec / 2)  # log q = (angle / 2) * axis
     expected = Rotation.from_rotvec(rotvec.numpy()).as_quat()
     torch.testing.assert_close(q, torch.tensor(expected), atol=1e-9, rtol=0)
+
+
+def _first_two_columns(rotation: Rotation) -> torch.Tensor:
+    m = rotation.as_matrix()
+    return torch.tensor(m[:, :, :2].transpose(0, 2, 1).reshape(-1, 6))
+
+
+def test_rot6d_matches_scipy_for_every_branch_of_the_matrix_conversion() -> None:
+    # Random rotations, and 180-degree turns about each axis (trace -1: the w branch is unusable)
+    # and near them, so all four of Shepperd's branches are taken.
+    half_turns = Rotation.from_rotvec(torch.pi * torch.eye(3).repeat(2, 1).numpy())
+    near = Rotation.from_rotvec((torch.pi - 1e-3) * torch.eye(3).numpy())
+    for rotation in (Rotation.random(2000, random_state=0), half_turns, near):
+        q = rot6d_to_quaternion(_first_two_columns(rotation))
+        error = (Rotation.from_quat(q.numpy()).inv() * rotation).magnitude()
+        assert error.max() < 1e-6
+        torch.testing.assert_close(q.norm(dim=-1), torch.ones(len(q), dtype=q.dtype))
+
+
+def test_rot6d_orthonormalizes_any_two_independent_vectors() -> None:
+    rotation = Rotation.from_euler("ZYX", [[2.8, 0.1, -0.07]])  # heading near the quaternion seam
+    columns = _first_two_columns(rotation)[0]
+    x, y = columns[:3], columns[3:]
+    # Scaling both and tilting the second towards the first changes nothing (Gram-Schmidt).
+    distorted = torch.cat([3.0 * x, 0.5 * y + 0.8 * x])[None]
+    q = rot6d_to_quaternion(distorted)
+    assert (Rotation.from_quat(q.numpy()).inv() * rotation).magnitude()[0] < 1e-6
+
+
+def test_rot6d_gradients_are_finite_everywhere() -> None:
+    r = torch.randn(4000, 6, dtype=torch.float64, requires_grad=True)
+    half_turn = _first_two_columns(Rotation.from_rotvec([[0.0, 0.0, torch.pi]])).requires_grad_(True)
+    for value in (r, half_turn):
+        rot6d_to_quaternion(value).pow(2).sum(dim=-1).mean().backward()  # type: ignore[union-attr]
+        assert value.grad is not None and torch.isfinite(value.grad).all()
+    small = torch.randn(8, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda v: rot6d_to_quaternion(v, eps=1e-12), (small,))
+
+
+def test_rot6d_head_starts_at_the_identity_and_outputs_unit_quaternions() -> None:
+    model = build_model(ModelConfig(backbone="small_cnn", hidden_dim=8, rotation="rot6d")).eval()
+    assert model.fc_out.out_features == 3 + 6
+    with torch.no_grad():
+        model.fc_out.weight.zero_()
+        out = model(torch.rand(2, 1, 3, 32, 32))
+    torch.testing.assert_close(out.q[:, 0], torch.tensor([[0.0, 0.0, 0.0, 1.0]] * 2))
 
 
 def test_widened_first_conv_gives_pretrained_response_for_identical_images() -> None:
@@ -136,3 +197,55 @@ def test_aux_odometry_branch_shares_the_first_stages_only() -> None:
     assert next(model.odometry.stages.parameters()).grad is not None
     # Not used at inference (and so never exported).
     assert model.eval()(x).odometry_features is None
+
+
+def _track_reference(model: torch.nn.Module, images: torch.Tensor, masks: torch.Tensor, step: float):  # type: ignore[no-untyped-def]
+    """Track averaging written independently: augment's shift, roma's product, the same mean rule."""
+    import roma
+
+    from pose_regressor_training.augment import apply_track_shift
+
+    t_all, q_all = [], []
+    identity = torch.tensor([[0.0, 0.0, 0.0, 1.0]]).repeat(images.shape[0], 1)
+    for k in range(images.shape[1]):
+        shifted, _ = apply_track_shift(images, identity, torch.full((images.shape[0],), k), step)
+        t, q = model.decode(model.hidden(model.embed(shifted)), masks)
+        unyaw = torch.tensor([0.0, 0.0, math.sin(-k * step / 2), math.cos(-k * step / 2)])
+        t_all.append(t)
+        q_all.append(roma.quat_product(q, unyaw.expand_as(q)))
+    q_stack = torch.stack(q_all, dim=1)
+    q_stack = torch.where((q_stack * q_stack[:, :1]).sum(-1, keepdim=True) < 0, -q_stack, q_stack)
+    q_mean = q_stack.sum(dim=1)
+    q_mean = q_mean / q_mean.norm(dim=-1, keepdim=True)
+    return torch.stack(t_all, dim=1).mean(dim=1), torch.where(q_mean[..., 3:] < 0, -q_mean, q_mean)
+
+
+def test_track_tta_averages_the_shifted_predictions_turned_back_by_their_yaw() -> None:
+    torch.manual_seed(0)
+    step = math.pi / 2
+    config = ModelConfig(
+        backbone="small_cnn", num_cameras=4, hidden_dim=16, small_cnn_width=8, rotation="rot6d",
+        track_tta=True, track_yaw_step=step,
+    )  # fmt: skip
+    model = build_model(config)
+    with torch.no_grad():  # a head that reacts to its input, so that the four shifts disagree
+        model.fc_out.weight.normal_(std=0.3)
+    model.eval()
+    images = torch.rand(3, 4, 3, 32, 32)
+    masks = model.random_masks(1, 5)
+    out = model(images, masks)
+    t_ref, q_ref = _track_reference(model, images, masks, step)
+    torch.testing.assert_close(out.t, t_ref, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.q, q_ref, atol=1e-5, rtol=0)
+    torch.testing.assert_close(model.poses(images, masks)[1], out.q)
+    # Training (and the losses) see the plain, unaveraged prediction of the augmented input.
+    model.train()
+    plain = model(images, masks)
+    t_plain, q_plain = model.decode(model.hidden(model.embed(images)), masks)
+    torch.testing.assert_close(plain.t, t_plain)
+    torch.testing.assert_close(plain.q, q_plain)
+
+
+def test_track_tta_needs_the_rigs_yaw_step() -> None:
+    with pytest.raises(ValueError, match="track_tta needs track_yaw_step"):
+        ModelConfig(backbone="small_cnn", num_cameras=4, track_tta=True)

@@ -66,3 +66,15 @@ def test_planned_frames_keep_each_trajectory_in_one_split(scene: Scene, tmp_path
     assert np.all(np.diff(stamps) > 0)
     within = np.diff(stamps)[np.diff([f.sequence for f in frames]) == 0]
     assert np.all(within == 100_000_000)  # 10 Hz inside a trajectory
+
+
+def test_frames_per_trajectory_spreads_the_frames_over_more_trajectories(scene: Scene, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    cfg = SynthConfig(out=tmp_path, rig=preset_rig("mono"), frames=400, frames_per_trajectory=20)
+    frames = plan_frames(cfg, scene, np.random.default_rng(0))
+    lengths = np.bincount([f.sequence for f in frames])
+    assert len(frames) == 400 and len(lengths) == 20 and np.all(lengths == 20)
+    splits = [next(f.split for f in frames if f.sequence == s) for s in range(20)]
+    assert splits.count("test") == 2 and splits.count("val") == 2 and splits.count("train") == 16
+    with pytest.raises(ValueError, match="frames per trajectory must be >= 1"):
+        plan_frames(SynthConfig(out=tmp_path, rig=preset_rig("mono"), frames_per_trajectory=0), scene,
+                    np.random.default_rng(0))  # fmt: skip

@@ -55,6 +55,8 @@ CONFIGS = sorted((Path(__file__).resolve().parents[2] / "training" / "configs").
 def test_every_shipped_config_loads_and_builds(path: Path) -> None:
     from dataclasses import replace
 
+    from pose_regressor.rig import preset_rig
+    from pose_regressor_training.augment import track_shift_yaw
     from pose_regressor_training.losses import build_loss, required_tuple_length
     from pose_regressor_training.models import build_model
 
@@ -63,9 +65,12 @@ def test_every_shipped_config_loads_and_builds(path: Path) -> None:
     if config.loss.name != "reprojection":  # that one needs the dataset's camera
         build_loss(config.loss.name, config.loss.params, camera=None)
     # Pretrained weights cannot be downloaded here; the architecture is what this checks.
-    build_model(replace(config.model, pretrained=False, num_cameras=4 if "quad" in path.stem else 1))
+    rig = preset_rig("quad" if "quad" in path.stem else "mono")
+    step = track_shift_yaw(rig) if config.model.track_tta else 0.0  # as fit sets it
+    build_model(replace(config.model, pretrained=False, num_cameras=len(rig.cameras), track_yaw_step=step))
 
 
 def test_synth_quad_is_the_default_input_fusion_model() -> None:
     config = load_train_config(CONFIGS[0].parent / "synth_quad.yaml")
     assert config.model.fusion == "input" and config.augment.track
+    assert config.model.rotation == "rot6d" and config.model.track_tta

@@ -2,7 +2,8 @@
 
     python training/experiments/synth_results.py --data DATA_DIR --out runs/synth_results [--epochs N]
 
-DATA_DIR is a `pose-train synth` quad-rig dataset (e.g. `pose-train synth --out DATA_DIR --frames 3000`).
+DATA_DIR is a `pose-train synth` quad-rig dataset (the README's: `pose-train synth --out DATA_DIR
+--frames 10000 --frames-per-trajectory 20 --width 128 --height 96`).
 Every run starts from training/configs/synth_quad.yaml and changes one thing; each is evaluated
 on the held-out test trajectories with MC dropout. Prints a markdown table and writes
 results.json and results.md into --out. Runs that already have a metrics.json are not retrained.
@@ -23,10 +24,16 @@ CONFIG = Path(__file__).resolve().parents[1] / "configs" / "synth_quad.yaml"
 
 # name -> (what it shows, overrides on top of synth_quad.yaml)
 RUNS: dict[str, tuple[str, list[str]]] = {
-    "quad_input": ("quad, input fusion, homoscedastic, track aug (default)", []),
-    "mono": ("mono (front camera only), homoscedastic", ["data.cameras=[front]", "augment.track=false"]),
+    "quad_input": ("quad, input fusion, rot6d, homoscedastic, track aug + track TTA (default)", []),
+    "quad_quaternion": ("quad, quaternion output (the earlier default)", ["model.rotation=quaternion"]),
+    "quad_no_tta": ("quad, without track TTA", ["model.track_tta=false"]),
+    "mono": (
+        "mono (front camera only)",
+        ["data.cameras=[front]", "augment.track=false", "model.track_tta=false"],
+    ),
     "quad_late": ("quad, late fusion (shared backbone per camera)", ["model.fusion=late"]),
-    "quad_no_track": ("quad, input fusion, no track augmentation", ["augment.track=false"]),
+    # Without the augmentation the model is not trained to be shift-equivariant: no TTA either.
+    "quad_no_track": ("quad, no track augmentation", ["augment.track=false", "model.track_tta=false"]),
     "loss_posenet": ("quad, posenet loss (beta 10)", ["loss.name=posenet", "loss.params={beta: 10.0}"]),
     "loss_geometric_consistency": (
         "quad, geometric_consistency loss",

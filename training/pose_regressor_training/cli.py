@@ -42,6 +42,12 @@ def _add_synth(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--width", type=_positive_int, default=160, help="image width per camera (px)")
     p.add_argument("--height", type=_positive_int, default=120, help="image height per camera (px)")
     p.add_argument("--fps", type=float, default=10.0, help="frame rate of the trajectories (Hz)")
+    p.add_argument(
+        "--frames-per-trajectory",
+        type=_positive_int,
+        default=100,
+        help="frames of one trajectory (fewer: more, shorter trajectories cover more of the room)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of trajectories, lighting and noise")
     p.add_argument(
         "--scene-seed",
@@ -82,6 +88,7 @@ def _run_synth(args: argparse.Namespace) -> int:
         trajectory=args.trajectory,
         frames=args.frames,
         fps=args.fps,
+        frames_per_trajectory=args.frames_per_trajectory,
         seed=args.seed,
         scene=SceneConfig(seed=args.scene_seed),
         lighting_strength=args.lighting,

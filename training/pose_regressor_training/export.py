@@ -74,8 +74,9 @@ class ExportError(TrainingError):
 class ExportWrapper(nn.Module):
     """The exported function: (images uint8 [T, H, W, 3], masks [S, D]) -> (t [S, 3], q [S, 4]).
 
-    Uses the model's own `embed`, `hidden` and `decode` (eval mode): the uint8 -> float / 255
-    conversion, the NHWC -> NCHW permute and the ImageNet normalization all happen in the graph.
+    Uses the model's own `poses` (eval mode; with `track_tta` the shift averaging is in the graph):
+    the uint8 -> float / 255 conversion, the NHWC -> NCHW permute and the ImageNet normalization
+    all happen in the graph.
     """
 
     def __init__(self, model: PoseRegressor) -> None:
@@ -84,8 +85,7 @@ class ExportWrapper(nn.Module):
 
     def forward(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = images_to_unit_float(images.unsqueeze(0))  # [1, T, 3, H, W] in [0, 1]
-        h = self.model.hidden(self.model.embed(x))  # [1, D]
-        t, q = self.model.decode(h, masks.unsqueeze(0))  # [1, S, 3], [1, S, 4]
+        t, q = self.model.poses(x, masks.unsqueeze(0))  # [1, S, 3], [1, S, 4]
         return t[0], q[0]
 
 

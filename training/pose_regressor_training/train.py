@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
 from pose_regressor import pose
-from pose_regressor_training.augment import Augmenter
+from pose_regressor_training.augment import Augmenter, track_shift_yaw
 from pose_regressor_training.checkpoint import load_checkpoint, model_config_mapping, save_checkpoint
 from pose_regressor_training.data.dataset import (
     FrameList,
@@ -349,7 +349,13 @@ def fit(
     if len(train_frames) == 0:
         raise TrainingError(f"the {config.data.train_split} split of {root} has no frames")
     rig = train_frames.rig
-    model_config = replace(config.model, num_cameras=len(rig.cameras))
+    yaw_step = config.model.track_yaw_step
+    if config.model.track_tta:
+        try:
+            yaw_step = track_shift_yaw(rig)
+        except ValueError as exc:
+            raise TrainingError(f"model.track_tta: {exc}") from None
+    model_config = replace(config.model, num_cameras=len(rig.cameras), track_yaw_step=yaw_step)
     size = (model_config.image_width, model_config.image_height)
     show = progress and ctx.is_main
     train_set = _pose_dataset(train_frames, size, config, show, ctx.is_main, "train")

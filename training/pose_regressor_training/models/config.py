@@ -14,27 +14,34 @@ BACKBONES = (
     "small_cnn",
 )
 FUSIONS = ("input", "mosaic", "late")
-ROTATIONS = ("quaternion", "logq")
+ROTATIONS = ("quaternion", "logq", "rot6d")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """How to build a `PoseRegressor`.
 
-    backbone: a torchvision backbone or `small_cnn` (a compact from-scratch CNN for CPU budgets).
+    backbone: a torchvision backbone or `small_cnn` (a compact from-scratch CNN for CPU budgets:
+        `small_cnn_stages` stride-2 stages of widths `small_cnn_width` x 1, 2, 4, ...).
     pretrained: load torchvision's ImageNet weights (from the local torch hub cache when offline).
     fusion: `input` stacks the T images as 3T channels into a widened first convolution;
         `mosaic` tiles them side by side into one image; `late` runs one shared backbone per
         camera and concatenates the embeddings.
     hidden_dim: D, the width of the MC-dropout layer (the `dropout_mask` is [S, D]).
     dropout: p, the probability of dropping a hidden unit (training masks are scaled 1/(1-p)).
-    rotation: `quaternion` (4 outputs, normalized, w >= 0) or `logq` (3 outputs, MapNet's log-quaternion).
+    rotation: `quaternion` (4 outputs, normalized, w >= 0), `logq` (3 outputs, MapNet's log-quaternion)
+        or `rot6d` (6 outputs: the first two columns of the rotation matrix, Gram-Schmidt; the
+        continuous representation of Zhou et al. 2019). The model always outputs quaternions.
     dof: 6, or 3 for ground robots (x, y, yaw regressed; z fixed at the training set's mean height,
         roll and pitch zero).
     aux_odometry: VLocNet-style auxiliary learning: a relative-pose head on pairs of consecutive
         frames whose branch shares the first `aux_shared_stages` backbone stages with the global
         branch; its loss (weight `aux_weight`) is added to the main loss (`aux_mode: joint`) or
         trained on alternate steps (`alternate`). Training-time only: never exported.
+    track_tta: at inference (eval, export, the node), average the prediction over the T cyclic
+        camera shifts of a rig evenly spaced in yaw (the symmetry `augment.track` trains with),
+        each turned back by its yaw. T backbone passes per camera set. `track_yaw_step` (radians)
+        is the rig's yaw step, set by `fit` from the rig's extrinsics.
     """
 
     backbone: str = "resnet18"
@@ -48,10 +55,13 @@ class ModelConfig:
     rotation: str = "quaternion"
     dof: int = 6
     small_cnn_width: int = 32
+    small_cnn_stages: int = 4
     aux_odometry: bool = False
     aux_shared_stages: int = 3
     aux_weight: float = 1.0
     aux_mode: str = "joint"
+    track_tta: bool = False
+    track_yaw_step: float = 0.0
 
     def __post_init__(self) -> None:
         checks = [
@@ -73,15 +83,20 @@ class ModelConfig:
             (self.hidden_dim >= 1, f"hidden_dim must be >= 1, got {self.hidden_dim}"),
             (0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}"),
             (
-                not (self.dof == 3 and self.rotation == "logq"),
+                not (self.dof == 3 and self.rotation in ("logq", "rot6d")),
                 "dof 3 regresses yaw only; use rotation: quaternion",
             ),
+            (1 <= self.small_cnn_stages <= 6, f"small_cnn_stages must be 1..6, got {self.small_cnn_stages}"),
             (self.aux_shared_stages >= 1, "aux_shared_stages must be >= 1"),
             (
                 self.aux_mode in ("joint", "alternate"),
                 f"aux_mode must be joint or alternate, got {self.aux_mode!r}",
             ),
             (self.aux_weight >= 0, "aux_weight must be >= 0"),
+            (
+                not self.track_tta or self.num_cameras == 1 or self.track_yaw_step != 0.0,
+                "track_tta needs track_yaw_step (fit sets it from the rig's extrinsics)",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -91,7 +106,7 @@ class ModelConfig:
     def rotation_outputs(self) -> int:
         if self.dof == 3:
             return 2  # (qz, qw) of a yaw-only quaternion
-        return 4 if self.rotation == "quaternion" else 3
+        return {"quaternion": 4, "logq": 3, "rot6d": 6}[self.rotation]
 
     @property
     def translation_outputs(self) -> int:

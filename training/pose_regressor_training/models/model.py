@@ -43,9 +43,67 @@ def _unit(v: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     return v / torch.sqrt((v * v).sum(dim=-1, keepdim=True) + eps)
 
 
+def _quat_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Hamilton product a * b of xyzw quaternions (broadcasting), written out for plain ONNX."""
+    ax, ay, az, aw = a[..., 0:1], a[..., 1:2], a[..., 2:3], a[..., 3:4]
+    bx, by, bz, bw = b[..., 0:1], b[..., 1:2], b[..., 2:3], b[..., 3:4]
+    return torch.cat(
+        [
+            aw * bx + ax * bw + ay * bz - az * by,
+            aw * by - ax * bz + ay * bw + az * bx,
+            aw * bz + ax * by - ay * bx + az * bw,
+            aw * bw - ax * bx - ay * by - az * bz,
+        ],
+        dim=-1,
+    )
+
+
 def _hemisphere(q: torch.Tensor) -> torch.Tensor:
     """Flip quaternions (..., 4) with w < 0 (a Where, not Sign: Sign(0) would zero them)."""
     return torch.where(q[..., 3:4] < 0, -q, q)
+
+
+def rot6d_to_quaternion(r: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """The continuous 6-D rotation representation (Zhou et al., "On the Continuity of Rotation
+    Representations in Neural Networks", CVPR 2019) -> unit quaternion xyzw.
+
+    r (..., 6) holds two 3-vectors, the first two columns of R (the base x and y axes in the map
+    frame) before Gram-Schmidt. Why it helps here: a quaternion of a drone that turns through
+    every heading has a seam (q and -q) the network must jump across, and its x/y components are
+    roll and pitch multiplied by functions of yaw; in R's columns the tilt is the z components,
+    independent of heading. Matrix -> quaternion is Shepperd's method with all four branches
+    computed and one chosen by `where` (no argmax or gather: exports to plain ONNX for TensorRT).
+    """
+    a, b = r[..., 0:3], r[..., 3:6]
+    x = _unit(a, eps)
+    y = _unit(b - (x * b).sum(dim=-1, keepdim=True) * x, eps)
+    x0, x1, x2 = x[..., 0:1], x[..., 1:2], x[..., 2:3]
+    y0, y1, y2 = y[..., 0:1], y[..., 1:2], y[..., 2:3]
+    # z = x cross y, written out (the exporter has no cross product op)
+    z0, z1, z2 = x1 * y2 - x2 * y1, x2 * y0 - x0 * y2, x0 * y1 - x1 * y0
+    # R = [x y z] as columns: R[i][j] = column j, row i.
+    r00, r10, r20 = x0, x1, x2
+    r01, r11, r21 = y0, y1, y2
+    r02, r12, r22 = z0, z1, z2
+    trace = r00 + r11 + r22
+
+    def root(v: torch.Tensor) -> torch.Tensor:  # 2 sqrt(1 + v), floored: finite in unused branches
+        return 2.0 * torch.sqrt(torch.clamp(1.0 + v, min=eps))
+
+    s_w = root(trace)
+    q_w = torch.cat([(r21 - r12) / s_w, (r02 - r20) / s_w, (r10 - r01) / s_w, s_w / 4], dim=-1)
+    s_x = root(r00 - r11 - r22)
+    q_x = torch.cat([s_x / 4, (r01 + r10) / s_x, (r02 + r20) / s_x, (r21 - r12) / s_x], dim=-1)
+    s_y = root(r11 - r00 - r22)
+    q_y = torch.cat([(r01 + r10) / s_y, s_y / 4, (r12 + r21) / s_y, (r02 - r20) / s_y], dim=-1)
+    s_z = root(r22 - r00 - r11)
+    q_z = torch.cat([(r02 + r20) / s_z, (r12 + r21) / s_z, s_z / 4, (r10 - r01) / s_z], dim=-1)
+    # The branch whose square root is largest is the well-conditioned one.
+    use_w = (trace >= r00) & (trace >= r11) & (trace >= r22)
+    use_x = (r00 >= r11) & (r00 >= r22)
+    use_y = r11 >= r22
+    q = torch.where(use_w, q_w, torch.where(use_x, q_x, torch.where(use_y, q_y, q_z)))
+    return _unit(q)
 
 
 def log_quaternion_to_quaternion(u: torch.Tensor) -> torch.Tensor:
@@ -63,6 +121,8 @@ class PoseRegressor(nn.Module):
     image_std: torch.Tensor
     t_mean: torch.Tensor
     t_std: torch.Tensor
+    shift_index: torch.Tensor
+    shift_unyaw: torch.Tensor
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -70,7 +130,7 @@ class PoseRegressor(nn.Module):
         t_cams = config.num_cameras
         in_channels = 3 * t_cams if config.fusion == "input" else 3
         self.backbone = build_backbone(
-            config.backbone, config.pretrained, in_channels, config.small_cnn_width
+            config.backbone, config.pretrained, in_channels, config.small_cnn_width, config.small_cnn_stages
         )
         backbone_features = int(self.backbone.out_features)  # type: ignore[arg-type]
         self.feature_dim = backbone_features * (t_cams if config.fusion == "late" else 1)
@@ -85,6 +145,14 @@ class PoseRegressor(nn.Module):
         self.register_buffer("image_std", torch.tensor(IMAGENET_STD).view(1, 1, 3, 1, 1))
         self.register_buffer("t_mean", torch.zeros(3))
         self.register_buffer("t_std", torch.ones(3))
+        # Track averaging: row k of shift_index lists the source camera of each camera after a
+        # cyclic shift by k (as `augment.apply_track_shift`); shift_unyaw[k] is Rz(-k * step), xyzw.
+        cams = torch.arange(t_cams)
+        self.register_buffer("shift_index", (cams[None, :] + cams[:, None]) % t_cams, persistent=False)
+        half = -0.5 * config.track_yaw_step * cams.double()
+        zero = torch.zeros_like(half)
+        unyaw = torch.stack([zero, zero, torch.sin(half), torch.cos(half)], dim=-1).float()
+        self.register_buffer("shift_unyaw", unyaw, persistent=False)
         self._init_head()
 
     def _init_head(self) -> None:
@@ -95,6 +163,8 @@ class PoseRegressor(nn.Module):
         bias[-1] = 1.0  # start at the identity rotation: w = 1 for quaternion and yaw outputs
         if self.config.rotation == "logq" and self.config.dof == 6:
             bias[-1] = 0.0
+        if self.config.rotation == "rot6d" and self.config.dof == 6:
+            bias[-6:] = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0])  # identity: R's columns x, y
         with torch.no_grad():
             self.fc_out.bias.copy_(bias)
 
@@ -130,8 +200,12 @@ class PoseRegressor(nn.Module):
         return torch.relu(self.fc_hidden(embedding))
 
     def decode(self, hidden: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """h [B, D] and masks [B or 1, S, D] -> (t [B, S, 3] metres, q [B, S, 4] xyzw)."""
-        out = self.fc_out(hidden[:, None, :] * masks)
+        """h [B, D] and masks [B or 1, S, D] -> (t [B, S, 3] metres, q [B, S, 4] xyzw).
+
+        Also h [B, K, 1, D] with masks [B or 1, 1, S, D] -> [B, K, S, 3] and [B, K, S, 4]."""
+        if hidden.dim() == 2:
+            hidden = hidden[:, None, :]
+        out = self.fc_out(hidden * masks)
         n_t = self.config.translation_outputs
         t_norm, r = out[..., :n_t], out[..., n_t:]
         if self.config.dof == 6:
@@ -144,11 +218,18 @@ class PoseRegressor(nn.Module):
             q = torch.cat([torch.zeros_like(zw), zw], dim=-1)
         elif self.config.rotation == "logq":
             q = log_quaternion_to_quaternion(r)
+        elif self.config.rotation == "rot6d":
+            q = rot6d_to_quaternion(r)
         else:
             q = _unit(r)
         return t, _hemisphere(q)
 
     def forward(self, images: torch.Tensor, masks: torch.Tensor | None = None) -> PoseOutput:
+        if masks is None:
+            masks = torch.ones(1, 1, self.config.hidden_dim, device=images.device, dtype=images.dtype)
+        if self.config.track_tta and not self.training:
+            t, q, embedding = self._track_averaged(images, masks)
+            return PoseOutput(t, q, embedding)
         odometry_features = None
         if self.odometry is not None and self.training:
             embedding, odometry_features = self.odometry.shared_forward(
@@ -156,11 +237,36 @@ class PoseRegressor(nn.Module):
             )
         else:
             embedding = self.embed(images)
-        h = self.hidden(embedding)
-        if masks is None:
-            masks = torch.ones(1, 1, self.config.hidden_dim, device=h.device, dtype=h.dtype)
-        t, q = self.decode(h, masks)
+        t, q = self.decode(self.hidden(embedding), masks)
         return PoseOutput(t, q, embedding, odometry_features)
+
+    def poses(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What inference (and the exported graph) computes: images [B, T, 3, H, W] in [0, 1] and
+        masks [B or 1, S, D] -> (t [B, S, 3], q [B, S, 4]), averaged over track shifts if configured."""
+        if self.config.track_tta:
+            t, q, _ = self._track_averaged(images, masks)
+            return t, q
+        return self.decode(self.hidden(self.embed(images)), masks)
+
+    def _track_averaged(
+        self, images: torch.Tensor, masks: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Test-time averaging over the rig's symmetry (`track_tta`): the T cyclic camera shifts of
+        the input are each what the rig would see after yawing by k * step, so the k-th prediction
+        turned back by -k * step is another estimate of the same pose; their mean (per MC mask) is
+        the prediction. One backbone pass per shift, one head pass per shift and mask. Returns
+        t [B, S, 3], q [B, S, 4] and the unshifted input's embedding [B, F]."""
+        b, t_cams = images.shape[:2]
+        shifted = images[:, self.shift_index].reshape(b * t_cams, *images.shape[1:])
+        embedding = self.embed(shifted)
+        h = self.hidden(embedding).reshape(b, t_cams, 1, -1)
+        t, q = self.decode(h, masks[:, None])  # [B, K, S, 3], [B, K, S, 4] for shift K = k
+        q = _quat_product(q, self.shift_unyaw[None, :, None, :])
+        # Each shift's quaternion in the hemisphere of the first shift's, then the normalized sum:
+        # for estimates a few degrees apart this is the quaternion mean to within their spread squared.
+        q = torch.where((q * q[:, :1]).sum(dim=-1, keepdim=True) < 0, -q, q)
+        unshifted = embedding.reshape(b, t_cams, -1)[:, 0]
+        return t.mean(dim=1), _hemisphere(_unit(q.sum(dim=1))), unshifted
 
     def random_masks(
         self,

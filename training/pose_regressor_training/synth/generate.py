@@ -42,6 +42,9 @@ class SynthConfig:
     trajectory: str = "drone"
     frames: int = 1000
     fps: float = 10.0
+    # Shorter trajectories spread the same number of frames over more of the room (more starting
+    # points, heights, headings and tilts); consecutive frames of one path are nearly alike.
+    frames_per_trajectory: int = FRAMES_PER_TRAJECTORY
     seed: int = 0
     scene: SceneConfig = field(default_factory=SceneConfig)
     lighting_strength: float = 1.0  # 0 disables the per-frame lighting variation
@@ -86,8 +89,11 @@ def split_trajectories(count: int, rng: np.random.Generator) -> list[str]:
 
 
 def plan_frames(cfg: SynthConfig, scene: Scene, rng: np.random.Generator) -> list[FrameRecord]:
-    """Trajectories, their splits and stamps: `cfg.frames` frames in total, about 100 per trajectory."""
-    n_traj = max(3, math.ceil(cfg.frames / FRAMES_PER_TRAJECTORY))
+    """Trajectories, their splits and stamps: `cfg.frames` frames in total, about
+    `cfg.frames_per_trajectory` per trajectory."""
+    if cfg.frames_per_trajectory < 1:
+        raise ValueError(f"frames per trajectory must be >= 1, got {cfg.frames_per_trajectory}")
+    n_traj = max(3, math.ceil(cfg.frames / cfg.frames_per_trajectory))
     if cfg.frames < n_traj:
         raise ValueError(f"--frames must be at least {n_traj}")
     lengths = np.full(n_traj, cfg.frames // n_traj)
@@ -210,6 +216,7 @@ def render_dataset(cfg: SynthConfig) -> SynthSummary:
         "lighting_strength": cfg.lighting_strength,
         "noise_std": cfg.noise_std,
         "trajectories": trajectories,
+        "frames_per_trajectory": cfg.frames_per_trajectory,
         "bag": str(cfg.bag) if cfg.bag is not None else None,
         "bag_split": cfg.bag_split if cfg.bag is not None else None,
     }

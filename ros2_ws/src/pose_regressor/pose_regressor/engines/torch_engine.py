@@ -8,8 +8,8 @@ not chosen: it would add a dependency and test the converter rather than our mod
 engine needs torch and the training package; both are imported lazily, here only, and their
 absence is an `EngineUnavailableError`: the robot's runtime never needs them.
 
-It runs exactly what the graph was traced from (`embed`, `hidden`, `decode` in eval mode, on
-uint8 images converted to float / 255), so ONNX Runtime and TensorRT agree with it to float
+It runs exactly what the graph was traced from (`poses` in eval mode, on uint8 images
+converted to float / 255), so ONNX Runtime and TensorRT agree with it to float
 precision on the same images and masks.
 """
 
@@ -90,8 +90,7 @@ class TorchEngine(InferenceEngine):
         with torch.inference_mode():
             x = torch.from_numpy(np.array(images, copy=True)).to(self.device)
             m = torch.from_numpy(np.array(masks, copy=True)).to(self.device)
-            h = self.model.hidden(self.model.embed(images_to_unit_float(x.unsqueeze(0))))
-            t, q = self.model.decode(h, m.unsqueeze(0))
+            t, q = self.model.poses(images_to_unit_float(x.unsqueeze(0)), m.unsqueeze(0))
             return t[0].double().cpu().numpy(), q[0].double().cpu().numpy()
 
     def describe(self) -> EngineDescription:
