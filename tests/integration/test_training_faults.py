@@ -267,12 +267,20 @@ def test_sigkill_at_a_random_moment_then_resume_matches_an_uninterrupted_run(
 def test_ctrl_c_or_sigterm_exits_with_a_resume_command_that_works(
     data: Path, tmp_path: Path, reference: Reference, stop_signal: signal.Signals, exit_code: int
 ) -> None:
-    run = tmp_path / "run"
-    proc = start_fit(run, *overrides(data))
-    assert proc.stdout is not None
-    wait_for_epoch_line(proc.stdout, 3)
-    time.sleep(random.Random(7).uniform(0.0, 0.1))
-    proc.send_signal(stop_signal)
+    for attempt in range(3):
+        run = tmp_path / f"run{attempt}"
+        proc = start_fit(run, *overrides(data))
+        assert proc.stdout is not None
+        wait_for_epoch_line(proc.stdout, 3)
+        time.sleep(random.Random(7).uniform(0.0, 0.1))
+        if proc.poll() is None:
+            proc.send_signal(stop_signal)
+            break
+        # The run finished before the signal: this reader fell behind its output on a loaded
+        # machine (the reference run trains alongside). Not what is tested; start again.
+        finish(proc)
+    else:
+        pytest.fail("three runs finished before this test could interrupt them")
     code, _, err = finish(proc)
     assert code == exit_code, err
     last = run / "last.pt"
