@@ -358,12 +358,17 @@ def apply_track_shift(
     index = (torch.arange(num_cameras) + k[:, None]) % num_cameras  # [B, T]: source camera of camera i
     rows = torch.arange(batch)[:, None]
     shifted = images[rows.to(images.device), index.to(images.device)]
-    half = 0.5 * yaw_step * k.to(torch.float64)
-    zeros = torch.zeros_like(half)
-    q_yaw = torch.stack([zeros, zeros, torch.sin(half), torch.cos(half)], dim=-1).to(q.dtype).to(q.device)
+    q_yaw = yaw_quaternions(yaw_step * k.to(torch.float64)).to(q.dtype).to(q.device)
     q_new: torch.Tensor = roma.quat_product(q, q_yaw)
     q_new = torch.where(q_new[..., 3:4] < 0, -q_new, q_new)
     return shifted, q_new
+
+
+def yaw_quaternions(angles: torch.Tensor) -> torch.Tensor:
+    """Rotations about z by `angles` (radians, any shape) -> xyzw quaternions (..., 4)."""
+    half = 0.5 * angles
+    zeros = torch.zeros_like(half)
+    return torch.stack([zeros, zeros, torch.sin(half), torch.cos(half)], dim=-1)
 
 
 def _rot_z(angle: float) -> FloatArray:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from pose_regressor_training.augment import yaw_quaternions
 from pose_regressor_training.models.backbones import build_backbone
 from pose_regressor_training.models.config import ModelConfig
 
@@ -149,9 +150,7 @@ class PoseRegressor(nn.Module):
         # cyclic shift by k (as `augment.apply_track_shift`); shift_unyaw[k] is Rz(-k * step), xyzw.
         cams = torch.arange(t_cams)
         self.register_buffer("shift_index", (cams[None, :] + cams[:, None]) % t_cams, persistent=False)
-        half = -0.5 * config.track_yaw_step * cams.double()
-        zero = torch.zeros_like(half)
-        unyaw = torch.stack([zero, zero, torch.sin(half), torch.cos(half)], dim=-1).float()
+        unyaw = yaw_quaternions(-config.track_yaw_step * cams.double()).float()
         self.register_buffer("shift_unyaw", unyaw, persistent=False)
         self._init_head()
 
