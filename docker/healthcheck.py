@@ -1,9 +1,11 @@
 """Container health probe for the `localizer` node: is it alive and does it say it is working?
 
 Joins the DDS domain for a few seconds, listens on /diagnostics and exits 0 (healthy) as soon
-as a DiagnosticArray carries the localizer's status (name ``pose_regressor: localizer``, as
-published by `pose_regressor.node` at 1 Hz) at a level no worse than ``--max-level``; exits 1
-(unhealthy) with one line on stderr otherwise. Used by the images' HEALTHCHECK:
+as a DiagnosticArray carries the localizer's status at a level no worse than ``--max-level``;
+exits 1 (unhealthy) with one line on stderr otherwise. The status is named
+``pose_regressor: <node>``, the node's fully qualified name, e.g.
+``pose_regressor: /robot1/localizer`` (published by `pose_regressor.node` at 1 Hz); the
+namespace comes from ``--namespace`` or $POSE_NAMESPACE. Used by the images' HEALTHCHECK:
 
     /opt/pose_regressor/entrypoint.sh python3 /opt/pose_regressor/healthcheck.py [--timeout 8]
 
@@ -22,7 +24,15 @@ import sys
 import time
 from collections.abc import Sequence
 
-DEFAULT_NAME = "pose_regressor: localizer"
+NODE_NAME = "localizer"
+
+
+def status_name(namespace: str) -> str:
+    """The localizer's diagnostics status name in `namespace` ('' or '/' for the root)."""
+    parts = [part for part in namespace.split("/") if part]
+    return "pose_regressor: /" + "/".join([*parts, NODE_NAME])
+
+
 LEVELS = {0: "OK", 1: "WARN", 2: "ERROR", 3: "STALE"}
 
 
@@ -34,7 +44,12 @@ def level_of(raw: bytes | int) -> int:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--topic", default="/diagnostics", help="DiagnosticArray topic (default: /diagnostics)")
-    p.add_argument("--name", default=DEFAULT_NAME, help=f"status name to match (default: {DEFAULT_NAME!r})")
+    p.add_argument(
+        "--namespace",
+        default=os.environ.get("POSE_NAMESPACE", ""),
+        help="the localizer's namespace (default: $POSE_NAMESPACE, else the root)",
+    )
+    p.add_argument("--name", help="status name to match (default: 'pose_regressor: <namespace>/localizer')")
     p.add_argument("--timeout", type=float, default=8.0, help="seconds to wait for a status (default: 8)")
     p.add_argument(
         "--max-level",
@@ -84,7 +99,8 @@ def probe(topic: str, name: str, timeout: float, max_level: int) -> tuple[bool, 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    healthy, reason = probe(args.topic, args.name, args.timeout, args.max_level)
+    name = args.name or status_name(args.namespace)
+    healthy, reason = probe(args.topic, name, args.timeout, args.max_level)
     print(reason, file=sys.stdout if healthy else sys.stderr)
     return 0 if healthy else 1
 

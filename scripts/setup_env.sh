@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
-INPUTS=(requirements/*.txt ros2_ws/src/pose_regressor/setup.py ros2_ws/src/pose_regressor/setup.cfg training/pyproject.toml scripts/setup_env.sh)
+INPUTS=(requirements/*.txt ros2_ws/src/pose_regressor/setup.py ros2_ws/src/pose_regressor/setup.cfg training/pyproject.toml scripts/setup_env.sh scripts/build_tf2_msgs.sh)
 wanted=$(cat "${INPUTS[@]}" | sha256sum | cut -d' ' -f1)
 stamp="$VENV/.setup-stamp"
 
@@ -33,5 +33,7 @@ echo "setup: installing pose_regressor and pose_regressor_training (editable)"
 quiet_pip install --quiet --no-deps --no-build-isolation \
   -e ros2_ws/src/pose_regressor -e training
 "${pip[@]}" check >/dev/null || { "${pip[@]}" check; exit 1; }
+# tf2_msgs (for /tf) is not on PyPI: build it from its interface with the rosidl wheels in dev.txt.
+VENV="$VENV" bash scripts/build_tf2_msgs.sh
 echo "$wanted" > "$stamp"
 echo "setup: done in $(( $(date +%s) - start )) s"

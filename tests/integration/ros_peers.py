@@ -1,6 +1,7 @@
 """Stand-alone ROS 2 peers for the DDS smoke tests, run as separate processes.
 
 `publish` / `receive`: small reliable images, checked byte for byte.
+`initialpose`: an AMCL-like subscriber that prints the first initial pose it receives.
 `burst` / `count`: sets of four 640x480 rgb8 images at 30 Hz with sensor-data QoS (best effort),
 as four cameras publish them; the receiver counts what arrives.
 """
@@ -118,9 +119,44 @@ def count(sets: int, seconds: float) -> None:
     rclpy.shutdown()
 
 
+def initialpose(topic: str, seconds: float) -> None:
+    """Nav2 AMCL's initialpose subscription (system-default QoS: reliable, volatile); prints the
+    first message received as JSON."""
+    from geometry_msgs.msg import PoseWithCovarianceStamped
+
+    rclpy.init()
+    node = rclpy.create_node("amcl_like")
+    received: list[PoseWithCovarianceStamped] = []
+    node.create_subscription(
+        PoseWithCovarianceStamped,
+        topic,
+        received.append,
+        QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE),
+    )
+    deadline = time.monotonic() + seconds
+    while not received and time.monotonic() < deadline:
+        rclpy.spin_once(node, timeout_sec=0.1)
+    first = received[0] if received else None
+    print(
+        json.dumps(
+            {
+                "count": len(received),
+                "frame_id": first.header.frame_id if first else None,
+                "stamp_ns": first.header.stamp.sec * 1_000_000_000 + first.header.stamp.nanosec
+                if first
+                else None,
+            }
+        )
+    )
+    node.destroy_node()
+    rclpy.shutdown()
+
+
 if __name__ == "__main__":
     mode = sys.argv[1]
-    if mode == "publish":
+    if mode == "initialpose":
+        initialpose(sys.argv[2], float(sys.argv[3]))
+    elif mode == "publish":
         publish(float(sys.argv[2]))
     elif mode == "receive":
         receive(int(sys.argv[2]), float(sys.argv[3]))

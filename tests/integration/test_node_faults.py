@@ -14,77 +14,50 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
 import pytest
 import rclpy
 import rclpy.executors
 import yaml
-from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 
 from pose_regressor.bundle import ModelBundle
-from tests.unit.bundle_fixtures import CAMERA_SIZE, CAMERAS, make_bundle, poison_initializer
+from tests.integration.node_client import (
+    BASE_NS,
+    HEIGHT,
+    PERIOD_NS,
+    RAW_TOPICS,
+    WIDTH,
+    NodeProcess,
+    compressed_image,
+    compressed_message,
+    raw_image,
+)
+from tests.unit.bundle_fixtures import make_bundle, poison_initializer
 
 pytestmark = pytest.mark.ros
 
-WIDTH, HEIGHT = CAMERA_SIZE
-RAW_TOPICS = tuple(f"/{name}/image_raw" for name in CAMERAS)
 COMPRESSED_TOPICS = tuple(f"{topic}/compressed" for topic in RAW_TOPICS)
-BASE_NS = 1_700_000_000 * 1_000_000_000
-PERIOD_NS = 50_000_000
 RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 
 
 # ---------------------------------------------------------------------------------- processes
-class LocalizerProcess:
-    """`pose-regressor run` in a subprocess; its stderr (the ROS log) is collected line by line."""
+class LocalizerProcess(NodeProcess):
+    """`pose-regressor run --bundle BUNDLE --ros-args -p NAME:=VALUE ...` in a subprocess."""
 
     def __init__(self, bundle: Path, env: dict[str, str], params: dict[str, str]) -> None:
-        command = [sys.executable, "-m", "pose_regressor.cli", "run", "--bundle", str(bundle), "--ros-args"]
+        args = ["--bundle", str(bundle), "--ros-args"]
         for name, value in params.items():
-            command += ["-p", f"{name}:={value}"]
-        self.process = subprocess.Popen(
-            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-        )
-        self._lines: list[str] = []
-        self._lock = threading.Lock()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            with self._lock:
-                self._lines.append(line.rstrip("\n"))
-
-    def lines(self, marker: str = "") -> list[str]:
-        with self._lock:
-            return [line for line in self._lines if marker in line]
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def stop(self) -> int:
-        if self.alive():
-            self.process.terminate()
-        try:
-            code = self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            code = self.process.wait(timeout=5)
-        self._reader.join(timeout=5)
-        return code
+            args += ["-p", f"{name}:={value}"]
+        super().__init__(args, env)
 
 
 @dataclass
@@ -188,47 +161,6 @@ class Peer:
         assert self.spin_until(matched, timeout), "the localizer never showed up on DDS"
 
 
-def _time(stamp_ns: int) -> Time:
-    return Time(sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000)
-
-
-def _pixels(width: int, height: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
-
-
-def raw_image(
-    stamp: int,
-    width: int = WIDTH,
-    height: int = HEIGHT,
-    encoding: str = "rgb8",
-    step: int | None = None,
-    data: bytes | None = None,
-) -> Image:
-    msg = Image()
-    msg.header.stamp = _time(stamp)
-    msg.header.frame_id = "camera_optical_frame"
-    msg.width, msg.height, msg.encoding = width, height, encoding
-    msg.step = 3 * width if step is None else step
-    msg.data = _pixels(max(width, 1), max(height, 1), stamp % 1000).tobytes() if data is None else data
-    return msg
-
-
-def compressed_image(
-    stamp: int, width: int = WIDTH, height: int = HEIGHT, codec: str = "png"
-) -> CompressedImage:
-    ok, encoded = cv2.imencode(f".{codec}", _pixels(width, height, stamp % 1000))
-    assert ok
-    return _compressed(stamp, codec, encoded.tobytes())
-
-
-def _compressed(stamp: int, codec: str, data: bytes) -> CompressedImage:
-    msg = CompressedImage()
-    msg.header.stamp = _time(stamp)
-    msg.format = codec
-    msg.data = data
-    return msg
-
-
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> ModelBundle:
     return make_bundle(tmp_path_factory.mktemp("faults") / "bundle")
@@ -318,7 +250,7 @@ COMPRESSED_CASES = [
     Case("corrupt JPEG (truncated)", lambda s: [(0, _truncated(s, "jpg"))], 1, log="corrupt or truncated"),
     Case(
         "corrupt JPEG (garbage after SOI)",
-        lambda s: [(1, _compressed(s, "jpeg", b"\xff\xd8\xff\xe0" + bytes(range(200))))],
+        lambda s: [(1, compressed_message(s, "jpeg", b"\xff\xd8\xff\xe0" + bytes(range(200))))],
         1,
         log="corrupt or truncated",
     ),
@@ -326,14 +258,14 @@ COMPRESSED_CASES = [
     Case("corrupt PNG (truncated)", lambda s: [(0, _truncated(s, "png"))], 1, log=None),
     Case(
         "corrupt PNG (garbage after signature)",
-        lambda s: [(1, _compressed(s, "png", b"\x89PNG\r\n\x1a\n" + bytes(range(100))))],
+        lambda s: [(1, compressed_message(s, "png", b"\x89PNG\r\n\x1a\n" + bytes(range(100))))],
         1,
         log=None,
     ),
-    Case("empty data", lambda s: [(0, _compressed(s, "png", b""))], 1, log="data is empty"),
+    Case("empty data", lambda s: [(0, compressed_message(s, "png", b""))], 1, log="data is empty"),
     Case(
         "compressedDepth format",
-        lambda s: [(1, _compressed(s, "16UC1; compressedDepth", b"\x00" * 12))],
+        lambda s: [(1, compressed_message(s, "16UC1; compressedDepth", b"\x00" * 12))],
         1,
         log="compressedDepth images are not supported",
     ),
@@ -350,7 +282,7 @@ COMPRESSED_CASES = [
 
 def _truncated(stamp: int, codec: str) -> CompressedImage:
     whole = compressed_image(stamp, codec=codec)
-    return _compressed(stamp, codec, bytes(whole.data[: len(whole.data) // 2]))
+    return compressed_message(stamp, codec, bytes(whole.data[: len(whole.data) // 2]))
 
 
 def _run_cases(localizer: LocalizerProcess, peer: Peer, cases: list[Case]) -> None:
@@ -557,6 +489,26 @@ CONFIG_ERRORS: dict[str, tuple[Callable[[Path], None] | None, list[str], str]] =
         None,
         ["--camera-topics", "/a/image_raw", "/b/image_raw", "/c/image_raw"],
         r"camera_topics has 3 topic\(s\) but the bundle expects 2 camera\(s\) in this order: front, rear",
+    ),
+    "no image transport": (
+        None,
+        ["--ros-args", "-p", "image_transport:=[]"],
+        r"parameter 'image_transport' must name at least one transport",
+    ),
+    "bundle of an unknown user": (
+        None,
+        ["--bundle", "~nosuchuser_pr/b"],
+        r"parameter 'bundle': cannot expand '~nosuchuser_pr/b': no such user",
+    ),
+    "deeply nested bundle.yaml": (
+        lambda root: (root / "bundle.yaml").write_text("a: " + "[" * 5000 + "]" * 5000 + "\n"),
+        [],
+        r"bundle.yaml is nested too deeply to be a bundle.yaml",
+    ),
+    "params file that is not YAML": (
+        lambda root: (root / "params.yaml").write_text("/**:\n  ros__parameters:\n    a: [\n"),
+        ["--params", "{root}/params.yaml"],
+        r"the params file \S+/params.yaml is not valid YAML",
     ),
     "parameter of the wrong type": (
         None,

@@ -25,6 +25,7 @@ from pose_regressor.bundle import (
     ModelBundle,
     write_bundle,
 )
+from pose_regressor.rig import Rig
 
 CAMERAS = ("front", "rear")
 CAMERA_SIZE = (16, 12)  # width, height on the topics
@@ -73,9 +74,13 @@ def expected_outputs(
     return t, r / np.linalg.norm(r, axis=1, keepdims=True)
 
 
-def make_bundle(root: Path, graph_hidden: int | None = None, **overrides: Any) -> ModelBundle:
+def make_bundle(
+    root: Path, graph_hidden: int | None = None, rig: Rig | None = None, **overrides: Any
+) -> ModelBundle:
     """A valid bundle directory at `root` (created) with the tiny graph; `overrides` replace
-    ModelBundle fields (bundle.yaml), `graph_hidden` makes the graph's D differ from bundle.yaml's."""
+    ModelBundle fields (bundle.yaml), `graph_hidden` makes the graph's D differ from bundle.yaml's.
+    `rig` is recorded as the training rig (`provenance.rig`, as training writes it); without it
+    the bundle has none, like bundles exported before the rig was recorded."""
     root.mkdir(parents=True, exist_ok=True)
     fields: dict[str, Any] = {
         "path": root,
@@ -93,6 +98,8 @@ def make_bundle(root: Path, graph_hidden: int | None = None, **overrides: Any) -
         "mc_samples": 8,
     }
     fields.update(overrides)
+    if rig is not None:
+        fields["provenance"] = {**fields["provenance"], "rig": rig.to_dict()}
     graph = tiny_graph(
         len(fields["cameras"]), fields["input_width"], fields["input_height"], graph_hidden or HIDDEN
     )

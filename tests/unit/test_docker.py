@@ -421,7 +421,10 @@ def test_compose_rviz_forwards_x11() -> None:
     rviz = compose()["services"]["rviz"]
     assert rviz["environment"]["DISPLAY"].startswith("${DISPLAY")
     assert "/tmp/.X11-unix:/tmp/.X11-unix:ro" in rviz["volumes"]
-    assert rviz["command"][0] == "rviz2"
+    command = " ".join(rviz["command"])
+    assert rviz["command"][:2] == ["bash", "-c"] and "exec rviz2 -d /tmp/localize.rviz" in command
+    # The config's <robot_namespace> placeholders get the localizer's namespace.
+    assert "s#<robot_namespace>#${POSE_NAMESPACE:-}#g" in command
     assert "xhost" in COMPOSE.read_text() and "xhost" in (DOCKER / "DEPLOY.md").read_text()
 
 
@@ -504,9 +507,12 @@ PUBLISHER = textwrap.dedent(
     pub = node.create_publisher(DiagnosticArray, "/diagnostics", qos)
     end = time.monotonic() + seconds
     while time.monotonic() < end:
-        status = DiagnosticStatus(name="pose_regressor: localizer", message="test", level=bytes([level]))
+        name = "pose_regressor: /robot1/localizer"
+        status = DiagnosticStatus(name=name, message="test", level=bytes([level]))
+        # Another robot's localizer on the same domain, healthy: must not be taken for robot1's.
+        robot2 = DiagnosticStatus(name="pose_regressor: /robot2/localizer", message="fine", level=bytes([0]))
         other = DiagnosticStatus(name="some other node", message="fine", level=bytes([0]))
-        pub.publish(DiagnosticArray(status=[other, status]))
+        pub.publish(DiagnosticArray(status=[other, robot2, status]))
         time.sleep(0.2)
     node.destroy_node()
     rclpy.shutdown()
@@ -533,8 +539,9 @@ def test_healthcheck_judges_the_localizer_diagnostics(
         text=True,
     )
     try:
-        default = probe(ros_env, "--timeout", "15")
-        lenient = probe(ros_env, "--timeout", "15", "--max-level", "2")
+        default = probe({**ros_env, "POSE_NAMESPACE": "robot1"}, "--timeout", "15")  # as compose sets it
+        lenient = probe(ros_env, "--timeout", "15", "--max-level", "2", "--namespace", "/robot1/")
+        root = probe(ros_env, "--timeout", "3")  # a root-namespace localizer: there is none
     finally:
         publisher.terminate()
         publisher.wait(timeout=10)
@@ -542,10 +549,11 @@ def test_healthcheck_judges_the_localizer_diagnostics(
     assert default.returncode == (0 if healthy_by_default else 1), default.stdout + default.stderr
     assert f"is {word}" in default.stdout + default.stderr
     assert lenient.returncode == 0, lenient.stdout + lenient.stderr
+    assert root.returncode == 1 and "no 'pose_regressor: /localizer' status" in root.stderr, root.stderr
 
 
 @pytest.mark.ros
 def test_healthcheck_is_unhealthy_without_a_localizer(ros_env: dict[str, str]) -> None:
     result = probe(ros_env, "--timeout", "1.5")
     assert result.returncode == 1
-    assert "no 'pose_regressor: localizer' status on /diagnostics within 1.5 s" in result.stderr
+    assert "no 'pose_regressor: /localizer' status on /diagnostics within 1.5 s" in result.stderr

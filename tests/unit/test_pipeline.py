@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from pathlib import Path
@@ -13,7 +14,6 @@ import pytest
 from pose_regressor.bundle import load_bundle, preprocess
 from pose_regressor.engines import load_engine
 from pose_regressor.mailbox import LatestMailbox, MailboxWorker
-from pose_regressor.params import LocalizerParams, ParameterError
 from pose_regressor.pipeline import (
     ERROR,
     OK,
@@ -24,6 +24,7 @@ from pose_regressor.pipeline import (
     PipelineConfig,
 )
 from pose_regressor.stats import LatencyWindow, RateMeter
+from pose_regressor.uncertainty import dropout_masks
 from tests.unit.bundle_fixtures import make_bundle
 
 
@@ -178,37 +179,6 @@ def test_rate_and_latency_windows() -> None:
     assert window.percentile_ms(99) == pytest.approx(99.01)
 
 
-def test_parameters_are_validated_with_one_clear_line(tmp_path: Path) -> None:
-    (tmp_path / "model.onnx").write_bytes(b"\x08")
-    params = LocalizerParams.from_values(
-        {"bundle": str(tmp_path), "camera_topics": ["/a/image_raw", "/b/image_raw"]}
-    )
-    assert params.camera_topics == ("/a/image_raw", "/b/image_raw") and params.transport_for(1) == "raw"
-    cases = {
-        "bundle": ({}, "'bundle' is required"),
-        "missing": ({"bundle": str(tmp_path / "nope")}, "nope does not exist"),
-        "file": ({"bundle": str(tmp_path / "model.onnx")}, "model.onnx is not a directory"),
-        "range": ({"bundle": str(tmp_path), "mc_samples": 0}, "'mc_samples' must be in [1, 256]"),
-        "type": ({"bundle": str(tmp_path), "sync_slop": "fast"}, "'sync_slop' must be a number"),
-        "choice": ({"bundle": str(tmp_path), "backend": "cuda"}, "'backend' must be one of auto, tensorrt"),
-        "unknown": ({"bundle": str(tmp_path), "sync": 1.0}, "unknown parameter(s) sync"),
-        "transport": (
-            {
-                "bundle": str(tmp_path),
-                "camera_topics": ["/a", "/b", "/c"],
-                "image_transport": ["raw", "compressed"],
-            },
-            "give one or one per camera topic",
-        ),
-        "topic": ({"bundle": str(tmp_path), "camera_topics": ["front"]}, "not an absolute topic name"),
-    }
-    for name, (values, message) in cases.items():
-        with pytest.raises(ParameterError) as info:
-            LocalizerParams.from_values(values)
-        assert message in str(info.value), name
-        assert "\n" not in str(info.value)
-
-
 # ------------------------------------------------------------------ fault reporting
 class RaisingOn:
     """A real engine (ONNX Runtime on a small bundle) that raises on the calls listed in
@@ -302,3 +272,369 @@ def test_log_throttle_bounds_its_memory() -> None:
         assert throttle.check(k) == 0  # every new key is reported
     assert throttle.check(2999) is None
     assert len(throttle._keys) <= 1024
+
+
+# ------------------------------------------------------------------ unsynchronized cameras
+SECOND = 1_000_000_000
+HOURS_2 = 7200 * SECOND
+
+
+class FakeClocks:
+    """A wall (monotonic) clock and a node clock, moved by hand; `rate` is node s per wall s."""
+
+    def __init__(self, wall: float = 100.0, node: float = 1000.0) -> None:
+        self.wall, self.node = wall, node
+
+    def advance(self, wall_s: float, rate: float = 1.0) -> None:
+        self.wall += wall_s
+        self.node += wall_s * rate
+
+
+def clocked(
+    names: tuple[str, ...], clocks: FakeClocks, engine: Any = None, **overrides: Any
+) -> tuple[LocalizerPipeline, list[LocalizationResult], list[str]]:
+    results: list[LocalizationResult] = []
+    errors: list[str] = []
+    settings: dict[str, Any] = {"mc_samples": 8, "sync_slop_s": 0.01, "camera_timeout_s": 1.0, **overrides}
+    config = PipelineConfig(names, 16, 0.2, **settings)
+    pipe = LocalizerPipeline(
+        config,
+        engine or PoseFromPixels(),
+        results.append,
+        errors.append,
+        clock=lambda: clocks.wall,
+        node_clock=lambda: clocks.node,
+    )
+    return pipe, results, errors
+
+
+def feed(
+    pipe: LocalizerPipeline,
+    clocks: FakeClocks,
+    offsets_ns: list[int],
+    steps: int,
+    first_stamp: int = 1_700_000_000 * SECOND,
+    period_s: float = 0.1,
+    rate: float = 1.0,
+) -> int:
+    """`steps` frames from every camera at 1 / `period_s` Hz, camera i stamped `offsets_ns[i]`
+    off the common capture time, all arriving together; returns the sets formed."""
+    formed = 0
+    for k in range(steps):
+        capture = first_stamp + k * round(period_s * SECOND)
+        for camera, offset in enumerate(offsets_ns):
+            formed += pipe.add_image(camera, capture + offset, image(k % 200))
+        clocks.advance(period_s, rate)
+    return formed
+
+
+@pytest.mark.parametrize(
+    ("offset_ns", "expected"),
+    [
+        (50_000_000, "camera left stamps are 50.0 ms after front"),
+        (-50_000_000, "camera left stamps are 50.0 ms before front"),
+        (HOURS_2, "camera left stamps are 7200.000 s after front"),  # a clock stepped by 2 h
+    ],
+)
+def test_no_set_warn_names_the_camera_whose_stamps_are_off(offset_ns: int, expected: str) -> None:
+    clocks = FakeClocks()
+    pipe, _, _ = clocked(("front", "left"), clocks)
+    assert feed(pipe, clocks, [0, offset_ns], steps=5) == 0
+    assert pipe.diagnostics().level == OK  # 0.5 s without a set: within camera_timeout_s
+    assert feed(pipe, clocks, [0, offset_ns], steps=18, first_stamp=1_700_000_001 * SECOND) == 0
+    snapshot = pipe.diagnostics()
+    assert snapshot.level == WARN
+    assert snapshot.message == f"no synchronized camera set for 2.3 s: {expected} (sync_slop 10.0 ms)"
+    assert snapshot.values["stamp_offset_ms/left"] == f"{offset_ns / 1e6:.1f}"
+    assert snapshot.values["stamp_offset_ms/front"] == "0.0"
+    assert snapshot.values["last_set_age_s"] == "never"
+
+
+def test_at_half_a_period_the_offset_follows_arrival_not_the_nearest_stamp() -> None:
+    # At 10 Hz a +50 ms camera is also 50 ms before the reference's next frame; frames that
+    # arrive together are the pair, so the sign stays right whichever camera arrives first.
+    clocks = FakeClocks()
+    pipe, _, _ = clocked(("front", "left"), clocks)
+    for k in range(20):
+        stamp = 1_700_000_000 * SECOND + k * 100_000_000
+        order = [(1, stamp + 50_000_000), (0, stamp)] if k % 2 else [(0, stamp), (1, stamp + 50_000_000)]
+        for camera, camera_stamp in order:
+            pipe.add_image(camera, camera_stamp, image(1))
+            clocks.advance(0.001)
+        clocks.advance(0.098)
+    snapshot = pipe.diagnostics()
+    assert "camera left stamps are 50.0 ms after front" in snapshot.message
+    assert snapshot.values["stamp_offset_ms/left"] == "50.0"
+
+
+def test_no_set_warn_blames_the_reference_camera_when_all_others_agree() -> None:
+    clocks = FakeClocks()
+    names = ("front", "left", "back", "right")
+    pipe, _, _ = clocked(names, clocks)
+    # front's stamps 50 ms early: the other three are 49..51 ms "after" it, but agree among themselves.
+    feed(pipe, clocks, [0, 50_000_000, 51_000_000, 49_000_000], steps=15)
+    snapshot = pipe.diagnostics()
+    assert snapshot.level == WARN
+    assert "camera front stamps are 50.0 ms before left, back, right (sync_slop 10.0 ms)" in snapshot.message
+    # Only one camera off: that one is named, not the reference.
+    clocks = FakeClocks()
+    pipe, _, _ = clocked(names, clocks)
+    feed(pipe, clocks, [0, 0, HOURS_2, 2_000_000], steps=15)
+    message = pipe.diagnostics().message
+    assert message.endswith(": camera back stamps are 7200.000 s after front (sync_slop 10.0 ms)"), message
+    # Two cameras off by different amounts: both named.
+    clocks = FakeClocks()
+    pipe, _, _ = clocked(("front", "left", "right"), clocks)
+    feed(pipe, clocks, [0, 30_000_000, -80_000_000], steps=15)
+    message = pipe.diagnostics().message
+    assert (
+        "camera left stamps are 30.0 ms after front; camera right stamps are 80.0 ms before front" in message
+    )
+    # Each within the slop of the reference, but 16 ms apart from each other.
+    clocks = FakeClocks()
+    pipe, _, _ = clocked(("front", "left", "right"), clocks)
+    feed(pipe, clocks, [0, 8_000_000, -8_000_000], steps=15)
+    message = pipe.diagnostics().message
+    assert "camera stamps spread 16.0 ms (offsets from front: left +8.0 ms, right -8.0 ms)" in message
+
+
+def test_no_warn_while_sets_form_and_the_age_counts_from_the_last_set() -> None:
+    clocks = FakeClocks()
+    pipe, _, _ = clocked(("front", "left", "right"), clocks)
+    assert feed(pipe, clocks, [0, 3_000_000, -4_000_000], steps=40) == 40
+    snapshot = pipe.diagnostics()
+    assert (snapshot.level, snapshot.message) == (OK, "localizing")
+    assert snapshot.values["last_set_age_s"] == "0.10"
+    assert (
+        snapshot.values["stamp_offset_ms/left"] == "3.0"
+        and snapshot.values["stamp_offset_ms/right"] == "-4.0"
+    )
+    # Then right's clock steps: the age counts from the last set, not from the first image.
+    feed(pipe, clocks, [0, 3_000_000, HOURS_2], steps=8, first_stamp=1_700_000_010 * SECOND)
+    assert pipe.diagnostics().level == OK  # 0.9 s since the last set
+    feed(pipe, clocks, [0, 3_000_000, HOURS_2], steps=5, first_stamp=1_700_000_011 * SECOND)
+    snapshot = pipe.diagnostics()
+    assert (
+        snapshot.level == WARN
+        and "for 1.4 s: camera right stamps are 7200.000 s after front" in snapshot.message
+    )
+    assert snapshot.values["last_set_age_s"] == "1.40"
+    # One camera alone always forms sets.
+    clocks = FakeClocks()
+    pipe, _, _ = clocked(("front",), clocks)
+    feed(pipe, clocks, [0], steps=30)
+    assert pipe.diagnostics().level == OK
+
+
+def test_diagnostics_levels_rank_no_set_between_errors_and_uncertainty() -> None:
+    clocks = FakeClocks()
+    # fail_on=5: the set whose images are all 5 raises; max_position_std=0: every pose is uncertain.
+    pipe, results, errors = clocked(
+        ("front", "left"), clocks, PoseFromPixels(fail_on=5), max_position_std=0.0
+    )
+    pipe.start()
+    try:
+        pipe.add_image(0, 10 * SECOND, image(1))
+        pipe.add_image(1, 10 * SECOND, image(1))
+        wait_for(lambda: len(results) == 1)
+        snapshot = pipe.diagnostics()
+        assert snapshot.level == WARN and "uncertainty" in snapshot.message  # the lowest WARN
+        clocks.advance(0.1)
+        pipe.add_image(0, 11 * SECOND, image(5))
+        pipe.add_image(1, 11 * SECOND, image(5))
+        wait_for(lambda: pipe.engine_errors == 1)
+        # Stamps off by 50 ms from now on: no set for 2 s, while the failure is recent (< 5 s).
+        feed(pipe, clocks, [0, 50_000_000], steps=20, first_stamp=12 * SECOND)
+        snapshot = pipe.diagnostics()
+        assert snapshot.level == ERROR and "inference failed" in snapshot.message
+        feed(pipe, clocks, [0, 50_000_000], steps=40, first_stamp=14 * SECOND)  # failure 6 s old
+        snapshot = pipe.diagnostics()
+        assert snapshot.level == WARN and snapshot.message.startswith("no synchronized camera set for 6.0 s")
+        clocks.advance(1.5)  # left stops: a stopped camera explains the missing sets
+        for k in range(5):
+            pipe.add_image(0, 20 * SECOND + k * 100_000_000, image(1))
+        assert pipe.diagnostics().message == "camera(s) stopped: left"
+        clocks.advance(5.0)
+        snapshot = pipe.diagnostics()
+        assert snapshot.level == ERROR and snapshot.message.startswith("no images from any camera")
+    finally:
+        pipe.stop()
+    assert len(errors) == 1
+
+
+def test_timeouts_follow_the_node_clock_in_a_slowed_sim_time_replay() -> None:
+    clocks = FakeClocks()
+    pipe, _, _ = clocked(("front", "left"), clocks)
+    # Replay at 0.1x: a frame pair every 1 s of wall time is one every 0.1 s of bag time.
+    assert feed(pipe, clocks, [0, 0], steps=10, period_s=1.0, rate=0.1) == 10
+    assert pipe.diagnostics().level == OK
+    clocks.advance(5.0, rate=0.1)  # 5 s wall, 0.5 s sim: the replay is just slow
+    snapshot = pipe.diagnostics()
+    assert (snapshot.level, snapshot.message) == (OK, "localizing"), snapshot.message
+    clocks.advance(6.0, rate=0.1)  # 1.1 s of sim time without a frame: stopped
+    snapshot = pipe.diagnostics()
+    assert snapshot.level == ERROR and snapshot.message.startswith("no images from any camera")
+    # The same gap judged on the wall clock would have been a false alarm.
+    wall = FakeClocks()
+    wall_pipe = LocalizerPipeline(pipe.config, PoseFromPixels(), lambda result: None, clock=lambda: wall.wall)
+    feed(wall_pipe, wall, [0, 0], steps=10, period_s=1.0, rate=0.1)
+    wall.advance(5.0, rate=0.1)
+    assert wall_pipe.diagnostics().level == ERROR
+
+
+def test_a_node_clock_jumping_back_restarts_the_timing_without_false_alarms() -> None:
+    clocks = FakeClocks(node=5000.0)
+    pipe, _, _ = clocked(("front", "left"), clocks)
+    assert feed(pipe, clocks, [0, 0], steps=20) == 20
+    clocks.node = 10.0  # the bag loops: sim time restarts
+    snapshot = pipe.diagnostics()
+    assert (snapshot.level, snapshot.message) == (OK, "localizing")
+    assert snapshot.values["last_set_age_s"] == "0.00" and snapshot.values["node_clock_jumps_back"] == "1"
+    # The loop's frames restart their stamps too: sets form again, no warning.
+    assert feed(pipe, clocks, [0, 0], steps=20, first_stamp=SECOND) == 20
+    assert pipe.diagnostics().level == OK
+    # Jumps back while frames arrive (each image reads the clock) are no alarm either.
+    clocks.node = 1.0
+    assert feed(pipe, clocks, [0, 0], steps=5, first_stamp=SECOND) == 5
+    snapshot = pipe.diagnostics()
+    assert snapshot.level == OK and float(snapshot.values["last_set_age_s"]) >= 0
+    # A camera that really stops after the jump is still reported, one timeout later.
+    clocks.node = 0.5
+    for k in range(15):
+        pipe.add_image(0, 5 * SECOND + k * 100_000_000, image(1))
+        clocks.advance(0.1)
+    assert pipe.diagnostics().message == "camera(s) stopped: left"
+    assert pipe.node_clock_jumps_back == 3
+
+
+# ------------------------------------------------------------------ reconfigure, restart
+class RecordingEngine(PoseFromPixels):
+    def __init__(self) -> None:
+        super().__init__()
+        self.mask_shapes: list[tuple[int, ...]] = []
+
+    def infer(self, images: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.mask_shapes.append(masks.shape)
+        return super().infer(images, masks)
+
+
+def test_reconfigure_changes_the_mask_count_the_slop_and_the_seed() -> None:
+    clocks = FakeClocks()
+    engine = RecordingEngine()
+    pipe, results, _ = clocked(("front", "left"), clocks, engine)
+    pipe.start()
+    try:
+        feed(pipe, clocks, [0, 0], steps=1)
+        wait_for(lambda: len(results) == 1)
+        pipe.reconfigure(mc_samples=3)
+        feed(pipe, clocks, [0, 0], steps=1, first_stamp=2 * SECOND)
+        wait_for(lambda: len(results) == 2)
+        pipe.reconfigure(mc_samples=1)  # one deterministic pass: the mask of ones
+        feed(pipe, clocks, [0, 0], steps=1, first_stamp=3 * SECOND)
+        wait_for(lambda: len(results) == 3)
+        assert engine.mask_shapes == [(8, 16), (3, 16), (1, 16)]
+        assert pipe.diagnostics().values["mc_samples"] == "1"
+        # left 50 ms off: no set with a 10 ms slop, sets at once with 100 ms.
+        assert feed(pipe, clocks, [0, 50_000_000], steps=3, first_stamp=4 * SECOND) == 0
+        pipe.reconfigure(sync_slop_s=0.1)
+        assert pipe.sync.slop_ns == 100_000_000 and pipe.config.sync_slop_s == 0.1
+        assert feed(pipe, clocks, [0, 50_000_000], steps=3, first_stamp=5 * SECOND) == 3
+        # Those sets drew no masks (mc_samples 1); once they are through, a new seed restarts the draws.
+        wait_for(lambda: len(results) + pipe.dropped_sets == 6 and not pipe.worker.busy)
+        pipe.reconfigure(seed=7, mc_samples=8)
+        expected = dropout_masks(8, 16, 0.2, np.random.default_rng(7))
+        np.testing.assert_array_equal(pipe.masks(), expected)
+        pipe.reconfigure(camera_timeout_s=10.0, max_position_std=float("inf"))
+        clocks.advance(5.0)
+        assert pipe.diagnostics().level == OK  # 5 s of silence is within the new timeout
+    finally:
+        pipe.stop()
+
+
+def test_reconfigure_refuses_unknown_fixed_and_out_of_range_settings_atomically() -> None:
+    pipe, _ = make(PoseFromPixels())
+    before = pipe.config
+    cases: dict[str, tuple[dict[str, Any], str]] = {
+        "unknown": ({"mc_sample": 4}, "unknown pipeline setting(s) mc_sample"),
+        "fixed": ({"hidden_dim": 8, "dropout": 0.5}, "dropout, hidden_dim come(s) from the model bundle"),
+        "names": ({"camera_names": ("x",)}, "camera_names come(s) from the model bundle"),
+        "range": ({"mc_samples": 0}, "mc_samples must be >= 1"),
+        "type": ({"mc_samples": 2.5}, "mc_samples must be an integer"),
+        "negative slop": ({"sync_slop_s": -0.01}, "sync_slop_s must be >= 0"),
+        "nan": ({"camera_timeout_s": float("nan")}, "camera_timeout_s must be finite"),
+        "bool": ({"seed": True}, "seed must be a number"),
+        "mixed": ({"mc_samples": 4, "seed": -1}, "seed must be >= 0"),  # nothing of it applied
+    }
+    for name, (changes, message) in cases.items():
+        with pytest.raises(ValueError, match=re.escape(message)):
+            pipe.reconfigure(**changes)
+        assert pipe.config is before, name
+    pipe.reconfigure(sync_slop_s=1, report_interval_s=2)  # ints for float settings are fine
+    assert pipe.config.sync_slop_s == 1.0 and isinstance(pipe.config.sync_slop_s, float)
+    assert pipe.sync.slop_ns == SECOND
+    pipe.reconfigure(mc_samples=np.int64(4))  # numpy scalars from a YAML/array pipeline are numbers too
+    assert pipe.config.mc_samples == 4 and type(pipe.config.mc_samples) is int
+
+
+def test_stop_start_cycles_leave_no_threads_and_keep_counting() -> None:
+    pipe, (results, errors) = make(PoseFromPixels())
+    baseline = threading.active_count()
+    for cycle in range(50):
+        pipe.start()
+        pipe.start()  # a second start while running does nothing
+        stamp = (cycle + 1) * SECOND
+        pipe.add_image(0, stamp, image(cycle))
+        assert pipe.add_image(1, stamp, image(cycle))
+        wait_for(lambda cycle=cycle: len(results) == cycle + 1)
+        pipe.stop()
+        assert threading.active_count() == baseline, cycle
+    pipe.stop()  # stopping a stopped pipeline is harmless
+    assert pipe.published == 50 and pipe.worker.processed == 50 and not errors
+    assert [r.stamp_ns for r in results] == [(k + 1) * SECOND for k in range(50)]
+
+
+def test_restart_drops_the_waiting_set_and_old_frames() -> None:
+    pipe, (results, _) = make(PoseFromPixels())
+    pipe.start()
+    pipe.stop()
+    # Stopped: a set formed now waits in the mailbox, and is dropped by the next start.
+    pipe.add_image(0, SECOND, image(1))
+    assert pipe.add_image(1, SECOND, image(1))
+    # A frame of camera 0 left pending before the restart never pairs with camera 1's after it.
+    pipe.add_image(0, 2 * SECOND, image(2))
+    pipe.start()
+    try:
+        assert not pipe.add_image(1, 2 * SECOND, image(2))
+        time.sleep(0.2)
+        assert results == []
+        pipe.add_image(0, 3 * SECOND, image(3))
+        assert pipe.add_image(1, 3 * SECOND, image(3))
+        wait_for(lambda: len(results) == 1)
+    finally:
+        pipe.stop()
+    assert results[0].stamp_ns == 3 * SECOND
+
+
+def test_mailbox_worker_restarts_and_can_be_stopped_from_its_own_handler() -> None:
+    box: LatestMailbox[int] = LatestMailbox()
+    seen: list[int] = []
+    holder: list[MailboxWorker[int]] = []
+
+    def handle(item: int) -> None:
+        seen.append(item)
+        if item < 0:
+            holder[0].stop()  # from inside the worker thread: no self-join
+
+    worker = MailboxWorker(box, handle, lambda exc, item: None)
+    holder.append(worker)
+    for item in (1, 2, 3):
+        worker.start()
+        box.put(item)
+        wait_for(lambda item=item: seen[-1:] == [item])
+        worker.stop()
+        assert not worker.running and box.closed
+    worker.start()
+    box.put(-1)
+    wait_for(lambda: not worker.running)
+    assert seen == [1, 2, 3, -1] and worker.processed == 4
+    assert box.put(5) is False and box.discard() and not box.discard()

@@ -235,6 +235,8 @@ def load_bundle(path: str | Path) -> ModelBundle:
         raise BundleError(f"cannot read {yaml_path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise BundleError(f"{yaml_path} is not valid YAML: {exc}") from None
+    except RecursionError:
+        raise BundleError(f"{yaml_path} is nested too deeply to be a bundle.yaml") from None
     if not isinstance(data, dict):
         raise BundleError(f"{yaml_path} must hold a mapping, got {type(data).__name__}")
     if data.get("format", BUNDLE_FORMAT) != BUNDLE_FORMAT:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,14 +20,21 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "run",
         help="run the localizer node (what `ros2 launch pose_regressor localize.launch.py` starts)",
-        description="Runs the localizer with a params YAML in the `localizer: ros__parameters:` form "
-        "(config/localize.yaml). Extra ROS arguments may follow `--ros-args`.",
+        description="Runs the localizer with a params YAML in the `/**: ros__parameters:` form "
+        "(config/localize.yaml). Extra ROS arguments may follow `--ros-args` (e.g. -r __ns:=/robot1).",
     )
     p.add_argument("--params", type=Path, help="params YAML (node_name: ros__parameters: ...)")
     p.add_argument("--bundle", type=Path, help="model bundle (overrides the params file)")
     p.add_argument("--camera-topics", nargs="+", help="camera topics (override the params file)")
     p.add_argument("--use-sim-time", action="store_true", help="follow /clock")
     p.set_defaults(handler=_run)
+
+
+def ros_string(value: object) -> str:
+    """`value` as a YAML double-quoted string: ROS parses `-p name:=VALUE` as YAML, so an unquoted
+    path such as `models #1`, `a: b`, `123` or `on` would arrive cut, as a mapping, an int or a bool.
+    JSON strings are YAML double-quoted scalars, and any character survives their escapes."""
+    return json.dumps(str(value), ensure_ascii=False)
 
 
 def ros_arguments(args: argparse.Namespace, extra: Sequence[str]) -> list[str]:
@@ -37,9 +45,9 @@ def ros_arguments(args: argparse.Namespace, extra: Sequence[str]) -> list[str]:
             raise FileNotFoundError(f"params file {args.params} does not exist")
         ros += ["--params-file", str(args.params)]
     if args.bundle is not None:
-        ros += ["-p", f"bundle:={args.bundle}"]
+        ros += ["-p", f"bundle:={ros_string(args.bundle)}"]
     if args.camera_topics:
-        ros += ["-p", f"camera_topics:=[{','.join(args.camera_topics)}]"]
+        ros += ["-p", f"camera_topics:=[{','.join(ros_string(t) for t in args.camera_topics)}]"]
     if args.use_sim_time:
         ros += ["-p", "use_sim_time:=true"]
     extra = list(extra)
@@ -48,9 +56,35 @@ def ros_arguments(args: argparse.Namespace, extra: Sequence[str]) -> list[str]:
     return ros + extra
 
 
+def params_file_problem(path: Path) -> str | None:
+    """Why rcl could not use the params file `path` (None: it can), as one line.
+
+    rcl reports a YAML error in two lines of its own and a C source location; checking first
+    gives the user the node's usual single `cannot configure:` line instead."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        return f"cannot read the params file {path}: {exc}"
+    except yaml.YAMLError as exc:
+        return f"the params file {path} is not valid YAML: {' '.join(str(exc).split())}"
+    except RecursionError:
+        return f"the params file {path} is nested too deeply"
+    if not isinstance(data, dict):
+        shown = repr(data)[:40]
+        return f"the params file {path} must map node names (e.g. '/**:') to ros__parameters, got {shown}"
+    return None
+
+
 def _run(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    from pose_regressor.node import NODE_NAME
     from pose_regressor.node import main as node_main
 
+    problem = params_file_problem(args.params) if args.params is not None and args.params.is_file() else None
+    if problem is not None:
+        print(f"[ERROR] [{NODE_NAME}]: cannot configure: {problem}", file=sys.stderr)
+        return 1
     return node_main(["pose-regressor", *ros_arguments(args, extra)])
 
 
@@ -109,7 +143,7 @@ def _add_evaluate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--gt-topic", default="/ground_truth/pose")
     p.add_argument("--rate", type=_positive, default=1.0, help="replay speed factor")
     p.add_argument("--out", type=Path, default=Path("out/evaluate"))
-    p.add_argument("--mc-samples", type=int, default=16)
+    p.add_argument("--mc-samples", type=int, default=0, help="MC-dropout samples (default 0: the bundle's)")
     p.add_argument("--backend", default="auto")
     p.add_argument("--camera-topics", nargs="+", help="default: the bundle's topics")
     p.add_argument("--loop", action="store_true", help="replay the bag in a loop (with --duration)")

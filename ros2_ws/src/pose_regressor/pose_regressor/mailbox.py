@@ -15,12 +15,19 @@ T = TypeVar("T")
 
 
 class LatestMailbox(Generic[T]):
-    """Holds at most one item; `put` replaces a waiting item instead of queueing behind it."""
+    """Holds at most one item; `put` replaces a waiting item instead of queueing behind it.
+
+    `close` wakes every consumer; `reopen` makes a closed mailbox usable again (a pipeline that is
+    stopped and started again keeps its mailbox, and with it the `replaced` count).
+    """
 
     def __init__(self) -> None:
         self._item: T | None = None
         self._has_item = False
         self._closed = False
+        # Bumped by close/reopen: a consumer that was waiting across a close and a quick reopen
+        # (a worker whose join timed out) must not take an item meant for the new consumer.
+        self._epoch = 0
         self._cond = threading.Condition()
         self.replaced = 0
 
@@ -37,17 +44,36 @@ class LatestMailbox(Generic[T]):
     def take(self, timeout: float | None = None) -> T | None:
         """The waiting item (emptying the slot), or None after `timeout` s or once closed."""
         with self._cond:
-            if not self._cond.wait_for(lambda: self._has_item or self._closed, timeout):
+            epoch = self._epoch
+            if not self._cond.wait_for(
+                lambda: self._has_item or self._closed or self._epoch != epoch, timeout
+            ):
                 return None
-            if not self._has_item:
+            if not self._has_item or self._epoch != epoch:
                 return None
             item, self._item, self._has_item = self._item, None, False
             return item
 
+    def discard(self) -> bool:
+        """Empties the slot without handing the item to anyone; True if there was one."""
+        with self._cond:
+            had = self._has_item
+            self._item, self._has_item = None, False
+            return had
+
     def close(self) -> None:
         with self._cond:
             self._closed = True
+            self._epoch += 1
             self._cond.notify_all()
+
+    def reopen(self) -> None:
+        """Undoes `close` (a waiting item stays: call `discard` first to drop it)."""
+        with self._cond:
+            if self._closed:
+                self._closed = False
+                self._epoch += 1
+                self._cond.notify_all()
 
     @property
     def closed(self) -> bool:
@@ -59,6 +85,10 @@ class MailboxWorker(Generic[T]):
 
     An exception from `handle` goes to `on_error` (the worker keeps running: the next item is
     tried), so one bad frame or a transient engine failure never stops the pipeline.
+
+    `start` / `stop` may alternate any number of times: each `start` runs a new thread (a Python
+    thread cannot be started twice) on the reopened mailbox, each `stop` closes the mailbox and
+    joins the thread. `processed` counts over all runs.
     """
 
     def __init__(
@@ -71,15 +101,35 @@ class MailboxWorker(Generic[T]):
         self._mailbox = mailbox
         self._handle = handle
         self._on_error = on_error
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._name = name
+        self._thread: threading.Thread | None = None
+        self._stop_event = threading.Event()
+        self._lifecycle = threading.Lock()  # start and stop from different threads do not interleave
         self.busy = False
         self.processed = 0
 
-    def start(self) -> None:
-        self._thread.start()
+    @property
+    def running(self) -> bool:
+        """A thread is started and not asked to stop."""
+        thread = self._thread
+        return thread is not None and thread.is_alive() and not self._stop_event.is_set()
 
-    def _run(self) -> None:
-        while not self._mailbox.closed:
+    def start(self) -> None:
+        """Starts a worker thread; does nothing while one is running."""
+        with self._lifecycle:
+            if self.running:
+                return
+            self._mailbox.reopen()
+            # Each thread gets its own stop event: a previous thread that outlived its stop's
+            # join (a hung engine call) still sees its own event set and ends after that call.
+            self._stop_event = threading.Event()
+            self._thread = threading.Thread(
+                target=self._run, args=(self._stop_event,), name=self._name, daemon=True
+            )
+            self._thread.start()
+
+    def _run(self, stop: threading.Event) -> None:
+        while not stop.is_set() and not self._mailbox.closed:
             item = self._mailbox.take(timeout=0.1)
             if item is None:
                 continue
@@ -93,6 +143,12 @@ class MailboxWorker(Generic[T]):
                 self.processed += 1
 
     def stop(self, timeout: float = 5.0) -> None:
-        self._mailbox.close()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+        """Asks the thread to end, wakes it and waits up to `timeout` s for the item in hand."""
+        with self._lifecycle:
+            self._stop_event.set()
+            self._mailbox.close()
+            thread = self._thread
+            # From inside `handle` (a result callback that stops the pipeline) the thread cannot
+            # join itself; it ends when `handle` returns.
+            if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+                thread.join(timeout)

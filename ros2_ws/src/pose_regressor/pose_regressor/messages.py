@@ -1,10 +1,12 @@
-"""Conversions between pose estimates and ROS messages (the only ROS-typed code besides the node)."""
+"""Conversions between pose estimates and ROS messages (pose, covariance, diagnostics, stamps)."""
 
 from __future__ import annotations
 
+import numpy as np
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Pose, PoseStamped, PoseWithCovarianceStamped
+from numpy.typing import NDArray
 
 from pose_regressor.pipeline import DiagnosticsSnapshot
 from pose_regressor.uncertainty import PoseEstimate
@@ -36,14 +38,18 @@ def pose_stamped(estimate: PoseEstimate, stamp_ns: int, frame_id: str) -> PoseSt
     return msg
 
 
-def pose_with_covariance(estimate: PoseEstimate, stamp_ns: int, frame_id: str) -> PoseWithCovarianceStamped:
-    """Covariance row-major over (x, y, z, rot-x, rot-y, rot-z) in `frame_id`, as REP-103 and
-    robot_localization expect (rotations about the fixed map axes)."""
+def pose_with_covariance(
+    estimate: PoseEstimate, stamp_ns: int, frame_id: str, covariance: NDArray[np.float64] | None = None
+) -> PoseWithCovarianceStamped:
+    """The estimate with a 6x6 covariance, row-major: `covariance` if given (e.g. converted to
+    roll/pitch/yaw by `pose_regressor.covariance`), else the estimate's (x, y, z, rot-x, rot-y,
+    rot-z about the fixed axes of `frame_id`, the message definition)."""
     msg = PoseWithCovarianceStamped()
     msg.header.stamp = time_from_ns(stamp_ns)
     msg.header.frame_id = frame_id
     msg.pose.pose = pose_message(estimate)
-    msg.pose.covariance = [float(v) for v in estimate.covariance.reshape(-1)]
+    matrix = estimate.covariance if covariance is None else covariance
+    msg.pose.covariance = [float(v) for v in np.asarray(matrix, dtype=np.float64).reshape(-1)]
     return msg
 
 

@@ -1,21 +1,31 @@
-"""The `localizer` ROS 2 node: a thin lifecycle shell around `LocalizerPipeline`.
+"""The `localizer` ROS 2 node: a thin managed (lifecycle) shell around `LocalizerPipeline`.
 
-on_configure: read and validate parameters, load the bundle and the engine, create publishers.
-on_activate:  subscribe to the camera topics (sensor-data QoS), start the worker and diagnostics.
-With `autostart` (the default for `main`), the node configures and activates itself.
+Lifecycle (like Nav2's servers; every legal transition works any number of times):
+  configure:  read and validate the parameters, load the bundle and the engine, create publishers
+  activate:   subscribe to the cameras (and their camera_info, once), start the worker and timers
+  deactivate: drop the subscriptions, stop the worker (a later activate starts a fresh one)
+  cleanup:    drop publishers, engine and bundle (a later configure reads the parameters again)
+  shutdown:   release everything; the process then exits with code 0
+An illegal transition request is refused with one log line (`lifecycle_guard`). With
+`autostart` (the default) the node configures and activates itself; with `autostart: false`
+a lifecycle manager owns the transitions.
 
 Publishes (stamped with the input set's stamp, frame `map_frame`, reliable QoS):
   ~/pose (PoseStamped), ~/pose_with_covariance (PoseWithCovarianceStamped), ~/path (Path),
-  /diagnostics (DiagnosticArray, 1 Hz), and optionally /initialpose (first confident pose).
+  /diagnostics (DiagnosticArray, 1 Hz, status "pose_regressor: <fully qualified node name>"),
+  optionally initialpose (relative: Nav2 AMCL's topic in the node's namespace) and /tf.
+Parameters: `pose_regressor.params` (what each one is and when it may change).
 """
 
 from __future__ import annotations
 
+import difflib
 import math
 import sys
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -26,42 +36,118 @@ import rclpy.utilities
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
 from nav_msgs.msg import Path
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
-from rclpy.exceptions import ParameterException
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.exceptions import ParameterUninitializedException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from pose_regressor.bundle import BundleError, ModelBundle, load_bundle, preprocess, resize_to_input
+from pose_regressor.bundle import ModelBundle, load_bundle, preprocess, resize_to_input
+from pose_regressor.camera_info_check import (
+    ExpectedCamera,
+    camera_info_topic,
+    check_camera_info,
+    expected_cameras,
+)
+from pose_regressor.covariance import to_convention
 from pose_regressor.engines import load_engine
 from pose_regressor.image_decode import ImageDecodeError, decode_message, quiet_codec_logs
+from pose_regressor.initial_pose import InitialPosePolicy
+from pose_regressor.lifecycle_guard import current_state, guard_change_state
 from pose_regressor.messages import diagnostic_array, ns_from_time, pose_stamped, pose_with_covariance
-from pose_regressor.params import PARAMETERS, LocalizerParams, ParameterError
-from pose_regressor.pipeline import LocalizationResult, LocalizerPipeline, PipelineConfig, message_kind
+from pose_regressor.params import (
+    PARAMETERS,
+    SPECS,
+    Change,
+    LocalizerParams,
+    ParameterError,
+    ParameterSpec,
+    validate_change,
+)
+from pose_regressor.pipeline import (
+    LocalizationResult,
+    LocalizerPipeline,
+    LogThrottle,
+    PipelineConfig,
+    message_kind,
+)
+from pose_regressor.tf_bridge import TfBridge, TransformUnavailable
 
 NODE_NAME = "localizer"
-DIAGNOSTIC_NAME = "pose_regressor: localizer"
+DIAGNOSTIC_PREFIX = "pose_regressor: "
 OUTPUT_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+# Parameters that ROS itself declares or reads; never reported as unknown.
+ROS_PARAMETERS = ("use_sim_time", "start_type_description_service")
+# Parameter name -> PipelineConfig field, for the ones the worker picks up at runtime.
+PIPELINE_FIELDS = {
+    "sync_slop": "sync_slop_s",
+    "seed": "seed",
+    "max_position_std": "max_position_std",
+    "max_rotation_std": "max_rotation_std",
+    "camera_timeout": "camera_timeout_s",
+}
 
 
 class ConfigurationError(RuntimeError):
     """The node cannot start with these parameters or this bundle (one clear line)."""
 
 
-def _descriptor(spec: Any) -> ParameterDescriptor:
-    descriptor = ParameterDescriptor(description=spec.description)
+def one_line(exc: BaseException) -> str:
+    """An exception as one log line; its type is named unless it is one of our own clear errors."""
+    text = " ".join(str(exc).split())
+    if isinstance(exc, (ConfigurationError, ParameterError)) or type(exc).__name__ in (
+        "BundleError",
+        "EngineError",
+        "EngineUnavailableError",
+        "TfUnavailableError",
+    ):
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _descriptor(spec: ParameterSpec) -> ParameterDescriptor:
+    descriptor = ParameterDescriptor(description=spec.description, read_only=spec.change is Change.READ_ONLY)
+    constraints = [] if spec.change is Change.RUNTIME else [spec.change.value]
     if spec.choices:
-        descriptor.additional_constraints = "one of: " + ", ".join(spec.choices)
+        constraints.insert(0, "one of: " + ", ".join(spec.choices))
+    descriptor.additional_constraints = "; ".join(constraints)
     if spec.min_value is not None and not isinstance(spec.default, bool):
         if isinstance(spec.default, int):
             descriptor.integer_range = [
-                IntegerRange(from_value=int(spec.min_value), to_value=int(spec.max_value))
+                IntegerRange(from_value=int(spec.min_value), to_value=int(spec.max_value or 0))
             ]
         elif isinstance(spec.default, float):
             descriptor.floating_point_range = [
-                FloatingPointRange(from_value=float(spec.min_value), to_value=float(spec.max_value))
+                FloatingPointRange(from_value=float(spec.min_value), to_value=float(spec.max_value or 0.0))
             ]
     return descriptor
+
+
+@dataclass(frozen=True)
+class CameraInput:
+    """One camera as subscribed: the resolved topic and whether it carries CompressedImage."""
+
+    topic: str
+    compressed: bool
+    info_topic: str
+
+
+def camera_inputs(
+    node: LifecycleNode, topics: Sequence[str], params: LocalizerParams
+) -> tuple[CameraInput, ...]:
+    """Resolves each camera topic in the node's namespace (remappings applied) and names the
+    topic to subscribe as image_transport does: `<base>/compressed` for the compressed transport."""
+    inputs = []
+    for index, topic in enumerate(topics):
+        base = node.resolve_topic_name(topic)
+        if base.endswith("/compressed"):  # given as the transport topic itself
+            inputs.append(CameraInput(base, True, camera_info_topic(base)))
+        elif params.transport_for(index) == "compressed":
+            inputs.append(CameraInput(base + "/compressed", True, camera_info_topic(base)))
+        else:
+            inputs.append(CameraInput(base, False, camera_info_topic(base)))
+    return tuple(inputs)
 
 
 class LocalizerNode(LifecycleNode):
@@ -69,39 +155,156 @@ class LocalizerNode(LifecycleNode):
         super().__init__(NODE_NAME, **kwargs)
         for spec in PARAMETERS:
             self.declare_parameter(spec.name, spec.default, _descriptor(spec))
+        self._warn_unknown_overrides()
+        guard_change_state(self, self.get_logger().error)
+        self.add_on_set_parameters_callback(self._validate_parameters)
+        self.add_post_set_parameters_callback(self._apply_parameters)
+        self.diagnostic_name = DIAGNOSTIC_PREFIX + self.get_fully_qualified_name()
+        self.autostart = bool(self.get_parameter("autostart").value)
+        self.finished = False  # set by the shutdown transition: main() then exits with 0
         self.params: LocalizerParams | None = None
         self.bundle: ModelBundle | None = None
         self.pipeline: LocalizerPipeline | None = None
+        self.inputs: tuple[CameraInput, ...] = ()
         self._image_subscriptions: list[Any] = []
+        self._info_subscriptions: dict[int, Any] = {}
+        self._info_done: set[int] = set()  # cameras whose camera_info was compared
+        self._expected: dict[str, ExpectedCamera] | None = None
         self._outputs: dict[str, Any] = {}
+        self._tf: TfBridge | None = None
+        self._timers: list[Any] = []
         self._path: deque[PoseStamped] = deque()
-        self._diag_timer: Any = None
-        self._initialpose_sent = False
         self._path_published = -math.inf  # monotonic seconds of the last ~/path
-        self._topics: tuple[str, ...] = ()
         self._resize_noted: set[int] = set()  # cameras whose size mismatch was logged
+        self._initial_pose = InitialPosePolicy()
+        self._last_confident: PoseWithCovarianceStamped | None = None
+        self._tf_log = LogThrottle(10.0)
+
+    # ------------------------------------------------------------------ parameters
+    def parameter_values(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for spec in PARAMETERS:
+            try:
+                values[spec.name] = self.get_parameter(spec.name).value
+            except ParameterUninitializedException:
+                # An empty YAML list (`camera_topics: []`) has no type, so ROS leaves it unset.
+                values[spec.name] = [] if isinstance(spec.default, list) else None
+        return values
+
+    def _warn_unknown_overrides(self) -> None:
+        known = set(SPECS) | set(ROS_PARAMETERS)
+        unknown = sorted(
+            name
+            for name in self._parameter_overrides
+            if name not in known and not name.startswith("qos_overrides.")
+        )
+        if not unknown:
+            return
+        described = []
+        for name in unknown:
+            shown = name if len(name) <= 60 else name[:57] + "..."
+            close = difflib.get_close_matches(name, SPECS, n=1)
+            described.append(f"{shown} (did you mean {close[0]}?)" if close else shown)
+        self.get_logger().warn(
+            f"unknown parameter(s) in the params file or command line, ignored: {', '.join(described)}"
+        )
+
+    def _validate_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
+        changes = {p.name: p.value for p in parameters if p.name in SPECS}
+        if not changes:
+            return SetParametersResult(successful=True)
+        state = current_state(self)
+        try:
+            validate_change(self.parameter_values(), changes)
+            for name in changes:
+                if SPECS[name].change is Change.UNCONFIGURED and state != "unconfigured":
+                    raise ParameterError(
+                        f"parameter '{name}' may change only while the node is unconfigured (it is "
+                        f"{state}): deactivate and clean up the node, set it, then configure"
+                    )
+            if "mc_samples" in changes:
+                self._check_samples(int(changes["mc_samples"]))
+            pipeline = self.pipeline
+            if pipeline is not None:
+                pipeline.check_settings(**self._pipeline_changes(changes))
+        except (ParameterError, ValueError) as exc:
+            self.get_logger().warn(f"refused parameter change: {exc}")
+            return SetParametersResult(successful=False, reason=str(exc))
+        return SetParametersResult(successful=True)
+
+    def _check_samples(self, requested: int) -> None:
+        """Refuses an S the loaded engine cannot run (only known once configured)."""
+        pipeline, bundle = self.pipeline, self.bundle
+        if pipeline is None or bundle is None:
+            return
+        samples = requested or bundle.mc_samples
+        limit = getattr(pipeline.engine, "max_samples", None)  # any Engine; InferenceEngine has it
+        if limit is not None and samples > limit:
+            raise ParameterError(
+                f"parameter 'mc_samples' = {samples} is more than the engine runs (at most {limit} "
+                "samples); build the engine with a larger max_samples or choose fewer samples"
+            )
+
+    def _pipeline_changes(self, changes: dict[str, Any]) -> dict[str, Any]:
+        """The PipelineConfig fields that `changes` (parameter name -> value) set."""
+        config = {PIPELINE_FIELDS[k]: v for k, v in changes.items() if k in PIPELINE_FIELDS}
+        if "mc_samples" in changes and self.bundle is not None:
+            config["mc_samples"] = int(changes["mc_samples"]) or self.bundle.mc_samples
+        return config
+
+    def _apply_parameters(self, parameters: list[Parameter]) -> None:
+        try:
+            self._apply_changes({p.name: p.value for p in parameters if p.name in SPECS})
+        except Exception as exc:  # validated before, so a bug: say so, and never stop the node
+            self.get_logger().error(f"could not apply the parameter change: {one_line(exc)}")
+
+    def _apply_changes(self, changes: dict[str, Any]) -> None:
+        params, pipeline = self.params, self.pipeline
+        if not changes or params is None or pipeline is None:
+            return  # unconfigured: configure reads the parameters
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in changes.items()}
+        self.params = params = replace(params, **values)
+        config = self._pipeline_changes(changes)
+        if config:
+            pipeline.reconfigure(**config)
+        if "path_length" in changes:
+            self._path = deque(self._path, maxlen=max(params.path_length, 1))
+        if "publish_initialpose" in changes:
+            self._set_initialpose_output(params.publish_initialpose)
+        shown = ", ".join(f"{k} = {v!r}" for k, v in changes.items())
+        self.get_logger().info(f"parameters changed: {shown} (in effect from the next camera set)")
 
     # ------------------------------------------------------------------ lifecycle
     def configure_pipeline(self) -> None:
-        """Everything on_configure does; raises ConfigurationError with one clear line."""
-        values = {spec.name: self.get_parameter(spec.name).value for spec in PARAMETERS}
-        try:
-            params = LocalizerParams.from_values(values)
-            bundle = load_bundle(params.bundle)
-        except (ParameterError, BundleError) as exc:
-            raise ConfigurationError(str(exc)) from exc
-        topics = params.camera_topics or tuple(camera.topic for camera in bundle.cameras)
+        """Everything on_configure does before creating publishers; raises on any problem."""
+        params = LocalizerParams.from_values(self.parameter_values())
+        bundle = load_bundle(params.bundle)
+        # The bundle's topics (/<camera>/image_raw) are made relative so that they follow the
+        # node's namespace, as Nav2's default topic names do.
+        topics = params.camera_topics or tuple(camera.topic.lstrip("/") for camera in bundle.cameras)
         if len(topics) != bundle.num_cameras:
             raise ConfigurationError(
                 f"camera_topics has {len(topics)} topic(s) but the bundle expects {bundle.num_cameras} "
                 f"camera(s) in this order: {', '.join(bundle.camera_names)}"
             )
+        if len(params.image_transport) not in (1, len(topics)):
+            raise ConfigurationError(
+                f"image_transport has {len(params.image_transport)} entries but there are {len(topics)} "
+                "camera topics; give one or one per topic"
+            )
+        inputs = camera_inputs(self, topics, params)
         try:
             engine = load_engine(bundle, params.backend)
         except Exception as exc:  # engines raise many types (missing providers, bad graphs)
             raise ConfigurationError(
-                f"cannot load the {params.backend} engine for {bundle.path}: {exc}"
+                f"cannot load the {params.backend} engine for {bundle.path}: {one_line(exc)}"
             ) from exc
+        samples = params.mc_samples or bundle.mc_samples
+        limit = engine.max_samples
+        if limit is not None and samples > limit:
+            raise ConfigurationError(
+                f"mc_samples = {samples} is more than the {params.backend} engine runs (at most {limit})"
+            )
         description = engine.describe()
         config = PipelineConfig(
             camera_names=tuple(bundle.camera_names),
@@ -109,7 +312,7 @@ class LocalizerNode(LifecycleNode):
             dropout=bundle.dropout,
             covariance_scale=bundle.covariance_scale,
             sync_slop_s=params.sync_slop,
-            mc_samples=params.mc_samples,
+            mc_samples=samples,
             seed=params.seed,
             max_position_std=params.max_position_std,
             max_rotation_std=params.max_rotation_std,
@@ -123,75 +326,138 @@ class LocalizerNode(LifecycleNode):
             self._engine_error,
             engine_name=f"{description.backend} {description.device} {description.precision}",
             prepare=lambda images: preprocess(images, bundle, out=buffer),
+            node_clock=self._node_seconds,
         )
-        self.params = params
-        self._topics = topics
-        self.bundle = bundle
+        self.params, self.inputs, self.bundle = params, inputs, bundle
+        self._expected = expected_cameras(bundle)
         self.get_logger().info(
-            f"bundle {bundle.path}: cameras {', '.join(bundle.camera_names)} on {', '.join(topics)}; "
-            f"engine {description}; {params.mc_samples} MC samples"
+            f"bundle {bundle.path}: cameras {', '.join(bundle.camera_names)} on "
+            f"{', '.join(i.topic for i in inputs)}; engine {description}; {samples} MC samples"
+            + ("" if params.mc_samples else " (the bundle's)")
         )
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
             self.configure_pipeline()
-        except (ConfigurationError, OSError) as exc:
-            # One line, whatever the cause wrote (ONNX Runtime messages may span lines).
-            self.get_logger().error("cannot configure: " + " ".join(str(exc).split()))
+            assert self.params is not None
+            self._outputs = {
+                "pose": self.create_publisher(PoseStamped, "~/pose", OUTPUT_QOS),
+                "pose_cov": self.create_publisher(
+                    PoseWithCovarianceStamped, "~/pose_with_covariance", OUTPUT_QOS
+                ),
+                "path": self.create_publisher(Path, "~/path", OUTPUT_QOS),
+                "diagnostics": self.create_publisher(DiagnosticArray, "/diagnostics", OUTPUT_QOS),
+            }
+            self._set_initialpose_output(self.params.publish_initialpose)
+            if self.params.publish_tf:
+                self._tf = TfBridge(self, listen=bool(self.params.odom_frame))
+        except Exception as exc:  # whatever raised: one line, and the node stays unconfigured
+            self.get_logger().error("cannot configure: " + one_line(exc))
+            self._release()
             return TransitionCallbackReturn.FAILURE
-        assert self.params is not None
-        self._outputs = {
-            "pose": self.create_publisher(PoseStamped, "~/pose", OUTPUT_QOS),
-            "pose_cov": self.create_publisher(
-                PoseWithCovarianceStamped, "~/pose_with_covariance", OUTPUT_QOS
-            ),
-            "path": self.create_publisher(Path, "~/path", OUTPUT_QOS),
-            "diagnostics": self.create_publisher(DiagnosticArray, "/diagnostics", OUTPUT_QOS),
-        }
-        if self.params.publish_initialpose:
-            self._outputs["initialpose"] = self.create_publisher(
-                PoseWithCovarianceStamped, "/initialpose", OUTPUT_QOS
-            )
         self._path = deque(maxlen=max(self.params.path_length, 1))
+        self._initial_pose.reset()
+        self._last_confident = None
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        assert self.pipeline is not None and self.params is not None
-        for index, topic in enumerate(self._topics):
-            compressed = self.params.transport_for(index) == "compressed" or topic.endswith("/compressed")
-            msg_type = CompressedImage if compressed else Image
-            self._image_subscriptions.append(
-                self.create_subscription(
-                    msg_type, topic, self._image_callback(index), qos_profile_sensor_data
-                )
-            )
-        self.pipeline.start()
-        self._diag_timer = self.create_timer(1.0, self._publish_diagnostics)
+        try:
+            self._subscribe()
+            assert self.pipeline is not None
+            self.pipeline.start()
+            self._timers = [
+                self.create_timer(1.0, self._guarded(self._publish_diagnostics)),
+                self.create_timer(0.5, self._guarded(self._check_initialpose)),
+            ]
+        except Exception as exc:
+            self.get_logger().error("cannot activate: " + one_line(exc))
+            self._deactivate()
+            return TransitionCallbackReturn.FAILURE
         self.get_logger().info("active: localizing")
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        for subscription in self._image_subscriptions:
-            self.destroy_subscription(subscription)
-        self._image_subscriptions = []
-        if self._diag_timer is not None:
-            self.destroy_timer(self._diag_timer)
-            self._diag_timer = None
-        if self.pipeline is not None:
-            self.pipeline.stop()
+        self._deactivate()
+        self.get_logger().info("inactive")
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        for publisher in self._outputs.values():
-            self.destroy_publisher(publisher)
-        self._outputs = {}
-        self.pipeline = None
+        self._release()
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        self.finished = True
+        self.get_logger().info("shut down")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.get_logger().error(f"error while in state {state.label}: releasing everything (unconfigured)")
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _subscribe(self) -> None:
+        for index, camera in enumerate(self.inputs):
+            msg_type = CompressedImage if camera.compressed else Image
+            self._image_subscriptions.append(
+                self.create_subscription(
+                    msg_type, camera.topic, self._image_callback(index), qos_profile_sensor_data
+                )
+            )
+        if self._expected is None:
+            return
+        for index, camera in enumerate(self.inputs):
+            if index in self._info_done:
+                continue
+            self._info_subscriptions[index] = self.create_subscription(
+                CameraInfo, camera.info_topic, self._camera_info_callback(index), qos_profile_sensor_data
+            )
+
+    def _deactivate(self) -> None:
+        for subscription in [*self._image_subscriptions, *self._info_subscriptions.values()]:
+            self.destroy_subscription(subscription)
+        self._image_subscriptions = []
+        self._info_subscriptions = {}
+        for timer in self._timers:
+            self.destroy_timer(timer)
+        self._timers = []
         if self.pipeline is not None:
             self.pipeline.stop()
-        return TransitionCallbackReturn.SUCCESS
+
+    def _release(self) -> None:
+        """Back to the unconfigured state: nothing of the last configure is left."""
+        self._deactivate()
+        for publisher in self._outputs.values():
+            self.destroy_publisher(publisher)
+        self._outputs = {}
+        if self._tf is not None:
+            self._tf.destroy()
+            self._tf = None
+        self.pipeline = None
+        self.params = None
+        self.bundle = None
+        self.inputs = ()
+        self._expected = None
+        self._info_done = set()
+        self._path.clear()
+        self._resize_noted.clear()
+
+    def _guarded(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """A timer callback that logs what it raises instead of ending the executor (and the node)."""
+        throttle = LogThrottle(10.0)
+
+        def run() -> None:
+            try:
+                callback()
+            except Exception as exc:
+                if throttle.check(type(exc).__name__) is not None:
+                    self.get_logger().error(f"{callback.__name__} failed: {one_line(exc)}")
+
+        return run
+
+    def _node_seconds(self) -> float:
+        """The node clock (follows /clock under use_sim_time) in seconds, for timeouts."""
+        return float(self.get_clock().now().nanoseconds) / 1e9
 
     # ------------------------------------------------------------------ input
     def _image_callback(self, index: int) -> Callable[[Image | CompressedImage], None]:
@@ -217,6 +483,7 @@ class LocalizerNode(LifecycleNode):
             self._use_image(index, msg, pipeline, bundle, params)
         except Exception as exc:  # a bug or a message nobody foresaw: drop it, stay up
             self._reject(
+                pipeline,
                 f"camera {camera.name}: unexpected {type(exc).__name__} while handling an image: {exc}; "
                 "dropped",
                 ("unexpected", index),
@@ -231,20 +498,23 @@ class LocalizerNode(LifecycleNode):
         params: LocalizerParams,
     ) -> None:
         camera = bundle.cameras[index]
-        where = f"camera {camera.name} ({self._topics[index]})"
+        where = f"camera {camera.name} ({self.inputs[index].topic})"
         stamp_ns = ns_from_time(msg.header.stamp)
         if stamp_ns <= 0:
-            self._reject(f"{where}: image without a stamp (header.stamp is 0); dropped", ("stamp", index))
+            self._reject(
+                pipeline, f"{where}: image without a stamp (header.stamp is 0); dropped", ("stamp", index)
+            )
             return
         try:
             rgb = decode_message(msg)
         except ImageDecodeError as exc:
-            self._reject(f"{where}: {exc}; dropped", ("decode", index, message_kind(str(exc))))
+            self._reject(pipeline, f"{where}: {exc}; dropped", ("decode", index, message_kind(str(exc))))
             return
         size = (rgb.shape[1], rgb.shape[0])
         if size != (camera.width, camera.height):
             if not params.resize_mismatched:
                 self._reject(
+                    pipeline,
                     f"{where}: image is {size[0]}x{size[1]}, the bundle expects "
                     f"{camera.width}x{camera.height}; dropped (set resize_mismatched: true to resize)",
                     ("size", index),
@@ -259,24 +529,51 @@ class LocalizerNode(LifecycleNode):
         # Resized on arrival: the set's earlier images are ready when its last one comes in.
         pipeline.add_image(index, stamp_ns, resize_to_input(rgb, bundle))
 
-    def _reject(self, message: str, kind: object) -> None:
-        assert self.pipeline is not None
-        line = self.pipeline.reject_image(message, kind)
+    def _reject(self, pipeline: LocalizerPipeline, message: str, kind: object) -> None:
+        line = pipeline.reject_image(message, kind)
         if line is not None:
             self.get_logger().warn(line)
 
+    def _camera_info_callback(self, index: int) -> Callable[[CameraInfo], None]:
+        def callback(msg: CameraInfo) -> None:
+            self._on_camera_info(index, msg)
+
+        return callback
+
+    def _on_camera_info(self, index: int, msg: CameraInfo) -> None:
+        """The first camera_info of a camera is compared once with the bundle's intrinsics."""
+        bundle, expected = self.bundle, self._expected
+        if bundle is None or expected is None or index in self._info_done:
+            return
+        self._info_done.add(index)
+        name = bundle.cameras[index].name
+        try:
+            problems = check_camera_info(
+                name, expected[name], int(msg.width), int(msg.height), list(msg.k), msg.header.frame_id
+            )
+        except Exception as exc:  # a malformed message must not stop the node
+            problems = [f"camera {name}: cannot check camera_info: {one_line(exc)}"]
+        for problem in problems:
+            self.get_logger().warn(problem)
+        if not problems:
+            self.get_logger().info(
+                f"camera {name}: camera_info on {self.inputs[index].info_topic} matches the bundle"
+            )
+
     # ------------------------------------------------------------------ output
     def _publish(self, result: LocalizationResult) -> None:
-        params = self.params
-        if params is None or not self._outputs:
+        params, outputs = self.params, self._outputs
+        if params is None or not outputs:
             return
         if result.uncertain and params.gate_uncertain:
             return
         frame = params.map_frame
-        pose = pose_stamped(result.estimate, result.stamp_ns, frame)
-        with_cov = pose_with_covariance(result.estimate, result.stamp_ns, frame)
-        self._outputs["pose"].publish(pose)
-        self._outputs["pose_cov"].publish(with_cov)
+        estimate = result.estimate
+        pose = pose_stamped(estimate, result.stamp_ns, frame)
+        covariance = to_convention(estimate.quat_xyzw, estimate.covariance, params.covariance_rotation)
+        with_cov = pose_with_covariance(estimate, result.stamp_ns, frame, covariance)
+        outputs["pose"].publish(pose)
+        outputs["pose_cov"].publish(with_cov)
         if params.path_length > 0:
             self._path.append(pose)
         now = time.monotonic()
@@ -286,23 +583,70 @@ class LocalizerNode(LifecycleNode):
             path = Path()
             path.header = pose.header
             path.poses = list(self._path)
-            self._outputs["path"].publish(path)
-        if "initialpose" in self._outputs and not result.uncertain and not self._initialpose_sent:
-            self._outputs["initialpose"].publish(with_cov)
-            self._initialpose_sent = True
+            outputs["path"].publish(path)
+        if not result.uncertain:
+            self._last_confident = with_cov
+            initialpose = outputs.get("initialpose")
+            if initialpose is not None and self._initial_pose.on_pose(True):
+                initialpose.publish(with_cov)
+        if self._tf is not None:
+            self._publish_tf(result, params)
+
+    def _publish_tf(self, result: LocalizationResult, params: LocalizerParams) -> None:
+        assert self._tf is not None
+        try:
+            self._tf.publish(
+                result.estimate,
+                result.stamp_ns,
+                params.map_frame,
+                params.base_frame,
+                params.odom_frame,
+                params.transform_tolerance,
+            )
+        except TransformUnavailable as exc:
+            suppressed = self._tf_log.check(message_kind(str(exc)))
+            if suppressed is not None:
+                more = f" ({suppressed} more since the last report)" if suppressed else ""
+                self.get_logger().warn(f"no transform published for this pose: {exc}{more}")
+
+    def _set_initialpose_output(self, enabled: bool) -> None:
+        publisher = self._outputs.pop("initialpose", None)
+        if publisher is not None and not enabled:
+            self.destroy_publisher(publisher)
+            return
+        if enabled:
+            self._outputs["initialpose"] = publisher or self.create_publisher(
+                PoseWithCovarianceStamped, "initialpose", OUTPUT_QOS
+            )
+
+    def _check_initialpose(self) -> None:
+        publisher = self._outputs.get("initialpose")
+        if publisher is None:
+            return
+        latest = self._last_confident
+        if self._initial_pose.on_check(
+            publisher.get_subscription_count(), time.monotonic(), latest is not None
+        ):
+            assert latest is not None
+            publisher.publish(latest)
 
     def _engine_error(self, message: str) -> None:
         # Already throttled by the pipeline: the first failure of a kind, then one per interval.
         self.get_logger().error(message)
 
     def _publish_diagnostics(self) -> None:
-        if self.pipeline is None or "diagnostics" not in self._outputs:
+        pipeline, publisher = self.pipeline, self._outputs.get("diagnostics")
+        if pipeline is None or publisher is None:
             return
-        snapshot = self.pipeline.diagnostics()
+        for index in self._info_done & set(self._info_subscriptions):  # compared once: unsubscribe
+            self.destroy_subscription(self._info_subscriptions.pop(index))
+        snapshot = pipeline.diagnostics()
+        if self._tf is not None:
+            snapshot.values["tf_published"] = str(self._tf.published)
         msg = diagnostic_array(
-            snapshot, DIAGNOSTIC_NAME, self.pipeline.engine_name, self.get_clock().now().to_msg()
+            snapshot, self.diagnostic_name, pipeline.engine_name, self.get_clock().now().to_msg()
         )
-        self._outputs["diagnostics"].publish(msg)
+        publisher.publish(msg)
 
 
 def _make_executor() -> rclpy.executors.Executor:
@@ -318,35 +662,52 @@ def _make_executor() -> rclpy.executors.Executor:
     return EventsExecutor()
 
 
+def _fail(message: str) -> int:
+    rclpy.logging.get_logger(NODE_NAME).error("cannot configure: " + message)
+    if rclpy.utilities.ok():
+        rclpy.shutdown()
+    return 1
+
+
 def main(args: Sequence[str] | None = None) -> int:
-    """Entry point of `ros2 run pose_regressor localizer` (configures and activates itself)."""
-    rclpy.init(args=list(args) if args is not None else None)
+    """Entry point of `ros2 run pose_regressor localizer`.
+
+    Exit codes: 0 after a shutdown transition or a signal, 1 when the autostart configure fails
+    or the command line / params file cannot be used (one `cannot configure:` line).
+    """
+    try:
+        rclpy.init(args=list(args) if args is not None else None)
+    except Exception as exc:  # an unreadable params file or a bad --ros-args argument
+        print(f"[ERROR] [{NODE_NAME}]: cannot configure: {one_line(exc)}", file=sys.stderr)
+        return 1
     quiet_codec_logs()  # corrupt images are counted and logged by the node, throttled
     try:
         node = LocalizerNode()
-    except ParameterException as exc:  # a --ros-args override of the wrong type or out of range
-        rclpy.logging.get_logger(NODE_NAME).error(f"cannot configure: {exc}")
-        if rclpy.utilities.ok():
-            rclpy.shutdown()
-        return 1
+    except Exception as exc:  # a --ros-args override of the wrong type or out of range
+        return _fail(one_line(exc))
+    executor = _make_executor()
     code = 0
     try:
-        if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-            code = 1  # on_configure logged the one-line reason
-        else:
-            node.trigger_activate()
-            executor = _make_executor()
+        if node.autostart:
+            if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                code = 1  # on_configure logged the one-line reason
+            else:
+                node.trigger_activate()
+        if code == 0:
             executor.add_node(node)
             # spin_once in a loop, not spin(): the events executor's spin() does not return on SIGINT.
-            while rclpy.utilities.ok():
+            while rclpy.utilities.ok() and not node.finished:
                 executor.spin_once(timeout_sec=0.2)
-    except KeyboardInterrupt:
-        pass
-    except rclpy.executors.ExternalShutdownException:
+            if node.finished:  # let the shutdown request's response reach the caller
+                deadline = time.monotonic() + 0.5
+                while rclpy.utilities.ok() and time.monotonic() < deadline:
+                    executor.spin_once(timeout_sec=0.05)
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
         pass
     finally:
         if node.pipeline is not None:
             node.pipeline.stop()
+        executor.shutdown()
         node.destroy_node()
         if rclpy.utilities.ok():
             rclpy.shutdown()

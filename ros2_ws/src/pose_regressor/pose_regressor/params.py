@@ -1,23 +1,47 @@
-"""The localizer's parameters: names, defaults, ranges and validation (ROS-free).
+"""The localizer's parameters: names, defaults, ranges, when they may change, and validation (ROS-free).
 
-The node declares each parameter from `PARAMETERS` with a descriptor (description and range),
-so `ros2 param describe` shows them; `LocalizerParams.from_values` validates the whole set at
-start-up and reports the first problem as one clear line.
+The node declares each parameter from `PARAMETERS` with a descriptor (description, range,
+choices, read-only), so `ros2 param describe` shows them. Every parameter has one of three
+`Change` kinds, and no accepted change is ever ignored:
+
+* `RUNTIME`: `ros2 param set` takes effect on the next camera set (validated as at configure).
+* `UNCONFIGURED`: the bundle, engine and subscriptions are built from it at configure, so a
+  change is accepted only while the node is unconfigured (it takes effect at the next
+  configure) and refused with the reason in any other state.
+* `READ_ONLY`: only the command line or params file sets it (`autostart`).
+
+`LocalizerParams.from_values` validates a whole set at configure; `validate_change` validates
+a runtime change the same way, one parameter at a time, and both report one clear line.
 """
 
 from __future__ import annotations
 
+import enum
 import math
-from dataclasses import dataclass, field, fields
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from pose_regressor.covariance import ROTATION_CONVENTIONS
+
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
 TRANSPORTS = ("raw", "compressed")
+# ROS 2 topic names (design article "Topic and Service name mapping"): tokens of letters, digits
+# and underscores separated by "/", optionally starting with "/" or "~/", not starting with a digit.
+_TOPIC = re.compile(r"^(~/|/)?[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$")
+_FRAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./-]*$")
 
 
 class ParameterError(ValueError):
     """A parameter value is invalid; the message names the parameter and the allowed values."""
+
+
+class Change(enum.Enum):
+    RUNTIME = "takes effect at runtime"
+    UNCONFIGURED = "may change only while the node is unconfigured (takes effect at configure)"
+    READ_ONLY = "read-only: set it on the command line or in the params file"
 
 
 @dataclass(frozen=True)
@@ -28,22 +52,58 @@ class ParameterSpec:
     min_value: float | None = None
     max_value: float | None = None
     choices: tuple[str, ...] = ()
+    change: Change = Change.RUNTIME
 
 
+_U = Change.UNCONFIGURED
 PARAMETERS: tuple[ParameterSpec, ...] = (
-    ParameterSpec("bundle", "", "model bundle directory (model.onnx + bundle.yaml)"),
-    ParameterSpec("backend", "auto", "inference backend", choices=BACKENDS),
+    ParameterSpec("bundle", "", "model bundle directory (model.onnx + bundle.yaml)", change=_U),
+    ParameterSpec("backend", "auto", "inference backend", choices=BACKENDS, change=_U),
     ParameterSpec(
-        "camera_topics", [""], "image topics, one per bundle camera, in bundle order (empty: the bundle's)"
+        "camera_topics",
+        [""],
+        "image topics, one per bundle camera, in bundle order; relative names resolve in the node's "
+        "namespace (empty: the bundle's topics, made relative)",
+        change=_U,
     ),
     ParameterSpec(
-        "image_transport", ["raw"], "raw or compressed, one per topic or one for all", choices=TRANSPORTS
+        "image_transport",
+        ["raw"],
+        "raw or compressed, one per topic or one for all; compressed subscribes <topic>/compressed",
+        choices=TRANSPORTS,
+        change=_U,
+    ),
+    ParameterSpec(
+        "autostart",
+        True,
+        "configure and activate at start (false: a lifecycle manager does)",
+        change=Change.READ_ONLY,
     ),
     ParameterSpec("sync_slop", 0.01, "largest stamp spread within a synchronized camera set (s)", 0.0, 1.0),
-    ParameterSpec("mc_samples", 16, "Monte-Carlo dropout samples per set (1: deterministic)", 1, 256),
+    ParameterSpec(
+        "mc_samples",
+        0,
+        "Monte-Carlo dropout samples per set (0: the bundle's mc_samples; 1: deterministic)",
+        0,
+        256,
+    ),
     ParameterSpec("seed", 0, "seed of the dropout masks", 0, 2**31 - 1),
     ParameterSpec("map_frame", "map", "frame of the published poses"),
-    ParameterSpec("base_frame", "base_link", "robot frame whose pose is estimated"),
+    ParameterSpec("base_frame", "base_link", "robot frame whose pose is estimated (TF child)"),
+    ParameterSpec(
+        "odom_frame", "odom", "odometry frame for publish_tf: map -> odom (empty: map -> base_frame)"
+    ),
+    ParameterSpec("publish_tf", False, "publish the map -> odom transform on /tf, like AMCL", change=_U),
+    ParameterSpec(
+        "transform_tolerance", 1.0, "seconds the published transform is post-dated (as AMCL)", 0.0, 60.0
+    ),
+    ParameterSpec(
+        "covariance_rotation",
+        "rpy",
+        "rotation block of the covariance: rpy (roll/pitch/yaw, what robot_localization reads) or "
+        "fixed_axes (rotations about the map axes, the message definition)",
+        choices=ROTATION_CONVENTIONS,
+    ),
     ParameterSpec(
         "max_position_std", 1.0, "position std (m) above which a pose is flagged uncertain", 0.0, 1e6
     ),
@@ -53,14 +113,23 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("gate_uncertain", False, "do not publish poses flagged uncertain"),
     ParameterSpec("path_length", 500, "poses kept in ~/path (0: no path)", 0, 100_000),
     ParameterSpec("path_rate", 5.0, "how often ~/path is republished (Hz); every pose is kept", 0.1, 1000.0),
-    ParameterSpec("publish_initialpose", False, "also publish confident poses on /initialpose (Nav2 AMCL)"),
     ParameterSpec(
-        "camera_timeout", 1.0, "seconds without images after which a camera is reported stopped", 0.05, 3600.0
+        "publish_initialpose",
+        False,
+        "publish the first confident pose on initialpose, and again to each new subscriber (Nav2 AMCL)",
+    ),
+    ParameterSpec(
+        "camera_timeout",
+        1.0,
+        "seconds (node clock) without images, or without a synchronized set, before diagnostics warn",
+        0.05,
+        3600.0,
     ),
     ParameterSpec(
         "resize_mismatched", True, "resize images whose size differs from the bundle's (else refuse)"
     ),
 )
+SPECS: dict[str, ParameterSpec] = {spec.name: spec for spec in PARAMETERS}
 
 
 @dataclass(frozen=True)
@@ -69,11 +138,16 @@ class LocalizerParams:
     backend: str = "auto"
     camera_topics: tuple[str, ...] = ()
     image_transport: tuple[str, ...] = ("raw",)
+    autostart: bool = True
     sync_slop: float = 0.01
-    mc_samples: int = 16
+    mc_samples: int = 0
     seed: int = 0
     map_frame: str = "map"
     base_frame: str = "base_link"
+    odom_frame: str = "odom"
+    publish_tf: bool = False
+    transform_tolerance: float = 1.0
+    covariance_rotation: str = "rpy"
     max_position_std: float = 1.0
     max_rotation_std: float = 0.35
     gate_uncertain: bool = False
@@ -82,76 +156,125 @@ class LocalizerParams:
     publish_initialpose: bool = False
     camera_timeout: float = 1.0
     resize_mismatched: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_values(cls, values: dict[str, Any]) -> LocalizerParams:
+    def from_values(cls, values: Mapping[str, Any]) -> LocalizerParams:
         """Validates raw parameter values (as the node reads them); raises `ParameterError`."""
-        specs = {spec.name: spec for spec in PARAMETERS}
-        unknown = sorted(set(values) - set(specs))
+        unknown = sorted(set(values) - set(SPECS))
         if unknown:
-            raise ParameterError(f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(specs)}")
-        merged = {name: values.get(name, spec.default) for name, spec in specs.items()}
+            raise ParameterError(f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(SPECS)}")
+        merged = {name: values.get(name, spec.default) for name, spec in SPECS.items()}
         for name, value in merged.items():
-            _check(specs[name], value)
+            check_value(name, value)
         if not merged["bundle"]:
             raise ParameterError("parameter 'bundle' is required: the model bundle directory")
-        bundle = Path(str(merged["bundle"])).expanduser()
-        if not bundle.exists():
-            raise ParameterError(f"parameter 'bundle': {bundle} does not exist")
-        if not bundle.is_dir():
-            raise ParameterError(
-                f"parameter 'bundle': {bundle} is not a directory (give the bundle directory, "
-                "which holds bundle.yaml and model.onnx)"
-            )
         topics = tuple(t for t in merged["camera_topics"] if t)
-        for topic in topics:
-            if not topic.startswith("/") or " " in topic:
-                raise ParameterError(f"parameter 'camera_topics': {topic!r} is not an absolute topic name")
         transports = tuple(merged["image_transport"]) or ("raw",)
-        if topics and len(transports) not in (1, len(topics)):
-            raise ParameterError(
-                f"parameter 'image_transport' has {len(transports)} entries; give one or one per camera topic"
-                f" ({len(topics)})"
-            )
+        check_transport_count(topics, transports)
         kwargs = {f.name: merged[f.name] for f in fields(cls) if f.name in merged}
-        kwargs.update(bundle=bundle, camera_topics=topics, image_transport=transports)
+        kwargs.update(bundle=bundle_path(merged["bundle"]), camera_topics=topics, image_transport=transports)
         return cls(**kwargs)
 
     def transport_for(self, index: int) -> str:
         return self.image_transport[0] if len(self.image_transport) == 1 else self.image_transport[index]
 
 
-def _check(spec: ParameterSpec, value: Any) -> None:
+def validate_change(current: Mapping[str, Any], changes: Mapping[str, Any]) -> None:
+    """Checks `changes` (name -> new value) against `current` (all present values) exactly as
+    `LocalizerParams.from_values` would at configure; raises `ParameterError` naming the first
+    problem. A change to the empty bundle is refused: the node needs one to configure."""
+    for name, value in changes.items():
+        if name not in SPECS:
+            raise ParameterError(f"unknown parameter '{name}'; known: {', '.join(SPECS)}")
+        check_value(name, value)
+    if "bundle" in changes:
+        if not changes["bundle"]:
+            raise ParameterError("parameter 'bundle' is required: the model bundle directory")
+        bundle_path(changes["bundle"])
+    if "camera_topics" in changes or "image_transport" in changes:
+        merged = {**current, **changes}
+        topics = tuple(t for t in merged.get("camera_topics", ()) if t)
+        check_transport_count(topics, tuple(merged.get("image_transport", ())) or ("raw",))
+
+
+def bundle_path(value: str) -> Path:
+    """The bundle directory `value` names (with `~` expanded), checked to exist."""
+    text = str(value)
+    try:
+        bundle = Path(text).expanduser()
+    except RuntimeError:  # "~nosuchuser/..." cannot be expanded
+        raise ParameterError(f"parameter 'bundle': cannot expand {text!r}: no such user") from None
+    try:
+        exists, is_dir = bundle.exists(), bundle.is_dir()
+    except (OSError, ValueError) as exc:  # name too long, NUL byte, permission on a parent...
+        raise ParameterError(f"parameter 'bundle': cannot use {text!r}: {exc}") from None
+    shown = str(bundle) if str(bundle).isprintable() else repr(str(bundle))  # one clean log line
+    if not exists:
+        raise ParameterError(f"parameter 'bundle': {shown} does not exist")
+    if not is_dir:
+        raise ParameterError(
+            f"parameter 'bundle': {shown} is not a directory (give the bundle directory, "
+            "which holds bundle.yaml and model.onnx)"
+        )
+    return bundle
+
+
+def check_transport_count(topics: tuple[str, ...], transports: tuple[str, ...]) -> None:
+    if topics and len(transports) not in (1, len(topics)):
+        raise ParameterError(
+            f"parameter 'image_transport' has {len(transports)} entries; give one or one per camera topic"
+            f" ({len(topics)})"
+        )
+
+
+def check_value(name: str, value: Any) -> None:
+    """One parameter's type, range, choices and syntax (topic and frame names)."""
+    spec = SPECS[name]
     default = spec.default
-    name = spec.name
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise ParameterError(f"parameter '{name}' must be true or false, got {value!r}")
         return
     if isinstance(default, (int, float)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ParameterError(f"parameter '{name}' must be a number, got {value!r}")
-        if isinstance(default, int) and not isinstance(value, int):
-            raise ParameterError(f"parameter '{name}' must be an integer, got {value!r}")
-        if (
-            not math.isfinite(value)
-            or (spec.min_value is not None and value < spec.min_value)
-            or (spec.max_value is not None and value > spec.max_value)
-        ):
-            raise ParameterError(
-                f"parameter '{name}' must be in [{spec.min_value}, {spec.max_value}], got {value}"
-            )
+        _check_number(spec, value)
         return
     if isinstance(default, list):
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
             raise ParameterError(f"parameter '{name}' must be a list of strings, got {value!r}")
         if spec.choices and any(v not in spec.choices for v in value):
             raise ParameterError(
-                f"parameter '{name}' entries must be one of {', '.join(spec.choices)}, got {value!r}"
+                f"parameter '{name}' entries must be one of {', '.join(spec.choices)}, got {list(value)!r}"
             )
+        if name == "image_transport" and not value:
+            raise ParameterError("parameter 'image_transport' must name at least one transport (raw)")
+        if name == "camera_topics":
+            for topic in value:
+                if topic and not _TOPIC.match(topic):
+                    raise ParameterError(
+                        f"parameter 'camera_topics': {topic!r} is not a valid ROS topic name "
+                        "(letters, digits, _ and /, e.g. front/image_raw or /robot1/front/image_raw)"
+                    )
         return
     if not isinstance(value, str):
         raise ParameterError(f"parameter '{name}' must be a string, got {value!r}")
     if spec.choices and value not in spec.choices:
         raise ParameterError(f"parameter '{name}' must be one of {', '.join(spec.choices)}, got {value!r}")
+    optional = value == "" and name == "odom_frame"  # empty odom_frame: publish map -> base_frame
+    if name.endswith("_frame") and not optional and not _FRAME.match(value):
+        raise ParameterError(f"parameter '{name}' must be a frame name like map or base_link, got {value!r}")
+
+
+def _check_number(spec: ParameterSpec, value: Any) -> None:
+    name = spec.name
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ParameterError(f"parameter '{name}' must be a number, got {value!r}")
+    if isinstance(spec.default, int) and not isinstance(value, int):
+        raise ParameterError(f"parameter '{name}' must be an integer, got {value!r}")
+    if (
+        not math.isfinite(value)
+        or (spec.min_value is not None and value < spec.min_value)
+        or (spec.max_value is not None and value > spec.max_value)
+    ):
+        raise ParameterError(
+            f"parameter '{name}' must be in [{spec.min_value}, {spec.max_value}], got {value}"
+        )

@@ -12,14 +12,27 @@ Faults never stop the pipeline, and never flood the log: a rejected image or a f
 counted (`rejected_images`, `engine_errors`, `nonfinite_outputs` in the diagnostics) every time,
 but reported (`reject_image`'s return value, `on_error`) only the first time a problem of its
 kind occurs and then at most once per `report_interval_s`, saying how many were suppressed.
+
+Two clocks: `clock` (monotonic, this machine) times latency and the engine; `node_clock` (the ROS
+node's clock, which follows /clock under use_sim_time) times the input: a camera that stopped,
+a set that never forms. A bag replayed at a tenth of real time is then judged in bag time, and
+a node clock that jumps back (a bag loop) restarts that timing instead of producing negative
+ages.
+
+`start()` / `stop()` may alternate any number of times (a lifecycle node's activate /
+deactivate); `reconfigure()` changes parameters while running.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import numbers
 import re
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,6 +119,46 @@ class PipelineConfig:
     report_interval_s: float = 10.0  # a repeated warning or error is logged at most this often
 
 
+# Settings that shape the model's input or its masks: they come from the bundle, and changing them
+# means loading another bundle (a new pipeline), not reconfiguring this one.
+FIXED_SETTINGS = frozenset({"camera_names", "hidden_dim", "dropout"})
+
+# name -> (type, lower bound, bound included): what `reconfigure` accepts.
+_SETTING_RANGES: dict[str, tuple[type, float, bool]] = {
+    "mc_samples": (int, 1, True),
+    "seed": (int, 0, True),  # numpy's generators take non-negative seeds only
+    "covariance_scale": (float, 0.0, False),
+    "sync_slop_s": (float, 0.0, True),
+    # 0 flags every pose uncertain (with gate_uncertain: publish nothing), as the parameters allow.
+    "max_position_std": (float, 0.0, True),
+    "max_rotation_std": (float, 0.0, True),
+    "camera_timeout_s": (float, 0.0, False),
+    "report_interval_s": (float, 0.0, True),
+}
+
+
+def _checked_setting(name: str, value: object) -> float:
+    """`value` for PipelineConfig field `name` as int or float (numpy scalars included), or ValueError."""
+    kind, lower, inclusive = _SETTING_RANGES[name]
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    if kind is int:
+        if not isinstance(value, numbers.Integral):
+            raise ValueError(f"{name} must be an integer, got {value!r}")
+        number: float = int(value)
+    else:
+        number = float(value)
+        # inf is a legitimate "no limit" for the std thresholds; NaN is never meaningful.
+        if math.isnan(number) or (
+            math.isinf(number) and name not in ("max_position_std", "max_rotation_std")
+        ):
+            raise ValueError(f"{name} must be finite, got {value!r}")
+    if number < lower or (number == lower and not inclusive):
+        bound = ">=" if inclusive else ">"
+        raise ValueError(f"{name} must be {bound} {lower:g}, got {value!r}")
+    return number
+
+
 @dataclass(frozen=True)
 class CameraFrame:
     image: NDArray[np.uint8]  # (h, w, 3) RGB as decoded; `prepare` brings the set to the input size
@@ -129,6 +182,106 @@ class DiagnosticsSnapshot:
     values: dict[str, str] = field(default_factory=dict)
 
 
+class StampOffsets:
+    """Each camera's header-stamp offset from the reference camera (camera 0), for diagnostics.
+
+    Stamps of periodic cameras can be paired many ways (at 10 Hz a +50 ms offset is also -50 ms
+    to the next frame), so an offset is taken between the frames that *arrived* closest together
+    on this machine: cameras triggered together arrive together, whatever their stamps say. The
+    last `window` pairings per camera are kept and the closest in arrival wins (the newest among
+    equals). A stamp older than its camera's previous one (a bag loop) forgets everything, as the
+    synchronizer does. Not thread-safe: the pipeline calls it under its timing lock.
+    """
+
+    def __init__(self, camera_count: int, window: int = 8) -> None:
+        self._count = camera_count
+        self._window = window
+        self.reset()
+
+    def reset(self) -> None:
+        self._stamps: list[int | None] = [None] * self._count
+        self._received: list[float] = [0.0] * self._count
+        # (|arrival gap| s, stamp - reference stamp ns) per camera; camera 0's stays empty.
+        self._pairs: list[deque[tuple[float, int]]] = [deque(maxlen=self._window) for _ in range(self._count)]
+
+    def add(self, camera_index: int, stamp_ns: int, received: float) -> None:
+        previous = self._stamps[camera_index]
+        if previous is not None and stamp_ns < previous:
+            self.reset()
+        self._stamps[camera_index] = stamp_ns
+        self._received[camera_index] = received
+        if camera_index == 0:
+            for other in range(1, self._count):
+                stamp = self._stamps[other]
+                if stamp is not None:
+                    gap = abs(received - self._received[other])
+                    self._pairs[other].append((gap, stamp - stamp_ns))
+            return
+        reference = self._stamps[0]
+        if reference is not None:
+            gap = abs(received - self._received[0])
+            self._pairs[camera_index].append((gap, stamp_ns - reference))
+
+    def offset_ns(self, camera_index: int) -> int | None:
+        """Stamp of `camera_index` minus the reference camera's (ns); None while unknown."""
+        if camera_index == 0:
+            return 0 if self._stamps[0] is not None else None
+        pairs = self._pairs[camera_index]
+        if pairs:
+            return min(reversed(pairs), key=lambda pair: pair[0])[1]
+        stamp, reference = self._stamps[camera_index], self._stamps[0]
+        return None if stamp is None or reference is None else stamp - reference
+
+
+def _span(ns: float) -> str:
+    """A stamp difference for people: milliseconds below a second, seconds (hours of clock step
+    stay readable: "7200.000 s") above."""
+    size = abs(ns)
+    return f"{size / 1e6:.1f} ms" if size < 1e9 else f"{size / 1e9:.3f} s"
+
+
+def _direction(ns: float) -> str:
+    return "after" if ns > 0 else "before"
+
+
+def _signed(ns: float) -> str:
+    return ("+" if ns >= 0 else "-") + _span(ns)
+
+
+def unsynchronized_cause(names: tuple[str, ...], offsets: list[int | None], slop_ns: int) -> str:
+    """Why the cameras `names` (the first is the reference) form no set, from their stamp
+    `offsets` against the reference (ns, None where unknown): the camera(s) whose stamps are off."""
+    reference = names[0]
+    others = [
+        (name, offset) for name, offset in zip(names[1:], offsets[1:], strict=True) if offset is not None
+    ]
+    off = [(name, offset) for name, offset in others if abs(offset) > slop_ns]
+    if len(names) >= 3 and len(off) == len(names) - 1:
+        # Every other camera is off by the same amount (within the slop): they agree with each
+        # other, so the reference camera is the odd one out.
+        shifts = [offset for _, offset in off]
+        if max(shifts) - min(shifts) <= slop_ns:
+            mean = -sum(shifts) / len(shifts)  # the reference's stamps relative to the others
+            return f"camera {reference} stamps are {_span(mean)} {_direction(mean)} " + ", ".join(
+                name for name, _ in off
+            )
+    if off:
+        return "; ".join(
+            f"camera {name} stamps are {_span(offset)} {_direction(offset)} {reference}"
+            for name, offset in off
+        )
+    listing = ", ".join(f"{name} {_signed(offset)}" for name, offset in others)
+    if others:
+        spread = max(0, *(o for _, o in others)) - min(0, *(o for _, o in others))
+        if spread > slop_ns:  # each camera is near the reference, but not near each other
+            return f"camera stamps spread {_span(spread)} (offsets from {reference}: {listing})"
+        return (
+            f"stamps lie within the slop (offsets from {reference}: {listing}), but frames are not "
+            "newer than the last set's: repeated or non-advancing stamps?"
+        )
+    return "frames are not newer than the last set's: repeated or non-advancing stamps?"
+
+
 class LocalizerPipeline:
     """See the module docstring. Call `start()` before feeding images and `stop()` at the end."""
 
@@ -141,13 +294,17 @@ class LocalizerPipeline:
         clock: Callable[[], float] = time.monotonic,
         engine_name: str = "",
         prepare: Callable[[list[NDArray[np.uint8]]], NDArray[np.uint8]] = np.stack,
+        node_clock: Callable[[], float] | None = None,
     ) -> None:
+        """`clock`: monotonic seconds for latency and engine time. `node_clock`: seconds on the
+        ROS node's clock (sim-time aware; default `clock`) for camera timeouts."""
         self.config = config
         self.engine = engine
         self.engine_name = engine_name
         self._on_result = on_result
         self._on_error = on_error
         self._clock = clock
+        self._node_clock = clock if node_clock is None else node_clock
         self._prepare = prepare
         count = len(config.camera_names)
         self.sync: FrameSynchronizer[CameraFrame] = FrameSynchronizer(count, round(config.sync_slop_s * 1e9))
@@ -171,25 +328,123 @@ class LocalizerPipeline:
         self._last_estimate: PoseEstimate | None = None
         self._reject_log = LogThrottle(config.report_interval_s, clock)
         self._error_log = LogThrottle(config.report_interval_s, clock)
+        self._lifecycle_lock = threading.Lock()
+        # Input timing on the node clock, guarded by `_timing_lock` (the clock is read under it,
+        # so readings from two threads are seen in order and a jump back is a real one).
+        self._timing_lock = threading.Lock()
+        self._arrivals: list[float | None] = [None] * count
+        self._first_image_at: float | None = None
+        self._last_set_at: float | None = None
+        self._node_last: float | None = None
+        self.node_clock_jumps_back = 0
+        self._offsets = StampOffsets(count)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
-        self.worker.start()
+        """Starts the worker; does nothing while it runs. After a `stop()` this is a fresh start:
+        frames offered before it never pair with new ones, and input timing starts over (a
+        pause is not a stopped camera). Counters carry on."""
+        with self._lifecycle_lock:
+            if self.worker.running:
+                return
+            self.sync.reset()
+            self.mailbox.discard()
+            with self._timing_lock:
+                self._reset_timing()
+                self._offsets.reset()
+            self.worker.start()
 
     def stop(self) -> None:
-        self.worker.stop()
+        """Stops the worker (waiting for the set in hand) and drops the set waiting for it."""
+        with self._lifecycle_lock:
+            self.worker.stop()
+            self.mailbox.discard()
+
+    def check_settings(self, **changes: Any) -> None:
+        """Raises the ValueError `reconfigure(**changes)` would raise, changing nothing."""
+        self._checked_changes(changes)
+
+    def reconfigure(self, **changes: Any) -> None:
+        """Replaces PipelineConfig fields at runtime (e.g. `mc_samples=32, sync_slop_s=0.02`).
+
+        All changes are checked before any is applied, then applied together: the worker reads
+        the config once per set, so a set never mixes old and new values. A new `sync_slop_s`
+        applies to the next frame offered, a new `seed` restarts the mask generator.
+
+        Raises:
+            ValueError: an unknown name, a value out of range, or a setting fixed by the bundle
+                (camera_names, hidden_dim, dropout).
+        """
+        checked = self._checked_changes(changes)
+        with self._lock:
+            old = self.config
+            new = dataclasses.replace(old, **checked)
+            if new.sync_slop_s != old.sync_slop_s:
+                self.sync.set_slop_ns(round(new.sync_slop_s * 1e9))
+            if new.seed != old.seed:
+                self._rng = np.random.default_rng(new.seed)
+            if new.report_interval_s != old.report_interval_s:
+                self._reject_log.interval_s = new.report_interval_s
+                self._error_log.interval_s = new.report_interval_s
+            self.config = new
+
+    @staticmethod
+    def _checked_changes(changes: dict[str, Any]) -> dict[str, Any]:
+        known = {f.name for f in dataclasses.fields(PipelineConfig)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown pipeline setting(s) {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(known - FIXED_SETTINGS))}"
+            )
+        fixed = sorted(set(changes) & FIXED_SETTINGS)
+        if fixed:
+            raise ValueError(f"{', '.join(fixed)} come(s) from the model bundle and cannot change at runtime")
+        return {name: _checked_setting(name, value) for name, value in changes.items()}
 
     # ------------------------------------------------------------------ input
     def add_image(self, camera_index: int, stamp_ns: int, image: NDArray[np.uint8]) -> bool:
         """One camera's decoded RGB image. True if it completed a synchronized set."""
         now = self._clock()
+        synced = self.sync.add(camera_index, stamp_ns, CameraFrame(image, now))  # checks the index
         self.camera_rates[camera_index].tick(now)
-        synced = self.sync.add(camera_index, stamp_ns, CameraFrame(image, now))
+        with self._timing_lock:
+            node_now = self._read_node_clock()
+            if self._first_image_at is None:
+                self._first_image_at = node_now
+            self._arrivals[camera_index] = node_now
+            if synced is not None:
+                self._last_set_at = node_now
+            self._offsets.add(camera_index, stamp_ns, now)
         if synced is None:
             return False
         self.set_rate.tick(now)
         self.mailbox.put(synced)
         return True
+
+    def _reset_timing(self) -> None:
+        self._arrivals = [None] * len(self._arrivals)
+        self._first_image_at = None
+        self._last_set_at = None
+        self._node_last = None
+
+    def _read_node_clock(self) -> float:
+        """The node clock's time; call under `_timing_lock`.
+
+        A reading earlier than the last one (sim time restarted by a bag loop) moves every
+        recorded time to now: ages never go negative, and every camera gets one
+        `camera_timeout_s` to show it is alive in the new epoch before it counts as stopped.
+        """
+        now = self._node_clock()
+        if self._node_last is not None and now < self._node_last:
+            self.node_clock_jumps_back += 1
+            self._arrivals = [None if at is None else now for at in self._arrivals]
+            if self._first_image_at is not None:
+                self._first_image_at = now
+            if self._last_set_at is not None:
+                self._last_set_at = now
+        self._node_last = now
+        return now
 
     def reject_image(self, reason: str, kind: object = None) -> str | None:
         """Counts an image that could not be used (bad encoding, size, stamp...).
@@ -206,16 +461,19 @@ class LocalizerPipeline:
         return reason + _suppressed_note(suppressed)
 
     # ------------------------------------------------------------------ worker
-    def masks(self) -> NDArray[np.float32]:
-        if self.config.mc_samples <= 1:
+    def masks(self, config: PipelineConfig | None = None) -> NDArray[np.float32]:
+        """The dropout masks [S, D] for one set (`config`: the one the set is processed with)."""
+        cfg = self.config if config is None else config
+        if cfg.mc_samples <= 1:
             return self._ones
-        return dropout_masks(self.config.mc_samples, self.config.hidden_dim, self.config.dropout, self._rng)
+        return dropout_masks(cfg.mc_samples, cfg.hidden_dim, cfg.dropout, self._rng)
 
     def _process(self, synced: SyncedSet[CameraFrame]) -> None:
+        cfg = self.config  # once per set: a concurrent reconfigure() applies from the next set
         completed = max(frame.received for frame in synced.frames)
         images = self._prepare([frame.image for frame in synced.frames])
         started = self._clock()
-        t, q = self.engine.infer(images, self.masks())
+        t, q = self.engine.infer(images, self.masks(cfg))
         infer_s = self._clock() - started
         t = np.asarray(t, dtype=np.float64)
         q = np.asarray(q, dtype=np.float64)
@@ -223,10 +481,9 @@ class LocalizerPipeline:
             with self._lock:
                 self.nonfinite_outputs += 1
             raise EngineOutputError("engine returned non-finite poses (NaN or inf); nothing published")
-        estimate = estimate_from_samples(t, q, self.config.covariance_scale)
+        estimate = estimate_from_samples(t, q, cfg.covariance_scale)
         uncertain = (
-            estimate.position_std > self.config.max_position_std
-            or estimate.rotation_std > self.config.max_rotation_std
+            estimate.position_std > cfg.max_position_std or estimate.rotation_std > cfg.max_rotation_std
         )
         done = self._clock()
         result = LocalizationResult(
@@ -274,16 +531,30 @@ class LocalizerPipeline:
         return self.mailbox.replaced
 
     def diagnostics(self) -> DiagnosticsSnapshot:
-        """Level and values for /diagnostics: rates, skew, latency, drops, uncertainty, faults."""
+        """Level and values for /diagnostics: rates, skew, latency, drops, uncertainty, faults.
+
+        Levels, most severe first: ERROR no images from any camera; ERROR inference failing;
+        WARN camera(s) stopped; WARN no synchronized set although every camera delivers (names
+        the camera whose stamps are off); WARN pose uncertainty; WARN other recent problem; OK.
+        """
         now = self._clock()
         cfg = self.config
+        with self._timing_lock:
+            node_now = self._read_node_clock()
+            arrivals = list(self._arrivals)
+            last_set = self._last_set_at
+            since = last_set if last_set is not None else self._first_image_at
+            offsets = [self._offsets.offset_ns(index) for index in range(len(cfg.camera_names))]
         values: dict[str, str] = {}
         stopped = []
-        for name, meter in zip(cfg.camera_names, self.camera_rates, strict=True):
+        for name, meter, arrived in zip(cfg.camera_names, self.camera_rates, arrivals, strict=True):
             values[f"input_rate_hz/{name}"] = f"{meter.rate(now):.2f}"
-            last = meter.last()
-            if last is None or now - last > cfg.camera_timeout_s:
+            if arrived is None or node_now - arrived > cfg.camera_timeout_s:
                 stopped.append(name)
+        for name, offset in zip(cfg.camera_names, offsets, strict=True):
+            values[f"stamp_offset_ms/{name}"] = "nan" if offset is None else f"{offset / 1e6:.1f}"
+        values["last_set_age_s"] = "never" if last_set is None else f"{node_now - last_set:.2f}"
+        values["node_clock_jumps_back"] = str(self.node_clock_jumps_back)
         values["set_rate_hz"] = f"{self.set_rate.rate(now):.2f}"
         values["output_rate_hz"] = f"{self.output_rate.rate(now):.2f}"
         values["latency_ms_p50"] = f"{self.latency.percentile_ms(50):.2f}"
@@ -314,6 +585,17 @@ class LocalizerPipeline:
             return DiagnosticsSnapshot(ERROR, self._last_error[1], values)
         if stopped:
             return DiagnosticsSnapshot(WARN, f"camera(s) stopped: {', '.join(stopped)}", values)
+        # Every camera delivers (none stopped, so `since` is set), yet no set forms: stamps that
+        # disagree by more than the slop (a clock stepped, an offset misconfigured). An old
+        # estimate's uncertainty is not the news then.
+        if since is not None and node_now - since > cfg.camera_timeout_s:
+            cause = unsynchronized_cause(cfg.camera_names, offsets, round(cfg.sync_slop_s * 1e9))
+            return DiagnosticsSnapshot(
+                WARN,
+                f"no synchronized camera set for {node_now - since:.1f} s: {cause} "
+                f"(sync_slop {cfg.sync_slop_s * 1e3:.1f} ms)",
+                values,
+            )
         if estimate is not None and (
             estimate.position_std > cfg.max_position_std or estimate.rotation_std > cfg.max_rotation_std
         ):

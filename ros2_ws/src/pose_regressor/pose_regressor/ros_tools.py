@@ -51,7 +51,7 @@ class EvaluateConfig:
     gt_topic: str = "/ground_truth/pose"
     rate: float = 1.0
     out: Path = Path("out/evaluate")
-    mc_samples: int = 16
+    mc_samples: int = 0  # 0: the bundle's
     backend: str = "auto"
     camera_topics: tuple[str, ...] = ()  # default: the bundle's
     node_name: str = "localizer"
@@ -290,6 +290,9 @@ def run_evaluation(cfg: EvaluateConfig) -> dict[str, Any]:
         f"mc_samples:={cfg.mc_samples}",
         "-p",
         f"backend:={cfg.backend}",
+        # NEES below compares residuals about the map axes: the message definition's convention.
+        "-p",
+        "covariance_rotation:=fixed_axes",
         *cfg.extra_node_args,
     ]
     rclpy.init()

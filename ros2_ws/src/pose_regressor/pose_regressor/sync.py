@@ -116,6 +116,21 @@ class FrameSynchronizer(Generic[T]):
 
     # ------------------------------------------------------------------ operations
 
+    def set_slop_ns(self, slop_ns: int) -> None:
+        """Changes the slop for the sets still to come (runtime reconfiguration; thread-safe).
+
+        Pending frames are kept: a wider slop may complete a set with the next frame offered.
+
+        Raises:
+            TypeError: non-integer ``slop_ns``.
+            ValueError: negative ``slop_ns``.
+        """
+        slop = _as_int(slop_ns, "slop_ns")
+        if slop < 0:
+            raise ValueError(f"slop_ns must be >= 0, got {slop}")
+        with self._lock:  # `_try_emit` reads it under the same lock: no set sees half a change
+            self.slop_ns = slop
+
     def reset(self) -> None:
         """Forget all pending frames and the last emitted set (counters are kept)."""
         with self._lock:

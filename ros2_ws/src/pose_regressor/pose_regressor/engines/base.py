@@ -95,6 +95,8 @@ class InferenceEngine(ABC):
     """
 
     backend: ClassVar[str] = "?"
+    #: The largest S (MC samples) one `infer` call takes; None: any (a TensorRT plan has a maximum).
+    max_samples: int | None = None
 
     def __init__(self, bundle: ModelBundle) -> None:
         self.bundle = bundle

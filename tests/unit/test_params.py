@@ -1,0 +1,101 @@
+"""The localizer's parameters: validation at configure and for runtime changes (ROS-free)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pose_regressor.params import (
+    PARAMETERS,
+    SPECS,
+    Change,
+    LocalizerParams,
+    ParameterError,
+    validate_change,
+)
+
+
+@pytest.fixture
+def bundle_dir(tmp_path: Path) -> Path:
+    (tmp_path / "model.onnx").write_bytes(b"\x08")
+    return tmp_path
+
+
+def test_a_valid_set_with_relative_and_absolute_topics(bundle_dir: Path) -> None:
+    params = LocalizerParams.from_values(
+        {"bundle": str(bundle_dir), "camera_topics": ["front/image_raw", "/rig/rear/image"], "odom_frame": ""}
+    )
+    assert params.camera_topics == ("front/image_raw", "/rig/rear/image")
+    assert params.transport_for(1) == "raw" and params.mc_samples == 0 and params.odom_frame == ""
+    # An empty YAML list (which ROS leaves untyped) means "the bundle's topics".
+    assert LocalizerParams.from_values({"bundle": str(bundle_dir), "camera_topics": []}).camera_topics == ()
+
+
+CASES: dict[str, tuple[dict[str, Any], str]] = {
+    "bundle missing": ({"bundle": ""}, "'bundle' is required"),
+    "bundle nowhere": ({"bundle": "{root}/nope"}, "nope does not exist"),
+    "bundle is a file": ({"bundle": "{root}/model.onnx"}, "model.onnx is not a directory"),
+    "bundle of an unknown user": (
+        {"bundle": "~nosuchuser_pr/b"},
+        "cannot expand '~nosuchuser_pr/b': no such user",
+    ),
+    "bundle with a NUL byte": ({"bundle": "{root}/a\x00b"}, "a\\x00b' does not exist"),
+    "range": ({"mc_samples": -1}, "'mc_samples' must be in [0, 256]"),
+    "type": ({"sync_slop": "fast"}, "'sync_slop' must be a number"),
+    "not finite": ({"sync_slop": float("nan")}, "'sync_slop' must be in [0.0, 1.0]"),
+    "choice": ({"backend": "cuda"}, "'backend' must be one of auto, tensorrt"),
+    "covariance choice": ({"covariance_rotation": "euler"}, "must be one of fixed_axes, rpy"),
+    "unknown": ({"sync": 1.0}, "unknown parameter(s) sync"),
+    "transport count": (
+        {"camera_topics": ["/a", "/b", "/c"], "image_transport": ["raw", "compressed"]},
+        "give one or one per camera topic",
+    ),
+    "no transport": ({"image_transport": []}, "must name at least one transport"),
+    "transport choice": ({"image_transport": ["theora"]}, "entries must be one of raw, compressed"),
+    "topic with a space": ({"camera_topics": ["front image"]}, "is not a valid ROS topic name"),
+    "topic starting with a digit": ({"camera_topics": ["1front"]}, "is not a valid ROS topic name"),
+    "topic with //": ({"camera_topics": ["/a//b"]}, "is not a valid ROS topic name"),
+    "empty map frame": ({"map_frame": ""}, "'map_frame' must be a frame name"),
+    "frame with a space": ({"base_frame": "base link"}, "'base_frame' must be a frame name"),
+    "missing value": ({"map_frame": None}, "'map_frame' must be a string, got None"),
+    "bool for a number": ({"path_length": True}, "'path_length' must be a number"),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_each_bad_value_is_one_clear_line(case: str, bundle_dir: Path) -> None:
+    changes, message = CASES[case]
+    values = {"bundle": str(bundle_dir), **changes}
+    values = {k: v.format(root=bundle_dir) if isinstance(v, str) else v for k, v in values.items()}
+    with pytest.raises(ParameterError) as info:
+        LocalizerParams.from_values(values)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_runtime_changes_are_validated_like_configure(bundle_dir: Path) -> None:
+    current = {spec.name: spec.default for spec in PARAMETERS} | {"bundle": str(bundle_dir)}
+    validate_change(current, {"mc_samples": 4, "map_frame": "odom2", "bundle": str(bundle_dir)})
+    refused = {
+        "mc_samples": (1000, "must be in [0, 256]"),
+        "backend": ("nonsense", "must be one of"),
+        "bundle": ("", "'bundle' is required"),
+        "typo": (1, "unknown parameter 'typo'"),
+        "camera_topics": (["a b"], "not a valid ROS topic name"),
+    }
+    for name, (value, message) in refused.items():
+        with pytest.raises(ParameterError, match=message.replace("[", r"\[")):
+            validate_change(current, {name: value})
+    # The transport count is checked against the topics already set.
+    with pytest.raises(ParameterError, match="give one or one per camera topic"):
+        validate_change(current | {"camera_topics": ["/a", "/b", "/c"]}, {"image_transport": ["raw", "raw"]})
+
+
+def test_every_parameter_says_when_it_may_change() -> None:
+    structural = {name for name, spec in SPECS.items() if spec.change is Change.UNCONFIGURED}
+    assert structural == {"bundle", "backend", "camera_topics", "image_transport", "publish_tf"}
+    assert {name for name, spec in SPECS.items() if spec.change is Change.READ_ONLY} == {"autostart"}
+    fields = set(LocalizerParams.__dataclass_fields__)
+    assert fields == set(SPECS), "every parameter is a typed field and every field a parameter"
