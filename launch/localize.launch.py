@@ -4,7 +4,8 @@
         [params_file:=...] [namespace:=robot1] [use_sim_time:=true] [log_level:=info] [rviz:=true]
         [autostart:=false] [camera_topics:="[front/image_raw,left/image_raw]"]
 
-The shipped params file uses the `/**:` key, so it applies under any `namespace`; relative camera
+Leave an argument out for its default (`ros2 launch` refuses an empty `name:=`). The shipped
+params file uses the `/**:` key, so it applies under any `namespace`; relative camera
 topics (the default) resolve in that namespace. `autostart:=false` leaves the transitions to a
 lifecycle manager (README: "Lifecycle and Nav2"). Where `launch` is not installed,
 `pose-regressor run --params config/localize.yaml --bundle ...` runs the same node with the same
@@ -31,7 +32,9 @@ PACKAGE = "pose_regressor"
 
 def _nodes(context, *args, **kwargs):  # type: ignore[no-untyped-def]
     def arg(name: str) -> str:
-        return LaunchConfiguration(name).perform(context)
+        value = LaunchConfiguration(name).perform(context)
+        # `ros2 launch` refuses `name:=` (empty): a quoted empty string is how users spell it.
+        return "" if value in ("''", '""') else value
 
     use_sim_time = arg("use_sim_time").lower() == "true"
     overrides: dict[str, object] = {

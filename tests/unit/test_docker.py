@@ -404,6 +404,8 @@ def test_compose_localizer_has_a_gpu_and_the_bundles_volume() -> None:
     command = [default_of(c) for c in localizer["command"]]
     assert command[:4] == ["ros2", "launch", "pose_regressor", "localize.launch.py"]
     assert "bundle:=/bundles/current" in command and "use_sim_time:=false" in command
+    # Never `namespace:=` (empty): ros2 launch refuses it as a malformed argument.
+    assert "namespace:=/" in command
     assert [default_of(v) for v in localizer["volumes"]] == ["bundles:/bundles"]
     assert set(data["volumes"]) == {"bundles", "torch-cache"}
 
