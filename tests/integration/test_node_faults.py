@@ -510,6 +510,18 @@ CONFIG_ERRORS: dict[str, tuple[Callable[[Path], None] | None, list[str], str]] =
         ["--params", "{root}/params.yaml"],
         r"the params file \S+/params.yaml is not valid YAML",
     ),
+    "params file with a YAML alias": (
+        lambda root: (root / "params.yaml").write_text(
+            "/**:\n  ros__parameters:\n    map_frame: &m map\n    base_frame: *m\n"
+        ),
+        ["--params", "{root}/params.yaml"],
+        r"the params file \S+/params.yaml uses YAML aliases",
+    ),
+    "params file that is not a mapping": (
+        lambda root: (root / "params.yaml").write_text("just a string\n"),
+        ["--params", "{root}/params.yaml"],
+        r"must map node names \(e.g. '/\*\*:'\) to ros__parameters, got 'just a string'",
+    ),
     "parameter of the wrong type": (
         None,
         ["--ros-args", "-p", "mc_samples:=many"],

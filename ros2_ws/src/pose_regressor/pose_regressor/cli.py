@@ -64,7 +64,11 @@ def params_file_problem(path: Path) -> str | None:
     import yaml
 
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        # rcl's parser refuses anchors and aliases ("Will not support aliasing"), PyYAML takes them.
+        if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=yaml.SafeLoader)):
+            return f"the params file {path} uses YAML aliases (*name), which ROS 2 cannot read"
+        data = yaml.safe_load(text)
     except (OSError, UnicodeDecodeError) as exc:
         return f"cannot read the params file {path}: {exc}"
     except yaml.YAMLError as exc:
