@@ -24,6 +24,7 @@ import pytest
 import torch
 
 from pose_regressor.rig import preset_rig
+from pose_regressor_training import train as train_module
 from pose_regressor_training.checkpoint import load_checkpoint
 from pose_regressor_training.cli import main
 from pose_regressor_training.data.sources import load_dataset
@@ -162,11 +163,16 @@ def test_skip_bad_trains_on_the_good_frames_and_says_which_were_left_out(
 
 
 def test_nan_loss_stops_with_step_parts_and_keeps_the_last_good_checkpoint(
-    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A real divergence: the step schedule multiplies the learning rate by 1e30 after epoch 1.
-    diverging = [*overrides(data, 3), "optim.schedule=step", "optim.step_epochs=1", "optim.warmup_epochs=0"]
-    diverging.append("optim.step_gamma=1.0e+30")
+    # A real divergence: the learning rate is multiplied by 1e30 after epoch 1 (2 steps). The
+    # config refuses such a schedule (optim.step_gamma is a decay, in (0, 1]), so the schedule
+    # function itself is patched; the weights and the loss then really blow up.
+    schedule = train_module.lr_factor
+    monkeypatch.setattr(
+        train_module, "lr_factor", lambda step, *rest: schedule(step, *rest) * (1e30 if step >= 2 else 1.0)
+    )
+    diverging = [*overrides(data, 3), "optim.schedule=constant", "optim.warmup_epochs=0"]
     run = tmp_path / "run"
     assert main(["fit", "--out", str(run), "--quiet", *diverging]) == 2
     captured = capsys.readouterr()

@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from pose_regressor.rig import PRESETS, Rig, RigError, load_rig
 from pose_regressor_training.errors import TrainingError
 from pose_regressor_training.synth.scene import SceneConfig
 from pose_regressor_training.synth.trajectory import KINDS, TrajectoryError
 from pose_regressor_training.train_cli import add_build_engine, add_eval, add_export, add_fit
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with its errors on one line (no usage block): `pose-train synth: error: argument
+    --fps: ... (see pose-train synth --help)`, exit 2. Subcommand parsers inherit the class."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _positive_int(text: str) -> int:
@@ -77,14 +88,25 @@ def _add_synth(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.set_defaults(handler=_run_synth)
 
 
-def _run_synth(args: argparse.Namespace) -> int:
-    from pose_regressor_training.synth.generate import SynthConfig, render_dataset
+def _load_synth_rig(spec: str, width: int, height: int) -> Rig:
+    """`load_rig`, with the errors its YAML reader lets through turned into one line naming the file."""
+    try:
+        return load_rig(spec, width, height)
+    except UnicodeDecodeError as exc:
+        raise RigError(f"rig file {spec} is not UTF-8 text (at byte {exc.start}: {exc.reason})") from None
+    except RecursionError:
+        raise RigError(f"rig file {spec} is nested too deeply to be a rig") from None
 
-    if args.fps <= 0:
-        raise ValueError("--fps must be positive")
+
+def _run_synth(args: argparse.Namespace) -> int:
+    from pose_regressor_training.synth.generate import MAX_IMAGE_SIDE, SynthConfig, render_dataset
+
+    for name, side in (("--width", args.width), ("--height", args.height)):
+        if side > MAX_IMAGE_SIDE:  # checked before a preset rig is built at that size
+            raise ValueError(f"{name} must be in [1, {MAX_IMAGE_SIDE}], got {side}")
     cfg = SynthConfig(
         out=args.out,
-        rig=load_rig(args.rig, args.width, args.height),
+        rig=_load_synth_rig(args.rig, args.width, args.height),
         trajectory=args.trajectory,
         frames=args.frames,
         fps=args.fps,
@@ -117,21 +139,42 @@ def _run_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+# `from-bag` ranges; the same as pose_regressor_training.data.from_bag's MAX_* (kept here so that
+# building the parser does not import the converter; a test checks that they agree).
+FROM_BAG_MAX_SLOP_MS = 60_000.0  # a minute
+FROM_BAG_MAX_GT_GAP_MS = 3_600_000.0  # an hour
+FROM_BAG_MAX_SIZE_SIDE = 16384  # px: the largest image side the node accepts
+
+
 def _size(text: str) -> tuple[int, int]:
     try:
         width, height = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be WIDTHxHEIGHT, e.g. 160x120, got {text}") from None
-    if width <= 0 or height <= 0:
-        raise argparse.ArgumentTypeError(f"width and height must be positive, got {text}")
+    if not (1 <= width <= FROM_BAG_MAX_SIZE_SIDE and 1 <= height <= FROM_BAG_MAX_SIZE_SIDE):
+        raise argparse.ArgumentTypeError(
+            f"width and height must each be from 1 to {FROM_BAG_MAX_SIZE_SIDE}, got {text}"
+        )
     return width, height
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
+class _Milliseconds:
+    """An argparse type: a finite number of ms, from 0 (or above 0 with `low_open`) to `high`."""
+
+    def __init__(self, low_open: bool, high: float) -> None:
+        self.low_open = low_open
+        self.high = high
+        self.shown = f"{'> 0 and at most' if low_open else 'from 0 to'} {high:.0f} ms"
+
+    def __call__(self, text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number {self.shown}, got {text!r}") from None
+        # the comparisons are False for nan, and the bounds exclude the infinities
+        if not ((value > 0 if self.low_open else value >= 0) and value <= self.high):
+            raise argparse.ArgumentTypeError(f"must be {self.shown}, got {text}")
+        return value
 
 
 def _add_from_bag(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -158,22 +201,35 @@ def _add_from_bag(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--rig", type=Path, required=True, help="rig YAML describing the cameras as recorded")
     p.add_argument("--out", type=Path, required=True, help="dataset folder to create")
     p.add_argument(
-        "--slop-ms", type=_non_negative_float, default=5.0, help="largest stamp spread within a set (ms)"
+        "--slop-ms",
+        type=_Milliseconds(False, FROM_BAG_MAX_SLOP_MS),
+        default=5.0,
+        help=f"largest stamp spread within a set (ms, 0 to {FROM_BAG_MAX_SLOP_MS:.0f})",
     )
     p.add_argument(
         "--max-gt-gap-ms",
-        type=_positive_float,
+        type=_Milliseconds(True, FROM_BAG_MAX_GT_GAP_MS),
         default=200.0,
-        help="drop sets whose bracketing ground-truth messages are further apart (ms)",
+        help="drop sets whose bracketing ground-truth messages are further apart "
+        f"(ms, > 0 and at most {FROM_BAG_MAX_GT_GAP_MS:.0f})",
     )
     p.add_argument("--split", choices=("train", "val", "test"), default="train", help="split of all frames")
-    p.add_argument("--size", type=_size, metavar="WxH", help="resize the written images (default: keep)")
+    p.add_argument(
+        "--size",
+        type=_size,
+        metavar="WxH",
+        help=f"resize the written images, 1 to {FROM_BAG_MAX_SIZE_SIDE} a side (default: keep)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_run_from_bag)
 
 
 def _run_from_bag(args: argparse.Namespace) -> int:
+    if args.bag.exists():  # a damaged bag is one line in a second, before the converter's imports (torch)
+        from pose_regressor.bagio import open_bag
+
+        open_bag(args.bag).close()
     from pose_regressor_training.data.from_bag import FromBagConfig, convert_bag
 
     cfg = FromBagConfig(
@@ -203,6 +259,15 @@ def _run_from_bag(args: argparse.Namespace) -> int:
             f" (of {summary.camera_frames} camera frames)",
         ),
     ]
+    if summary.corrupt_records or summary.unreadable_records:
+        rows += [
+            ("corrupt records skipped:", summary.corrupt_records, ""),
+            (
+                "unreadable records:",
+                summary.unreadable_records,
+                f" ({summary.read_error})" if summary.read_error else " (missing from a damaged chunk)",
+            ),
+        ]
     for label, count, note in rows:
         print(f"  {label:<26}{count:6d}{note}")
     if summary.stamp_resets:
@@ -212,7 +277,8 @@ def _run_from_bag(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pose-train", description=__doc__)
+    # Typed as the base class: the subcommand parsers are made of the parser's own class at run time.
+    parser: argparse.ArgumentParser = OneLineParser(prog="pose-train", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_synth(sub)
     _add_from_bag(sub)
@@ -224,15 +290,34 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Runs one subcommand. Any bad input is one line on stderr and exit 2; Ctrl-C (130) and
+    SIGTERM (143) stop it cleanly (what a command was writing is removed) with one line too."""
     args = build_parser().parse_args(argv)
+    received: list[int] = []
+
+    def terminate_as_interrupt(signum: int, frame: object) -> None:
+        # `docker stop`, systemd and schedulers send SIGTERM: stop the same clean way as Ctrl-C.
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, terminate_as_interrupt) if in_main_thread else None
     try:
         return int(args.handler(args))
     except (RigError, TrajectoryError, TrainingError, FileExistsError, ValueError, OSError) as exc:
         print(f"pose-train {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except RecursionError:
+        print(f"pose-train {args.command}: error: an input file is nested too deeply", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
-        print(f"pose-train {args.command}: interrupted", file=sys.stderr)
-        return 130
+        signum = received[0] if received else signal.SIGINT
+        name = signal.Signals(signum).name
+        print(f"pose-train {args.command}: interrupted ({name})", file=sys.stderr)
+        return 128 + signum
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,16 @@ class TrainingError(RuntimeError):
     """Training or evaluation cannot go on (bad data, a NaN loss, missing weights); the message says why."""
 
 
+class CheckpointSaveError(TrainingError):
+    """Writing a checkpoint failed (e.g. the disk is full) and training stopped; the message says
+    which file, why, and which checkpoint is left intact. `resumable`: a previous last.pt exists."""
+
+    def __init__(self, message: str, resumable: bool, disk_full: bool) -> None:
+        super().__init__(message)
+        self.resumable = resumable
+        self.disk_full = disk_full  # ENOSPC or EDQUOT: freeing space is the fix
+
+
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C (SIGINT) during `fit`: where training stopped and the checkpoint a resume starts from.
 

@@ -25,8 +25,10 @@ The bundle is assembled in a temporary sibling directory and renamed into place.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import json
 import math
+import os
 import shutil
 import tempfile
 import warnings
@@ -39,6 +41,8 @@ import torch
 from torch import nn
 
 from pose_regressor.bundle import (
+    MAX_COVARIANCE_SCALE,
+    MAX_MC_SAMPLES,
     ONNX_FILE,
     PREPROCESSING,
     SCHEMA_VERSION,
@@ -49,7 +53,12 @@ from pose_regressor.bundle import (
     write_bundle,
 )
 from pose_regressor.rig import Rig
-from pose_regressor_training.checkpoint import load_checkpoint, model_from_checkpoint
+from pose_regressor_training.checkpoint import (
+    WRITE_ERRNOS,
+    load_checkpoint,
+    model_from_checkpoint,
+    write_torch_file,
+)
 from pose_regressor_training.errors import TrainingError
 from pose_regressor_training.models import PoseRegressor
 from pose_regressor_training.models.model import images_to_unit_float
@@ -92,8 +101,8 @@ class ExportWrapper(nn.Module):
 def _check_options(mc_samples: int, opset: int) -> None:
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise ExportError(f"opset must be in {MIN_OPSET}..{MAX_OPSET}, got {opset}")
-    if mc_samples < 1:
-        raise ExportError(f"mc_samples must be >= 1, got {mc_samples}")
+    if not 1 <= mc_samples <= MAX_MC_SAMPLES:
+        raise ExportError(f"mc_samples must be in [1, {MAX_MC_SAMPLES}], got {mc_samples}")
 
 
 def export_onnx(model: PoseRegressor, path: Path, mc_samples: int = 32, opset: int = 17) -> onnx.ModelProto:
@@ -209,15 +218,18 @@ def covariance_scale_from_metrics(
         data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise ExportError(f"cannot read metrics file {path}: {exc}") from None
+    except RecursionError:
+        raise ExportError(f"cannot read metrics file {path}: nested too deeply") from None
     scale = data.get("covariance_scale") if isinstance(data, dict) else None
     if (
         isinstance(scale, bool)
         or not isinstance(scale, int | float)
-        or not (math.isfinite(scale) and scale > 0)
+        or not (math.isfinite(scale) and 0 < scale <= MAX_COVARIANCE_SCALE)
     ):
         if metrics is not None:
             raise ExportError(
-                f"{metrics} has no positive covariance_scale (run pose-train eval with --mc-samples >= 2)"
+                f"{metrics} has no positive covariance_scale of at most {MAX_COVARIANCE_SCALE:g} "
+                "(run pose-train eval with --mc-samples >= 2)"
             )
         return 1.0, "default", {}
     assert isinstance(data, dict)
@@ -300,7 +312,7 @@ def export_bundle(
             "model_config": payload["model_config"],
             "model": model.state_dict(),
         }
-        torch.save(weights, staging / TORCH_FILE)
+        write_torch_file(staging / TORCH_FILE, weights)
         (staging / "engines").mkdir()
         bundle = ModelBundle(
             path=staging,
@@ -348,6 +360,15 @@ def export_bundle(
         )
         write_bundle(bundle)
         _replace_dir(staging, out_dir, overwrite)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        if exc.errno not in WRITE_ERRNOS:
+            raise
+        kept = "; the existing bundle is unchanged" if out_dir.exists() else ""
+        reason = f"{os.strerror(exc.errno)} ({errno.errorcode[exc.errno]})"
+        raise ExportError(
+            f"could not write the bundle {out_dir}: {reason}; nothing was written{kept}"
+        ) from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import math
 import os
 import random
@@ -24,7 +26,12 @@ from tqdm import tqdm
 
 from pose_regressor import pose
 from pose_regressor_training.augment import Augmenter, track_shift_yaw
-from pose_regressor_training.checkpoint import load_checkpoint, model_config_mapping, save_checkpoint
+from pose_regressor_training.checkpoint import (
+    CheckpointWriteError,
+    load_checkpoint,
+    model_config_mapping,
+    save_checkpoint,
+)
 from pose_regressor_training.data.dataset import (
     FrameList,
     ImageLoadError,
@@ -33,12 +40,12 @@ from pose_regressor_training.data.dataset import (
     worker_error_message,
 )
 from pose_regressor_training.data.sources import load_dataset
-from pose_regressor_training.errors import TrainingError, TrainingInterrupted
+from pose_regressor_training.errors import CheckpointSaveError, TrainingError, TrainingInterrupted
 from pose_regressor_training.losses import CameraSpec, PoseBatch, PoseLoss, build_loss, required_tuple_length
 from pose_regressor_training.losses.geometry import consecutive_relative_poses
 from pose_regressor_training.models import PoseRegressor, build_model
 from pose_regressor_training.models.model import images_to_unit_float
-from pose_regressor_training.train_config import TrainConfig
+from pose_regressor_training.train_config import TrainConfig, validate_train_config
 from pose_regressor_training.typed_config import to_mapping
 
 
@@ -263,6 +270,20 @@ def _deferred_interrupt() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
+def _save_failed_message(
+    error: CheckpointWriteError, epoch: int, epochs: int, last_path: Path, saved_epoch: int | None
+) -> str:
+    """Why training stopped on a failed checkpoint write, and what is left intact."""
+    kept = (
+        f"the previous checkpoint {last_path} (epoch {saved_epoch}) is intact"
+        if saved_epoch is not None
+        else "no checkpoint was written yet"
+    )
+    if error.path != last_path and error.path.exists():
+        kept += f", and so is {error.path.name} from before"
+    return f"{error} at the end of epoch {epoch}/{epochs}; its temporary file was removed; {kept}"
+
+
 def _non_finite_message(
     parts: dict[str, torch.Tensor],
     epoch: int,
@@ -329,9 +350,24 @@ def fit(
     """Trains per `config`, writing RUN_DIR/last.pt and RUN_DIR/best.pt (and TensorBoard logs).
 
     `stop_after_epoch` ends the run early after that epoch (1-based) as an interruption would,
-    leaving a last.pt that `resume=True` continues on the same schedule.
+    leaving a last.pt that `resume=True` continues on the same schedule. A run that fails or is
+    interrupted before writing anything removes the RUN_DIR it created (an empty folder).
     """
+    created = not run_dir.exists()
+    try:
+        return _fit(config, run_dir, resume, progress, stop_after_epoch)
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()  # only if still empty
+        raise
+
+
+def _fit(
+    config: TrainConfig, run_dir: Path, resume: bool, progress: bool, stop_after_epoch: int | None
+) -> FitResult:
     started = time.perf_counter()
+    validate_train_config(config)
     device = resolve_device(config.device)
     ctx = _init_distributed(device)
     if ctx.enabled and device.type == "cuda":
@@ -523,9 +559,16 @@ def fit(
                 with _deferred_interrupt():
                     # best.pt before last.pt: a kill between the two then repeats this epoch on resume
                     # (and rewrites the same best.pt) instead of leaving a best.pt older than last.pt says.
-                    if improved:
-                        save_checkpoint(best_path, payload)
-                    save_checkpoint(last_path, payload)
+                    try:
+                        if improved:
+                            save_checkpoint(best_path, payload)
+                        save_checkpoint(last_path, payload)
+                    except CheckpointWriteError as exc:
+                        message = _save_failed_message(
+                            exc, epoch + 1, config.optim.epochs, last_path, saved_epoch
+                        )
+                        disk_full = exc.code in (errno.ENOSPC, errno.EDQUOT)
+                        raise CheckpointSaveError(message, saved_epoch is not None, disk_full) from None
                     saved_epoch = epoch + 1
                 summary = f"epoch {epoch + 1}/{config.optim.epochs}: loss {train_means['total']:.4f}"
                 if metrics:

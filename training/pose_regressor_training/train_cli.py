@@ -6,18 +6,42 @@ import argparse
 import shlex
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from pose_regressor_training.errors import TrainingError, TrainingInterrupted
+from pose_regressor.bundle import MAX_MC_SAMPLES
+from pose_regressor_training.errors import CheckpointSaveError, TrainingError, TrainingInterrupted
 
 if TYPE_CHECKING:
     from pose_regressor.bundle import ModelBundle
 
 Subparsers = Any  # argparse's private _SubParsersAction
+
+# Upper bounds of the arguments below (S is bounded by pose_regressor.bundle.MAX_MC_SAMPLES, as the
+# bundle and the node bound it).
+MAX_CALIB_FRAMES = 100_000  # build-engine --calib-frames
+MAX_WORKSPACE_MB = 1 << 20  # build-engine --workspace-mb (1 TiB)
+MAX_SEED = 2**32 - 1  # eval --seed
+
+
+def bounded_int(name: str, low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: an integer in [low, high]; the error names the range and the value."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer in [{low}, {high}], got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be in [{low}, {high}], got {value}")
+        return value
+
+    parse.__name__ = name  # what argparse calls the type in its messages
+    return parse
 
 
 def add_fit(sub: Subparsers) -> None:
@@ -77,6 +101,10 @@ def run_fit(args: argparse.Namespace) -> int:
         result = fit(config, args.out, resume=args.resume, progress=not args.quiet)
     except ImageLoadError as exc:
         raise TrainingError(f"{exc}; {SKIP_BAD_HINT}") from None
+    except CheckpointSaveError as exc:
+        fix = "free some space" if exc.disk_full else "fix that"
+        then = f"resume with: {resume_command(args)}" if exc.resumable else "start the run again"
+        raise TrainingError(f"{exc}; {fix}, then {then}") from None
     except TrainingInterrupted as stop:
         # Say where it stopped and how to go on; 128 + the signal number is the shell's convention.
         resumable = stop.checkpoint_epoch is not None
@@ -109,7 +137,10 @@ def add_eval(sub: Subparsers) -> None:
     p.add_argument("--data", type=Path, help="dataset root (default: the one the checkpoint was trained on)")
     p.add_argument("--split", default="test")
     p.add_argument(
-        "--mc-samples", type=int, default=32, help="MC-dropout samples per frame (0: deterministic)"
+        "--mc-samples",
+        type=bounded_int("mc_samples", 0, MAX_MC_SAMPLES),
+        default=32,
+        help=f"MC-dropout samples per frame (0: deterministic; at most {MAX_MC_SAMPLES})",
     )
     p.add_argument(
         "--calib-split", default="val", help="split to fit the covariance scale on ('' : the eval split)"
@@ -118,7 +149,9 @@ def add_eval(sub: Subparsers) -> None:
         "--out", type=Path, help="output directory (default: next to the checkpoint, eval_<split>)"
     )
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--seed", type=int, default=0, help="seed of the dropout masks")
+    p.add_argument(
+        "--seed", type=bounded_int("seed", 0, MAX_SEED), default=0, help="seed of the dropout masks"
+    )
     p.add_argument(
         "--skip-bad",
         action="store_true",
@@ -181,7 +214,10 @@ def add_export(sub: Subparsers) -> None:
     p.add_argument("--checkpoint", type=Path, required=True, help="checkpoint (RUN_DIR/best.pt)")
     p.add_argument("--out", type=Path, required=True, help="bundle directory to create")
     p.add_argument(
-        "--mc-samples", type=int, default=32, help="default MC-dropout samples S per frame (TensorRT profile)"
+        "--mc-samples",
+        type=bounded_int("mc_samples", 1, MAX_MC_SAMPLES),
+        default=32,
+        help=f"default MC-dropout samples S per frame (TensorRT profile; at most {MAX_MC_SAMPLES})",
     )
     p.add_argument(
         "--metrics",
@@ -240,11 +276,23 @@ def add_build_engine(sub: Subparsers) -> None:
     p.add_argument("--bundle", type=Path, required=True, help="model bundle directory")
     p.add_argument("--precision", choices=("fp16", "int8", "fp32"), default="fp16")
     p.add_argument("--calib-data", type=Path, help="dataset folder whose train split calibrates INT8")
-    p.add_argument("--calib-frames", type=int, default=256, help="calibration frames (evenly spaced)")
     p.add_argument(
-        "--max-samples", type=int, help="largest S the plan accepts (default: the bundle's mc_samples)"
+        "--calib-frames",
+        type=int,
+        default=256,
+        help=f"calibration frames (evenly spaced; at most {MAX_CALIB_FRAMES})",
     )
-    p.add_argument("--workspace-mb", type=int, default=1024, help="TensorRT builder workspace (MiB)")
+    p.add_argument(
+        "--max-samples",
+        type=bounded_int("max_samples", 1, MAX_MC_SAMPLES),
+        help=f"largest S the plan accepts (default: the bundle's mc_samples; at most {MAX_MC_SAMPLES})",
+    )
+    p.add_argument(
+        "--workspace-mb",
+        type=bounded_int("workspace_mb", 1, MAX_WORKSPACE_MB),
+        default=1024,
+        help="TensorRT builder workspace (MiB)",
+    )
     p.add_argument("--device", type=int, default=0, help="CUDA device index")
     p.add_argument("--rebuild", action="store_true", help="build even if a usable cached plan exists")
     p.set_defaults(handler=run_build_engine)
@@ -259,8 +307,8 @@ def load_calibration_images(
     from pose_regressor_training.data.dataset import PoseDataset
     from pose_regressor_training.data.sources import load_dataset
 
-    if frames < 1:
-        raise ValueError(f"--calib-frames must be >= 1, got {frames}")
+    if not 1 <= frames <= MAX_CALIB_FRAMES:
+        raise ValueError(f"--calib-frames must be >= 1 and <= {MAX_CALIB_FRAMES}, got {frames}")
     frame_list = load_dataset("folder", data, split).select_cameras(bundle.camera_names)
     if len(frame_list) == 0:
         raise TrainingError(f"{data} has no {split} frames to calibrate with")

@@ -1,20 +1,100 @@
-"""`pose-train fit` configuration: typed sections loaded from YAML (unknown keys are errors)."""
+"""`pose-train fit` configuration: typed sections loaded from YAML (unknown keys are errors).
+
+Every number of the config has a documented range, `BOUNDS` (one table for all sections, the loss
+parameters included): a value outside it (NaN and infinities included) is refused when the config
+is loaded, with one line naming the key, the range and the value.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from pose_regressor.bundle import MAX_CAMERAS, MAX_HIDDEN_DIM, MAX_INPUT_SIDE
 from pose_regressor_training.augment import AugmentConfig
 from pose_regressor_training.models.config import ModelConfig
-from pose_regressor_training.typed_config import ConfigError, apply_overrides, from_mapping
+from pose_regressor_training.typed_config import (
+    Bound,
+    ConfigError,
+    apply_overrides,
+    check_bounds,
+    from_mapping,
+    read_yaml_file,
+)
 
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
+
+MAX_EPOCHS = 100_000
+MAX_BATCH_SIZE = 4096  # camera sets per optimizer step and process
+MAX_FRAMES = 10_000_000  # data.max_frames
+
+#: The range of every numeric config entry (dotted path -> range); `loss.params.NAME` applies to
+#: parameter NAME of whichever loss is chosen. tests/unit/test_config_bounds.py checks that every
+#: numeric field of every section and every loss has an entry here.
+BOUNDS: dict[str, Bound] = {
+    # data
+    "data.tuple_skip": Bound(1, 1000),
+    "data.max_frames": Bound(0, MAX_FRAMES),
+    # optim
+    "optim.lr": Bound(0, 10, lo_open=True),
+    "optim.weight_decay": Bound(0, 10),
+    "optim.batch_size": Bound(1, MAX_BATCH_SIZE),
+    "optim.epochs": Bound(1, MAX_EPOCHS),
+    "optim.warmup_epochs": Bound(0, MAX_EPOCHS),
+    "optim.step_epochs": Bound(1, MAX_EPOCHS),
+    "optim.step_gamma": Bound(0, 1, lo_open=True),  # a decay
+    "optim.min_lr_ratio": Bound(0, 1),  # the cosine ends at lr x min_lr_ratio
+    "optim.grad_clip": Bound(0, 1e6),
+    # top level
+    "seed": Bound(0, 2**32 - 1),
+    "num_workers": Bound(0, 64),
+    "threads": Bound(0, 256),
+    "eval_every": Bound(1, MAX_EPOCHS),
+    # model (the bundle's limits where the exported bundle has the same value)
+    "model.num_cameras": Bound(1, MAX_CAMERAS),
+    "model.image_width": Bound(16, MAX_INPUT_SIDE),
+    "model.image_height": Bound(16, MAX_INPUT_SIDE),
+    "model.hidden_dim": Bound(1, MAX_HIDDEN_DIM),
+    "model.dropout": Bound(0, 1, hi_open=True),
+    "model.dof": Bound(3, 6),  # and exactly 3 or 6 (the model config says so)
+    "model.small_cnn_width": Bound(1, 1024),
+    "model.small_cnn_stages": Bound(1, 6),
+    "model.aux_shared_stages": Bound(1, 8),
+    "model.aux_weight": Bound(0, 1000),
+    "model.track_yaw_step": Bound(-2 * math.pi, 2 * math.pi),  # radians (fit sets it: 2 pi / T)
+    # augment
+    "augment.crop_scale": Bound(0, 1, lo_open=True, max_items=2),
+    "augment.crop_ratio": Bound(0.1, 10, max_items=2),
+    "augment.brightness": Bound(0, 10),
+    "augment.contrast": Bound(0, 10),
+    "augment.saturation": Bound(0, 10),
+    "augment.hue": Bound(0, 0.5),
+    "augment.blur_prob": Bound(0, 1),
+    "augment.blur_sigma": Bound(0, 100, lo_open=True, max_items=2),
+    "augment.noise_std": Bound(0, 1),
+    # loss.params (weights, initial log-variances, geometry)
+    "loss.params.beta": Bound(0, 10_000),
+    "loss.params.gamma": Bound(0, 10_000),
+    "loss.params.lam": Bound(0, 10_000),
+    "loss.params.beta_r": Bound(0, 10_000),
+    "loss.params.metric_weight": Bound(0, 10_000),
+    "loss.params.s_t_init": Bound(-20, 20),
+    "loss.params.s_q_init": Bound(-20, 20),
+    "loss.params.s_t_rel_init": Bound(-20, 20),
+    "loss.params.s_q_rel_init": Bound(-20, 20),
+    "loss.params.tuple_length": Bound(2, 64),
+    "loss.params.distance": Bound(0, 1000, lo_open=True),  # metres
+    "loss.params.axis": Bound(-1000, 1000, max_items=3),
+    "loss.params.grid_size": Bound(1, 64),
+    "loss.params.depths": Bound(0, 10_000, lo_open=True, max_items=64),  # metres
+    "loss.params.min_depth": Bound(0, 10_000, lo_open=True),
+    "loss.params.max_error_px": Bound(0, 1e6, lo_open=True),
+    "loss.params.eps": Bound(0, 1, lo_open=True),
+}
 
 
 @dataclass(frozen=True)
@@ -91,17 +171,22 @@ class TrainConfig:
 
 
 def load_train_config(path: str | Path | None, overrides: Sequence[str] = ()) -> TrainConfig:
-    """Reads a YAML config (or starts from defaults when `path` is None) and applies overrides."""
+    """Reads a YAML config (or starts from defaults when `path` is None) and applies overrides.
+
+    Raises:
+        ConfigError: one line naming the file (unreadable, not UTF-8, not YAML, too large or too
+            deeply nested) or the key (unknown, of the wrong type, or outside its range in `BOUNDS`).
+    """
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except OSError as exc:
-            raise ConfigError(f"cannot read config {path}: {exc}") from exc
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config {path} is not valid YAML: {exc}") from exc
+        loaded = read_yaml_file(path, "config")
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config {path} must be a mapping of sections")
         data = loaded or {}
-    return from_mapping(TrainConfig, apply_overrides(data, overrides))
+    return from_mapping(TrainConfig, apply_overrides(data, overrides), bounds=BOUNDS)
+
+
+def validate_train_config(config: TrainConfig) -> None:
+    """Checks a config built in code (not loaded) against `BOUNDS`, as loading does."""
+    check_bounds(config, BOUNDS)

@@ -1,29 +1,177 @@
 """Typed configuration from YAML: nested frozen dataclasses, unknown keys are errors.
 
-`from_mapping(cls, data)` builds a dataclass from a mapping, checking every key against the
-dataclass fields (with the dotted path in the error message) and coercing YAML scalars to the
-annotated types; `apply_overrides(data, ["optim.lr=3e-4", ...])` edits the raw mapping first,
-parsing each value as YAML.
+`from_mapping(cls, data, bounds=...)` builds a dataclass from a mapping, checking every key
+against the dataclass fields (with the dotted path in the error message), coercing YAML scalars to
+the annotated types and checking numbers against their `Bound` (keyed by dotted path);
+`apply_overrides(data, ["optim.lr=3e-4", ...])` edits the raw mapping first, parsing each value as
+YAML; `read_yaml_file` reads a config file with a size and nesting limit, naming the file in every
+error.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
 T = TypeVar("T")
 
+#: Largest config file read (bytes): a config is a few hundred bytes; this keeps YAML parsing instant.
+MAX_CONFIG_BYTES = 1 << 20
+#: Deepest nesting of mappings and lists in a config (a training config needs 4: section, loss
+#: params, a list of depths); deeper input is refused before anything walks it recursively.
+MAX_CONFIG_DEPTH = 10
+
 
 class ConfigError(ValueError):
     """A configuration key or value is invalid; the message names its dotted path."""
 
 
-def _coerce(value: Any, annotation: Any, path: str) -> Any:
+@dataclasses.dataclass(frozen=True)
+class Bound:
+    """The documented range of a numeric config value: ``lo <= x <= hi`` (``<`` where open).
+
+    NaN and infinities are outside every range. For a list value every element must be in the
+    range, and there may be at most ``max_items`` elements.
+    """
+
+    lo: float
+    hi: float
+    lo_open: bool = False
+    hi_open: bool = False
+    max_items: int = 64
+
+    def contains(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        above = value > self.lo if self.lo_open else value >= self.lo
+        below = value < self.hi if self.hi_open else value <= self.hi
+        return above and below
+
+    def __str__(self) -> str:
+        opening, closing = "(" if self.lo_open else "[", ")" if self.hi_open else "]"
+        return f"{opening}{_number(self.lo)}, {_number(self.hi)}{closing}"
+
+
+def _number(value: float) -> str:
+    if float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:g}"
+
+
+def check_bound(path: str, value: Any, bounds: Mapping[str, Bound]) -> None:
+    """Raises `ConfigError` naming `path`, its range and `value` when a number is out of range.
+
+    Values that are not numbers (or lists of numbers) are left to the type checks; a mapping
+    (e.g. ``loss.params``) has each of its entries checked under ``path.key``.
+    """
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            check_bound(f"{path}.{key}", item, bounds)
+        return
+    bound = bounds.get(path)
+    if bound is None:
+        return
+    if isinstance(value, list | tuple):
+        if len(value) > bound.max_items:
+            raise ConfigError(f"{path} may have at most {bound.max_items} values, got {len(value)}")
+        for item in value:
+            _check_number(path, item, bound)
+        return
+    _check_number(path, value, bound)
+
+
+def _check_number(path: str, value: Any, bound: Bound) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return
+    if isinstance(value, int) and abs(value) > 2**63:  # beyond any bound; float() would overflow
+        raise ConfigError(f"{path} must be in {bound}, got an integer of {len(str(abs(value)))} digits")
+    if not bound.contains(float(value)):
+        raise ConfigError(f"{path} must be in {bound}, got {value!r}")
+
+
+def check_bounds(obj: Any, bounds: Mapping[str, Bound], path: str = "") -> None:
+    """`check_bound` on every field of the dataclass `obj`, recursively (dotted paths from `path`)."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        where = f"{path}.{f.name}" if path else f.name
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            check_bounds(value, bounds, where)
+        else:
+            check_bound(where, value, bounds)
+
+
+def nesting_depth(value: Any, limit: int = MAX_CONFIG_DEPTH) -> int:
+    """How deeply mappings and lists nest in `value` (a scalar: 0), counted without recursion
+    and only up to `limit` + 1 (so a hostile input costs no more than a legal one).
+
+    YAML aliases make a container appear in many places; each is walked again only when met
+    deeper than before, so a "billion laughs" document costs no more than its distinct nodes.
+    """
+    deepest = 0
+    walked: dict[int, int] = {}  # id of a container -> the deepest level it was walked from
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, Mapping):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        if walked.get(id(item), -1) >= depth:
+            continue
+        walked[id(item)] = depth
+        deepest = max(deepest, depth + 1)
+        if deepest > limit:
+            return deepest
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def read_yaml_file(path: Path, what: str = "config") -> Any:
+    """The YAML document in `path`; `ConfigError` naming the file if it is missing, unreadable,
+    larger than `MAX_CONFIG_BYTES`, not UTF-8, not valid YAML or nested deeper than `MAX_CONFIG_DEPTH`."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{what} {path} has {size} bytes; at most {MAX_CONFIG_BYTES} are read")
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} {path} is not UTF-8 text (at byte {exc.start}: {exc.reason})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} {path} is not valid YAML: {yaml_problem(exc)}") from None
+    except RecursionError:
+        raise ConfigError(f"{what} {path} is nested too deeply (at most {MAX_CONFIG_DEPTH} levels)") from None
+    if nesting_depth(data) > MAX_CONFIG_DEPTH:
+        raise ConfigError(f"{what} {path} is nested too deeply (at most {MAX_CONFIG_DEPTH} levels)")
+    return data
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error as a short phrase with its line and column (PyYAML's own text spans lines)."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        return f"{exc.problem}{where}"
+    return _one_line(exc)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _coerce(value: Any, annotation: Any, path: str, bounds: Mapping[str, Bound]) -> Any:
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if annotation is Any:
@@ -31,7 +179,7 @@ def _coerce(value: Any, annotation: Any, path: str) -> Any:
     if dataclasses.is_dataclass(annotation) and isinstance(annotation, type):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{path}: expected a mapping, got {value!r}")
-        return from_mapping(annotation, value, path)
+        return from_mapping(annotation, value, path, bounds)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -40,7 +188,7 @@ def _coerce(value: Any, annotation: Any, path: str) -> Any:
             if arg is type(None):
                 continue
             try:
-                return _coerce(value, arg, path)
+                return _coerce(value, arg, path, bounds)
             except ConfigError as exc:
                 errors.append(str(exc))
         raise ConfigError(errors[0] if errors else f"{path}: invalid value {value!r}")
@@ -48,10 +196,12 @@ def _coerce(value: Any, annotation: Any, path: str) -> Any:
         if not isinstance(value, Sequence) or isinstance(value, str):
             raise ConfigError(f"{path}: expected a list, got {value!r}")
         if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(v, args[0], f"{path}[{i}]") for i, v in enumerate(value))
+            return tuple(_coerce(v, args[0], f"{path}[{i}]", bounds) for i, v in enumerate(value))
         if len(value) != len(args):
             raise ConfigError(f"{path}: expected {len(args)} values, got {len(value)}")
-        return tuple(_coerce(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
+        return tuple(
+            _coerce(v, a, f"{path}[{i}]", bounds) for i, (v, a) in enumerate(zip(value, args, strict=True))
+        )
     if origin is dict or annotation is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{path}: expected a mapping, got {value!r}")
@@ -75,13 +225,21 @@ def _coerce(value: Any, annotation: Any, path: str) -> Any:
     raise ConfigError(f"{path}: unsupported annotation {annotation!r}")
 
 
-def from_mapping(cls: type[T], data: Mapping[str, Any], path: str = "") -> T:
-    """Builds dataclass `cls` from `data`; missing keys take their defaults."""
+def from_mapping(
+    cls: type[T], data: Mapping[str, Any], path: str = "", bounds: Mapping[str, Bound] | None = None
+) -> T:
+    """Builds dataclass `cls` from `data`; missing keys take their defaults.
+
+    `bounds` maps dotted paths (from the top of the config: ``optim.lr``, ``loss.params.beta``) to
+    the ranges their values must lie in; each given value is checked right after its type, before
+    the dataclass's own checks, so the message names the key, the range and the value.
+    """
+    bounds = bounds or {}
     if not dataclasses.is_dataclass(cls):
         raise TypeError(f"{cls!r} is not a dataclass")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted(str(key) for key in data if key not in fields)
     if unknown:
         where = f"{path}." if path else ""
         raise ConfigError(
@@ -90,7 +248,9 @@ def from_mapping(cls: type[T], data: Mapping[str, Any], path: str = "") -> T:
         )
     kwargs = {}
     for name, value in data.items():
-        kwargs[name] = _coerce(value, hints[name], f"{path}.{name}" if path else name)
+        where = f"{path}.{name}" if path else name
+        kwargs[name] = _coerce(value, hints[name], where, bounds)
+        check_bound(where, kwargs[name], bounds)
     try:
         return cls(**kwargs)
     except ValueError as exc:
@@ -111,7 +271,16 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
             if not isinstance(child, dict):
                 raise ConfigError(f"override {item!r}: {part} is not a section")
             node = child
-        node[parts[-1]] = yaml.safe_load(raw) if raw != "" else ""
+        try:
+            node[parts[-1]] = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {key}: the value is not valid YAML: {yaml_problem(exc)}") from None
+        except RecursionError:
+            raise ConfigError(f"override {key}: the value is nested too deeply") from None
+        if nesting_depth(result) > MAX_CONFIG_DEPTH:
+            raise ConfigError(
+                f"override {key}: the value is nested too deeply (at most {MAX_CONFIG_DEPTH} levels)"
+            )
     return result
 
 

@@ -60,6 +60,9 @@ HEADER_LINES = 3
 PUBLISHED_SIZE = (1920, 1080)
 DEFAULT_FOCAL_PX_1920 = 1677.5
 DEFAULT_FPS = 2.0
+MAX_FPS = 1000.0  # fps is in (0, MAX_FPS]
+MAX_FOCAL_PX = 100_000.0  # focal_px_1920 is in (0, MAX_FOCAL_PX]
+MAX_IMAGE_SIDE = 16384  # image_size (width, height): each in [1, MAX_IMAGE_SIDE]
 # Quaternions are printed with ~6 decimals; anything further from unit norm is not a rotation.
 _QUAT_NORM_TOL = 1e-2
 
@@ -91,8 +94,24 @@ def load_cambridge(
             (the message names the file and line).
     """
     check_benchmark_split(split, "Cambridge Landmarks")
-    if fps <= 0 or focal_px_1920 <= 0:
-        raise ValueError(f"fps and focal_px_1920 must be positive, got {fps} and {focal_px_1920}")
+    if not isinstance(check_images, bool):
+        raise ValueError(
+            f"Cambridge Landmarks option check_images must be true or false, got {check_images!r}"
+        )
+    for name, value, high in (("fps", fps, MAX_FPS), ("focal_px_1920", focal_px_1920, MAX_FOCAL_PX)):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= high:
+            raise ValueError(f"Cambridge Landmarks option {name} must be in (0, {high:g}], got {value!r}")
+    if image_size is not None and (
+        not isinstance(image_size, list | tuple)
+        or len(image_size) != 2
+        or not all(
+            isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_IMAGE_SIDE for v in image_size
+        )
+    ):
+        raise ValueError(
+            "Cambridge Landmarks option image_size must be [width, height], each in "
+            f"[1, {MAX_IMAGE_SIDE}], got {image_size!r}"
+        )
     root = Path(root)
     path = root / SPLIT_FILES[split]
     records = read_split_file(path)
@@ -148,7 +167,16 @@ def read_split_file(path: Path) -> list[CambridgeRecord]:
     """Parse a ``dataset_train.txt`` / ``dataset_test.txt`` (header skipped, blank lines ignored)."""
     if not path.is_file():
         raise DatasetFormatError(f"Cambridge Landmarks split file {path} does not exist")
-    lines = path.read_text().splitlines()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise DatasetFormatError(
+            f"cannot read Cambridge Landmarks split file {path}: {exc.strerror or exc}"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise DatasetFormatError(
+            f"Cambridge Landmarks split file {path} is not UTF-8 text ({exc.reason})"
+        ) from None
     records = [
         parse_line(line, path, line_no)
         for line_no, line in enumerate(lines, start=1)

@@ -19,6 +19,17 @@ Conventions:
   folder beside ``out`` and renamed to ``out`` only when complete: a failed conversion leaves
   no output behind, and a folder being replaced (``overwrite``) untouched.
 
+Damaged bags: a bag whose metadata, header or index cannot be read is one error, ``cannot read
+bag X: <reason>``. A record that does not deserialize is skipped and counted
+(``corrupt_records``), and so are the messages of a damaged chunk that the index promised but
+that cannot be read (``unreadable_records``); both counts go into ``dataset.yaml``'s provenance
+when either is non-zero.
+A ground-truth topic none of whose messages can be read is an error.
+
+Ranges: ``slop_ns`` from 0 to :data:`MAX_SLOP_MS` ms, ``max_gt_gap_ns`` above 0 and at most
+:data:`MAX_GT_GAP_MS` ms, each side of ``size`` from 1 to :data:`MAX_SIZE_SIDE` px (the largest
+image the node accepts).
+
 The core is :func:`convert_bag`; errors a user can fix raise :class:`BagConversionError` (a
 ``ValueError``) with a one-line message.
 """
@@ -37,12 +48,12 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 from rosbags.interfaces import Connection
-from rosbags.rosbag2 import Reader, ReaderError
+from rosbags.rosbag2 import Reader
 from tqdm import tqdm
 
-from pose_regressor.bagio import TYPESTORE
+from pose_regressor.bagio import TYPESTORE, BagReadError, ReadStats, failure_reason, open_bag, read_messages
 from pose_regressor.ground_truth import GT_TYPES, DropReason, GroundTruthTrack, gt_pose_fields, stamp_ns
-from pose_regressor.image_decode import ImageDecodeError, decode_message, resize_to
+from pose_regressor.image_decode import MAX_DIMENSION, ImageDecodeError, decode_message, resize_to
 from pose_regressor.pose import (
     normalize_quaternion,
 )
@@ -70,6 +81,10 @@ __all__ = [
 FloatArray = NDArray[np.float64]
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+# Ranges of the settings (`pose-train from-bag --help` and its argument checks use the same).
+MAX_SLOP_MS = 60_000.0  # a minute
+MAX_GT_GAP_MS = 3_600_000.0  # an hour
+MAX_SIZE_SIDE = MAX_DIMENSION  # px, each of width and height
 
 
 class BagConversionError(ValueError):
@@ -101,6 +116,9 @@ class FromBagSummary:
     gt_messages: int
     stamp_resets: int  # times the camera stamps went backwards (the synchronizer restarted)
     seconds: float
+    corrupt_records: int = 0  # records skipped because they did not deserialize
+    unreadable_records: int = 0  # records the index promised that could not be read (damaged chunk)
+    read_error: str | None = None  # why reading a topic stopped early, if it did
 
 
 # --------------------------------------------------------------------------- ground truth
@@ -109,11 +127,20 @@ class FromBagSummary:
 # --------------------------------------------------------------------------- bag access
 
 
-def _deserialize(raw: bytes | memoryview, msgtype: str, topic: str) -> Any:
-    try:
-        return TYPESTORE.deserialize_cdr(raw, msgtype)
-    except Exception as exc:  # corrupt data can fail anywhere in the CDR decoder
-        raise BagConversionError(f"cannot deserialize a {msgtype} message on {topic}: {exc}") from None
+class _Damage:
+    """Records of the bag skipped as corrupt or unreadable (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.corrupt = 0
+        self.read = ReadStats()
+
+    def deserialize(self, raw: bytes | memoryview, msgtype: str) -> Any | None:
+        """The message, or None (counted) when the record is corrupt."""
+        try:
+            return TYPESTORE.deserialize_cdr(raw, msgtype)
+        except Exception:  # corrupt data can fail anywhere in the CDR decoder
+            self.corrupt += 1
+            return None
 
 
 def _topic_connections(reader: Reader, topic: str, allowed: Sequence[str], role: str) -> list[Connection]:
@@ -130,14 +157,17 @@ def _topic_connections(reader: Reader, topic: str, allowed: Sequence[str], role:
 
 
 def _read_ground_truth(
-    reader: Reader, connections: list[Connection]
+    reader: Reader, connections: list[Connection], bag: Path, damage: _Damage
 ) -> tuple[GroundTruthTrack, dict[str, str]]:
     stamps: list[int] = []
     positions: list[list[float]] = []
     orientations: list[list[float]] = []
     frames: dict[str, str] = {}
-    for number, (conn, _, raw) in enumerate(reader.messages(connections=connections)):
-        msg = _deserialize(raw, conn.msgtype, conn.topic)
+    corrupt_before, read = damage.corrupt, ReadStats()
+    for number, (conn, _, raw) in enumerate(read_messages(reader, connections, read)):
+        msg = damage.deserialize(raw, conn.msgtype)
+        if msg is None:
+            continue
         p, o = gt_pose_fields(msg, conn.msgtype)
         position = [float(p.x), float(p.y), float(p.z)]
         orientation = [float(o.x), float(o.y), float(o.z), float(o.w)]
@@ -156,7 +186,17 @@ def _read_ground_truth(
             frames["frame_id"] = str(msg.header.frame_id)
             if hasattr(msg, "child_frame_id"):
                 frames["child_frame_id"] = str(msg.child_frame_id)
+    damage.read.unreadable += read.unreadable
+    damage.read.error = damage.read.error or read.error
     if not stamps:
+        corrupt = damage.corrupt - corrupt_before
+        if corrupt or read.damaged:
+            raise BagConversionError(
+                f"cannot read bag {bag}: none of the ground-truth messages on {connections[0].topic} "
+                f"could be read ({corrupt} corrupt, {read.unreadable} unreadable"
+                + (f"; {read.error}" if read.error else "")
+                + ")"
+            )
         raise BagConversionError(f"ground-truth topic {connections[0].topic} has no messages")
     track = GroundTruthTrack(stamps, np.array(positions), np.array(orientations))
     return track, frames
@@ -179,12 +219,17 @@ def _validate(cfg: FromBagConfig) -> None:
         )
     if cfg.split not in SPLITS:
         raise BagConversionError(f"split must be one of {', '.join(SPLITS)}, got {cfg.split!r}")
-    if cfg.slop_ns < 0:
-        raise BagConversionError(f"slop must be >= 0, got {cfg.slop_ns} ns")
-    if cfg.max_gt_gap_ns <= 0:
-        raise BagConversionError(f"maximum ground-truth gap must be positive, got {cfg.max_gt_gap_ns} ns")
-    if cfg.size is not None and (cfg.size[0] <= 0 or cfg.size[1] <= 0):
-        raise BagConversionError(f"image size must be positive, got {cfg.size[0]}x{cfg.size[1]}")
+    if not 0 <= cfg.slop_ns <= MAX_SLOP_MS * 1e6:
+        raise BagConversionError(f"slop must be from 0 to {MAX_SLOP_MS:.0f} ms, got {cfg.slop_ns / 1e6:g} ms")
+    if not 0 < cfg.max_gt_gap_ns <= MAX_GT_GAP_MS * 1e6:
+        raise BagConversionError(
+            f"maximum ground-truth gap must be > 0 and at most {MAX_GT_GAP_MS:.0f} ms, "
+            f"got {cfg.max_gt_gap_ns / 1e6:g} ms"
+        )
+    if cfg.size is not None and not all(1 <= side <= MAX_SIZE_SIDE for side in cfg.size):
+        raise BagConversionError(
+            f"image size must be from 1 to {MAX_SIZE_SIDE} px a side, got {cfg.size[0]}x{cfg.size[1]}"
+        )
     if not cfg.bag.exists():
         raise BagConversionError(f"bag {cfg.bag} does not exist")
     bag, out = cfg.bag.resolve(), cfg.out.resolve()
@@ -262,14 +307,15 @@ class _SetWriter:
 
 
 def _camera_messages(
-    reader: Reader, connections: list[list[Connection]]
+    reader: Reader, connections: list[list[Connection]], damage: _Damage
 ) -> Iterator[tuple[int, str, int, Any]]:
-    """(camera index, topic, header stamp, message) for every camera message, in bag order."""
+    """(camera index, topic, header stamp, message) for every readable camera message, in bag order."""
     camera_of = {id(conn): k for k, conns in enumerate(connections) for conn in conns}
     flat = [conn for conns in connections for conn in conns]
-    for conn, _, raw in reader.messages(connections=flat):
-        msg = _deserialize(raw, conn.msgtype, conn.topic)
-        yield camera_of[id(conn)], conn.topic, stamp_ns(msg.header), msg
+    for conn, _, raw in read_messages(reader, flat, damage.read):
+        msg = damage.deserialize(raw, conn.msgtype)
+        if msg is not None:
+            yield camera_of[id(conn)], conn.topic, stamp_ns(msg.header), msg
 
 
 def convert_bag(cfg: FromBagConfig) -> FromBagSummary:
@@ -285,10 +331,9 @@ def convert_bag(cfg: FromBagConfig) -> FromBagSummary:
     started = time.perf_counter()
     _validate(cfg)
     try:
-        reader = Reader(cfg.bag)
-        reader.open()
-    except (ReaderError, OSError) as exc:  # e.g. a folder without metadata.yaml, an unknown suffix
-        raise BagConversionError(f"cannot read bag {cfg.bag}: {exc}") from None
+        reader = open_bag(cfg.bag)
+    except BagReadError as exc:  # metadata, header or index unreadable: one line with the reason
+        raise BagConversionError(str(exc)) from None
     out = cfg.out.absolute()  # a name to put the staging folder beside, even for "."
     staging: Path | None = None
     try:
@@ -296,8 +341,10 @@ def convert_bag(cfg: FromBagConfig) -> FromBagSummary:
         summary = _convert(replace(cfg, out=staging), reader, started)
         _publish(staging, out)
         return summary
-    except ReaderError as exc:
-        raise BagConversionError(f"cannot read bag {cfg.bag}: {exc}") from None
+    except (BagConversionError, OSError):
+        raise
+    except Exception as exc:  # anything else the bag's damaged bytes make the readers raise
+        raise BagConversionError(f"cannot read bag {cfg.bag}: {failure_reason(exc)}") from None
     finally:
         reader.close()
         if staging is not None and staging.exists():  # the conversion failed or was interrupted
@@ -378,7 +425,8 @@ def _no_set_error(
 def _convert(cfg: FromBagConfig, reader: Reader, started: float) -> FromBagSummary:
     camera_conns = [_topic_connections(reader, t, IMAGE_TYPES, "camera") for t in cfg.camera_topics]
     gt_conns = _topic_connections(reader, cfg.gt_topic, GT_TYPES, "ground-truth")
-    track, gt_frames = _read_ground_truth(reader, gt_conns)
+    damage = _Damage()
+    track, gt_frames = _read_ground_truth(reader, gt_conns, cfg.bag, damage)
     _prepare_output(cfg)
 
     sync: FrameSynchronizer[Any] = FrameSynchronizer(len(cfg.camera_topics), cfg.slop_ns)
@@ -388,7 +436,7 @@ def _convert(cfg: FromBagConfig, reader: Reader, started: float) -> FromBagSumma
     total = sum(c.msgcount for conns in camera_conns for c in conns)
     stats = _SyncStats(len(cfg.camera_topics))
     with tqdm(total=total, unit="msg", desc="reading bag", disable=not cfg.progress) as progress:
-        for camera, _, stamp, msg in _camera_messages(reader, camera_conns):
+        for camera, _, stamp, msg in _camera_messages(reader, camera_conns, damage):
             camera_frames += 1
             progress.update(1)
             stats.frame(camera, stamp)
@@ -412,12 +460,35 @@ def _convert(cfg: FromBagConfig, reader: Reader, started: float) -> FromBagSumma
         gt_messages=len(track),
         stamp_resets=sync.resets,
         seconds=time.perf_counter() - started,
+        corrupt_records=damage.corrupt,
+        unreadable_records=damage.read.unreadable,
+        read_error=damage.read.error,
     )
     if not records:
-        raise _no_set_error(cfg, stats, track, drops)
+        error = _no_set_error(cfg, stats, track, drops)
+        if damage.corrupt or damage.read.damaged:
+            raise BagConversionError(
+                f"{error} (the bag is damaged: {damage.corrupt} corrupt and {damage.read.unreadable} "
+                "unreadable records skipped)"
+            )
+        raise error
     stamps = [r.stamp_ns for r in records]
     span_s = (max(stamps) - min(stamps)) / 1e9
     fps = (len(stamps) - 1) / span_s if span_s > 0 else 0.0
+    read_counts: dict[str, int] = {
+        "camera_frames": summary.camera_frames,
+        "gt_messages": summary.gt_messages,
+        "sets_synchronized": sync.emitted,
+        "sets_written": summary.sets_written,
+        "dropped_outside_gt": summary.dropped_outside_gt,
+        "dropped_gt_gap": summary.dropped_gt_gap,
+        "unsynchronized_frames": summary.unsynchronized_frames,
+        "stamp_resets": summary.stamp_resets,
+    }
+    if summary.corrupt_records or summary.unreadable_records:  # a damaged bag: say what was left out
+        read_counts.update(
+            {"corrupt_records": summary.corrupt_records, "unreadable_records": summary.unreadable_records}
+        )
     provenance = {
         "generator": "pose-train from-bag",
         "bag": str(cfg.bag.resolve()),
@@ -429,16 +500,7 @@ def _convert(cfg: FromBagConfig, reader: Reader, started: float) -> FromBagSumma
         "slop_ms": cfg.slop_ns / 1e6,
         "max_gt_gap_ms": cfg.max_gt_gap_ns / 1e6,
         "size": list(cfg.size) if cfg.size is not None else None,
-        "counts": {
-            "camera_frames": summary.camera_frames,
-            "gt_messages": summary.gt_messages,
-            "sets_synchronized": sync.emitted,
-            "sets_written": summary.sets_written,
-            "dropped_outside_gt": summary.dropped_outside_gt,
-            "dropped_gt_gap": summary.dropped_gt_gap,
-            "unsynchronized_frames": summary.unsynchronized_frames,
-            "stamp_resets": summary.stamp_resets,
-        },
+        "counts": read_counts,
     }
     write_frames(cfg.out, records)
     counts = {split: (len(records) if split == cfg.split else 0) for split in SPLITS}

@@ -48,6 +48,8 @@ INTRINSICS = PinholeIntrinsics(width=640, height=480, fx=585.0, fy=585.0, cx=320
 SPLIT_FILES = {"train": "TrainSplit.txt", "test": "TestSplit.txt"}
 DEFAULT_ROTATION_ATOL = 1e-2
 DEFAULT_FPS = 30.0
+MAX_ROTATION_ATOL = 0.5  # rotation_atol is in (0, MAX_ROTATION_ATOL]
+MAX_FPS = 1000.0  # fps is in (0, MAX_FPS]
 
 _SPLIT_LINE = re.compile(r"sequence(\d+)", re.IGNORECASE)
 _POSE_FILE = re.compile(r"frame-(\d+)\.pose\.txt")
@@ -77,8 +79,20 @@ def load_seven_scenes(
             line), missing sequence folder or image, malformed pose file (names the file).
     """
     check_benchmark_split(split, "7-Scenes")
-    if fps <= 0:
-        raise ValueError(f"fps must be positive, got {fps}")
+    if scene is not None and (not isinstance(scene, str) or not scene or "/" in scene):
+        raise ValueError(f"7-Scenes option scene must be a folder name, got {scene!r}")
+    if not isinstance(check_images, bool):
+        raise ValueError(f"7-Scenes option check_images must be true or false, got {check_images!r}")
+    if isinstance(fps, bool) or not isinstance(fps, int | float) or not 0 < fps <= MAX_FPS:
+        raise ValueError(f"7-Scenes option fps must be in (0, {MAX_FPS:g}], got {fps!r}")
+    if (
+        isinstance(rotation_atol, bool)
+        or not isinstance(rotation_atol, int | float)
+        or not 0 < rotation_atol <= MAX_ROTATION_ATOL
+    ):
+        raise ValueError(
+            f"7-Scenes option rotation_atol must be in (0, {MAX_ROTATION_ATOL:g}], got {rotation_atol!r}"
+        )
     scene_dir = _scene_dir(Path(root), scene)
     split_path = scene_dir / SPLIT_FILES[split]
     frames: list[FrameEntry] = []
@@ -106,8 +120,14 @@ def read_split_file(path: Path) -> list[tuple[int, int]]:
     """``(sequence number, line number)`` for each ``sequenceN`` line, sorted by sequence number."""
     if not path.is_file():
         raise DatasetFormatError(f"7-Scenes split file {path} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise DatasetFormatError(f"cannot read 7-Scenes split file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise DatasetFormatError(f"7-Scenes split file {path} is not UTF-8 text ({exc.reason})") from None
     sequences: list[tuple[int, int]] = []
-    for line_no, raw in enumerate(path.read_text().splitlines(), start=1):
+    for line_no, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line:
             continue
@@ -123,7 +143,7 @@ def read_split_file(path: Path) -> list[tuple[int, int]]:
 def read_pose_file(path: Path, rotation_atol: float = DEFAULT_ROTATION_ATOL) -> tuple[FloatArray, FloatArray]:
     """``T_world_cam`` ``(t (3,), q xyzw (4,))`` of one ``frame-*.pose.txt`` (16 numbers, 4 x 4)."""
     try:
-        values = [float(v) for v in path.read_text().split()]
+        values = [float(v) for v in path.read_text(encoding="utf-8").split()]
     except OSError as exc:
         raise DatasetFormatError(f"cannot read 7-Scenes pose file {path}: {exc}") from exc
     except ValueError as exc:

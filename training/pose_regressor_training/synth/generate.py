@@ -1,4 +1,10 @@
-"""`pose-train synth`: render a synthetic scene into a dataset folder and optionally a ROS 2 bag."""
+"""`pose-train synth`: render a synthetic scene into a dataset folder and optionally a ROS 2 bag.
+
+Every size, rate and count has an upper bound (the `MAX_*` / `MIN_*` constants below), checked by
+`check_synth_config` before anything is written. The dataset and the bag are written into hidden
+`.NAME.partial-PID` siblings and renamed into place only when complete: a failed or interrupted run
+leaves nothing behind, and with `overwrite` the previous output stays until the new one is whole.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +12,12 @@ import math
 import multiprocessing
 import os
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +42,21 @@ from pose_regressor_training.synth.trajectory import generate_trajectory
 FRAMES_PER_TRAJECTORY = 100
 FIRST_STAMP_NS = 1_700_000_000 * 1_000_000_000  # a realistic wall-clock epoch, not zero
 GAP_BETWEEN_TRAJECTORIES_S = 2.0
+
+# Bounds of the settings (each is one clear error, before anything is written).
+MIN_FRAMES, MAX_FRAMES = 3, 1_000_000  # --frames, over all splits (one trajectory per split at least)
+MAX_FRAMES_PER_TRAJECTORY = 100_000  # --frames-per-trajectory
+MIN_FPS, MAX_FPS = 0.1, 1000.0  # --fps (Hz)
+# --frames-per-trajectory / --fps: planning a trajectory costs time and memory in proportion to
+# its length (about 1 s for 1000 s of flight), so one lasts at most this long.
+MAX_TRAJECTORY_S = 1000.0
+MAX_IMAGE_SIDE = 2048  # a camera's width and height (px): ray casting needs ~0.6 kB per pixel and worker
+MAX_CAMERAS = 16  # cameras of the rig (the bundle's limit)
+MAX_LIGHTING = 10.0  # --lighting
+MAX_NOISE_STD = 255.0  # --noise-std (8-bit levels)
+MAX_WORKERS = 256  # --workers
+MAX_SEED = 2**32 - 1  # --seed, --scene-seed
+MAX_BAG_IMAGE_BYTES = 4 << 30  # the --bag split's images, held in memory until the bag is written
 
 
 @dataclass(frozen=True)
@@ -78,6 +102,43 @@ class _FrameJob:
     keep_images: bool
 
 
+def check_synth_config(cfg: SynthConfig) -> None:
+    """ValueError naming the first setting outside its documented range (NaN and inf included)."""
+
+    def within(name: str, value: float, low: float, high: float, unit: str = "") -> None:
+        # ints compare exactly (a huge one does not convert to float); floats also refuse NaN and inf
+        if (isinstance(value, float) and not math.isfinite(value)) or not low <= value <= high:
+            raise ValueError(f"{name} must be in [{_fmt(low)}, {_fmt(high)}]{unit}, got {value}")
+
+    within("--fps", cfg.fps, MIN_FPS, MAX_FPS, " Hz")
+    within("--frames", cfg.frames, MIN_FRAMES, MAX_FRAMES)
+    within("--frames-per-trajectory", cfg.frames_per_trajectory, 1, MAX_FRAMES_PER_TRAJECTORY)
+    duration = min(cfg.frames_per_trajectory, cfg.frames) / cfg.fps
+    if duration > MAX_TRAJECTORY_S:
+        raise ValueError(
+            f"a trajectory of {min(cfg.frames_per_trajectory, cfg.frames)} frames at {cfg.fps:g} Hz lasts "
+            f"{duration:g} s; at most {MAX_TRAJECTORY_S:g} s (lower --frames-per-trajectory or raise --fps)"
+        )
+    within("--lighting", cfg.lighting_strength, 0.0, MAX_LIGHTING)
+    within("--noise-std", cfg.noise_std, 0.0, MAX_NOISE_STD)
+    within("--workers", cfg.workers, 0, MAX_WORKERS)
+    within("--seed", cfg.seed, 0, MAX_SEED)
+    within("--scene-seed", cfg.scene.seed, 0, MAX_SEED)
+    if len(cfg.rig.cameras) > MAX_CAMERAS:
+        raise ValueError(f"the rig has {len(cfg.rig.cameras)} cameras; at most {MAX_CAMERAS}")
+    for cam in cfg.rig.cameras:
+        size = (cam.intrinsics.width, cam.intrinsics.height)
+        if not all(1 <= side <= MAX_IMAGE_SIDE for side in size):
+            raise ValueError(
+                f"camera {cam.name} is {size[0]}x{size[1]} px; "
+                f"width and height must be in [1, {MAX_IMAGE_SIDE}]"
+            )
+
+
+def _fmt(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
 def split_trajectories(count: int, rng: np.random.Generator) -> list[str]:
     """About 80/10/10 train/val/test by whole trajectories; at least one of each when count >= 3."""
     if count < 3:
@@ -88,9 +149,11 @@ def split_trajectories(count: int, rng: np.random.Generator) -> list[str]:
     return [labels[i] for i in rng.permutation(count)]
 
 
-def plan_frames(cfg: SynthConfig, scene: Scene, rng: np.random.Generator) -> list[FrameRecord]:
+def plan_frames(
+    cfg: SynthConfig, scene: Scene, rng: np.random.Generator, progress: bool = False
+) -> list[FrameRecord]:
     """Trajectories, their splits and stamps: `cfg.frames` frames in total, about
-    `cfg.frames_per_trajectory` per trajectory."""
+    `cfg.frames_per_trajectory` per trajectory (`progress`: a progress bar over the trajectories)."""
     if cfg.frames_per_trajectory < 1:
         raise ValueError(f"frames per trajectory must be >= 1, got {cfg.frames_per_trajectory}")
     n_traj = max(3, math.ceil(cfg.frames / cfg.frames_per_trajectory))
@@ -102,13 +165,16 @@ def plan_frames(cfg: SynthConfig, scene: Scene, rng: np.random.Generator) -> lis
     frames: list[FrameRecord] = []
     start_ns = FIRST_STAMP_NS
     period_ns = round(1e9 / cfg.fps)
-    for seq, (length, split) in enumerate(zip(lengths, splits, strict=True)):
-        translations, quats = generate_trajectory(scene, cfg.trajectory, int(length), cfg.fps, rng)
-        for i in range(int(length)):
-            frames.append(
-                FrameRecord(len(frames), seq, split, start_ns + i * period_ns, translations[i], quats[i])
-            )
-        start_ns += int(length) * period_ns + round(GAP_BETWEEN_TRAJECTORIES_S * 1e9)
+    # A context manager: an interruption closes the bar at once, not after the error is printed.
+    with tqdm(total=n_traj, unit="trajectory", desc="planning", disable=not progress, leave=False) as bar:
+        for seq, (length, split) in enumerate(zip(lengths, splits, strict=True)):
+            translations, quats = generate_trajectory(scene, cfg.trajectory, int(length), cfg.fps, rng)
+            for i in range(int(length)):
+                frames.append(
+                    FrameRecord(len(frames), seq, split, start_ns + i * period_ns, translations[i], quats[i])
+                )
+            start_ns += int(length) * period_ns + round(GAP_BETWEEN_TRAJECTORIES_S * 1e9)
+            bar.update()
     return frames
 
 
@@ -127,10 +193,12 @@ def _render_jobs(jobs: list[_FrameJob]) -> list[tuple[int, list[NDArray[np.uint8
         views = _RENDERER.render(job.translation, job.quat_xyzw, job.lighting, noise_std, rng)
         for cam, view in zip(_RENDERER.rig.cameras, views, strict=True):
             bgr = cv2.cvtColor(view.image, cv2.COLOR_RGB2BGR)
-            if not cv2.imwrite(
-                str(image_path(_OUT, cam.name, job.index)), bgr, [cv2.IMWRITE_PNG_COMPRESSION, 1]
-            ):
-                raise OSError(f"could not write {image_path(_OUT, cam.name, job.index)}")
+            # Encoded here and written by Python: a full disk is then an OSError with its errno
+            # (cv2.imwrite only returns False, after libpng has printed its own errors).
+            ok, png = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+            if not ok:
+                raise OSError(f"could not encode image {cam.name}/{job.index:06d}.png")
+            image_path(_OUT, cam.name, job.index).write_bytes(png.tobytes())
         results.append((job.index, [v.image for v in views] if job.keep_images else None))
     return results
 
@@ -140,30 +208,138 @@ def _batches(jobs: list[_FrameJob], size: int) -> Iterator[list[_FrameJob]]:
         yield jobs[start : start + size]
 
 
-def _prepare_outputs(cfg: SynthConfig) -> None:
-    if cfg.out.exists() and any(cfg.out.iterdir()):
-        if not cfg.overwrite:
-            raise FileExistsError(f"{cfg.out} exists and is not empty; use --overwrite to replace it")
-        shutil.rmtree(cfg.out)
-    if cfg.bag is not None and cfg.bag.exists():
-        if not cfg.overwrite:
-            raise FileExistsError(f"bag {cfg.bag} exists; use --overwrite to replace it")
-        shutil.rmtree(cfg.bag) if cfg.bag.is_dir() else cfg.bag.unlink()
-    for cam in cfg.rig.cameras:
-        (cfg.out / "images" / cam.name).mkdir(parents=True, exist_ok=True)
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+def _worker_signals() -> None:
+    """Render workers leave Ctrl-C and SIGTERM to the parent, which stops them and cleans up (a
+    worker interrupted by a terminal's Ctrl-C would otherwise print a traceback of its own)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@contextmanager
+def _stop_signals_deferred() -> Iterator[None]:
+    """Holds Ctrl-C and SIGTERM back while the worker pool is created and fed.
+
+    A handler that raises KeyboardInterrupt there can hit an at-fork callback (where the exception
+    is printed and ignored: the signal is lost) or leave the executor half-started (workers without
+    a manager thread, which then block the interpreter's exit). So the signals are only recorded
+    here and raised again, to the handlers in place before, once the pool is whole.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {signum: signal.getsignal(signum) for signum in _STOP_SIGNALS}
+    for signum in _STOP_SIGNALS:
+        signal.signal(signum, lambda number, _frame: received.append(number))
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        if received:
+            signal.raise_signal(received[0])
+
+
+def _check_outputs(cfg: SynthConfig) -> None:
+    """Refuse outputs that exist (unless `overwrite`) before anything is rendered or written."""
+    if cfg.out.exists() and not cfg.out.is_dir():
+        raise FileExistsError(f"{cfg.out} exists and is not a folder")
+    if cfg.out.is_dir() and any(cfg.out.iterdir()) and not cfg.overwrite:
+        raise FileExistsError(f"{cfg.out} exists and is not empty; use --overwrite to replace it")
+    if cfg.bag is not None and cfg.bag.exists() and not cfg.overwrite:
+        raise FileExistsError(f"bag {cfg.bag} exists; use --overwrite to replace it")
+
+
+def _partial(path: Path) -> Path:
+    """The hidden sibling that `path` is written into before it is renamed into place."""
+    path = path.absolute()
+    return path.with_name(f".{path.name}.partial-{os.getpid()}")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink(missing_ok=True)
+
+
+def _publish(staging: Path, target: Path) -> None:
+    """Put the complete `staging` at `target`, replacing what is there (already allowed)."""
+    target = target.absolute()
+    if target.exists() or target.is_symlink():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        _remove(old)
+        target.rename(old)
+        staging.rename(target)
+        _remove(old)
+        return
+    staging.rename(target)
 
 
 def render_dataset(cfg: SynthConfig) -> SynthSummary:
-    """Renders the whole dataset (and bag) described by `cfg`; returns counts and timing."""
-    global _RENDERER, _OUT, _NOISE
+    """Renders the whole dataset (and bag) described by `cfg`; returns counts and timing.
+
+    Both are written into hidden `.NAME.partial-PID` siblings, renamed into place once complete;
+    on any failure or interruption those are removed and existing outputs are left as they were.
+    """
     if cfg.bag_split not in (*SPLITS, "all"):
         raise ValueError(f"bag split must be one of {', '.join(SPLITS)} or all, got {cfg.bag_split!r}")
+    check_synth_config(cfg)
+    _check_outputs(cfg)
+    out = cfg.out.absolute()
+    if cfg.bag is not None and cfg.bag.absolute() == out:
+        raise ValueError(f"--bag {cfg.bag} and --out {cfg.out} must be different paths")
+    staging = _partial(out)
+    bag_inside = cfg.bag is not None and out in cfg.bag.absolute().parents
+    bag_staging: Path | None = None
+    if cfg.bag is not None:
+        # A bag inside the dataset folder travels with it; any other bag has a staging sibling.
+        bag_staging = staging / cfg.bag.absolute().relative_to(out) if bag_inside else _partial(cfg.bag)
+    existed = out.is_dir() and any(out.iterdir())
+    try:
+        for path in (staging, bag_staging):
+            if path is not None:
+                _remove(path)  # left by an earlier killed run of a process with the same id
+        staging.mkdir(parents=True)
+        if bag_staging is not None:
+            bag_staging.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            summary = _render(cfg, staging, bag_staging)
+            if cfg.bag is not None and bag_staging is not None and not bag_inside:
+                _publish(bag_staging, cfg.bag)
+            _publish(staging, out)
+        except OSError as exc:
+            what = f"the dataset {cfg.out}" + (f" or the bag {cfg.bag}" if cfg.bag is not None else "")
+            kept = "; the existing output is unchanged" if existed else ""
+            raise OSError(
+                f"could not write {what}: {exc.strerror or exc}; the partial output was removed{kept}"
+            ) from None
+        return summary
+    finally:
+        for path in (staging, bag_staging):
+            if path is not None and (path.exists() or path.is_symlink()):  # failed or interrupted
+                _remove(path)
+
+
+def _render(cfg: SynthConfig, out: Path, bag_path: Path | None) -> SynthSummary:
+    """Renders into `out` (and the bag into `bag_path`); see `render_dataset`."""
+    global _RENDERER, _OUT, _NOISE
     started = time.perf_counter()
-    _prepare_outputs(cfg)
+    for cam in cfg.rig.cameras:
+        (out / "images" / cam.name).mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(cfg.seed)
     scene = Scene(cfg.scene)
-    frames = plan_frames(cfg, scene, rng)
+    frames = plan_frames(cfg, scene, rng, cfg.progress)
     in_bag = {f.index for f in frames if cfg.bag is not None and cfg.bag_split in ("all", f.split)}
+    bag_bytes = len(in_bag) * sum(c.intrinsics.width * c.intrinsics.height * 3 for c in cfg.rig.cameras)
+    if bag_bytes > MAX_BAG_IMAGE_BYTES:
+        raise ValueError(
+            f"the bag's {len(in_bag)} camera sets ({cfg.bag_split}) would hold {bag_bytes} bytes of images "
+            f"in memory; at most {MAX_BAG_IMAGE_BYTES} (fewer --frames, smaller images or another --split)"
+        )
     jobs = [
         _FrameJob(
             f.index,
@@ -174,18 +350,22 @@ def render_dataset(cfg: SynthConfig) -> SynthSummary:
         )
         for f in frames
     ]
-    _RENDERER, _OUT, _NOISE = RigRenderer(scene, cfg.rig), cfg.out, (cfg.noise_std, cfg.seed)
+    _RENDERER, _OUT, _NOISE = RigRenderer(scene, cfg.rig), out, (cfg.noise_std, cfg.seed)
     workers = cfg.workers or os.cpu_count() or 1
     bag_images: dict[int, list[NDArray[np.uint8]]] = {}
-    progress = tqdm(total=len(jobs), unit="frame", desc="rendering", disable=not cfg.progress)
     batches = list(_batches(jobs, 8))
-    if workers == 1:
-        results_iter: Iterator[list[tuple[int, list[NDArray[np.uint8]] | None]]] = map(_render_jobs, batches)
-        pool = None
-    else:
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
-        results_iter = pool.map(_render_jobs, batches)
-    try:
+    pool: ProcessPoolExecutor | None = None
+    progress = tqdm(total=len(jobs), unit="frame", desc="rendering", disable=not cfg.progress)
+    try:  # everything after the bar and the pool exist: an interruption closes both at once
+        results_iter: Iterator[list[tuple[int, list[NDArray[np.uint8]] | None]]]
+        if workers == 1:
+            results_iter = map(_render_jobs, batches)
+        else:
+            with _stop_signals_deferred():  # map() forks the workers as it submits the batches
+                pool = ProcessPoolExecutor(
+                    workers, mp_context=multiprocessing.get_context("fork"), initializer=_worker_signals
+                )
+                results_iter = pool.map(_render_jobs, batches)
         for results in results_iter:
             for index, images in results:
                 if images is not None:
@@ -194,12 +374,12 @@ def render_dataset(cfg: SynthConfig) -> SynthSummary:
     finally:
         progress.close()
         if pool is not None:
-            pool.shutdown()
+            pool.shutdown(wait=True, cancel_futures=True)  # after a failure: no queued batch runs
         _RENDERER = _OUT = None
 
     bag_messages = 0
-    if cfg.bag is not None:
-        with RigBagWriter(cfg.bag, cfg.rig.names) as bag:
+    if bag_path is not None:
+        with RigBagWriter(bag_path, cfg.rig.names) as bag:
             for f in frames:
                 if f.index in bag_images:
                     bag.write_set(f.stamp_ns, bag_images[f.index])
@@ -220,8 +400,8 @@ def render_dataset(cfg: SynthConfig) -> SynthSummary:
         "bag": str(cfg.bag) if cfg.bag is not None else None,
         "bag_split": cfg.bag_split if cfg.bag is not None else None,
     }
-    write_frames(cfg.out, frames)
-    write_metadata(cfg.out, cfg.rig, cfg.fps, counts, provenance)
+    write_frames(out, frames)
+    write_metadata(out, cfg.rig, cfg.fps, counts, provenance)
     return SynthSummary(
         counts, trajectories, len(frames) * len(cfg.rig.cameras), bag_messages, time.perf_counter() - started
     )

@@ -1,25 +1,131 @@
-"""Writing ROS 2 bags (MCAP or sqlite3) of camera images and ground-truth poses with `rosbags`.
+"""Reading and writing ROS 2 bags (MCAP or sqlite3) of camera images and ground-truth poses with `rosbags`.
 
 Topic conventions (shared by recorded and synthetic bags): `/<camera>/image_raw`
 (`sensor_msgs/msg/Image`, frame `<camera>_optical_frame`) per camera and
 `/ground_truth/pose` (`geometry_msgs/msg/PoseStamped`, frame `map`, pose of `base_link`).
+
+Reading a damaged bag: `rosbags` parses the file in pure Python, so a damaged index or chunk
+can raise almost anything (ReaderError, OverflowError, TypeError, UnicodeDecodeError,
+MemoryError, ...), or end the message stream early without an error. `open_bag` turns every
+failure to open a bag (missing or invalid `metadata.yaml`, truncated file, bad magic, unreadable
+summary) into one `BagReadError` line, `cannot read bag X: <reason>`. `read_messages` yields
+what can be read and counts the rest: messages the index promises but that could not be read
+(a damaged chunk) and messages whose log time lies outside the bag's time range (a damaged
+record header) end up in `ReadStats`, never in an exception. Each reader (replay, evaluate,
+`pose-train from-bag`) then skips and counts single records that do not deserialize.
 """
 
 from __future__ import annotations
 
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.interfaces import Connection
+from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
 GROUND_TRUTH_TOPIC = "/ground_truth/pose"
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 POSE_TYPE = "geometry_msgs/msg/PoseStamped"
 TYPESTORE = get_typestore(Stores.ROS2_JAZZY)
+MAX_REASON_CHARS = 300
+
+
+class BagReadError(ValueError):
+    """A bag cannot be opened or holds nothing readable; the message is one line,
+    `cannot read bag PATH: REASON`."""
+
+
+def one_line(text: str, limit: int = MAX_REASON_CHARS) -> str:
+    """`text` on one line (whitespace runs collapsed), cut to `limit` characters."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def failure_reason(exc: BaseException) -> str:
+    """What went wrong, in one line: rosbags' own message, or the exception type and message
+    for anything else the parser raised on damaged bytes."""
+    text = one_line(str(exc))
+    if isinstance(exc, ReaderError) and text:
+        return f"{text} (truncated, or not a bag file?)" if "magic" in text else text
+    name = type(exc).__name__
+    return f"{name}: {text} (damaged or truncated file?)" if text else f"{name} (damaged or truncated file?)"
+
+
+def open_bag(path: str | Path) -> Reader:
+    """An opened `rosbags` Reader (close it, or use it as a context manager).
+
+    Raises:
+        BagReadError: the bag is missing, or its metadata, header or index cannot be read.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise BagReadError(f"cannot read bag {path}: it does not exist")
+    try:
+        reader = Reader(path)
+    except Exception as exc:  # metadata.yaml is parsed here: YAML errors, missing keys, ...
+        raise BagReadError(f"cannot read bag {path}: {failure_reason(exc)}") from None
+    try:
+        reader.open()
+    except Exception as exc:  # a damaged header or summary can raise anything in the parser
+        raise BagReadError(f"cannot read bag {path}: {failure_reason(exc)}") from None
+    return reader
+
+
+@dataclass
+class ReadStats:
+    """What `read_messages` could not deliver (accumulates over several reads, e.g. loops)."""
+
+    read: int = 0  # messages yielded
+    unreadable: int = 0  # promised by the index but not readable (a damaged chunk), or out of range
+    error: str | None = None  # why reading stopped early, if it did
+
+    @property
+    def damaged(self) -> bool:
+        return self.unreadable > 0 or self.error is not None
+
+
+def read_messages(
+    reader: Reader, connections: Sequence[Connection], stats: ReadStats
+) -> Generator[tuple[Connection, int, bytes], None, None]:
+    """`reader.messages(connections)`, never raising on damaged data.
+
+    Reading stops at the first error in the storage layer (the rest of the bag is counted as
+    unreadable in `stats`, with the reason); a message whose log time lies outside the bag's
+    time range (a damaged record header) is counted and skipped, so that a replay never waits
+    for a time that is not in the bag. When the stream ends, the messages the index promised
+    but that never came are counted as unreadable too. Closing the iterator early (a deadline)
+    counts nothing.
+    """
+    expected = sum(max(0, int(c.msgcount)) for c in connections)
+    start, end = int(reader.start_time), int(reader.end_time)  # end: exclusive
+    check_range = expected > 0 and start < end
+    messages = reader.messages(connections=list(connections))
+    read = 0
+    out_of_range = 0
+    try:
+        while True:
+            try:
+                connection, log_ns, raw = next(messages)
+            except StopIteration:
+                break
+            except Exception as exc:  # pure-Python parsing of damaged bytes: any exception type
+                stats.error = failure_reason(exc)
+                break
+            if check_range and not start <= log_ns < end:
+                out_of_range += 1
+                continue
+            read += 1
+            stats.read += 1
+            yield connection, log_ns, raw
+        stats.unreadable += out_of_range + max(0, expected - read - out_of_range)
+    finally:
+        messages.close()
 
 
 def stamp_from_ns(stamp_ns: int) -> Any:

@@ -23,12 +23,20 @@ at camera rate. Without them, a row that follows the other bundle's engine finds
 weights in the CPU caches and ONNX Runtime's other intra-op thread pool still spinning (for more
 than 5 ms, less than 50 ms, after its last run): on the 2-core machine that made ``compare`` and
 whichever rows followed it up to 1.9x slower.
+
+Bounds (checked before anything is allocated; each is one clear error): S in [2, `MAX_MC_SAMPLES`]
+(the bundle's own limit), repeats in [1, `MAX_REPEATS`], warmup in [0, `MAX_WARMUP`], onnxruntime
+threads in [0, `MAX_THREADS`], settle_s in [0, `MAX_SETTLE_S`], and the random camera images of one
+set (the bundle's camera sizes) at most `MAX_IMAGE_BYTES`. A run that takes longer than
+`PROGRESS_EVERY_S` reports its progress on stderr every `PROGRESS_EVERY_S` seconds.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,15 +45,35 @@ from typing import Any
 
 import numpy as np
 
-from pose_regressor.bundle import ModelBundle, load_bundle, preprocess
+from pose_regressor.bundle import MAX_MC_SAMPLES, ModelBundle, load_bundle, preprocess
 from pose_regressor.engines import InferenceEngine, load_engine
 from pose_regressor.uncertainty import dropout_masks, estimate_from_samples
 
-__all__ = ["STAGES", "BenchResult", "BenchRow", "format_table", "run_bench", "write_json"]
+__all__ = [
+    "MAX_IMAGE_BYTES",
+    "MAX_REPEATS",
+    "MAX_SETTLE_S",
+    "MAX_THREADS",
+    "MAX_WARMUP",
+    "STAGES",
+    "BenchResult",
+    "BenchRow",
+    "format_table",
+    "run_bench",
+    "write_json",
+]
 
 STAGES = ("preprocess", "infer", "postprocess", "total")
-IMAGE_POOL = 3  # distinct random camera sets per row, cycled
+IMAGE_POOL = 3  # distinct random camera sets per row, cycled (fewer when the cameras are large)
 SETTLE_S = 0.05  # idle pause before each row's priming frame (lets other thread pools stop spinning)
+
+# Upper bounds of the arguments (S is bounded by pose_regressor.bundle.MAX_MC_SAMPLES).
+MAX_REPEATS = 10_000  # measured repetitions
+MAX_WARMUP = 1_000  # unmeasured repetitions first
+MAX_THREADS = 256  # onnxruntime intra-op threads (0: its default, one per physical core)
+MAX_SETTLE_S = 10.0  # idle seconds before each row's priming frame
+MAX_IMAGE_BYTES = 1 << 30  # random camera images of one set (each row keeps up to IMAGE_POOL sets)
+PROGRESS_EVERY_S = 5.0  # a longer run reports its progress on stderr this often
 
 
 @dataclass(frozen=True)
@@ -109,7 +137,7 @@ class _Case:
         self.name, self.engine, self.bundle, self.samples, self.naive = name, engine, bundle, samples, naive
         self.images = [
             [rng.integers(0, 256, (c.height, c.width, 3), dtype=np.uint8) for c in bundle.cameras]
-            for _ in range(IMAGE_POOL)
+            for _ in range(_image_pool(bundle))
         ]
         if samples == 1 and not naive:
             self.masks = [engine.deterministic_mask()] * pools
@@ -163,6 +191,70 @@ class _Case:
         )
 
 
+def _set_bytes(bundle: ModelBundle) -> int:
+    """Bytes of one random camera set at the bundle's camera sizes."""
+    return sum(c.width * c.height * 3 for c in bundle.cameras)
+
+
+def _image_pool(bundle: ModelBundle) -> int:
+    """Random camera sets per row: IMAGE_POOL, fewer where they would exceed MAX_IMAGE_BYTES."""
+    return max(1, min(IMAGE_POOL, MAX_IMAGE_BYTES // _set_bytes(bundle)))
+
+
+def _check_images(bundle: ModelBundle) -> None:
+    size = _set_bytes(bundle)
+    if size > MAX_IMAGE_BYTES:
+        cams = ", ".join(f"{c.name} {c.width}x{c.height}" for c in bundle.cameras)
+        raise ValueError(
+            f"{bundle.yaml_path}: one camera set ({cams}) takes {size} bytes; bench generates at most "
+            f"{MAX_IMAGE_BYTES} bytes of images per set"
+        )
+
+
+def _check_arguments(
+    samples: int, repeats: int, warmup: int, settle_s: float, options: dict[str, Any]
+) -> None:
+    """One ValueError naming the first argument outside its documented range."""
+    if not 2 <= samples <= MAX_MC_SAMPLES:
+        raise ValueError(
+            f"mc_samples must be >= 2 to measure MC-dropout cost and <= {MAX_MC_SAMPLES}, got {samples}"
+        )
+    if not 1 <= repeats <= MAX_REPEATS or not 0 <= warmup <= MAX_WARMUP:
+        raise ValueError(
+            f"repeats must be >= 1 and <= {MAX_REPEATS}, warmup >= 0 and <= {MAX_WARMUP}; "
+            f"got {repeats} and {warmup}"
+        )
+    if not 0.0 <= settle_s <= MAX_SETTLE_S:  # also refuses NaN
+        raise ValueError(f"settle_s must be in [0, {MAX_SETTLE_S:g}] seconds, got {settle_s}")
+    threads = options.get("threads")
+    if threads is not None and (
+        isinstance(threads, bool) or not isinstance(threads, int) or not 0 <= threads <= MAX_THREADS
+    ):
+        raise ValueError(f"threads must be an integer in [0, {MAX_THREADS}] (0: default), got {threads!r}")
+
+
+class _StderrProgress:
+    """Progress on stderr for long runs: nothing for the first PROGRESS_EVERY_S, then a line that often."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.next_report = self.started + PROGRESS_EVERY_S
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now < self.next_report or done >= total:
+            return
+        self.next_report = now + PROGRESS_EVERY_S
+        elapsed = now - self.started
+        left = elapsed / done * (total - done)
+        print(
+            f"bench: {done}/{total} repetitions ({100 * done // total}%), {elapsed:.0f} s, "
+            f"about {left:.0f} s left",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
 def _engine(bundle: ModelBundle, backend: str, samples: int, options: dict[str, Any]) -> InferenceEngine:
     options = dict(options)
     if backend == "tensorrt" and samples > bundle.mc_samples:
@@ -181,21 +273,33 @@ def run_bench(
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
     settle_s: float = SETTLE_S,
+    quiet: bool = False,
 ) -> BenchResult:
     """Benchmark `bundle` (and `compare`) on `backend`; see the module docstring for rows and ratios.
 
     mc_samples: S of the ``mc`` and ``naive`` rows (default: the bundle's ``mc_samples``).
     engine_options: keyword options of the engine (e.g. ``threads`` for onnxruntime).
-    progress: called as ``progress(done, total)`` after each repetition.
+    progress: called as ``progress(done, total)`` after each repetition; by default a run longer
+        than `PROGRESS_EVERY_S` prints a progress line on stderr that often (``quiet``: never).
     settle_s: idle seconds before each row's priming frame.
+
+    Raises:
+        ValueError: an argument outside its range (see the module docstring), or a bundle whose
+            camera images would take more than `MAX_IMAGE_BYTES` per set.
     """
     if repeats < 1 or warmup < 0:
         raise ValueError(f"repeats must be >= 1 and warmup >= 0, got {repeats} and {warmup}")
+    options = dict(engine_options or {})
     main = bundle if isinstance(bundle, ModelBundle) else load_bundle(bundle)
     samples = main.mc_samples if mc_samples is None else mc_samples
-    if samples < 2:
-        raise ValueError(f"mc_samples must be >= 2 to measure MC-dropout cost, got {samples}")
-    options = dict(engine_options or {})
+    _check_arguments(samples, repeats, warmup, settle_s, options)
+    _check_images(main)
+    other = None
+    if compare is not None:
+        other = compare if isinstance(compare, ModelBundle) else load_bundle(compare)
+        _check_images(other)
+    if progress is None and not quiet:
+        progress = _StderrProgress()
     load_before = _load_average()
     rng = np.random.default_rng(seed)
     pools = min(8, warmup + repeats)
@@ -205,9 +309,7 @@ def run_bench(
         _Case("mc", engine, samples, False, pools, rng),
         _Case("naive", engine, samples, True, pools, rng),
     ]
-    other = None
-    if compare is not None:
-        other = compare if isinstance(compare, ModelBundle) else load_bundle(compare)
+    if other is not None:
         cases.append(_Case("compare", _engine(other, backend, samples, options), samples, False, pools, rng))
     total = warmup + repeats
     shuffle = np.random.default_rng(seed + 1)
@@ -287,8 +389,17 @@ def format_table(result: BenchResult) -> str:
 
 
 def write_json(result: BenchResult, path: str | Path) -> Path:
-    """Write `result` as JSON (keys mc_cost_ratio, naive_over_ours, compare_ratio, rows, settings)."""
+    """Write `result` as JSON (keys mc_cost_ratio, naive_over_ours, compare_ratio, rows, settings),
+    atomically: a temporary file beside `path`, renamed over it (removed if anything fails)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(result.to_json(), indent=2) + "\n", encoding="utf-8")
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(result.to_json(), indent=2) + "\n")
+        Path(tmp).chmod(0o644)  # mkstemp makes it private
+        Path(tmp).replace(target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return target

@@ -39,6 +39,14 @@ __all__ = [
     "BUNDLE_FORMAT",
     "ENGINES_DIR",
     "FUSIONS",
+    "MAX_CAMERAS",
+    "MAX_COVARIANCE_SCALE",
+    "MAX_HIDDEN_DIM",
+    "MAX_IMAGE_SIDE",
+    "MAX_INPUT_BYTES",
+    "MAX_INPUT_SIDE",
+    "MAX_MC_SAMPLES",
+    "MAX_YAML_BYTES",
     "ONNX_FILE",
     "PREPROCESSING",
     "SCHEMA_VERSION",
@@ -59,6 +67,17 @@ YAML_FILE = "bundle.yaml"
 TORCH_FILE = "model.pt"
 ENGINES_DIR = "engines"
 FUSIONS = ("input", "mosaic", "late")
+
+# Upper bounds on what a bundle.yaml may ask for: every one is allocated or computed for each camera
+# set, so an absurd value must be refused when the bundle is loaded, not met as an allocation failure.
+MAX_CAMERAS = 16  # T, cameras of the rig
+MAX_IMAGE_SIDE = 16384  # a camera's width and height (px): the node rejects larger images too
+MAX_INPUT_SIDE = 4096  # input.width and input.height (px): the network's input
+MAX_INPUT_BYTES = 256 << 20  # T x input.height x input.width x 3: the `images` input of one set
+MAX_HIDDEN_DIM = 16384  # D of dropout_mask [S, D]
+MAX_MC_SAMPLES = 256  # S, Monte-Carlo samples per set (the node's mc_samples parameter allows as many)
+MAX_COVARIANCE_SCALE = 1e6  # covariance_scale is in (0, MAX_COVARIANCE_SCALE]
+MAX_YAML_BYTES = 1 << 20  # size of bundle.yaml (an exported one has about 3 kB)
 
 #: What :func:`preprocess` and the graph do to a camera image; written into every bundle.yaml.
 PREPROCESSING: dict[str, str] = {
@@ -230,6 +249,11 @@ def load_bundle(path: str | Path) -> ModelBundle:
             f"{root} has no {YAML_FILE}: not a model bundle (create one with pose-train export)"
         )
     try:
+        size = yaml_path.stat().st_size
+        if size > MAX_YAML_BYTES:
+            raise BundleError(
+                f"{yaml_path} has {size} bytes; a {YAML_FILE} may have at most {MAX_YAML_BYTES}"
+            )
         data = yaml.safe_load(yaml_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         raise BundleError(f"cannot read {yaml_path}: {exc}") from None
@@ -293,6 +317,16 @@ def _bundle_from_mapping(root: Path, data: dict[str, Any]) -> ModelBundle:
     scale = _float(data, "covariance_scale", "covariance_scale")
     if not scale > 0:
         raise BundleError(f"covariance_scale must be positive, got {scale}")
+    if scale > MAX_COVARIANCE_SCALE:
+        raise BundleError(f"covariance_scale must be <= {MAX_COVARIANCE_SCALE:g}, got {scale:g}")
+    input_width = _int(image, "width", "input.width", minimum=1, maximum=MAX_INPUT_SIDE)
+    input_height = _int(image, "height", "input.height", minimum=1, maximum=MAX_INPUT_SIDE)
+    input_bytes = len(cameras) * input_width * input_height * 3
+    if input_bytes > MAX_INPUT_BYTES:
+        raise BundleError(
+            f"the images input ({len(cameras)} cameras x {input_height} x {input_width} x 3) would take "
+            f"{input_bytes} bytes per camera set; at most {MAX_INPUT_BYTES} bytes"
+        )
     onnx = data.get("onnx", {})
     provenance = data.get("provenance", {})
     if not isinstance(onnx, dict) or not isinstance(provenance, dict):
@@ -303,16 +337,20 @@ def _bundle_from_mapping(root: Path, data: dict[str, Any]) -> ModelBundle:
         path=root,
         schema_version=SCHEMA_VERSION,
         cameras=cameras,
-        input_width=_int(image, "width", "input.width", minimum=1),
-        input_height=_int(image, "height", "input.height", minimum=1),
+        input_width=input_width,
+        input_height=input_height,
         preprocessing=dict(preprocessing),
         fusion=str(fusion),
         dof=dof,
         dropout=dropout,
-        hidden_dim=_int(model, "hidden_dim", "model.hidden_dim", minimum=1),
+        hidden_dim=_int(model, "hidden_dim", "model.hidden_dim", minimum=1, maximum=MAX_HIDDEN_DIM),
         covariance_scale=scale,
         provenance=provenance,
-        mc_samples=_int(model, "mc_samples", "model.mc_samples", minimum=1) if "mc_samples" in model else 32,
+        mc_samples=(
+            _int(model, "mc_samples", "model.mc_samples", minimum=1, maximum=MAX_MC_SAMPLES)
+            if "mc_samples" in model
+            else 32
+        ),
         onnx=onnx,
     )
 
@@ -339,6 +377,8 @@ def _check_model_file(name: Any) -> None:
 def _cameras(value: Any) -> tuple[BundleCamera, ...]:
     if not isinstance(value, list) or not value:
         raise BundleError(f"cameras must be a non-empty list, got {value!r}")
+    if len(value) > MAX_CAMERAS:
+        raise BundleError(f"cameras may list at most {MAX_CAMERAS} cameras, got {len(value)}")
     cameras = []
     for i, entry in enumerate(value):
         where = f"cameras[{i}]"
@@ -350,8 +390,8 @@ def _cameras(value: Any) -> tuple[BundleCamera, ...]:
         topic = entry.get("topic", f"/{name}/image_raw")
         if not isinstance(topic, str) or not topic.startswith("/"):
             raise BundleError(f"{where}.topic must be an absolute topic name, got {topic!r}")
-        width = _int(entry, "width", f"{where}.width", minimum=1)
-        height = _int(entry, "height", f"{where}.height", minimum=1)
+        width = _int(entry, "width", f"{where}.width", minimum=1, maximum=MAX_IMAGE_SIDE)
+        height = _int(entry, "height", f"{where}.height", minimum=1, maximum=MAX_IMAGE_SIDE)
         cameras.append(BundleCamera(name, topic, width, height))
     names = [c.name for c in cameras]
     if len(set(names)) != len(names):
@@ -366,12 +406,14 @@ def _mapping(data: Mapping[str, Any], key: str) -> dict[str, Any]:
     return value
 
 
-def _int(data: Mapping[str, Any], key: str, where: str, minimum: int) -> int:
+def _int(data: Mapping[str, Any], key: str, where: str, minimum: int, maximum: int | None = None) -> int:
     value = data.get(key)
     if isinstance(value, bool) or not isinstance(value, int):
         raise BundleError(f"{where} must be an integer, got {value!r}")
     if value < minimum:
         raise BundleError(f"{where} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise BundleError(f"{where} must be <= {maximum}, got {value}")
     return value
 
 

@@ -4,16 +4,27 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
+if TYPE_CHECKING:
+    from pose_regressor.replay import StopFlag
 
-def _positive(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
+# Documented ranges of the `replay` and `evaluate` values (README, `--help`). Kept here, in this
+# light module, so that building the parser imports nothing heavy; `pose_regressor.replay` and
+# `pose_regressor.ros_tools` check the same ranges for callers of their functions.
+MIN_RATE = 0.01  # 100x slower than recorded
+MAX_RATE = 1000.0  # an hour of recording in 3.6 s
+MAX_DURATION_S = 7 * 24 * 3600.0  # a week
+MAX_START_DELAY_S = 600.0
+MAX_MC_SAMPLES = 256  # the node's mc_samples range
+BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")  # = pose_regressor.params.BACKENDS
+# `evaluate` fails when fewer of the camera sets the replay published are accounted for by the
+# node (poses received + sets it replaced, rejected or failed on) than this fraction.
+MIN_DELIVERY_RATIO = 0.9
 
 
 def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -92,75 +103,223 @@ def _run(args: argparse.Namespace, extra: Sequence[str]) -> int:
     return node_main(["pose-regressor", *ros_arguments(args, extra)])
 
 
+def _bounded(low: float, high: float, *, low_open: bool = False, unit: str = "") -> Callable[[str], float]:
+    """An argparse type: a finite number in [low, high] (or (low, high] with `low_open`)."""
+    shown = (
+        f"{'>' if low_open else 'from'} {low:g}{unit} {'and at most' if low_open else 'to'} {high:g}{unit}"
+    )
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number {shown}, got {text!r}") from None
+        above_low = value > low if low_open else value >= low
+        if not (math.isfinite(value) and above_low and value <= high):
+            raise argparse.ArgumentTypeError(f"must be {shown}, got {text}")
+        return value
+
+    return parse
+
+
+def _bounded_int(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"must be an integer from {low} to {high}, got {text!r}"
+            ) from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be an integer from {low} to {high}, got {text}")
+        return value
+
+    return parse
+
+
+def _rate_argument(p: argparse.ArgumentParser, help_text: str) -> None:
+    p.add_argument(
+        "--rate",
+        type=_bounded(MIN_RATE, MAX_RATE),
+        default=1.0,
+        help=f"{help_text}, {MIN_RATE:g} to {MAX_RATE:g} (default 1)",
+    )
+
+
+def _duration_type() -> Callable[[str], float]:
+    return _bounded(0.0, MAX_DURATION_S, low_open=True, unit=" s")
+
+
 def _add_replay(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "replay",
         help="publish a bag's messages over ROS 2 with their recorded timing (like ros2 bag play)",
+        description="Publishes a bag's messages with their recorded timing. Sets "
+        "FASTRTPS_DEFAULT_PROFILES_FILE to the package's config/fastdds_large_images.xml unless it is "
+        "set. SIGINT and SIGTERM stop it cleanly (exit 130 / 143). Exit 2: a bad argument or a bag "
+        "that cannot be read; corrupt records are skipped and counted.",
     )
     p.add_argument("bag", type=Path)
-    p.add_argument("--rate", type=_positive, default=1.0, help="playback speed factor")
+    _rate_argument(p, "playback speed factor")
     p.add_argument("--loop", action="store_true", help="play again and again (stamps keep increasing)")
     p.add_argument("--clock", action="store_true", help="publish /clock from the bag's time")
     p.add_argument("--topics", nargs="+", help="only these topics")
-    p.add_argument("--duration", type=_positive, help="stop after this many seconds")
+    p.add_argument("--duration", type=_duration_type(), help="stop after this many seconds (up to a week)")
     p.add_argument(
-        "--start-delay", type=float, default=3.0, help="wait up to this many seconds for subscribers first"
+        "--start-delay",
+        type=_bounded(0.0, MAX_START_DELAY_S, unit=" s"),
+        default=3.0,
+        help=f"wait up to this many seconds for subscribers first (0 to {MAX_START_DELAY_S:g})",
     )
     p.add_argument("--log", type=Path, help="write each message's stamp and publish time as JSON lines")
     p.set_defaults(handler=_replay)
 
 
 def _replay(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    from pose_regressor.bagio import open_bag
+
+    # A damaged bag is one line at once: before rclpy's imports, any DDS work or a --log file.
+    if args.bag.exists():
+        open_bag(args.bag).close()
+
+    from pose_regressor.replay import StopFlag, handle_signals
+
+    stop = StopFlag()
+    with handle_signals(stop):
+        return _replay_with(args, extra, stop)
+
+
+def _replay_with(args: argparse.Namespace, extra: Sequence[str], stop: StopFlag) -> int:
+    import signal
+
     import rclpy
     import rclpy.utilities
+    from rclpy.signals import SignalHandlerOptions
 
-    from pose_regressor.replay import replay
+    from pose_regressor.replay import replay, use_large_images_profile
 
-    rclpy.init(args=["pose-regressor", *extra])
-    log = args.log.open("w") if args.log is not None else None
+    profile = use_large_images_profile()
+    _init_ros(extra, SignalHandlerOptions.NO)
+    # Line-buffered: the log can be followed while the replay runs, and a killed replay loses no line.
+    log = args.log.open("w", buffering=1) if args.log is not None else None
     try:
         stats = replay(
-            args.bag, args.rate, args.loop, args.clock, args.topics, args.duration, args.start_delay, log
+            args.bag,
+            args.rate,
+            args.loop,
+            args.clock,
+            args.topics,
+            args.duration,
+            args.start_delay,
+            log,
+            stop=stop,
         )
-    except KeyboardInterrupt:
-        return 130
+        if log is not None:
+            log.write(json.dumps({"summary": stats.summary()}) + "\n")
+    except BaseException:
+        if log is not None:  # nothing was replayed (bad topics, an unreadable bag): no log either
+            log.close()
+            args.log.unlink(missing_ok=True)
+        raise
     finally:
         if log is not None:
             log.close()
         if rclpy.utilities.ok():
             rclpy.shutdown()
     total = sum(stats.published.values())
+    if stats.stopped_by == "signal" and stop.signum is not None:
+        name = signal.Signals(stop.signum).name
+        print(
+            f"pose-regressor replay: interrupted by {name} after publishing {total} messages in "
+            f"{stats.seconds:.1f} s",
+            file=sys.stderr,
+        )
+        return 128 + stop.signum
+    if stats.unreadable or stats.read_error:
+        print(
+            f"pose-regressor replay: warning: bag {args.bag} is damaged: {stats.unreadable} message(s) "
+            f"could not be read ({stats.read_error or 'records missing from their chunk'}); the rest was "
+            "published",
+            file=sys.stderr,
+        )
     print(
         f"replay: published {total} messages on {len(stats.published)} topics in {stats.seconds:.1f} s"
-        f" ({stats.loops} loops, {stats.skipped} corrupt skipped)"
+        f" ({stats.loops} loops, {stats.skipped} corrupt skipped, {stats.unreadable} unreadable);"
+        f" Fast DDS profile: {profile or 'none (Fast DDS defaults)'}"
     )
     return 0
+
+
+def _init_ros(extra: Sequence[str], signal_handlers: object) -> None:
+    """`rclpy.init` with the --ros-args; arguments rcl rejects are one ValueError line (rcl's own
+    log line about them, written straight to file descriptor 2, is held back and dropped)."""
+    import os
+    import tempfile
+
+    import rclpy
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            rclpy.init(args=["pose-regressor", *extra], signal_handler_options=signal_handlers)
+        except Exception as exc:  # RCLError, with its C source location
+            failure: Exception | None = exc
+        else:
+            failure = None
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        if failure is None:  # anything rcl said while starting up normally is passed on
+            held.seek(0)
+            sys.stderr.write(held.read().decode(errors="replace"))
+    if failure is not None:
+        reason = " ".join(str(failure).split(", at /")[0].split())
+        raise ValueError(f"cannot start ROS with the arguments {' '.join(extra)}: {reason}")
 
 
 def _add_evaluate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "evaluate",
         help="node + bag replay over ROS 2 as separate processes; accuracy, rate and latency vs ground truth",
+        description="Starts the localizer and a bag replay as separate processes (with the package's "
+        "Fast DDS large-images profile unless FASTRTPS_DEFAULT_PROFILES_FILE is set) and compares the "
+        "poses with the bag's ground truth. Exit 1: the evaluation failed (the node died, or fewer than "
+        f"{MIN_DELIVERY_RATIO:.0%} of the published camera sets reached the node or were accounted for "
+        "by it); 2: a bad argument or an unreadable bag or bundle, or a failed soak check; 130 / 143: "
+        "SIGINT / SIGTERM.",
     )
     p.add_argument("--bag", type=Path, required=True)
     p.add_argument("--bundle", type=Path, required=True)
     p.add_argument("--gt-topic", default="/ground_truth/pose")
-    p.add_argument("--rate", type=_positive, default=1.0, help="replay speed factor")
+    _rate_argument(p, "replay speed factor")
     p.add_argument("--out", type=Path, default=Path("out/evaluate"))
-    p.add_argument("--mc-samples", type=int, default=0, help="MC-dropout samples (default 0: the bundle's)")
-    p.add_argument("--backend", default="auto")
+    p.add_argument(
+        "--mc-samples",
+        type=_bounded_int(0, MAX_MC_SAMPLES),
+        default=0,
+        help=f"MC-dropout samples, 0 to {MAX_MC_SAMPLES} (default 0: the bundle's)",
+    )
+    p.add_argument("--backend", default="auto", choices=BACKENDS)
     p.add_argument("--camera-topics", nargs="+", help="default: the bundle's topics")
     p.add_argument("--loop", action="store_true", help="replay the bag in a loop (with --duration)")
     p.add_argument(
         "--duration",
-        type=_positive,
-        help="stop the replay after this many seconds; also checks memory growth and latency "
-        "stability (soak, see soak.png; exit code 2 if a check fails)",
+        type=_duration_type(),
+        help="stop the replay after this many seconds (up to a week); also checks memory growth and "
+        "latency stability (soak, see soak.png; exit code 2 if a check fails)",
     )
     p.set_defaults(handler=_evaluate)
 
 
 def _evaluate(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    from pose_regressor.bagio import open_bag
+
+    if args.bag.exists():  # a damaged bag is one line at once, before rclpy and the bundle load
+        open_bag(args.bag).close()
+
+    from pose_regressor.replay import Interrupted, StopFlag, handle_signals
     from pose_regressor.ros_tools import EvaluateConfig, EvaluationError, run_evaluation
 
     cfg = EvaluateConfig(
@@ -176,26 +335,44 @@ def _evaluate(args: argparse.Namespace, extra: Sequence[str]) -> int:
         duration_s=args.duration,
         loop=args.loop,
     )
+    stop = StopFlag()
     try:
-        m = run_evaluation(cfg)
+        with handle_signals(stop):
+            m = run_evaluation(cfg, stop)
     except EvaluationError as exc:
         print(f"pose-regressor evaluate: error: {exc}", file=sys.stderr)
         return 1
+    except Interrupted as exc:
+        print(
+            f"pose-regressor evaluate: {exc}; the localizer and the replay were stopped, no results written",
+            file=sys.stderr,
+        )
+        return exc.exit_code
     print(
         f"evaluate: {m['published']} poses for {m['expected_sets']} input sets "
-        f"(ratio {m['output_rate_ratio']:.3f}), "
+        f"(ratio {m['output_rate_ratio']:.3f}, delivery {m['delivery_ratio']:.3f}), "
         f"median {m['median_translation_m']:.3f} m {m['median_rotation_deg']:.2f} deg, "
-        f"latency p50 {m['latency_ms_p50']:.1f} ms p99 {m['latency_ms_p99']:.1f} ms, "
+        f"e2e latency p50 {m['e2e_latency_ms_p50']:.1f} ms p99 {m['e2e_latency_ms_p99']:.1f} ms "
+        f"(node set->pose p50 {m['node_set_to_pose_ms_p50']:.1f} ms "
+        f"p99 {m['node_set_to_pose_ms_p99']:.1f} ms), "
         f"dropped sets {m['dropped_sets']}, mean NEES {m['mean_nees']:.2f}"
     )
+    damaged = ("gt_corrupt_skipped", "gt_unreadable", "replay_corrupt_skipped", "replay_unreadable")
+    if any(m[key] for key in damaged):
+        print(
+            f"evaluate: the bag is damaged: skipped {m['gt_corrupt_skipped']} corrupt and "
+            f"{m['gt_unreadable']} unreadable ground-truth message(s), {m['replay_corrupt_skipped']} corrupt "
+            f"and {m['replay_unreadable']} unreadable camera message(s)"
+            + (f" ({m['bag_read_error']})" if m["bag_read_error"] else "")
+        )
     print(f"evaluate: wrote {args.out}/metrics.json, trajectory.png, errors_over_time.png")
     soak = m.get("soak")
     if soak is None:
         return 0
     print(
         f"soak: {soak['duration_s']:.0f} s, RSS {soak['rss_mb_first_window']:.1f} -> "
-        f"{soak['rss_mb_last_window']:.1f} MB ({soak['rss_growth_pct']:+.1f}%), latency p99 "
-        f"{soak['latency_ms_p99_first_window']:.1f} -> {soak['latency_ms_p99_last_window']:.1f} ms "
+        f"{soak['rss_mb_last_window']:.1f} MB ({soak['rss_growth_pct']:+.1f}%), e2e latency p99 "
+        f"{soak['e2e_latency_ms_p99_first_window']:.1f} -> {soak['e2e_latency_ms_p99_last_window']:.1f} ms "
         f"({soak['latency_p99_change_pct']:+.1f}%), dropped sets {soak['dropped_sets']}: "
         + ("PASS" if soak["passed"] else "FAIL " + ", ".join(k for k, ok in soak["checks"].items() if not ok))
     )
@@ -253,8 +430,16 @@ def _bench(args: argparse.Namespace, extra: Sequence[str]) -> int:
     return 0
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with its errors on one line (no usage block), as pose-train's: exit 2 with
+    `pose-regressor replay: error: argument --rate: ... (see pose-regressor replay --help)`."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pose-regressor", description=__doc__)
+    parser: argparse.ArgumentParser = OneLineParser(prog="pose-regressor", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_run(sub)
     _add_replay(sub)

@@ -41,7 +41,7 @@ def plot_evaluation(arrays: dict[str, np.ndarray], metrics: dict[str, Any], out:
     ax.set_title(
         f"Replay at {metrics['rate']:g}x: median {metrics['median_translation_m']:.2f} m, "
         f"{metrics['median_rotation_deg']:.1f} deg; output/input sets {metrics['output_rate_ratio']:.2f}; "
-        f"latency p50 {metrics['latency_ms_p50']:.1f} ms"
+        f"end-to-end latency p50 {metrics['e2e_latency_ms_p50']:.1f} ms"
     )
     ax.set_xlabel("x (m, map)")
     ax.set_ylabel("y (m, map)")

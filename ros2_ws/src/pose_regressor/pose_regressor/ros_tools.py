@@ -3,9 +3,33 @@
     bag --(pose-regressor replay, its own process)--> camera topics --> localizer (its own process)
         --> ~/pose_with_covariance, /diagnostics --> recorder (this process)
 
-The recorder matches every published pose to the bag's ground truth at the pose's stamp and
-measures the end-to-end latency as the pose's receive time minus the publish time of the last
-image of its input set (both CLOCK_MONOTONIC on this host; the replay logs its publish times).
+The recorder matches every published pose to the bag's ground truth at the pose's stamp.
+
+Two latencies, named for what they measure:
+
+* `e2e_latency_ms_p50/p99` (the headline): the pose's receive time here minus the publish time
+  of the last image of its input set in the replay (both CLOCK_MONOTONIC on this host; the
+  replay logs its publish times). It includes DDS transport of the images, the node's decoding,
+  synchronization, waiting in the one-slot mailbox, inference, and the pose's way back.
+* `node_set_to_pose_ms_p50/p99`: the node's own figure from `/diagnostics`
+  (`set_to_pose_ms_p50/p99`): from the moment the node completed the synchronized set (its
+  last image decoded and resized) to the estimate being ready. It leaves out DDS, decoding and
+  the subscription queues, so it is smaller, by a lot under load.
+
+`latency_ms_p50/p99` remain in metrics.json as aliases of the end-to-end figures (deprecated).
+
+Delivery: every camera set the replay published completely is either a received pose or
+accounted for by the node (`dropped_sets`: replaced by a newer set, keep-latest; rejected
+images; inference failures). When less than `MIN_DELIVERY_RATIO` of them is accounted for,
+images were lost on the way (typically a Fast DDS profile too small for the images) and the
+evaluation fails with the ratio rather than reporting accuracy on the few sets that arrived.
+The children (node and replay) get FASTRTPS_DEFAULT_PROFILES_FILE set to the package's
+`config/fastdds_large_images.xml` unless the user set one.
+
+Signals: `run_evaluation(cfg, stop)` polls `stop` (set by the command line's SIGINT/SIGTERM
+handlers) in every wait, stops both children and raises `Interrupted`; no results are written
+then. metrics.json and poses.csv are written whole (temporary file, then rename), and results of
+an earlier run in `out` are removed first, so `out/metrics.json` is always this run's.
 """
 
 from __future__ import annotations
@@ -27,17 +51,31 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseWithCovarianceStamped
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 from rosbags.rosbag2 import Reader
 
 from pose_regressor import pose
-from pose_regressor.bagio import TYPESTORE
+from pose_regressor.bagio import TYPESTORE, BagReadError, ReadStats, one_line, open_bag, read_messages
 from pose_regressor.bundle import load_bundle
+from pose_regressor.cli import MAX_MC_SAMPLES, MIN_DELIVERY_RATIO
 from pose_regressor.ground_truth import GT_TYPES, GroundTruthTrack, gt_pose_fields, stamp_ns
 from pose_regressor.messages import ns_from_time
+from pose_regressor.replay import (
+    PROFILE_ENV,
+    StopFlag,
+    check_duration,
+    check_rate,
+    dds_environment,
+)
 from pose_regressor.soak import RssSampler, soak_report, soak_series
 from pose_regressor.uncertainty import nees, tangent_residual
 
 THRESHOLDS = ((0.05, 5.0), (0.25, 2.0), (0.5, 5.0), (5.0, 10.0))
+REPLAY_START_DELAY_S = 5.0  # the replay's wait for the node's subscriptions
+REPLAY_WATCHDOG_MARGIN_S = 60.0  # a replay with --duration D is stopped after D + delay + this
+POLL_S = 0.1
+# What a run writes besides its logs; removed first so that a failed run leaves none of an earlier one.
+RESULT_FILES = ("metrics.json", "poses.csv", "trajectory.png", "errors_over_time.png", "soak.png")
 
 
 class EvaluationError(RuntimeError):
@@ -69,34 +107,74 @@ class Recording:
     levels: list[int] = field(default_factory=list)
 
 
-def read_ground_truth(bag: Path, topic: str) -> GroundTruthTrack:
-    with Reader(bag) as reader:
-        connections = [c for c in reader.connections if c.topic == topic]
-        if not connections:
-            topics = ", ".join(sorted({c.topic for c in reader.connections}))
-            raise EvaluationError(f"ground-truth topic {topic} is not in {bag}; it has {topics}")
-        if connections[0].msgtype not in GT_TYPES:
-            raise EvaluationError(
-                f"{topic} has type {connections[0].msgtype}; expected one of {', '.join(GT_TYPES)}"
-            )
-        stamps, positions, orientations = [], [], []
-        for conn, _, raw in reader.messages(connections=connections):
+@dataclass
+class GroundTruth:
+    track: GroundTruthTrack
+    corrupt: int = 0  # records that did not deserialize or hold a non-finite / zero quaternion pose
+    unreadable: int = 0  # records the bag's index promised that could not be read (damaged chunk)
+    read_error: str | None = None
+
+
+def read_ground_truth(reader: Reader, bag: Path, topic: str, stop: StopFlag | None = None) -> GroundTruth:
+    """The ground-truth track of `topic`; corrupt records are skipped and counted.
+
+    Raises:
+        EvaluationError: the topic is missing, has another type, or has no messages.
+        BagReadError: it has messages but none of them can be read.
+    """
+    connections = [c for c in reader.connections if c.topic == topic]
+    if not connections:
+        topics = ", ".join(sorted({c.topic for c in reader.connections}))
+        raise EvaluationError(f"ground-truth topic {topic} is not in {bag}; it has {topics}")
+    if connections[0].msgtype not in GT_TYPES:
+        raise EvaluationError(
+            f"{topic} has type {connections[0].msgtype}; expected one of {', '.join(GT_TYPES)}"
+        )
+    stamps: list[int] = []
+    positions: list[list[float]] = []
+    orientations: list[list[float]] = []
+    corrupt = 0
+    read = ReadStats()
+    for conn, _, raw in read_messages(reader, connections, read):
+        if stop is not None:
+            stop.check()
+        try:
             msg: Any = TYPESTORE.deserialize_cdr(raw, conn.msgtype)
             p, o = gt_pose_fields(msg, conn.msgtype)
-            stamps.append(stamp_ns(msg.header))
-            positions.append([p.x, p.y, p.z])
-            orientations.append([o.x, o.y, o.z, o.w])
+            position = [float(p.x), float(p.y), float(p.z)]
+            orientation = [float(o.x), float(o.y), float(o.z), float(o.w)]
+            stamp = stamp_ns(msg.header)
+            if not np.all(np.isfinite(position)):
+                raise ValueError("non-finite position")
+            pose.normalize_quaternion(orientation)  # raises on a non-finite or zero quaternion
+        except Exception:  # a corrupt record can fail anywhere in the CDR decoder
+            corrupt += 1
+            continue
+        stamps.append(stamp)
+        positions.append(position)
+        orientations.append(orientation)
     if not stamps:
+        if corrupt or read.damaged:
+            raise BagReadError(
+                f"cannot read bag {bag}: none of the ground-truth messages on {topic} could be read "
+                f"({corrupt} corrupt, {read.unreadable} unreadable"
+                + (f"; {read.error}" if read.error else "")
+                + ")"
+            )
         raise EvaluationError(f"ground-truth topic {topic} in {bag} has no messages")
-    return GroundTruthTrack(stamps, np.array(positions, dtype=float), np.array(orientations, dtype=float))
+    track = GroundTruthTrack(stamps, np.array(positions, dtype=float), np.array(orientations, dtype=float))
+    return GroundTruth(track, corrupt, read.unreadable, read.error)
 
 
-def count_messages(bag: Path, topic: str) -> int:
-    with Reader(bag) as reader:
-        counts = [c.msgcount for c in reader.connections if c.topic == topic]
-    if not counts:
-        raise EvaluationError(f"camera topic {topic} is not in {bag}")
-    return sum(counts)
+def count_messages(reader: Reader, bag: Path, topics: tuple[str, ...]) -> int:
+    """Messages of `topics[0]` by the bag's index, after checking that every topic is in the bag."""
+    available = {c.topic for c in reader.connections}
+    missing = [t for t in topics if t not in available]
+    if missing:
+        raise EvaluationError(
+            f"camera topic(s) {', '.join(missing)} are not in {bag}; it has {', '.join(sorted(available))}"
+        )
+    return sum(c.msgcount for c in reader.connections if c.topic == topics[0])
 
 
 def _pose_arrays(msg: PoseWithCovarianceStamped) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -142,21 +220,45 @@ class _Recorder:
 
     def close(self) -> None:
         self.executor.shutdown()
+        # Join the spin thread before the node and the context go: a thread still inside rclpy's
+        # wait when the interpreter exits aborts the process ("terminate called without an
+        # active exception"), which a start-up failure a second after the start made likely.
+        self._thread.join(timeout=10)
         self.node.destroy_node()
 
 
+def last_error_line(text: str) -> str:
+    """The line of a log that says what went wrong: the last ERROR or error line, else the last line."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if "[ERROR]" in line or "error:" in line.lower() or "Error" in line:
+            return one_line(line, 1000)
+    return one_line(lines[-1], 1000) if lines else "(no output)"
+
+
 def _wait_for_node(
-    recorder: _Recorder, node: subprocess.Popen[str], log_path: Path, topics: tuple[str, ...], timeout: float
+    recorder: _Recorder,
+    node: subprocess.Popen[str],
+    log_path: Path,
+    topics: tuple[str, ...],
+    timeout: float,
+    stop: StopFlag,
 ) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        stop.check()
         if node.poll() is not None:
-            err = log_path.read_text(errors="replace")
-            raise EvaluationError(f"the localizer exited with code {node.returncode}: {err.strip()[-2000:]}")
+            line = last_error_line(log_path.read_text(errors="replace"))
+            raise EvaluationError(
+                f"the localizer exited with code {node.returncode} before subscribing: {line} "
+                f"(log: {log_path})"
+            )
         if all(recorder.node.count_subscribers(topic) > 0 for topic in topics):
             return
-        time.sleep(0.1)
-    raise EvaluationError(f"the localizer did not subscribe to {', '.join(topics)} within {timeout:g} s")
+        stop.sleep(POLL_S)
+    raise EvaluationError(
+        f"the localizer did not subscribe to {', '.join(topics)} within {timeout:g} s (log: {log_path})"
+    )
 
 
 @dataclass
@@ -165,18 +267,67 @@ class ReplayLog:
 
     published_ns: dict[int, int] = field(default_factory=dict)  # last image of the set, monotonic
     offset_ns: dict[int, int] = field(default_factory=dict)  # loop shift added to the bag's stamp
+    topics: dict[int, set[str]] = field(default_factory=dict)  # camera topics published per stamp
+    summary: dict[str, Any] = field(default_factory=dict)  # the replay's counts (its last line)
+
+    def complete_sets(self, topic_count: int) -> int:
+        """Stamps for which every camera topic was published: the sets the node could form."""
+        return sum(1 for seen in self.topics.values() if len(seen) >= topic_count)
 
 
 def read_replay_log(log_path: Path, topics: tuple[str, ...]) -> ReplayLog:
     log = ReplayLog()
     wanted = set(topics)
+    if not log_path.exists():
+        return log
     for line in log_path.read_text().splitlines():
-        record = json.loads(line)
-        if record["topic"] in wanted:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # a line cut by a killed replay
+            continue
+        if "summary" in record:
+            log.summary = dict(record["summary"])
+        elif record.get("topic") in wanted:
             stamp = record["stamp_ns"]
             log.published_ns[stamp] = max(log.published_ns.get(stamp, 0), record["published_ns"])
             log.offset_ns[stamp] = record.get("offset_ns", 0)
+            log.topics.setdefault(stamp, set()).add(record["topic"])
     return log
+
+
+def _diag_int(values: dict[str, str], key: str) -> int:
+    try:
+        return int(values.get(key, "0"))
+    except ValueError:
+        return 0
+
+
+def _diag_float(values: dict[str, str], key: str) -> float:
+    try:
+        return float(values.get(key, "nan"))
+    except ValueError:
+        return float("nan")
+
+
+def delivery_report(recording: Recording, log: ReplayLog, topic_count: int) -> dict[str, Any]:
+    """How many of the sets the replay published completely reached the node or were accounted for
+    by it (replaced by a newer set, a rejected image, a failed inference)."""
+    last = recording.diagnostics[-1] if recording.diagnostics else {}
+    complete = log.complete_sets(topic_count)
+    poses = len(recording.poses)
+    dropped = _diag_int(last, "dropped_sets")
+    rejected = _diag_int(last, "rejected_images")
+    failed = _diag_int(last, "engine_errors") + _diag_int(last, "nonfinite_outputs")
+    accounted = min(complete, poses + dropped + rejected + failed)
+    return {
+        "sets_published_complete": complete,
+        "sets_accounted": accounted,
+        "delivery_ratio": accounted / complete if complete else 1.0,
+        "min_delivery_ratio": MIN_DELIVERY_RATIO,
+        "poses_received": poses,
+        "rejected_images": rejected,
+        "failed_sets": failed,
+    }
 
 
 def pose_latencies(recording: Recording, log: ReplayLog) -> list[tuple[float, float]]:
@@ -209,6 +360,8 @@ def summarize(
     t_err = pose.translation_error(t_gt, t_pred)
     r_err = pose.rotation_error_deg(q_gt, q_pred)
     latency_ms = np.array([ms for _, ms in pose_latencies(recording, log)], dtype=float)
+    e2e_p50 = float(np.percentile(latency_ms, 50)) if len(latency_ms) else float("nan")
+    e2e_p99 = float(np.percentile(latency_ms, 99)) if len(latency_ms) else float("nan")
     nees_values = np.array(
         [
             nees(tangent_residual(tg, qg, tp, qp), c)
@@ -228,10 +381,16 @@ def summarize(
         "median_rotation_deg": float(np.median(r_err)),
         "mean_translation_m": float(np.mean(t_err)),
         "mean_rotation_deg": float(np.mean(r_err)),
-        "latency_ms_p50": float(np.percentile(latency_ms, 50)) if len(latency_ms) else float("nan"),
-        "latency_ms_p99": float(np.percentile(latency_ms, 99)) if len(latency_ms) else float("nan"),
-        "dropped_sets": int(last_diag.get("dropped_sets", 0)),
-        "engine_ms_p50": float(last_diag.get("engine_ms_p50", "nan")),
+        # Receive here minus the replay's publish of the set's last image (see the module docstring).
+        "e2e_latency_ms_p50": e2e_p50,
+        "e2e_latency_ms_p99": e2e_p99,
+        # The node's own figure: set completed in the node -> estimate ready (no DDS, no decoding).
+        "node_set_to_pose_ms_p50": _diag_float(last_diag, "set_to_pose_ms_p50"),
+        "node_set_to_pose_ms_p99": _diag_float(last_diag, "set_to_pose_ms_p99"),
+        "latency_ms_p50": e2e_p50,  # deprecated alias of e2e_latency_ms_p50
+        "latency_ms_p99": e2e_p99,  # deprecated alias of e2e_latency_ms_p99
+        "dropped_sets": _diag_int(last_diag, "dropped_sets"),
+        "engine_ms_p50": _diag_float(last_diag, "engine_ms_p50"),
         "mean_nees": float(np.mean(nees_values)),
         "median_position_std_m": float(np.median(pos_std)),
         "median_rotation_std_deg": float(np.median(rot_std)),
@@ -259,23 +418,107 @@ def summarize(
     return metrics, arrays
 
 
-def _write_poses(path: Path, recording: Recording) -> None:
+def _write_atomically(path: Path, text: str) -> None:
+    """`path` holds either its old content or all of `text`, never a part."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _poses_csv(recording: Recording) -> str:
     lines = ["stamp_ns,received_monotonic_ns,tx,ty,tz,qx,qy,qz,qw,var_x,var_y,var_z,var_rx,var_ry,var_rz"]
     for stamp, received, t, q, cov in sorted(recording.poses, key=lambda r: r[0]):
         values = [*t, *q, *np.diag(cov)]
         lines.append(f"{stamp},{received}," + ",".join(f"{v:.9g}" for v in values))
-    path.write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
 
 
-def run_evaluation(cfg: EvaluateConfig) -> dict[str, Any]:
-    """Runs node + replay, records, and writes metrics.json and plots into `cfg.out`."""
+def _prepare_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (*RESULT_FILES, "replay_log.jsonl"):
+        (out / name).unlink(missing_ok=True)
+
+
+def _check_config(cfg: EvaluateConfig) -> None:
+    check_rate(cfg.rate)
+    check_duration(cfg.duration_s)
+    if not 0 <= cfg.mc_samples <= MAX_MC_SAMPLES:
+        raise ValueError(f"mc_samples must be from 0 to {MAX_MC_SAMPLES}, got {cfg.mc_samples}")
+
+
+def _stop_process(process: subprocess.Popen[str], sig: int, timeout: float) -> None:
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _run_replay(
+    cmd: list[str],
+    env: dict[str, str],
+    node: subprocess.Popen[str],
+    node_log_path: Path,
+    watchdog_s: float | None,
+    stop: StopFlag,
+) -> None:
+    """Runs the replay process to its end, watching the node, the watchdog and `stop`."""
+    replay = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = None if watchdog_s is None else time.monotonic() + watchdog_s
+    try:
+        while True:
+            try:
+                _, err = replay.communicate(timeout=POLL_S)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            stop.check()
+            if node.poll() is not None:
+                line = last_error_line(node_log_path.read_text(errors="replace"))
+                raise EvaluationError(
+                    f"the localizer died during the replay (exit code {node.returncode}): {line} "
+                    f"(log: {node_log_path})"
+                )
+            if deadline is not None and time.monotonic() > deadline:
+                raise EvaluationError(f"the replay did not stop within {watchdog_s:g} s; it was stopped")
+    finally:
+        if replay.poll() is None:
+            replay.send_signal(signal.SIGTERM)  # the replay stops cleanly on SIGTERM
+            try:
+                replay.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                replay.kill()
+                replay.communicate()
+    stop.check()  # Ctrl-C in a terminal reaches the whole group: the replay's 130 is no failure then
+    if replay.returncode != 0:
+        raise EvaluationError(f"replay failed (exit code {replay.returncode}): {last_error_line(err)}")
+
+
+def run_evaluation(cfg: EvaluateConfig, stop: StopFlag | None = None) -> dict[str, Any]:
+    """Runs node + replay, records, and writes metrics.json and plots into `cfg.out`.
+
+    Raises:
+        ValueError: a bad setting, an unreadable bag (`BagReadError`) or bundle.
+        EvaluationError: the evaluation failed (topics, the node, the replay, lost images).
+        Interrupted: `stop` was set (SIGINT/SIGTERM); both children were stopped.
+    """
+    stop = stop or StopFlag()
+    _check_config(cfg)
     bundle = load_bundle(cfg.bundle)
     topics = cfg.camera_topics or tuple(camera.topic for camera in bundle.cameras)
-    track = read_ground_truth(cfg.bag, cfg.gt_topic)
-    expected = count_messages(cfg.bag, topics[0])
-    cfg.out.mkdir(parents=True, exist_ok=True)
+    reader = open_bag(cfg.bag)
+    try:
+        expected = count_messages(reader, cfg.bag, topics)
+        truth = read_ground_truth(reader, cfg.bag, cfg.gt_topic, stop)
+    finally:
+        reader.close()
+    _prepare_out(cfg.out)
     log_path = cfg.out / "replay_log.jsonl"
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dds_environment(dict(os.environ, PYTHONUNBUFFERED="1"))
     node_cmd = [
         sys.executable,
         "-m",
@@ -295,7 +538,30 @@ def run_evaluation(cfg: EvaluateConfig) -> dict[str, Any]:
         "covariance_rotation:=fixed_axes",
         *cfg.extra_node_args,
     ]
-    rclpy.init()
+    replay_cmd = [
+        sys.executable,
+        "-m",
+        "pose_regressor.cli",
+        "replay",
+        str(cfg.bag),
+        "--rate",
+        repr(cfg.rate),
+        "--topics",
+        *topics,
+        "--log",
+        str(log_path),
+        "--start-delay",
+        f"{REPLAY_START_DELAY_S:g}",
+    ]
+    if cfg.duration_s is not None:
+        replay_cmd += ["--duration", repr(cfg.duration_s)]
+    if cfg.loop:
+        replay_cmd += ["--loop"]
+    watchdog = (
+        None if cfg.duration_s is None else cfg.duration_s + REPLAY_START_DELAY_S + REPLAY_WATCHDOG_MARGIN_S
+    )
+    stop.check()
+    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
     recorder = _Recorder(f"/{cfg.node_name}")
     # The node's output goes to a file, not a pipe: a long run must never fill a pipe nobody reads.
     node_log_path = cfg.out / "node.log"
@@ -303,65 +569,68 @@ def run_evaluation(cfg: EvaluateConfig) -> dict[str, Any]:
     node = subprocess.Popen(node_cmd, env=env, stdout=node_log, stderr=subprocess.STDOUT, text=True)
     rss = RssSampler(node.pid)
     replay_span = (0.0, 0.0)
-    node_alive = True  # checked right after the replay: a crash during it is an error
     try:
-        _wait_for_node(recorder, node, node_log_path, topics, cfg.startup_timeout_s)
+        _wait_for_node(recorder, node, node_log_path, topics, cfg.startup_timeout_s, stop)
         rss.start()
-        replay_cmd = [
-            sys.executable,
-            "-m",
-            "pose_regressor.cli",
-            "replay",
-            str(cfg.bag),
-            "--rate",
-            str(cfg.rate),
-            "--topics",
-            *topics,
-            "--log",
-            str(log_path),
-            "--start-delay",
-            "5",
-        ]
-        if cfg.duration_s is not None:
-            replay_cmd += ["--duration", str(cfg.duration_s)]
-        if cfg.loop:
-            replay_cmd += ["--loop"]
         replay_started = time.monotonic()
-        replay = subprocess.run(replay_cmd, env=env, capture_output=True, text=True, check=False)
+        _run_replay(replay_cmd, env, node, node_log_path, watchdog, stop)
         replay_span = (replay_started, time.monotonic())
-        if replay.returncode != 0:
-            raise EvaluationError(f"replay failed: {replay.stderr.strip()[-2000:]}")
-        node_alive = node.poll() is None
+        if node.poll() is not None:
+            line = last_error_line(node_log_path.read_text(errors="replace"))
+            raise EvaluationError(
+                f"the localizer died during the replay (exit code {node.returncode}): {line} "
+                f"(log: {node_log_path})"
+            )
         # Let the last sets through, then wait for one more diagnostics message.
         last, quiet_since = recorder.pose_count(), time.monotonic()
         while time.monotonic() - quiet_since < cfg.settle_s:
-            time.sleep(0.1)
+            stop.check()
+            stop.sleep(POLL_S)
             if recorder.pose_count() != last:
                 last, quiet_since = recorder.pose_count(), time.monotonic()
         diag_count = len(recorder.recording.diagnostics)
         deadline = time.monotonic() + 3.0
         while len(recorder.recording.diagnostics) == diag_count and time.monotonic() < deadline:
-            time.sleep(0.05)
+            stop.check()
+            stop.sleep(0.05)
     finally:
         rss.stop()
-        if node.poll() is None:
-            node.send_signal(signal.SIGINT)
-            try:
-                node.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                node.kill()
+        _stop_process(node, signal.SIGINT, 10)
         node_log.close()
         recorder.close()
         rclpy.shutdown()
-    if not node_alive:
-        raise EvaluationError(
-            f"the localizer died during the replay (exit code {node.returncode}); its log: {node_log_path}"
-        )
+    stop.check()
     log = read_replay_log(log_path, topics)
+    delivery = delivery_report(recorder.recording, log, len(topics))
+    profile = env.get(PROFILE_ENV)
+    if delivery["delivery_ratio"] < MIN_DELIVERY_RATIO:
+        last_diag = recorder.recording.diagnostics[-1] if recorder.recording.diagnostics else {}
+        raise EvaluationError(
+            f"images were lost between the replay and the localizer: only {delivery['sets_accounted']} of "
+            f"{delivery['sets_published_complete']} published camera sets reached it or were accounted for "
+            f"by it (delivery ratio {delivery['delivery_ratio']:.2f}, below {MIN_DELIVERY_RATIO:.2f}): "
+            f"{delivery['poses_received']} poses received, {_diag_int(last_diag, 'dropped_sets')} sets "
+            f"replaced by newer ones, {delivery['rejected_images']} images rejected, "
+            f"{delivery['failed_sets']} inference failures; Fast DDS profile: {profile or 'none (defaults)'} "
+            f"({PROFILE_ENV}); node log: {node_log_path}"
+        )
     # Expected sets: the stamps the replay actually published.
-    metrics, arrays = summarize(recorder.recording, track, log, len(log.published_ns) or expected)
+    metrics, arrays = summarize(recorder.recording, truth.track, log, len(log.published_ns) or expected)
+    replay_summary = log.summary
+    metrics.update(delivery)
     metrics.update(
-        {"bag": str(cfg.bag), "bundle": str(cfg.bundle), "rate": cfg.rate, "mc_samples": cfg.mc_samples}
+        {
+            "bag": str(cfg.bag),
+            "bundle": str(cfg.bundle),
+            "rate": cfg.rate,
+            "mc_samples": cfg.mc_samples,
+            "fastdds_profile": profile,
+            "gt_corrupt_skipped": truth.corrupt,
+            "gt_unreadable": truth.unreadable,
+            "replay_corrupt_skipped": int(replay_summary.get("skipped_corrupt", 0)),
+            "replay_unreadable": int(replay_summary.get("unreadable", 0)),
+            "bag_read_error": truth.read_error or replay_summary.get("read_error"),
+        }
     )
     if cfg.duration_s is not None:
         latencies = pose_latencies(recorder.recording, log)
@@ -372,12 +641,15 @@ def run_evaluation(cfg: EvaluateConfig) -> dict[str, Any]:
         )
         series = soak_series(rss.samples, latencies, start, bin_s=max(1.0, (replay_span[1] - start) / 60))
         arrays.update({f"soak_{k}": v for k, v in series.items()})
-    (cfg.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    _write_poses(cfg.out / "poses.csv", recorder.recording)
+    stop.check()
+    _write_atomically(cfg.out / "poses.csv", _poses_csv(recorder.recording))
     try:
         from pose_regressor.evaluate_plots import plot_evaluation
 
         plot_evaluation(arrays, metrics, cfg.out)
     except ImportError as exc:  # matplotlib is a development dependency, not a robot one
         print(f"evaluate: no plots ({exc})")
+    # Last: metrics.json marks a complete run.
+    stop.check()
+    _write_atomically(cfg.out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
