@@ -155,3 +155,29 @@ def test_json_is_written_whole_or_not_at_all(good: ModelBundle, tmp_path: Path) 
     assert target.read_text().startswith("{") and sorted(p.name for p in target.parent.iterdir()) == [
         "bench.json"
     ]
+
+
+def test_ctrl_c_during_bench_is_one_line_and_exit_130(good: ModelBundle) -> None:
+    import signal
+
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pose_regressor.cli",
+            "bench",
+            "--bundle",
+            str(good.path),
+            "--repeats",
+            "10000",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(3.0)  # imports done, timing under way
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 130, err
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("bench: ")]
+    assert lines == ["pose-regressor bench: interrupted (SIGINT)"], err
