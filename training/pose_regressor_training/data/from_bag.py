@@ -51,7 +51,15 @@ from rosbags.interfaces import Connection
 from rosbags.rosbag2 import Reader
 from tqdm import tqdm
 
-from pose_regressor.bagio import TYPESTORE, BagReadError, ReadStats, failure_reason, open_bag, read_messages
+from pose_regressor.bagio import (
+    TYPESTORE,
+    BagReadError,
+    ReadStats,
+    failure_reason,
+    nothing_readable,
+    open_bag,
+    read_messages,
+)
 from pose_regressor.ground_truth import GT_TYPES, DropReason, GroundTruthTrack, gt_pose_fields, stamp_ns
 from pose_regressor.image_decode import MAX_DIMENSION, ImageDecodeError, decode_message, resize_to
 from pose_regressor.pose import (
@@ -191,12 +199,7 @@ def _read_ground_truth(
     if not stamps:
         corrupt = damage.corrupt - corrupt_before
         if corrupt or read.damaged:
-            raise BagConversionError(
-                f"cannot read bag {bag}: none of the ground-truth messages on {connections[0].topic} "
-                f"could be read ({corrupt} corrupt, {read.unreadable} unreadable"
-                + (f"; {read.error}" if read.error else "")
-                + ")"
-            )
+            raise BagConversionError(nothing_readable(bag, connections[0].topic, corrupt, read))
         raise BagConversionError(f"ground-truth topic {connections[0].topic} has no messages")
     track = GroundTruthTrack(stamps, np.array(positions), np.array(orientations))
     return track, frames

@@ -90,6 +90,12 @@ class ReadStats:
         return self.unreadable > 0 or self.error is not None
 
 
+def nothing_readable(bag: str | Path, topic: str, corrupt: int, stats: ReadStats) -> str:
+    """The one line for a topic none of whose messages could be read (corrupt or unreadable)."""
+    detail = f"{corrupt} corrupt, {stats.unreadable} unreadable" + (f"; {stats.error}" if stats.error else "")
+    return f"cannot read bag {bag}: none of the ground-truth messages on {topic} could be read ({detail})"
+
+
 def read_messages(
     reader: Reader, connections: Sequence[Connection], stats: ReadStats
 ) -> Generator[tuple[Connection, int, bytes], None, None]:

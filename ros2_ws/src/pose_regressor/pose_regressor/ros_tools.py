@@ -55,7 +55,15 @@ from rclpy.signals import SignalHandlerOptions
 from rosbags.rosbag2 import Reader
 
 from pose_regressor import pose
-from pose_regressor.bagio import TYPESTORE, BagReadError, ReadStats, one_line, open_bag, read_messages
+from pose_regressor.bagio import (
+    TYPESTORE,
+    BagReadError,
+    ReadStats,
+    nothing_readable,
+    one_line,
+    open_bag,
+    read_messages,
+)
 from pose_regressor.bundle import load_bundle
 from pose_regressor.cli import MAX_MC_SAMPLES, MIN_DELIVERY_RATIO
 from pose_regressor.ground_truth import GT_TYPES, GroundTruthTrack, gt_pose_fields, stamp_ns
@@ -155,12 +163,7 @@ def read_ground_truth(reader: Reader, bag: Path, topic: str, stop: StopFlag | No
         orientations.append(orientation)
     if not stamps:
         if corrupt or read.damaged:
-            raise BagReadError(
-                f"cannot read bag {bag}: none of the ground-truth messages on {topic} could be read "
-                f"({corrupt} corrupt, {read.unreadable} unreadable"
-                + (f"; {read.error}" if read.error else "")
-                + ")"
-            )
+            raise BagReadError(nothing_readable(bag, topic, corrupt, read))
         raise EvaluationError(f"ground-truth topic {topic} in {bag} has no messages")
     track = GroundTruthTrack(stamps, np.array(positions, dtype=float), np.array(orientations, dtype=float))
     return GroundTruth(track, corrupt, read.unreadable, read.error)
