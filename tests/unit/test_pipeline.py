@@ -638,3 +638,29 @@ def test_mailbox_worker_restarts_and_can_be_stopped_from_its_own_handler() -> No
     wait_for(lambda: not worker.running)
     assert seen == [1, 2, 3, -1] and worker.processed == 4
     assert box.put(5) is False and box.discard() and not box.discard()
+
+
+def test_frames_lost_in_transport_warn_above_a_tenth_and_name_the_camera() -> None:
+    clocks = FakeClocks()
+    pipe, _, _ = clocked(("front", "left"), clocks)
+    feed(pipe, clocks, [0, 0], steps=30)  # 3 s at 10 Hz
+    pipe.record_lost(1, 2)  # 2 of 32: below a tenth, and too few to judge
+    snapshot = pipe.diagnostics()
+    assert snapshot.level == OK and snapshot.values["frames_lost/left"] == "2"
+    pipe.record_lost(1, 2)  # 4 of 34
+    snapshot = pipe.diagnostics()
+    assert snapshot.level == WARN
+    assert snapshot.message.startswith(
+        "camera frames lost on the way to the node in the last 10 s: left 4 of 34; "
+    )
+    assert "fastdds_large_images.xml" in snapshot.message
+    assert snapshot.values["frames_lost/front"] == "0" and snapshot.values["frames_lost/left"] == "4"
+    # The window moves on: old losses no longer warn, the total stays.
+    feed(pipe, clocks, [0, 0], steps=110, first_stamp=1_700_000_010 * SECOND)
+    snapshot = pipe.diagnostics()
+    assert snapshot.level == OK and snapshot.values["frames_lost/left"] == "4"
+    # A stopped camera outranks losses (it explains them).
+    pipe.record_lost(0, 50)
+    clocks.advance(2.0)
+    feed(pipe, clocks, [0], steps=1, first_stamp=1_700_000_030 * SECOND)
+    assert pipe.diagnostics().message == "camera(s) stopped: left"

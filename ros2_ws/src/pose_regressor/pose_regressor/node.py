@@ -37,6 +37,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
 from nav_msgs.msg import Path
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.event_handler import QoSMessageLostInfo, SubscriptionEventCallbacks, UnsupportedEventTypeError
 from rclpy.exceptions import ParameterUninitializedException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
@@ -167,6 +168,7 @@ class LocalizerNode(LifecycleNode):
         self.pipeline: LocalizerPipeline | None = None
         self.inputs: tuple[CameraInput, ...] = ()
         self._image_subscriptions: list[Any] = []
+        self._loss_unsupported_logged = False
         self._info_subscriptions: dict[int, Any] = {}
         self._info_done: set[int] = set()  # cameras whose camera_info was compared
         self._expected: dict[str, ExpectedCamera] | None = None
@@ -399,11 +401,7 @@ class LocalizerNode(LifecycleNode):
     def _subscribe(self) -> None:
         for index, camera in enumerate(self.inputs):
             msg_type = CompressedImage if camera.compressed else Image
-            self._image_subscriptions.append(
-                self.create_subscription(
-                    msg_type, camera.topic, self._image_callback(index), qos_profile_sensor_data
-                )
-            )
+            self._image_subscriptions.append(self._image_subscription(msg_type, camera.topic, index))
         if self._expected is None:
             return
         for index, camera in enumerate(self.inputs):
@@ -412,6 +410,31 @@ class LocalizerNode(LifecycleNode):
             self._info_subscriptions[index] = self.create_subscription(
                 CameraInfo, camera.info_topic, self._camera_info_callback(index), qos_profile_sensor_data
             )
+
+    def _image_subscription(self, msg_type: Any, topic: str, index: int) -> Any:
+        """A camera subscription that also counts the frames DDS saw go missing on the way
+        (best-effort samples dropped by the transport are otherwise invisible)."""
+        callback = self._image_callback(index)
+
+        def on_lost(info: QoSMessageLostInfo) -> None:
+            if self.pipeline is not None:
+                self.pipeline.record_lost(index, int(info.total_count_change))
+
+        try:
+            return self.create_subscription(
+                msg_type,
+                topic,
+                callback,
+                qos_profile_sensor_data,
+                event_callbacks=SubscriptionEventCallbacks(message_lost=on_lost),
+            )
+        except UnsupportedEventTypeError:
+            if not self._loss_unsupported_logged:
+                self._loss_unsupported_logged = True
+                self.get_logger().info(
+                    "this RMW does not report lost messages: frames_lost stays 0 in /diagnostics"
+                )
+            return self.create_subscription(msg_type, topic, callback, qos_profile_sensor_data)
 
     def _deactivate(self) -> None:
         for subscription in [*self._image_subscriptions, *self._info_subscriptions.values()]:

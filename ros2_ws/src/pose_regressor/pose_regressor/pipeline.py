@@ -48,11 +48,20 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pose_regressor.mailbox import LatestMailbox, MailboxWorker
-from pose_regressor.stats import LatencyWindow, RateMeter
+from pose_regressor.stats import EventCounter, LatencyWindow, RateMeter
 from pose_regressor.sync import FrameSynchronizer, SyncedSet
 from pose_regressor.uncertainty import PoseEstimate, dropout_masks, estimate_from_samples
 
 OK, WARN, ERROR = 0, 1, 2
+
+# Best-effort images lost in transport: a few percent is normal jitter on a busy host; a tenth
+# of a camera's frames is a misconfiguration (typically large images without a fitting DDS profile).
+LOSS_WARN_FRACTION = 0.1
+LOSS_WINDOW_S = 10.0
+LARGE_IMAGES_HINT = (
+    "images too large for the DDS defaults? use config/fastdds_large_images.xml in every process "
+    "(FASTRTPS_DEFAULT_PROFILES_FILE)"
+)
 
 
 class Engine(Protocol):
@@ -324,6 +333,8 @@ class LocalizerPipeline:
         self._rng = np.random.default_rng(config.seed)
         self._ones = np.ones((1, config.hidden_dim), dtype=np.float32)
         self.camera_rates = [RateMeter() for _ in range(count)]
+        self.frames_received = [EventCounter(LOSS_WINDOW_S) for _ in range(count)]
+        self.frames_lost = [EventCounter(LOSS_WINDOW_S) for _ in range(count)]
         self.output_rate = RateMeter()
         self.set_rate = RateMeter()
         self.set_to_pose = LatencyWindow()  # set complete in the node -> estimate ready
@@ -419,6 +430,7 @@ class LocalizerPipeline:
         now = self._clock()
         synced = self.sync.add(camera_index, stamp_ns, CameraFrame(image, now))  # checks the index
         self.camera_rates[camera_index].tick(now)
+        self.frames_received[camera_index].add(now)
         with self._timing_lock:
             node_now = self._read_node_clock()
             if self._first_image_at is None:
@@ -456,6 +468,23 @@ class LocalizerPipeline:
                 self._last_set_at = now
         self._node_last = now
         return now
+
+    def record_lost(self, camera_index: int, count: int) -> None:
+        """`count` frames of one camera that the middleware saw go missing on the way (the DDS
+        reader's sample-lost count: gaps in the writer's sequence numbers)."""
+        self.frames_lost[camera_index].add(self._clock(), count)
+
+    def _transport_losses(self, now: float) -> list[tuple[str, int, int]]:
+        """(camera, lost, sent) over the loss window for each camera losing a noticeable share."""
+        losing = []
+        for name, received, lost in zip(
+            self.config.camera_names, self.frames_received, self.frames_lost, strict=True
+        ):
+            recent_lost = lost.recent(now)
+            sent = recent_lost + received.recent(now)
+            if recent_lost >= 3 and recent_lost >= LOSS_WARN_FRACTION * sent:
+                losing.append((name, recent_lost, sent))
+        return losing
 
     def reject_image(self, reason: str, kind: object = None) -> str | None:
         """Counts an image that could not be used (bad encoding, size, stamp...).
@@ -546,7 +575,8 @@ class LocalizerPipeline:
 
         Levels, most severe first: ERROR no images from any camera; ERROR inference failing;
         WARN camera(s) stopped; WARN no synchronized set although every camera delivers (names
-        the camera whose stamps are off); WARN pose uncertainty; WARN other recent problem; OK.
+        the camera whose stamps are off); WARN frames lost in transport; WARN pose uncertainty;
+        WARN other recent problem; OK.
         """
         now = self._clock()
         cfg = self.config
@@ -564,6 +594,8 @@ class LocalizerPipeline:
                 stopped.append(name)
         for name, offset in zip(cfg.camera_names, offsets, strict=True):
             values[f"stamp_offset_ms/{name}"] = "nan" if offset is None else f"{offset / 1e6:.1f}"
+        for name, lost in zip(cfg.camera_names, self.frames_lost, strict=True):
+            values[f"frames_lost/{name}"] = str(lost.total)
         values["last_set_age_s"] = "never" if last_set is None else f"{node_now - last_set:.2f}"
         values["node_clock_jumps_back"] = str(self.node_clock_jumps_back)
         values["set_rate_hz"] = f"{self.set_rate.rate(now):.2f}"
@@ -606,6 +638,15 @@ class LocalizerPipeline:
                 WARN,
                 f"no synchronized camera set for {node_now - since:.1f} s: {cause} "
                 f"(sync_slop {cfg.sync_slop_s * 1e3:.1f} ms)",
+                values,
+            )
+        losing = self._transport_losses(now)
+        if losing:
+            shares = ", ".join(f"{name} {lost} of {sent}" for name, lost, sent in losing)
+            return DiagnosticsSnapshot(
+                WARN,
+                f"camera frames lost on the way to the node in the last {LOSS_WINDOW_S:g} s: {shares}; "
+                + LARGE_IMAGES_HINT,
                 values,
             )
         if estimate is not None and (

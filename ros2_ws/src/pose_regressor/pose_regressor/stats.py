@@ -59,3 +59,28 @@ class LatencyWindow:
 
     def __len__(self) -> int:
         return len(self._values)
+
+
+class EventCounter:
+    """A running total of counted events, and how many fell in the last `window_s` seconds."""
+
+    def __init__(self, window_s: float = 5.0) -> None:
+        self.window_s = window_s
+        self._events: deque[tuple[float, int]] = deque()
+        self._lock = threading.Lock()
+        self.total = 0
+
+    def add(self, now: float, count: int = 1) -> None:
+        if count <= 0:
+            return
+        with self._lock:
+            self._events.append((now, count))
+            self.total += count
+            while self._events and now - self._events[0][0] > self.window_s:
+                self._events.popleft()
+
+    def recent(self, now: float) -> int:
+        with self._lock:
+            while self._events and now - self._events[0][0] > self.window_s:
+                self._events.popleft()
+            return sum(count for _, count in self._events)
