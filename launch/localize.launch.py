@@ -7,7 +7,7 @@
 Leave an argument out for its default (`ros2 launch` refuses an empty `name:=`). The shipped
 params file uses the `/**:` key, so it applies under any `namespace`; relative camera
 topics (the default) resolve in that namespace. `autostart:=false` leaves the transitions to a
-lifecycle manager (README: "Lifecycle and Nav2"). Where `launch` is not installed,
+lifecycle manager (docs/node.md: "Lifecycle and Nav2"). Where `launch` is not installed,
 `pose-regressor run --params config/localize.yaml --bundle ...` runs the same node with the same
 parameters.
 """

@@ -1,6 +1,6 @@
 """A one-minute soak in CI: `pose-regressor evaluate --loop --duration 60` on a 4-camera, 30 Hz bag.
 
-The ten-minute run (`--duration 600`) is reported in the README; its limits are the same
+The ten-minute run (`--duration 600`) is reported in docs/node.md ("Soak"); its limits are the same
 (RSS growth < 5% after warm-up, latency p99 of the last minute within 20% of the first, no
 dropped sets, the node alive at the end). Here the windows are 15 s, whose p99 on a shared
 2-core machine is only a handful of samples away from the maximum, so the p99 comparison is
@@ -70,7 +70,7 @@ def test_one_minute_soak_of_four_cameras_at_30_hz(tmp_path: Path, ros_env: dict[
     assert 58 <= soak["duration_s"] <= 62
     assert soak["checks"]["node_alive"] and soak["checks"]["rss_growth_ok"], soak
     # Keep-latest replaces a set when the engine is late; on a shared 2-core CI machine a scheduling
-    # hiccup can cost one or two of the ~1,600 sets (the 10-minute soak in the README dropped none).
+    # hiccup can cost one or two of the ~1,600 sets (the 10-minute soak in docs/node.md dropped none).
     assert soak["dropped_sets"] <= 0.002 * metrics["expected_sets"], soak
     assert soak["latency_ms_p99_last_window"] < 2 * soak["latency_ms_p99_first_window"], soak
     # ~30 loops of a 2 s bag (30 Hz less the 0.1 s between loops); every pose is matched to ground

@@ -1,8 +1,8 @@
-"""The synthetic-scene results table of the README: fusion, losses and track augmentation compared.
+"""The synthetic-scene results tables of docs/results.md: fusion, losses and track augmentation compared.
 
     python training/experiments/synth_results.py --data DATA_DIR --out runs/synth_results [--epochs N]
 
-DATA_DIR is a `pose-train synth` quad-rig dataset (the README's: `pose-train synth --out DATA_DIR
+DATA_DIR is a `pose-train synth` quad-rig dataset (docs/results.md: `pose-train synth --out DATA_DIR
 --frames 10000 --frames-per-trajectory 20 --width 128 --height 96`).
 Every run starts from training/configs/synth_quad.yaml and changes one thing; each is evaluated
 on the held-out test trajectories with MC dropout. Prints a markdown table and writes

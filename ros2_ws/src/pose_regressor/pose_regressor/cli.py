@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, NoReturn
 if TYPE_CHECKING:
     from pose_regressor.replay import StopFlag
 
-# Documented ranges of the `replay` and `evaluate` values (README, `--help`). Kept here, in this
+# Documented ranges of the `replay` and `evaluate` values (docs/robustness.md, `--help`). Kept here, in this
 # light module, so that building the parser imports nothing heavy; `pose_regressor.replay` and
 # `pose_regressor.ros_tools` check the same ranges for callers of their functions.
 MIN_RATE = 0.01  # 100x slower than recorded
