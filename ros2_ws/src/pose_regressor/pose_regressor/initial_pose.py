@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 @dataclass
 class InitialPosePolicy:
-    repeat_after_s: float = 1.0
+    repeat_after_s: float = 1.0  # a pose sent at discovery can be lost while the reliable handshake ends
     _sent_first: bool = False
     _subscribers: int = 0
     _repeat_at: float | None = None

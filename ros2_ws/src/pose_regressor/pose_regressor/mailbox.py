@@ -130,7 +130,7 @@ class MailboxWorker(Generic[T]):
 
     def _run(self, stop: threading.Event) -> None:
         while not stop.is_set() and not self._mailbox.closed:
-            item = self._mailbox.take(timeout=0.1)
+            item = self._mailbox.take(timeout=0.1)  # wakes up to notice stop() within 0.1 s
             if item is None:
                 continue
             self.busy = True

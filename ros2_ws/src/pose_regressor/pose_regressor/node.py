@@ -77,6 +77,8 @@ from pose_regressor.tf_bridge import TfBridge, TransformUnavailable
 
 NODE_NAME = "localizer"
 DIAGNOSTIC_PREFIX = "pose_regressor: "
+# Reliable, as AMCL publishes its pose: an EKF or a recorder asking for reliable would not match a
+# best-effort publisher. A short queue, because a late pose is worth less than the next one.
 OUTPUT_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 # Parameters that ROS itself declares or reads; never reported as unknown.
 ROS_PARAMETERS = ("use_sim_time", "start_type_description_service")
@@ -180,7 +182,7 @@ class LocalizerNode(LifecycleNode):
         self._resize_noted: set[int] = set()  # cameras whose size mismatch was logged
         self._initial_pose = InitialPosePolicy()
         self._last_confident: PoseWithCovarianceStamped | None = None
-        self._tf_log = LogThrottle(10.0)
+        self._tf_log = LogThrottle(10.0)  # a missing odom transform repeats every frame
 
     # ------------------------------------------------------------------ parameters
     def parameter_values(self) -> dict[str, Any]:
@@ -368,7 +370,9 @@ class LocalizerNode(LifecycleNode):
             assert self.pipeline is not None
             self.pipeline.start()
             self._timers = [
+                # 1 Hz: the rate diagnostic_aggregator and rqt_robot_monitor expect.
                 self.create_timer(1.0, self._guarded(self._publish_diagnostics)),
+                # An AMCL that (re)starts gets its initial pose within 0.5 s of being discovered.
                 self.create_timer(0.5, self._guarded(self._check_initialpose)),
             ]
         except Exception as exc:

@@ -262,6 +262,8 @@ class _Publisher:
         log: IO[str] | None,
         stats: ReplayStats,
     ) -> None:
+        # Reliable like `ros2 bag play`: it matches reliable and best-effort subscribers alike;
+        # 100 deep so a fast replay's burst waits in the queue instead of being dropped.
         qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
         self.classes = classes
         self.publishers = {topic: node.create_publisher(cls, topic, qos) for topic, cls in classes.items()}
