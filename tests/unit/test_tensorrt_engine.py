@@ -3,10 +3,10 @@
 
 The fake (`FakeTensorRT`) implements the slice of the TensorRT 10 Python API the engine uses, as
 documented: it "builds" a plan recording the profile and flags, drives the INT8 calibrator, and
-executes the bundle_fixtures graph by reading and writing the tensor addresses it is given (host
-pointers of CPU torch tensors), so buffer handling, shapes and copies are exercised for real. It
-checks our reading of the API, not TensorRT itself: the tests marked ``gpu`` do that where
-TensorRT and a CUDA device exist.
+executes the bundle_fixtures graph by reading and writing the tensor addresses it is given. Those
+come from `HostMemory`, a `DeviceMemory` on CPU memory standing in for cudart, so buffer handling,
+shapes and copies are exercised for real. It checks our reading of the API, not TensorRT or CUDA
+themselves: the tests marked ``gpu`` do that where TensorRT and a CUDA device exist.
 """
 
 from __future__ import annotations
@@ -31,12 +31,18 @@ import pytest
 
 import pose_regressor.engines as engines_module
 from pose_regressor.bundle import BundleCamera, ModelBundle
-from pose_regressor.engines import EngineError, EngineInputError, EngineUnavailableError, load_engine
+from pose_regressor.engines import (
+    EngineError,
+    EngineInputError,
+    EngineUnavailableError,
+    load_engine,
+    tensorrt_plan,
+)
 from pose_regressor.engines import tensorrt_engine as trt_engine
+from pose_regressor.engines.cuda_memory import GpuInfo, cuda_binding_installed
 from pose_regressor.engines.onnxruntime_engine import OnnxRuntimeEngine
-from pose_regressor.engines.tensorrt_engine import (
-    GpuInfo,
-    TensorRTEngine,
+from pose_regressor.engines.tensorrt_engine import TensorRTEngine
+from pose_regressor.engines.tensorrt_plan import (
     atomic_write_bytes,
     int8_calibration_problem,
     parse_version,
@@ -297,6 +303,44 @@ def read(address: int, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
     return np.ctypeslib.as_array((ctype * count).from_address(address)).reshape(shape)
 
 
+class HostMemory:
+    """`DeviceMemory` on CPU memory: "device" buffers are host allocations the fake TensorRT reads."""
+
+    stream = 0  # the fake's execute_async_v3 checks that it gets this handle
+
+    def __init__(self) -> None:
+        self.buffers: list[np.ndarray] = []
+        self.copies = 0
+        self.synchronized = 0
+
+    def device_buffer(self, nbytes: int) -> int:
+        buffer = np.full(nbytes, 0xAB, np.uint8)  # garbage, like cudaMalloc'd memory
+        self.buffers.append(buffer)
+        return int(buffer.ctypes.data)
+
+    def host_array(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        return np.zeros(shape, dtype)
+
+    def upload(self, device: int, host: np.ndarray) -> None:
+        assert host.flags.c_contiguous
+        ctypes.memmove(device, host.ctypes.data, host.nbytes)
+        self.copies += 1
+
+    def download(self, host: np.ndarray, device: int) -> None:
+        assert host.flags.c_contiguous
+        ctypes.memmove(host.ctypes.data, device, host.nbytes)
+        self.copies += 1
+
+    def synchronize(self) -> None:
+        self.synchronized += 1
+
+    def activate(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.buffers.clear()
+
+
 FAKE_GPU = "NVIDIA Fake GPU 40GB"
 
 
@@ -308,16 +352,13 @@ def bundle(tmp_path: Path) -> ModelBundle:
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeTensorRT]:
     """The fake `tensorrt` importable, a fake GPU (CPU memory), and `load_engine` seeing both."""
-    import torch
-
     state = FakeTensorRT()
     monkeypatch.setitem(sys.modules, "tensorrt", state.module)
     monkeypatch.setattr(
-        trt_engine,
-        "_cuda_device",
-        lambda _torch, index: GpuInfo(FAKE_GPU, (8, 0), torch.device("cpu"), index),
+        trt_engine, "_open_gpu", lambda index: (GpuInfo(FAKE_GPU, (8, 0), index), HostMemory())
     )
     monkeypatch.setattr(engines_module, "cuda_device_count", lambda: 1)
+    monkeypatch.setattr(engines_module, "cuda_binding_installed", lambda: True)
     yield state
 
 
@@ -384,7 +425,7 @@ def test_atomic_write_replaces_whole_files_and_leaves_no_temporaries(
     def fail(_fd: int) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(trt_engine.os, "fsync", fail)
+    monkeypatch.setattr(tensorrt_plan.os, "fsync", fail)
     with pytest.raises(OSError, match="disk full"):
         atomic_write_bytes(target, b"third")
     assert target.read_bytes() == b"second version"  # the old file is untouched
@@ -472,6 +513,78 @@ def test_robot_modules_stay_torch_free() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 0, result.stderr
+
+
+# Runs in a fresh interpreter where torch and the training package cannot be imported at all.
+NO_TORCH_SCRIPT = """
+import importlib.abc, importlib.util, sys, types
+
+class Blocked(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "torchvision", "pose_regressor_training"):
+            raise ImportError(f"{name} is blocked in this test")
+        return None
+
+sys.meta_path.insert(0, Blocked())
+if importlib.util.find_spec("tensorrt") is None:  # a stand-in: the engine only reads its version first
+    stand_in = types.ModuleType("tensorrt")
+    stand_in.__version__ = "10.3.0"
+    sys.modules["tensorrt"] = stand_in
+
+from pose_regressor.bundle import load_bundle
+from pose_regressor.engines import EngineUnavailableError
+from pose_regressor.engines.tensorrt_engine import TensorRTEngine
+
+try:
+    TensorRTEngine(load_bundle(sys.argv[1]))
+except EngineUnavailableError as exc:
+    print(exc)
+assert "torch" not in sys.modules and "pose_regressor_training" not in sys.modules
+"""
+
+
+def test_engine_without_torch_gets_to_the_first_cuda_call(bundle: ModelBundle) -> None:
+    if engines_module.cuda_device_count() > 0:
+        pytest.skip("a CUDA GPU is here: the first CUDA call succeeds (the gpu tests cover that)")
+    assert cuda_binding_installed(), "cuda-bindings (requirements/dev.txt) must be installed"
+    result = subprocess.run(
+        [sys.executable, "-c", NO_TORCH_SCRIPT, str(bundle.path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    # One line naming the CUDA call and CUDA's error (no driver here, so it cannot count devices).
+    (line,) = result.stdout.splitlines()
+    assert re.fullmatch(
+        r"TensorRT backend unavailable: no usable CUDA GPU: CUDA cudaGetDeviceCount failed: "
+        r"cudaError\w+ \(.+\)",
+        line,
+    ), line
+
+
+def test_cuda_errors_are_one_line_naming_the_call() -> None:
+    from pose_regressor.engines import cuda_memory
+
+    cudart = cuda_memory.import_cudart()
+    success, no_device = cudart.cudaError_t.cudaSuccess, cudart.cudaError_t.cudaErrorNoDevice
+    assert cuda_memory.check(cudart, (success,), "cudaFree") is None
+    assert cuda_memory.check(cudart, (success, 7), "cudaMalloc") == 7
+    assert cuda_memory.check(cudart, (success, 1, 2), "x") == (1, 2)
+    with pytest.raises(
+        EngineError,
+        match=r"^CUDA cudaMalloc\(64\) failed: cudaErrorNoDevice \(no CUDA-capable device is detected\)$",
+    ):
+        cuda_memory.check(cudart, (no_device, None), "cudaMalloc(64)")
+    fake_count = types.SimpleNamespace(
+        cudaError_t=cudart.cudaError_t,
+        cudaGetErrorName=cudart.cudaGetErrorName,
+        cudaGetErrorString=cudart.cudaGetErrorString,
+        cudaGetDeviceCount=lambda: (success, 1),
+    )
+    with pytest.raises(EngineUnavailableError, match=r"^CUDA device 2 requested, CUDA sees 1 GPU\(s\)$"):
+        cuda_memory.query_gpu(fake_count, 2)  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------- against the fake API
@@ -629,7 +742,7 @@ def test_unwritable_cache_still_runs(
     def read_only(path: Path, data: bytes) -> None:
         raise PermissionError(f"[Errno 13] Permission denied: '{path}'")
 
-    monkeypatch.setattr(trt_engine, "atomic_write_bytes", read_only)
+    monkeypatch.setattr(tensorrt_plan, "atomic_write_bytes", read_only)
     with caplog.at_level(logging.WARNING, logger="pose_regressor.engines"):
         engine = TensorRTEngine(bundle)
     assert "cannot cache the TensorRT plan" in caplog.text and not engine.plan_path.exists()
@@ -678,14 +791,10 @@ def test_build_engine_cli_with_int8_calibration_data(
 def _real_tensorrt_reason() -> str | None:
     if importlib.util.find_spec("tensorrt") is None:
         return "the tensorrt package is not installed"
+    if not cuda_binding_installed():
+        return "NVIDIA's CUDA Python binding (cuda-bindings) is not installed"
     if engines_module.cuda_device_count() == 0:
         return "no CUDA device"
-    try:
-        import torch
-    except ImportError:
-        return "torch is not installed"
-    if not torch.cuda.is_available():
-        return "torch sees no CUDA device"
     return None
 
 
