@@ -134,18 +134,24 @@ def load_engine(bundle: ModelBundle | str | Path, backend: str = "auto", **optio
         raise ValueError(f"unknown inference backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if not isinstance(bundle, ModelBundle):
         bundle = load_bundle(bundle)
+    if backend == "auto":
+        if "providers" in options:
+            raise ValueError("providers can only be given with backend='onnxruntime'")
+        return _auto(bundle, options)
+    engine = _explicit(bundle, backend, options)
+    engine.chosen_because = f"backend {backend!r} requested"
+    return engine
+
+
+def _explicit(bundle: ModelBundle, backend: str, options: dict[str, Any]) -> InferenceEngine:
     if backend == "tensorrt":
         return _tensorrt_engine(bundle, options)
     if backend == "onnxruntime":
         from pose_regressor.engines.onnxruntime_engine import OnnxRuntimeEngine
 
         return OnnxRuntimeEngine(bundle, **options)
-    if backend == "torch":
-        engine: InferenceEngine = registered_engine("torch")(bundle, **options)
-        return engine
-    if "providers" in options:
-        raise ValueError("providers can only be given with backend='onnxruntime'")
-    return _auto(bundle, options)
+    engine: InferenceEngine = registered_engine(backend)(bundle, **options)
+    return engine
 
 
 def _auto(bundle: ModelBundle, options: dict[str, Any]) -> InferenceEngine:
@@ -158,6 +164,7 @@ def _auto(bundle: ModelBundle, options: dict[str, Any]) -> InferenceEngine:
     def chosen(engine: InferenceEngine, why: str) -> InferenceEngine:
         note = f"; skipped {'; '.join(skipped)}" if skipped else ""
         logger.info("inference engine: %s for %s (%s)%s", engine.describe(), bundle.path, why, note)
+        engine.chosen_because = f"auto: {why}{note}"
         return engine
 
     try:
