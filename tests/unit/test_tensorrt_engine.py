@@ -39,7 +39,7 @@ from pose_regressor.engines import (
     tensorrt_plan,
 )
 from pose_regressor.engines import tensorrt_engine as trt_engine
-from pose_regressor.engines.cuda_memory import GpuInfo, cuda_binding_installed
+from pose_regressor.engines.cuda_memory import GpuInfo, cuda_binding_installed, import_cudart
 from pose_regressor.engines.onnxruntime_engine import OnnxRuntimeEngine
 from pose_regressor.engines.tensorrt_engine import TensorRTEngine
 from pose_regressor.engines.tensorrt_plan import (
@@ -54,6 +54,7 @@ from pose_regressor.engines.tensorrt_plan import (
 )
 from pose_regressor.uncertainty import dropout_masks
 from tests.unit.bundle_fixtures import HIDDEN, expected_outputs, make_bundle
+from tests.unit.fake_cudart import FakeCudart
 
 SHAPES = {"images": ((2, 6, 8, 3),) * 3, "dropout_mask": ((1, 4), (8, 4), (8, 4))}
 KEY_ARGS: dict[str, Any] = {
@@ -64,6 +65,7 @@ KEY_ARGS: dict[str, Any] = {
     "shapes": SHAPES,
 }
 SAFE = re.compile(r"^[a-z0-9._-]+$")
+REAL_OPEN_GPU = trt_engine._open_gpu  # the `fake` fixture replaces it; one test puts it back
 
 
 # ------------------------------------------------------------------------------- the fake
@@ -80,6 +82,7 @@ class FakeTensorRT:
         self.builds: list[dict[str, Any]] = []
         self.calibration_batches = 0
         self.executions = 0
+        self.stream = 0  # the stream handle execute_async_v3 must get (HostMemory's: 0)
         self.module = self._module()
 
     def _module(self) -> types.ModuleType:
@@ -230,7 +233,7 @@ class FakeTensorRT:
                 return True
 
             def execute_async_v3(self, stream: int) -> bool:
-                assert stream == 0  # no CUDA stream on the CPU test path
+                assert stream == fake.stream, f"execute_async_v3 got stream {stream}, not the engine's"
                 fake.executions += 1
                 images = read(self.addresses["images"], self.shapes["images"], np.uint8)
                 masks = read(self.addresses["dropout_mask"], self.shapes["dropout_mask"], np.float32)
@@ -564,29 +567,6 @@ def test_engine_without_torch_gets_to_the_first_cuda_call(bundle: ModelBundle) -
     ), line
 
 
-def test_cuda_errors_are_one_line_naming_the_call() -> None:
-    from pose_regressor.engines import cuda_memory
-
-    cudart = cuda_memory.import_cudart()
-    success, no_device = cudart.cudaError_t.cudaSuccess, cudart.cudaError_t.cudaErrorNoDevice
-    assert cuda_memory.check(cudart, (success,), "cudaFree") is None
-    assert cuda_memory.check(cudart, (success, 7), "cudaMalloc") == 7
-    assert cuda_memory.check(cudart, (success, 1, 2), "x") == (1, 2)
-    with pytest.raises(
-        EngineError,
-        match=r"^CUDA cudaMalloc\(64\) failed: cudaErrorNoDevice \(no CUDA-capable device is detected\)$",
-    ):
-        cuda_memory.check(cudart, (no_device, None), "cudaMalloc(64)")
-    fake_count = types.SimpleNamespace(
-        cudaError_t=cudart.cudaError_t,
-        cudaGetErrorName=cudart.cudaGetErrorName,
-        cudaGetErrorString=cudart.cudaGetErrorString,
-        cudaGetDeviceCount=lambda: (success, 1),
-    )
-    with pytest.raises(EngineUnavailableError, match=r"^CUDA device 2 requested, CUDA sees 1 GPU\(s\)$"):
-        cuda_memory.query_gpu(fake_count, 2)  # type: ignore[arg-type]
-
-
 # --------------------------------------------------------------------- against the fake API
 def test_builds_caches_and_runs_a_plan(
     bundle: ModelBundle, fake: FakeTensorRT, caplog: pytest.LogCaptureFixture
@@ -631,6 +611,34 @@ def test_builds_caches_and_runs_a_plan(
         rtol=1e-6,
         atol=1e-5,
     )
+
+
+def test_engine_on_cudart_memory_calibrates_and_runs(
+    bundle: ModelBundle, fake: FakeTensorRT, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine through the real `_open_gpu` and `CudaMemory` on `FakeCudart`: the GPU query,
+    cudaMalloc'd and pinned buffers, checked copies on the engine's stream, INT8 calibration."""
+    cudart = FakeCudart(import_cudart(), stream=0x5EED)
+    monkeypatch.setattr(trt_engine, "_open_gpu", REAL_OPEN_GPU)
+    monkeypatch.setattr(trt_engine, "import_cudart", lambda: cudart)
+    fake.stream = 0x5EED
+    engine = TensorRTEngine(bundle, precision="int8", calibration_images=[_images(i) for i in range(3)])
+    assert engine.gpu == GpuInfo("NVIDIA Fake H100", (9, 0), 0)
+    assert engine.plan_path.name.startswith("nvidia-fake-h100_sm90_trt10.3.0_int8_")
+    assert fake.builds[-1]["calibration_batches"] == 3
+    rng = np.random.default_rng(3)
+    for s in (1, 8, 5):
+        before = len(cudart.calls)
+        masks = dropout_masks(s, HIDDEN, 0.25, rng)
+        t, q = engine.infer(_images(s), masks)
+        t_ref, q_ref = expected_outputs(_images(s), masks)
+        np.testing.assert_allclose(t, t_ref, rtol=1e-6, atol=1e-5)
+        np.testing.assert_allclose(q, q_ref, rtol=1e-6, atol=1e-6)
+        # Per set: 2 copies in, 2 out, one synchronize (and the thread's device made current).
+        assert sorted(cudart.calls[before:]) == sorted(
+            ["cudaSetDevice", *["cudaMemcpyAsync"] * 4, "cudaStreamSynchronize"]
+        )
+    assert cudart.current_device == 0
 
 
 def test_stale_or_incompatible_plans_are_rebuilt(bundle: ModelBundle, fake: FakeTensorRT) -> None:

@@ -183,12 +183,13 @@ class CudaMemory:
         stream = check(cudart, cudart.cudaStreamCreate(), "cudaStreamCreate")
         self._streams.append(stream)
         self._stream = stream
+        self._stream_handle = _native_handle(stream)
         self._to_device = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
         self._to_host = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
 
     @property
     def stream(self) -> int:
-        return int(self._stream)
+        return self._stream_handle
 
     def activate(self) -> None:
         # The current device is per host thread, and the node infers on an executor thread.
@@ -224,6 +225,15 @@ class CudaMemory:
 
     def close(self) -> None:
         self._finalizer()
+
+
+def _native_handle(cuda_object: Any) -> int:
+    """The address behind a binding object (a cudaStream_t), as TensorRT takes it."""
+    try:
+        utils = importlib.import_module("cuda.bindings.utils")
+    except ImportError:  # before cuda-bindings 12.9.1, where int() was the way
+        return int(cuda_object)
+    return int(utils.get_cuda_native_handle(cuda_object))
 
 
 def _address(array: NDArray[Any]) -> int:
