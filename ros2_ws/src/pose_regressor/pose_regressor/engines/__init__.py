@@ -12,15 +12,16 @@ Backends (each module imported only when used; this package never imports torch)
   imports nothing from training.
 
 ``auto`` tries TensorRT, then ONNX Runtime with CUDA, then ONNX Runtime on the CPU, and logs one
-INFO line naming the engine chosen and why the ones before it were skipped.
+INFO line naming the engine chosen and why the ones before it were skipped; the same reason is
+the engine's ``chosen_because`` (printed by ``pose-regressor bench`` and the node's configure line).
 
 The TensorRT module's contract: ``TensorRTEngine(bundle, **options)`` subclasses `InferenceEngine`
 (``backend = "tensorrt"``), builds or loads its plan from ``bundle.engines_dir`` (keyed by GPU
 name, TensorRT version and precision; optimization profile S in 1..``bundle.mc_samples`` or
 more, opt ``bundle.mc_samples``), and raises `EngineUnavailableError` when it cannot run here
-or `EngineError` when its plan fails to build or load. ``auto`` looks for it only when the `tensorrt`
-package and a CUDA device are present, and falls back to ONNX Runtime on either error (a failed
-build is logged as a WARNING as well as in the INFO line).
+or `EngineError` when its plan fails to build or load. ``auto`` looks for it only when the
+`tensorrt` package, the CUDA binding and a CUDA device are present, and falls back to ONNX Runtime
+on either error (a failed build is logged as a WARNING as well as in the INFO line).
 """
 
 from __future__ import annotations
