@@ -22,7 +22,6 @@ from pose_regressor import pose
 from pose_regressor.bundle import ModelBundle, load_bundle, preprocess
 from pose_regressor.engines import InferenceEngine, load_engine
 from pose_regressor.engines.onnxruntime_engine import OnnxRuntimeEngine
-from pose_regressor.engines.torch_engine import TorchEngine
 from pose_regressor.rig import preset_rig
 from pose_regressor.uncertainty import dropout_masks
 from pose_regressor_training.checkpoint import (
@@ -45,6 +44,7 @@ from pose_regressor_training.onnx_checks import (
     op_types,
 )
 from pose_regressor_training.synth.generate import SynthConfig, render_dataset
+from pose_regressor_training.torch_engine import TorchEngine
 from pose_regressor_training.train import fit
 from pose_regressor_training.train_config import load_train_config
 

@@ -143,6 +143,7 @@ def test_bench_cli_prints_the_table_and_writes_json(
     rows = {line.split()[0]: line for line in lines[2:5]}
     assert set(rows) == {"deterministic", "mc", "naive"}
     assert rows["naive"].split()[1:8] == ["onnxruntime", "on", "cpu", "(fp32)", "2", "8", "8"]
+    assert "engine: onnxruntime on cpu (fp32) (backend 'onnxruntime' requested)" in lines
     assert any(line.startswith("MC cost          total(S=8) / total(S=1):") for line in lines)
     assert any(line.startswith("naive over ours  8 passes of S=1 / one pass with S=8:") for line in lines)
     assert lines[-1] == f"bench: wrote {out}"
@@ -164,6 +165,19 @@ def test_bench_cli_prints_the_table_and_writes_json(
     assert settings["engine"] == "onnxruntime on cpu (fp32)" and settings["engine_options"] == {
         "threads": "1"
     }
+
+
+def test_bench_auto_names_the_engine_chosen_and_why(
+    bundles: tuple[ModelBundle, ModelBundle], capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["bench", "--bundle", str(bundles[0].path), "--mc-samples", "2", "--repeats", "1", "--warmup", "0"]
+    assert main([*args, "--threads", "1"]) == 0  # --backend auto is the default
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("engine: ")]
+    # No TensorRT or CUDA here: auto says it fell back to the CPU and why it skipped the others.
+    assert line.startswith("engine: onnxruntime on cpu (fp32) (auto: CPU fallback; skipped tensorrt (")
+    for reason in tensorrt_unavailable_reasons():
+        assert reason in line
+    assert "onnxruntime CUDA (" in line
 
 
 def test_compare_gives_the_ratio_of_two_bundles(bundles: tuple[ModelBundle, ModelBundle]) -> None:

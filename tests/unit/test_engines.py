@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import tomllib
 
+import pose_regressor.engines as engines_module
 from pose_regressor.bundle import ModelBundle
 from pose_regressor.engines import (
+    EngineDescription,
     EngineError,
     EngineInputError,
     EngineUnavailableError,
+    InferenceEngine,
     load_engine,
     tensorrt_unavailable_reasons,
 )
@@ -24,6 +30,7 @@ from pose_regressor.uncertainty import dropout_masks
 from tests.unit.bundle_fixtures import HIDDEN, INPUT_SIZE, expected_outputs, make_bundle
 
 SHAPE = (2, INPUT_SIZE[1], INPUT_SIZE[0], 3)
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -169,11 +176,11 @@ def test_torch_backend_needs_model_pt(bundle: ModelBundle) -> None:
         load_engine(bundle, "torch")
 
 
-def test_robot_modules_do_not_import_torch() -> None:
+def test_robot_engine_modules_do_not_import_torch() -> None:
     code = (
         "import sys\n"
         "import pose_regressor.bundle, pose_regressor.engines, pose_regressor.engines.onnxruntime_engine\n"
-        "import pose_regressor.engines.torch_engine\n"
+        "import pose_regressor.engines.tensorrt_engine, pose_regressor.engines.cuda_memory\n"
         "assert 'torch' not in sys.modules, 'torch imported'\n"
         "assert 'pose_regressor_training' not in sys.modules, 'training package imported'\n"
     )
@@ -181,3 +188,81 @@ def test_robot_modules_do_not_import_torch() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60
     )
     assert result.returncode == 0, result.stderr
+
+
+# ------------------------------------------------------------- engines registered by entry points
+class StubEngine(InferenceEngine):
+    """An engine another distribution might register: returns zeros."""
+
+    backend = "torch"
+
+    def __init__(self, bundle: ModelBundle, device: str = "cpu") -> None:
+        super().__init__(bundle)
+        self.device = device
+
+    def _infer(self, images: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        s = masks.shape[0]
+        return np.zeros((s, 3)), np.tile([0.0, 0.0, 0.0, 1.0], (s, 1))
+
+    def describe(self) -> EngineDescription:
+        return EngineDescription(self.backend, self.device, "fp32")
+
+
+@pytest.fixture
+def entry_point_group(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
+    """Installs a distribution (a bare .dist-info on sys.path) declaring `entry_points.txt` lines
+    under a group of this test's own, which `load_engine` then reads."""
+    group = f"pose_regressor.engines.test{tmp_path.name}"
+    monkeypatch.setattr(engines_module, "ENGINE_ENTRY_POINTS", group)
+
+    def install(lines: str) -> None:
+        info = tmp_path / "site" / "engine_plugin-1.0.dist-info"
+        info.mkdir(parents=True)
+        (info / "METADATA").write_text("Metadata-Version: 2.1\nName: engine-plugin\nVersion: 1.0\n")
+        (info / "entry_points.txt").write_text(f"[{group}]\n{lines}\n")
+        monkeypatch.syspath_prepend(str(tmp_path / "site"))
+
+    return install
+
+
+def test_load_engine_finds_a_registered_torch_engine(
+    bundle: ModelBundle, entry_point_group: Callable[[str], None]
+) -> None:
+    entry_point_group(f"torch = {__name__}:StubEngine")
+    engine = load_engine(bundle, "torch", device="cuda:1")
+    assert isinstance(engine, StubEngine) and engine.device == "cuda:1"
+    t, q = engine.infer(_images(0), np.ones((3, HIDDEN), np.float32))
+    assert t.shape == (3, 3) and q.shape == (3, 4)
+
+
+def test_unregistered_torch_backend_names_the_package_to_install(
+    bundle: ModelBundle, entry_point_group: Callable[[str], None]
+) -> None:
+    entry_point_group("other = math:sqrt")  # the group exists, without a torch engine
+    with pytest.raises(
+        EngineUnavailableError,
+        match=r"^torch backend unavailable: install the training package \(pose_regressor_training\); ",
+    ):
+        load_engine(bundle, "torch")
+
+
+def test_a_registered_engine_that_cannot_be_imported_is_unavailable(
+    bundle: ModelBundle, entry_point_group: Callable[[str], None]
+) -> None:
+    entry_point_group("torch = no_such_module_here.engine:TorchEngine")
+    with pytest.raises(
+        EngineUnavailableError,
+        match=r"^torch backend unavailable: cannot load no_such_module_here.engine:TorchEngine "
+        r"\(ModuleNotFoundError: No module named 'no_such_module_here'\)$",
+    ):
+        load_engine(bundle, "torch")
+
+
+def test_the_training_distribution_registers_its_torch_engine() -> None:
+    # What `make setup` installs: the declaration in training/pyproject.toml names the real class.
+    pyproject = tomllib.loads((REPO / "training" / "pyproject.toml").read_text())
+    declared = pyproject["project"]["entry-points"]["pose_regressor.engines"]
+    assert declared == {"torch": "pose_regressor_training.torch_engine:TorchEngine"}
+    point = importlib.metadata.EntryPoint("torch", declared["torch"], "pose_regressor.engines")
+    engine_class = point.load()
+    assert issubclass(engine_class, InferenceEngine) and engine_class.backend == "torch"

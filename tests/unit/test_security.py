@@ -18,8 +18,8 @@ from onnx import TensorProto
 
 from pose_regressor.bundle import BundleError, load_bundle
 from pose_regressor.engines import EngineError, load_engine
-from pose_regressor.engines.torch_engine import WEIGHTS_FORMAT
 from pose_regressor_training.checkpoint import FORMAT, VERSION, CheckpointError, load_checkpoint
+from pose_regressor_training.torch_engine import WEIGHTS_FORMAT
 from tests.unit.bundle_fixtures import make_bundle
 
 ROOT = Path(__file__).resolve().parents[2]

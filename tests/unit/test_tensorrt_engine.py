@@ -3,10 +3,10 @@
 
 The fake (`FakeTensorRT`) implements the slice of the TensorRT 10 Python API the engine uses, as
 documented: it "builds" a plan recording the profile and flags, drives the INT8 calibrator, and
-executes the bundle_fixtures graph by reading and writing the tensor addresses it is given (host
-pointers of CPU torch tensors), so buffer handling, shapes and copies are exercised for real. It
-checks our reading of the API, not TensorRT itself: the tests marked ``gpu`` do that where
-TensorRT and a CUDA device exist.
+executes the bundle_fixtures graph by reading and writing the tensor addresses it is given. Those
+come from `HostMemory`, a `DeviceMemory` on CPU memory standing in for cudart, so buffer handling,
+shapes and copies are exercised for real. It checks our reading of the API, not TensorRT or CUDA
+themselves: the tests marked ``gpu`` do that where TensorRT and a CUDA device exist.
 """
 
 from __future__ import annotations
@@ -31,12 +31,18 @@ import pytest
 
 import pose_regressor.engines as engines_module
 from pose_regressor.bundle import BundleCamera, ModelBundle
-from pose_regressor.engines import EngineError, EngineInputError, EngineUnavailableError, load_engine
+from pose_regressor.engines import (
+    EngineError,
+    EngineInputError,
+    EngineUnavailableError,
+    load_engine,
+    tensorrt_plan,
+)
 from pose_regressor.engines import tensorrt_engine as trt_engine
+from pose_regressor.engines.cuda_memory import GpuInfo, cuda_binding_installed, import_cudart
 from pose_regressor.engines.onnxruntime_engine import OnnxRuntimeEngine
-from pose_regressor.engines.tensorrt_engine import (
-    GpuInfo,
-    TensorRTEngine,
+from pose_regressor.engines.tensorrt_engine import TensorRTEngine
+from pose_regressor.engines.tensorrt_plan import (
     atomic_write_bytes,
     int8_calibration_problem,
     parse_version,
@@ -48,6 +54,7 @@ from pose_regressor.engines.tensorrt_engine import (
 )
 from pose_regressor.uncertainty import dropout_masks
 from tests.unit.bundle_fixtures import HIDDEN, expected_outputs, make_bundle
+from tests.unit.fake_cudart import FakeCudart
 
 SHAPES = {"images": ((2, 6, 8, 3),) * 3, "dropout_mask": ((1, 4), (8, 4), (8, 4))}
 KEY_ARGS: dict[str, Any] = {
@@ -58,6 +65,7 @@ KEY_ARGS: dict[str, Any] = {
     "shapes": SHAPES,
 }
 SAFE = re.compile(r"^[a-z0-9._-]+$")
+REAL_OPEN_GPU = trt_engine._open_gpu  # the `fake` fixture replaces it; one test puts it back
 
 
 # ------------------------------------------------------------------------------- the fake
@@ -74,6 +82,7 @@ class FakeTensorRT:
         self.builds: list[dict[str, Any]] = []
         self.calibration_batches = 0
         self.executions = 0
+        self.stream = 0  # the stream handle execute_async_v3 must get (HostMemory's: 0)
         self.module = self._module()
 
     def _module(self) -> types.ModuleType:
@@ -224,7 +233,7 @@ class FakeTensorRT:
                 return True
 
             def execute_async_v3(self, stream: int) -> bool:
-                assert stream == 0  # no CUDA stream on the CPU test path
+                assert stream == fake.stream, f"execute_async_v3 got stream {stream}, not the engine's"
                 fake.executions += 1
                 images = read(self.addresses["images"], self.shapes["images"], np.uint8)
                 masks = read(self.addresses["dropout_mask"], self.shapes["dropout_mask"], np.float32)
@@ -297,6 +306,44 @@ def read(address: int, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
     return np.ctypeslib.as_array((ctype * count).from_address(address)).reshape(shape)
 
 
+class HostMemory:
+    """`DeviceMemory` on CPU memory: "device" buffers are host allocations the fake TensorRT reads."""
+
+    stream = 0  # the fake's execute_async_v3 checks that it gets this handle
+
+    def __init__(self) -> None:
+        self.buffers: list[np.ndarray] = []
+        self.copies = 0
+        self.synchronized = 0
+
+    def device_buffer(self, nbytes: int) -> int:
+        buffer = np.full(nbytes, 0xAB, np.uint8)  # garbage, like cudaMalloc'd memory
+        self.buffers.append(buffer)
+        return int(buffer.ctypes.data)
+
+    def host_array(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        return np.zeros(shape, dtype)
+
+    def upload(self, device: int, host: np.ndarray) -> None:
+        assert host.flags.c_contiguous
+        ctypes.memmove(device, host.ctypes.data, host.nbytes)
+        self.copies += 1
+
+    def download(self, host: np.ndarray, device: int) -> None:
+        assert host.flags.c_contiguous
+        ctypes.memmove(host.ctypes.data, device, host.nbytes)
+        self.copies += 1
+
+    def synchronize(self) -> None:
+        self.synchronized += 1
+
+    def activate(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.buffers.clear()
+
+
 FAKE_GPU = "NVIDIA Fake GPU 40GB"
 
 
@@ -308,16 +355,13 @@ def bundle(tmp_path: Path) -> ModelBundle:
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeTensorRT]:
     """The fake `tensorrt` importable, a fake GPU (CPU memory), and `load_engine` seeing both."""
-    import torch
-
     state = FakeTensorRT()
     monkeypatch.setitem(sys.modules, "tensorrt", state.module)
     monkeypatch.setattr(
-        trt_engine,
-        "_cuda_device",
-        lambda _torch, index: GpuInfo(FAKE_GPU, (8, 0), torch.device("cpu"), index),
+        trt_engine, "_open_gpu", lambda index: (GpuInfo(FAKE_GPU, (8, 0), index), HostMemory())
     )
     monkeypatch.setattr(engines_module, "cuda_device_count", lambda: 1)
+    monkeypatch.setattr(engines_module, "cuda_binding_installed", lambda: True)
     yield state
 
 
@@ -384,7 +428,7 @@ def test_atomic_write_replaces_whole_files_and_leaves_no_temporaries(
     def fail(_fd: int) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(trt_engine.os, "fsync", fail)
+    monkeypatch.setattr(tensorrt_plan.os, "fsync", fail)
     with pytest.raises(OSError, match="disk full"):
         atomic_write_bytes(target, b"third")
     assert target.read_bytes() == b"second version"  # the old file is untouched
@@ -474,6 +518,55 @@ def test_robot_modules_stay_torch_free() -> None:
     assert result.returncode == 0, result.stderr
 
 
+# Runs in a fresh interpreter where torch and the training package cannot be imported at all.
+NO_TORCH_SCRIPT = """
+import importlib.abc, importlib.util, sys, types
+
+class Blocked(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "torchvision", "pose_regressor_training"):
+            raise ImportError(f"{name} is blocked in this test")
+        return None
+
+sys.meta_path.insert(0, Blocked())
+if importlib.util.find_spec("tensorrt") is None:  # a stand-in: the engine only reads its version first
+    stand_in = types.ModuleType("tensorrt")
+    stand_in.__version__ = "10.3.0"
+    sys.modules["tensorrt"] = stand_in
+
+from pose_regressor.bundle import load_bundle
+from pose_regressor.engines import EngineUnavailableError
+from pose_regressor.engines.tensorrt_engine import TensorRTEngine
+
+try:
+    TensorRTEngine(load_bundle(sys.argv[1]))
+except EngineUnavailableError as exc:
+    print(exc)
+assert "torch" not in sys.modules and "pose_regressor_training" not in sys.modules
+"""
+
+
+def test_engine_without_torch_gets_to_the_first_cuda_call(bundle: ModelBundle) -> None:
+    if engines_module.cuda_device_count() > 0:
+        pytest.skip("a CUDA GPU is here: the first CUDA call succeeds (the gpu tests cover that)")
+    assert cuda_binding_installed(), "cuda-bindings (requirements/dev.txt) must be installed"
+    result = subprocess.run(
+        [sys.executable, "-c", NO_TORCH_SCRIPT, str(bundle.path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    # One line naming the CUDA call and CUDA's error (no driver here, so it cannot count devices).
+    (line,) = result.stdout.splitlines()
+    assert re.fullmatch(
+        r"TensorRT backend unavailable: no usable CUDA GPU: CUDA cudaGetDeviceCount failed: "
+        r"cudaError\w+ \(.+\)",
+        line,
+    ), line
+
+
 # --------------------------------------------------------------------- against the fake API
 def test_builds_caches_and_runs_a_plan(
     bundle: ModelBundle, fake: FakeTensorRT, caplog: pytest.LogCaptureFixture
@@ -518,6 +611,34 @@ def test_builds_caches_and_runs_a_plan(
         rtol=1e-6,
         atol=1e-5,
     )
+
+
+def test_engine_on_cudart_memory_calibrates_and_runs(
+    bundle: ModelBundle, fake: FakeTensorRT, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine through the real `_open_gpu` and `CudaMemory` on `FakeCudart`: the GPU query,
+    cudaMalloc'd and pinned buffers, checked copies on the engine's stream, INT8 calibration."""
+    cudart = FakeCudart(import_cudart(), stream=0x5EED)
+    monkeypatch.setattr(trt_engine, "_open_gpu", REAL_OPEN_GPU)
+    monkeypatch.setattr(trt_engine, "import_cudart", lambda: cudart)
+    fake.stream = 0x5EED
+    engine = TensorRTEngine(bundle, precision="int8", calibration_images=[_images(i) for i in range(3)])
+    assert engine.gpu == GpuInfo("NVIDIA Fake H100", (9, 0), 0)
+    assert engine.plan_path.name.startswith("nvidia-fake-h100_sm90_trt10.3.0_int8_")
+    assert fake.builds[-1]["calibration_batches"] == 3
+    rng = np.random.default_rng(3)
+    for s in (1, 8, 5):
+        before = len(cudart.calls)
+        masks = dropout_masks(s, HIDDEN, 0.25, rng)
+        t, q = engine.infer(_images(s), masks)
+        t_ref, q_ref = expected_outputs(_images(s), masks)
+        np.testing.assert_allclose(t, t_ref, rtol=1e-6, atol=1e-5)
+        np.testing.assert_allclose(q, q_ref, rtol=1e-6, atol=1e-6)
+        # Per set: 2 copies in, 2 out, one synchronize (and the thread's device made current).
+        assert sorted(cudart.calls[before:]) == sorted(
+            ["cudaSetDevice", *["cudaMemcpyAsync"] * 4, "cudaStreamSynchronize"]
+        )
+    assert cudart.current_device == 0
 
 
 def test_stale_or_incompatible_plans_are_rebuilt(bundle: ModelBundle, fake: FakeTensorRT) -> None:
@@ -629,7 +750,7 @@ def test_unwritable_cache_still_runs(
     def read_only(path: Path, data: bytes) -> None:
         raise PermissionError(f"[Errno 13] Permission denied: '{path}'")
 
-    monkeypatch.setattr(trt_engine, "atomic_write_bytes", read_only)
+    monkeypatch.setattr(tensorrt_plan, "atomic_write_bytes", read_only)
     with caplog.at_level(logging.WARNING, logger="pose_regressor.engines"):
         engine = TensorRTEngine(bundle)
     assert "cannot cache the TensorRT plan" in caplog.text and not engine.plan_path.exists()
@@ -678,14 +799,10 @@ def test_build_engine_cli_with_int8_calibration_data(
 def _real_tensorrt_reason() -> str | None:
     if importlib.util.find_spec("tensorrt") is None:
         return "the tensorrt package is not installed"
+    if not cuda_binding_installed():
+        return "NVIDIA's CUDA Python binding (cuda-bindings) is not installed"
     if engines_module.cuda_device_count() == 0:
         return "no CUDA device"
-    try:
-        import torch
-    except ImportError:
-        return "torch is not installed"
-    if not torch.cuda.is_available():
-        return "torch sees no CUDA device"
     return None
 
 

@@ -63,13 +63,13 @@ from pose_regressor_training.errors import TrainingError
 from pose_regressor_training.models import PoseRegressor
 from pose_regressor_training.models.model import images_to_unit_float
 from pose_regressor_training.onnx_checks import expected_signature, io_signature, tensorrt_violations
+from pose_regressor_training.torch_engine import WEIGHTS_FORMAT
 
 INPUT_NAMES = ("images", "dropout_mask")
 OUTPUT_NAMES = ("translation", "rotation")
 DYNAMIC_AXES = {"dropout_mask": {0: "S"}, "translation": {0: "S"}, "rotation": {0: "S"}}
 MIN_OPSET, MAX_OPSET = 17, 20
 EXPORTER = "torch.onnx.export(dynamo=False) (TorchScript tracing)"
-WEIGHTS_FORMAT = "pose_regressor_bundle_weights"
 # ONNX Runtime vs PyTorch after export: |difference| <= ATOL + RTOL * |PyTorch value| (float32 keeps
 # ~7 digits, so maps with coordinates of hundreds of metres need the relative part).
 VERIFY_ATOL = 1e-4  # metres and quaternion components

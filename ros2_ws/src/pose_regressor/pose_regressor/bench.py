@@ -333,6 +333,7 @@ def run_bench(
             "compare": str(other.path) if other is not None else None,
             "backend": backend,
             "engine": str(engine.describe()),
+            "engine_choice": engine.chosen_because,
             "mc_samples": samples,
             "repeats": repeats,
             "warmup": warmup,
@@ -351,7 +352,7 @@ def _load_average() -> list[float] | None:
 
 
 def format_table(result: BenchResult) -> str:
-    """The rows as a fixed-width table (ms, p50 / p99) followed by the ratios."""
+    """The rows as a fixed-width table (ms, p50 / p99), the engine and why it was chosen, the ratios."""
     header = ["row", "backend", "T", "S", "passes", *(f"{stage} p50/p99" for stage in STAGES)]
     lines = [header]
     for row in result.rows:
@@ -369,6 +370,9 @@ def format_table(result: BenchResult) -> str:
     text.insert(1, "  ".join("-" * w for w in widths))
     s = result.row("mc").samples
     text.append("")
+    engine, choice = result.settings.get("engine"), result.settings.get("engine_choice")
+    if engine is not None:
+        text.append(f"engine: {engine} ({choice})" if choice else f"engine: {engine}")
     load = result.settings.get("load_average_before")
     note = f"; load average before {load[0]:.2f} (1 min) on {os.cpu_count()} CPUs" if load else ""
     text.append(

@@ -336,8 +336,8 @@ class LocalizerNode(LifecycleNode):
         self._expected = expected_cameras(bundle)
         self.get_logger().info(
             f"bundle {bundle.path}: cameras {', '.join(bundle.camera_names)} on "
-            f"{', '.join(i.topic for i in inputs)}; engine {description}; {samples} MC samples"
-            + ("" if params.mc_samples else " (the bundle's)")
+            f"{', '.join(i.topic for i in inputs)}; engine {description} ({engine.chosen_because}); "
+            f"{samples} MC samples" + ("" if params.mc_samples else " (the bundle's)")
         )
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:

@@ -97,6 +97,9 @@ class InferenceEngine(ABC):
     backend: ClassVar[str] = "?"
     #: The largest S (MC samples) one `infer` call takes; None: any (a TensorRT plan has a maximum).
     max_samples: int | None = None
+    #: Why `load_engine` returned this engine, for logs: ``auto: <why>; skipped <backend (reason)>...``
+    #: or ``backend 'onnxruntime' requested``.
+    chosen_because: str = "constructed directly"
 
     def __init__(self, bundle: ModelBundle) -> None:
         self.bundle = bundle

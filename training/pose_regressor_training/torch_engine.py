@@ -2,11 +2,15 @@
 
 How it gets the model: `pose-train export` writes BUNDLE/model.pt next to model.onnx, holding
 the same weights as a state dict plus the checkpoint's model config (loaded with
-`weights_only=True`, so no pickled code runs), and this engine rebuilds `PoseRegressor` from
-the `pose_regressor_training` package. Converting model.onnx back to PyTorch (onnx2torch) was
-not chosen: it would add a dependency and test the converter rather than our model. So the
-engine needs torch and the training package; both are imported lazily, here only, and their
-absence is an `EngineUnavailableError`: the robot's runtime never needs them.
+`weights_only=True`, so no pickled code runs), and this engine rebuilds `PoseRegressor`.
+Converting model.onnx back to PyTorch (onnx2torch) was not chosen: it would add a dependency and
+test the converter rather than our model.
+
+It lives in the training distribution because it needs torch and the training model; the robot
+package never imports it. It registers itself as the ``torch`` backend of
+`pose_regressor.engines.load_engine` through the ``pose_regressor.engines`` entry point group
+(training/pyproject.toml), so ``load_engine(bundle, "torch")`` works wherever this package is
+installed.
 
 It runs exactly what the graph was traced from (`poses` in eval mode, on uint8 images
 converted to float / 255), so ONNX Runtime and TensorRT agree with it to float
@@ -16,9 +20,10 @@ precision on the same images and masks.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+import torch
 from numpy.typing import NDArray
 
 from pose_regressor.bundle import ModelBundle
@@ -28,10 +33,11 @@ from pose_regressor.engines.base import (
     EngineUnavailableError,
     InferenceEngine,
 )
+from pose_regressor_training.models import ModelConfig, PoseRegressor, build_model
+from pose_regressor_training.models.model import images_to_unit_float
+from pose_regressor_training.typed_config import from_mapping
 
-if TYPE_CHECKING:
-    from pose_regressor_training.models import PoseRegressor
-
+#: The "format" field of BUNDLE/model.pt (written by `pose_regressor_training.export`).
 WEIGHTS_FORMAT = "pose_regressor_bundle_weights"
 
 
@@ -45,20 +51,6 @@ class TorchEngine(InferenceEngine):
         path = bundle.torch_path
         if not path.is_file():
             raise EngineError(f"{bundle.path} has no {path.name} (export the bundle with pose-train export)")
-        try:
-            import torch
-        except ImportError as exc:
-            raise EngineUnavailableError(
-                f"the torch backend needs PyTorch, which is not installed ({exc})"
-            ) from None
-        try:
-            from pose_regressor_training.models import ModelConfig, build_model
-            from pose_regressor_training.typed_config import from_mapping
-        except ImportError as exc:
-            raise EngineUnavailableError(
-                f"the torch backend needs the pose_regressor_training package, which cannot be imported "
-                f"({exc})"
-            ) from None
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise EngineUnavailableError(f"device {device!r} requested but torch sees no CUDA GPU")
         try:
@@ -79,14 +71,10 @@ class TorchEngine(InferenceEngine):
         model.load_state_dict(payload["model"])
         self.model: PoseRegressor = model.eval().to(device)
         self.device = torch.device(device)
-        self._torch = torch
 
     def _infer(
         self, images: NDArray[np.uint8], masks: NDArray[np.float32]
     ) -> tuple[NDArray[np.floating[Any]], NDArray[np.floating[Any]]]:
-        from pose_regressor_training.models.model import images_to_unit_float
-
-        torch = self._torch
         with torch.inference_mode():
             x = torch.from_numpy(np.array(images, copy=True)).to(self.device)
             m = torch.from_numpy(np.array(masks, copy=True)).to(self.device)
@@ -98,5 +86,5 @@ class TorchEngine(InferenceEngine):
             backend=self.backend,
             device=self.device.type,
             precision="fp32",
-            details={"torch": self._torch.__version__, "weights": str(self.bundle.torch_path)},
+            details={"torch": torch.__version__, "weights": str(self.bundle.torch_path)},
         )
