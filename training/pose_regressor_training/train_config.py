@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pose_regressor.bundle import MAX_CAMERAS, MAX_HIDDEN_DIM, MAX_INPUT_SIDE
-from pose_regressor_training.augment import AugmentConfig
+from pose_regressor_training.augment_config import AugmentConfig
 from pose_regressor_training.models.config import ModelConfig
 from pose_regressor_training.typed_config import (
     Bound,
