@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pose_regressor.bundle import MAX_CAMERAS, MAX_HIDDEN_DIM, MAX_INPUT_SIDE
+from pose_regressor.files import read_yaml
 from pose_regressor_training.augment_config import AugmentConfig
 from pose_regressor_training.models.config import ModelConfig
 from pose_regressor_training.typed_config import (
@@ -22,7 +23,6 @@ from pose_regressor_training.typed_config import (
     apply_overrides,
     check_bounds,
     from_mapping,
-    read_yaml_file,
 )
 
 OPTIMIZERS = ("adam", "adamw")
@@ -180,7 +180,7 @@ def load_train_config(path: str | Path | None, overrides: Sequence[str] = ()) ->
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
-        loaded = read_yaml_file(path, "config")
+        loaded = read_yaml(path, "config", ConfigError)
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config {path} must be a mapping of sections")
         data = loaded or {}

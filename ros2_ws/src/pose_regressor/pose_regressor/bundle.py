@@ -23,8 +23,6 @@ Conventions:
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +32,8 @@ import cv2
 import numpy as np
 import yaml
 from numpy.typing import NDArray
+
+from pose_regressor.files import MAX_YAML_BYTES, atomic_write_text, read_yaml
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -77,7 +77,6 @@ MAX_INPUT_BYTES = 256 << 20  # T x input.height x input.width x 3: the `images` 
 MAX_HIDDEN_DIM = 16384  # D of dropout_mask [S, D]
 MAX_MC_SAMPLES = 256  # S, Monte-Carlo samples per set (the node's mc_samples parameter allows as many)
 MAX_COVARIANCE_SCALE = 1e6  # covariance_scale is in (0, MAX_COVARIANCE_SCALE]
-MAX_YAML_BYTES = 1 << 20  # size of bundle.yaml (an exported one has about 3 kB)
 
 #: What :func:`preprocess` and the graph do to a camera image; written into every bundle.yaml.
 PREPROCESSING: dict[str, str] = {
@@ -197,17 +196,7 @@ def write_bundle(bundle: ModelBundle) -> Path:
     target = bundle.yaml_path
     data = _plain(bundle.to_yaml_dict())
     text = yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=110, allow_unicode=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{YAML_FILE}.", dir=bundle.path)
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes it private
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        Path(tmp).replace(target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(target, text)
     return target
 
 
@@ -250,17 +239,11 @@ def load_bundle(path: str | Path) -> ModelBundle:
         )
     try:
         size = yaml_path.stat().st_size
-        if size > MAX_YAML_BYTES:
-            raise BundleError(
-                f"{yaml_path} has {size} bytes; a {YAML_FILE} may have at most {MAX_YAML_BYTES}"
-            )
-        data = yaml.safe_load(yaml_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BundleError(f"cannot read {yaml_path}: {exc}") from None
-    except yaml.YAMLError as exc:
-        raise BundleError(f"{yaml_path} is not valid YAML: {exc}") from None
-    except RecursionError:
-        raise BundleError(f"{yaml_path} is nested too deeply to be a bundle.yaml") from None
+    except OSError as exc:
+        raise BundleError(f"cannot read {yaml_path}: {exc.strerror or exc}") from None
+    if size > MAX_YAML_BYTES:
+        raise BundleError(f"{yaml_path} has {size} bytes; a {YAML_FILE} may have at most {MAX_YAML_BYTES}")
+    data = read_yaml(yaml_path, "", BundleError)
     if not isinstance(data, dict):
         raise BundleError(f"{yaml_path} must hold a mapping, got {type(data).__name__}")
     if data.get("format", BUNDLE_FORMAT) != BUNDLE_FORMAT:

@@ -74,18 +74,18 @@ def params_file_problem(path: Path) -> str | None:
     gives the user the node's usual single `cannot configure:` line instead."""
     import yaml
 
+    from pose_regressor.files import YamlFileError, read_yaml
+
     try:
-        text = path.read_text(encoding="utf-8")
+        data = read_yaml(path, "the params file")
         # rcl's parser refuses anchors and aliases ("Will not support aliasing"), PyYAML takes them.
+        text = path.read_text(encoding="utf-8")
         if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=yaml.SafeLoader)):
             return f"the params file {path} uses YAML aliases (*name), which ROS 2 cannot read"
-        data = yaml.safe_load(text)
-    except (OSError, UnicodeDecodeError) as exc:
-        return f"cannot read the params file {path}: {exc}"
-    except yaml.YAMLError as exc:
-        return f"the params file {path} is not valid YAML: {' '.join(str(exc).split())}"
-    except RecursionError:
-        return f"the params file {path} is nested too deeply"
+    except YamlFileError as exc:
+        return str(exc)
+    except OSError as exc:  # changed since read_yaml read it
+        return f"cannot read the params file {path}: {exc.strerror or exc}"
     if not isinstance(data, dict):
         shown = repr(data)[:40]
         return f"the params file {path} must map node names (e.g. '/**:') to ros__parameters, got {shown}"

@@ -66,6 +66,7 @@ from pose_regressor.bagio import (
 )
 from pose_regressor.bundle import load_bundle
 from pose_regressor.cli import MAX_MC_SAMPLES, MIN_DELIVERY_RATIO
+from pose_regressor.files import atomic_write_text
 from pose_regressor.ground_truth import GT_TYPES, GroundTruthTrack, gt_pose_fields, stamp_ns
 from pose_regressor.messages import ns_from_time
 from pose_regressor.replay import (
@@ -421,13 +422,6 @@ def summarize(
     return metrics, arrays
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    """`path` holds either its old content or all of `text`, never a part."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def _poses_csv(recording: Recording) -> str:
     lines = ["stamp_ns,received_monotonic_ns,tx,ty,tz,qx,qy,qz,qw,var_x,var_y,var_z,var_rx,var_ry,var_rz"]
     for stamp, received, t, q, cov in sorted(recording.poses, key=lambda r: r[0]):
@@ -645,7 +639,7 @@ def run_evaluation(cfg: EvaluateConfig, stop: StopFlag | None = None) -> dict[st
         series = soak_series(rss.samples, latencies, start, bin_s=max(1.0, (replay_span[1] - start) / 60))
         arrays.update({f"soak_{k}": v for k, v in series.items()})
     stop.check()
-    _write_atomically(cfg.out / "poses.csv", _poses_csv(recorder.recording))
+    atomic_write_text(cfg.out / "poses.csv", _poses_csv(recorder.recording))
     try:
         from pose_regressor.evaluate_plots import plot_evaluation
 
@@ -654,5 +648,5 @@ def run_evaluation(cfg: EvaluateConfig, stop: StopFlag | None = None) -> dict[st
         print(f"evaluate: no plots ({exc})")
     # Last: metrics.json marks a complete run.
     stop.check()
-    _write_atomically(cfg.out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    atomic_write_text(cfg.out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
