@@ -34,11 +34,17 @@ import yaml
 from numpy.typing import NDArray
 
 from pose_regressor.files import MAX_YAML_BYTES, atomic_write_text, read_yaml
+from pose_regressor.limits import MAX_MC_SAMPLES
 
 __all__ = [
     "BUNDLE_FORMAT",
+    "DROPOUT_MASK",
+    "DYNAMIC_AXIS",
     "ENGINES_DIR",
     "FUSIONS",
+    "GRAPH_INPUTS",
+    "GRAPH_OUTPUTS",
+    "IMAGES",
     "MAX_CAMERAS",
     "MAX_COVARIANCE_SCALE",
     "MAX_HIDDEN_DIM",
@@ -49,12 +55,15 @@ __all__ = [
     "MAX_YAML_BYTES",
     "ONNX_FILE",
     "PREPROCESSING",
+    "ROTATION",
     "SCHEMA_VERSION",
     "TORCH_FILE",
+    "TRANSLATION",
     "YAML_FILE",
     "BundleCamera",
     "BundleError",
     "ModelBundle",
+    "TensorSpec",
     "load_bundle",
     "preprocess",
     "write_bundle",
@@ -75,7 +84,6 @@ MAX_IMAGE_SIDE = 16384  # a camera's width and height (px): the node rejects lar
 MAX_INPUT_SIDE = 4096  # input.width and input.height (px): the network's input
 MAX_INPUT_BYTES = 256 << 20  # T x input.height x input.width x 3: the `images` input of one set
 MAX_HIDDEN_DIM = 16384  # D of dropout_mask [S, D]
-MAX_MC_SAMPLES = 256  # S, Monte-Carlo samples per set (the node's mc_samples parameter allows as many)
 MAX_COVARIANCE_SCALE = 1e6  # covariance_scale is in (0, MAX_COVARIANCE_SCALE]
 
 #: What :func:`preprocess` and the graph do to a camera image; written into every bundle.yaml.
@@ -88,6 +96,35 @@ PREPROCESSING: dict[str, str] = {
     "layout": "[T, H, W, 3], cameras in bundle order",
     "normalization": "inside the graph: float / 255, then (x - ImageNet mean) / ImageNet std per channel",
 }
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output of the graph. Shape letters are the bundle's sizes: T cameras, H x W the
+    input size, D `hidden_dim`, and S the Monte-Carlo samples (`DYNAMIC_AXIS`, the only dynamic one)."""
+
+    name: str
+    dtype: str  # numpy dtype name
+    shape: tuple[str | int, ...]
+
+    def describe(self) -> str:
+        """E.g. ``"uint8 [T, H, W, 3]"``."""
+        return f"{self.dtype} [{', '.join(str(d) for d in self.shape)}]"
+
+    def sized(self, sizes: Mapping[str, int]) -> tuple[str | int, ...]:
+        """The shape with the letters in `sizes` replaced by their values (others stay symbolic)."""
+        return tuple(sizes.get(d, d) if isinstance(d, str) else d for d in self.shape)
+
+
+IMAGES, DROPOUT_MASK = "images", "dropout_mask"
+TRANSLATION, ROTATION = "translation", "rotation"
+DYNAMIC_AXIS = "S"
+#: The graph's contract (what `pose-train export` writes and every engine feeds and reads).
+GRAPH_INPUTS = (
+    TensorSpec(IMAGES, "uint8", ("T", "H", "W", 3)),
+    TensorSpec(DROPOUT_MASK, "float32", ("S", "D")),
+)
+GRAPH_OUTPUTS = (TensorSpec(TRANSLATION, "float32", ("S", 3)), TensorSpec(ROTATION, "float32", ("S", 4)))
 
 # The ONNX ModelProto's first serialized field is ir_version (field 1, varint): tag byte 0x08.
 _ONNX_FIRST_BYTE = 0x08

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from pose_regressor.covariance import ROTATION_CONVENTIONS
+from pose_regressor.limits import BACKENDS, MAX_MC_SAMPLES
 
-BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
 TRANSPORTS = ("raw", "compressed")
 # ROS 2 topic names (design article "Topic and Service name mapping"): tokens of letters, digits
 # and underscores separated by "/", optionally starting with "/" or "~/", not starting with a digit.
@@ -85,7 +85,7 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         0,
         "Monte-Carlo dropout samples per set (0: the bundle's mc_samples; 1: deterministic)",
         0,
-        256,
+        MAX_MC_SAMPLES,
     ),
     ParameterSpec("seed", 0, "seed of the dropout masks", 0, 2**31 - 1),
     ParameterSpec("map_frame", "map", "frame of the published poses"),

@@ -38,6 +38,7 @@ from pose_regressor.engines.base import (
     cuda_device_count,
     validate_inputs,
 )
+from pose_regressor.limits import BACKENDS
 
 __all__ = [
     "BACKENDS",
@@ -51,7 +52,6 @@ __all__ = [
     "validate_inputs",
 ]
 
-BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
 TENSORRT_MODULE = "pose_regressor.engines.tensorrt_engine"
 
 logger = logging.getLogger(__name__)
