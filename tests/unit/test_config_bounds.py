@@ -15,10 +15,11 @@ from typing import Any
 
 import pytest
 
+from pose_regressor.bounds import Bound
 from pose_regressor.files import MAX_YAML_DEPTH, nesting_depth, read_yaml
 from pose_regressor_training.losses.registry import LOSSES
 from pose_regressor_training.train_config import BOUNDS, TrainConfig, load_train_config
-from pose_regressor_training.typed_config import Bound, ConfigError, check_bounds
+from pose_regressor_training.typed_config import ConfigError, check_bounds
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "training" / "configs").glob("*.yaml"))
 

@@ -10,7 +10,6 @@ YAML (config files are read with `pose_regressor.files.read_yaml`).
 from __future__ import annotations
 
 import dataclasses
-import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -18,6 +17,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from pose_regressor.bounds import Bound, is_number, out_of_range
 from pose_regressor.files import MAX_YAML_DEPTH, nesting_depth, yaml_problem
 
 T = TypeVar("T")
@@ -25,38 +25,6 @@ T = TypeVar("T")
 
 class ConfigError(ValueError):
     """A configuration key or value is invalid; the message names its dotted path."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Bound:
-    """The documented range of a numeric config value: ``lo <= x <= hi`` (``<`` where open).
-
-    NaN and infinities are outside every range. For a list value every element must be in the
-    range, and there may be at most ``max_items`` elements.
-    """
-
-    lo: float
-    hi: float
-    lo_open: bool = False
-    hi_open: bool = False
-    max_items: int = 64
-
-    def contains(self, value: float) -> bool:
-        if not math.isfinite(value):
-            return False
-        above = value > self.lo if self.lo_open else value >= self.lo
-        below = value < self.hi if self.hi_open else value <= self.hi
-        return above and below
-
-    def __str__(self) -> str:
-        opening, closing = "(" if self.lo_open else "[", ")" if self.hi_open else "]"
-        return f"{opening}{_number(self.lo)}, {_number(self.hi)}{closing}"
-
-
-def _number(value: float) -> str:
-    if float(value).is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    return f"{value:g}"
 
 
 def check_bound(path: str, value: Any, bounds: Mapping[str, Bound]) -> None:
@@ -82,12 +50,9 @@ def check_bound(path: str, value: Any, bounds: Mapping[str, Bound]) -> None:
 
 
 def _check_number(path: str, value: Any, bound: Bound) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return
-    if isinstance(value, int) and abs(value) > 2**63:  # beyond any bound; float() would overflow
-        raise ConfigError(f"{path} must be in {bound}, got an integer of {len(str(abs(value)))} digits")
-    if not bound.contains(float(value)):
-        raise ConfigError(f"{path} must be in {bound}, got {value!r}")
+    problem = out_of_range(value, bound) if is_number(value) else None  # other types: `_coerce`
+    if problem is not None:
+        raise ConfigError(f"{path} {problem}")
 
 
 def check_bounds(obj: Any, bounds: Mapping[str, Bound], path: str = "") -> None:

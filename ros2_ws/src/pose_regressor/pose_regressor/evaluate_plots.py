@@ -46,9 +46,10 @@ def plot_trajectory(
         ax.plot([t_gt[i, 0], t_pred[i, 0]], [t_gt[i, 1], t_pred[i, 1]], "-", color="0.6", lw=0.5, zorder=0)
     if covariances is not None:
         step = max(1, len(t_pred) // max_ellipses)
+        every = "every estimate" if step == 1 else f"one estimate in {step}"
         for i in range(0, len(t_pred), step):
             ax.add_patch(_ellipse(t_pred[i], covariances[i, :2, :2], fill=False, color="crimson", lw=0.8))
-        ax.plot([], [], color="crimson", lw=0.8, label=f"{SIGMAS:g}-sigma position (every {step}th estimate)")
+        ax.plot([], [], color="crimson", lw=0.8, label=f"{SIGMAS:g}-sigma position ({every})")
     ax.plot([], [], ".", color="k", label="prediction (MC mean)")
     ax.plot([], [], "-", color="0.6", lw=0.5, label="error")
     ax.set_title(title)
