@@ -503,7 +503,7 @@ CONFIG_ERRORS: dict[str, tuple[Callable[[Path], None] | None, list[str], str]] =
     "deeply nested bundle.yaml": (
         lambda root: (root / "bundle.yaml").write_text("a: " + "[" * 5000 + "]" * 5000 + "\n"),
         [],
-        r"bundle.yaml is nested too deeply to be a bundle.yaml",
+        r"bundle.yaml is nested too deeply \(at most 10 levels\)",
     ),
     "params file that is not YAML": (
         lambda root: (root / "params.yaml").write_text("/**:\n  ros__parameters:\n    a: [\n"),

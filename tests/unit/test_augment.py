@@ -11,7 +11,9 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from pose_regressor.rig import R_BASE_OPTICAL_FORWARD, PinholeIntrinsics, Rig, RigCamera, preset_rig
-from pose_regressor_training.augment import AugmentConfig, Augmenter, apply_track_shift, track_shift_yaw
+from pose_regressor_training.augment import Augmenter
+from pose_regressor_training.augment_config import AugmentConfig
+from pose_regressor_training.rig_symmetry import apply_track_shift, track_shift_yaw
 from pose_regressor_training.synth.render import RigRenderer
 from pose_regressor_training.synth.scene import Scene
 

@@ -15,16 +15,11 @@ from typing import Any
 
 import pytest
 
+from pose_regressor.bounds import Bound
+from pose_regressor.files import MAX_YAML_DEPTH, nesting_depth, read_yaml
 from pose_regressor_training.losses.registry import LOSSES
 from pose_regressor_training.train_config import BOUNDS, TrainConfig, load_train_config
-from pose_regressor_training.typed_config import (
-    MAX_CONFIG_DEPTH,
-    Bound,
-    ConfigError,
-    check_bounds,
-    nesting_depth,
-    read_yaml_file,
-)
+from pose_regressor_training.typed_config import ConfigError, check_bounds
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "training" / "configs").glob("*.yaml"))
 
@@ -130,8 +125,8 @@ def test_deep_or_foreign_config_files_are_one_line_naming_the_file(tmp_path: Pat
     broken = tmp_path / "broken.yaml"
     broken.write_text("optim: [\n")
     cases = {
-        deep: f"config {deep} is nested too deeply (at most {MAX_CONFIG_DEPTH} levels)",
-        shallow_deep: f"config {shallow_deep} is nested too deeply (at most {MAX_CONFIG_DEPTH} levels)",
+        deep: f"config {deep} is nested too deeply (at most {MAX_YAML_DEPTH} levels)",
+        shallow_deep: f"config {shallow_deep} is nested too deeply (at most {MAX_YAML_DEPTH} levels)",
         binary: f"config {binary} is not UTF-8 text (at byte 15: invalid start byte)",
         broken: f"config {broken} is not valid YAML: expected the node content, but found "
         "'<stream end>' at line 2, column 1",
@@ -143,7 +138,7 @@ def test_deep_or_foreign_config_files_are_one_line_naming_the_file(tmp_path: Pat
     big = tmp_path / "big.yaml"
     big.write_text("# " + "x" * (1 << 20) + "\n")
     with pytest.raises(ConfigError, match=r"has \d+ bytes; at most 1048576 are read$"):
-        read_yaml_file(big)
+        read_yaml(big, "config", ConfigError)
 
 
 def test_overrides_that_are_not_yaml_or_too_deep() -> None:
@@ -164,7 +159,7 @@ def test_nesting_depth_counts_without_recursion() -> None:
     value: Any = 1
     for _ in range(100_000):  # far deeper than Python's recursion limit
         value = [value]
-    assert nesting_depth(value) == MAX_CONFIG_DEPTH + 1  # stops counting past the limit
+    assert nesting_depth(value) == MAX_YAML_DEPTH + 1  # stops counting past the limit
     assert nesting_depth({"a": [1, {"b": 2}]}) == 3
     assert nesting_depth(5) == 0
 

@@ -203,7 +203,7 @@ def _track_reference(model: torch.nn.Module, images: torch.Tensor, masks: torch.
     """Track averaging written independently: augment's shift, roma's product, the same mean rule."""
     import roma
 
-    from pose_regressor_training.augment import apply_track_shift
+    from pose_regressor_training.rig_symmetry import apply_track_shift
 
     t_all, q_all = [], []
     identity = torch.tensor([[0.0, 0.0, 0.0, 1.0]]).repeat(images.shape[0], 1)

@@ -56,9 +56,9 @@ def test_every_shipped_config_loads_and_builds(path: Path) -> None:
     from dataclasses import replace
 
     from pose_regressor.rig import preset_rig
-    from pose_regressor_training.augment import track_shift_yaw
     from pose_regressor_training.losses import build_loss, required_tuple_length
     from pose_regressor_training.models import build_model
+    from pose_regressor_training.rig_symmetry import track_shift_yaw
 
     config = load_train_config(path, ["data.root=/tmp/anywhere"])
     assert required_tuple_length(config.loss.name, config.loss.params) >= 1

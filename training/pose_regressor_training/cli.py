@@ -88,16 +88,6 @@ def _add_synth(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.set_defaults(handler=_run_synth)
 
 
-def _load_synth_rig(spec: str, width: int, height: int) -> Rig:
-    """`load_rig`, with the errors its YAML reader lets through turned into one line naming the file."""
-    try:
-        return load_rig(spec, width, height)
-    except UnicodeDecodeError as exc:
-        raise RigError(f"rig file {spec} is not UTF-8 text (at byte {exc.start}: {exc.reason})") from None
-    except RecursionError:
-        raise RigError(f"rig file {spec} is nested too deeply to be a rig") from None
-
-
 def _run_synth(args: argparse.Namespace) -> int:
     from pose_regressor_training.synth.generate import MAX_IMAGE_SIDE, SynthConfig, render_dataset
 
@@ -106,7 +96,7 @@ def _run_synth(args: argparse.Namespace) -> int:
             raise ValueError(f"{name} must be in [1, {MAX_IMAGE_SIDE}], got {side}")
     cfg = SynthConfig(
         out=args.out,
-        rig=_load_synth_rig(args.rig, args.width, args.height),
+        rig=load_rig(args.rig, args.width, args.height),
         trajectory=args.trajectory,
         frames=args.frames,
         fps=args.fps,

@@ -11,14 +11,18 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.stats import chi2, spearmanr
 
-from pose_regressor import pose
-from pose_regressor.uncertainty import PoseEstimate, estimate_from_samples, nees, tangent_residual
+from pose_regressor.metrics import (
+    covariance_stds,
+    error_summary,
+    nees_values,
+    pose_errors,
+    tangent_residuals,
+)
+from pose_regressor.uncertainty import PoseEstimate, estimate_from_samples
 from pose_regressor_training.checkpoint import load_checkpoint, model_from_checkpoint
 from pose_regressor_training.data.dataset import PoseDataset, describe_skipped
 from pose_regressor_training.data.sources import load_dataset
 from pose_regressor_training.train import predict, resolve_device
-
-THRESHOLDS = ((0.05, 5.0), (0.25, 2.0), (0.5, 5.0), (5.0, 10.0))  # (metres, degrees)
 
 
 @dataclass
@@ -33,19 +37,9 @@ class Evaluation:
     skipped: list[str] = field(default_factory=list)  # one line per split that lost frames (skip_bad)
 
 
-def _error_summary(t_err: NDArray[np.float64], r_err: NDArray[np.float64]) -> dict[str, Any]:
-    summary: dict[str, Any] = {
-        "frames": len(t_err),
-        "median_translation_m": float(np.median(t_err)),
-        "median_rotation_deg": float(np.median(r_err)),
-        "mean_translation_m": float(np.mean(t_err)),
-        "mean_rotation_deg": float(np.mean(r_err)),
-    }
-    for metres, degrees in THRESHOLDS:
-        summary[f"pct_within_{metres:g}m_{degrees:g}deg"] = float(
-            100.0 * np.mean((t_err <= metres) & (r_err <= degrees))
-        )
-    return summary
+def evaluation_dir(checkpoint: Path, split: str) -> Path:
+    """Where `pose-train eval` writes the metrics and plots of `checkpoint` on `split` by default."""
+    return checkpoint.parent / f"eval_{split}"
 
 
 def fit_covariance_scale(residuals: NDArray[np.float64], covariances: NDArray[np.float64]) -> float:
@@ -56,8 +50,7 @@ def fit_covariance_scale(residuals: NDArray[np.float64], covariances: NDArray[np
     is matched because a few gross errors with small predicted spread (a view mistaken for another
     place) would otherwise inflate every covariance; the mean NEES after calibration is reported too.
     """
-    values = np.array([nees(r, c) for r, c in zip(residuals, covariances, strict=True)])
-    return float(np.median(values) / chi2.median(residuals.shape[1]))
+    return float(np.median(nees_values(residuals, covariances)) / chi2.median(residuals.shape[1]))
 
 
 def _mc_estimates(
@@ -116,39 +109,30 @@ def evaluate_checkpoint(
     raw = _mc_estimates(t_samples, q_samples, 1.0)
     t_mean = np.stack([e.translation for e in raw])
     q_mean = np.stack([e.quat_xyzw for e in raw])
-    t_err = pose.translation_error(t_gt, t_mean)
-    r_err = pose.rotation_error_deg(q_gt, q_mean)
+    t_err, r_err = pose_errors(t_gt, q_gt, t_mean, q_mean)
     metrics: dict[str, Any] = {
         "checkpoint": str(checkpoint),
         "data": str(root),
         "split": split,
         "mc_samples": mc_samples,
-        **_error_summary(t_err, r_err),
+        **error_summary(t_err, r_err),
         "skipped_frames": skipped,
     }
     per_sequence = {}
     for seq in np.unique(sequences):
         sel = sequences == seq
-        per_sequence[str(int(seq))] = _error_summary(t_err[sel], r_err[sel])
+        per_sequence[str(int(seq))] = error_summary(t_err[sel], r_err[sel])
     metrics["per_sequence"] = per_sequence
 
     # Deterministic prediction (mask of ones), reported beside the MC mean.
     t_det, q_det = predict(model, dataset, device, mc_samples=0)
-    metrics["deterministic"] = _error_summary(
-        pose.translation_error(t_gt, t_det[:, 0]), pose.rotation_error_deg(q_gt, q_det[:, 0])
-    )
+    metrics["deterministic"] = error_summary(*pose_errors(t_gt, q_gt, t_det[:, 0], q_det[:, 0]))
 
     estimates = raw
     if mc_samples >= 2:
-        residuals = np.stack(
-            [
-                tangent_residual(tg, qg, e.translation, e.quat_xyzw)
-                for tg, qg, e in zip(t_gt, q_gt, raw, strict=True)
-            ]
-        )
+        residuals = tangent_residuals(t_gt, q_gt, t_mean, q_mean)
         covs = np.stack([e.covariance for e in raw])
-        pos_std = np.array([e.position_std for e in raw])
-        rot_std = np.degrees([e.rotation_std for e in raw])
+        pos_std, rot_std = covariance_stds(covs)
         calib_source = split
         calib_residuals, calib_covs = residuals, covs
         if calibration_split and calibration_split != split:
@@ -158,17 +142,18 @@ def evaluate_checkpoint(
                 cal_set = None
             if cal_set is not None:
                 cal_est = _mc_estimates(cal_t, cal_q, 1.0)
-                calib_residuals = np.stack(
-                    [
-                        tangent_residual(f.translation, f.quat_xyzw, e.translation, e.quat_xyzw)
-                        for f, e in zip(cal_set.frame_list.frames, cal_est, strict=True)
-                    ]
+                cal_frames = cal_set.frame_list.frames
+                calib_residuals = tangent_residuals(
+                    np.stack([f.translation for f in cal_frames]),
+                    np.stack([f.quat_xyzw for f in cal_frames]),
+                    np.stack([e.translation for e in cal_est]),
+                    np.stack([e.quat_xyzw for e in cal_est]),
                 )
                 calib_covs = np.stack([e.covariance for e in cal_est])
                 calib_source = calibration_split
         scale = fit_covariance_scale(calib_residuals, calib_covs)
-        nees_before = np.array([nees(r, c) for r, c in zip(residuals, covs, strict=True)])
-        nees_after = np.array([nees(r, c * scale) for r, c in zip(residuals, covs, strict=True)])
+        nees_before = nees_values(residuals, covs)
+        nees_after = nees_values(residuals, covs * scale)
         metrics["uncertainty"] = {
             "spearman_position_std_vs_error": float(spearmanr(pos_std, t_err).statistic),
             "spearman_rotation_std_vs_error": float(spearmanr(rot_std, r_err).statistic),
@@ -190,14 +175,32 @@ def evaluate_checkpoint(
 
 def write_evaluation(evaluation: Evaluation, out_dir: Path) -> list[Path]:
     """metrics.json and the plots; returns the written paths."""
-    from pose_regressor_training.plots import plot_error_cdf, plot_error_vs_std, plot_trajectory
+    from pose_regressor.evaluate_plots import plot_trajectory
+    from pose_regressor_training.plots import plot_error_cdf, plot_error_vs_std
 
+    ev, m = evaluation, evaluation.metrics
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = out_dir / "metrics.json"
-    metrics_path.write_text(json.dumps(evaluation.metrics, indent=2) + "\n")
+    metrics_path.write_text(json.dumps(m, indent=2) + "\n")
     paths = [metrics_path]
-    paths.append(plot_trajectory(evaluation, out_dir / "trajectory.png"))
-    paths.append(plot_error_cdf(evaluation, out_dir / "error_cdf.png"))
-    if evaluation.metrics.get("uncertainty"):
-        paths.append(plot_error_vs_std(evaluation, out_dir / "error_vs_std.png"))
+    t_pred = np.stack([e.translation for e in ev.estimates])
+    covs = np.stack([e.covariance for e in ev.estimates]) if m.get("uncertainty") else None
+    title = (
+        f"{m['split']} split: median {m['median_translation_m']:.2f} m, {m['median_rotation_deg']:.1f} deg "
+        f"({m['frames']} frames)"
+    )
+    paths.append(plot_trajectory(out_dir / "trajectory.png", ev.t_gt, t_pred, title, covs, ev.sequences))
+    paths.append(
+        plot_error_cdf(out_dir / "error_cdf.png", ev.translation_errors, ev.rotation_errors, m["split"])
+    )
+    if covs is not None:
+        paths.append(
+            plot_error_vs_std(
+                out_dir / "error_vs_std.png",
+                ev.translation_errors,
+                ev.rotation_errors,
+                covs,
+                m["uncertainty"],
+            )
+        )
     return paths

@@ -41,6 +41,11 @@ import torch
 from torch import nn
 
 from pose_regressor.bundle import (
+    DROPOUT_MASK,
+    DYNAMIC_AXIS,
+    GRAPH_INPUTS,
+    GRAPH_OUTPUTS,
+    IMAGES,
     MAX_COVARIANCE_SCALE,
     MAX_MC_SAMPLES,
     ONNX_FILE,
@@ -53,6 +58,7 @@ from pose_regressor.bundle import (
     write_bundle,
 )
 from pose_regressor.rig import Rig
+from pose_regressor.uncertainty import dropout_masks
 from pose_regressor_training.checkpoint import (
     WRITE_ERRNOS,
     load_checkpoint,
@@ -65,9 +71,13 @@ from pose_regressor_training.models.model import images_to_unit_float
 from pose_regressor_training.onnx_checks import expected_signature, io_signature, tensorrt_violations
 from pose_regressor_training.torch_engine import WEIGHTS_FORMAT
 
-INPUT_NAMES = ("images", "dropout_mask")
-OUTPUT_NAMES = ("translation", "rotation")
-DYNAMIC_AXES = {"dropout_mask": {0: "S"}, "translation": {0: "S"}, "rotation": {0: "S"}}
+INPUT_NAMES = tuple(spec.name for spec in GRAPH_INPUTS)
+OUTPUT_NAMES = tuple(spec.name for spec in GRAPH_OUTPUTS)
+DYNAMIC_AXES = {
+    spec.name: {spec.shape.index(DYNAMIC_AXIS): DYNAMIC_AXIS}
+    for spec in (*GRAPH_INPUTS, *GRAPH_OUTPUTS)
+    if DYNAMIC_AXIS in spec.shape
+}
 MIN_OPSET, MAX_OPSET = 17, 20
 EXPORTER = "torch.onnx.export(dynamo=False) (TorchScript tracing)"
 # ONNX Runtime vs PyTorch after export: |difference| <= ATOL + RTOL * |PyTorch value| (float32 keeps
@@ -179,9 +189,8 @@ def verify_onnx(model: PoseRegressor, path: Path, trials: int = 4, samples: int 
         if trial == 0:
             masks = np.ones((1, config.hidden_dim), np.float32)
         else:
-            keep = rng.random((samples, config.hidden_dim)) >= config.dropout
-            masks = (keep / (1.0 - config.dropout)).astype(np.float32)
-        t_ort, q_ort = session.run(list(OUTPUT_NAMES), {"images": images, "dropout_mask": masks})
+            masks = dropout_masks(samples, config.hidden_dim, config.dropout, rng)
+        t_ort, q_ort = session.run(list(OUTPUT_NAMES), {IMAGES: images, DROPOUT_MASK: masks})
         t_pt, q_pt = wrapper(torch.from_numpy(images), torch.from_numpy(masks))
         for key, ours, reference in (
             ("translation_m", t_ort, t_pt.numpy()),
@@ -201,7 +210,9 @@ def verify_onnx(model: PoseRegressor, path: Path, trials: int = 4, samples: int 
 # -------------------------------------------------------------------------------- calibration
 def default_metrics_path(checkpoint: Path) -> Path:
     """Where `pose-train eval` writes the test metrics of a checkpoint by default."""
-    return checkpoint.parent / "eval_test" / "metrics.json"
+    from pose_regressor_training.evaluate import evaluation_dir  # evaluate imports the data loaders
+
+    return evaluation_dir(checkpoint, "test") / "metrics.json"
 
 
 def covariance_scale_from_metrics(
@@ -336,9 +347,9 @@ def export_bundle(
                 "opset": opset,
                 "ir_version": int(proto.ir_version),
                 "exporter": EXPORTER,
-                "inputs": {"images": "uint8 [T, H, W, 3]", "dropout_mask": "float32 [S, D]"},
-                "outputs": {"translation": "float32 [S, 3]", "rotation": "float32 [S, 4]"},
-                "dynamic_axes": "S only (axis 0 of dropout_mask, translation, rotation); all else static",
+                "inputs": {spec.name: spec.describe() for spec in GRAPH_INPUTS},
+                "outputs": {spec.name: spec.describe() for spec in GRAPH_OUTPUTS},
+                "dynamic_axes": f"{DYNAMIC_AXIS} only (axis 0 of {', '.join(DYNAMIC_AXES)}); all else static",
                 "verified_max_abs_diff": worst,
             },
             provenance={

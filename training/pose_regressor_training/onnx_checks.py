@@ -19,6 +19,8 @@ from collections.abc import Iterator
 
 import onnx
 
+from pose_regressor.bundle import GRAPH_INPUTS, GRAPH_OUTPUTS
+
 # fmt: off
 TENSORRT_OPS: frozenset[str] = frozenset(
     {
@@ -99,9 +101,5 @@ def expected_signature(
     cameras: int, height: int, width: int, hidden_dim: int
 ) -> dict[str, tuple[str, tuple[int | str, ...]]]:
     """The bundle contract's I/O: everything static except the S axis."""
-    return {
-        "images": ("uint8", (cameras, height, width, 3)),
-        "dropout_mask": ("float32", ("S", hidden_dim)),
-        "translation": ("float32", ("S", 3)),
-        "rotation": ("float32", ("S", 4)),
-    }
+    sizes = {"T": cameras, "H": height, "W": width, "D": hidden_dim}
+    return {spec.name: (spec.dtype, spec.sized(sizes)) for spec in (*GRAPH_INPUTS, *GRAPH_OUTPUTS)}

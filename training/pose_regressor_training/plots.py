@@ -1,75 +1,30 @@
-"""Evaluation plots (matplotlib, Agg backend): trajectory with uncertainty, error CDFs, error vs std."""
+"""Plots of `pose-train eval` (matplotlib, Agg backend): error CDFs and error vs predicted std.
+
+The trajectory plot is `pose_regressor.evaluate_plots.plot_trajectory`, shared with the robot-side
+evaluation.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.patches import Ellipse
+from numpy.typing import NDArray
 
-if TYPE_CHECKING:
-    from pose_regressor_training.evaluate import Evaluation
-
-SIGMAS = 2.0
+from pose_regressor.metrics import covariance_stds
 
 
-def _ellipse(center: np.ndarray, cov_xy: np.ndarray, **style: object) -> Ellipse:
-    values, vectors = np.linalg.eigh(cov_xy)
-    values = np.clip(values, 0.0, None)
-    angle = np.degrees(np.arctan2(vectors[1, 1], vectors[0, 1]))
-    width, height = 2 * SIGMAS * np.sqrt(values[1]), 2 * SIGMAS * np.sqrt(values[0])
-    return Ellipse(
-        (float(center[0]), float(center[1])), float(width), float(height), angle=float(angle), **style
-    )
-
-
-def plot_trajectory(ev: Evaluation, path: Path, max_ellipses: int = 60) -> Path:
-    """Top-down (x, y) view: ground truth per sequence, predictions, and 2-sigma position ellipses."""
-    pred = np.stack([e.translation for e in ev.estimates])
-    fig, ax = plt.subplots(figsize=(9, 7))
-    colours = plt.get_cmap("tab10")
-    for k, seq in enumerate(np.unique(ev.sequences)):
-        sel = ev.sequences == seq
-        colour = colours(k % 10)
-        ax.plot(ev.t_gt[sel, 0], ev.t_gt[sel, 1], "-", color=colour, lw=2, label=f"ground truth, seq {seq}")
-        ax.plot(pred[sel, 0], pred[sel, 1], ".", color=colour, ms=4, alpha=0.8)
-    for i in range(len(pred)):
-        ax.plot([ev.t_gt[i, 0], pred[i, 0]], [ev.t_gt[i, 1], pred[i, 1]], "-", color="0.6", lw=0.5, zorder=0)
-    if ev.metrics.get("uncertainty"):
-        step = max(1, len(pred) // max_ellipses)
-        for i in range(0, len(pred), step):
-            ax.add_patch(
-                _ellipse(pred[i], ev.estimates[i].covariance[:2, :2], fill=False, color="crimson", lw=0.8)
-            )
-        ax.plot([], [], color="crimson", lw=0.8, label=f"{SIGMAS:g}-sigma position (every {step}th frame)")
-    ax.plot([], [], ".", color="k", label="prediction (MC mean)")
-    ax.plot([], [], "-", color="0.6", lw=0.5, label="error")
-    m = ev.metrics
-    ax.set_title(
-        f"{m['split']} split: median {m['median_translation_m']:.2f} m, {m['median_rotation_deg']:.1f} deg "
-        f"({m['frames']} frames)"
-    )
-    ax.set_xlabel("x (m, map)")
-    ax.set_ylabel("y (m, map)")
-    ax.set_aspect("equal", adjustable="datalim")
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def plot_error_cdf(ev: Evaluation, path: Path) -> Path:
+def plot_error_cdf(path: Path, t_err: NDArray[np.float64], r_err: NDArray[np.float64], split: str) -> Path:
+    """Cumulative distributions of the translation (m) and rotation (deg) errors, with their medians."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, errors, unit, label in (
-        (axes[0], ev.translation_errors, "m", "translation error"),
-        (axes[1], ev.rotation_errors, "deg", "rotation error"),
+        (axes[0], t_err, "m", "translation error"),
+        (axes[1], r_err, "deg", "rotation error"),
     ):
         values = np.sort(errors)
         ax.plot(values, np.arange(1, len(values) + 1) / len(values) * 100.0, lw=2)
@@ -81,22 +36,29 @@ def plot_error_cdf(ev: Evaluation, path: Path) -> Path:
         ax.set_xlim(left=0)
         ax.grid(True, alpha=0.3)
         ax.legend(loc="lower right")
-    fig.suptitle(f"Error CDFs, {ev.metrics['split']} split ({ev.metrics['frames']} frames)")
+    fig.suptitle(f"Error CDFs, {split} split ({len(t_err)} frames)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
 
-def plot_error_vs_std(ev: Evaluation, path: Path) -> Path:
-    """Errors against the predicted (calibrated) standard deviations, with the 1:1 and 2:1 lines."""
-    pos_std = np.array([e.position_std for e in ev.estimates]) * np.sqrt(3.0)  # total 3-D std
-    rot_std = np.degrees([e.rotation_std for e in ev.estimates]) * np.sqrt(3.0)
-    u = ev.metrics["uncertainty"]
+def plot_error_vs_std(
+    path: Path,
+    t_err: NDArray[np.float64],
+    r_err: NDArray[np.float64],
+    covariances: NDArray[np.float64],
+    uncertainty: dict[str, Any],
+) -> Path:
+    """Errors against the predicted (calibrated) standard deviations, with the 1:1 and 2:1 lines;
+    `uncertainty` is the ``uncertainty`` section of the metrics."""
+    pos_std, rot_std = covariance_stds(covariances)
+    pos_std, rot_std = pos_std * np.sqrt(3.0), rot_std * np.sqrt(3.0)  # total 3-D std
+    u = uncertainty
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
     for ax, std, err, unit, rho in (
-        (axes[0], pos_std, ev.translation_errors, "m", u["spearman_position_std_vs_error"]),
-        (axes[1], rot_std, ev.rotation_errors, "deg", u["spearman_rotation_std_vs_error"]),
+        (axes[0], pos_std, t_err, "m", u["spearman_position_std_vs_error"]),
+        (axes[1], rot_std, r_err, "deg", u["spearman_rotation_std_vs_error"]),
     ):
         ax.scatter(std, err, s=8, alpha=0.6)
         top = float(max(std.max(), err.max()) * 1.1)

@@ -13,16 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pose_regressor.bounds import Bound
 from pose_regressor.bundle import MAX_CAMERAS, MAX_HIDDEN_DIM, MAX_INPUT_SIDE
-from pose_regressor_training.augment import AugmentConfig
+from pose_regressor.files import read_yaml
+from pose_regressor_training.augment_config import AugmentConfig
 from pose_regressor_training.models.config import ModelConfig
 from pose_regressor_training.typed_config import (
-    Bound,
     ConfigError,
     apply_overrides,
     check_bounds,
     from_mapping,
-    read_yaml_file,
 )
 
 OPTIMIZERS = ("adam", "adamw")
@@ -48,7 +48,7 @@ BOUNDS: dict[str, Bound] = {
     "optim.step_epochs": Bound(1, MAX_EPOCHS),
     "optim.step_gamma": Bound(0, 1, lo_open=True),  # a decay
     "optim.min_lr_ratio": Bound(0, 1),  # the cosine ends at lr x min_lr_ratio
-    "optim.grad_clip": Bound(0, 1e6),
+    "optim.grad_clip": Bound(0, 1_000_000),
     # top level
     "seed": Bound(0, 2**32 - 1),
     "num_workers": Bound(0, 64),
@@ -92,7 +92,7 @@ BOUNDS: dict[str, Bound] = {
     "loss.params.grid_size": Bound(1, 64),
     "loss.params.depths": Bound(0, 10_000, lo_open=True, max_items=64),  # metres
     "loss.params.min_depth": Bound(0, 10_000, lo_open=True),
-    "loss.params.max_error_px": Bound(0, 1e6, lo_open=True),
+    "loss.params.max_error_px": Bound(0, 1_000_000, lo_open=True),
     "loss.params.eps": Bound(0, 1, lo_open=True),
 }
 
@@ -180,7 +180,7 @@ def load_train_config(path: str | Path | None, overrides: Sequence[str] = ()) ->
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
-        loaded = read_yaml_file(path, "config")
+        loaded = read_yaml(path, "config", ConfigError)
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config {path} must be a mapping of sections")
         data = loaded or {}

@@ -4,65 +4,27 @@
 against the dataclass fields (with the dotted path in the error message), coercing YAML scalars to
 the annotated types and checking numbers against their `Bound` (keyed by dotted path);
 `apply_overrides(data, ["optim.lr=3e-4", ...])` edits the raw mapping first, parsing each value as
-YAML; `read_yaml_file` reads a config file with a size and nesting limit, naming the file in every
-error.
+YAML (config files are read with `pose_regressor.files.read_yaml`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
-T = TypeVar("T")
+from pose_regressor.bounds import Bound, is_number, out_of_range
+from pose_regressor.files import MAX_YAML_DEPTH, nesting_depth, yaml_problem
 
-#: Largest config file read (bytes): a config is a few hundred bytes; this keeps YAML parsing instant.
-MAX_CONFIG_BYTES = 1 << 20
-#: Deepest nesting of mappings and lists in a config (a training config needs 4: section, loss
-#: params, a list of depths); deeper input is refused before anything walks it recursively.
-MAX_CONFIG_DEPTH = 10
+T = TypeVar("T")
 
 
 class ConfigError(ValueError):
     """A configuration key or value is invalid; the message names its dotted path."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Bound:
-    """The documented range of a numeric config value: ``lo <= x <= hi`` (``<`` where open).
-
-    NaN and infinities are outside every range. For a list value every element must be in the
-    range, and there may be at most ``max_items`` elements.
-    """
-
-    lo: float
-    hi: float
-    lo_open: bool = False
-    hi_open: bool = False
-    max_items: int = 64
-
-    def contains(self, value: float) -> bool:
-        if not math.isfinite(value):
-            return False
-        above = value > self.lo if self.lo_open else value >= self.lo
-        below = value < self.hi if self.hi_open else value <= self.hi
-        return above and below
-
-    def __str__(self) -> str:
-        opening, closing = "(" if self.lo_open else "[", ")" if self.hi_open else "]"
-        return f"{opening}{_number(self.lo)}, {_number(self.hi)}{closing}"
-
-
-def _number(value: float) -> str:
-    if float(value).is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    return f"{value:g}"
 
 
 def check_bound(path: str, value: Any, bounds: Mapping[str, Bound]) -> None:
@@ -88,12 +50,9 @@ def check_bound(path: str, value: Any, bounds: Mapping[str, Bound]) -> None:
 
 
 def _check_number(path: str, value: Any, bound: Bound) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return
-    if isinstance(value, int) and abs(value) > 2**63:  # beyond any bound; float() would overflow
-        raise ConfigError(f"{path} must be in {bound}, got an integer of {len(str(abs(value)))} digits")
-    if not bound.contains(float(value)):
-        raise ConfigError(f"{path} must be in {bound}, got {value!r}")
+    problem = out_of_range(value, bound) if is_number(value) else None  # other types: `_coerce`
+    if problem is not None:
+        raise ConfigError(f"{path} {problem}")
 
 
 def check_bounds(obj: Any, bounds: Mapping[str, Bound], path: str = "") -> None:
@@ -105,70 +64,6 @@ def check_bounds(obj: Any, bounds: Mapping[str, Bound], path: str = "") -> None:
             check_bounds(value, bounds, where)
         else:
             check_bound(where, value, bounds)
-
-
-def nesting_depth(value: Any, limit: int = MAX_CONFIG_DEPTH) -> int:
-    """How deeply mappings and lists nest in `value` (a scalar: 0), counted without recursion
-    and only up to `limit` + 1 (so a hostile input costs no more than a legal one).
-
-    YAML aliases make a container appear in many places; each is walked again only when met
-    deeper than before, so a "billion laughs" document costs no more than its distinct nodes.
-    """
-    deepest = 0
-    walked: dict[int, int] = {}  # id of a container -> the deepest level it was walked from
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, Mapping):
-            children: Any = item.values()
-        elif isinstance(item, list | tuple):
-            children = item
-        else:
-            continue
-        if walked.get(id(item), -1) >= depth:
-            continue
-        walked[id(item)] = depth
-        deepest = max(deepest, depth + 1)
-        if deepest > limit:
-            return deepest
-        stack.extend((child, depth + 1) for child in children)
-    return deepest
-
-
-def read_yaml_file(path: Path, what: str = "config") -> Any:
-    """The YAML document in `path`; `ConfigError` naming the file if it is missing, unreadable,
-    larger than `MAX_CONFIG_BYTES`, not UTF-8, not valid YAML or nested deeper than `MAX_CONFIG_DEPTH`."""
-    try:
-        size = path.stat().st_size
-        if size > MAX_CONFIG_BYTES:
-            raise ConfigError(f"{what} {path} has {size} bytes; at most {MAX_CONFIG_BYTES} are read")
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{what} {path} is not UTF-8 text (at byte {exc.start}: {exc.reason})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{what} {path} is not valid YAML: {yaml_problem(exc)}") from None
-    except RecursionError:
-        raise ConfigError(f"{what} {path} is nested too deeply (at most {MAX_CONFIG_DEPTH} levels)") from None
-    if nesting_depth(data) > MAX_CONFIG_DEPTH:
-        raise ConfigError(f"{what} {path} is nested too deeply (at most {MAX_CONFIG_DEPTH} levels)")
-    return data
-
-
-def yaml_problem(exc: yaml.YAMLError) -> str:
-    """A YAML error as a short phrase with its line and column (PyYAML's own text spans lines)."""
-    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem:
-        mark = exc.problem_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        return f"{exc.problem}{where}"
-    return _one_line(exc)
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
 
 
 def _coerce(value: Any, annotation: Any, path: str, bounds: Mapping[str, Bound]) -> Any:
@@ -277,9 +172,9 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
             raise ConfigError(f"override {key}: the value is not valid YAML: {yaml_problem(exc)}") from None
         except RecursionError:
             raise ConfigError(f"override {key}: the value is nested too deeply") from None
-        if nesting_depth(result) > MAX_CONFIG_DEPTH:
+        if nesting_depth(result) > MAX_YAML_DEPTH:
             raise ConfigError(
-                f"override {key}: the value is nested too deeply (at most {MAX_CONFIG_DEPTH} levels)"
+                f"override {key}: the value is nested too deeply (at most {MAX_YAML_DEPTH} levels)"
             )
     return result
 

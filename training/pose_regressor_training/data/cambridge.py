@@ -45,13 +45,13 @@ from numpy.typing import NDArray
 
 from pose_regressor.pose import normalize_quaternion
 from pose_regressor.rig import PinholeIntrinsics
-from pose_regressor_training.data.dataset import FrameEntry, FrameList
-from pose_regressor_training.data.folder import DatasetFormatError
-from pose_regressor_training.data.sources import (
+from pose_regressor_training.data.benchmark import (
     base_pose_from_camera_pose,
     check_benchmark_split,
     single_camera_rig,
 )
+from pose_regressor_training.data.dataset import FrameEntry, FrameList
+from pose_regressor_training.data.folder import DatasetFormatError
 
 FloatArray = NDArray[np.float64]
 

@@ -10,7 +10,7 @@ DIR/
 
 Reading checks everything a training run would otherwise meet later, far from its cause, and names
 the file (and line) in one message: dataset.yaml must be UTF-8 YAML (read with the config limits of
-`typed_config.read_yaml_file`: 1 MiB, 10 levels of nesting) with a valid `rig` of at most
+`pose_regressor.files.read_yaml`: 1 MiB, 10 levels of nesting) with a valid `rig` of at most
 `MAX_CAMERAS` cameras; every frames.csv row must have a unique
 index >= 0, a known split, a finite pose and a unit quaternion (norm within `QUAT_NORM_TOL` of 1;
 it is then normalized to w >= 0); at most `MAX_FRAME_ROWS` rows.
@@ -28,9 +28,9 @@ import yaml
 from numpy.typing import NDArray
 
 from pose_regressor.bundle import MAX_CAMERAS
+from pose_regressor.files import atomic_write_text, read_yaml
 from pose_regressor.pose import normalize_quaternion
 from pose_regressor.rig import Rig, RigError
-from pose_regressor_training.typed_config import ConfigError, read_yaml_file
 
 if TYPE_CHECKING:  # imported where used: writing a folder (`pose-train synth`) needs no torch
     from pose_regressor_training.data.dataset import FrameList
@@ -72,7 +72,7 @@ def write_metadata(
         "rig": rig.to_dict(),
         "provenance": provenance,
     }
-    _atomic_write_text(root / "dataset.yaml", yaml.safe_dump(meta, sort_keys=False))
+    atomic_write_text(root / "dataset.yaml", yaml.safe_dump(meta, sort_keys=False))
 
 
 def write_frames(root: Path, frames: list[FrameRecord]) -> None:
@@ -81,17 +81,14 @@ def write_frames(root: Path, frames: list[FrameRecord]) -> None:
         values = [str(f.index), str(f.sequence), f.split, str(f.stamp_ns)]
         values += [repr(float(x)) for x in (*f.translation, *f.quat_xyzw)]
         lines.append(",".join(values))
-    _atomic_write_text(root / "frames.csv", "\n".join(lines) + "\n")
+    atomic_write_text(root / "frames.csv", "\n".join(lines) + "\n")
 
 
 def read_metadata(root: Path) -> dict[str, Any]:
     path = root / "dataset.yaml"
     if not path.is_file():
         raise DatasetFormatError(f"{root} is not a dataset folder: {path.name} is missing")
-    try:
-        meta = read_yaml_file(path, "dataset file")
-    except ConfigError as exc:
-        raise DatasetFormatError(str(exc)) from None
+    meta = read_yaml(path, "dataset file", DatasetFormatError)
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
         raise DatasetFormatError(f"{path} is not a {FORMAT_NAME} file")
     if meta.get("version") != FORMAT_VERSION:
@@ -214,12 +211,6 @@ def read_frames(root: Path) -> list[FrameRecord]:
     except OSError as exc:
         raise DatasetFormatError(f"cannot read {path}: {exc.strerror or exc}") from None
     return frames
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def load_folder(root: str | Path, split: str | None = None) -> FrameList:

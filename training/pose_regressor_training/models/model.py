@@ -24,9 +24,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pose_regressor_training.augment import yaw_quaternions
 from pose_regressor_training.models.backbones import build_backbone
 from pose_regressor_training.models.config import ModelConfig
+from pose_regressor_training.rig_symmetry import yaw_quaternions
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -147,7 +147,7 @@ class PoseRegressor(nn.Module):
         self.register_buffer("t_mean", torch.zeros(3))
         self.register_buffer("t_std", torch.ones(3))
         # Track averaging: row k of shift_index lists the source camera of each camera after a
-        # cyclic shift by k (as `augment.apply_track_shift`); shift_unyaw[k] is Rz(-k * step), xyzw.
+        # cyclic shift by k (as `rig_symmetry.apply_track_shift`); shift_unyaw[k] is Rz(-k * step), xyzw.
         cams = torch.arange(t_cams)
         self.register_buffer("shift_index", (cams[None, :] + cams[:, None]) % t_cams, persistent=False)
         unyaw = yaw_quaternions(-config.track_yaw_step * cams.double()).float()

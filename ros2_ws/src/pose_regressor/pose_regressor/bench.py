@@ -36,7 +36,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ import numpy as np
 
 from pose_regressor.bundle import MAX_MC_SAMPLES, ModelBundle, load_bundle, preprocess
 from pose_regressor.engines import InferenceEngine, load_engine
+from pose_regressor.files import atomic_write_text
 from pose_regressor.uncertainty import dropout_masks, estimate_from_samples
 
 __all__ = [
@@ -397,13 +397,5 @@ def write_json(result: BenchResult, path: str | Path) -> Path:
     atomically: a temporary file beside `path`, renamed over it (removed if anything fails)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(json.dumps(result.to_json(), indent=2) + "\n")
-        Path(tmp).chmod(0o644)  # mkstemp makes it private
-        Path(tmp).replace(target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(target, json.dumps(result.to_json(), indent=2) + "\n")
     return target

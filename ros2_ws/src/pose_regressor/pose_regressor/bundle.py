@@ -23,8 +23,6 @@ Conventions:
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,10 +33,18 @@ import numpy as np
 import yaml
 from numpy.typing import NDArray
 
+from pose_regressor.files import MAX_YAML_BYTES, atomic_write_text, read_yaml
+from pose_regressor.limits import MAX_MC_SAMPLES
+
 __all__ = [
     "BUNDLE_FORMAT",
+    "DROPOUT_MASK",
+    "DYNAMIC_AXIS",
     "ENGINES_DIR",
     "FUSIONS",
+    "GRAPH_INPUTS",
+    "GRAPH_OUTPUTS",
+    "IMAGES",
     "MAX_CAMERAS",
     "MAX_COVARIANCE_SCALE",
     "MAX_HIDDEN_DIM",
@@ -49,12 +55,15 @@ __all__ = [
     "MAX_YAML_BYTES",
     "ONNX_FILE",
     "PREPROCESSING",
+    "ROTATION",
     "SCHEMA_VERSION",
     "TORCH_FILE",
+    "TRANSLATION",
     "YAML_FILE",
     "BundleCamera",
     "BundleError",
     "ModelBundle",
+    "TensorSpec",
     "load_bundle",
     "preprocess",
     "write_bundle",
@@ -75,9 +84,7 @@ MAX_IMAGE_SIDE = 16384  # a camera's width and height (px): the node rejects lar
 MAX_INPUT_SIDE = 4096  # input.width and input.height (px): the network's input
 MAX_INPUT_BYTES = 256 << 20  # T x input.height x input.width x 3: the `images` input of one set
 MAX_HIDDEN_DIM = 16384  # D of dropout_mask [S, D]
-MAX_MC_SAMPLES = 256  # S, Monte-Carlo samples per set (the node's mc_samples parameter allows as many)
 MAX_COVARIANCE_SCALE = 1e6  # covariance_scale is in (0, MAX_COVARIANCE_SCALE]
-MAX_YAML_BYTES = 1 << 20  # size of bundle.yaml (an exported one has about 3 kB)
 
 #: What :func:`preprocess` and the graph do to a camera image; written into every bundle.yaml.
 PREPROCESSING: dict[str, str] = {
@@ -89,6 +96,35 @@ PREPROCESSING: dict[str, str] = {
     "layout": "[T, H, W, 3], cameras in bundle order",
     "normalization": "inside the graph: float / 255, then (x - ImageNet mean) / ImageNet std per channel",
 }
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output of the graph. Shape letters are the bundle's sizes: T cameras, H x W the
+    input size, D `hidden_dim`, and S the Monte-Carlo samples (`DYNAMIC_AXIS`, the only dynamic one)."""
+
+    name: str
+    dtype: str  # numpy dtype name
+    shape: tuple[str | int, ...]
+
+    def describe(self) -> str:
+        """E.g. ``"uint8 [T, H, W, 3]"``."""
+        return f"{self.dtype} [{', '.join(str(d) for d in self.shape)}]"
+
+    def sized(self, sizes: Mapping[str, int]) -> tuple[str | int, ...]:
+        """The shape with the letters in `sizes` replaced by their values (others stay symbolic)."""
+        return tuple(sizes.get(d, d) if isinstance(d, str) else d for d in self.shape)
+
+
+IMAGES, DROPOUT_MASK = "images", "dropout_mask"
+TRANSLATION, ROTATION = "translation", "rotation"
+DYNAMIC_AXIS = "S"
+#: The graph's contract (what `pose-train export` writes and every engine feeds and reads).
+GRAPH_INPUTS = (
+    TensorSpec(IMAGES, "uint8", ("T", "H", "W", 3)),
+    TensorSpec(DROPOUT_MASK, "float32", ("S", "D")),
+)
+GRAPH_OUTPUTS = (TensorSpec(TRANSLATION, "float32", ("S", 3)), TensorSpec(ROTATION, "float32", ("S", 4)))
 
 # The ONNX ModelProto's first serialized field is ir_version (field 1, varint): tag byte 0x08.
 _ONNX_FIRST_BYTE = 0x08
@@ -197,17 +233,7 @@ def write_bundle(bundle: ModelBundle) -> Path:
     target = bundle.yaml_path
     data = _plain(bundle.to_yaml_dict())
     text = yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=110, allow_unicode=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{YAML_FILE}.", dir=bundle.path)
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes it private
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        Path(tmp).replace(target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(target, text)
     return target
 
 
@@ -250,17 +276,11 @@ def load_bundle(path: str | Path) -> ModelBundle:
         )
     try:
         size = yaml_path.stat().st_size
-        if size > MAX_YAML_BYTES:
-            raise BundleError(
-                f"{yaml_path} has {size} bytes; a {YAML_FILE} may have at most {MAX_YAML_BYTES}"
-            )
-        data = yaml.safe_load(yaml_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BundleError(f"cannot read {yaml_path}: {exc}") from None
-    except yaml.YAMLError as exc:
-        raise BundleError(f"{yaml_path} is not valid YAML: {exc}") from None
-    except RecursionError:
-        raise BundleError(f"{yaml_path} is nested too deeply to be a bundle.yaml") from None
+    except OSError as exc:
+        raise BundleError(f"cannot read {yaml_path}: {exc.strerror or exc}") from None
+    if size > MAX_YAML_BYTES:
+        raise BundleError(f"{yaml_path} has {size} bytes; a {YAML_FILE} may have at most {MAX_YAML_BYTES}")
+    data = read_yaml(yaml_path, "", BundleError)
     if not isinstance(data, dict):
         raise BundleError(f"{yaml_path} must hold a mapping, got {type(data).__name__}")
     if data.get("format", BUNDLE_FORMAT) != BUNDLE_FORMAT:

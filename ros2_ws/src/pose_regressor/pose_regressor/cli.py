@@ -10,21 +10,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
+from pose_regressor.limits import (
+    BACKENDS,
+    MAX_DURATION_S,
+    MAX_MC_SAMPLES,
+    MAX_RATE,
+    MAX_START_DELAY_S,
+    MIN_DELIVERY_RATIO,
+    MIN_RATE,
+)
+
 if TYPE_CHECKING:
     from pose_regressor.replay import StopFlag
-
-# Documented ranges of the `replay` and `evaluate` values (docs/robustness.md, `--help`). Kept here, in this
-# light module, so that building the parser imports nothing heavy; `pose_regressor.replay` and
-# `pose_regressor.ros_tools` check the same ranges for callers of their functions.
-MIN_RATE = 0.01  # 100x slower than recorded
-MAX_RATE = 1000.0  # an hour of recording in 3.6 s
-MAX_DURATION_S = 7 * 24 * 3600.0  # a week
-MAX_START_DELAY_S = 600.0
-MAX_MC_SAMPLES = 256  # the node's mc_samples range
-BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")  # = pose_regressor.params.BACKENDS
-# `evaluate` fails when fewer of the camera sets the replay published are accounted for by the
-# node (poses received + sets it replaced, rejected or failed on) than this fraction.
-MIN_DELIVERY_RATIO = 0.9
 
 
 def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -74,18 +71,18 @@ def params_file_problem(path: Path) -> str | None:
     gives the user the node's usual single `cannot configure:` line instead."""
     import yaml
 
+    from pose_regressor.files import YamlFileError, read_yaml
+
     try:
-        text = path.read_text(encoding="utf-8")
+        data = read_yaml(path, "the params file")
         # rcl's parser refuses anchors and aliases ("Will not support aliasing"), PyYAML takes them.
+        text = path.read_text(encoding="utf-8")
         if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=yaml.SafeLoader)):
             return f"the params file {path} uses YAML aliases (*name), which ROS 2 cannot read"
-        data = yaml.safe_load(text)
-    except (OSError, UnicodeDecodeError) as exc:
-        return f"cannot read the params file {path}: {exc}"
-    except yaml.YAMLError as exc:
-        return f"the params file {path} is not valid YAML: {' '.join(str(exc).split())}"
-    except RecursionError:
-        return f"the params file {path} is nested too deeply"
+    except YamlFileError as exc:
+        return str(exc)
+    except OSError as exc:  # changed since read_yaml read it
+        return f"cannot read the params file {path}: {exc.strerror or exc}"
     if not isinstance(data, dict):
         shown = repr(data)[:40]
         return f"the params file {path} must map node names (e.g. '/**:') to ros__parameters, got {shown}"

@@ -1,4 +1,8 @@
-"""Plots of `pose-regressor evaluate` (needs matplotlib, a development dependency)."""
+"""Evaluation plots shared by `pose-regressor evaluate` and `pose-train eval` (matplotlib, Agg backend).
+
+matplotlib is a development and training dependency, not a robot one: the robot-side evaluate
+writes no plots when it is missing.
+"""
 
 from __future__ import annotations
 
@@ -11,46 +15,74 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.patches import Ellipse
+from numpy.typing import NDArray
 
 SIGMAS = 2.0
 
 
-def plot_evaluation(arrays: dict[str, np.ndarray], metrics: dict[str, Any], out: Path) -> list[Path]:
-    paths = [out / "trajectory.png", out / "errors_over_time.png"]
-    t_pred, t_gt, covs = arrays["t_pred"], arrays["t_gt"], arrays["covs"]
+def plot_trajectory(
+    path: Path,
+    t_gt: NDArray[np.float64],
+    t_pred: NDArray[np.float64],
+    title: str,
+    covariances: NDArray[np.float64] | None = None,
+    sequences: NDArray[np.int64] | None = None,
+    max_ellipses: int = 60,
+) -> Path:
+    """Top-down (x, y) view: ground truth per sequence, predictions [N, 3], their errors, and
+    `SIGMAS`-sigma position ellipses of `covariances` [N, 6, 6] on at most about `max_ellipses` of them."""
+    if sequences is None:
+        sequences = np.zeros(len(t_gt), dtype=np.int64)
     fig, ax = plt.subplots(figsize=(9, 7))
-    ax.plot(t_gt[:, 0], t_gt[:, 1], "-", color="k", lw=2, label="ground truth")
-    ax.plot(t_pred[:, 0], t_pred[:, 1], ".", color="tab:blue", ms=4, label="localizer (MC mean)")
-    step = max(1, len(t_pred) // 25)
-    for i in range(0, len(t_pred), step):
-        values, vectors = np.linalg.eigh(covs[i, :2, :2])
-        values = np.clip(values, 0, None)
-        angle = np.degrees(np.arctan2(vectors[1, 1], vectors[0, 1]))
-        ax.add_patch(
-            Ellipse(
-                (float(t_pred[i, 0]), float(t_pred[i, 1])),
-                float(2 * SIGMAS * np.sqrt(values[1])),
-                float(2 * SIGMAS * np.sqrt(values[0])),
-                angle=float(angle),
-                fill=False,
-                color="crimson",
-                lw=0.8,
-            )
-        )
-    ax.plot([], [], color="crimson", lw=0.8, label=f"{SIGMAS:g}-sigma from ~/pose_with_covariance")
-    ax.set_title(
-        f"Replay at {metrics['rate']:g}x: median {metrics['median_translation_m']:.2f} m, "
-        f"{metrics['median_rotation_deg']:.1f} deg; output/input sets {metrics['output_rate_ratio']:.2f}; "
-        f"end-to-end latency p50 {metrics['e2e_latency_ms_p50']:.1f} ms"
-    )
+    colours = plt.get_cmap("tab10")
+    several = len(np.unique(sequences)) > 1
+    for k, seq in enumerate(np.unique(sequences)):
+        sel = sequences == seq
+        colour = colours(k % 10)
+        label = f"ground truth, seq {seq}" if several else "ground truth"
+        ax.plot(t_gt[sel, 0], t_gt[sel, 1], "-", color=colour, lw=2, label=label)
+        ax.plot(t_pred[sel, 0], t_pred[sel, 1], ".", color=colour, ms=4, alpha=0.8)
+    for i in range(len(t_pred)):
+        ax.plot([t_gt[i, 0], t_pred[i, 0]], [t_gt[i, 1], t_pred[i, 1]], "-", color="0.6", lw=0.5, zorder=0)
+    if covariances is not None:
+        step = max(1, len(t_pred) // max_ellipses)
+        every = "every estimate" if step == 1 else f"one estimate in {step}"
+        for i in range(0, len(t_pred), step):
+            ax.add_patch(_ellipse(t_pred[i], covariances[i, :2, :2], fill=False, color="crimson", lw=0.8))
+        ax.plot([], [], color="crimson", lw=0.8, label=f"{SIGMAS:g}-sigma position ({every})")
+    ax.plot([], [], ".", color="k", label="prediction (MC mean)")
+    ax.plot([], [], "-", color="0.6", lw=0.5, label="error")
+    ax.set_title(title)
     ax.set_xlabel("x (m, map)")
     ax.set_ylabel("y (m, map)")
     ax.set_aspect("equal", adjustable="datalim")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
-    fig.savefig(paths[0], dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
+    return path
+
+
+def _ellipse(center: NDArray[np.float64], cov_xy: NDArray[np.float64], **style: Any) -> Ellipse:
+    values, vectors = np.linalg.eigh(cov_xy)
+    values = np.clip(values, 0.0, None)  # round-off can make a flat covariance slightly negative
+    angle = np.degrees(np.arctan2(vectors[1, 1], vectors[0, 1]))  # of the major axis (largest eigenvalue)
+    width, height = 2 * SIGMAS * np.sqrt(values[1]), 2 * SIGMAS * np.sqrt(values[0])
+    return Ellipse(
+        (float(center[0]), float(center[1])), float(width), float(height), angle=float(angle), **style
+    )
+
+
+def plot_evaluation(arrays: dict[str, np.ndarray], metrics: dict[str, Any], out: Path) -> list[Path]:
+    """The plots of `pose-regressor evaluate`: trajectory, errors over time and (soak runs) soak.png."""
+    paths = [out / "trajectory.png", out / "errors_over_time.png"]
+    title = (
+        f"Replay at {metrics['rate']:g}x: median {metrics['median_translation_m']:.2f} m, "
+        f"{metrics['median_rotation_deg']:.1f} deg; output/input sets {metrics['output_rate_ratio']:.2f}; "
+        f"end-to-end latency p50 {metrics['e2e_latency_ms_p50']:.1f} ms"
+    )
+    plot_trajectory(paths[0], arrays["t_gt"], arrays["t_pred"], title, arrays["covs"], max_ellipses=25)
 
     seconds = (arrays["stamps"] - arrays["stamps"][0]) / 1e9
     fig, axes = plt.subplots(2, 1, figsize=(10, 6), sharex=True)

@@ -24,9 +24,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from pose_regressor.bounds import Bound, is_number, out_of_range
 from pose_regressor.covariance import ROTATION_CONVENTIONS
+from pose_regressor.limits import BACKENDS, MAX_MC_SAMPLES
 
-BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
 TRANSPORTS = ("raw", "compressed")
 # ROS 2 topic names (design article "Topic and Service name mapping"): tokens of letters, digits
 # and underscores separated by "/", optionally starting with "/" or "~/", not starting with a digit.
@@ -85,7 +86,7 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         0,
         "Monte-Carlo dropout samples per set (0: the bundle's mc_samples; 1: deterministic)",
         0,
-        256,
+        MAX_MC_SAMPLES,
     ),
     ParameterSpec("seed", 0, "seed of the dropout masks", 0, 2**31 - 1),
     ParameterSpec("map_frame", "map", "frame of the published poses"),
@@ -266,15 +267,12 @@ def check_value(name: str, value: Any) -> None:
 
 def _check_number(spec: ParameterSpec, value: Any) -> None:
     name = spec.name
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not is_number(value):
         raise ParameterError(f"parameter '{name}' must be a number, got {value!r}")
     if isinstance(spec.default, int) and not isinstance(value, int):
         raise ParameterError(f"parameter '{name}' must be an integer, got {value!r}")
-    if (
-        not math.isfinite(value)
-        or (spec.min_value is not None and value < spec.min_value)
-        or (spec.max_value is not None and value > spec.max_value)
-    ):
-        raise ParameterError(
-            f"parameter '{name}' must be in [{spec.min_value}, {spec.max_value}], got {value}"
-        )
+    lo = -math.inf if spec.min_value is None else spec.min_value
+    hi = math.inf if spec.max_value is None else spec.max_value
+    problem = out_of_range(value, Bound(lo, hi))
+    if problem is not None:
+        raise ParameterError(f"parameter '{name}' {problem}")

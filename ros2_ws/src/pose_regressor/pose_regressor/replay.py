@@ -44,7 +44,7 @@ from rclpy.serialization import deserialize_message
 from rosgraph_msgs.msg import Clock
 
 from pose_regressor.bagio import BagReadError, ReadStats, open_bag, read_messages
-from pose_regressor.cli import MAX_DURATION_S, MAX_RATE, MAX_START_DELAY_S, MIN_RATE
+from pose_regressor.limits import MAX_DURATION_S, MAX_RATE, MAX_START_DELAY_S, MIN_RATE
 from pose_regressor.messages import ns_from_time, time_from_ns
 
 CLOCK_PERIOD_NS = 25_000_000  # /clock at 40 Hz between messages, like ros2 bag play

@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from numpy.typing import NDArray
 from scipy.spatial.transform import Rotation
+
+from pose_regressor.files import read_yaml
 
 FloatArray = NDArray[np.float64]
 
@@ -152,12 +153,7 @@ class Rig:
     @classmethod
     def from_yaml(cls, path: str | Path, *, default_size: tuple[int, int] | None = None) -> Rig:
         path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text())
-        except OSError as exc:
-            raise RigError(f"cannot read rig file {path}: {exc}") from exc
-        except yaml.YAMLError as exc:
-            raise RigError(f"rig file {path} is not valid YAML: {exc}") from exc
+        data = read_yaml(path, "rig file", RigError)
         try:
             return cls.from_dict(data, default_size=default_size)
         except RigError as exc:

@@ -65,9 +65,11 @@ from pose_regressor.bagio import (
     read_messages,
 )
 from pose_regressor.bundle import load_bundle
-from pose_regressor.cli import MAX_MC_SAMPLES, MIN_DELIVERY_RATIO
+from pose_regressor.files import atomic_write_text
 from pose_regressor.ground_truth import GT_TYPES, GroundTruthTrack, gt_pose_fields, stamp_ns
+from pose_regressor.limits import MAX_MC_SAMPLES, MIN_DELIVERY_RATIO
 from pose_regressor.messages import ns_from_time
+from pose_regressor.metrics import covariance_stds, error_summary, nees_values, pose_errors, tangent_residuals
 from pose_regressor.replay import (
     PROFILE_ENV,
     StopFlag,
@@ -76,9 +78,7 @@ from pose_regressor.replay import (
     dds_environment,
 )
 from pose_regressor.soak import RssSampler, soak_report, soak_series
-from pose_regressor.uncertainty import nees, tangent_residual
 
-THRESHOLDS = ((0.05, 5.0), (0.25, 2.0), (0.5, 5.0), (5.0, 10.0))
 REPLAY_START_DELAY_S = 5.0  # the replay's wait for the node's subscriptions
 REPLAY_WATCHDOG_MARGIN_S = 60.0  # a replay with --duration D is stopped after D + delay + this
 POLL_S = 0.1
@@ -360,30 +360,19 @@ def summarize(
     t_pred, q_pred = np.stack([r[2] for r in rows]), np.stack([r[3] for r in rows])
     covs = np.stack([r[4] for r in rows])
     t_gt, q_gt = np.stack([r[5] for r in rows]), np.stack([r[6] for r in rows])
-    t_err = pose.translation_error(t_gt, t_pred)
-    r_err = pose.rotation_error_deg(q_gt, q_pred)
+    t_err, r_err = pose_errors(t_gt, q_gt, t_pred, q_pred)
     latency_ms = np.array([ms for _, ms in pose_latencies(recording, log)], dtype=float)
     e2e_p50 = float(np.percentile(latency_ms, 50)) if len(latency_ms) else float("nan")
     e2e_p99 = float(np.percentile(latency_ms, 99)) if len(latency_ms) else float("nan")
-    nees_values = np.array(
-        [
-            nees(tangent_residual(tg, qg, tp, qp), c)
-            for tg, qg, tp, qp, c in zip(t_gt, q_gt, t_pred, q_pred, covs, strict=True)
-        ]
-    )
-    pos_std = np.sqrt(np.trace(covs[:, :3, :3], axis1=1, axis2=2) / 3)
-    rot_std = np.degrees(np.sqrt(np.trace(covs[:, 3:, 3:], axis1=1, axis2=2) / 3))
+    nees = nees_values(tangent_residuals(t_gt, q_gt, t_pred, q_pred), covs)
+    pos_std, rot_std = covariance_stds(covs)
     last_diag = recording.diagnostics[-1] if recording.diagnostics else {}
     covs_spd = bool(all(np.allclose(c, c.T) and np.linalg.eigvalsh(c).min() > 0 for c in covs))
     metrics: dict[str, Any] = {
-        "frames": len(rows),
+        **error_summary(t_err, r_err),
         "published": len(recording.poses),
         "expected_sets": int(expected_sets),
         "output_rate_ratio": float(len(recording.poses) / max(expected_sets, 1)),
-        "median_translation_m": float(np.median(t_err)),
-        "median_rotation_deg": float(np.median(r_err)),
-        "mean_translation_m": float(np.mean(t_err)),
-        "mean_rotation_deg": float(np.mean(r_err)),
         # Receive here minus the replay's publish of the set's last image (see the module docstring).
         "e2e_latency_ms_p50": e2e_p50,
         "e2e_latency_ms_p99": e2e_p99,
@@ -394,7 +383,7 @@ def summarize(
         "latency_ms_p99": e2e_p99,  # deprecated alias of e2e_latency_ms_p99
         "dropped_sets": _diag_int(last_diag, "dropped_sets"),
         "engine_ms_p50": _diag_float(last_diag, "engine_ms_p50"),
-        "mean_nees": float(np.mean(nees_values)),
+        "mean_nees": float(np.mean(nees)),
         "median_position_std_m": float(np.median(pos_std)),
         "median_rotation_std_deg": float(np.median(rot_std)),
         "covariances_spd": covs_spd,
@@ -404,10 +393,6 @@ def summarize(
         "diagnostics_levels_seen": sorted(set(recording.levels)),
         "node_diagnostics_last": last_diag,
     }
-    for metres, degrees in THRESHOLDS:
-        metrics[f"pct_within_{metres:g}m_{degrees:g}deg"] = float(
-            100 * np.mean((t_err <= metres) & (r_err <= degrees))
-        )
     arrays = {
         "stamps": stamps,
         "t_pred": t_pred,
@@ -419,13 +404,6 @@ def summarize(
         "rot_std": rot_std,
     }
     return metrics, arrays
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """`path` holds either its old content or all of `text`, never a part."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def _poses_csv(recording: Recording) -> str:
@@ -645,7 +623,7 @@ def run_evaluation(cfg: EvaluateConfig, stop: StopFlag | None = None) -> dict[st
         series = soak_series(rss.samples, latencies, start, bin_s=max(1.0, (replay_span[1] - start) / 60))
         arrays.update({f"soak_{k}": v for k, v in series.items()})
     stop.check()
-    _write_atomically(cfg.out / "poses.csv", _poses_csv(recorder.recording))
+    atomic_write_text(cfg.out / "poses.csv", _poses_csv(recorder.recording))
     try:
         from pose_regressor.evaluate_plots import plot_evaluation
 
@@ -654,5 +632,5 @@ def run_evaluation(cfg: EvaluateConfig, stop: StopFlag | None = None) -> dict[st
         print(f"evaluate: no plots ({exc})")
     # Last: metrics.json marks a complete run.
     stop.check()
-    _write_atomically(cfg.out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    atomic_write_text(cfg.out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics

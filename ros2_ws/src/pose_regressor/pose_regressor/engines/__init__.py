@@ -44,6 +44,7 @@ from pose_regressor.engines.base import (
     validate_inputs,
 )
 from pose_regressor.engines.cuda_memory import cuda_binding_installed
+from pose_regressor.limits import BACKENDS
 
 __all__ = [
     "BACKENDS",
@@ -58,7 +59,6 @@ __all__ = [
     "validate_inputs",
 ]
 
-BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
 TENSORRT_MODULE = "pose_regressor.engines.tensorrt_engine"
 ENGINE_ENTRY_POINTS = "pose_regressor.engines"  # group other distributions register engines under
 # What to install for a backend that another distribution registers.

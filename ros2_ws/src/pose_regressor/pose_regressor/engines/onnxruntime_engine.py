@@ -15,7 +15,15 @@ import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 
-from pose_regressor.bundle import ModelBundle
+from pose_regressor.bundle import (
+    DROPOUT_MASK,
+    GRAPH_INPUTS,
+    GRAPH_OUTPUTS,
+    IMAGES,
+    ROTATION,
+    TRANSLATION,
+    ModelBundle,
+)
 from pose_regressor.engines.base import (
     EngineDescription,
     EngineError,
@@ -86,13 +94,14 @@ class OnnxRuntimeEngine(InferenceEngine):
     def _check_graph(self) -> None:
         inputs = {i.name: i for i in self.session.get_inputs()}
         outputs = {o.name for o in self.session.get_outputs()}
-        if set(inputs) != {"images", "dropout_mask"} or outputs != {"translation", "rotation"}:
+        wanted_in, wanted_out = [s.name for s in GRAPH_INPUTS], [s.name for s in GRAPH_OUTPUTS]
+        if set(inputs) != set(wanted_in) or outputs != set(wanted_out):
             raise EngineError(
                 f"{self.bundle.onnx_path} has inputs {sorted(inputs)} and outputs {sorted(outputs)}; "
-                "the bundle contract wants images, dropout_mask -> translation, rotation"
+                f"the bundle contract wants {', '.join(wanted_in)} -> {', '.join(wanted_out)}"
             )
-        images = list(inputs["images"].shape)
-        masks = list(inputs["dropout_mask"].shape)
+        images = list(inputs[IMAGES].shape)
+        masks = list(inputs[DROPOUT_MASK].shape)
         if images != list(self.bundle.images_shape) or masks[1:] != [self.bundle.hidden_dim]:
             raise EngineError(
                 f"{self.bundle.onnx_path} takes images {images} and dropout_mask {masks}, but bundle.yaml "
@@ -119,10 +128,10 @@ class OnnxRuntimeEngine(InferenceEngine):
         np.copyto(self._images, images)
         np.copyto(mask_buf, masks)
         binding = self._binding
-        binding.bind_ortvalue_input("images", self._images_value)
-        binding.bind_ortvalue_input("dropout_mask", mask_value)
-        binding.bind_ortvalue_output("translation", t_value)
-        binding.bind_ortvalue_output("rotation", q_value)
+        binding.bind_ortvalue_input(IMAGES, self._images_value)
+        binding.bind_ortvalue_input(DROPOUT_MASK, mask_value)
+        binding.bind_ortvalue_output(TRANSLATION, t_value)
+        binding.bind_ortvalue_output(ROTATION, q_value)
         self.session.run_with_iobinding(binding)
         return t_buf, q_buf
 

@@ -1,0 +1,120 @@
+"""Reading YAML and writing files safely, for every tool of both packages.
+
+`read_yaml` turns every way a YAML file can be bad into one line naming the file, raised as the
+caller's own error type; `atomic_write_bytes` / `atomic_write_text` leave either the old file or
+the whole new one, never a part.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+#: Largest YAML file read (bytes): configs, dataset files, rigs and bundle.yaml are a few kB.
+MAX_YAML_BYTES = 1 << 20
+#: Deepest nesting of mappings and lists accepted; deeper documents are refused before they can
+#: exhaust the stack of the code that walks them.
+MAX_YAML_DEPTH = 10
+
+
+class YamlFileError(ValueError):
+    """A YAML file that cannot be used, as one line naming the file."""
+
+
+def read_yaml(
+    path: Path,
+    what: str,
+    error: type[Exception] = YamlFileError,
+    *,
+    max_bytes: int = MAX_YAML_BYTES,
+    max_depth: int = MAX_YAML_DEPTH,
+) -> Any:
+    """The YAML document in `path` (``yaml.safe_load``).
+
+    Raises:
+        error: one line ``"<what> <path> ..."`` if the file is missing or unreadable, larger than
+            `max_bytes`, not UTF-8, not valid YAML or nested deeper than `max_depth`.
+    """
+    name = f"{what} {path}" if what else str(path)
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise error(f"{name} has {size} bytes; at most {max_bytes} are read")
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise error(f"cannot read {name}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise error(f"{name} is not UTF-8 text (at byte {exc.start}: {exc.reason})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise error(f"{name} is not valid YAML: {yaml_problem(exc)}") from None
+    except RecursionError:
+        raise error(f"{name} is nested too deeply (at most {max_depth} levels)") from None
+    if nesting_depth(data, max_depth) > max_depth:
+        raise error(f"{name} is nested too deeply (at most {max_depth} levels)")
+    return data
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error as a short phrase with its line and column (PyYAML's own text spans lines)."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        return f"{exc.problem}{where}"
+    return " ".join(str(exc).split())
+
+
+def nesting_depth(value: Any, limit: int = MAX_YAML_DEPTH) -> int:
+    """How deeply mappings and lists nest in `value` (a scalar: 0), counted without recursion
+    and only up to `limit` + 1 (so a hostile input costs no more than a legal one).
+
+    YAML aliases make a container appear in many places; each is walked again only when met
+    deeper than before, so a "billion laughs" document costs no more than its distinct nodes.
+    """
+    deepest = 0
+    walked: dict[int, int] = {}  # id of a container -> the deepest level it was walked from
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, Mapping):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        if walked.get(id(item), -1) >= depth:
+            continue
+        walked[id(item)] = depth
+        deepest = max(deepest, depth + 1)
+        if deepest > limit:
+            return deepest
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file in the same directory and ``os.replace``:
+    readers see the old file or the complete new one, never a partial one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o644)  # mkstemp makes it private; outputs are meant to be shared
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        Path(tmp).replace(path)  # os.replace: atomic within one file system
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """`atomic_write_bytes` of `text` in UTF-8."""
+    atomic_write_bytes(path, text.encode("utf-8"))
