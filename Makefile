@@ -3,10 +3,15 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 # DDS settings for tests (own domain per run, loopback only) live in tests/conftest.py.
 
-.PHONY: setup test lint typecheck unit demo lock clean
+.PHONY: setup setup-gpu test lint typecheck unit demo lock clean
 
 setup:
 	@bash scripts/setup_env.sh
+
+# On a machine with an NVIDIA GPU and driver only (never in CI): adds the GPU layer,
+# requirements/gpu.txt (onnxruntime-gpu instead of onnxruntime, TensorRT, cuda-bindings), to .venv.
+setup-gpu: setup
+	@bash scripts/setup_gpu.sh
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
-INPUTS=(requirements/*.txt ros2_ws/src/pose_regressor/setup.py ros2_ws/src/pose_regressor/setup.cfg training/pyproject.toml scripts/setup_env.sh scripts/build_tf2_msgs.sh)
+INPUTS=(requirements/*.txt scripts/setup_gpu.sh ros2_ws/src/pose_regressor/setup.py ros2_ws/src/pose_regressor/setup.cfg training/pyproject.toml scripts/setup_env.sh scripts/build_tf2_msgs.sh)
 wanted=$(cat "${INPUTS[@]}" | sha256sum | cut -d' ' -f1)
 stamp="$VENV/.setup-stamp"
 
@@ -35,5 +35,7 @@ quiet_pip install --quiet --no-deps --no-build-isolation \
 "${pip[@]}" check >/dev/null || { "${pip[@]}" check; exit 1; }
 # tf2_msgs (for /tf) is not on PyPI: build it from its interface with the rosidl wheels in dev.txt.
 VENV="$VENV" bash scripts/build_tf2_msgs.sh
+# `make setup-gpu` was run here before: the reinstall above brought back onnxruntime; swap it again.
+if [[ -f "$VENV/.setup-gpu" ]]; then VENV="$VENV" bash scripts/setup_gpu.sh; fi
 echo "$wanted" > "$stamp"
 echo "setup: done in $(( $(date +%s) - start )) s"
