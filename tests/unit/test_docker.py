@@ -446,12 +446,7 @@ def test_the_image_check_accepts_the_torch_free_engine_split_and_refuses_torch(
 def test_robot_images_install_exactly_what_the_engines_import_and_no_torch(name: str) -> None:
     imports = third_party_imports(ENGINES)
     assert imports, f"no engine modules under {ENGINES}"
-    problems = check_image_against_engines(name, imports)
-    pending = [p for p in problems if "imports torch" in p or "which no engine imports" in p]
-    if problems and problems == pending and any("tensorrt" in m and "torch" in n for m, n in imports.items()):
-        # Issue 13 item 1 (a torch-free TensorRT engine on cuda-bindings) is not merged yet.
-        pytest.xfail(f"the TensorRT engine still uses torch: {problems}")
-    assert problems == []
+    assert check_image_against_engines(name, imports) == []
 
 
 @pytest.mark.parametrize("name", ROBOT_IMAGES)

@@ -30,6 +30,7 @@ import onnx
 import pytest
 
 import pose_regressor.engines as engines_module
+from pose_regressor import files
 from pose_regressor.bundle import BundleCamera, ModelBundle
 from pose_regressor.engines import (
     EngineError,
@@ -428,7 +429,7 @@ def test_atomic_write_replaces_whole_files_and_leaves_no_temporaries(
     def fail(_fd: int) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(tensorrt_plan.os, "fsync", fail)
+    monkeypatch.setattr(files.os, "fsync", fail)
     with pytest.raises(OSError, match="disk full"):
         atomic_write_bytes(target, b"third")
     assert target.read_bytes() == b"second version"  # the old file is untouched

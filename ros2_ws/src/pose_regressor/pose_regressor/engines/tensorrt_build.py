@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from pose_regressor.bundle import ModelBundle
+from pose_regressor.bundle import DROPOUT_MASK, IMAGES, ModelBundle
 from pose_regressor.engines.base import EngineError, EngineInputError, EngineUnavailableError
 from pose_regressor.engines.cuda_memory import DeviceMemory
 from pose_regressor.engines.tensorrt_plan import ShapeRange, atomic_write_bytes
@@ -110,8 +110,8 @@ def make_calibrator(
             self.host_images = memory.host_array(bundle.images_shape, np.uint8)
             self.host_masks = memory.host_array(mask_shape, np.float32)
             self.pointers = {
-                "images": memory.device_buffer(self.host_images.nbytes),
-                "dropout_mask": memory.device_buffer(self.host_masks.nbytes),
+                IMAGES: memory.device_buffer(self.host_images.nbytes),
+                DROPOUT_MASK: memory.device_buffer(self.host_masks.nbytes),
             }
 
         def get_batch_size(self) -> int:
@@ -122,8 +122,8 @@ def make_calibrator(
                 return None
             np.copyto(self.host_images, images[self.index])
             np.copyto(self.host_masks, dropout_masks(samples, bundle.hidden_dim, bundle.dropout, self.rng))
-            memory.upload(self.pointers["images"], self.host_images)
-            memory.upload(self.pointers["dropout_mask"], self.host_masks)
+            memory.upload(self.pointers[IMAGES], self.host_images)
+            memory.upload(self.pointers[DROPOUT_MASK], self.host_masks)
             memory.synchronize()  # TensorRT reads the buffers on its own stream
             self.index += 1
             return [self.pointers[name] for name in names]

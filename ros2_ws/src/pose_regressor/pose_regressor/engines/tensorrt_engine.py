@@ -33,7 +33,15 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from pose_regressor.bundle import ModelBundle
+from pose_regressor.bundle import (
+    DROPOUT_MASK,
+    GRAPH_INPUTS,
+    GRAPH_OUTPUTS,
+    IMAGES,
+    ROTATION,
+    TRANSLATION,
+    ModelBundle,
+)
 from pose_regressor.engines.base import (
     EngineDescription,
     EngineError,
@@ -67,8 +75,9 @@ __all__ = ["GpuInfo", "TensorRTEngine"]
 logger = logging.getLogger(__name__)
 
 # The plan's I/O tensors and their TensorRT dtypes (the bundle's graph contract).
-INPUTS = {"images": "UINT8", "dropout_mask": "FLOAT"}
-OUTPUTS = {"translation": "FLOAT", "rotation": "FLOAT"}
+_TRT_DTYPES = {"uint8": "UINT8", "float32": "FLOAT"}  # numpy dtype name -> tensorrt.DataType name
+INPUTS = {spec.name: _TRT_DTYPES[spec.dtype] for spec in GRAPH_INPUTS}
+OUTPUTS = {spec.name: _TRT_DTYPES[spec.dtype] for spec in GRAPH_OUTPUTS}
 
 
 def _open_gpu(index: int) -> tuple[GpuInfo, DeviceMemory]:
@@ -89,7 +98,7 @@ class _DeviceRunner:
 
     def __init__(self, trt: ModuleType, engine: Any, memory: DeviceMemory, bundle: ModelBundle) -> None:
         self._check_io(trt, engine)
-        low, _, high = engine.get_tensor_profile_shape("dropout_mask", 0)
+        low, _, high = engine.get_tensor_profile_shape(DROPOUT_MASK, 0)
         self.max_samples = int(high[0])
         if int(low[0]) > 1 or self.max_samples < 1:
             raise EngineError(f"the plan's dropout_mask profile is {list(low)}..{list(high)}, need S from 1")
@@ -100,10 +109,10 @@ class _DeviceRunner:
         if self._context is None:
             raise EngineError("TensorRT cannot create an execution context (out of GPU memory?)")
         shapes = {
-            "images": (tuple(bundle.images_shape), np.uint8),
-            "dropout_mask": ((self.max_samples, bundle.hidden_dim), np.float32),
-            "translation": ((self.max_samples, 3), np.float32),
-            "rotation": ((self.max_samples, 4), np.float32),
+            IMAGES: (tuple(bundle.images_shape), np.uint8),
+            DROPOUT_MASK: ((self.max_samples, bundle.hidden_dim), np.float32),
+            TRANSLATION: ((self.max_samples, 3), np.float32),
+            ROTATION: ((self.max_samples, 4), np.float32),
         }
         self._host = {name: memory.host_array(shape, dtype) for name, (shape, dtype) in shapes.items()}
         self._device = {name: memory.device_buffer(array.nbytes) for name, array in self._host.items()}
@@ -111,7 +120,7 @@ class _DeviceRunner:
         for name, address in self._device.items():
             if not self._context.set_tensor_address(name, address):
                 raise EngineError(f"TensorRT refused the device address of {name}")
-        if not self._context.set_input_shape("images", tuple(bundle.images_shape)):
+        if not self._context.set_input_shape(IMAGES, tuple(bundle.images_shape)):
             raise EngineError(f"TensorRT refused the images shape {list(bundle.images_shape)}")
 
     @staticmethod
@@ -137,19 +146,19 @@ class _DeviceRunner:
                 "(build it with a larger max_samples)"
             )
         host, device, memory = self._host, self._device, self._memory
-        np.copyto(host["images"], images)
-        np.copyto(host["dropout_mask"][:s], masks)
+        np.copyto(host[IMAGES], images)
+        np.copyto(host[DROPOUT_MASK][:s], masks)
         memory.activate()
-        memory.upload(device["images"], host["images"])
-        memory.upload(device["dropout_mask"], host["dropout_mask"][:s])
-        if not self._context.set_input_shape("dropout_mask", (s, self.hidden_dim)):
+        memory.upload(device[IMAGES], host[IMAGES])
+        memory.upload(device[DROPOUT_MASK], host[DROPOUT_MASK][:s])
+        if not self._context.set_input_shape(DROPOUT_MASK, (s, self.hidden_dim)):
             raise EngineError(f"TensorRT refused dropout_mask shape [{s}, {self.hidden_dim}]")
         if not self._context.execute_async_v3(memory.stream):
             raise EngineError("TensorRT execute_async_v3 failed")
-        memory.download(host["translation"][:s], device["translation"])
-        memory.download(host["rotation"][:s], device["rotation"])
+        memory.download(host[TRANSLATION][:s], device[TRANSLATION])
+        memory.download(host[ROTATION][:s], device[ROTATION])
         memory.synchronize()
-        return host["translation"][:s].copy(), host["rotation"][:s].copy()
+        return host[TRANSLATION][:s].copy(), host[ROTATION][:s].copy()
 
 
 class TensorRTEngine(InferenceEngine):
@@ -275,7 +284,7 @@ class TensorRTEngine(InferenceEngine):
                 "INT8 needs calibration images (pose-train build-engine --precision int8 --calib-data "
                 f"DIR) or a calibration cache {self.files.calibration}"
             )
-        opt_samples = self.shapes["dropout_mask"][1][0]
+        opt_samples = self.shapes[DROPOUT_MASK][1][0]
         return make_calibrator(
             trt,
             self._memory,

@@ -29,16 +29,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pose_regressor.bundle import ModelBundle
+from pose_regressor.bundle import DROPOUT_MASK, IMAGES, ModelBundle
 from pose_regressor.engines.base import EngineError
+from pose_regressor.files import atomic_write_bytes
 
 __all__ = [
     "DEFAULT_WORKSPACE_MB",
@@ -147,8 +146,8 @@ def profile_shapes(bundle: ModelBundle, max_samples: int | None = None) -> dict[
     images = tuple(bundle.images_shape)
     d = bundle.hidden_dim
     return {
-        "images": (images, images, images),
-        "dropout_mask": ((1, d), (min(bundle.mc_samples, top), d), (top, d)),
+        IMAGES: (images, images, images),
+        DROPOUT_MASK: ((1, d), (min(bundle.mc_samples, top), d), (top, d)),
     }
 
 
@@ -230,23 +229,6 @@ def plan_problem(
     if recorded != plan_bytes:
         return f"the plan has {plan_bytes} bytes, its sidecar records {recorded!r} (truncated or replaced)"
     return None
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same directory and ``os.replace``:
-    readers see the old file or the complete new one, never a partial one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes it private; plans are shared with the bundle
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        Path(tmp).replace(path)  # os.replace: atomic within one file system
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_sidecar(path: Path) -> dict[str, Any] | None:
