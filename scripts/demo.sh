@@ -38,7 +38,7 @@ $train export --checkpoint "$OUT/run/best.pt" --out "$OUT/bundle" --overwrite
 
 echo
 echo "== 5/5 localizer node + bag replay over ROS 2 (separate processes), scored against ground truth"
-.venv/bin/pose-regressor evaluate --bag "$OUT/synth_quad_test.bag" --bundle "$OUT/bundle" \
+.venv/bin/pose-regressor eval-node --bag "$OUT/synth_quad_test.bag" --bundle "$OUT/bundle" \
   --gt-topic /ground_truth/pose --rate 1.0 --out "$OUT/evaluate"
 
 echo

@@ -274,7 +274,7 @@ def synth_bag(out: Path, seconds: float, width: int, height: int) -> tuple[Path,
 def evaluate(bag: Path, bundle_dir: Path, backend: str, out: Path) -> dict[str, Any]:
     result = run(
         [
-            sys.executable, "-m", "pose_regressor.cli", "evaluate", "--bag", str(bag), "--bundle",
+            sys.executable, "-m", "pose_regressor.cli", "eval-node", "--bag", str(bag), "--bundle",
             str(bundle_dir), "--backend", backend, "--out", str(out),
         ],
         timeout=300,
@@ -520,7 +520,7 @@ def write_reports(report: Report, out: Path) -> None:
             f"| {s32['p50']:.2f} / {s32['p99']:.2f} | {b['S32_infer_ms']['p50']:.2f} "
             f"| {b['mc_cost_ratio']:.3f} | {b['naive_over_ours']:.2f} |"
         )
-    lines += ["", "## Node run (pose-regressor evaluate, synthetic quad-rig bag at 30 Hz)", ""]
+    lines += ["", "## Node run (pose-regressor eval-node, synthetic quad-rig bag at 30 Hz)", ""]
     lines += [f"- {key}: {value}" for key, value in report.evaluate.items()]
     lines += ["", "## Targets (issue 13)", "", *target_rows(report), "", "## Result", ""]
     lines += [f"- FAILED: {f}" for f in report.failures] or ["- parity and node run: OK"]

@@ -1,4 +1,4 @@
-"""Bad bags, bad arguments and signals for `pose-regressor replay`, `pose-regressor evaluate` and
+"""Bad bags, bad arguments and signals for `pose-regressor replay`, `pose-regressor eval-node` and
 `pose-train from-bag`, each run as the real command in its own process (issue 14).
 
 Bags are written with the project's writer (`RigBagWriter`) and then damaged here: truncated,
@@ -238,12 +238,12 @@ def test_unreadable_bags_are_one_line_in_replay_evaluate_and_from_bag(
         log, out_eval, out_ds = root / f"{name}.jsonl", root / f"eval_{name}", root / f"ds_{name}"
         commands += [
             [*ROBOT, "replay", str(bag), "--start-delay", "0", "--log", str(log)],
-            [*ROBOT, "evaluate", "--bag", str(bag), "--bundle", str(bags["bundle"]), "--out", str(out_eval)],
+            [*ROBOT, "eval-node", "--bag", str(bag), "--bundle", str(bags["bundle"]), "--out", str(out_eval)],
             from_bag_cmd(bag, bags["rig"], out_ds),
         ]
         expected += [
             (f"pose-regressor replay: error: cannot read bag {bag}: ", log),
-            (f"pose-regressor evaluate: error: cannot read bag {bag}: ", out_eval),
+            (f"pose-regressor eval-node: error: cannot read bag {bag}: ", out_eval),
             (f"pose-train from-bag: error: cannot read bag {bag}: ", out_ds),
         ]
     results = run_all(commands, ros_env)
@@ -353,7 +353,7 @@ def test_replay_stops_cleanly_on_sigterm_and_sigint(tmp_path: Path, ros_env: dic
 
 def test_bad_numbers_are_argument_errors(bags: dict[str, Path], ros_env: dict[str, str]) -> None:
     good, bundle, rig, root = str(bags["good"]), str(bags["bundle"]), bags["rig"], bags["root"]
-    evaluate = [*ROBOT, "evaluate", "--bag", good, "--bundle", bundle, "--out", str(root / "e")]
+    evaluate = [*ROBOT, "eval-node", "--bag", good, "--bundle", bundle, "--out", str(root / "e")]
     replay = [*ROBOT, "replay", good]
     cases = [
         ([*replay, "--rate", "inf", "--clock"], "replay", "--rate: must be from 0.01 to 1000, got inf"),
@@ -362,10 +362,14 @@ def test_bad_numbers_are_argument_errors(bags: dict[str, Path], ros_env: dict[st
         ([*replay, "--duration", "inf"], "replay", "--duration: must be > 0 s and at most 604800 s"),
         ([*replay, "--duration", "-1"], "replay", "--duration"),
         ([*replay, "--start-delay", "1e9"], "replay", "--start-delay: must be from 0 s to 600 s"),
-        ([*evaluate, "--rate", "1e400"], "evaluate", "--rate: must be from 0.01 to 1000, got 1e400"),
-        ([*evaluate, "--duration", "0"], "evaluate", "--duration"),
-        ([*evaluate, "--mc-samples", "100000"], "evaluate", "--mc-samples: must be an integer from 0 to 256"),
-        ([*evaluate, "--backend", "cuda"], "evaluate", "--backend: invalid choice"),
+        ([*evaluate, "--rate", "1e400"], "eval-node", "--rate: must be from 0.01 to 1000, got 1e400"),
+        ([*evaluate, "--duration", "0"], "eval-node", "--duration"),
+        (
+            [*evaluate, "--mc-samples", "100000"],
+            "eval-node",
+            "--mc-samples: must be an integer from 0 to 256",
+        ),
+        ([*evaluate, "--backend", "cuda"], "eval-node", "--backend: invalid choice"),
     ]
     for k, (option, value, needle) in enumerate(
         [
@@ -400,7 +404,7 @@ def test_ranges_agree_between_the_command_lines_and_the_libraries() -> None:
 
 # ------------------------------------------------------------------------------ evaluate end to end
 def evaluate_cmd(bag: Path, bundle: Path, out: Path, *extra: str) -> list[str]:
-    return [*ROBOT, "evaluate", "--bag", str(bag), "--bundle", str(bundle), "--out", str(out), *extra]
+    return [*ROBOT, "eval-node", "--bag", str(bag), "--bundle", str(bundle), "--out", str(out), *extra]
 
 
 def test_evaluate_start_up_failure_is_its_one_line(bags: dict[str, Path], ros_env: dict[str, str]) -> None:
@@ -408,7 +412,9 @@ def test_evaluate_start_up_failure_is_its_one_line(bags: dict[str, Path], ros_en
     (result,) = run_all(
         [evaluate_cmd(bags["good"], bags["bundle"], out, "--ros-args", "-p", "sync_slop:=5.0")], ros_env
     )
-    line = assert_one_line(result, "pose-regressor evaluate: error: the localizer exited with code 1", code=1)
+    line = assert_one_line(
+        result, "pose-regressor eval-node: error: the localizer exited with code 1", code=1
+    )
     assert "sync_slop" in line and "cannot join thread" not in result.stderr
     assert not (out / "metrics.json").exists()
 
@@ -447,7 +453,7 @@ def test_evaluate_duration_over_a_gap_and_sigterm(tmp_path: Path, ros_env: dict[
     assert len(children) == 2, children  # the node and the replay
     stopped.send_signal(signal.SIGTERM)
     _, err = stopped.communicate(timeout=20)
-    line = assert_one_line(Result(stopped.returncode, "", err, 0), "pose-regressor evaluate: ", code=143)
+    line = assert_one_line(Result(stopped.returncode, "", err, 0), "pose-regressor eval-node: ", code=143)
     assert "interrupted by SIGTERM" in line
     assert not (out / "metrics.json").exists()
     for pid in children:
@@ -504,7 +510,7 @@ def test_evaluate_delivers_large_images_and_skips_damaged_records(
     lossy.write_text(LOSSY_PROFILE)
     out = tmp_path / "lossy"
     (result,) = run_all([evaluate_cmd(bag, bundle, out, "--rate", "5")], dict(env, **{PROFILE: str(lossy)}))
-    line = assert_one_line(result, "pose-regressor evaluate: error: images were lost", code=1)
+    line = assert_one_line(result, "pose-regressor eval-node: error: images were lost", code=1)
     ratio = float(line.split("delivery ratio ")[1].split(",")[0])
     assert ratio < 0.9 and str(lossy) in line, line
     assert not (out / "metrics.json").exists()

@@ -4,7 +4,7 @@ Every case runs a tool's real `main(argv)` (`fuzz_worker.py`: one process, so th
 are paid once) on a damaged input made here from a valid one:
 * bags: truncated, bytes flipped or zeroed, magic only, random bytes, empty, metadata.yaml broken,
   fed to `pose-regressor replay`, `pose-train from-bag` and (bags that cannot be opened)
-  `pose-regressor evaluate`;
+  `pose-regressor eval-node`;
 * training configs with out-of-range, non-finite or mistyped values, invalid YAML, deep nesting
   or binary contents, fed to `pose-train fit`;
 * params files with the same kinds of damage for the node's parameters, fed to `pose-regressor run`.
@@ -224,7 +224,7 @@ def _cases(tmp_path: Path) -> list[dict[str, Any]]:
                     "name": f"evaluate: {name}",
                     "tool": "pose-regressor",
                     "argv": [
-                        *("evaluate", "--bag", str(bag), "--bundle", str(bundle)),
+                        *("eval-node", "--bag", str(bag), "--bundle", str(bundle)),
                         *("--camera-topics", *TOPICS, "--out", str(tmp_path / f"eval{k}")),
                     ],
                     "bound_s": 60,

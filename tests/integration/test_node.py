@@ -17,8 +17,8 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rosbags.rosbag2 import Reader, Writer
 
 from pose_regressor.bagio import TYPESTORE
+from pose_regressor.node_evaluation import NodeEvaluationConfig, evaluate_node
 from pose_regressor.rig import preset_rig
-from pose_regressor.ros_tools import EvaluateConfig, run_evaluation
 from pose_regressor_training.evaluate import evaluate_checkpoint
 from pose_regressor_training.export import export_bundle
 from pose_regressor_training.synth.generate import SynthConfig, render_dataset
@@ -54,8 +54,8 @@ def test_replayed_bag_gives_one_pose_per_set_with_its_stamp_and_eval_accuracy(
     trained: dict[str, Path],
 ) -> None:
     out = trained["root"] / "evaluate"
-    metrics = run_evaluation(
-        EvaluateConfig(bag=trained["bag"], bundle=trained["bundle"], out=out, mc_samples=1)
+    metrics = evaluate_node(
+        NodeEvaluationConfig(bag=trained["bag"], bundle=trained["bundle"], out=out, mc_samples=1)
     )
     assert metrics["expected_sets"] == 30
     # Every set is either published or, when the engine falls behind (a loaded machine), replaced by a
@@ -109,8 +109,8 @@ def test_compressed_images_work(trained: dict[str, Path]) -> None:
     bag = trained["root"] / "compressed.bag"
     _compressed_copy(trained["bag"], bag)
     topics = tuple(f"/{c}/image_raw/compressed" for c in ("front", "left", "back", "right"))
-    metrics = run_evaluation(
-        EvaluateConfig(
+    metrics = evaluate_node(
+        NodeEvaluationConfig(
             bag=bag,
             bundle=trained["bundle"],
             out=trained["root"] / "ev_png",

@@ -1,4 +1,4 @@
-"""A one-minute soak in CI: `pose-regressor evaluate --loop --duration 60` on a 4-camera, 30 Hz bag.
+"""A one-minute soak in CI: `pose-regressor eval-node --loop --duration 60` on a 4-camera, 30 Hz bag.
 
 The ten-minute run (`--duration 600`) is reported in docs/node.md ("Soak"); its limits are the same
 (RSS growth < 5% after warm-up, latency p99 of the last minute within 20% of the first, no
@@ -47,7 +47,7 @@ def test_one_minute_soak_of_four_cameras_at_30_hz(tmp_path: Path, ros_env: dict[
             sys.executable,
             "-m",
             "pose_regressor.cli",
-            "evaluate",
+            "eval-node",
             "--bag",
             str(bag),
             "--bundle",

@@ -1,4 +1,4 @@
-"""`pose-regressor`: run the localizer, replay bags, evaluate end to end, benchmark engines."""
+"""`pose-regressor`: run the localizer, replay bags, evaluate the node on a bag (eval-node), bench engines."""
 
 from __future__ import annotations
 
@@ -276,9 +276,15 @@ def _init_ros(extra: Sequence[str], signal_handlers: object) -> None:
         raise ValueError(f"cannot start ROS with the arguments {' '.join(extra)}: {reason}")
 
 
-def _add_evaluate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+# `evaluate` was this command's first name; `pose-train eval` (a checkpoint on a dataset split)
+# sounded the same. The old name still works and says so.
+DEPRECATED_COMMANDS = {"evaluate": "eval-node"}
+
+
+def _add_eval_node(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
-        "evaluate",
+        "eval-node",
+        aliases=["evaluate"],
         help="node + bag replay over ROS 2 as separate processes; accuracy, rate and latency vs ground truth",
         description="Starts the localizer and a bag replay as separate processes (with the package's "
         "Fast DDS large-images profile unless FASTRTPS_DEFAULT_PROFILES_FILE is set) and compares the "
@@ -291,7 +297,7 @@ def _add_evaluate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--bundle", type=Path, required=True)
     p.add_argument("--gt-topic", default="/ground_truth/pose")
     _rate_argument(p, "replay speed factor")
-    p.add_argument("--out", type=Path, default=Path("out/evaluate"))
+    p.add_argument("--out", type=Path, default=Path("out/eval-node"))
     p.add_argument(
         "--mc-samples",
         type=_bounded_int(0, MAX_MC_SAMPLES),
@@ -307,19 +313,19 @@ def _add_evaluate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="stop the replay after this many seconds (up to a week); also checks memory growth and "
         "latency stability (soak, see soak.png; exit code 2 if a check fails)",
     )
-    p.set_defaults(handler=_evaluate)
+    p.set_defaults(handler=_eval_node)
 
 
-def _evaluate(args: argparse.Namespace, extra: Sequence[str]) -> int:
+def _eval_node(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from pose_regressor.bagio import open_bag
 
     if args.bag.exists():  # a damaged bag is one line at once, before rclpy and the bundle load
         open_bag(args.bag).close()
 
+    from pose_regressor.node_evaluation import EvaluationError, NodeEvaluationConfig, evaluate_node
     from pose_regressor.replay import Interrupted, StopFlag, handle_signals
-    from pose_regressor.ros_tools import EvaluateConfig, EvaluationError, run_evaluation
 
-    cfg = EvaluateConfig(
+    cfg = NodeEvaluationConfig(
         bag=args.bag,
         bundle=args.bundle,
         gt_topic=args.gt_topic,
@@ -335,18 +341,18 @@ def _evaluate(args: argparse.Namespace, extra: Sequence[str]) -> int:
     stop = StopFlag()
     try:
         with handle_signals(stop):
-            m = run_evaluation(cfg, stop)
+            m = evaluate_node(cfg, stop)
     except EvaluationError as exc:
-        print(f"pose-regressor evaluate: error: {exc}", file=sys.stderr)
+        print(f"pose-regressor eval-node: error: {exc}", file=sys.stderr)
         return 1
     except Interrupted as exc:
         print(
-            f"pose-regressor evaluate: {exc}; the localizer and the replay were stopped, no results written",
+            f"pose-regressor eval-node: {exc}; the localizer and the replay were stopped, no results written",
             file=sys.stderr,
         )
         return exc.exit_code
     print(
-        f"evaluate: {m['published']} poses for {m['expected_sets']} input sets "
+        f"eval-node: {m['published']} poses for {m['expected_sets']} input sets "
         f"(ratio {m['output_rate_ratio']:.3f}, delivery {m['delivery_ratio']:.3f}), "
         f"median {m['median_translation_m']:.3f} m {m['median_rotation_deg']:.2f} deg, "
         f"e2e latency p50 {m['e2e_latency_ms_p50']:.1f} ms p99 {m['e2e_latency_ms_p99']:.1f} ms "
@@ -357,12 +363,12 @@ def _evaluate(args: argparse.Namespace, extra: Sequence[str]) -> int:
     damaged = ("gt_corrupt_skipped", "gt_unreadable", "replay_corrupt_skipped", "replay_unreadable")
     if any(m[key] for key in damaged):
         print(
-            f"evaluate: the bag is damaged: skipped {m['gt_corrupt_skipped']} corrupt and "
+            f"eval-node: the bag is damaged: skipped {m['gt_corrupt_skipped']} corrupt and "
             f"{m['gt_unreadable']} unreadable ground-truth message(s), {m['replay_corrupt_skipped']} corrupt "
             f"and {m['replay_unreadable']} unreadable camera message(s)"
             + (f" ({m['bag_read_error']})" if m["bag_read_error"] else "")
         )
-    print(f"evaluate: wrote {args.out}/metrics.json, trajectory.png, errors_over_time.png")
+    print(f"eval-node: wrote {args.out}/metrics.json, trajectory.png, errors_over_time.png")
     soak = m.get("soak")
     if soak is None:
         return 0
@@ -440,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_run(sub)
     _add_replay(sub)
-    _add_evaluate(sub)
+    _add_eval_node(sub)
     _add_bench(sub)
     return parser
 
@@ -452,6 +458,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         cut = argv.index("--ros-args")
         argv, extra = argv[:cut], argv[cut:]
     args = build_parser().parse_args(argv)
+    if args.command in DEPRECATED_COMMANDS:
+        new = DEPRECATED_COMMANDS[args.command]
+        print(
+            f"pose-regressor {args.command} is deprecated: use pose-regressor {new} (same arguments)",
+            file=sys.stderr,
+        )
+        args.command = new
     try:
         return int(args.handler(args, extra))
     except (ValueError, OSError) as exc:

@@ -1,7 +1,7 @@
 """Choices and documented ranges shared by the command-line tools, the node and the libraries.
 
 A light module (no imports): the CLI parser lists them without importing what checks them, and
-`replay`, `ros_tools`, `params` and `bundle` check the same values for their own callers.
+`replay`, `node_evaluation`, `params` and `bundle` check the same values for their own callers.
 """
 
 #: Inference backends (the node's `backend` parameter, the tools' `--backend`).
@@ -12,6 +12,6 @@ MAX_RATE = 1000.0  # an hour of recording in 3.6 s
 MAX_DURATION_S = 7 * 24 * 3600.0  # a week
 MAX_START_DELAY_S = 600.0
 MAX_MC_SAMPLES = 256  # S, Monte-Carlo samples per camera set (bundle, node parameter and tools)
-# `evaluate` fails when fewer of the camera sets the replay published are accounted for by the
+# `eval-node` fails when fewer of the camera sets the replay published are accounted for by the
 # node (poses received + sets it replaced, rejected or failed on) than this fraction.
 MIN_DELIVERY_RATIO = 0.9

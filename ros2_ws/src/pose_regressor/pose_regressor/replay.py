@@ -5,7 +5,7 @@ The stand-in for `ros2 bag play` where rosbag2 is not installed. Messages are re
 and published at their recorded pace scaled by `rate`; with `clock`, `/clock` follows the
 bag's time (for `use_sim_time`). With `log`, every published message's header stamp,
 publish time (CLOCK_MONOTONIC, ns) and loop offset are written as JSON lines, which
-`pose-regressor evaluate` uses to measure end-to-end latency and to match looped stamps back to
+`pose-regressor eval-node` uses to measure end-to-end latency and to match looped stamps back to
 the bag's ground truth. With `loop`, each pass shifts the stamps forward by the bag's length
 (plus 0.1 s) so that they never go backwards.
 

@@ -1,6 +1,6 @@
 """Soak checks for long runs of the localizer: memory growth and latency stability (ROS-free).
 
-`pose-regressor evaluate --loop --duration D` samples the node process's resident memory once a
+`pose-regressor eval-node --loop --duration D` samples the node process's resident memory once a
 second and, for every pose, its end-to-end latency. `soak_report` compares the first window after
 the warm-up with the last window of the run:
 

@@ -1,4 +1,4 @@
-"""`pose-regressor evaluate`: the node and a bag replay as separate processes over real DDS.
+"""`pose-regressor eval-node`: the node and a bag replay as separate processes over real DDS.
 
     bag --(pose-regressor replay, its own process)--> camera topics --> localizer (its own process)
         --> ~/pose_with_covariance, /diagnostics --> recorder (this process)
@@ -26,7 +26,7 @@ evaluation fails with the ratio rather than reporting accuracy on the few sets t
 The children (node and replay) get FASTRTPS_DEFAULT_PROFILES_FILE set to the package's
 `config/fastdds_large_images.xml` unless the user set one.
 
-Signals: `run_evaluation(cfg, stop)` polls `stop` (set by the command line's SIGINT/SIGTERM
+Signals: `evaluate_node(cfg, stop)` polls `stop` (set by the command line's SIGINT/SIGTERM
 handlers) in every wait, stops both children and raises `Interrupted`; no results are written
 then. metrics.json and poses.csv are written whole (temporary file, then rename), and results of
 an earlier run in `out` are removed first, so `out/metrics.json` is always this run's.
@@ -91,12 +91,12 @@ class EvaluationError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class EvaluateConfig:
+class NodeEvaluationConfig:
     bag: Path
     bundle: Path
     gt_topic: str = "/ground_truth/pose"
     rate: float = 1.0
-    out: Path = Path("out/evaluate")
+    out: Path = Path("out/eval-node")
     mc_samples: int = 0  # 0: the bundle's
     backend: str = "auto"
     camera_topics: tuple[str, ...] = ()  # default: the bundle's
@@ -422,7 +422,7 @@ def _prepare_out(out: Path) -> None:
         (out / name).unlink(missing_ok=True)
 
 
-def _check_config(cfg: EvaluateConfig) -> None:
+def _check_config(cfg: NodeEvaluationConfig) -> None:
     check_rate(cfg.rate)
     check_duration(cfg.duration_s)
     if not 0 <= cfg.mc_samples <= MAX_MC_SAMPLES:
@@ -479,7 +479,7 @@ def _run_replay(
         raise EvaluationError(f"replay failed (exit code {replay.returncode}): {last_error_line(err)}")
 
 
-def run_evaluation(cfg: EvaluateConfig, stop: StopFlag | None = None) -> dict[str, Any]:
+def evaluate_node(cfg: NodeEvaluationConfig, stop: StopFlag | None = None) -> dict[str, Any]:
     """Runs node + replay, records, and writes metrics.json and plots into `cfg.out`.
 
     Raises:
@@ -629,7 +629,7 @@ def run_evaluation(cfg: EvaluateConfig, stop: StopFlag | None = None) -> dict[st
 
         plot_evaluation(arrays, metrics, cfg.out)
     except ImportError as exc:  # matplotlib is a development dependency, not a robot one
-        print(f"evaluate: no plots ({exc})")
+        print(f"eval-node: no plots ({exc})")
     # Last: metrics.json marks a complete run.
     stop.check()
     atomic_write_text(cfg.out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
