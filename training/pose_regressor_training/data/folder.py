@@ -70,9 +70,25 @@ def write_metadata(
         "fps": float(fps),
         "splits": {k: int(v) for k, v in split_counts.items()},
         "rig": rig.to_dict(),
-        "provenance": provenance,
+        "provenance": plain_yaml_value(provenance),
     }
     _atomic_write_text(root / "dataset.yaml", yaml.safe_dump(meta, sort_keys=False))
+
+
+def plain_yaml_value(value: Any) -> Any:
+    """`value` with numpy scalars and arrays, tuples and paths turned into the plain Python
+    values YAML's safe dumper accepts (it refuses numpy numbers)."""
+    if isinstance(value, dict):
+        return {str(k): plain_yaml_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain_yaml_value(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return plain_yaml_value(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    return value
 
 
 def write_frames(root: Path, frames: list[FrameRecord]) -> None:
