@@ -37,25 +37,30 @@ class SynthCameraPoses:
     intrinsics: PinholeIntrinsics
 
 
-def render_synth(root: Path) -> SynthCameraPoses:
+def render_synth(
+    root: Path, frames: int = FRAMES, width: int = WIDTH, height: int = HEIGHT
+) -> SynthCameraPoses:
     """`pose-train synth --rig mono --frames 12 --width 64 --height 48`, as camera poses."""
     out = root / "synth"
-    rig = preset_rig("mono", WIDTH, HEIGHT)
-    cfg = SynthConfig(out=out, rig=rig, frames=FRAMES, frames_per_trajectory=4, workers=1, progress=False)
+    rig = preset_rig("mono", width, height)
+    per_trajectory = max(1, frames // 3)
+    cfg = SynthConfig(
+        out=out, rig=rig, frames=frames, frames_per_trajectory=per_trajectory, workers=1, progress=False
+    )
     render_dataset(cfg)
     camera = read_rig(out).cameras[0]
-    frames = sorted(read_frames(out), key=lambda f: f.stamp_ns)
+    records = sorted(read_frames(out), key=lambda f: f.stamp_ns)
     t_cam, q_cam = compose(
-        np.stack([f.translation for f in frames]),
-        np.stack([f.quat_xyzw for f in frames]),
+        np.stack([f.translation for f in records]),
+        np.stack([f.quat_xyzw for f in records]),
         camera.translation,
         camera.rotation_xyzw,
     )
     return SynthCameraPoses(
-        images=[image_path(out, camera.name, f.index) for f in frames],
+        images=[image_path(out, camera.name, f.index) for f in records],
         translations=t_cam,
         quats_xyzw=q_cam,
-        stamps_ns=[f.stamp_ns for f in frames],
+        stamps_ns=[f.stamp_ns for f in records],
         intrinsics=camera.intrinsics,
     )
 
