@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -60,3 +63,28 @@ def test_import_command_on_every_format(tmp_path: Path, synth: SynthCameraPoses)
         np.testing.assert_allclose(canonical_hemisphere(q), canonical_hemisphere(synth.quats_xyzw), atol=1e-9)
         assert intrinsics == intr
         assert splits.count("test") == 2 and splits.count("val") == 1  # 10 blocks, 5 and 10 test, 6 val
+
+
+def test_interrupted_import_leaves_nothing(tmp_path: Path, synth: SynthCameraPoses) -> None:
+    """Ctrl-C while images are being written: exit 130, one line, no staging folder left behind."""
+    path = write_transforms(synth, tmp_path / "ns")
+    data = json.loads(path.read_text())
+    data["frames"] = [dict(frame) for _ in range(400) for frame in data["frames"]]  # 4800 frames
+    path.write_text(json.dumps(data))
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [*TRAIN, "import", "nerfstudio", str(path), "--out", str(out), "--quiet"],
+        env=dict(os.environ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 90
+    while not list(tmp_path.glob(".out.partial-*/images/camera/000010.png")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert stderr == "pose-train import: interrupted (SIGINT)\n"
+    assert not out.exists() and not list(tmp_path.glob(".out.*"))
