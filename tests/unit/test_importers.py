@@ -311,3 +311,24 @@ def test_rig_distortion_round_trip_and_errors(tmp_path: Path) -> None:
     ]:
         with pytest.raises(RigError, match=message):
             Rig.from_dict({"cameras": [{**camera, "distortion": bad}]})
+
+
+def test_bad_options_are_one_line(
+    tmp_path: Path, synth: SynthCameraPoses, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_transforms(synth, tmp_path / "ns")
+    scale_from = ("--scale-from", "frame_000", "frame_001")
+    assert "--scale-from DISTANCE_M must be a number" in _expect_error(
+        capsys, tmp_path, "nerfstudio", path, *scale_from, "far"
+    )
+    assert "must be > 0" in _expect_error(capsys, tmp_path, "nerfstudio", path, *scale_from, "0")
+    assert "no image named 'frame_999'" in _expect_error(
+        capsys, tmp_path, "nerfstudio", path, "--scale-from", "frame_000", "frame_999", "1"
+    )
+    assert "more than the 12 frames" in _expect_error(
+        capsys, tmp_path, "nerfstudio", path, "--split-blocks", "13"
+    )
+    with pytest.raises(SystemExit) as exited:
+        _import("nerfstudio", path, "--out", tmp_path / "x", "--scale", "2", *scale_from, "1")
+    assert exited.value.code == 2
+    assert "not allowed with argument --scale" in capsys.readouterr().err

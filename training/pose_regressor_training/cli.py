@@ -395,7 +395,10 @@ def _run_import(args: argparse.Namespace) -> int:
     scale_from = None
     if args.scale_from is not None:
         name_a, name_b, distance = args.scale_from
-        scale_from = (name_a, name_b, _Within(1e6)(distance))
+        try:
+            scale_from = (name_a, name_b, _Within(1e6)(distance))
+        except argparse.ArgumentTypeError as exc:
+            raise ValueError(f"--scale-from DISTANCE_M {exc}") from None
     if args.format == "colmap":
         track = read_colmap(args.source, args.images, args.camera_id)
     elif args.format == "nerfstudio":

@@ -1,8 +1,8 @@
-"""The project's dataset folder format (written by `pose-train synth` and `pose-train from-bag`).
+"""The project's dataset folder format (written by `pose-train synth`, `from-bag` and `import`).
 
 DIR/
-  dataset.yaml          format name and version, rig (cameras, intrinsics, T_base_cam),
-                        frame rate, split counts, provenance
+  dataset.yaml          format name and version, rig (cameras, intrinsics, T_base_cam, optional
+                        lens distortion: `pose_regressor.rig`), frame rate, split counts, provenance
   frames.csv            one row per synchronized camera set:
                         index, sequence, split, stamp_ns, tx, ty, tz, qx, qy, qz, qw
                         (T_map_base: metres, unit quaternion xyzw with w >= 0)
