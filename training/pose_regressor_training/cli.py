@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import signal
 import sys
 import threading
@@ -12,6 +11,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from pose_regressor.rig import PRESETS, Rig, RigError, load_rig
+from pose_regressor_training.data.importers.command import DESCRIPTION, add_import_arguments, run_import
 from pose_regressor_training.errors import TrainingError
 from pose_regressor_training.synth.scene import SceneConfig
 from pose_regressor_training.synth.trajectory import KINDS, TrajectoryError
@@ -277,165 +277,14 @@ def _run_from_bag(args: argparse.Namespace) -> int:
     return 0
 
 
-IMPORT_FORMATS = ("colmap", "nerfstudio", "tum")
-IMPORT_MAX_BLOCKS = 100_000  # --split-blocks
-IMPORT_MAX_DT_S = 60.0  # --max-dt
-IMPORT_MAX_FPS = 1000.0  # --fps
-
-
-class _Within:
-    """An argparse type: a finite number in (0, high]."""
-
-    def __init__(self, high: float) -> None:
-        self.high = high
-
-    def __call__(self, text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-        if not 0 < value <= self.high:  # False for nan; the bound excludes inf
-            raise argparse.ArgumentTypeError(f"must be > 0 and at most {self.high:g}, got {text}")
-        return value
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
-    return value
-
-
 def _add_import(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "import",
         help="turn a COLMAP model, a transforms.json or a TUM RGB-D sequence into a dataset folder",
-        description="Import camera poses and images from another tool as a dataset folder of a one-camera "
-        "rig (the camera at base_link looking along base +x). colmap: a sparse model folder (cameras and "
-        "images, .bin or .txt; or a project folder holding sparse/0). nerfstudio: transforms.json or its "
-        "folder (instant-ngp too). tum: a folder with groundtruth.txt and rgb.txt. Frames in time/name "
-        "order are cut into --split-blocks contiguous blocks; every --test-every-th block is test, the "
-        "block after each test block val, the rest train (defaults: 10 blocks, every 5th: 70/10/20).",
+        description=DESCRIPTION,  # the command module is light: readers and writer load when it runs
     )
-    p.add_argument("format", choices=IMPORT_FORMATS, help="input format")
-    p.add_argument("source", type=Path, help="COLMAP model folder, transforms.json (or folder), TUM folder")
-    p.add_argument("--out", type=Path, required=True, help="dataset folder to create")
-    p.add_argument(
-        "--images", type=Path, help="colmap: image folder (default: an images/ folder near the model)"
-    )
-    p.add_argument("--camera-id", type=int, help="colmap: keep only the images of this camera")
-    p.add_argument(
-        "--intrinsics",
-        nargs=4,
-        type=_finite_float,
-        metavar=("FX", "FY", "CX", "CY"),
-        help="tum (required): pixels at the images' size; Freiburg: fr1 517.3 516.5 318.6 255.3, "
-        "fr2 520.9 521.0 325.1 249.7, fr3 535.4 539.2 320.1 247.6",
-    )
-    p.add_argument(
-        "--distortion",
-        nargs=5,
-        type=_finite_float,
-        metavar=("K1", "K2", "P1", "P2", "K3"),
-        help="tum: plumb_bob distortion to record (fr1 0.2624 -0.9531 -0.0054 0.0026 1.1633); not applied",
-    )
-    p.add_argument(
-        "--max-dt",
-        type=_Within(IMPORT_MAX_DT_S),
-        default=0.02,
-        help=f"tum: largest image-to-ground-truth time difference (s, at most {IMPORT_MAX_DT_S:g})",
-    )
-    scale = p.add_mutually_exclusive_group()
-    scale.add_argument("--scale", type=_Within(1e6), help="metres per unit of the input poses")
-    scale.add_argument(
-        "--scale-from",
-        nargs=3,
-        metavar=("NAME_A", "NAME_B", "DISTANCE_M"),
-        help="scale so that images NAME_A and NAME_B are DISTANCE_M metres apart "
-        "(neither option: the poses keep the input's units)",
-    )
-    p.add_argument(
-        "--split-blocks",
-        type=_positive_int,
-        default=10,
-        help=f"contiguous blocks the frames are cut into (default 10, at most {IMPORT_MAX_BLOCKS})",
-    )
-    p.add_argument("--test-every", type=_positive_int, default=5, help="every K-th block is test (default 5)")
-    p.add_argument(
-        "--val",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="the block after each test block is val (default: on)",
-    )
-    p.add_argument(
-        "--fps",
-        type=_Within(IMPORT_MAX_FPS),
-        default=30.0,
-        help="colmap, nerfstudio: frame rate of the synthetic stamps (the files have no times)",
-    )
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(handler=_run_import)
-
-
-def _run_import(args: argparse.Namespace) -> int:
-    from pose_regressor.rig import PLUMB_BOB_COEFFICIENTS, LensDistortion
-    from pose_regressor_training.data.importers.colmap import read_colmap
-    from pose_regressor_training.data.importers.nerfstudio import read_transforms
-    from pose_regressor_training.data.importers.tum import read_tum
-    from pose_regressor_training.data.importers.writer import ImportSettings, SplitPolicy, write_import
-
-    only = {"--images": ("colmap", args.images), "--camera-id": ("colmap", args.camera_id)}
-    only |= {"--intrinsics": ("tum", args.intrinsics), "--distortion": ("tum", args.distortion)}
-    for option, (fmt, value) in only.items():
-        if value is not None and args.format != fmt:
-            raise ValueError(f"{option} is for the {fmt} format only")
-    if args.split_blocks > IMPORT_MAX_BLOCKS:
-        raise ValueError(f"--split-blocks must be at most {IMPORT_MAX_BLOCKS}, got {args.split_blocks}")
-    scale_from = None
-    if args.scale_from is not None:
-        name_a, name_b, distance = args.scale_from
-        try:
-            scale_from = (name_a, name_b, _Within(1e6)(distance))
-        except argparse.ArgumentTypeError as exc:
-            raise ValueError(f"--scale-from DISTANCE_M {exc}") from None
-    if args.format == "colmap":
-        track = read_colmap(args.source, args.images, args.camera_id)
-    elif args.format == "nerfstudio":
-        track = read_transforms(args.source)
-    else:
-        if args.intrinsics is None:
-            raise ValueError("tum needs --intrinsics FX FY CX CY (see pose-train import --help)")
-        distortion = None
-        if args.distortion is not None:
-            distortion = LensDistortion.from_coefficients(
-                dict(zip(PLUMB_BOB_COEFFICIENTS, args.distortion, strict=True))
-            )
-        track = read_tum(args.source, *args.intrinsics, max_dt_s=args.max_dt, distortion=distortion)
-    settings = ImportSettings(
-        out=args.out,
-        scale=args.scale,
-        scale_from=scale_from,
-        split=SplitPolicy(args.split_blocks, args.test_every, args.val),
-        fps=args.fps,
-        overwrite=args.overwrite,
-        progress=not args.quiet,
-    )
-    summary = write_import(track, settings)
-    intr = track.intrinsics
-    print(f"dataset: {args.out}  (1 camera: camera, {intr.width}x{intr.height}, from {track.source})")
-    for note in track.notes:
-        print(f"  {note}")
-    for split, count in summary.frames_per_split.items():
-        print(f"  {split:5s} {count:6d} frames")
-    if track.distortion is not None:
-        print(f"  lens distortion recorded in dataset.yaml, not applied: {track.distortion.coefficients}")
-    if summary.metric:
-        print(f"  scale: {summary.scale:.6g} m per input unit")
-    else:
-        print("  no --scale or --scale-from: positions are in the input's own units, not metres")
-    print(f"imported {sum(summary.frames_per_split.values())} frames in {summary.seconds:.1f} s")
-    return 0
+    add_import_arguments(p)
+    p.set_defaults(handler=run_import)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -84,19 +84,19 @@ def block_splits(count: int, policy: SplitPolicy) -> list[tuple[str, int]]:
         )
     if policy.test_every == 1:
         raise ValueError("--test-every 1 makes every block a test block; nothing is left to train on")
-    block_splits_: list[str] = []
+    kinds: list[str] = []
     for block in range(policy.blocks):
         if (block + 1) % policy.test_every == 0:
-            block_splits_.append("test")
-        elif policy.val and block > 0 and block_splits_[block - 1] == "test":
-            block_splits_.append("val")
+            kinds.append("test")
+        elif policy.val and block > 0 and kinds[block - 1] == "test":
+            kinds.append("val")
         else:
-            block_splits_.append("train")
-    if "train" not in block_splits_:
+            kinds.append("train")
+    if "train" not in kinds:
         raise ValueError("the split policy leaves no training block (lower --test-every or pass --no-val)")
     bounds = np.linspace(0, count, policy.blocks + 1).round().astype(int)
     return [
-        (block_splits_[block], block)
+        (kinds[block], block)
         for block in range(policy.blocks)
         for _ in range(bounds[block], bounds[block + 1])
     ]
