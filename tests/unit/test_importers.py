@@ -264,7 +264,14 @@ def test_overwrite(tmp_path: Path, synth: SynthCameraPoses, capsys: pytest.Captu
     assert _import("nerfstudio", path, "--out", out, "--overwrite") == 0
     assert not (out / "old.txt").exists() and (out / "frames.csv").exists()
     assert _import("nerfstudio", path, "--out", tmp_path / "ns", "--overwrite") == 2
-    assert "must not contain the input images" in capsys.readouterr().err
+    assert "must not contain the input files" in capsys.readouterr().err
+    sparse = write_colmap_text(synth, tmp_path / "project")
+    assert (
+        _import("colmap", sparse, "--images", tmp_path / "project" / "images", "--out", sparse, "--overwrite")
+        == 2
+    )
+    assert f"must not contain the input files ({sparse})" in capsys.readouterr().err
+    assert (sparse / "images.txt").exists()
 
 
 def test_dataset_yaml_takes_numpy_numbers(tmp_path: Path) -> None:

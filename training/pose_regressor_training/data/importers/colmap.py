@@ -305,6 +305,10 @@ def read_colmap(path: Path, images: Path | None = None, camera_id: int | None = 
         images=[_posed_image(image, image_dir) for image in posed],
         source=f"COLMAP {kind} model {model} (images in {image_dir})",
         format="colmap",
+        inputs=(
+            model / f"cameras.{'bin' if binary else 'txt'}",
+            model / f"images.{'bin' if binary else 'txt'}",
+        ),
     )
 
 

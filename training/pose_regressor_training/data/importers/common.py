@@ -45,6 +45,7 @@ class CameraTrack:
     source: str  # e.g. "COLMAP binary model /data/sparse/0"
     format: str  # colmap, nerfstudio or tum
     notes: tuple[str, ...] = ()  # what the reader left out, one line each
+    inputs: tuple[Path, ...] = ()  # the pose files read (an output folder must not hold them)
 
 
 def read_text(path: Path, what: str) -> str:

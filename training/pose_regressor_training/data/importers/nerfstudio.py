@@ -171,4 +171,5 @@ def read_transforms(path: Path) -> CameraTrack:
     if not images:
         raise ImportFormatError(f"{json_path} has no frames")
     intrinsics, distortion = next(iter(cameras))
-    return CameraTrack(intrinsics, distortion, images, f"transforms file {json_path}", "nerfstudio")
+    source = f"transforms file {json_path}"
+    return CameraTrack(intrinsics, distortion, images, source, "nerfstudio", inputs=(json_path,))

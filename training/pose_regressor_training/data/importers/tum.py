@@ -120,7 +120,8 @@ def read_tum(
         raise ImportFormatError(f"image {first} cannot be read (for the image size)")
     where = "--intrinsics"
     intrinsics = check_intrinsics(PinholeIntrinsics(bgr.shape[1], bgr.shape[0], fx, fy, cx, cy), where)
-    return CameraTrack(intrinsics, distortion, images, f"TUM sequence {folder}", "tum", tuple(notes))
+    inputs = (folder / GROUNDTRUTH_FILE, folder / IMAGES_FILE)
+    return CameraTrack(intrinsics, distortion, images, f"TUM sequence {folder}", "tum", tuple(notes), inputs)
 
 
 def _nearest(sorted_stamps: np.ndarray, stamp: int) -> int:

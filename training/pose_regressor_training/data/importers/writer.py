@@ -148,9 +148,11 @@ def metric_scale(images: list[PosedImage], settings: ImportSettings) -> float:
 
 def _check_output(out: Path, track: CameraTrack, overwrite: bool) -> None:
     resolved = out.resolve()
-    for folder in {image.path.parent.resolve() for image in track.images}:
+    folders = {image.path.parent.resolve() for image in track.images}
+    folders |= {path.parent.resolve() for path in track.inputs}
+    for folder in sorted(folders):
         if resolved == folder or resolved in folder.parents:
-            raise ValueError(f"the output folder {out} must not contain the input images ({folder})")
+            raise ValueError(f"the output folder {out} must not contain the input files ({folder})")
     if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out} exists and is not empty; use --overwrite to replace it")
 
