@@ -97,7 +97,9 @@ def add_import_arguments(p: argparse.ArgumentParser) -> None:
         help=f"tum: largest image-to-ground-truth time difference (s, default 0.02, at most {MAX_DT_S:g})",
     )
     scale = p.add_mutually_exclusive_group()
-    scale.add_argument("--scale", type=_Within(MAX_SCALE), help="metres per unit of the input poses")
+    scale.add_argument(
+        "--scale", type=_Within(MAX_SCALE), metavar="S", help="metres per unit of the input poses"
+    )
     scale.add_argument(
         "--scale-from",
         nargs=3,
@@ -109,10 +111,15 @@ def add_import_arguments(p: argparse.ArgumentParser) -> None:
         "--split-blocks",
         type=_Count(MAX_BLOCKS),
         default=10,
+        metavar="N",
         help=f"contiguous blocks the frames are cut into (default 10, at most {MAX_BLOCKS})",
     )
     p.add_argument(
-        "--test-every", type=_Count(MAX_BLOCKS), default=5, help="every K-th block is test (default 5)"
+        "--test-every",
+        type=_Count(MAX_BLOCKS),
+        default=5,
+        metavar="K",
+        help="every K-th block is test (default 5)",
     )
     p.add_argument(
         "--val",
