@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from pose_regressor.rig import PRESETS, Rig, RigError, load_rig
+from pose_regressor_training.data.importers.command import DESCRIPTION, add_import_arguments, run_import
 from pose_regressor_training.errors import TrainingError
 from pose_regressor_training.synth.scene import SceneConfig
 from pose_regressor_training.synth.trajectory import KINDS, TrajectoryError
@@ -266,12 +267,23 @@ def _run_from_bag(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_import(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "import",
+        help="turn a COLMAP model, a transforms.json or a TUM RGB-D sequence into a dataset folder",
+        description=DESCRIPTION,  # the command module is light: readers and writer load when it runs
+    )
+    add_import_arguments(p)
+    p.set_defaults(handler=run_import)
+
+
 def build_parser() -> argparse.ArgumentParser:
     # Typed as the base class: the subcommand parsers are made of the parser's own class at run time.
     parser: argparse.ArgumentParser = OneLineParser(prog="pose-train", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_synth(sub)
     _add_from_bag(sub)
+    _add_import(sub)
     add_fit(sub)
     add_eval(sub)
     add_export(sub)

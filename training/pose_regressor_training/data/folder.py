@@ -1,8 +1,8 @@
-"""The project's dataset folder format (written by `pose-train synth` and `pose-train from-bag`).
+"""The project's dataset folder format (written by `pose-train synth`, `from-bag` and `import`).
 
 DIR/
-  dataset.yaml          format name and version, rig (cameras, intrinsics, T_base_cam),
-                        frame rate, split counts, provenance
+  dataset.yaml          format name and version, rig (cameras, intrinsics, T_base_cam, optional
+                        lens distortion: `pose_regressor.rig`), frame rate, split counts, provenance
   frames.csv            one row per synchronized camera set:
                         index, sequence, split, stamp_ns, tx, ty, tz, qx, qy, qz, qw
                         (T_map_base: metres, unit quaternion xyzw with w >= 0)
@@ -70,9 +70,25 @@ def write_metadata(
         "fps": float(fps),
         "splits": {k: int(v) for k, v in split_counts.items()},
         "rig": rig.to_dict(),
-        "provenance": provenance,
+        "provenance": plain_yaml_value(provenance),
     }
     atomic_write_text(root / "dataset.yaml", yaml.safe_dump(meta, sort_keys=False))
+
+
+def plain_yaml_value(value: Any) -> Any:
+    """`value` with numpy scalars and arrays, tuples and paths turned into the plain Python
+    values YAML's safe dumper accepts (it refuses numpy numbers)."""
+    if isinstance(value, dict):
+        return {str(k): plain_yaml_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain_yaml_value(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return plain_yaml_value(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    return value
 
 
 def write_frames(root: Path, frames: list[FrameRecord]) -> None:

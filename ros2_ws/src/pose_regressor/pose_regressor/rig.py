@@ -14,6 +14,13 @@ A rig YAML looks like::
         translation: [0.1, 0.0, 0.0]          # T_base_cam, metres
         rotation_xyzw: [-0.5, 0.5, -0.5, 0.5] # T_base_cam, optical -> base
         # or instead of rotation_xyzw: yaw_deg: 0 (a forward-looking camera yawed about base z)
+        distortion:           # optional, recorded as calibrated; images are not undistorted
+          model: plumb_bob    # OpenCV's radial-tangential model (CameraInfo's D order)
+          k1: -0.02
+          k2: 0.0
+          p1: 0.0
+          p2: 0.0
+          k3: 0.0
 """
 
 from __future__ import annotations
@@ -37,6 +44,8 @@ FloatArray = NDArray[np.float64]
 R_BASE_OPTICAL_FORWARD = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
 
 PRESETS = ("mono", "stereo", "quad")
+DISTORTION_MODELS = ("plumb_bob",)
+PLUMB_BOB_COEFFICIENTS = ("k1", "k2", "p1", "p2", "k3")  # the order of sensor_msgs/CameraInfo's D
 
 
 class RigError(ValueError):
@@ -85,13 +94,63 @@ class PinholeIntrinsics:
 
 
 @dataclass(frozen=True)
+class LensDistortion:
+    """A camera's lens distortion as calibrated, OpenCV's plumb_bob model (radial k1, k2, k3;
+    tangential p1, p2). Recorded, not applied: images stay as captured and a model learns the lens."""
+
+    k1: float = 0.0
+    k2: float = 0.0
+    p1: float = 0.0
+    p2: float = 0.0
+    k3: float = 0.0
+    model: str = "plumb_bob"
+
+    @property
+    def coefficients(self) -> tuple[float, ...]:
+        """(k1, k2, p1, p2, k3): CameraInfo's D for `distortion_model: plumb_bob`."""
+        return (self.k1, self.k2, self.p1, self.p2, self.k3)
+
+    @classmethod
+    def from_coefficients(cls, values: dict[str, float]) -> LensDistortion:
+        """From k1, k2, p1, p2, k3 by name; a missing one is 0."""
+        k1, k2, p1, p2, k3 = (float(values.get(key, 0.0)) for key in PLUMB_BOB_COEFFICIENTS)
+        return cls(k1=k1, k2=k2, p1=p1, p2=p2, k3=k3)
+
+    def to_dict(self) -> dict[str, Any]:
+        values = zip(PLUMB_BOB_COEFFICIENTS, self.coefficients, strict=True)
+        return {"model": self.model, **{k: float(v) for k, v in values}}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> LensDistortion:
+        """RigError saying what is wrong (the caller adds where)."""
+        if not isinstance(data, dict):
+            raise RigError("distortion must be a mapping with model and coefficients")
+        model = data.get("model", "plumb_bob")
+        if model not in DISTORTION_MODELS:
+            raise RigError(f"distortion model must be one of {', '.join(DISTORTION_MODELS)}, got {model!r}")
+        unknown = sorted(str(k) for k in data if k != "model" and k not in PLUMB_BOB_COEFFICIENTS)
+        if unknown:
+            known = ", ".join(PLUMB_BOB_COEFFICIENTS)
+            raise RigError(f"unknown distortion key(s) {', '.join(unknown)} (plumb_bob has {known})")
+        values: dict[str, float] = {}
+        for key in PLUMB_BOB_COEFFICIENTS:
+            raw = data.get(key, 0.0)
+            if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
+                raise RigError(f"distortion {key} must be a finite number, got {raw!r}")
+            values[key] = float(raw)
+        return cls.from_coefficients(values)
+
+
+@dataclass(frozen=True)
 class RigCamera:
-    """One camera: its name (topic `/<name>/image_raw`), intrinsics and `T_base_cam`."""
+    """One camera: its name (topic `/<name>/image_raw`), intrinsics, `T_base_cam` and, where
+    known, its lens distortion (None: not recorded)."""
 
     name: str
     intrinsics: PinholeIntrinsics
     translation: FloatArray = field(default_factory=lambda: np.zeros(3))
     rotation_xyzw: FloatArray = field(default_factory=lambda: np.array([0.0, 0.0, 0.0, 1.0]))
+    distortion: LensDistortion | None = None
 
     @property
     def optical_frame(self) -> str:
@@ -127,22 +186,8 @@ class Rig:
         return [c.name for c in self.cameras]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "cameras": [
-                {
-                    "name": c.name,
-                    "width": c.intrinsics.width,
-                    "height": c.intrinsics.height,
-                    "fx": c.intrinsics.fx,
-                    "fy": c.intrinsics.fy,
-                    "cx": c.intrinsics.cx,
-                    "cy": c.intrinsics.cy,
-                    "translation": [float(x) for x in c.translation],
-                    "rotation_xyzw": [float(x) for x in c.rotation_xyzw],
-                }
-                for c in self.cameras
-            ]
-        }
+        """Plain Python numbers only (YAML's safe dumper refuses numpy scalars)."""
+        return {"cameras": [_camera_to_dict(c) for c in self.cameras]}
 
     @classmethod
     def from_dict(cls, data: Any, *, default_size: tuple[int, int] | None = None) -> Rig:
@@ -203,6 +248,23 @@ def load_rig(spec: str, width: int = 160, height: int = 120) -> Rig:
     return Rig.from_yaml(spec, default_size=(width, height))
 
 
+def _camera_to_dict(c: RigCamera) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "name": c.name,
+        "width": int(c.intrinsics.width),
+        "height": int(c.intrinsics.height),
+        "fx": float(c.intrinsics.fx),
+        "fy": float(c.intrinsics.fy),
+        "cx": float(c.intrinsics.cx),
+        "cy": float(c.intrinsics.cy),
+        "translation": [float(x) for x in c.translation],
+        "rotation_xyzw": [float(x) for x in c.rotation_xyzw],
+    }
+    if c.distortion is not None:  # written only when known: rigs without one read as before
+        data["distortion"] = c.distortion.to_dict()
+    return data
+
+
 def _camera_from_dict(index: int, data: Any, default_size: tuple[int, int] | None) -> RigCamera:
     where = f"cameras[{index}]"
     if not isinstance(data, dict):
@@ -243,4 +305,10 @@ def _camera_from_dict(index: int, data: Any, default_size: tuple[int, int] | Non
         quat = quat if quat[3] >= 0 else -quat
     else:
         quat = forward_camera_rotation(math.radians(float(data.get("yaw_deg", 0.0))))
-    return RigCamera(name, intr, translation, quat)
+    distortion = None
+    if data.get("distortion") is not None:
+        try:
+            distortion = LensDistortion.from_dict(data["distortion"])
+        except RigError as exc:
+            raise RigError(f"{where} ({name}): {exc}") from None
+    return RigCamera(name, intr, translation, quat, distortion)

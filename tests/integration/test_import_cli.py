@@ -1,0 +1,90 @@
+"""`pose-train import` as the real command (its own process) on each input format (issue 16, item 4)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pose_regressor.pose import canonical_hemisphere
+from tests.unit.importer_fixtures import (
+    SynthCameraPoses,
+    imported_camera_poses,
+    render_synth,
+    write_colmap_binary,
+    write_colmap_text,
+    write_transforms,
+    write_tum,
+)
+
+TRAIN = [sys.executable, "-m", "pose_regressor_training.cli"]
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory: pytest.TempPathFactory) -> SynthCameraPoses:
+    return render_synth(tmp_path_factory.mktemp("synth"))
+
+
+def test_import_command_on_every_format(tmp_path: Path, synth: SynthCameraPoses) -> None:
+    intr = synth.intrinsics
+    write_colmap_text(synth, tmp_path / "colmap_text")
+    write_colmap_binary(synth, tmp_path / "colmap_bin")
+    write_transforms(synth, tmp_path / "ns")
+    write_tum(synth, tmp_path / "tum")
+    cases = {
+        "colmap_text": ["colmap", tmp_path / "colmap_text"],
+        "colmap_bin": ["colmap", tmp_path / "colmap_bin" / "sparse" / "0"],
+        "nerfstudio": ["nerfstudio", tmp_path / "ns" / "transforms.json"],
+        "tum": ["tum", tmp_path / "tum", "--intrinsics", intr.fx, intr.fy, intr.cx, intr.cy],
+    }
+    procs = {
+        name: subprocess.Popen(
+            [*TRAIN, "import", *map(str, args), "--out", str(tmp_path / f"out_{name}"), "--scale", "2"],
+            env=dict(os.environ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name, args in cases.items()
+    }
+    for name, proc in procs.items():
+        stdout, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 0, (name, stderr)
+        assert "imported 12 frames" in stdout and "scale: 2 m per input unit" in stdout, stdout
+        t, q, splits, intrinsics = imported_camera_poses(tmp_path / f"out_{name}")
+        np.testing.assert_allclose(t, 2 * synth.translations, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(canonical_hemisphere(q), canonical_hemisphere(synth.quats_xyzw), atol=1e-9)
+        assert intrinsics == intr
+        assert splits.count("test") == 2 and splits.count("val") == 1  # 10 blocks, 5 and 10 test, 6 val
+
+
+def test_interrupted_import_leaves_nothing(tmp_path: Path, synth: SynthCameraPoses) -> None:
+    """Ctrl-C while images are being written: exit 130, one line, no staging folder left behind."""
+    path = write_transforms(synth, tmp_path / "ns")
+    data = json.loads(path.read_text())
+    data["frames"] = [dict(frame) for _ in range(400) for frame in data["frames"]]  # 4800 frames
+    path.write_text(json.dumps(data))
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [*TRAIN, "import", "nerfstudio", str(path), "--out", str(out), "--quiet"],
+        env=dict(os.environ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 90
+    while not list(tmp_path.glob(".out.partial-*/images/camera/000010.png")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert stderr == "pose-train import: interrupted (SIGINT)\n"
+    assert not out.exists() and not list(tmp_path.glob(".out.*"))

@@ -1,0 +1,341 @@
+"""`pose-train import` (issue 16, item 4): COLMAP, nerfstudio and TUM files written from synthetic
+renders are imported and their camera poses compared exactly after the round trip."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from pose_regressor.pose import canonical_hemisphere
+from pose_regressor.rig import LensDistortion, PinholeIntrinsics, Rig, RigCamera, RigError
+from pose_regressor_training.cli import main
+from pose_regressor_training.data.folder import load_folder, read_metadata, read_rig, write_metadata
+from pose_regressor_training.data.importers.writer import SplitPolicy, block_splits
+from tests.unit.importer_fixtures import (
+    COLMAP_OPENCV_PARAMS,
+    SynthCameraPoses,
+    imported_camera_poses,
+    render_synth,
+    write_colmap_binary,
+    write_colmap_text,
+    write_transforms,
+    write_tum,
+)
+
+ATOL = 1e-9
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory: pytest.TempPathFactory) -> SynthCameraPoses:
+    return render_synth(tmp_path_factory.mktemp("synth"))
+
+
+def _import(*args: str | Path) -> int:
+    return main(["import", *(str(a) for a in args), "--quiet"])
+
+
+def _assert_same_poses(out: Path, synth: SynthCameraPoses, scale: float = 1.0) -> list[str]:
+    t, q, splits, _ = imported_camera_poses(out)
+    np.testing.assert_allclose(t, synth.translations * scale, rtol=0, atol=ATOL)
+    np.testing.assert_allclose(
+        canonical_hemisphere(q), canonical_hemisphere(synth.quats_xyzw), rtol=0, atol=ATOL
+    )
+    return splits
+
+
+def _assert_same_images(out: Path, sources: list[Path]) -> None:
+    """The written PNGs hold exactly the decoded source images (JPEG ones included), in time order."""
+    for index, source in enumerate(sources):
+        written = cv2.imread(str(out / "images" / "camera" / f"{index:06d}.png"))
+        expected = cv2.imread(str(source))
+        assert written is not None and np.array_equal(written, expected)
+
+
+def _assert_base_looks_along_optical_axis(out: Path) -> None:
+    """The convention of the benchmark loaders: base +x is the optical axis, base z is image up."""
+    camera = read_rig(out).cameras[0]
+    np.testing.assert_allclose(camera.translation, 0.0, atol=0)
+    np.testing.assert_allclose(camera.rotation_matrix() @ [0, 0, 1], [1, 0, 0], atol=1e-12)
+    np.testing.assert_allclose(camera.rotation_matrix() @ [0, -1, 0], [0, 0, 1], atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["text", "binary"])
+def test_colmap_round_trip(tmp_path: Path, synth: SynthCameraPoses, kind: str) -> None:
+    project = tmp_path / "project"
+    (write_colmap_text if kind == "text" else write_colmap_binary)(synth, project)
+    out = tmp_path / "data"
+    assert _import("colmap", project, "--out", out, "--split-blocks", "4", "--test-every", "2") == 0
+    splits = _assert_same_poses(out, synth)
+    assert splits == ["train"] * 3 + ["test"] * 3 + ["val"] * 3 + ["test"] * 3
+    _, _, _, intrinsics = imported_camera_poses(out)
+    assert intrinsics == synth.intrinsics
+    assert read_rig(out).cameras[0].distortion is None
+    _assert_same_images(out, synth.images)
+    _assert_base_looks_along_optical_axis(out)
+    frames = load_folder(out, "train")
+    assert len(frames) == 3 and frames.rig.names == ["camera"]
+    assert not list(tmp_path.glob(".data.partial-*"))
+
+
+def test_colmap_opencv_model_records_distortion(tmp_path: Path, synth: SynthCameraPoses) -> None:
+    sparse = write_colmap_text(synth, tmp_path / "project", model="OPENCV")
+    out = tmp_path / "data"
+    assert _import("colmap", sparse, "--images", tmp_path / "project" / "images", "--out", out) == 0
+    _assert_same_poses(out, synth)
+    camera = read_rig(out).cameras[0]
+    fx, fy, cx, cy, k1, k2, p1, p2 = COLMAP_OPENCV_PARAMS
+    assert camera.intrinsics == PinholeIntrinsics(64, 48, fx, fy, cx, cy)
+    assert camera.distortion == LensDistortion(k1=k1, k2=k2, p1=p1, p2=p2)
+    written = read_metadata(out)["rig"]["cameras"][0]["distortion"]
+    assert written == {"model": "plumb_bob", "k1": k1, "k2": k2, "p1": p1, "p2": p2, "k3": 0.0}
+
+
+def test_colmap_simple_pinhole(tmp_path: Path, synth: SynthCameraPoses) -> None:
+    write_colmap_text(synth, tmp_path / "project", model="SIMPLE_PINHOLE")
+    out = tmp_path / "data"
+    assert _import("colmap", tmp_path / "project", "--out", out) == 0
+    assert imported_camera_poses(out)[3] == synth.intrinsics  # fx == fy in the synthetic rig
+
+
+@pytest.mark.parametrize("per_frame", [False, True])
+def test_nerfstudio_round_trip_with_jpeg_images(
+    tmp_path: Path, synth: SynthCameraPoses, per_frame: bool
+) -> None:
+    path = write_transforms(synth, tmp_path / "ns", per_frame_intrinsics=per_frame)
+    out = tmp_path / "data"
+    assert _import("nerfstudio", path, "--out", out, "--no-val") == 0
+    splits = _assert_same_poses(out, synth)
+    assert splits.count("val") == 0 and splits.count("test") == 2  # 10 blocks of 1-2 frames, 5 and 10 test
+    assert imported_camera_poses(out)[3] == synth.intrinsics
+    _assert_same_images(out, sorted((tmp_path / "ns" / "images").glob("*.jpg")))
+    _assert_base_looks_along_optical_axis(out)
+
+
+def test_tum_round_trip(tmp_path: Path, synth: SynthCameraPoses, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = write_tum(synth, tmp_path / "tum")
+    out = tmp_path / "data"
+    intr = synth.intrinsics
+    code = _import("tum", folder, "--out", out, "--intrinsics", intr.fx, intr.fy, intr.cx, intr.cy)
+    assert code == 0
+    assert "1 of 13 images have no ground truth within 0.02 s" in capsys.readouterr().out
+    _assert_same_poses(out, synth)
+    assert imported_camera_poses(out)[3] == synth.intrinsics
+    stamps = [f.stamp_ns for f in load_folder(out).frames]
+    assert stamps == [s + 5_000_000 for s in synth.stamps_ns]  # the images' own stamps
+    _assert_same_images(out, synth.images)
+
+
+def test_scale_from_two_named_frames(tmp_path: Path, synth: SynthCameraPoses) -> None:
+    write_colmap_binary(synth, tmp_path / "project")
+    out = tmp_path / "data"
+    code = _import(
+        "colmap", tmp_path / "project", "--out", out, "--scale-from", "frame_000.png", "frame_011.png", "2.5"
+    )
+    assert code == 0
+    t, _, _, _ = imported_camera_poses(out)
+    assert abs(float(np.linalg.norm(t[11] - t[0])) - 2.5) < 1e-12
+    scale = 2.5 / float(np.linalg.norm(synth.translations[11] - synth.translations[0]))
+    _assert_same_poses(out, synth, scale)
+    assert read_metadata(out)["provenance"]["units"] == "metres"
+
+
+def test_scale_option_and_units_without_one(
+    tmp_path: Path, synth: SynthCameraPoses, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_transforms(synth, tmp_path / "ns")
+    assert _import("nerfstudio", path, "--out", tmp_path / "a", "--scale", "0.25") == 0
+    _assert_same_poses(tmp_path / "a", synth, 0.25)
+    assert _import("nerfstudio", path, "--out", tmp_path / "b") == 0
+    assert "positions are in the input's own units, not metres" in capsys.readouterr().out
+    assert read_metadata(tmp_path / "b")["provenance"]["units"].startswith("the source's own units")
+
+
+@pytest.mark.parametrize(
+    ("count", "policy", "expected"),
+    [
+        (10, SplitPolicy(10, 5, True), "TTTTsvTTTs"),
+        (10, SplitPolicy(10, 5, False), "TTTTsTTTTs"),
+        (7, SplitPolicy(3, 2, True), "TTsssvv"),  # blocks of 2, 3, 2 frames
+        (20, SplitPolicy(4, 3, True), "TTTTTTTTTTsssssvvvvv"),
+    ],
+)
+def test_block_splits_are_contiguous_blocks(count: int, policy: SplitPolicy, expected: str) -> None:
+    letters = {"train": "T", "val": "v", "test": "s"}
+    assert "".join(letters[split] for split, _ in block_splits(count, policy)) == expected
+
+
+@pytest.mark.parametrize(
+    ("count", "policy", "message"),
+    [
+        (5, SplitPolicy(6, 2, True), "more than the 5 frames"),
+        (10, SplitPolicy(4, 5, True), "leaves no test block"),
+        (10, SplitPolicy(4, 1, True), "nothing is left to train on"),
+        (10, SplitPolicy(2, 2, True), None),
+    ],
+)
+def test_block_split_errors(count: int, policy: SplitPolicy, message: str | None) -> None:
+    if message is None:
+        assert [s for s, _ in block_splits(count, policy)] == ["train"] * 5 + ["test"] * 5
+        return
+    with pytest.raises(ValueError, match=message):
+        block_splits(count, policy)
+
+
+def _expect_error(capsys: pytest.CaptureFixture[str], tmp_path: Path, *args: str | Path) -> str:
+    out = tmp_path / "data"
+    assert _import(*args, "--out", out) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("pose-train import: error: "), err
+    assert not out.exists() and not list(tmp_path.glob(".data.*"))
+    return err
+
+
+def test_bad_colmap_input_is_one_line(
+    tmp_path: Path, synth: SynthCameraPoses, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert "does not exist" in _expect_error(capsys, tmp_path, "colmap", tmp_path / "nowhere")
+    sparse = write_colmap_text(synth, tmp_path / "project")
+    images_txt = sparse / "images.txt"
+    good = images_txt.read_text()
+    lines = good.splitlines()
+    lines[2] = lines[2].replace(" 7 frame_011", " 7.5 frame_011")
+    images_txt.write_text("\n".join(lines) + "\n")
+    assert f"{images_txt}:3: IMAGE_ID and CAMERA_ID must be integers" in _expect_error(
+        capsys, tmp_path, "colmap", sparse
+    )
+    images_txt.write_text(good)
+    cameras_txt = sparse / "cameras.txt"
+    cameras_txt.write_text("7 PINHOLE_PLUS 64 48 1 2 3 4\n")
+    assert f"{cameras_txt}:1: unknown camera model 'PINHOLE_PLUS'" in _expect_error(
+        capsys, tmp_path, "colmap", sparse
+    )
+    cameras_txt.write_text("7 OPENCV_FISHEYE 64 48 30 30 32 24 0 0 0 0\n")
+    assert "has model OPENCV_FISHEYE; supported: " in _expect_error(capsys, tmp_path, "colmap", sparse)
+    cameras_txt.write_text("7 PINHOLE 64 48 32 32 32 24\n")
+    (tmp_path / "project" / "images" / "frame_004.png").write_bytes(b"not a png")
+    assert "frame_004.png cannot be read as an image" in _expect_error(capsys, tmp_path, "colmap", sparse)
+    (tmp_path / "project" / "images" / "frame_004.png").unlink()
+    assert "frame_004.png does not exist" in _expect_error(capsys, tmp_path, "colmap", sparse)
+    images_txt.write_text("# no images\n")
+    assert "has no registered image" in _expect_error(capsys, tmp_path, "colmap", sparse)
+
+
+def test_bad_binary_and_other_formats_are_one_line(
+    tmp_path: Path, synth: SynthCameraPoses, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sparse = write_colmap_binary(synth, tmp_path / "project")
+    images_bin = sparse / "images.bin"
+    images_bin.write_bytes(images_bin.read_bytes()[:-30])
+    assert "images.bin is truncated" in _expect_error(capsys, tmp_path, "colmap", sparse)
+    (sparse / "cameras.bin").write_bytes(struct.pack("<QiiQQ4d", 1, 3, 99, 64, 48, 32, 32, 32, 24))
+    assert "unknown camera model id 99" in _expect_error(capsys, tmp_path, "colmap", sparse)
+
+    path = write_transforms(synth, tmp_path / "ns")
+    path.write_text(path.read_text()[:-5])
+    assert "transforms.json:" in _expect_error(capsys, tmp_path, "nerfstudio", path)
+
+    folder = write_tum(synth, tmp_path / "tum")
+    intrinsics = ("--intrinsics", "32", "32", "32", "24")
+    assert "tum needs --intrinsics" in _expect_error(capsys, tmp_path, "tum", folder)
+    gt = folder / "groundtruth.txt"
+    gt.write_text(gt.read_text() + "1.0 2.0 3.0\n")
+    assert f"{gt}:15: expected 'timestamp tx ty tz qx qy qz qw'" in _expect_error(
+        capsys, tmp_path, "tum", folder, *intrinsics
+    )
+    gt.write_text("0.0 0 0 0 0 0 0 1\n")
+    assert "no image of" in _expect_error(capsys, tmp_path, "tum", folder, *intrinsics)
+    assert "--images is for the colmap format only" in _expect_error(
+        capsys, tmp_path, "tum", folder, "--images", folder
+    )
+
+
+def test_overwrite(tmp_path: Path, synth: SynthCameraPoses, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_transforms(synth, tmp_path / "ns")
+    out = tmp_path / "data"
+    out.mkdir()
+    (out / "old.txt").write_text("x")
+    assert _import("nerfstudio", path, "--out", out) == 2
+    assert "use --overwrite" in capsys.readouterr().err and (out / "old.txt").exists()
+    assert _import("nerfstudio", path, "--out", out, "--overwrite") == 0
+    assert not (out / "old.txt").exists() and (out / "frames.csv").exists()
+    assert _import("nerfstudio", path, "--out", tmp_path / "ns", "--overwrite") == 2
+    assert "must not contain the input files" in capsys.readouterr().err
+    sparse = write_colmap_text(synth, tmp_path / "project")
+    assert (
+        _import("colmap", sparse, "--images", tmp_path / "project" / "images", "--out", sparse, "--overwrite")
+        == 2
+    )
+    assert f"must not contain the input files ({sparse})" in capsys.readouterr().err
+    assert (sparse / "images.txt").exists()
+
+
+def test_dataset_yaml_takes_numpy_numbers(tmp_path: Path) -> None:
+    """Issue 16: numpy numbers in the rig or the provenance crashed the YAML writer."""
+    intr = PinholeIntrinsics(
+        np.int64(64), np.int64(48), np.float64(30.5), np.float32(31.0), np.float64(32), np.float64(24)
+    )  # type: ignore[arg-type]
+    rig = Rig(
+        (
+            RigCamera(
+                "cam", intr, np.zeros(3), np.array([0.0, 0.0, 0.0, 1.0]), LensDistortion(k1=np.float64(0.1))
+            ),
+        )
+    )  # type: ignore[arg-type]
+    provenance = {
+        "scale": np.float64(2.0),
+        "count": np.int32(3),
+        "shape": np.arange(3),
+        "pair": (np.float32(0.5), Path("/x")),
+    }
+    write_metadata(tmp_path, rig, np.float64(10.0), {"train": np.int64(3)}, provenance)  # type: ignore[arg-type, dict-item]
+    meta = read_metadata(tmp_path)
+    assert meta["provenance"] == {"scale": 2.0, "count": 3, "shape": [0, 1, 2], "pair": [0.5, "/x"]}
+    camera = read_rig(tmp_path).cameras[0]
+    assert camera.intrinsics == PinholeIntrinsics(64, 48, 30.5, 31.0, 32.0, 24.0)
+    assert camera.distortion == LensDistortion(k1=0.1)
+
+
+def test_rig_distortion_round_trip_and_errors(tmp_path: Path) -> None:
+    camera = {"name": "c", "width": 64, "height": 48, "fx": 30, "fy": 30}
+    assert "distortion" not in Rig.from_dict({"cameras": [camera]}).to_dict()["cameras"][0]
+    rig = Rig.from_dict(
+        {"cameras": [{**camera, "distortion": {"model": "plumb_bob", "k1": -0.1, "p2": 0.01}}]}
+    )
+    assert rig.cameras[0].distortion == LensDistortion(k1=-0.1, p2=0.01)
+    assert rig.cameras[0].distortion.coefficients == (-0.1, 0.0, 0.0, 0.01, 0.0)
+    again = Rig.from_dict(yaml.safe_load(yaml.safe_dump(rig.to_dict()))).cameras[0]
+    assert again.distortion == rig.cameras[0].distortion
+    for bad, message in [
+        ({"model": "fisheye"}, "distortion model must be one of plumb_bob"),
+        ({"k4": 0.1}, "unknown distortion key"),
+        ({"k1": "x"}, "distortion k1 must be a finite number"),
+        ([0.1], "must be a mapping"),
+    ]:
+        with pytest.raises(RigError, match=message):
+            Rig.from_dict({"cameras": [{**camera, "distortion": bad}]})
+
+
+def test_bad_options_are_one_line(
+    tmp_path: Path, synth: SynthCameraPoses, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_transforms(synth, tmp_path / "ns")
+    scale_from = ("--scale-from", "frame_000", "frame_001")
+    assert "--scale-from DISTANCE_M must be a number" in _expect_error(
+        capsys, tmp_path, "nerfstudio", path, *scale_from, "far"
+    )
+    assert "must be > 0" in _expect_error(capsys, tmp_path, "nerfstudio", path, *scale_from, "0")
+    assert "no image named 'frame_999'" in _expect_error(
+        capsys, tmp_path, "nerfstudio", path, "--scale-from", "frame_000", "frame_999", "1"
+    )
+    assert "more than the 12 frames" in _expect_error(
+        capsys, tmp_path, "nerfstudio", path, "--split-blocks", "13"
+    )
+    with pytest.raises(SystemExit) as exited:
+        _import("nerfstudio", path, "--out", tmp_path / "x", "--scale", "2", *scale_from, "1")
+    assert exited.value.code == 2
+    assert "not allowed with argument --scale" in capsys.readouterr().err

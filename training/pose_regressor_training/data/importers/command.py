@@ -1,0 +1,201 @@
+"""The `pose-train import` arguments and handler (registered by `pose_regressor_training.cli`).
+
+Building the parser imports nothing heavy; the readers and the writer (torch, through
+`data/sources.py`) load when the command runs. Every bound is checked before anything is read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+FORMATS = ("colmap", "nerfstudio", "tum")
+MAX_BLOCKS = 100_000  # --split-blocks
+MAX_DT_S = 60.0  # --max-dt
+MAX_FPS = 1000.0  # --fps
+MAX_SCALE = 1e6  # --scale, and the metres of --scale-from
+DESCRIPTION = (
+    "Import camera poses and images from another tool as a dataset folder of a one-camera rig (the "
+    "camera at base_link looking along base +x). colmap: a sparse model folder (cameras and images, .bin "
+    "or .txt; or a project folder holding sparse/0). nerfstudio: transforms.json or its folder "
+    "(instant-ngp too). tum: a folder with groundtruth.txt and rgb.txt. Frames in time/name order are cut "
+    "into --split-blocks contiguous blocks; every --test-every-th block is test, the block after each "
+    "test block val, the rest train (defaults: 10 blocks, every 5th: 70/10/20)."
+)
+
+
+class _Within:
+    """An argparse type: a number in (0, high]."""
+
+    def __init__(self, high: float) -> None:
+        self.high = high
+
+    def __call__(self, text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+        if not 0 < value <= self.high:  # False for nan; the bound excludes inf
+            raise argparse.ArgumentTypeError(f"must be > 0 and at most {self.high:g}, got {text}")
+        return value
+
+
+class _Count:
+    """An argparse type: an integer in [1, high]."""
+
+    def __init__(self, high: int) -> None:
+        self.high = high
+
+    def __call__(self, text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+        if not 1 <= value <= self.high:
+            raise argparse.ArgumentTypeError(f"must be from 1 to {self.high}, got {text}")
+        return value
+
+
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+def add_import_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("format", choices=FORMATS, help="input format")
+    p.add_argument("source", type=Path, help="COLMAP model folder, transforms.json (or folder), TUM folder")
+    p.add_argument("--out", type=Path, required=True, help="dataset folder to create")
+    p.add_argument(
+        "--images", type=Path, help="colmap: image folder (default: an images/ folder near the model)"
+    )
+    p.add_argument("--camera-id", type=int, help="colmap: keep only the images of this camera")
+    p.add_argument(
+        "--intrinsics",
+        nargs=4,
+        type=_finite,
+        metavar=("FX", "FY", "CX", "CY"),
+        help="tum (required): pixels at the images' size; Freiburg: fr1 517.3 516.5 318.6 255.3, "
+        "fr2 520.9 521.0 325.1 249.7, fr3 535.4 539.2 320.1 247.6",
+    )
+    p.add_argument(
+        "--distortion",
+        nargs=5,
+        type=_finite,
+        metavar=("K1", "K2", "P1", "P2", "K3"),
+        help="tum: plumb_bob distortion to record (fr1 0.2624 -0.9531 -0.0054 0.0026 1.1633); not applied",
+    )
+    p.add_argument(
+        "--max-dt",
+        type=_Within(MAX_DT_S),
+        default=0.02,
+        help=f"tum: largest image-to-ground-truth time difference (s, default 0.02, at most {MAX_DT_S:g})",
+    )
+    scale = p.add_mutually_exclusive_group()
+    scale.add_argument(
+        "--scale", type=_Within(MAX_SCALE), metavar="S", help="metres per unit of the input poses"
+    )
+    scale.add_argument(
+        "--scale-from",
+        nargs=3,
+        metavar=("NAME_A", "NAME_B", "DISTANCE_M"),
+        help="scale so that images NAME_A and NAME_B are DISTANCE_M metres apart "
+        "(neither option: the poses keep the input's units)",
+    )
+    p.add_argument(
+        "--split-blocks",
+        type=_Count(MAX_BLOCKS),
+        default=10,
+        metavar="N",
+        help=f"contiguous blocks the frames are cut into (default 10, at most {MAX_BLOCKS})",
+    )
+    p.add_argument(
+        "--test-every",
+        type=_Count(MAX_BLOCKS),
+        default=5,
+        metavar="K",
+        help="every K-th block is test (default 5)",
+    )
+    p.add_argument(
+        "--val",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the block after each test block is val (default: on)",
+    )
+    p.add_argument(
+        "--fps",
+        type=_Within(MAX_FPS),
+        default=30.0,
+        help="colmap, nerfstudio: frame rate of the synthetic stamps (the files have no times; default 30)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run_import(args: argparse.Namespace) -> int:
+    from pose_regressor.rig import PLUMB_BOB_COEFFICIENTS, LensDistortion
+    from pose_regressor_training.data.importers.colmap import read_colmap
+    from pose_regressor_training.data.importers.nerfstudio import read_transforms
+    from pose_regressor_training.data.importers.tum import read_tum
+    from pose_regressor_training.data.importers.writer import ImportSettings, SplitPolicy, write_import
+
+    only = {
+        "--images": ("colmap", args.images),
+        "--camera-id": ("colmap", args.camera_id),
+        "--intrinsics": ("tum", args.intrinsics),
+        "--distortion": ("tum", args.distortion),
+    }
+    for option, (fmt, value) in only.items():
+        if value is not None and args.format != fmt:
+            raise ValueError(f"{option} is for the {fmt} format only")
+    scale_from = None
+    if args.scale_from is not None:
+        name_a, name_b, distance = args.scale_from
+        try:
+            scale_from = (name_a, name_b, _Within(MAX_SCALE)(distance))
+        except argparse.ArgumentTypeError as exc:
+            raise ValueError(f"--scale-from DISTANCE_M {exc}") from None
+    if args.format == "colmap":
+        track = read_colmap(args.source, args.images, args.camera_id)
+    elif args.format == "nerfstudio":
+        track = read_transforms(args.source)
+    else:
+        if args.intrinsics is None:
+            raise ValueError("tum needs --intrinsics FX FY CX CY (see pose-train import --help)")
+        distortion = None
+        if args.distortion is not None:
+            coefficients = dict(zip(PLUMB_BOB_COEFFICIENTS, args.distortion, strict=True))
+            distortion = LensDistortion.from_coefficients(coefficients)
+        track = read_tum(args.source, *args.intrinsics, max_dt_s=args.max_dt, distortion=distortion)
+    settings = ImportSettings(
+        out=args.out,
+        scale=args.scale,
+        scale_from=scale_from,
+        split=SplitPolicy(args.split_blocks, args.test_every, args.val),
+        fps=args.fps,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    summary = write_import(track, settings)
+    intr = track.intrinsics
+    print(f"dataset: {args.out}  (1 camera: camera, {intr.width}x{intr.height}, from {track.source})")
+    for note in track.notes:
+        print(f"  {note}")
+    for split, count in summary.frames_per_split.items():
+        print(f"  {split:5s} {count:6d} frames")
+    if track.distortion is not None:
+        shown = ", ".join(
+            f"{k} {v:g}" for k, v in zip(PLUMB_BOB_COEFFICIENTS, track.distortion.coefficients, strict=True)
+        )
+        print(f"  lens distortion recorded in dataset.yaml (plumb_bob {shown}); images are not undistorted")
+    if summary.metric:
+        print(f"  scale: {summary.scale:.6g} m per input unit")
+    else:
+        print("  no --scale or --scale-from: positions are in the input's own units, not metres")
+    print(f"imported {sum(summary.frames_per_split.values())} frames in {summary.seconds:.1f} s")
+    return 0

@@ -1,0 +1,175 @@
+"""nerfstudio / instant-ngp ``transforms.json``.
+
+Each frame's ``transform_matrix`` is camera-to-world (``T_map_cam``) in OpenGL camera axes
+(x right, y up, z backward); it becomes the optical frame (x right, y down, z forward) by
+flipping y and z. ``file_path`` is relative to the json file's folder; instant-ngp files may
+leave out the extension (.png, .jpg and .jpeg are tried). Intrinsics ``fl_x, fl_y, cx, cy, w, h``
+are read from the top level or per frame (a per-frame value wins), ``camera_angle_x`` (and
+``camera_angle_y``) stand in for missing focal lengths, a missing size is read from the first
+image, a missing principal point is the image centre. OpenCV distortion ``k1, k2, p1, p2, k3``
+is recorded as plumb_bob; fisheye and equirectangular cameras are refused.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from pose_regressor.pose import from_matrix
+from pose_regressor.rig import PLUMB_BOB_COEFFICIENTS, LensDistortion, PinholeIntrinsics
+from pose_regressor_training.data.importers.common import (
+    CameraTrack,
+    ImportFormatError,
+    PosedImage,
+    check_intrinsics,
+    read_text,
+)
+
+# OpenGL camera axes -> optical axes: R_map_optical = R_map_gl · diag(1, -1, -1)
+GL_TO_OPTICAL = np.diag([1.0, -1.0, -1.0, 1.0])
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".PNG", ".JPG", ".JPEG")
+ROTATION_ATOL = 1e-3  # |R^T R - I| accepted (float32 exports), then projected onto a rotation
+INTRINSIC_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h", "camera_angle_x", "camera_angle_y")
+PINHOLE_CAMERA_MODELS = ("OPENCV", "PINHOLE", "SIMPLE_PINHOLE")
+
+
+def find_transforms(path: Path) -> Path:
+    """The json file itself, or ``transforms.json`` inside a folder."""
+    if path.is_dir():
+        path = path / "transforms.json"
+    if not path.is_file():
+        raise ImportFormatError(f"transforms file {path} does not exist")
+    return path
+
+
+def _load_json(path: Path) -> dict[str, Any]:
+    text = read_text(path, "transforms file")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ImportFormatError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("frames"), list):
+        raise ImportFormatError(f"{path}: expected an object with a 'frames' list")
+    return data
+
+
+def _number(data: dict[str, Any], key: str, where: str) -> float | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ImportFormatError(f"{where}: {key} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def resolve_image(base: Path, file_path: str) -> Path:
+    """``base / file_path``, or with an image extension added when the file has none."""
+    path = base / file_path
+    if path.is_file() or path.suffix.lower() in {s.lower() for s in IMAGE_SUFFIXES}:
+        return path
+    for suffix in IMAGE_SUFFIXES:
+        candidate = path.with_name(path.name + suffix)
+        if candidate.is_file():
+            return candidate
+    return path
+
+
+def _image_size(path: Path, where: str) -> tuple[int, int]:
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise ImportFormatError(f"{where}: no w and h, and image {path} cannot be read for its size")
+    return int(image.shape[1]), int(image.shape[0])
+
+
+def _intrinsics(
+    values: dict[str, float | None], where: str, size_of_images: tuple[int, int] | None
+) -> PinholeIntrinsics:
+    width, height = values["w"], values["h"]
+    if width is None or height is None:
+        if size_of_images is None:
+            raise ImportFormatError(f"{where}: no image size (w, h)")
+        width, height = size_of_images
+    fx, fy = values["fl_x"], values["fl_y"]
+    angle_x, angle_y = values["camera_angle_x"], values["camera_angle_y"]
+    if fx is None and angle_x is not None:
+        fx = 0.5 * width / math.tan(0.5 * angle_x)
+    if fy is None and angle_y is not None:
+        fy = 0.5 * height / math.tan(0.5 * angle_y)
+    fx, fy = fx if fx is not None else fy, fy if fy is not None else fx
+    if fx is None or fy is None:
+        raise ImportFormatError(f"{where}: no focal length (fl_x, fl_y or camera_angle_x)")
+    cx = values["cx"] if values["cx"] is not None else width / 2.0
+    cy = values["cy"] if values["cy"] is not None else height / 2.0
+    if width != int(width) or height != int(height):
+        raise ImportFormatError(f"{where}: w and h must be whole pixels, got {width} x {height}")
+    return check_intrinsics(PinholeIntrinsics(int(width), int(height), fx, fy, cx, cy), where)
+
+
+def _distortion(values: dict[str, Any], where: str) -> LensDistortion | None:
+    model = values.get("camera_model", "OPENCV")
+    if model not in PINHOLE_CAMERA_MODELS:
+        raise ImportFormatError(
+            f"{where}: camera_model {model!r} is not supported ({', '.join(PINHOLE_CAMERA_MODELS)} are)"
+        )
+    coefficients = {k: _number(values, k, where) for k in PLUMB_BOB_COEFFICIENTS}
+    if all(v is None for v in coefficients.values()):
+        return None
+    return LensDistortion.from_coefficients({k: v for k, v in coefficients.items() if v is not None})
+
+
+def _camera_pose(frame: dict[str, Any], where: str) -> tuple[np.ndarray, np.ndarray]:
+    matrix = frame.get("transform_matrix")
+    try:
+        m = np.asarray(matrix, dtype=float)
+    except (TypeError, ValueError):
+        raise ImportFormatError(f"{where}: transform_matrix must be a 4 x 4 matrix of numbers") from None
+    if m.shape == (3, 4):  # some exports leave out the bottom row
+        m = np.vstack([m, [0.0, 0.0, 0.0, 1.0]])
+    if m.shape != (4, 4):
+        raise ImportFormatError(f"{where}: transform_matrix must be a 4 x 4 matrix, got shape {m.shape}")
+    try:
+        return from_matrix(m @ GL_TO_OPTICAL, atol=ROTATION_ATOL)
+    except ValueError as exc:
+        raise ImportFormatError(f"{where}: transform_matrix: {exc}") from None
+
+
+def read_transforms(path: Path) -> CameraTrack:
+    """The frames of a ``transforms.json`` (or a folder holding one) with ``T_map_cam`` in optical axes."""
+    json_path = find_transforms(path)
+    data = _load_json(json_path)
+    base = json_path.parent
+    images: list[PosedImage] = []
+    size_of_images: tuple[int, int] | None = None  # of the first image, where w or h is missing
+    cameras: dict[tuple[PinholeIntrinsics, LensDistortion | None], str] = {}
+    for number, frame in enumerate(data["frames"]):
+        where = f"{json_path}: frames[{number}]"
+        if not isinstance(frame, dict):
+            raise ImportFormatError(f"{where} must be an object")
+        file_path = frame.get("file_path")
+        if not isinstance(file_path, str) or not file_path:
+            raise ImportFormatError(f"{where}: file_path must be a non-empty string")
+        image = resolve_image(base, file_path)
+        merged = {**data, **{k: v for k, v in frame.items() if k != "frames"}}
+        values = {k: _number(merged, k, where) for k in INTRINSIC_KEYS}
+        if size_of_images is None and (values["w"] is None or values["h"] is None):
+            size_of_images = _image_size(image, where)
+        camera = (_intrinsics(values, where, size_of_images), _distortion(merged, where))
+        cameras.setdefault(camera, where)
+        t, q = _camera_pose(frame, where)
+        images.append(PosedImage(file_path, image, t, q))
+    if len(cameras) > 1:
+        first, second = list(cameras.values())[:2]
+        raise ImportFormatError(
+            f"{json_path}: frames have {len(cameras)} different cameras (intrinsics of {first} differ from "
+            f"{second}); a mono rig has one"
+        )
+    if not images:
+        raise ImportFormatError(f"{json_path} has no frames")
+    intrinsics, distortion = next(iter(cameras))
+    source = f"transforms file {json_path}"
+    return CameraTrack(intrinsics, distortion, images, source, "nerfstudio", inputs=(json_path,))

@@ -1,0 +1,134 @@
+"""TUM RGB-D style sequences: ``groundtruth.txt`` and ``rgb.txt`` in one folder.
+
+``groundtruth.txt``: ``timestamp tx ty tz qx qy qz qw`` per line (seconds; the colour camera's
+optical centre and orientation in the world, camera-to-world, optical axes x right, y down,
+z forward). ``rgb.txt``: ``timestamp filename`` per line, the file relative to the folder.
+Lines starting with ``#`` are comments. Each image takes the ground-truth pose nearest in time
+if it is within `max_dt` seconds; images without one are left out (and counted).
+
+The files carry no intrinsics: give them (``--intrinsics fx fy cx cy``, pixels, at the images'
+size); the size is read from the first image. The published Freiburg calibrations (640 x 480):
+fr1 517.3 516.5 318.6 255.3, fr2 520.9 521.0 325.1 249.7, fr3 535.4 539.2 320.1 247.6
+(fr3 images are undistorted; fr1 and fr2 have distortion, see --distortion).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pose_regressor.rig import LensDistortion, PinholeIntrinsics
+from pose_regressor_training.data.importers.common import (
+    CameraTrack,
+    ImportFormatError,
+    PosedImage,
+    check_intrinsics,
+    data_lines,
+    parse_floats,
+    read_text,
+    unit_quaternion,
+)
+
+DEFAULT_MAX_DT_S = 0.02
+GROUNDTRUTH_FILE = "groundtruth.txt"
+IMAGES_FILE = "rgb.txt"
+
+
+def _stamp_ns(text: str, where: str) -> int:
+    """Seconds as written, to integer ns without float rounding (TUM stamps have 16 digits)."""
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise ImportFormatError(f"{where}: timestamp must be a number of seconds, got {text!r}") from None
+    if not value.is_finite():
+        raise ImportFormatError(f"{where}: timestamp must be finite, got {text!r}")
+    return int((value * 1_000_000_000).to_integral_value())
+
+
+def read_groundtruth(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(stamps ns (N,), translations (N, 3), quaternions xyzw (N, 4)), sorted by stamp."""
+    stamps: list[int] = []
+    poses: list[list[float]] = []
+    for number, line in data_lines(path, read_text(path, "ground-truth file")):
+        where = f"{path}:{number}"
+        tokens = line.split()
+        if len(tokens) != 8:
+            raise ImportFormatError(f"{where}: expected 'timestamp tx ty tz qx qy qz qw', got {line[:80]!r}")
+        stamps.append(_stamp_ns(tokens[0], where))
+        values = parse_floats(tokens[1:], where, "tx ty tz qx qy qz qw")
+        poses.append(values[:3] + list(unit_quaternion(values[3:], where)))
+    if not stamps:
+        raise ImportFormatError(f"ground-truth file {path} has no poses")
+    order = np.argsort(np.array(stamps), kind="stable")
+    array = np.array(poses, dtype=float)[order]
+    return np.array(stamps, dtype=np.int64)[order], array[:, :3], array[:, 3:]
+
+
+def read_image_list(path: Path) -> list[tuple[int, str, str]]:
+    """(stamp ns, file name, file:line) per image line."""
+    images: list[tuple[int, str, str]] = []
+    for number, line in data_lines(path, read_text(path, "image list")):
+        where = f"{path}:{number}"
+        tokens = line.split(maxsplit=1)
+        if len(tokens) != 2:
+            raise ImportFormatError(f"{where}: expected 'timestamp filename', got {line[:80]!r}")
+        images.append((_stamp_ns(tokens[0], where), tokens[1], where))
+    return images
+
+
+def read_tum(
+    folder: Path,
+    fx: float,
+    fy: float,
+    cx: float,
+    cy: float,
+    *,
+    max_dt_s: float = DEFAULT_MAX_DT_S,
+    distortion: LensDistortion | None = None,
+) -> CameraTrack:
+    """The images of ``rgb.txt`` that have a ground-truth pose within `max_dt_s`, with ``T_map_cam``."""
+    if not folder.is_dir():
+        raise ImportFormatError(f"TUM sequence folder {folder} does not exist")
+    gt_stamps, gt_t, gt_q = read_groundtruth(folder / GROUNDTRUTH_FILE)
+    listed = read_image_list(folder / IMAGES_FILE)
+    if not listed:
+        raise ImportFormatError(f"image list {folder / IMAGES_FILE} lists no images")
+    max_dt_ns = round(max_dt_s * 1e9)
+    images: list[PosedImage] = []
+    for stamp, name, _ in listed:
+        nearest = _nearest(gt_stamps, stamp)
+        if abs(int(gt_stamps[nearest]) - stamp) <= max_dt_ns:
+            images.append(PosedImage(name, folder / name, gt_t[nearest], gt_q[nearest], stamp))
+    notes = []
+    if len(images) < len(listed):
+        notes.append(
+            f"{len(listed) - len(images)} of {len(listed)} images have no ground truth within "
+            f"{max_dt_s:g} s (--max-dt) and are left out"
+        )
+    if not images:
+        raise ImportFormatError(
+            f"no image of {folder / IMAGES_FILE} has a ground-truth pose within {max_dt_s:g} s "
+            f"(images {listed[0][0] / 1e9:.3f}..{listed[-1][0] / 1e9:.3f} s, ground truth "
+            f"{gt_stamps[0] / 1e9:.3f}..{gt_stamps[-1] / 1e9:.3f} s); raise --max-dt?"
+        )
+    first = images[0].path
+    bgr = cv2.imread(str(first), cv2.IMREAD_UNCHANGED)
+    if bgr is None:
+        raise ImportFormatError(f"image {first} cannot be read (for the image size)")
+    where = "--intrinsics"
+    intrinsics = check_intrinsics(PinholeIntrinsics(bgr.shape[1], bgr.shape[0], fx, fy, cx, cy), where)
+    inputs = (folder / GROUNDTRUTH_FILE, folder / IMAGES_FILE)
+    return CameraTrack(intrinsics, distortion, images, f"TUM sequence {folder}", "tum", tuple(notes), inputs)
+
+
+def _nearest(sorted_stamps: np.ndarray, stamp: int) -> int:
+    right = int(np.searchsorted(sorted_stamps, stamp))
+    if right == 0:
+        return 0
+    if right == len(sorted_stamps):
+        return right - 1
+    before, after = int(sorted_stamps[right - 1]), int(sorted_stamps[right])
+    return right - 1 if stamp - before <= after - stamp else right

@@ -1,0 +1,272 @@
+"""Write a `CameraTrack` as our dataset folder: metric scale, block splits, one-camera rig.
+
+Frames are put in time order (by stamp, or by natural name order when the source has no stamps),
+cut into `SplitPolicy.blocks` contiguous blocks of nearly equal size; block k (1-based) is test
+when k is a multiple of `test_every`, the block after a test block is val (if `val`), the rest
+train. So test frames are whole stretches of the path, not neighbours of training frames.
+
+Poses become ``T_map_base`` of the benchmarks' one-camera rig (`data/sources.py`: camera
+``"camera"`` at the base origin looking along base +x). Images are decoded, checked against the
+camera size and written as PNG (JPEG input included; EXIF orientation is ignored, as COLMAP does).
+Everything is written into a hidden ``.OUT.partial-PID`` sibling and renamed to OUT at the end:
+a failed or interrupted import leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from pose_regressor.rig import Rig
+from pose_regressor_training.data.folder import (
+    SPLITS,
+    FrameRecord,
+    image_path,
+    write_frames,
+    write_metadata,
+)
+from pose_regressor_training.data.importers.common import CameraTrack, ImportFormatError, PosedImage
+from pose_regressor_training.data.sources import base_pose_from_camera_pose, single_camera_rig
+
+DEFAULT_SPLIT_BLOCKS = 10
+DEFAULT_TEST_EVERY = 5
+DEFAULT_FPS = 30.0  # stamps of sources without timestamps: frame order / fps
+MAX_SCALE = 1e6
+
+
+class ImageReadError(ImportFormatError):
+    """An input image is missing, undecodable or not the camera's size."""
+
+
+@dataclass(frozen=True)
+class SplitPolicy:
+    blocks: int = DEFAULT_SPLIT_BLOCKS
+    test_every: int = DEFAULT_TEST_EVERY
+    val: bool = True
+
+
+@dataclass(frozen=True)
+class ImportSettings:
+    out: Path
+    scale: float | None = None  # metres per source unit
+    scale_from: tuple[str, str, float] | None = None  # two image names and their true distance (m)
+    split: SplitPolicy = field(default_factory=SplitPolicy)
+    fps: float = DEFAULT_FPS
+    overwrite: bool = False
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class ImportSummary:
+    frames_per_split: dict[str, int]
+    scale: float
+    metric: bool  # False: poses are in the source's own units
+    seconds: float
+
+
+def block_splits(count: int, policy: SplitPolicy) -> list[tuple[str, int]]:
+    """(split, block index) of each of `count` frames in order (see the module docstring)."""
+    if policy.blocks < 1 or policy.test_every < 1:
+        raise ValueError("--split-blocks and --test-every must be positive")
+    if policy.blocks > count:
+        raise ValueError(f"--split-blocks {policy.blocks} is more than the {count} frames")
+    if policy.test_every > policy.blocks:
+        raise ValueError(
+            f"--test-every {policy.test_every} > --split-blocks {policy.blocks} leaves no test block"
+        )
+    if policy.test_every == 1:
+        raise ValueError("--test-every 1 makes every block a test block; nothing is left to train on")
+    kinds: list[str] = []
+    for block in range(policy.blocks):
+        if (block + 1) % policy.test_every == 0:
+            kinds.append("test")
+        elif policy.val and block > 0 and kinds[block - 1] == "test":
+            kinds.append("val")
+        else:
+            kinds.append("train")
+    if "train" not in kinds:
+        raise ValueError("the split policy leaves no training block (lower --test-every or pass --no-val)")
+    bounds = np.linspace(0, count, policy.blocks + 1).round().astype(int)
+    return [
+        (kinds[block], block)
+        for block in range(policy.blocks)
+        for _ in range(bounds[block], bounds[block + 1])
+    ]
+
+
+def _natural_key(name: str) -> list[object]:
+    """`frame2` before `frame10`: digit runs compare as numbers."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name)]
+
+
+def ordered(images: list[PosedImage]) -> list[PosedImage]:
+    """Time order: by stamp where every image has one, else by name."""
+    if all(image.stamp_ns is not None for image in images):
+        return sorted(images, key=lambda image: (image.stamp_ns, _natural_key(image.name)))
+    return sorted(images, key=lambda image: _natural_key(image.name))
+
+
+def _find(images: list[PosedImage], name: str) -> PosedImage:
+    exact = [image for image in images if image.name == name]
+    if not exact:  # the bare file name, when it is unique
+        exact = [image for image in images if Path(image.name).name == name]
+    if len(exact) != 1:
+        what = "no image" if not exact else f"{len(exact)} images"
+        raise ValueError(f"--scale-from: {what} named {name!r} (names as the input file gives them)")
+    return exact[0]
+
+
+def metric_scale(images: list[PosedImage], settings: ImportSettings) -> float:
+    """Metres per source unit: `--scale`, or from two images' true distance, or 1."""
+    if settings.scale is not None and settings.scale_from is not None:
+        raise ValueError("give --scale or --scale-from, not both")
+    if settings.scale is not None:
+        scale = settings.scale
+    elif settings.scale_from is not None:
+        name_a, name_b, distance = settings.scale_from
+        a, b = _find(images, name_a), _find(images, name_b)
+        apart = float(np.linalg.norm(a.translation - b.translation))
+        if not apart > 0:
+            raise ValueError(f"--scale-from: images {name_a!r} and {name_b!r} are at the same place")
+        if not 0 < distance < float("inf"):
+            raise ValueError(f"--scale-from: the distance must be positive and finite, got {distance}")
+        scale = distance / apart
+    else:
+        return 1.0
+    if not 0 < scale <= MAX_SCALE:
+        raise ValueError(f"the scale must be in (0, {MAX_SCALE:g}], got {scale:g}")
+    return scale
+
+
+def _check_output(out: Path, track: CameraTrack, overwrite: bool) -> None:
+    resolved = out.resolve()
+    folders = {image.path.parent.resolve() for image in track.images}
+    folders |= {path.parent.resolve() for path in track.inputs}
+    for folder in sorted(folders):
+        if resolved == folder or resolved in folder.parents:
+            raise ValueError(f"the output folder {out} must not contain the input files ({folder})")
+    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"{out} exists and is not empty; use --overwrite to replace it")
+
+
+def _write_image(image: PosedImage, track: CameraTrack, target: Path) -> None:
+    if not image.path.is_file():
+        raise ImageReadError(f"image {image.path} does not exist (named {image.name!r} by the input)")
+    bgr = cv2.imread(str(image.path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    if bgr is None:
+        raise ImageReadError(f"image {image.path} cannot be read as an image")
+    intr = track.intrinsics
+    if (bgr.shape[1], bgr.shape[0]) != (intr.width, intr.height):
+        raise ImageReadError(
+            f"image {image.path} is {bgr.shape[1]}x{bgr.shape[0]} but the camera is "
+            f"{intr.width}x{intr.height}; the intrinsics must describe the images as they are"
+        )
+    if not cv2.imwrite(str(target), bgr, [cv2.IMWRITE_PNG_COMPRESSION, 1]):
+        raise OSError(f"could not write {target}")
+
+
+def output_rig(track: CameraTrack) -> Rig:
+    rig = single_camera_rig(track.intrinsics)
+    return Rig((replace(rig.cameras[0], distortion=track.distortion),))
+
+
+def write_import(track: CameraTrack, settings: ImportSettings) -> ImportSummary:
+    """Write `track` to `settings.out` (see the module docstring); returns the counts.
+
+    Raises:
+        ValueError (ImportFormatError included): bad scale or split settings, an unreadable image.
+        FileExistsError: `settings.out` is not empty and `settings.overwrite` is false.
+    """
+    started = time.perf_counter()
+    if not track.images:
+        raise ImportFormatError(f"{track.source} has no usable frame")
+    _check_output(settings.out, track, settings.overwrite)
+    images = ordered(track.images)
+    scale = metric_scale(images, settings)
+    splits = block_splits(len(images), settings.split)
+    out = settings.out.absolute()
+    staging = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    try:
+        if staging.exists():  # left by an earlier killed run of a process with the same id
+            shutil.rmtree(staging)
+        rig = output_rig(track)
+        (staging / "images" / rig.names[0]).mkdir(parents=True)
+        records = _write_frames(track, images, splits, scale, settings, staging, rig.names[0])
+        write_frames(staging, records)
+        counts = {split: sum(1 for r in records if r.split == split) for split in SPLITS}
+        write_metadata(staging, rig, _fps(images, settings.fps), counts, _provenance(track, settings, scale))
+        _publish(staging, out)
+    finally:
+        if staging.exists():  # the import failed or was interrupted
+            shutil.rmtree(staging, ignore_errors=True)
+    metric = settings.scale is not None or settings.scale_from is not None
+    return ImportSummary(counts, scale, metric, time.perf_counter() - started)
+
+
+def _write_frames(
+    track: CameraTrack,
+    images: list[PosedImage],
+    splits: list[tuple[str, int]],
+    scale: float,
+    settings: ImportSettings,
+    staging: Path,
+    camera: str,
+) -> list[FrameRecord]:
+    records: list[FrameRecord] = []
+    with tqdm(total=len(images), unit="image", desc="importing", disable=not settings.progress) as bar:
+        for index, (image, (split, block)) in enumerate(zip(images, splits, strict=True)):
+            _write_image(image, track, image_path(staging, camera, index))
+            t_map_base, q_map_base = base_pose_from_camera_pose(image.translation * scale, image.quat_xyzw)
+            stamp = image.stamp_ns if image.stamp_ns is not None else round(index * 1e9 / settings.fps)
+            records.append(FrameRecord(index, block, split, stamp, t_map_base, q_map_base))
+            bar.update(1)
+    return records
+
+
+def _fps(images: list[PosedImage], default: float) -> float:
+    stamps = [image.stamp_ns for image in images if image.stamp_ns is not None]
+    if len(stamps) != len(images) or len(stamps) < 2 or stamps[-1] == stamps[0]:
+        return default
+    return (len(stamps) - 1) / ((stamps[-1] - stamps[0]) / 1e9)
+
+
+def _provenance(track: CameraTrack, settings: ImportSettings, scale: float) -> dict[str, object]:
+    has_stamps = all(image.stamp_ns is not None for image in track.images)
+    metric = settings.scale is not None or settings.scale_from is not None
+    return {
+        "generator": "pose-train import",
+        "format": track.format,
+        "source": track.source,
+        "scale": scale,
+        "scale_from": list(settings.scale_from) if settings.scale_from is not None else None,
+        "units": "metres" if metric else "the source's own units (no --scale)",
+        "split_policy": {
+            "blocks": settings.split.blocks,
+            "test_every": settings.split.test_every,
+            "val": settings.split.val,
+        },
+        "stamps": "from the source" if has_stamps else f"synthetic: frame order / {settings.fps:g} Hz",
+        "distortion_applied": False,  # images are written as captured
+        "notes": list(track.notes),
+    }
+
+
+def _publish(staging: Path, out: Path) -> None:
+    """Put the complete dataset at `out`, replacing what is there (allowed by `_check_output`)."""
+    if out.is_dir():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        out.rename(old)
+        staging.rename(out)
+        shutil.rmtree(old)
+        return
+    if out.exists():
+        out.unlink()
+    staging.rename(out)
