@@ -1,7 +1,7 @@
 """The `pose-train import` arguments and handler (registered by `pose_regressor_training.cli`).
 
-Building the parser imports nothing heavy; the readers and the writer (torch, through
-`data/sources.py`) load when the command runs. Every bound is checked before anything is read.
+Nothing here or in the readers and the writer imports torch, so an import takes about a second.
+Every bound is checked before anything is read.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ cut into `SplitPolicy.blocks` contiguous blocks of nearly equal size; block k (1
 when k is a multiple of `test_every`, the block after a test block is val (if `val`), the rest
 train. So test frames are whole stretches of the path, not neighbours of training frames.
 
-Poses become ``T_map_base`` of the benchmarks' one-camera rig (`data/sources.py`: camera
+Poses become ``T_map_base`` of the benchmarks' one-camera rig (`data/benchmark.py`: camera
 ``"camera"`` at the base origin looking along base +x). Images are decoded, checked against the
 camera size and written as PNG (JPEG input included; EXIF orientation is ignored, as COLMAP does).
 Everything is written into a hidden ``.OUT.partial-PID`` sibling and renamed to OUT at the end:
@@ -34,7 +34,7 @@ from pose_regressor_training.data.folder import (
     write_metadata,
 )
 from pose_regressor_training.data.importers.common import CameraTrack, ImportFormatError, PosedImage
-from pose_regressor_training.data.sources import base_pose_from_camera_pose, single_camera_rig
+from pose_regressor_training.data.benchmark import base_pose_from_camera_pose, single_camera_rig
 
 DEFAULT_SPLIT_BLOCKS = 10
 DEFAULT_TEST_EVERY = 5
