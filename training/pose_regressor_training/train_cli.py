@@ -119,8 +119,8 @@ def run_fit(args: argparse.Namespace) -> int:
         best += f"{m['median_rotation_deg']:.2f} deg"
     else:
         best = f"best epoch {result.best_epoch} (by training loss)"
-    if result.images_per_second > 0:
-        print(f"fit: {best}; {result.images_per_second:.0f} camera sets/s; {result.seconds:.0f} s in all")
+    if result.sets_per_second > 0:
+        print(f"fit: {best}; {result.sets_per_second:.0f} camera sets/s; {result.seconds:.0f} s in all")
         print(f"fit: checkpoints {args.out / 'best.pt'} and {args.out / 'last.pt'}")
     return 0
 
