@@ -33,7 +33,7 @@ from sensor_msgs.msg import Image
 
 from pose_regressor.messages import ns_from_time, time_from_ns
 from pose_regressor.rig import preset_rig
-from pose_regressor_training.checkpoint import model_config_mapping, save_checkpoint
+from pose_regressor_training.checkpoint import Checkpoint, DatasetInfo, save_checkpoint
 from pose_regressor_training.export import export_bundle
 from pose_regressor_training.models import ModelConfig, build_model
 
@@ -52,17 +52,9 @@ def make_bundle(root: Path, rig_name: str, config: ModelConfig) -> Path:
     rig = preset_rig(rig_name, 640, 480)
     config = dataclasses.replace(config, num_cameras=len(rig.cameras))
     model = build_model(config)
-    payload = {
-        "config": {"data": {}},
-        "model_config": model_config_mapping(config),
-        "model": model.state_dict(),
-        "rig": rig.to_dict(),
-        "dataset": {"kind": "folder", "root": "", "name": "benchmark"},
-        "epoch": 0,
-        "best_metrics": {},
-    }
     checkpoint = root / f"{rig_name}_{config.backbone}.pt"
-    save_checkpoint(checkpoint, payload)
+    untrained = Checkpoint(config, model.state_dict(), rig, dataset=DatasetInfo(name="benchmark"))
+    save_checkpoint(checkpoint, untrained)
     return export_bundle(checkpoint, root / checkpoint.stem).path
 
 

@@ -25,8 +25,9 @@ from pose_regressor.engines.onnxruntime_engine import OnnxRuntimeEngine
 from pose_regressor.rig import preset_rig
 from pose_regressor.uncertainty import dropout_masks
 from pose_regressor_training.checkpoint import (
+    Checkpoint,
+    DatasetInfo,
     load_checkpoint,
-    model_config_mapping,
     model_from_checkpoint,
     save_checkpoint,
 )
@@ -291,15 +292,8 @@ def test_other_backbones_export_and_agree(
         torch.nn.init.normal_(model.fc_out.weight, std=0.3)
     model.eval()
     checkpoint = tmp_path / "untrained.pt"
-    payload = {
-        "model_config": model_config_mapping(config),
-        "model": model.state_dict(),
-        "rig": preset_rig("stereo", 64, 48).to_dict(),
-        "dataset": {"kind": "folder", "root": "none"},
-        "config": {},
-        "epoch": 0,
-    }
-    save_checkpoint(checkpoint, payload)
+    rig = preset_rig("stereo", 64, 48)
+    save_checkpoint(checkpoint, Checkpoint(config, model.state_dict(), rig, dataset=DatasetInfo(root="none")))
     bundle = export_bundle(checkpoint, tmp_path / "bundle", mc_samples=8)
     _assert_static_tensorrt_graph(bundle.onnx_path, 2, 16, *size)
     assert bundle.camera_names == ["left", "right"] and (bundle.fusion, bundle.dof) == (fusion, dof)

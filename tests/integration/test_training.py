@@ -37,13 +37,14 @@ def test_fit_writes_checkpoints_that_rebuild_the_model(tiny_data: Path, tmp_path
     config = load_train_config(None, [f"data.root={tiny_data}", "optim.epochs=2", *TINY])
     result = fit(config, tmp_path, progress=False)
     assert (tmp_path / "last.pt").is_file() and (tmp_path / "best.pt").is_file()
-    assert result.images_per_second > 0
-    payload = load_checkpoint(tmp_path / "last.pt")
-    assert payload["epoch"] == 1
-    assert payload["model_config"]["num_cameras"] == 4
-    assert payload["config"]["data"]["root"] == str(tiny_data)
-    assert [c["name"] for c in payload["rig"]["cameras"]] == ["front", "left", "back", "right"]
-    model = model_from_checkpoint(payload)
+    assert result.sets_per_second > 0
+    checkpoint = load_checkpoint(tmp_path / "last.pt")
+    assert checkpoint.epoch == 1
+    assert checkpoint.model_config.num_cameras == 4
+    assert checkpoint.config.data.root == str(tiny_data)
+    assert checkpoint.rig.names == ["front", "left", "back", "right"]
+    assert checkpoint.resume is not None and checkpoint.resume.global_step > 0
+    model = model_from_checkpoint(checkpoint)
     # Translation statistics of the training split are part of the model.
     assert model.t_std.min() > 0.01 and not torch.allclose(model.t_mean, torch.zeros(3))
     x = torch.rand(1, 4, 3, 24, 32)
@@ -57,11 +58,11 @@ def test_training_is_reproducible_and_resume_matches_an_uninterrupted_run(
     fit(config, tmp_path / "full", progress=False)
     fit(config, tmp_path / "again", progress=False)
     fit(config, tmp_path / "cut", progress=False, stop_after_epoch=2)  # as if killed after epoch 2
-    assert load_checkpoint(tmp_path / "cut" / "last.pt")["epoch"] == 1
+    assert load_checkpoint(tmp_path / "cut" / "last.pt").epoch == 1
     fit(config, tmp_path / "cut", resume=True, progress=False)
-    full = load_checkpoint(tmp_path / "full" / "last.pt")["model"]
-    again = load_checkpoint(tmp_path / "again" / "last.pt")["model"]
-    resumed = load_checkpoint(tmp_path / "cut" / "last.pt")["model"]
+    full = load_checkpoint(tmp_path / "full" / "last.pt").model
+    again = load_checkpoint(tmp_path / "again" / "last.pt").model
+    resumed = load_checkpoint(tmp_path / "cut" / "last.pt").model
     for key in full:
         torch.testing.assert_close(full[key], again[key], msg=f"not reproducible: {key}")
         torch.testing.assert_close(full[key], resumed[key], msg=f"resume differs: {key}")
@@ -71,8 +72,7 @@ def test_training_is_reproducible_and_resume_matches_an_uninterrupted_run(
 def test_every_loss_trains_without_nan(tiny_data: Path, tmp_path: Path, loss: str) -> None:
     config = load_train_config(None, [f"data.root={tiny_data}", *TINY, "optim.epochs=1", f"loss.name={loss}"])
     result = fit(config, tmp_path, progress=False)
-    payload = load_checkpoint(tmp_path / "last.pt")
-    assert np.isfinite(payload["train_loss"]["total"])
+    assert np.isfinite(load_checkpoint(tmp_path / "last.pt").train_loss["total"])
     assert result.best_metrics["median_translation_m"] < 20
 
 
@@ -95,9 +95,9 @@ def test_torchrun_two_processes_train_with_ddp(tiny_data: Path, tmp_path: Path) 
     ]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
-    payload = load_checkpoint(tmp_path / "last.pt")
-    assert payload["epoch"] == 1
-    model = model_from_checkpoint(payload)
+    checkpoint = load_checkpoint(tmp_path / "last.pt")
+    assert checkpoint.epoch == 1
+    model = model_from_checkpoint(checkpoint)
     assert torch.isfinite(model(torch.rand(1, 4, 3, 24, 32)).t).all()
 
 
@@ -130,10 +130,10 @@ def test_track_tta_takes_the_yaw_step_from_the_rig_and_is_refused_for_a_mono_rig
     tta = ["model.rotation=rot6d", "model.track_tta=true", "augment.track=true", "optim.epochs=1"]
     config = load_train_config(None, [f"data.root={tiny_data}", *TINY, *tta])
     fit(config, tmp_path / "quad", progress=False)
-    payload = load_checkpoint(tmp_path / "quad" / "best.pt")
-    assert payload["model_config"]["track_tta"] is True
-    assert payload["model_config"]["track_yaw_step"] == pytest.approx(np.pi / 2)  # front, left, back, right
-    model = model_from_checkpoint(payload)
+    checkpoint = load_checkpoint(tmp_path / "quad" / "best.pt")
+    assert checkpoint.model_config.track_tta is True
+    assert checkpoint.model_config.track_yaw_step == pytest.approx(np.pi / 2)  # front, left, back, right
+    model = model_from_checkpoint(checkpoint)
     torch.testing.assert_close(model.shift_index[1], torch.tensor([1, 2, 3, 0]))
     mono = load_train_config(None, [f"data.root={tiny_data}", *TINY, *tta, "data.cameras=[front]"])
     with pytest.raises(TrainingError, match=r"model\.track_tta: track augmentation needs a rig of 2 or more"):

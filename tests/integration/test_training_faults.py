@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO
 
@@ -24,7 +25,7 @@ import pytest
 import torch
 
 from pose_regressor.rig import preset_rig
-from pose_regressor_training import train as train_module
+from pose_regressor_training import trainer as trainer_module
 from pose_regressor_training.checkpoint import load_checkpoint
 from pose_regressor_training.cli import main
 from pose_regressor_training.data.sources import load_dataset
@@ -74,8 +75,9 @@ def repair(bad: Path, data: Path, copy: Path) -> None:
 
 
 def model_state(path: Path) -> dict[str, torch.Tensor]:
-    payload = load_checkpoint(path)
-    return {**{f"model.{k}": v for k, v in payload["model"].items()}, **payload["loss"]}
+    checkpoint = load_checkpoint(path)
+    assert checkpoint.resume is not None
+    return {**{f"model.{k}": v for k, v in checkpoint.model.items()}, **checkpoint.resume.loss}
 
 
 def assert_same_weights(a: Path, b: Path) -> None:
@@ -137,9 +139,9 @@ def test_skip_bad_trains_on_the_good_frames_and_says_which_were_left_out(
         "truncated or not an image (frame 9 of data:train, camera front)\n" in out
     )
     assert f"fit: skipped 1 of 20 val frames with unreadable images: image {bad['garbage']} cannot be" in out
-    payload = load_checkpoint(run / "last.pt")
-    assert payload["dataset"]["train_frames"] == 17
-    assert payload["config"]["data"]["skip_bad"] is True
+    checkpoint = load_checkpoint(run / "last.pt")
+    assert checkpoint.dataset.train_frames == 17
+    assert checkpoint.config.data.skip_bad is True
 
     # eval: the same error without --skip-bad, the same skipping with it.
     repair(bad["garbage"], data, tmp_path / "data")
@@ -168,9 +170,9 @@ def test_nan_loss_stops_with_step_parts_and_keeps_the_last_good_checkpoint(
     # A real divergence: the learning rate is multiplied by 1e30 after epoch 1 (2 steps). The
     # config refuses such a schedule (optim.step_gamma is a decay, in (0, 1]), so the schedule
     # function itself is patched; the weights and the loss then really blow up.
-    schedule = train_module.lr_factor
+    schedule = trainer_module.lr_factor
     monkeypatch.setattr(
-        train_module, "lr_factor", lambda step, *rest: schedule(step, *rest) * (1e30 if step >= 2 else 1.0)
+        trainer_module, "lr_factor", lambda step, *rest: schedule(step, *rest) * (1e30 if step >= 2 else 1.0)
     )
     diverging = [*overrides(data, 3), "optim.schedule=constant", "optim.warmup_epochs=0"]
     run = tmp_path / "run"
@@ -187,9 +189,9 @@ def test_nan_loss_stops_with_step_parts_and_keeps_the_last_good_checkpoint(
     assert match, err
     assert int(match[2]) >= 2  # epoch 1 took 2 steps
     assert {part.split("=")[0] for part in match[3].split(", ")} == {"total", "t", "q", "s_t", "s_q"}
-    payload = load_checkpoint(run / "last.pt")
-    assert payload["epoch"] == 0 and payload["global_step"] == 2
-    assert all(torch.isfinite(v).all() for v in payload["model"].values() if v.is_floating_point())
+    checkpoint = load_checkpoint(run / "last.pt")
+    assert checkpoint.epoch == 0 and checkpoint.resume is not None and checkpoint.resume.global_step == 2
+    assert all(torch.isfinite(v).all() for v in checkpoint.model.values() if v.is_floating_point())
 
     # Resuming the same diverging config stops again and leaves last.pt byte for byte as it was.
     before = digest(run / "last.pt")
@@ -256,7 +258,7 @@ def test_sigkill_at_a_random_moment_then_resume_matches_an_uninterrupted_run(
     proc.send_signal(signal.SIGKILL)
     code, _, _ = finish(proc)
     assert code == -signal.SIGKILL, "the run ended before the kill; the delay is too long"
-    killed_at = load_checkpoint(run / "last.pt")["epoch"] + 1  # loads: the write was atomic
+    killed_at = load_checkpoint(run / "last.pt").epoch + 1  # loads: the write was atomic
     print(f"last.pt held epoch {killed_at} of {EPOCHS}")
     assert 2 <= killed_at < EPOCHS
 
@@ -300,9 +302,41 @@ def test_ctrl_c_or_sigterm_exits_with_a_resume_command_that_works(
     epoch, step, saved = int(match[1]), int(match[2]), int(match[3])
     # saved == epoch when the signal came while that epoch's checkpoint was being written (held back)
     assert epoch - 1 <= saved <= epoch and step >= 2 * saved
-    assert load_checkpoint(last)["epoch"] + 1 == saved
+    assert load_checkpoint(last).epoch + 1 == saved
     command = shlex.split(match[4])
     assert command[:2] == ["pose-train", "fit"] and "--resume" in command
     resumed = subprocess.run([*CLI, *command[1:]], capture_output=True, text=True, timeout=120, check=False)
     assert resumed.returncode == 0, resumed.stderr
     assert_same_weights(last, reference.checkpoint("last.pt"))
+
+
+def test_ctrl_c_while_dataloader_workers_start_is_one_line_and_exit_130(data: Path, tmp_path: Path) -> None:
+    """Issue 14: with num_workers > 0 every epoch forks its DataLoader workers; a Ctrl-C landing
+    there was lost (a KeyboardInterrupt in an at-fork callback is printed and ignored, and training
+    went on) or ended in a worker's traceback. Each run below is interrupted at a random moment
+    of its short epochs, most of which is worker start-up."""
+    epochs = 300  # a lost Ctrl-C lets the run go on for tens of seconds and exit 0
+    rng = random.Random(14)
+    delays = [rng.uniform(0.0, 0.3) for _ in range(6)]
+
+    def interrupted_run(attempt: int) -> tuple[int, str]:
+        extra = ["num_workers=2", "data.val_split=", "data.preload=false"]
+        proc = start_fit(tmp_path / f"run{attempt}", *overrides(data, epochs), *extra)
+        assert proc.stdout is not None
+        wait_for_epoch_line(proc.stdout, 2)
+        time.sleep(delays[attempt])
+        proc.send_signal(signal.SIGINT)
+        try:
+            code, _, err = finish(proc, timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+            return -1, f"still training 60 s after Ctrl-C (the signal was lost):\n{err}"
+        return code, err
+
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(interrupted_run, range(len(delays))))
+    for code, err in results:
+        assert code == 130, err[-2000:]
+        assert err.count("\n") == 1 and "Traceback" not in err and "Exception ignored" not in err, err
+        assert re.match(rf"pose-train fit: interrupted at epoch \d+/{epochs}, step \d+; ", err), err

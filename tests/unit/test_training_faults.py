@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from pose_regressor.rig import preset_rig
-from pose_regressor_training.checkpoint import load_checkpoint, save_checkpoint
+from pose_regressor_training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from pose_regressor_training.cli import build_parser
 from pose_regressor_training.data.dataset import (
     BadFrame,
@@ -30,6 +30,7 @@ from pose_regressor_training.data.folder import (
     write_metadata,
 )
 from pose_regressor_training.errors import TrainingInterrupted
+from pose_regressor_training.models import ModelConfig
 from pose_regressor_training.train_cli import resume_command
 
 W, H = 16, 12
@@ -153,12 +154,13 @@ def test_non_finite_pose_label_is_rejected_with_file_and_line(tmp_path: Path, va
 
 def test_checkpoint_write_replaces_whole_files_only(tmp_path: Path) -> None:
     path = tmp_path / "last.pt"
-    save_checkpoint(path, {"epoch": 1, "model": {"w": torch.ones(3)}})
+    rig = preset_rig("stereo", W, H)
+    save_checkpoint(path, Checkpoint(ModelConfig(), {"w": torch.ones(3)}, rig, epoch=1))
     # What a kill in the middle of the next write leaves: a partial temporary file beside it.
     (tmp_path / "last.pt.tmp").write_bytes(b"PK\x03\x04 half a zip")
-    assert load_checkpoint(path)["epoch"] == 1
-    save_checkpoint(path, {"epoch": 2, "model": {"w": torch.zeros(3)}})
-    assert load_checkpoint(path)["epoch"] == 2
+    assert load_checkpoint(path).epoch == 1
+    save_checkpoint(path, Checkpoint(ModelConfig(), {"w": torch.zeros(3)}, rig, epoch=2))
+    assert load_checkpoint(path).epoch == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
 
 

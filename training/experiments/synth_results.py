@@ -74,7 +74,7 @@ def main() -> None:
             minutes = (time.perf_counter() - started) / 60
             evaluation = evaluate_checkpoint(run_dir / "best.pt", split="test", mc_samples=args.mc_samples)
             evaluation.metrics["train_minutes"] = minutes
-            evaluation.metrics["sets_per_second"] = fitted.images_per_second
+            evaluation.metrics["sets_per_second"] = fitted.sets_per_second
             write_evaluation(evaluation, run_dir / "eval_test")
         metrics = json.loads(metrics_path.read_text())
         results[name] = {"label": label, **metrics}

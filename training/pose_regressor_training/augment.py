@@ -45,8 +45,7 @@ from pose_regressor.rig import Rig
 from pose_regressor_training.augment_config import AugmentConfig
 from pose_regressor_training.rig_symmetry import apply_track_shift, track_shift_yaw
 
-# train.py imports track_shift_yaw from here; its home is rig_symmetry.
-__all__ = ["AugmentConfig", "Augmenter", "track_shift_yaw"]
+__all__ = ["AugmentConfig", "Augmenter"]
 
 
 class Augmenter:

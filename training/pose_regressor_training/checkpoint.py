@@ -1,29 +1,73 @@
 """Checkpoints: everything needed to resume training, evaluate or export, in one file.
 
+`Checkpoint` is the typed record; `save_checkpoint` and `load_checkpoint` are its only writer and
+reader, and the only code that knows the on-disk keys. On disk it is a plain dict of tensors and
+YAML-safe values, read with `weights_only=True`, so loading never runs pickled code.
+
 Written atomically (temporary file + rename), so a crash or Ctrl-C never leaves a truncated
 checkpoint; a write that fails (disk full, quota, I/O error) removes its temporary file and raises
-`CheckpointWriteError`, leaving the previous checkpoint as it was. Read with `weights_only=True`, so
-loading never runs pickled code.
+`CheckpointWriteError`, leaving the previous checkpoint as it was.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import math
 import os
-from dataclasses import replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any, cast
 
 import torch
 
-from pose_regressor.rig import Rig
+from pose_regressor.rig import Rig, RigError
 from pose_regressor_training.models import ModelConfig, PoseRegressor, build_model
-from pose_regressor_training.train_config import BOUNDS
-from pose_regressor_training.typed_config import from_mapping, to_mapping
+from pose_regressor_training.train_config import BOUNDS, TrainConfig
+from pose_regressor_training.typed_config import ConfigError, from_mapping, to_mapping
 
 FORMAT = "pose_regressor_checkpoint"
 VERSION = 1
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Which data the model was trained on (for eval's default data root and the bundle's provenance)."""
+
+    kind: str = "folder"
+    root: str = ""
+    train_split: str = ""
+    train_frames: int = 0
+    name: str = ""
+
+
+@dataclass
+class ResumeState:
+    """What `fit --resume` needs beyond the weights to continue bit for bit."""
+
+    loss: dict[str, torch.Tensor]  # the loss's learned weights (e.g. homoscedastic s_t, s_q)
+    optimizer: dict[str, Any]
+    global_step: int
+    torch_rng: torch.Tensor
+    augment_rng: torch.Tensor
+
+
+@dataclass
+class Checkpoint:
+    """One checkpoint (RUN_DIR/last.pt or best.pt): the model and how it was trained."""
+
+    model_config: ModelConfig
+    model: dict[str, torch.Tensor]  # the model's state_dict
+    rig: Rig
+    config: TrainConfig = field(default_factory=TrainConfig)
+    dataset: DatasetInfo = field(default_factory=DatasetInfo)
+    epoch: int = 0  # 0-based epoch whose end this holds
+    metrics: dict[str, float] = field(default_factory=dict)  # validation of this epoch ({}: none)
+    train_loss: dict[str, float] = field(default_factory=dict)  # mean loss parts of this epoch
+    best_score: float = math.inf  # what best.pt minimizes, see trainer.selection_score
+    best_epoch: int = -1  # 0-based; -1: none yet
+    best_metrics: dict[str, float] = field(default_factory=dict)
+    resume: ResumeState | None = None  # None: made outside `fit` (weights only), cannot be resumed
 
 
 class CheckpointError(ValueError):
@@ -70,7 +114,7 @@ class _RecordingWriter:
         self.handle.flush()
 
 
-def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
     """Write `path` so that it always holds either the old or the new checkpoint, whole.
 
     Ctrl-C or SIGKILL while writing can only leave `PATH.tmp` behind (rewritten next time); the
@@ -78,7 +122,7 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     EDQUOT, EFBIG, EIO, ...) removes `PATH.tmp` and raises `CheckpointWriteError` naming `path`
     and the reason; the file at `path` is then still the previous checkpoint (or absent).
     """
-    payload = {"format": FORMAT, "version": VERSION, **payload}
+    payload = _to_payload(checkpoint)
     tmp = path.with_name(path.name + ".tmp")
     writer: _RecordingWriter | None = None
     try:
@@ -129,7 +173,9 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
+    """The checkpoint at `path`; `CheckpointError` names the file when it is missing, unreadable, of
+    another format or holds values that do not fit the record."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
@@ -141,22 +187,68 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path} is not a pose_regressor checkpoint")
     if payload.get("version") != VERSION:
         raise CheckpointError(f"{path}: checkpoint version {payload.get('version')} is not supported")
+    try:
+        return _from_payload(payload)
+    except (ConfigError, RigError, KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path} is damaged or incomplete: {exc}") from None
+
+
+def _to_payload(checkpoint: Checkpoint) -> dict[str, Any]:
+    """The on-disk dict; its keys are those of every version so far, so old files still load."""
+    c = checkpoint
+    payload: dict[str, Any] = {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": to_mapping(c.config),
+        "model_config": to_mapping(c.model_config),
+        "rig": c.rig.to_dict(),
+        "dataset": asdict(c.dataset),
+        "model": c.model,
+        "epoch": c.epoch,
+        "best_score": c.best_score,
+        "best_epoch": c.best_epoch,
+        "best_metrics": c.best_metrics,
+        "metrics": c.metrics,
+        "train_loss": c.train_loss,
+    }
+    if c.resume is not None:
+        payload["loss"] = c.resume.loss
+        payload["optimizer"] = c.resume.optimizer
+        payload["global_step"] = c.resume.global_step
+        payload["rng"] = {"torch": c.resume.torch_rng, "augment": c.resume.augment_rng}
     return payload
 
 
-def model_from_checkpoint(payload: dict[str, Any]) -> PoseRegressor:
+def _from_payload(payload: dict[str, Any]) -> Checkpoint:
+    resume = None
+    if "optimizer" in payload:  # written by `fit`; hand-made checkpoints hold weights only
+        resume = ResumeState(
+            loss=dict(payload["loss"]),
+            optimizer=dict(payload["optimizer"]),
+            global_step=int(payload["global_step"]),
+            torch_rng=payload["rng"]["torch"],
+            augment_rng=payload["rng"]["augment"],
+        )
+    return Checkpoint(
+        model_config=from_mapping(ModelConfig, payload["model_config"], "model", BOUNDS),
+        model=dict(payload["model"]),
+        rig=Rig.from_dict(payload["rig"]),
+        config=from_mapping(TrainConfig, payload.get("config", {}), "config"),
+        dataset=from_mapping(DatasetInfo, payload.get("dataset", {}), "dataset"),
+        epoch=int(payload.get("epoch", 0)),
+        metrics=dict(payload.get("metrics", {})),
+        train_loss=dict(payload.get("train_loss", {})),
+        best_score=float(payload.get("best_score", math.inf)),
+        best_epoch=int(payload.get("best_epoch", -1)),
+        best_metrics=dict(payload.get("best_metrics", {})),
+        resume=resume,
+    )
+
+
+def model_from_checkpoint(checkpoint: Checkpoint) -> PoseRegressor:
     """The trained model (eval mode) rebuilt from the config stored in the checkpoint."""
-    config = from_mapping(ModelConfig, payload["model_config"], "model", BOUNDS)
     # Weights come from the checkpoint; never download pretrained ones again.
-    model = build_model(replace(config, pretrained=False))
-    model.load_state_dict(payload["model"])
+    model = build_model(replace(checkpoint.model_config, pretrained=False))
+    model.load_state_dict(checkpoint.model)
     model.eval()
     return model
-
-
-def rig_from_checkpoint(payload: dict[str, Any]) -> Rig:
-    return Rig.from_dict(payload["rig"])
-
-
-def model_config_mapping(config: ModelConfig) -> dict[str, Any]:
-    return to_mapping(config)

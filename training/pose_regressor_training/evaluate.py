@@ -22,7 +22,7 @@ from pose_regressor.uncertainty import PoseEstimate, estimate_from_samples
 from pose_regressor_training.checkpoint import load_checkpoint, model_from_checkpoint
 from pose_regressor_training.data.dataset import PoseDataset, describe_skipped
 from pose_regressor_training.data.sources import load_dataset
-from pose_regressor_training.train import predict, resolve_device
+from pose_regressor_training.predict import predict, resolve_device
 
 
 @dataclass
@@ -71,26 +71,24 @@ def evaluate_checkpoint(
 ) -> Evaluation:
     """Metrics of `checkpoint` on `split`; with `skip_bad`, frames whose images cannot be read are
     left out (counted in metrics["skipped_frames"]) instead of stopping with `ImageLoadError`."""
-    payload = load_checkpoint(checkpoint)
-    model = model_from_checkpoint(payload)
+    trained = load_checkpoint(checkpoint)
+    model = model_from_checkpoint(trained)
     device = resolve_device(device_name)
     model.to(device)
-    data = payload["dataset"]
-    root = data_root if data_root is not None else Path(data["root"])
-    options = payload["config"]["data"].get("options", {})
-    cameras = payload["config"]["data"].get("cameras", [])
+    root = data_root if data_root is not None else Path(trained.dataset.root)
+    data = trained.config.data
     size = (model.config.image_width, model.config.image_height)
     skipped: dict[str, int] = {}
     notes: list[str] = []
 
     def run(split_name: str) -> tuple[PoseDataset, NDArray[np.float64], NDArray[np.float64]]:
-        frames = load_dataset(data["kind"], root, split_name, **options).select_cameras(cameras)
+        frames = load_dataset(trained.dataset.kind, root, split_name, **data.options)
+        frames = frames.select_cameras(data.cameras)
         if len(frames) == 0:
             raise ValueError(f"split {split_name!r} of {root} has no frames")
-        if frames.rig.names != [c["name"] for c in payload["rig"]["cameras"]]:
+        if frames.rig.names != trained.rig.names:
             raise ValueError(
-                f"{root} has cameras {frames.rig.names}, the model was trained on "
-                f"{[c['name'] for c in payload['rig']['cameras']]}"
+                f"{root} has cameras {frames.rig.names}, the model was trained on {trained.rig.names}"
             )
         dataset = PoseDataset(frames, size, preload=False, skip_bad=skip_bad)
         if dataset.skipped:

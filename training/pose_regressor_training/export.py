@@ -32,6 +32,7 @@ import os
 import shutil
 import tempfile
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,6 @@ from pose_regressor.bundle import (
     load_bundle,
     write_bundle,
 )
-from pose_regressor.rig import Rig
 from pose_regressor.uncertainty import dropout_masks
 from pose_regressor_training.checkpoint import (
     WRITE_ERRNOS,
@@ -70,6 +70,7 @@ from pose_regressor_training.models import PoseRegressor
 from pose_regressor_training.models.model import images_to_unit_float
 from pose_regressor_training.onnx_checks import expected_signature, io_signature, tensorrt_violations
 from pose_regressor_training.torch_engine import WEIGHTS_FORMAT
+from pose_regressor_training.typed_config import to_mapping
 
 INPUT_NAMES = tuple(spec.name for spec in GRAPH_INPUTS)
 OUTPUT_NAMES = tuple(spec.name for spec in GRAPH_OUTPUTS)
@@ -301,13 +302,13 @@ def export_bundle(
     _check_options(mc_samples, opset)
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir} exists; pass --overwrite to replace it")
-    payload = load_checkpoint(checkpoint)
-    model = model_from_checkpoint(payload)
+    trained = load_checkpoint(checkpoint)
+    model = model_from_checkpoint(trained)
     config = model.config
     scale, source, eval_summary = covariance_scale_from_metrics(
         checkpoint, Path(metrics) if metrics is not None else None
     )
-    rig = Rig.from_dict(payload["rig"])
+    rig = trained.rig
     if len(rig.cameras) != config.num_cameras:
         raise ExportError(f"{checkpoint}: rig has {len(rig.cameras)} cameras, model {config.num_cameras}")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -320,7 +321,7 @@ def export_bundle(
         weights = {
             "format": WEIGHTS_FORMAT,
             "version": 1,
-            "model_config": payload["model_config"],
+            "model_config": to_mapping(trained.model_config),
             "model": model.state_dict(),
         }
         write_torch_file(staging / TORCH_FILE, weights)
@@ -354,19 +355,19 @@ def export_bundle(
             },
             provenance={
                 "checkpoint": str(checkpoint.resolve()),
-                "epoch": payload.get("epoch"),
+                "epoch": trained.epoch,
                 "exported_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                 "torch": str(torch.__version__),
                 "onnx": onnx.__version__,
                 "backbone": config.backbone,
                 "rotation": config.rotation,
                 "covariance_scale_source": source,
-                "dataset": payload.get("dataset", {}),
-                "best_metrics": payload.get("best_metrics", {}),
+                "dataset": asdict(trained.dataset),
+                "best_metrics": trained.best_metrics,
                 "eval_metrics": eval_summary,
-                "rig": payload["rig"],
-                "model_config": payload["model_config"],
-                "config": payload.get("config", {}),
+                "rig": rig.to_dict(),
+                "model_config": to_mapping(trained.model_config),
+                "config": to_mapping(trained.config),
             },
         )
         write_bundle(bundle)

@@ -80,8 +80,6 @@ def resume_command(args: argparse.Namespace) -> str:
 
 
 def run_fit(args: argparse.Namespace) -> int:
-    from pose_regressor_training.data.dataset import ImageLoadError
-    from pose_regressor_training.train import fit
     from pose_regressor_training.train_config import load_train_config
 
     overrides = [*args.overrides, *(["data.skip_bad=true"] if args.skip_bad else [])]
@@ -89,6 +87,10 @@ def run_fit(args: argparse.Namespace) -> int:
     last = args.out / "last.pt"
     if not args.resume and last.exists():
         raise FileExistsError(f"{last} exists; pass --resume to continue it or choose another --out")
+    # The training code (seconds of torch imports) only after the config and --out are checked.
+    from pose_regressor_training.data.dataset import ImageLoadError
+    from pose_regressor_training.train import fit
+
     received: list[int] = []
 
     def terminate_as_interrupt(signum: int, frame: object) -> None:
@@ -119,8 +121,8 @@ def run_fit(args: argparse.Namespace) -> int:
         best += f"{m['median_rotation_deg']:.2f} deg"
     else:
         best = f"best epoch {result.best_epoch} (by training loss)"
-    if result.images_per_second > 0:
-        print(f"fit: {best}; {result.images_per_second:.0f} camera sets/s; {result.seconds:.0f} s in all")
+    if result.sets_per_second > 0:
+        print(f"fit: {best}; {result.sets_per_second:.0f} camera sets/s; {result.seconds:.0f} s in all")
         print(f"fit: checkpoints {args.out / 'best.pt'} and {args.out / 'last.pt'}")
     return 0
 

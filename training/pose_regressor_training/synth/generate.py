@@ -12,12 +12,9 @@ import math
 import multiprocessing
 import os
 import shutil
-import signal
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +32,7 @@ from pose_regressor_training.data.folder import (
     write_frames,
     write_metadata,
 )
+from pose_regressor_training.stop_signals import leave_stop_signals_to_parent, stop_signals_deferred
 from pose_regressor_training.synth.render import Lighting, RigRenderer
 from pose_regressor_training.synth.scene import Scene, SceneConfig
 from pose_regressor_training.synth.trajectory import generate_trajectory
@@ -208,41 +206,6 @@ def _batches(jobs: list[_FrameJob], size: int) -> Iterator[list[_FrameJob]]:
         yield jobs[start : start + size]
 
 
-_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
-
-
-def _worker_signals() -> None:
-    """Render workers leave Ctrl-C and SIGTERM to the parent, which stops them and cleans up (a
-    worker interrupted by a terminal's Ctrl-C would otherwise print a traceback of its own)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
-@contextmanager
-def _stop_signals_deferred() -> Iterator[None]:
-    """Holds Ctrl-C and SIGTERM back while the worker pool is created and fed.
-
-    A handler that raises KeyboardInterrupt there can hit an at-fork callback (where the exception
-    is printed and ignored: the signal is lost) or leave the executor half-started (workers without
-    a manager thread, which then block the interpreter's exit). So the signals are only recorded
-    here and raised again, to the handlers in place before, once the pool is whole.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-    previous = {signum: signal.getsignal(signum) for signum in _STOP_SIGNALS}
-    for signum in _STOP_SIGNALS:
-        signal.signal(signum, lambda number, _frame: received.append(number))
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
-        if received:
-            signal.raise_signal(received[0])
-
-
 def _check_outputs(cfg: SynthConfig) -> None:
     """Refuse outputs that exist (unless `overwrite`) before anything is rendered or written."""
     if cfg.out.exists() and not cfg.out.is_dir():
@@ -361,9 +324,11 @@ def _render(cfg: SynthConfig, out: Path, bag_path: Path | None) -> SynthSummary:
         if workers == 1:
             results_iter = map(_render_jobs, batches)
         else:
-            with _stop_signals_deferred():  # map() forks the workers as it submits the batches
+            with stop_signals_deferred():  # map() forks the workers as it submits the batches
                 pool = ProcessPoolExecutor(
-                    workers, mp_context=multiprocessing.get_context("fork"), initializer=_worker_signals
+                    workers,
+                    mp_context=multiprocessing.get_context("fork"),
+                    initializer=leave_stop_signals_to_parent,
                 )
                 results_iter = pool.map(_render_jobs, batches)
         for results in results_iter:

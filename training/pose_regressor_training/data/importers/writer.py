@@ -26,6 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from pose_regressor.rig import Rig
+from pose_regressor_training.data.benchmark import base_pose_from_camera_pose, single_camera_rig
 from pose_regressor_training.data.folder import (
     SPLITS,
     FrameRecord,
@@ -34,7 +35,6 @@ from pose_regressor_training.data.folder import (
     write_metadata,
 )
 from pose_regressor_training.data.importers.common import CameraTrack, ImportFormatError, PosedImage
-from pose_regressor_training.data.benchmark import base_pose_from_camera_pose, single_camera_rig
 
 DEFAULT_SPLIT_BLOCKS = 10
 DEFAULT_TEST_EVERY = 5

@@ -1,0 +1,382 @@
+"""The training loop of `pose-train fit`, single process or DistributedDataParallel under torchrun.
+
+`Trainer` owns the model, the data, the optimizer, the learning-rate schedule and the checkpoints;
+`Trainer.fit` reads as the loop: for each epoch, `run_epoch` (a `training_step` per batch), then on
+the main process `validate` and `save`, then every process waits for the main one.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from pose_regressor_training.augment import Augmenter
+from pose_regressor_training.checkpoint import (
+    Checkpoint,
+    CheckpointWriteError,
+    ResumeState,
+    load_checkpoint,
+    save_checkpoint,
+)
+from pose_regressor_training.data.dataset import ImageLoadError, worker_error_message
+from pose_regressor_training.distributed import start_process
+from pose_regressor_training.errors import CheckpointSaveError, TrainingError, TrainingInterrupted
+from pose_regressor_training.losses import build_loss
+from pose_regressor_training.models import build_model
+from pose_regressor_training.models.model import images_to_unit_float
+from pose_regressor_training.objective import Objective
+from pose_regressor_training.predict import median_errors, predict
+from pose_regressor_training.stop_signals import stop_signals_deferred
+from pose_regressor_training.train_config import OptimConfig, TrainConfig, validate_train_config
+from pose_regressor_training.training_data import Batch, camera_spec, load_training_data, make_loader
+
+
+@dataclass
+class FitResult:
+    run_dir: Path
+    epochs: int
+    best_epoch: int  # 1-based
+    best_metrics: dict[str, float]
+    sets_per_second: float  # camera sets (one image per camera) trained on per second, all processes
+    seconds: float
+
+
+@dataclass
+class _Progress:
+    """Where the run is; all of it but the timing is restored by a resume."""
+
+    epoch: int = 0  # 0-based epoch running
+    global_step: int = 0  # optimizer steps done
+    best_score: float = math.inf
+    best_epoch: int = -1  # 0-based; -1: none yet
+    best_metrics: dict[str, float] = field(default_factory=dict)
+    saved_epoch: int | None = None  # 1-based epoch that last.pt holds; None: not written yet
+    sets_seen: int = 0
+    train_seconds: float = 0.0
+
+
+def lr_factor(
+    step: int, total_steps: int, warmup_steps: int, config: TrainConfig, steps_per_epoch: int
+) -> float:
+    """Multiplier of the base learning rate at optimizer step `step` (linear warmup, then the schedule)."""
+    if warmup_steps and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    o = config.optim
+    if o.schedule == "constant":
+        return 1.0
+    if o.schedule == "step":
+        return float(o.step_gamma ** ((step // steps_per_epoch) // o.step_epochs))
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def selection_score(metrics: dict[str, float]) -> float:
+    """What best.pt minimizes: median translation error plus median rotation error at 10 deg per metre."""
+    return metrics["median_translation_m"] + metrics["median_rotation_deg"] / 10.0
+
+
+class Trainer:
+    """Trains the model of `config` into `run_dir` (last.pt, best.pt, tensorboard/)."""
+
+    def __init__(self, config: TrainConfig, run_dir: Path, resume: bool = False, progress: bool = True):
+        self.started = time.perf_counter()
+        validate_train_config(config)
+        self.config, self.epochs = config, config.optim.epochs
+        self.device, self.ctx = start_process(config)
+        self.show_progress = progress and self.ctx.is_main
+        self.last_path, self.best_path = run_dir / "last.pt", run_dir / "best.pt"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.run_dir = run_dir
+        self.data = load_training_data(config, self.show_progress, report=self.ctx.is_main)
+        self.model = build_model(self.data.model_config)
+        self.model.set_translation_stats(*self.data.translation_stats())
+        self.loss = build_loss(config.loss.name, config.loss.params, camera_spec(self.data.train_frames))
+        self.objective = Objective(self.model, self.loss).to(self.device)
+        augment_seed = config.seed + 1000 * self.ctx.rank
+        self.augmenter = Augmenter(config.augment, self.data.rig, torch.Generator().manual_seed(augment_seed))
+        self.loader, self.sampler, self.loader_order = make_loader(self.data.tuples, config, self.ctx)
+        self.params = [p for p in self.objective.parameters() if p.requires_grad]
+        self.optimizer = _optimizer(self.params, config.optim)
+        self.steps_per_epoch = max(1, len(self.loader))
+        self.warmup_steps = int(config.optim.warmup_epochs * self.steps_per_epoch)
+        self.use_amp = config.optim.amp and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.progress = _Progress()
+        if resume:
+            self.restore()  # before DDP wraps the model: DDP copies rank 0's weights to the others
+        self.train_model: nn.Module = (
+            DistributedDataParallel(self.objective) if self.ctx.enabled else self.objective
+        )
+        self.board = _TensorBoard(run_dir / "tensorboard", config.tensorboard and self.ctx.is_main)
+
+    # ------------------------------------------------------------------------------- the loop
+    def fit(self, stop_after_epoch: int | None = None) -> FitResult:
+        """Trains up to the last epoch (or `stop_after_epoch`, 1-based, as an interruption would)."""
+        end = self.epochs if stop_after_epoch is None else min(stop_after_epoch, self.epochs)
+        try:
+            for epoch in range(self.progress.epoch, end):
+                self.progress.epoch = epoch
+                train_loss = self.run_epoch(epoch)
+                if self.ctx.is_main:
+                    metrics = self.validate(epoch)
+                    improved = self.save(epoch, train_loss, metrics)
+                    self.report(epoch, train_loss, metrics, improved)
+                self.wait_for_main(epoch)
+        except KeyboardInterrupt:
+            p = self.progress
+            raise TrainingInterrupted(
+                p.epoch + 1, self.epochs, p.global_step, self.last_path, p.saved_epoch
+            ) from None
+        finally:
+            self.board.close()
+        if self.ctx.enabled:
+            dist.destroy_process_group()
+        return self.result()
+
+    def run_epoch(self, epoch: int) -> dict[str, float]:
+        """One pass over the training tuples; returns the mean of each loss part."""
+        self.objective.train()
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
+        self.loader_order.manual_seed(self.config.seed * 1000 + epoch)  # an epoch's order survives resumes
+        sums: dict[str, float] = {}
+        started = time.perf_counter()
+        with tqdm(
+            total=self.steps_per_epoch,
+            desc=f"epoch {epoch + 1}/{self.epochs}",
+            disable=not self.show_progress,
+            unit="batch",
+            leave=False,
+        ) as bar:
+            for batch in self.batches():
+                parts = self.training_step(batch)
+                for key, value in parts.items():
+                    sums[key] = sums.get(key, 0.0) + float(value.detach())
+                bar.set_postfix(loss=f"{parts['total'].item():.3f}", lr=f"{self.learning_rate:.2e}")
+                bar.update()
+        self.progress.train_seconds += time.perf_counter() - started
+        means = {key: value / self.steps_per_epoch for key, value in sums.items()}
+        self.board.scalars({**means, "lr": self.learning_rate}, epoch + 1, "train")
+        return means
+
+    def batches(self) -> Iterator[Batch]:
+        """This epoch's batches; an unreadable image met in a worker process reads as one met here."""
+        with stop_signals_deferred():  # iter() forks the workers: a Ctrl-C there would be lost
+            batches = iter(self.loader)
+        try:
+            yield from batches
+        except ImageLoadError as exc:
+            raise ImageLoadError(worker_error_message(exc)) from None
+
+    def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """One optimizer step on a batch of tuples; returns the loss parts. A NaN/inf loss stops training."""
+        self.set_learning_rate()
+        images, masks, t, q = self.prepare(batch)
+        with torch.autocast(self.device.type, enabled=self.use_amp):
+            parts = self.train_model(images, masks, t, q, self.progress.global_step)
+        total = parts["total"]
+        if not torch.isfinite(total):
+            raise TrainingError(self.non_finite_message(parts))
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        if self.config.optim.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the AMP-scaled ones
+            torch.nn.utils.clip_grad_norm_(self.params, self.config.optim.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.progress.global_step += 1
+        self.progress.sets_seen += t.shape[0] * t.shape[1] * self.ctx.world_size
+        return dict(parts)
+
+    def prepare(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Images (augmented, in [0, 1]), one dropout mask per camera set, and the poses as (B, K, .)."""
+        b, k = batch["t"].shape[:2]
+        images = images_to_unit_float(batch["images"].flatten(0, 1))
+        images, t, q = self.augmenter(images, batch["t"].flatten(0, 1), batch["q"].flatten(0, 1))
+        masks = self.model.random_masks(b * k, 1, device=self.device)
+        device = self.device
+        return images.to(device), masks, t.to(device).reshape(b, k, 3), q.to(device).reshape(b, k, 4)
+
+    def set_learning_rate(self) -> None:
+        total_steps = self.steps_per_epoch * self.epochs
+        step = self.progress.global_step
+        factor = lr_factor(step, total_steps, self.warmup_steps, self.config, self.steps_per_epoch)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config.optim.lr * factor
+
+    @property
+    def learning_rate(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def validate(self, epoch: int) -> dict[str, float]:
+        """Errors on the val split at every `eval_every`-th epoch and the last; {} at the others."""
+        number = epoch + 1
+        due = number % self.config.eval_every == 0 or number == self.epochs
+        val_set = self.data.val_set
+        if val_set is None or not due:
+            return {}
+        t_pred, q_pred = predict(self.model, val_set, self.device)
+        metrics = median_errors(val_set, t_pred[:, 0], q_pred[:, 0])
+        self.board.scalars(metrics, number, "val")
+        return metrics
+
+    # --------------------------------------------------------------------------- checkpoints
+    def save(self, epoch: int, train_loss: dict[str, float], metrics: dict[str, float]) -> bool:
+        """Writes last.pt, and best.pt first when this epoch is the best so far (returned)."""
+        p = self.progress
+        if metrics:
+            score = selection_score(metrics)
+        else:  # without a val split the training loss chooses; between validations nothing does
+            score = train_loss["total"] if self.data.val_set is None else math.inf
+        improved = score < p.best_score
+        if improved:
+            p.best_score, p.best_epoch, p.best_metrics = score, epoch, metrics
+        checkpoint = self.checkpoint(epoch, train_loss, metrics)
+        # Ctrl-C waits for the writes, so that the interruption message knows what last.pt holds.
+        with stop_signals_deferred():
+            try:
+                # best.pt before last.pt: a kill between the two then repeats this epoch on resume
+                # (and rewrites the same best.pt) instead of leaving a best.pt older than last.pt says.
+                if improved:
+                    save_checkpoint(self.best_path, checkpoint)
+                save_checkpoint(self.last_path, checkpoint)
+            except CheckpointWriteError as exc:
+                disk_full = exc.code in (errno.ENOSPC, errno.EDQUOT)
+                message = self.save_failed_message(exc, epoch)
+                raise CheckpointSaveError(message, p.saved_epoch is not None, disk_full) from None
+            p.saved_epoch = epoch + 1
+        return improved
+
+    def checkpoint(self, epoch: int, train_loss: dict[str, float], metrics: dict[str, float]) -> Checkpoint:
+        p = self.progress
+        return Checkpoint(
+            model_config=self.data.model_config,
+            model=self.model.state_dict(),
+            rig=self.data.rig,
+            config=self.config,
+            dataset=self.data.info,
+            epoch=epoch,
+            metrics=metrics,
+            train_loss=train_loss,
+            best_score=p.best_score,
+            best_epoch=p.best_epoch,
+            best_metrics=p.best_metrics,
+            resume=ResumeState(
+                loss=self.loss.state_dict(),
+                optimizer=self.optimizer.state_dict(),
+                global_step=p.global_step,
+                torch_rng=torch.get_rng_state(),
+                augment_rng=self.augmenter.generator.get_state(),
+            ),
+        )
+
+    def restore(self) -> None:
+        """Continues from last.pt: weights, optimizer, loss weights, random state and counters."""
+        checkpoint = load_checkpoint(self.last_path, map_location=self.device)
+        state = checkpoint.resume
+        if state is None:
+            raise TrainingError(f"{self.last_path} holds weights only (not written by fit); it cannot resume")
+        self.model.load_state_dict(checkpoint.model)
+        self.loss.load_state_dict(state.loss)
+        self.optimizer.load_state_dict(state.optimizer)
+        torch.set_rng_state(state.torch_rng)
+        self.augmenter.generator.set_state(state.augment_rng)
+        self.progress = _Progress(
+            epoch=checkpoint.epoch + 1,
+            global_step=state.global_step,
+            best_score=checkpoint.best_score,
+            best_epoch=checkpoint.best_epoch,
+            best_metrics=dict(checkpoint.best_metrics),
+            saved_epoch=checkpoint.epoch + 1,
+        )
+        if self.ctx.is_main:
+            print(f"fit: resuming {self.last_path} at epoch {checkpoint.epoch + 2}/{self.epochs}")
+
+    # ------------------------------------------------------------------------ what it says
+    def report(self, epoch: int, train_loss: dict[str, float], metrics: dict[str, float], best: bool) -> None:
+        summary = f"epoch {epoch + 1}/{self.epochs}: loss {train_loss['total']:.4f}"
+        if metrics:
+            summary += (
+                f", val median {metrics['median_translation_m']:.3f} m "
+                f"{metrics['median_rotation_deg']:.2f} deg"
+            )
+        print(summary + (" (best)" if best else ""), flush=True)  # flushed: tests and logs follow it live
+
+    def wait_for_main(self, epoch: int) -> None:
+        """Every process waits for the main one's checkpoint, so all know what last.pt holds."""
+        if self.ctx.enabled:
+            dist.barrier()
+        self.progress.saved_epoch = epoch + 1
+
+    def result(self) -> FitResult:
+        p = self.progress
+        seconds = time.perf_counter() - self.started
+        rate = p.sets_seen / max(p.train_seconds, 1e-9)
+        return FitResult(self.run_dir, self.epochs, p.best_epoch + 1, p.best_metrics, rate, seconds)
+
+    def non_finite_message(self, parts: dict[str, torch.Tensor]) -> str:
+        """Why training stopped on a NaN/inf loss, and what is left to go back to."""
+        p = self.progress
+        details = ", ".join(f"{key}={float(value.detach()):.4g}" for key, value in parts.items())
+        kept = (
+            f"the last good checkpoint {self.last_path} (epoch {p.saved_epoch}) is kept untouched"
+            if p.saved_epoch is not None
+            else "no checkpoint was written yet"
+        )
+        return (
+            f"loss became {float(parts['total'].detach())} at epoch {p.epoch + 1}/{self.epochs}, "
+            f"step {p.global_step} ({details}); training stopped; {kept} "
+            "(lower optim.lr or check the data's poses)"
+        )
+
+    def save_failed_message(self, error: CheckpointWriteError, epoch: int) -> str:
+        """Why training stopped on a failed checkpoint write, and what is left intact."""
+        saved = self.progress.saved_epoch
+        kept = (
+            f"the previous checkpoint {self.last_path} (epoch {saved}) is intact"
+            if saved is not None
+            else "no checkpoint was written yet"
+        )
+        if error.path != self.last_path and error.path.exists():
+            kept += f", and so is {error.path.name} from before"
+        where = f"at the end of epoch {epoch + 1}/{self.epochs}"
+        return f"{error} {where}; its temporary file was removed; {kept}"
+
+
+def _optimizer(params: list[nn.Parameter], optim: OptimConfig) -> torch.optim.Optimizer:
+    optimizer_class = torch.optim.AdamW if optim.optimizer == "adamw" else torch.optim.Adam
+    return optimizer_class(params, lr=optim.lr, weight_decay=optim.weight_decay)
+
+
+class _TensorBoard:
+    """TensorBoard scalars when available and enabled; silently nothing otherwise."""
+
+    def __init__(self, log_dir: Path, enabled: bool) -> None:
+        self.writer: Any = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                print("fit: tensorboard is not installed; no TensorBoard logs")
+                return
+            self.writer = SummaryWriter(str(log_dir))
+
+    def scalars(self, values: dict[str, float], step: int, prefix: str) -> None:
+        if self.writer is not None:
+            for key, value in values.items():
+                self.writer.add_scalar(f"{prefix}/{key}", value, step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
