@@ -253,6 +253,13 @@ def test_covariance_scale_sources(tmp_path: Path) -> None:
     (tmp_path / "no_scale.json").write_text(json.dumps({"median_translation_m": 1.0}))
     with pytest.raises(ExportError, match="has no positive covariance_scale"):
         covariance_scale_from_metrics(checkpoint, tmp_path / "no_scale.json")
+    # An undertrained model's fitted scale beyond the bound is named, not silently dropped.
+    (eval_dir / "metrics.json").write_text(json.dumps({**metrics, "covariance_scale": 1.5e7}))
+    scale, source, _ = covariance_scale_from_metrics(checkpoint, None)
+    assert scale == 1.0
+    assert (
+        source == f"default ({eval_dir / 'metrics.json'} has covariance_scale 15000000.0, outside (0, 1e+06])"
+    )
 
 
 # ------------------------------------------------------------------------------ other backbones

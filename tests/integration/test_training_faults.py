@@ -147,10 +147,19 @@ def test_skip_bad_trains_on_the_good_frames_and_says_which_were_left_out(
     repair(bad["garbage"], data, tmp_path / "data")
     test_image = frame_image(tmp_path / "data", "test", 5, "front")
     test_image.write_bytes(b"")
-    eval_args = ["eval", "--checkpoint", str(run / "last.pt"), "--mc-samples", "2", "--calib-split", ""]
+    eval_args = [
+        "eval-checkpoint",
+        "--checkpoint",
+        str(run / "last.pt"),
+        "--mc-samples",
+        "2",
+        "--calib-split",
+        "",
+    ]
     assert main(eval_args) == 2
     assert capsys.readouterr().err == (
-        f"pose-train eval: error: image {test_image} is an empty file (frame 5 of data:test, camera front); "
+        f"pose-train eval-checkpoint: error: image {test_image} is an empty file "
+        "(frame 5 of data:test, camera front); "
         "pass --skip-bad to leave out frames with unreadable images\n"
     )
     assert main([*eval_args, "--skip-bad"]) == 0

@@ -30,8 +30,8 @@ from pose_regressor_training.data.folder import (
     write_metadata,
 )
 from pose_regressor_training.errors import TrainingInterrupted
+from pose_regressor_training.model_commands import resume_command
 from pose_regressor_training.models import ModelConfig
-from pose_regressor_training.train_cli import resume_command
 
 W, H = 16, 12
 Q = np.array([0.0, 0.0, 0.0, 1.0])

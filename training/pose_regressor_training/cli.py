@@ -1,4 +1,5 @@
-"""`pose-train`: the training-side command line (subcommands are added as they land)."""
+"""`pose-train`: the training-side command line: synth, import, from-bag, fit, eval-checkpoint, export,
+build-engine."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ from typing import NoReturn
 from pose_regressor.rig import PRESETS, Rig, RigError, load_rig
 from pose_regressor_training.data.importers.command import DESCRIPTION, add_import_arguments, run_import
 from pose_regressor_training.errors import TrainingError
+from pose_regressor_training.model_commands import add_build_engine, add_eval, add_export, add_fit
 from pose_regressor_training.synth.scene import SceneConfig
 from pose_regressor_training.synth.trajectory import KINDS, TrajectoryError
-from pose_regressor_training.train_cli import add_build_engine, add_eval, add_export, add_fit
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -291,10 +292,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# `eval` sounded like `pose-regressor evaluate` (now eval-node), which scores the running node on a bag.
+DEPRECATED_COMMANDS = {"eval": "eval-checkpoint"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs one subcommand. Any bad input is one line on stderr and exit 2; Ctrl-C (130) and
     SIGTERM (143) stop it cleanly (what a command was writing is removed) with one line too."""
     args = build_parser().parse_args(argv)
+    if args.command in DEPRECATED_COMMANDS:
+        new = DEPRECATED_COMMANDS[args.command]
+        print(
+            f"pose-train {args.command} is deprecated: use pose-train {new} (same arguments)", file=sys.stderr
+        )
+        args.command = new
     received: list[int] = []
 
     def terminate_as_interrupt(signum: int, frame: object) -> None:

@@ -1,4 +1,5 @@
-"""`pose-train eval`: accuracy and uncertainty metrics of a checkpoint on a dataset split, with plots."""
+"""`pose-train eval-checkpoint`: accuracy and uncertainty metrics of a checkpoint on a dataset split,
+with plots."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ class Evaluation:
 
 
 def evaluation_dir(checkpoint: Path, split: str) -> Path:
-    """Where `pose-train eval` writes the metrics and plots of `checkpoint` on `split` by default."""
+    """Where `pose-train eval-checkpoint` writes the metrics and plots of `checkpoint` on `split`."""
     return checkpoint.parent / f"eval_{split}"
 
 

@@ -210,7 +210,7 @@ def verify_onnx(model: PoseRegressor, path: Path, trials: int = 4, samples: int 
 
 # -------------------------------------------------------------------------------- calibration
 def default_metrics_path(checkpoint: Path) -> Path:
-    """Where `pose-train eval` writes the test metrics of a checkpoint by default."""
+    """Where `pose-train eval-checkpoint` writes the test metrics of a checkpoint by default."""
     from pose_regressor_training.evaluate import evaluation_dir  # evaluate imports the data loaders
 
     return evaluation_dir(checkpoint, "test") / "metrics.json"
@@ -241,9 +241,17 @@ def covariance_scale_from_metrics(
         if metrics is not None:
             raise ExportError(
                 f"{metrics} has no positive covariance_scale of at most {MAX_COVARIANCE_SCALE:g} "
-                "(run pose-train eval with --mc-samples >= 2)"
+                "(run pose-train eval-checkpoint with --mc-samples >= 2)"
             )
-        return 1.0, "default", {}
+        # Said, not silent: a scale beyond the bound means the MC spread says nothing about the errors.
+        if scale is None:
+            return (
+                1.0,
+                f"default ({path} has no covariance_scale: evaluated with fewer than 2 MC samples?)",
+                {},
+            )
+        why = f"{path} has covariance_scale {scale!r}, outside (0, {MAX_COVARIANCE_SCALE:g}]"
+        return 1.0, f"default ({why})", {}
     assert isinstance(data, dict)
     evaluated = data.get("checkpoint")
     if metrics is None and evaluated is not None and Path(evaluated).name != checkpoint.name:
@@ -293,7 +301,7 @@ def export_bundle(
 ) -> ModelBundle:
     """Export a checkpoint into the bundle directory `out_dir`; returns the loaded `ModelBundle`.
 
-    `mc_samples` is the bundle's default S; `metrics` a `pose-train eval` metrics.json whose
+    `mc_samples` is the bundle's default S; `metrics` a `pose-train eval-checkpoint` metrics.json whose
     `covariance_scale` to use (default: CHECKPOINT_DIR/eval_test/metrics.json when it evaluated this
     checkpoint, else 1.0, recorded as `covariance_scale_source: default`). An existing `out_dir` is
     replaced only with `overwrite`.

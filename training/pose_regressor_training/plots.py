@@ -1,4 +1,4 @@
-"""Plots of `pose-train eval` (matplotlib, Agg backend): error CDFs and error vs predicted std.
+"""Plots of `pose-train eval-checkpoint` (matplotlib, Agg backend): error CDFs and error vs predicted std.
 
 The trajectory plot is `pose_regressor.evaluate_plots.plot_trajectory`, shared with the robot-side
 evaluation.

@@ -1,4 +1,5 @@
-"""Evaluation plots shared by `pose-regressor evaluate` and `pose-train eval` (matplotlib, Agg backend).
+"""Evaluation plots shared by `pose-regressor eval-node` and `pose-train eval-checkpoint` (matplotlib,
+Agg backend).
 
 matplotlib is a development and training dependency, not a robot one: the robot-side evaluate
 writes no plots when it is missing.
@@ -75,7 +76,7 @@ def _ellipse(center: NDArray[np.float64], cov_xy: NDArray[np.float64], **style: 
 
 
 def plot_evaluation(arrays: dict[str, np.ndarray], metrics: dict[str, Any], out: Path) -> list[Path]:
-    """The plots of `pose-regressor evaluate`: trajectory, errors over time and (soak runs) soak.png."""
+    """The plots of `pose-regressor eval-node`: trajectory, errors over time and (soak runs) soak.png."""
     paths = [out / "trajectory.png", out / "errors_over_time.png"]
     title = (
         f"Replay at {metrics['rate']:g}x: median {metrics['median_translation_m']:.2f} m, "

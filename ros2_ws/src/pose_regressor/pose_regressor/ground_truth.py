@@ -1,7 +1,7 @@
 """Ground-truth trajectories from bags: time-stamped `T_map_base` with interpolation (ROS-free).
 
 Used by `pose-train from-bag` (labels for each synchronized camera set) and by
-`pose-regressor evaluate` (the truth for each published pose).
+`pose-regressor eval-node` (the truth for each published pose).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Accuracy and uncertainty metrics of estimated poses against ground truth.
 
-One definition for both evaluations, `pose-train eval` (a checkpoint on a dataset split) and
-`pose-regressor evaluate` (the running node on a replayed bag), so their metrics.json keys mean
+One definition for both evaluations, `pose-train eval-checkpoint` (a checkpoint on a dataset split) and
+`pose-regressor eval-node` (the running node on a replayed bag), so their metrics.json keys mean
 the same thing. Errors: translation in metres (Euclidean), rotation in degrees (geodesic angle).
 """
 

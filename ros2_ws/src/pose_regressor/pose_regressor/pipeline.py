@@ -17,7 +17,7 @@ Latency here is the node's own part only: `set_to_pose` (diagnostics `set_to_pos
 runs from the moment a synchronized set is complete in the node (its last image received,
 decoded and resized) to the estimate being ready: mailbox wait, stacking, inference and the MC
 estimate. DDS transport, image decoding and the subscription queues lie before it; the
-end-to-end latency (`pose-regressor evaluate`'s `e2e_latency_ms_*`) includes them.
+end-to-end latency (`pose-regressor eval-node`'s `e2e_latency_ms_*`) includes them.
 
 Two clocks: `clock` (monotonic, this machine) times latency and the engine; `node_clock` (the ROS
 node's clock, which follows /clock under use_sim_time) times the input: a camera that stopped,

@@ -1,4 +1,5 @@
-"""`pose-train fit`, `eval`, `export` and `build-engine` argument parsing (registered by `cli.py`)."""
+"""The `pose-train` commands that make and ship a model: `fit`, `eval-checkpoint`, `export` and
+`build-engine` (arguments and handlers; registered by `cli.py`)."""
 
 from __future__ import annotations
 
@@ -129,7 +130,8 @@ def run_fit(args: argparse.Namespace) -> int:
 
 def add_eval(sub: Subparsers) -> None:
     p = sub.add_parser(
-        "eval",
+        "eval-checkpoint",
+        aliases=["eval"],  # its first name; `pose-regressor eval-node` evaluates the running node
         help="accuracy and uncertainty metrics of a checkpoint, with plots",
         description="Evaluate a checkpoint on a dataset split with MC-dropout sampling; writes metrics.json, "
         "trajectory.png, error_cdf.png and error_vs_std.png. The covariance scale is fitted on "
@@ -164,7 +166,7 @@ def add_eval(sub: Subparsers) -> None:
 
 def run_eval(args: argparse.Namespace) -> int:
     from pose_regressor_training.data.dataset import ImageLoadError
-    from pose_regressor_training.evaluate import evaluate_checkpoint, write_evaluation
+    from pose_regressor_training.evaluate import evaluate_checkpoint, evaluation_dir, write_evaluation
 
     if args.mc_samples < 0:
         raise ValueError("--mc-samples must be >= 0")
@@ -183,7 +185,7 @@ def run_eval(args: argparse.Namespace) -> int:
         raise TrainingError(f"{exc}; {SKIP_BAD_HINT}") from None
     for note in evaluation.skipped:
         print(f"eval: {note}")
-    out = args.out or args.checkpoint.parent / f"eval_{args.split}"
+    out = args.out or evaluation_dir(args.checkpoint, args.split)
     paths = write_evaluation(evaluation, out)
     m = evaluation.metrics
     print(
@@ -224,7 +226,7 @@ def add_export(sub: Subparsers) -> None:
     p.add_argument(
         "--metrics",
         type=Path,
-        help="pose-train eval metrics.json with the covariance scale "
+        help="pose-train eval-checkpoint metrics.json with the covariance scale "
         "(default: CHECKPOINT_DIR/eval_test/metrics.json if it evaluated this checkpoint)",
     )
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (17..20; 17 parses on TensorRT 8.5+)")
@@ -256,8 +258,15 @@ def run_export(args: argparse.Namespace) -> int:
     source = bundle.provenance.get("covariance_scale_source")
     if source == "default":
         print(
-            f"pose-train export: warning: no covariance scale for {args.checkpoint} "
-            "(run pose-train eval first or pass --metrics); using 1.0, so covariances are uncalibrated",
+            f"pose-train export: warning: no covariance scale for {args.checkpoint} (run pose-train "
+            "eval-checkpoint first or pass --metrics); using 1.0, so covariances are uncalibrated",
+            file=sys.stderr,
+        )
+    elif str(source).startswith("default ("):
+        print(
+            f"pose-train export: warning: unusable covariance scale {str(source).removeprefix('default ')}: "
+            "the model's MC spread is far from its errors (trained too briefly?); using 1.0, "
+            "so covariances are uncalibrated",
             file=sys.stderr,
         )
     else:
