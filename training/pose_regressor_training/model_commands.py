@@ -263,10 +263,10 @@ def run_export(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     elif str(source).startswith("default ("):
+        reason = str(source).removeprefix("default (").removesuffix(")")
         print(
-            f"pose-train export: warning: unusable covariance scale {str(source).removeprefix('default ')}: "
-            "the model's MC spread is far from its errors (trained too briefly?); using 1.0, "
-            "so covariances are uncalibrated",
+            f"pose-train export: warning: no usable covariance scale: {reason}; using 1.0, so "
+            "covariances are uncalibrated",
             file=sys.stderr,
         )
     else:
