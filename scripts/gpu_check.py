@@ -132,7 +132,7 @@ def export_fresh_bundle(out: Path, name: str, backbone: str, cameras: int, width
     import torch
 
     from pose_regressor.rig import preset_rig
-    from pose_regressor_training.checkpoint import FORMAT, VERSION, model_config_mapping, save_checkpoint
+    from pose_regressor_training.checkpoint import Checkpoint, save_checkpoint
     from pose_regressor_training.export import export_bundle
     from pose_regressor_training.models import ModelConfig, build_model
 
@@ -145,15 +145,7 @@ def export_fresh_bundle(out: Path, name: str, backbone: str, cameras: int, width
     spread_output_layer(model, cameras, width, height)
     checkpoint = out / "checkpoints" / f"{name}.pt"
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "format": FORMAT,
-        "version": VERSION,
-        "model_config": model_config_mapping(config),
-        "model": model.state_dict(),
-        "rig": rig.to_dict(),
-        "epoch": 0,
-    }
-    save_checkpoint(checkpoint, payload)
+    save_checkpoint(checkpoint, Checkpoint(model_config=config, model=model.state_dict(), rig=rig))
     bundle = out / "bundles" / name
     export_bundle(checkpoint, bundle, mc_samples=32, overwrite=True)
     return bundle
