@@ -498,46 +498,64 @@ def evaluate_node(cfg: NodeEvaluationConfig, stop: StopFlag | None = None) -> di
     finally:
         reader.close()
     _prepare_out(cfg.out)
-    log_path = cfg.out / "replay_log.jsonl"
     env = dds_environment(dict(os.environ, PYTHONUNBUFFERED="1"))
-    node_cmd = [
-        sys.executable,
-        "-m",
-        "pose_regressor.cli",
-        "run",
-        "--bundle",
-        str(cfg.bundle),
-        "--camera-topics",
-        *topics,
+    run = _run_node_and_replay(cfg, topics, env, stop)
+    stop.check()
+    log = read_replay_log(run.replay_log, topics)
+    delivery = delivery_report(run.recording, log, len(topics))
+    profile = env.get(PROFILE_ENV)
+    _check_delivery(delivery, run, profile)
+    # Expected sets: the stamps the replay actually published.
+    metrics, arrays = summarize(run.recording, truth.track, log, len(log.published_ns) or expected)
+    metrics.update(delivery)
+    metrics.update(_run_record(cfg, profile, truth, log.summary))
+    if cfg.duration_s is not None:
+        metrics["soak"], series = _soak(run, log, metrics["dropped_sets"])
+        arrays.update({f"soak_{k}": v for k, v in series.items()})
+    _write_results(cfg, run.recording, metrics, arrays, stop)
+    return metrics
+
+
+@dataclass
+class _Run:
+    """What a node + replay run left behind, for scoring."""
+
+    recording: Recording
+    replay_log: Path
+    node_log: Path
+    rss_samples: list[tuple[float, int]]
+    replay_span: tuple[float, float]  # monotonic start and end of the replay
+
+
+def _node_command(cfg: NodeEvaluationConfig, topics: tuple[str, ...]) -> list[str]:
+    return [
+        *(sys.executable, "-m", "pose_regressor.cli", "run", "--bundle", str(cfg.bundle)),
+        *("--camera-topics", *topics),
         "--ros-args",
-        "-p",
-        f"mc_samples:={cfg.mc_samples}",
-        "-p",
-        f"backend:={cfg.backend}",
-        # NEES below compares residuals about the map axes: the message definition's convention.
-        "-p",
-        "covariance_rotation:=fixed_axes",
+        *("-p", f"mc_samples:={cfg.mc_samples}", "-p", f"backend:={cfg.backend}"),
+        # NEES compares residuals about the map axes: the message definition's convention.
+        *("-p", "covariance_rotation:=fixed_axes"),
         *cfg.extra_node_args,
     ]
-    replay_cmd = [
-        sys.executable,
-        "-m",
-        "pose_regressor.cli",
-        "replay",
-        str(cfg.bag),
-        "--rate",
-        repr(cfg.rate),
-        "--topics",
-        *topics,
-        "--log",
-        str(log_path),
-        "--start-delay",
-        f"{REPLAY_START_DELAY_S:g}",
+
+
+def _replay_command(cfg: NodeEvaluationConfig, topics: tuple[str, ...], log_path: Path) -> list[str]:
+    command = [
+        *(sys.executable, "-m", "pose_regressor.cli", "replay", str(cfg.bag), "--rate", repr(cfg.rate)),
+        *("--topics", *topics, "--log", str(log_path), "--start-delay", f"{REPLAY_START_DELAY_S:g}"),
     ]
     if cfg.duration_s is not None:
-        replay_cmd += ["--duration", repr(cfg.duration_s)]
+        command += ["--duration", repr(cfg.duration_s)]
     if cfg.loop:
-        replay_cmd += ["--loop"]
+        command += ["--loop"]
+    return command
+
+
+def _run_node_and_replay(
+    cfg: NodeEvaluationConfig, topics: tuple[str, ...], env: dict[str, str], stop: StopFlag
+) -> _Run:
+    """Starts the node, waits for it, replays the bag, lets the last poses arrive, stops the node."""
+    replay_log = cfg.out / "replay_log.jsonl"
     watchdog = (
         None if cfg.duration_s is None else cfg.duration_s + REPLAY_START_DELAY_S + REPLAY_WATCHDOG_MARGIN_S
     )
@@ -547,14 +565,16 @@ def evaluate_node(cfg: NodeEvaluationConfig, stop: StopFlag | None = None) -> di
     # The node's output goes to a file, not a pipe: a long run must never fill a pipe nobody reads.
     node_log_path = cfg.out / "node.log"
     node_log = node_log_path.open("w")
-    node = subprocess.Popen(node_cmd, env=env, stdout=node_log, stderr=subprocess.STDOUT, text=True)
+    node = subprocess.Popen(
+        _node_command(cfg, topics), env=env, stdout=node_log, stderr=subprocess.STDOUT, text=True
+    )
     rss = RssSampler(node.pid)
     replay_span = (0.0, 0.0)
     try:
         _wait_for_node(recorder, node, node_log_path, topics, cfg.startup_timeout_s, stop)
         rss.start()
         replay_started = time.monotonic()
-        _run_replay(replay_cmd, env, node, node_log_path, watchdog, stop)
+        _run_replay(_replay_command(cfg, topics, replay_log), env, node, node_log_path, watchdog, stop)
         replay_span = (replay_started, time.monotonic())
         if node.poll() is not None:
             line = last_error_line(node_log_path.read_text(errors="replace"))
@@ -562,68 +582,84 @@ def evaluate_node(cfg: NodeEvaluationConfig, stop: StopFlag | None = None) -> di
                 f"the localizer died during the replay (exit code {node.returncode}): {line} "
                 f"(log: {node_log_path})"
             )
-        # Let the last sets through, then wait for one more diagnostics message.
-        last, quiet_since = recorder.pose_count(), time.monotonic()
-        while time.monotonic() - quiet_since < cfg.settle_s:
-            stop.check()
-            stop.sleep(POLL_S)
-            if recorder.pose_count() != last:
-                last, quiet_since = recorder.pose_count(), time.monotonic()
-        diag_count = len(recorder.recording.diagnostics)
-        deadline = time.monotonic() + 3.0
-        while len(recorder.recording.diagnostics) == diag_count and time.monotonic() < deadline:
-            stop.check()
-            stop.sleep(0.05)
+        _let_the_last_outputs_arrive(recorder, cfg.settle_s, stop)
     finally:
         rss.stop()
         _stop_process(node, signal.SIGINT, 10)
         node_log.close()
         recorder.close()
         rclpy.shutdown()
-    stop.check()
-    log = read_replay_log(log_path, topics)
-    delivery = delivery_report(recorder.recording, log, len(topics))
-    profile = env.get(PROFILE_ENV)
-    if delivery["delivery_ratio"] < MIN_DELIVERY_RATIO:
-        last_diag = recorder.recording.diagnostics[-1] if recorder.recording.diagnostics else {}
-        raise EvaluationError(
-            f"images were lost between the replay and the localizer: only {delivery['sets_accounted']} of "
-            f"{delivery['sets_published_complete']} published camera sets reached it or were accounted for "
-            f"by it (delivery ratio {delivery['delivery_ratio']:.2f}, below {MIN_DELIVERY_RATIO:.2f}): "
-            f"{delivery['poses_received']} poses received, {_diag_int(last_diag, 'dropped_sets')} sets "
-            f"replaced by newer ones, {delivery['rejected_images']} images rejected, "
-            f"{delivery['failed_sets']} inference failures; Fast DDS profile: {profile or 'none (defaults)'} "
-            f"({PROFILE_ENV}); node log: {node_log_path}"
-        )
-    # Expected sets: the stamps the replay actually published.
-    metrics, arrays = summarize(recorder.recording, truth.track, log, len(log.published_ns) or expected)
-    replay_summary = log.summary
-    metrics.update(delivery)
-    metrics.update(
-        {
-            "bag": str(cfg.bag),
-            "bundle": str(cfg.bundle),
-            "rate": cfg.rate,
-            "mc_samples": cfg.mc_samples,
-            "fastdds_profile": profile,
-            "gt_corrupt_skipped": truth.corrupt,
-            "gt_unreadable": truth.unreadable,
-            "replay_corrupt_skipped": int(replay_summary.get("skipped_corrupt", 0)),
-            "replay_unreadable": int(replay_summary.get("unreadable", 0)),
-            "bag_read_error": truth.read_error or replay_summary.get("read_error"),
-        }
+    return _Run(recorder.recording, replay_log, node_log_path, rss.samples, replay_span)
+
+
+def _let_the_last_outputs_arrive(recorder: _Recorder, settle_s: float, stop: StopFlag) -> None:
+    """Waits until no pose came for `settle_s`, then for one more diagnostics message (at most 3 s)."""
+    last, quiet_since = recorder.pose_count(), time.monotonic()
+    while time.monotonic() - quiet_since < settle_s:
+        stop.check()
+        stop.sleep(POLL_S)
+        if recorder.pose_count() != last:
+            last, quiet_since = recorder.pose_count(), time.monotonic()
+    diag_count = len(recorder.recording.diagnostics)
+    deadline = time.monotonic() + 3.0  # diagnostics come at 1 Hz
+    while len(recorder.recording.diagnostics) == diag_count and time.monotonic() < deadline:
+        stop.check()
+        stop.sleep(0.05)
+
+
+def _check_delivery(delivery: dict[str, Any], run: _Run, profile: str | None) -> None:
+    """EvaluationError when images went missing between the replay and the node."""
+    if delivery["delivery_ratio"] >= MIN_DELIVERY_RATIO:
+        return
+    last_diag = run.recording.diagnostics[-1] if run.recording.diagnostics else {}
+    raise EvaluationError(
+        f"images were lost between the replay and the localizer: only {delivery['sets_accounted']} of "
+        f"{delivery['sets_published_complete']} published camera sets reached it or were accounted for "
+        f"by it (delivery ratio {delivery['delivery_ratio']:.2f}, below {MIN_DELIVERY_RATIO:.2f}): "
+        f"{delivery['poses_received']} poses received, {_diag_int(last_diag, 'dropped_sets')} sets "
+        f"replaced by newer ones, {delivery['rejected_images']} images rejected, "
+        f"{delivery['failed_sets']} inference failures; Fast DDS profile: {profile or 'none (defaults)'} "
+        f"({PROFILE_ENV}); node log: {run.node_log}"
     )
-    if cfg.duration_s is not None:
-        latencies = pose_latencies(recorder.recording, log)
-        # The run starts with the first published image, not with the replay's discovery wait.
-        start = min(log.published_ns.values()) / 1e9 if log.published_ns else replay_span[0]
-        metrics["soak"] = soak_report(
-            rss.samples, latencies, start, replay_span[1], metrics["dropped_sets"], True
-        )
-        series = soak_series(rss.samples, latencies, start, bin_s=max(1.0, (replay_span[1] - start) / 60))
-        arrays.update({f"soak_{k}": v for k, v in series.items()})
+
+
+def _run_record(
+    cfg: NodeEvaluationConfig, profile: str | None, truth: GroundTruth, replay_summary: dict[str, Any]
+) -> dict[str, Any]:
+    """What was run, and what of the bag could not be read."""
+    return {
+        "bag": str(cfg.bag),
+        "bundle": str(cfg.bundle),
+        "rate": cfg.rate,
+        "mc_samples": cfg.mc_samples,
+        "fastdds_profile": profile,
+        "gt_corrupt_skipped": truth.corrupt,
+        "gt_unreadable": truth.unreadable,
+        "replay_corrupt_skipped": int(replay_summary.get("skipped_corrupt", 0)),
+        "replay_unreadable": int(replay_summary.get("unreadable", 0)),
+        "bag_read_error": truth.read_error or replay_summary.get("read_error"),
+    }
+
+
+def _soak(run: _Run, log: ReplayLog, dropped_sets: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The soak report and its time series (RSS, latency) of a `--duration` run."""
+    latencies = pose_latencies(run.recording, log)
+    # The run starts with the first published image, not with the replay's discovery wait.
+    start = min(log.published_ns.values()) / 1e9 if log.published_ns else run.replay_span[0]
+    end = run.replay_span[1]
+    report = soak_report(run.rss_samples, latencies, start, end, dropped_sets, True)
+    return report, soak_series(run.rss_samples, latencies, start, bin_s=max(1.0, (end - start) / 60))
+
+
+def _write_results(
+    cfg: NodeEvaluationConfig,
+    recording: Recording,
+    metrics: dict[str, Any],
+    arrays: dict[str, Any],
+    stop: StopFlag,
+) -> None:
     stop.check()
-    atomic_write_text(cfg.out / "poses.csv", _poses_csv(recorder.recording))
+    atomic_write_text(cfg.out / "poses.csv", _poses_csv(recording))
     try:
         from pose_regressor.evaluate_plots import plot_evaluation
 
@@ -633,4 +669,3 @@ def evaluate_node(cfg: NodeEvaluationConfig, stop: StopFlag | None = None) -> di
     # Last: metrics.json marks a complete run.
     stop.check()
     atomic_write_text(cfg.out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    return metrics
