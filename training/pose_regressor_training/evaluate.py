@@ -72,104 +72,158 @@ def evaluate_checkpoint(
 ) -> Evaluation:
     """Metrics of `checkpoint` on `split`; with `skip_bad`, frames whose images cannot be read are
     left out (counted in metrics["skipped_frames"]) instead of stopping with `ImageLoadError`."""
-    trained = load_checkpoint(checkpoint)
-    model = model_from_checkpoint(trained)
-    device = resolve_device(device_name)
-    model.to(device)
-    root = data_root if data_root is not None else Path(trained.dataset.root)
-    data = trained.config.data
-    size = (model.config.image_width, model.config.image_height)
-    skipped: dict[str, int] = {}
-    notes: list[str] = []
-
-    def run(split_name: str) -> tuple[PoseDataset, NDArray[np.float64], NDArray[np.float64]]:
-        frames = load_dataset(trained.dataset.kind, root, split_name, **data.options)
-        frames = frames.select_cameras(data.cameras)
-        if len(frames) == 0:
-            raise ValueError(f"split {split_name!r} of {root} has no frames")
-        if frames.rig.names != trained.rig.names:
-            raise ValueError(
-                f"{root} has cameras {frames.rig.names}, the model was trained on {trained.rig.names}"
-            )
-        dataset = PoseDataset(frames, size, preload=False, skip_bad=skip_bad)
-        if dataset.skipped:
-            skipped[split_name] = len(dataset.skipped)
-            notes.append(describe_skipped(dataset.skipped, len(frames), split_name))
-        if len(dataset) == 0:
-            raise ValueError(f"none of the {len(frames)} frames of split {split_name!r} has readable images")
-        t_s, q_s = predict(model, dataset, device, mc_samples=max(mc_samples, 0), seed=seed)
-        return dataset, t_s, q_s
-
-    dataset, t_samples, q_samples = run(split)
-    frames = dataset.frame_list.frames
-    t_gt = np.stack([f.translation for f in frames])
-    q_gt = np.stack([f.quat_xyzw for f in frames])
-    sequences = np.array([f.sequence for f in frames])
-    raw = _mc_estimates(t_samples, q_samples, 1.0)
-    t_mean = np.stack([e.translation for e in raw])
-    q_mean = np.stack([e.quat_xyzw for e in raw])
-    t_err, r_err = pose_errors(t_gt, q_gt, t_mean, q_mean)
+    predictor = _SplitPredictor(checkpoint, data_root, mc_samples, device_name, seed, skip_bad)
+    test = predictor.run(split)
+    t_err, r_err = pose_errors(test.t_gt, test.q_gt, test.t_mean, test.q_mean)
     metrics: dict[str, Any] = {
         "checkpoint": str(checkpoint),
-        "data": str(root),
+        "data": str(predictor.root),
         "split": split,
         "mc_samples": mc_samples,
         **error_summary(t_err, r_err),
-        "skipped_frames": skipped,
+        "skipped_frames": predictor.skipped,
+        "per_sequence": {
+            str(int(seq)): error_summary(t_err[test.sequences == seq], r_err[test.sequences == seq])
+            for seq in np.unique(test.sequences)
+        },
+        "deterministic": predictor.deterministic_errors(test),  # the mask of ones, beside the MC mean
     }
-    per_sequence = {}
-    for seq in np.unique(sequences):
-        sel = sequences == seq
-        per_sequence[str(int(seq))] = error_summary(t_err[sel], r_err[sel])
-    metrics["per_sequence"] = per_sequence
-
-    # Deterministic prediction (mask of ones), reported beside the MC mean.
-    t_det, q_det = predict(model, dataset, device, mc_samples=0)
-    metrics["deterministic"] = error_summary(*pose_errors(t_gt, q_gt, t_det[:, 0], q_det[:, 0]))
-
-    estimates = raw
+    estimates = test.estimates
     if mc_samples >= 2:
-        residuals = tangent_residuals(t_gt, q_gt, t_mean, q_mean)
-        covs = np.stack([e.covariance for e in raw])
-        pos_std, rot_std = covariance_stds(covs)
-        calib_source = split
-        calib_residuals, calib_covs = residuals, covs
-        if calibration_split and calibration_split != split:
-            try:
-                cal_set, cal_t, cal_q = run(calibration_split)
-            except ValueError:
-                cal_set = None
-            if cal_set is not None:
-                cal_est = _mc_estimates(cal_t, cal_q, 1.0)
-                cal_frames = cal_set.frame_list.frames
-                calib_residuals = tangent_residuals(
-                    np.stack([f.translation for f in cal_frames]),
-                    np.stack([f.quat_xyzw for f in cal_frames]),
-                    np.stack([e.translation for e in cal_est]),
-                    np.stack([e.quat_xyzw for e in cal_est]),
-                )
-                calib_covs = np.stack([e.covariance for e in cal_est])
-                calib_source = calibration_split
-        scale = fit_covariance_scale(calib_residuals, calib_covs)
-        nees_before = nees_values(residuals, covs)
-        nees_after = nees_values(residuals, covs * scale)
-        metrics["uncertainty"] = {
-            "spearman_position_std_vs_error": float(spearmanr(pos_std, t_err).statistic),
-            "spearman_rotation_std_vs_error": float(spearmanr(rot_std, r_err).statistic),
-            "median_position_std_m": float(np.median(pos_std)),
-            "median_rotation_std_deg": float(np.median(rot_std)),
-            "mean_nees_before": float(np.mean(nees_before)),
-            "mean_nees_after": float(np.mean(nees_after)),
-            "median_nees_before": float(np.median(nees_before)),
-            "median_nees_after": float(np.median(nees_after)),
-            "nees_expected": 6.0,
-            "median_nees_expected": float(chi2.median(6)),
-            "covariance_scale": scale,
-            "covariance_scale_fitted_on": calib_source,
-        }
+        calibration = _calibration_split(predictor, test, split, calibration_split)
+        metrics["uncertainty"] = _uncertainty_metrics(test, calibration, t_err, r_err)
+        scale = metrics["uncertainty"]["covariance_scale"]
         metrics["covariance_scale"] = scale
-        estimates = _mc_estimates(t_samples, q_samples, scale)
-    return Evaluation(metrics, t_gt, q_gt, estimates, sequences, t_err, r_err, notes)
+        estimates = _mc_estimates(test.t_samples, test.q_samples, scale)
+    return Evaluation(metrics, test.t_gt, test.q_gt, estimates, test.sequences, t_err, r_err, predictor.notes)
+
+
+@dataclass
+class _SplitResult:
+    """Ground truth, MC samples and the unscaled MC estimates of one split."""
+
+    name: str
+    dataset: PoseDataset
+    t_samples: NDArray[np.float64]
+    q_samples: NDArray[np.float64]
+    estimates: list[PoseEstimate]
+
+    @property
+    def frames(self) -> list[Any]:
+        return list(self.dataset.frame_list.frames)
+
+    @property
+    def t_gt(self) -> NDArray[np.float64]:
+        return np.stack([f.translation for f in self.frames])
+
+    @property
+    def q_gt(self) -> NDArray[np.float64]:
+        return np.stack([f.quat_xyzw for f in self.frames])
+
+    @property
+    def sequences(self) -> NDArray[np.int64]:
+        return np.array([f.sequence for f in self.frames])
+
+    @property
+    def t_mean(self) -> NDArray[np.float64]:
+        return np.stack([e.translation for e in self.estimates])
+
+    @property
+    def q_mean(self) -> NDArray[np.float64]:
+        return np.stack([e.quat_xyzw for e in self.estimates])
+
+    @property
+    def covariances(self) -> NDArray[np.float64]:
+        return np.stack([e.covariance for e in self.estimates])
+
+    def residuals(self) -> NDArray[np.float64]:
+        return tangent_residuals(self.t_gt, self.q_gt, self.t_mean, self.q_mean)
+
+
+class _SplitPredictor:
+    """A checkpoint's model on its device, predicting the splits of one dataset."""
+
+    def __init__(
+        self,
+        checkpoint: Path,
+        data_root: Path | None,
+        mc_samples: int,
+        device_name: str,
+        seed: int,
+        skip_bad: bool,
+    ) -> None:
+        self.trained = load_checkpoint(checkpoint)
+        self.model = model_from_checkpoint(self.trained)
+        self.device = resolve_device(device_name)
+        self.model.to(self.device)
+        self.root = data_root if data_root is not None else Path(self.trained.dataset.root)
+        self.mc_samples, self.seed, self.skip_bad = max(mc_samples, 0), seed, skip_bad
+        self.skipped: dict[str, int] = {}
+        self.notes: list[str] = []
+
+    def run(self, split: str) -> _SplitResult:
+        """Predicts `split` (ValueError: no frames, other cameras, or no readable image)."""
+        data = self.trained.config.data
+        frames = load_dataset(self.trained.dataset.kind, self.root, split, **data.options)
+        frames = frames.select_cameras(data.cameras)
+        if len(frames) == 0:
+            raise ValueError(f"split {split!r} of {self.root} has no frames")
+        trained_on = self.trained.rig.names
+        if frames.rig.names != trained_on:
+            raise ValueError(
+                f"{self.root} has cameras {frames.rig.names}, the model was trained on {trained_on}"
+            )
+        size = (self.model.config.image_width, self.model.config.image_height)
+        dataset = PoseDataset(frames, size, preload=False, skip_bad=self.skip_bad)
+        if dataset.skipped:
+            self.skipped[split] = len(dataset.skipped)
+            self.notes.append(describe_skipped(dataset.skipped, len(frames), split))
+        if len(dataset) == 0:
+            raise ValueError(f"none of the {len(frames)} frames of split {split!r} has readable images")
+        t_s, q_s = predict(self.model, dataset, self.device, mc_samples=self.mc_samples, seed=self.seed)
+        return _SplitResult(split, dataset, t_s, q_s, _mc_estimates(t_s, q_s, 1.0))
+
+    def deterministic_errors(self, result: _SplitResult) -> dict[str, float]:
+        t_det, q_det = predict(self.model, result.dataset, self.device, mc_samples=0)
+        return error_summary(*pose_errors(result.t_gt, result.q_gt, t_det[:, 0], q_det[:, 0]))
+
+
+def _calibration_split(
+    predictor: _SplitPredictor, test: _SplitResult, split: str, calibration_split: str | None
+) -> _SplitResult:
+    """The split the covariance scale is fitted on: `calibration_split` when it has frames (a
+    dataset without a val split falls back to the evaluated split itself)."""
+    if not calibration_split or calibration_split == split:
+        return test
+    try:
+        return predictor.run(calibration_split)
+    except ValueError:
+        return test
+
+
+def _uncertainty_metrics(
+    test: _SplitResult, calibration: _SplitResult, t_err: NDArray[np.float64], r_err: NDArray[np.float64]
+) -> dict[str, Any]:
+    """How well the MC covariance predicts the errors, before and after the fitted scale."""
+    residuals, covs = test.residuals(), test.covariances
+    pos_std, rot_std = covariance_stds(covs)
+    scale = fit_covariance_scale(calibration.residuals(), calibration.covariances)
+    nees_before = nees_values(residuals, covs)
+    nees_after = nees_values(residuals, covs * scale)
+    return {
+        "spearman_position_std_vs_error": float(spearmanr(pos_std, t_err).statistic),
+        "spearman_rotation_std_vs_error": float(spearmanr(rot_std, r_err).statistic),
+        "median_position_std_m": float(np.median(pos_std)),
+        "median_rotation_std_deg": float(np.median(rot_std)),
+        "mean_nees_before": float(np.mean(nees_before)),
+        "mean_nees_after": float(np.mean(nees_after)),
+        "median_nees_before": float(np.median(nees_before)),
+        "median_nees_after": float(np.median(nees_after)),
+        "nees_expected": 6.0,
+        "median_nees_expected": float(chi2.median(6)),
+        "covariance_scale": scale,
+        "covariance_scale_fitted_on": calibration.name,
+    }
 
 
 def write_evaluation(evaluation: Evaluation, out_dir: Path) -> list[Path]:
