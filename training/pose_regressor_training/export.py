@@ -61,12 +61,13 @@ from pose_regressor.bundle import (
 from pose_regressor.uncertainty import dropout_masks
 from pose_regressor_training.checkpoint import (
     WRITE_ERRNOS,
+    Checkpoint,
     load_checkpoint,
     model_from_checkpoint,
     write_torch_file,
 )
 from pose_regressor_training.errors import TrainingError
-from pose_regressor_training.models import PoseRegressor
+from pose_regressor_training.models import ModelConfig, PoseRegressor
 from pose_regressor_training.models.model import images_to_unit_float
 from pose_regressor_training.onnx_checks import expected_signature, io_signature, tensorrt_violations
 from pose_regressor_training.torch_engine import WEIGHTS_FORMAT
@@ -334,51 +335,9 @@ def export_bundle(
         }
         write_torch_file(staging / TORCH_FILE, weights)
         (staging / "engines").mkdir()
-        bundle = ModelBundle(
-            path=staging,
-            schema_version=SCHEMA_VERSION,
-            cameras=tuple(
-                BundleCamera(c.name, c.image_topic, c.intrinsics.width, c.intrinsics.height)
-                for c in rig.cameras
-            ),
-            input_width=config.image_width,
-            input_height=config.image_height,
-            preprocessing=dict(PREPROCESSING),
-            fusion=config.fusion,
-            dof=config.dof,
-            dropout=float(config.dropout),
-            hidden_dim=config.hidden_dim,
-            covariance_scale=scale,
-            mc_samples=mc_samples,
-            onnx={
-                "file": ONNX_FILE,
-                "bytes": onnx_path.stat().st_size,
-                "opset": opset,
-                "ir_version": int(proto.ir_version),
-                "exporter": EXPORTER,
-                "inputs": {spec.name: spec.describe() for spec in GRAPH_INPUTS},
-                "outputs": {spec.name: spec.describe() for spec in GRAPH_OUTPUTS},
-                "dynamic_axes": f"{DYNAMIC_AXIS} only (axis 0 of {', '.join(DYNAMIC_AXES)}); all else static",
-                "verified_max_abs_diff": worst,
-            },
-            provenance={
-                "checkpoint": str(checkpoint.resolve()),
-                "epoch": trained.epoch,
-                "exported_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                "torch": str(torch.__version__),
-                "onnx": onnx.__version__,
-                "backbone": config.backbone,
-                "rotation": config.rotation,
-                "covariance_scale_source": source,
-                "dataset": asdict(trained.dataset),
-                "best_metrics": trained.best_metrics,
-                "eval_metrics": eval_summary,
-                "rig": rig.to_dict(),
-                "model_config": to_mapping(trained.model_config),
-                "config": to_mapping(trained.config),
-            },
-        )
-        write_bundle(bundle)
+        onnx_record = _onnx_record(onnx_path, opset, int(proto.ir_version), worst)
+        provenance = _provenance(checkpoint, trained, source, eval_summary)
+        write_bundle(_bundle(staging, trained, config, mc_samples, scale, onnx_record, provenance))
         _replace_dir(staging, out_dir, overwrite)
     except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)
@@ -393,3 +352,70 @@ def export_bundle(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return load_bundle(out_dir)
+
+
+def _bundle(
+    path: Path,
+    trained: Checkpoint,
+    config: ModelConfig,
+    mc_samples: int,
+    scale: float,
+    onnx_record: dict[str, Any],
+    provenance: dict[str, Any],
+) -> ModelBundle:
+    return ModelBundle(
+        path=path,
+        schema_version=SCHEMA_VERSION,
+        cameras=tuple(
+            BundleCamera(c.name, c.image_topic, c.intrinsics.width, c.intrinsics.height)
+            for c in trained.rig.cameras
+        ),
+        input_width=config.image_width,
+        input_height=config.image_height,
+        preprocessing=dict(PREPROCESSING),
+        fusion=config.fusion,
+        dof=config.dof,
+        dropout=float(config.dropout),
+        hidden_dim=config.hidden_dim,
+        covariance_scale=scale,
+        mc_samples=mc_samples,
+        onnx=onnx_record,
+        provenance=provenance,
+    )
+
+
+def _onnx_record(onnx_path: Path, opset: int, ir_version: int, worst: dict[str, float]) -> dict[str, Any]:
+    """bundle.yaml's `onnx` section: the file, its contract and the verified parity."""
+    return {
+        "file": ONNX_FILE,
+        "bytes": onnx_path.stat().st_size,
+        "opset": opset,
+        "ir_version": ir_version,
+        "exporter": EXPORTER,
+        "inputs": {spec.name: spec.describe() for spec in GRAPH_INPUTS},
+        "outputs": {spec.name: spec.describe() for spec in GRAPH_OUTPUTS},
+        "dynamic_axes": f"{DYNAMIC_AXIS} only (axis 0 of {', '.join(DYNAMIC_AXES)}); all else static",
+        "verified_max_abs_diff": worst,
+    }
+
+
+def _provenance(
+    checkpoint: Path, trained: Checkpoint, scale_source: str, eval_summary: dict[str, Any]
+) -> dict[str, Any]:
+    """Where the bundle came from: checkpoint, training config and data, rig, versions, metrics."""
+    return {
+        "checkpoint": str(checkpoint.resolve()),
+        "epoch": trained.epoch,
+        "exported_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "torch": str(torch.__version__),
+        "onnx": onnx.__version__,
+        "backbone": trained.model_config.backbone,
+        "rotation": trained.model_config.rotation,
+        "covariance_scale_source": scale_source,
+        "dataset": asdict(trained.dataset),
+        "best_metrics": trained.best_metrics,
+        "eval_metrics": eval_summary,
+        "rig": trained.rig.to_dict(),
+        "model_config": to_mapping(trained.model_config),
+        "config": to_mapping(trained.config),
+    }
