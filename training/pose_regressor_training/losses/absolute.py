@@ -72,6 +72,7 @@ class HomoscedasticParams:
 
     norm: Norm = "l1"
     s_t_init: float = 0.0
+    # the paper's init: e^3 ≈ 20× start weight on the quaternion term, whose errors are numerically small
     s_q_init: float = -3.0
 
     def __post_init__(self) -> None:
@@ -119,6 +120,7 @@ class CoupledParams:
     def __post_init__(self) -> None:
         check_non_negative("coupled", beta=self.beta, gamma=self.gamma, distance=self.distance)
         check_norm("coupled", self.norm)
+        # a zero axis would divide by zero when view_offset is normalized below
         if len(self.axis) != 3 or sum(a * a for a in self.axis) < 1e-12:
             raise ValueError(f"coupled loss: axis must be a non-zero 3-vector in base_link, got {self.axis}")
 
@@ -142,6 +144,7 @@ class CoupledLoss(PoseLoss):
     def __init__(self, params: CoupledParams | None = None) -> None:
         super().__init__(params or CoupledParams())
         axis = torch.tensor(self.params.axis, dtype=torch.float32)
+        # not persistent: rebuilt from params, so checkpoints need not carry it
         self.register_buffer(
             "view_offset", self.params.distance * axis / torch.linalg.vector_norm(axis), persistent=False
         )

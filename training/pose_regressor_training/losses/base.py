@@ -87,6 +87,7 @@ class CameraSpec:
         if len(self.t_base_cam) != 3 or len(self.q_base_cam_xyzw) != 4:
             raise ValueError("CameraSpec: t_base_cam needs 3 values and q_base_cam_xyzw 4 (xyzw)")
         norm = math.sqrt(sum(c * c for c in self.q_base_cam_xyzw))
+        # loose on purpose: rig-file extrinsics are typed by hand with a few decimals
         if not math.isfinite(norm) or abs(norm - 1.0) > 1e-3:
             raise ValueError(f"CameraSpec: q_base_cam_xyzw must be a unit quaternion, got norm {norm:.6g}")
 
@@ -125,6 +126,7 @@ class PoseLoss(nn.Module):
         return 1
 
     def __call__(self, pred: PoseBatch, target: PoseBatch, **kwargs: Any) -> dict[str, Tensor]:
+        # override only to type the result: nn.Module.__call__ returns Any
         out: dict[str, Tensor] = super().__call__(pred, target, **kwargs)
         return out
 
@@ -151,6 +153,7 @@ class PoseLoss(nn.Module):
 
 def output(total: Tensor, **parts: Tensor) -> dict[str, Tensor]:
     """A loss result: ``total`` as is, the other parts detached."""
+    # detached so that logging the parts never keeps their graphs alive
     return {"total": total, **{key: value.detach() for key, value in parts.items()}}
 
 

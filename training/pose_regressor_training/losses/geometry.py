@@ -59,6 +59,7 @@ def log_quaternion(q: Tensor) -> Tensor:
     Sign-invariant (``log q = log -q``): roma takes the shortest arc. Normalizes ``q`` first.
     """
     rotvec: Tensor = roma.unitquat_to_rotvec(normalize_quaternion(q))
+    # roma's rotation vector is θ·axis; MapNet's log map is (θ/2)·axis
     return 0.5 * rotvec
 
 
@@ -75,6 +76,7 @@ def rotation_distance(
 
 def compose(t_ab: Tensor, q_ab: Tensor, t_bc: Tensor, q_bc: Tensor) -> tuple[Tensor, Tensor]:
     """``T_ac = T_ab · T_bc``: ``t_ac = t_ab + R(q_ab) t_bc``, ``q_ac = q_ab ⊗ q_bc`` (unit quaternions)."""
+    # inputs are unit by contract, so skip roma's renormalization
     t_ac = t_ab + roma.quat_action(q_ab, t_bc, is_normalized=True)
     q_ac: Tensor = roma.quat_product(q_ab, q_bc)
     return t_ac, q_ac
@@ -86,6 +88,7 @@ def consecutive_relative_poses(t: Tensor, q: Tensor) -> tuple[Tensor, Tensor]:
     ``t_rel = R_i^T (t_j - t_i)`` (the motion expressed in frame ``i``), ``q_rel = q_i^* ⊗ q_j``.
     ``q`` is normalized first; ``q_rel`` is unit but not hemisphere-canonicalized.
     """
+    # before quat_action(is_normalized=True): a raw prediction's norm would scale t_rel
     q = normalize_quaternion(q)
     q_i_inv = roma.quat_conjugation(q[:, :-1])
     t_rel = roma.quat_action(q_i_inv, t[:, 1:] - t[:, :-1], is_normalized=True)

@@ -38,6 +38,7 @@ def loss_class(name: str) -> type[PoseLoss]:
     try:
         return LOSSES[name]
     except KeyError:
+        # from None: the KeyError adds nothing to the one-line message
         raise ValueError(f"unknown loss {name!r}; known losses: {', '.join(sorted(LOSSES))}") from None
 
 
@@ -83,6 +84,7 @@ def _coerce(loss: str, key: str, value: Any, hint: Any) -> Any:
     if hint is bool:
         ok = isinstance(value, bool)
     elif hint is int:
+        # bool is an int subclass: a YAML `true` must not pass as 1
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif hint is float:
         ok = isinstance(value, int | float) and not isinstance(value, bool)

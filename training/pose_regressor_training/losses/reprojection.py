@@ -35,6 +35,7 @@ class ReprojectionParams:
             raise ValueError(f"reprojection loss: grid_size must be >= 1, got {self.grid_size}")
         if not (math.isfinite(self.min_depth) and self.min_depth > 0):
             raise ValueError(f"reprojection loss: min_depth must be > 0, got {self.min_depth}")
+        # grid points at or within min_depth would all be masked out by forward's validity test
         if not self.depths or not all(math.isfinite(d) and d > self.min_depth for d in self.depths):
             raise ValueError(
                 f"reprojection loss: depths must be a non-empty list of depths > min_depth={self.min_depth}, "
@@ -82,6 +83,7 @@ class ReprojectionLoss(PoseLoss):
             "t_base_cam", torch.tensor(camera.t_base_cam, dtype=torch.float32), persistent=False
         )
         q = torch.tensor(camera.q_base_cam_xyzw, dtype=torch.float32)
+        # CameraSpec accepts norms within 1e-3 of 1; compose() needs an exactly unit quaternion
         self.register_buffer("q_base_cam", q / torch.linalg.vector_norm(q), persistent=False)
 
     @classmethod
@@ -111,8 +113,10 @@ class ReprojectionLoss(PoseLoss):
         min_depth = self.params.min_depth
         uv, depth = self._project(world, t_cam, rot)
         uv_hat, _ = self._project(world, t_cam_hat, rot_hat)
+        # a point behind the *true* camera has no true pixel to compare against
         valid = (depth >= min_depth).to(dtype)
         error = torch.linalg.vector_norm(uv_hat - uv, dim=-1).clamp(max=self.params.max_error_px)
+        # clamp: no valid point gives a loss of 0, not 0/0 = NaN
         reproj_px = (error * valid).sum() / valid.sum().clamp(min=1.0)
         total = reproj_px / self.camera.diagonal_px if self.params.normalize else reproj_px
         return output(total, reproj_px=reproj_px)

@@ -47,6 +47,7 @@ class SiameseMetricParams:
         check_non_negative(
             "siamese_metric", lam=self.lam, beta_r=self.beta_r, metric_weight=self.metric_weight, eps=self.eps
         )
+        # strictly positive: it divides by λ·d + eps, and λ·d is 0 for a pair with identical poses
         if self.eps <= 0:
             raise ValueError(f"siamese_metric loss: eps must be > 0, got {self.eps}")
         check_norm("siamese_metric", self.norm)
@@ -119,10 +120,12 @@ class SiameseMetricLoss(PoseLoss):
     def _metric(self, embedding: Tensor, target: PoseBatch) -> Tensor:
         """Mean adaptive-weighted ``(δ_f - λ·d)²`` over consecutive pairs."""
         p = self.params
+        # the geodesic distance below assumes unit quaternions
         q = normalize_quaternion(target.q)
         angle: Tensor = roma.unitquat_geodesic_distance(q[:, :-1], q[:, 1:])
         translation: Tensor = torch.linalg.vector_norm(target.t[:, 1:] - target.t[:, :-1], dim=-1)
         scaled = p.lam * (translation + p.beta_r * angle)
         feature_distance: Tensor = torch.linalg.vector_norm(embedding[:, 1:] - embedding[:, :-1], dim=-1)
+        # not detached: the gradient is that of the cubic hinge in the class docstring
         weight = 1.0 + torch.relu(scaled - feature_distance) / (scaled + p.eps)
         return (weight * (feature_distance - scaled) ** 2).mean()
