@@ -2,10 +2,9 @@
 
 Every backbone maps [B, C, H, W] to a flat feature vector [B, F]: `features` (an
 nn.Sequential of stages, which auxiliary heads may branch from) then `pool` and flatten.
-`in_channels` may be 3T
-for input fusion: the first convolution is widened and, when pretrained, its weights are
-replicated over the T cameras and scaled by 1/T so that the initial response to T identical
-images equals the pretrained response to one.
+`in_channels` may be 3T for input fusion: the first convolution is widened and, when pretrained,
+its weights are replicated over the T cameras and scaled by 1/T so that the initial response to
+T identical images equals the pretrained response to one.
 """
 
 from __future__ import annotations
@@ -41,6 +40,7 @@ def widen_first_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
         bias=conv.bias is not None,
     )
     with torch.no_grad():
+        # / T: T identical images then give exactly the pretrained first-layer response
         wide.weight.copy_(conv.weight.repeat(1, repeats, 1, 1) / repeats)
         if conv.bias is not None and wide.bias is not None:
             wide.bias.copy_(conv.bias)
@@ -63,6 +63,7 @@ class StaticAdaptiveAvgPool2d(nn.Module):
             return nn.functional.adaptive_avg_pool2d(x, self.output_size)
         rows = []
         for i in range(out_h):
+            # floor start, ceil end: the same bins as PyTorch's adaptive_avg_pool2d
             top, bottom = (i * height) // out_h, -(-((i + 1) * height) // out_h)
             cells = [
                 x[..., top:bottom, (j * width) // out_w : -(-((j + 1) * width) // out_w)].mean(dim=(-2, -1))
@@ -85,6 +86,7 @@ class SmallCNN(nn.Module):
             out = width * 2**i
             stages.append(
                 nn.Sequential(
+                    # no conv bias: the BatchNorm right after has its own shift
                     nn.Conv2d(channels, out, 3, stride=2, padding=1, bias=False),
                     nn.BatchNorm2d(out),
                     nn.ReLU(inplace=True),

@@ -41,6 +41,7 @@ class PoseOutput:
 
 
 def _unit(v: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    # eps under the root: a zero vector stays finite (no 0/0) and so does sqrt's gradient
     return v / torch.sqrt((v * v).sum(dim=-1, keepdim=True) + eps)
 
 
@@ -109,6 +110,7 @@ def rot6d_to_quaternion(r: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
 
 def log_quaternion_to_quaternion(u: torch.Tensor) -> torch.Tensor:
     """MapNet's log-quaternion: u = (angle / 2) * axis, so q = (sin|u| * u / |u|, cos|u|)."""
+    # 1e-16 keeps θ > 0, so sin θ / θ → 1 and the sqrt gradient stays finite at u = 0
     theta = torch.sqrt((u * u).sum(dim=-1, keepdim=True) + 1e-16)
     vec = torch.sin(theta) / theta * u
     return torch.cat([vec, torch.cos(theta)], dim=-1)
@@ -157,10 +159,12 @@ class PoseRegressor(nn.Module):
     def _init_head(self) -> None:
         nn.init.kaiming_normal_(self.fc_hidden.weight, nonlinearity="relu")
         nn.init.zeros_(self.fc_hidden.bias)
+        # tiny weights: the first predictions sit at the bias (mean translation, identity rotation)
         nn.init.normal_(self.fc_out.weight, std=1e-3)
         bias = torch.zeros(self.fc_out.out_features)
         bias[-1] = 1.0  # start at the identity rotation: w = 1 for quaternion and yaw outputs
         if self.config.rotation == "logq" and self.config.dof == 6:
+            # the log-quaternion of the identity is the zero vector
             bias[-1] = 0.0
         if self.config.rotation == "rot6d" and self.config.dof == 6:
             bias[-6:] = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0])  # identity: R's columns x, y
@@ -171,6 +175,7 @@ class PoseRegressor(nn.Module):
         """Translation normalization from the training set (metres); std is floored at 1 cm."""
         with torch.no_grad():
             self.t_mean.copy_(mean.to(self.t_mean))
+            # an axis the training set never moves along would get std 0 and be frozen at its mean
             self.t_std.copy_(std.to(self.t_std).clamp_min(0.01))
 
     # ------------------------------------------------------------------ stages
@@ -280,6 +285,7 @@ class PoseRegressor(nn.Module):
         if p == 0:
             return torch.ones(shape, device=device)
         keep = torch.rand(shape, generator=generator, device=device) >= p
+        # inverted dropout: E[mask] = 1, so the all-ones mask gives the mean prediction
         return keep.float() / (1.0 - p)
 
 
@@ -301,6 +307,7 @@ class OdometryBranch(nn.Module):
         self.s_t = nn.Parameter(torch.tensor(0.0))
         self.s_q = nn.Parameter(torch.tensor(-3.0))
         with torch.no_grad():
+            # start near zero motion and the identity rotation (bias w = 1)
             self.head[-1].weight.mul_(1e-2)  # type: ignore[operator]
             self.head[-1].bias.copy_(torch.tensor([0.0, 0, 0, 0, 0, 0, 1.0]))  # type: ignore[operator]
 
@@ -320,6 +327,7 @@ class OdometryBranch(nn.Module):
         self, t_pred: torch.Tensor, q_pred: torch.Tensor, t_true: torch.Tensor, q_true: torch.Tensor
     ) -> torch.Tensor:
         """L1 translation and quaternion errors of relative poses, weighted by the learned s_t, s_q."""
+        # q and -q are one rotation: compare the target in the prediction's hemisphere
         q_true = torch.where((q_true * q_pred).sum(-1, keepdim=True) < 0, -q_true, q_true)
         l_t = (t_pred - t_true).abs().sum(-1).mean()
         l_q = (q_pred - q_true).abs().sum(-1).mean()
