@@ -51,12 +51,9 @@ __all__ = ["AugmentConfig", "Augmenter"]
 class Augmenter:
     """Applies an `AugmentConfig` to batches ``(images [B, T, 3, H, W], t [B, 3], q [B, 4])``.
 
-    Args:
-        config: the augmentation settings.
-        rig: the rig the images come from (T cameras in rig order); with ``config.track`` its
-            extrinsics must allow the track shift (`track_shift_yaw` raises ValueError otherwise).
-        generator: source of all randomness; None creates a CPU generator with a random seed.
-            Available as `self.generator` (e.g. to checkpoint its state).
+    ``rig`` holds the T cameras in rig order; with ``config.track`` its extrinsics must allow the track
+    shift (`track_shift_yaw` raises ValueError otherwise). ``generator`` is the source of all randomness
+    (None: a CPU generator with a random seed), kept as `self.generator` to checkpoint its state.
     """
 
     def __init__(self, config: AugmentConfig, rig: Rig, generator: torch.Generator | None = None) -> None:
@@ -94,6 +91,7 @@ class Augmenter:
 
     def _uniform(self, shape: tuple[int, ...], lo: float = 0.0, hi: float = 1.0) -> torch.Tensor:
         """Uniform float64 samples on the generator's device, moved to the CPU."""
+        # drawn where the generator lives (torch requires it); the box and factor maths run on the CPU
         u = torch.rand(shape, generator=self.generator, dtype=torch.float64, device=self.generator.device)
         return (lo + (hi - lo) * u).cpu()
 
@@ -103,6 +101,7 @@ class Augmenter:
         area = height * width * self._uniform((batch,), *cfg.crop_scale)
         log_ratio = self._uniform((batch,), math.log(cfg.crop_ratio[0]), math.log(cfg.crop_ratio[1]))
         aspect = torch.exp(log_ratio) * (width / height)  # crop width / crop height
+        # a large scale with an extreme aspect can ask for more than the image holds
         crop_w = torch.sqrt(area * aspect).clamp(max=width)
         crop_h = torch.sqrt(area / aspect).clamp(max=height)
         left = self._uniform((batch,)) * (width - crop_w)
@@ -142,6 +141,7 @@ class Augmenter:
             chosen = self._uniform((n,)) < cfg.blur_prob
             sigma = self._uniform((n,), *cfg.blur_sigma)
             if bool(chosen.any()):
+                # out may still be the caller's tensor: copy before writing into it
                 out = out.clone() if out is flat else out
                 index = chosen.nonzero()[:, 0].to(out.device)
                 out[index] = _gaussian_blur(out[index], sigma[chosen])
@@ -196,6 +196,7 @@ def _gaussian_blur(images: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     sigma per image in a single grouped convolution; the kernel is cut to fit the image.
     """
     m, channels, height, width = images.shape
+    # one kernel for all (one grouped conv), sized for the largest sigma; reflect padding needs radius < side
     radius = min(math.ceil(3.0 * float(sigma.max())), min(height, width) - 1)
     if radius < 1:
         return images

@@ -36,6 +36,7 @@ def predict(
     """Poses for every frame: deterministic (mask of ones) -> t (N, 1, 3), q (N, 1, 4); with
     `mc_samples` = S > 0, S MC-dropout samples per frame -> (N, S, 3), (N, S, 4)."""
     model.eval()
+    # masks drawn on the CPU: the same seed gives the same MC samples on any device
     generator = torch.Generator(device="cpu").manual_seed(seed)
     ts, qs = [], []
     for start in range(0, len(dataset), batch_size):

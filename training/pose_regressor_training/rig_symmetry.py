@@ -52,6 +52,7 @@ def track_shift_yaw(rig: Rig, atol_m: float = TRACK_ATOL_M, atol_rad: float = TR
                 f"{cam.name!r} has {cam.intrinsics}, {cams[0].name!r} has {cams[0].intrinsics}"
             )
     relative = cams[1].rotation_matrix() @ cams[0].rotation_matrix().T
+    # R[2,2] = cos(tilt) ≈ 1 - tilt²/2, so this is tilt > atol_rad; 1e-12 absorbs rounding
     if abs(relative[2, 2] - 1.0) > atol_rad**2 / 2 + 1e-12:
         tilt = math.degrees(math.acos(float(np.clip(relative[2, 2], -1.0, 1.0))))
         raise ValueError(
@@ -61,6 +62,7 @@ def track_shift_yaw(rig: Rig, atol_m: float = TRACK_ATOL_M, atol_rad: float = TR
         )
     step = 2.0 * math.pi / n
     first_step = math.atan2(relative[1, 0], relative[0, 0])
+    # the sign of Δ: whichever of ±360°/T the first pair's yaw is nearer to
     delta = step if abs(_wrap(first_step - step)) <= abs(_wrap(first_step + step)) else -step
     for i in range(n):
         a, b = cams[i], cams[(i + 1) % n]
@@ -111,6 +113,7 @@ def apply_track_shift(
     shifted = images[rows.to(images.device), index.to(images.device)]
     q_yaw = yaw_quaternions(yaw_step * k.to(torch.float64)).to(q.dtype).to(q.device)
     q_new: torch.Tensor = roma.quat_product(q, q_yaw)
+    # keep the batch convention w >= 0
     q_new = torch.where(q_new[..., 3:4] < 0, -q_new, q_new)
     return shifted, q_new
 
@@ -129,6 +132,7 @@ def _rot_z(angle: float) -> FloatArray:
 
 def _angle_between(r_a: FloatArray, r_b: FloatArray) -> float:
     cos = (float(np.trace(r_a.T @ r_b)) - 1.0) / 2.0
+    # rounding can push the cosine just past ±1, where acos fails
     return math.acos(min(1.0, max(-1.0, cos)))
 
 

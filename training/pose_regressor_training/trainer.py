@@ -71,12 +71,14 @@ def lr_factor(
 ) -> float:
     """Multiplier of the base learning rate at optimizer step `step` (linear warmup, then the schedule)."""
     if warmup_steps and step < warmup_steps:
+        # step + 1: the first step already gets a non-zero learning rate
         return (step + 1) / warmup_steps
     o = config.optim
     if o.schedule == "constant":
         return 1.0
     if o.schedule == "step":
         return float(o.step_gamma ** ((step // steps_per_epoch) // o.step_epochs))
+    # max(1, ...): warmup may cover every step; min(progress, 1) holds the floor past the end
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
@@ -103,13 +105,16 @@ class Trainer:
         self.model.set_translation_stats(*self.data.translation_stats())
         self.loss = build_loss(config.loss.name, config.loss.params, camera_spec(self.data.train_frames))
         self.objective = Objective(self.model, self.loss).to(self.device)
+        # each rank augments differently, and reproducibly
         augment_seed = config.seed + 1000 * self.ctx.rank
         self.augmenter = Augmenter(config.augment, self.data.rig, torch.Generator().manual_seed(augment_seed))
         self.loader, self.sampler, self.loader_order = make_loader(self.data.tuples, config, self.ctx)
         self.params = [p for p in self.objective.parameters() if p.requires_grad]
         self.optimizer = _optimizer(self.params, config.optim)
+        # never 0: it divides the epoch's loss sums and sizes the schedule
         self.steps_per_epoch = max(1, len(self.loader))
         self.warmup_steps = int(config.optim.warmup_epochs * self.steps_per_epoch)
+        # the scaler below is CUDA's; on CPU optim.amp is ignored
         self.use_amp = config.optim.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.progress = _Progress()
@@ -186,6 +191,7 @@ class Trainer:
         with torch.autocast(self.device.type, enabled=self.use_amp):
             parts = self.train_model(images, masks, t, q, self.progress.global_step)
         total = parts["total"]
+        # before backward: a NaN never reaches the weights, so last.pt stays a good checkpoint
         if not torch.isfinite(total):
             raise TrainingError(self.non_finite_message(parts))
         self.optimizer.zero_grad(set_to_none=True)
@@ -322,6 +328,7 @@ class Trainer:
     def result(self) -> FitResult:
         p = self.progress
         seconds = time.perf_counter() - self.started
+        # resuming a finished run trains for 0 s
         rate = p.sets_seen / max(p.train_seconds, 1e-9)
         return FitResult(self.run_dir, self.epochs, p.best_epoch + 1, p.best_metrics, rate, seconds)
 
@@ -366,6 +373,7 @@ class _TensorBoard:
         self.writer: Any = None
         if enabled:
             try:
+                # optional dependency: imported only when logging is on
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
                 print("fit: tensorboard is not installed; no TensorBoard logs")

@@ -34,6 +34,7 @@ class TupleDataset(Dataset[Batch]):
         self.starts = [
             i
             for i in range(len(frames) - span)
+            # a tuple never spans two sequences: their poses are not consecutive
             if all(frames[i + k * skip].sequence == frames[i].sequence for k in range(length))
         ]
         if not self.starts:
@@ -110,6 +111,7 @@ def make_loader(
         batch_size=config.optim.batch_size,
         shuffle=sampler is None,
         sampler=sampler,
+        # drop a ragged last batch, but never the only one: a tiny dataset must still train
         drop_last=len(tuples) > config.optim.batch_size * ctx.world_size,
         num_workers=config.num_workers,
         generator=order,
@@ -153,6 +155,7 @@ def _complete_model_config(config: TrainConfig, rig: Rig) -> ModelConfig:
 def _subsample(frame_list: FrameList, max_frames: int) -> FrameList:
     if max_frames <= 0 or len(frame_list) <= max_frames:
         return frame_list
+    # evenly spread over the whole recording, not its first max_frames
     keep = np.linspace(0, len(frame_list) - 1, max_frames).round().astype(int)
     return frame_list.subset(sorted(set(keep.tolist())))
 
