@@ -179,6 +179,7 @@ def compose(
     qab = _as_quaternions(q_ab, "q_ab")
     tbc = _as_vectors(t_bc, 3, "t_bc")
     qbc = _as_quaternions(q_bc, "q_bc")
+    # only to reject batches that cannot broadcast, with a clear message
     _batch_shape((tab, 1), (qab, 1), (tbc, 1), (qbc, 1), what="compose")
     t_ac = tab + _apply(_rotation_matrices(qab), tbc)
     q_ac = _quat_product(qab, qbc)
@@ -242,12 +243,8 @@ def from_matrix(m: npt.ArrayLike, *, atol: float = 1e-3) -> tuple[FloatArray, Fl
     """Split homogeneous matrices ``(..., 4, 4)`` into ``(t (..., 3), q (..., 4))`` (q canonical).
 
     Slightly noisy rotation blocks are projected onto the nearest rotation by scipy
-    (``Rotation.from_matrix``).  Non-rigid input is rejected.
-
-    Args:
-        m: homogeneous rigid transforms.
-        atol: tolerance on the bottom row (vs ``[0, 0, 0, 1]``) and on ``|R^T R - I|``
-            (element-wise); larger deviations are treated as non-rigid.
+    (``Rotation.from_matrix``).  ``atol`` bounds the bottom row's deviation from ``[0, 0, 0, 1]``
+    and ``|R^T R - I|`` (element-wise); larger deviations are rejected as non-rigid.
 
     Raises:
         ValueError: wrong shape, non-finite values, bottom row not ``[0, 0, 0, 1]``,
@@ -331,18 +328,14 @@ def mean_quaternion(q: npt.ArrayLike, weights: npt.ArrayLike | None = None) -> F
     (inputs normalized first), which minimizes the weighted sum of squared chordal
     (Frobenius) distances of the rotation matrices.  Invariant to the sign of each sample.
     Ill-defined if the top eigenvalue is repeated (e.g. two samples 180 deg apart).
-
-    Args:
-        q: samples, shape ``(S, 4)``, ``S >= 1``.
-        weights: optional non-negative weights ``(S,)`` with positive sum (default: uniform).
-
-    Returns:
-        Canonical unit quaternion ``(4,)``.
+    ``S >= 1``; ``weights`` ``(S,)`` are non-negative with a positive sum (default: uniform).
+    Returns a canonical unit quaternion ``(4,)``.
     """
     qs = _normalize(_samples(q, 4, "q"), "q")
     w = _weights(weights, qs.shape[0])
     scatter = np.einsum("s,si,sj->ij", w, qs, qs)
     _, vecs = np.linalg.eigh(0.5 * (scatter + scatter.T))  # ascending eigenvalues
+    # an eigenvector's sign is arbitrary: _normalize puts it in w >= 0
     return _normalize(vecs[:, -1], "mean quaternion")
 
 
@@ -403,6 +396,7 @@ def pose_covariance(
 # --------------------------------------------------------------------------- Pose dataclass
 
 
+# eq=False: a generated __eq__ would compare arrays with ==, whose truth value is ambiguous
 @dataclass(frozen=True, eq=False)
 class Pose:
     """Single rigid pose ``T_ab`` (e.g. ``T_map_base``): maps points of frame ``b`` into ``a``.

@@ -50,6 +50,7 @@ class SyncedSet(Generic[T]):
 
 
 def _as_int(value: object, name: str) -> int:
+    # bool is an int subclass: True must not pass as camera 1 or 1 ns
     if isinstance(value, bool) or not isinstance(value, SupportsIndex):
         raise TypeError(f"{name} must be an integer, got {value!r}")
     return operator.index(value)
@@ -81,6 +82,7 @@ class FrameSynchronizer(Generic[T]):
         self._resets = 0
 
     # ------------------------------------------------------------------ counters
+    # Read without the lock: each is one int, whose read is atomic in CPython.
 
     @property
     def emitted(self) -> int:
@@ -154,6 +156,7 @@ class FrameSynchronizer(Generic[T]):
             raise IndexError(f"camera_index must be in 0..{self.camera_count - 1}, got {index}")
         with self._lock:
             previous = self._last_seen[index]
+            # strictly older: a repeated stamp is a duplicate (counted stale below), not a time jump
             if previous is not None and stamp < previous:
                 self._resets += 1
                 self._clear()

@@ -89,7 +89,9 @@ def dropout_masks(
         raise ValueError("samples and hidden_dim must be >= 1")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    # the same rule as the training masks (PoseRegressor.random_masks): keep where u >= p
     keep = rng.random((samples, hidden_dim)) >= dropout
+    # float32: the graph's dropout_mask input (bundle.GRAPH_INPUTS)
     return (keep / (1.0 - dropout)).astype(np.float32)
 
 
@@ -103,4 +105,5 @@ def tangent_residual(
 
 def nees(residual: FloatArray, covariance: FloatArray) -> float:
     """Normalized estimation error squared r^T C^-1 r (expected value: the dimension, 6)."""
+    # solve rather than inv(C): cheaper and more accurate for a near-singular C
     return float(residual @ np.linalg.solve(covariance, residual))
