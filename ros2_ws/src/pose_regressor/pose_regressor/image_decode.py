@@ -168,10 +168,12 @@ def decode_image(
     try:
         if layout.sample_bytes == 2:
             dtype = np.dtype(">u2" if is_bigendian else "<u2")
+            # rows skips the padding, so it is strided; .view() as 16-bit needs contiguous rows
             mono = (np.ascontiguousarray(rows).view(dtype) >> 8).astype(np.uint8)
             return np.ascontiguousarray(cv2.cvtColor(mono, cv2.COLOR_GRAY2RGB))
         pixels = rows.reshape(h, w, layout.channels) if layout.channels > 1 else rows
         if layout.code is None:
+            # a copy: never a view into the message buffer (see the conventions above)
             return np.array(pixels, dtype=np.uint8, order="C", copy=True)
         return np.ascontiguousarray(cv2.cvtColor(np.ascontiguousarray(pixels), layout.code))
     except cv2.error as exc:  # not expected after the checks above; keep the promise anyway

@@ -123,6 +123,7 @@ class MailboxWorker(Generic[T]):
             # Each thread gets its own stop event: a previous thread that outlived its stop's
             # join (a hung engine call) still sees its own event set and ends after that call.
             self._stop_event = threading.Event()
+            # daemon: a thread stuck in a hung engine call must not keep the process alive at exit
             self._thread = threading.Thread(
                 target=self._run, args=(self._stop_event,), name=self._name, daemon=True
             )

@@ -28,6 +28,7 @@ class RateMeter:
             self._trim(now)
             if len(self._times) < 2:
                 return 0.0
+            # up to now, so a stalled stream's rate falls; max() guards a `now` older than the last tick
             span = max(now - self._times[0], self._times[-1] - self._times[0])
             return (len(self._times) - 1) / span if span > 0 else 0.0
 
