@@ -87,7 +87,6 @@ class CameraSpec:
         if len(self.t_base_cam) != 3 or len(self.q_base_cam_xyzw) != 4:
             raise ValueError("CameraSpec: t_base_cam needs 3 values and q_base_cam_xyzw 4 (xyzw)")
         norm = math.sqrt(sum(c * c for c in self.q_base_cam_xyzw))
-        # loose on purpose: rig-file extrinsics are typed by hand with a few decimals
         if not math.isfinite(norm) or abs(norm - 1.0) > 1e-3:
             raise ValueError(f"CameraSpec: q_base_cam_xyzw must be a unit quaternion, got norm {norm:.6g}")
 

@@ -65,9 +65,11 @@ class PinholeIntrinsics:
 
     @classmethod
     def from_hfov(cls, width: int, height: int, hfov_deg: float) -> PinholeIntrinsics:
+        # bounded below 180: tan(hfov/2) grows without bound there and fx falls to 0
         if not 1.0 <= hfov_deg < 179.0:
             raise RigError(f"hfov_deg must be in [1, 179), got {hfov_deg}")
         fx = 0.5 * width / math.tan(math.radians(hfov_deg) / 2.0)
+        # with pixel centres at u + 0.5 (see the class docstring), W/2 is the exact image centre
         return cls(width, height, fx, fx, width / 2.0, height / 2.0)
 
     def matrix(self) -> FloatArray:
@@ -270,6 +272,7 @@ def _camera_from_dict(index: int, data: Any, default_size: tuple[int, int] | Non
     if not isinstance(data, dict):
         raise RigError(f"{where} must be a mapping")
     name = data.get("name")
+    # the name becomes the topic /<name>/image_raw and the frame <name>_optical_frame
     if not isinstance(name, str) or not name or "/" in name:
         raise RigError(f"{where}.name must be a non-empty string without '/', got {name!r}")
     try:
@@ -302,6 +305,7 @@ def _camera_from_dict(index: int, data: Any, default_size: tuple[int, int] | Non
         if quat.shape != (4,) or not np.all(np.isfinite(quat)) or np.linalg.norm(quat) < 1e-9:
             raise RigError(f"{where} ({name}): rotation_xyzw must be four finite numbers, not all zero")
         quat = quat / np.linalg.norm(quat)
+        # the project's canonical hemisphere, w >= 0 (see pose.py)
         quat = quat if quat[3] >= 0 else -quat
     else:
         quat = forward_camera_rotation(math.radians(float(data.get("yaw_deg", 0.0))))

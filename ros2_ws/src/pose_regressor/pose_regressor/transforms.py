@@ -70,6 +70,7 @@ def _frame(name: str, role: str) -> str:
 
 
 def _frozen(a: FloatArray) -> FloatArray:
+    # samples are read outside the lock (see lookup), so nobody may change one in place
     a.setflags(write=False)
     return a
 
@@ -158,6 +159,7 @@ class TransformBuffer:
                 history.clear()
                 history.append(sample)
                 return
+            # the usual in-order case: an O(1) append
             if not history or stamp > history[-1].stamp_ns:
                 history.append(sample)
             elif stamp < history[-1].stamp_ns - self._cache_ns:
@@ -232,6 +234,7 @@ class TransformBuffer:
             src_side = [self._at(f, stamp, tol, what) for f in up_src[: up_src.index(common)]]
             tgt_side = [self._at(f, stamp, tol, what) for f in up_tgt[: up_tgt.index(common)]]
 
+        # outside the lock: the samples are immutable, and the maths must not hold up the tf callbacks
         t_cs, q_cs = _chain_product([_evaluate(x, stamp) for x in src_side])  # T_common_source
         t_ct, q_ct = _chain_product([_evaluate(x, stamp) for x in tgt_side])  # T_common_target
         if not tgt_side:
