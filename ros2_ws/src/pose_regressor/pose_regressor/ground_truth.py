@@ -57,6 +57,7 @@ class GroundTruthTrack:
             raise ValueError(f"got {len(stamps)} stamps, {len(t)} translations and {len(q)} rotations")
         if not np.all(np.isfinite(t)):
             raise ValueError("ground-truth translations contain non-finite values")
+        # np.unique sorts the stamps; return_index gives each stamp's first occurrence
         self.stamps_ns, first = np.unique(stamps, return_index=True)
         self.translations = t[first]
         self.quats_xyzw = q[first]

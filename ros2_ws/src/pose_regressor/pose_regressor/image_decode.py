@@ -168,7 +168,7 @@ def decode_image(
     try:
         if layout.sample_bytes == 2:
             dtype = np.dtype(">u2" if is_bigendian else "<u2")
-            # rows skips the padding, so it is strided; .view() as 16-bit needs contiguous rows
+            # numpy < 1.23 (Ubuntu 22.04 ships 1.21) refuses .view() to a wider dtype on the strided rows
             mono = (np.ascontiguousarray(rows).view(dtype) >> 8).astype(np.uint8)
             return np.ascontiguousarray(cv2.cvtColor(mono, cv2.COLOR_GRAY2RGB))
         pixels = rows.reshape(h, w, layout.channels) if layout.channels > 1 else rows
