@@ -97,14 +97,9 @@ def apply_track_shift(
     z axis at the same position, so ``t`` is unchanged). With ``yaw_step`` from `track_shift_yaw`
     the result is exactly what the rig sees at the new pose.
 
-    Args:
-        images: [B, T, 3, H, W] (any dtype).
-        q: [B, 4] xyzw rotation of ``T_map_base``.
-        shifts: [B] integer shifts k (any integers; taken modulo T).
-        yaw_step: Δ in radians.
-
-    Returns:
-        ``(images, q)``: shifted images and rotated labels (unit, w >= 0, q's dtype).
+    ``images`` [B, T, 3, H, W] (any dtype), ``q`` [B, 4] xyzw, ``shifts`` [B] any integers (taken
+    modulo T), ``yaw_step`` Δ in radians. Returns the shifted images and the rotated labels (unit,
+    w >= 0, q's dtype).
     """
     batch, num_cameras = images.shape[:2]
     k = shifts.reshape(batch).long().cpu()

@@ -82,12 +82,8 @@ def fixed_axes_to_rpy(quat_xyzw: npt.ArrayLike, covariance: npt.ArrayLike) -> Fl
     near pitch +-90 deg the roll and yaw variances become very large but stay finite and a
     positive definite input gives a positive definite output.
 
-    Args:
-        quat_xyzw: orientation of the mean pose ``T_map_base`` (xyzw, normalized here).
-        covariance: 6x6, metres and radians, rotation block about the fixed map axes.
-
-    Returns:
-        A new symmetric 6x6 array.
+    ``quat_xyzw`` is the orientation of the mean pose ``T_map_base`` (normalized here). Returns a new
+    symmetric 6x6 array.
     """
     cov = _validated_covariance(covariance)
     a = np.eye(6)

@@ -91,10 +91,8 @@ class TransformBuffer:
     The node adds from subscription callbacks and looks up from its inference thread, so
     every access takes one lock; interpolation and composition run outside it.
 
-    Args:
-        cache_s: seconds of history kept per dynamic edge, measured back from the newest
-            stamp on that edge (tf2's default is 10 s).
-        max_history: hard cap on samples per dynamic edge (memory bound).
+    ``cache_s`` is the history kept per dynamic edge, back from that edge's newest stamp (tf2's
+    default is 10 s); ``max_history`` caps the samples per dynamic edge (a memory bound).
     """
 
     def __init__(self, cache_s: float = 10.0, max_history: int = DEFAULT_MAX_HISTORY) -> None:
