@@ -4,6 +4,7 @@ non-finite labels, checkpoint writes, and the Ctrl-C message and resume command 
 from __future__ import annotations
 
 import shlex
+import threading
 from pathlib import Path
 
 import cv2
@@ -189,3 +190,27 @@ def test_interruption_message_and_resume_command(tmp_path: Path) -> None:
         "data.root=/my data",
         "optim.epochs=3",
     ]
+
+
+def test_a_dataloader_worker_is_quiet_only_in_the_fd_sharing_thread() -> None:
+    """multiprocessing's resource sharer runs `_serve` in a thread; a failed handover after the
+    parent stopped must not print a traceback, anything else still reaches the hook."""
+    from pose_regressor_training.training_data import _quiet_in_the_fd_sharing_thread
+
+    seen: list[type[BaseException]] = []
+    hook = _quiet_in_the_fd_sharing_thread(lambda kind, value, tb: seen.append(kind))
+
+    def raise_into_hook(error: BaseException) -> None:
+        try:
+            raise error
+        except BaseException as exc:
+            hook(type(exc), exc, exc.__traceback__)
+
+    def _serve() -> None:  # named like multiprocessing.resource_sharer's thread target
+        raise_into_hook(EOFError())
+
+    thread = threading.Thread(target=_serve)
+    thread.start()
+    thread.join()
+    raise_into_hook(KeyError("x"))
+    assert seen == [KeyError]

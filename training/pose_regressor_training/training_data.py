@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from types import TracebackType
 
 import numpy as np
 import torch
@@ -123,6 +127,23 @@ def make_loader(
 
 def _worker_init(_worker_id: int) -> None:
     leave_stop_signals_to_parent()
+    sys.excepthook = _quiet_in_the_fd_sharing_thread(sys.excepthook)
+
+
+def _quiet_in_the_fd_sharing_thread(
+    hook: Callable[[type[BaseException], BaseException, TracebackType | None], object],
+) -> Callable[[type[BaseException], BaseException, TracebackType | None], object]:
+    """`hook`, silent in multiprocessing's fd-sharing thread. A worker hands batch tensors to the
+    parent through that thread; when the parent stops mid-handover (Ctrl-C), the thread prints a
+    traceback into the terminal after the parent's one-line message. The parent reports the stop,
+    and a handover that fails while the parent lives fails there too, so nothing is lost."""
+
+    def quiet(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> object:
+        if threading.current_thread().name.endswith("(_serve)"):  # resource_sharer's thread
+            return None
+        return hook(kind, value, tb)
+
+    return quiet
 
 
 def camera_spec(frame_list: FrameList) -> CameraSpec:
