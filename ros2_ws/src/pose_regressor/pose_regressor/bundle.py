@@ -22,7 +22,6 @@ Conventions:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ import numpy as np
 import yaml
 from numpy.typing import NDArray
 
+from pose_regressor.bounds import Bound, is_number, out_of_range
 from pose_regressor.files import MAX_YAML_BYTES, atomic_write_text, read_yaml
 from pose_regressor.limits import MAX_MC_SAMPLES
 
@@ -328,19 +328,15 @@ def _bundle_from_mapping(root: Path, data: dict[str, Any]) -> ModelBundle:
     fusion = model.get("fusion")
     if fusion not in FUSIONS:
         raise BundleError(f"model.fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
-    dof = _int(model, "dof", "model.dof", minimum=3)
+    dof = _int(model, "dof", "model.dof", Bound(3, 6))
     if dof not in (3, 6):
         raise BundleError(f"model.dof must be 6 or 3, got {dof}")
-    dropout = _float(model, "dropout", "model.dropout")
-    if not 0.0 <= dropout < 1.0:
-        raise BundleError(f"model.dropout must be in [0, 1), got {dropout}")
-    scale = _float(data, "covariance_scale", "covariance_scale")
-    if not scale > 0:
-        raise BundleError(f"covariance_scale must be positive, got {scale}")
-    if scale > MAX_COVARIANCE_SCALE:
-        raise BundleError(f"covariance_scale must be <= {MAX_COVARIANCE_SCALE:g}, got {scale:g}")
-    input_width = _int(image, "width", "input.width", minimum=1, maximum=MAX_INPUT_SIDE)
-    input_height = _int(image, "height", "input.height", minimum=1, maximum=MAX_INPUT_SIDE)
+    dropout = _float(model, "dropout", "model.dropout", Bound(0.0, 1.0, hi_open=True))
+    scale = _float(
+        data, "covariance_scale", "covariance_scale", Bound(0.0, MAX_COVARIANCE_SCALE, lo_open=True)
+    )
+    input_width = _int(image, "width", "input.width", Bound(1, MAX_INPUT_SIDE))
+    input_height = _int(image, "height", "input.height", Bound(1, MAX_INPUT_SIDE))
     input_bytes = len(cameras) * input_width * input_height * 3
     if input_bytes > MAX_INPUT_BYTES:
         raise BundleError(
@@ -363,11 +359,11 @@ def _bundle_from_mapping(root: Path, data: dict[str, Any]) -> ModelBundle:
         fusion=str(fusion),
         dof=dof,
         dropout=dropout,
-        hidden_dim=_int(model, "hidden_dim", "model.hidden_dim", minimum=1, maximum=MAX_HIDDEN_DIM),
+        hidden_dim=_int(model, "hidden_dim", "model.hidden_dim", Bound(1, MAX_HIDDEN_DIM)),
         covariance_scale=scale,
         provenance=provenance,
         mc_samples=(
-            _int(model, "mc_samples", "model.mc_samples", minimum=1, maximum=MAX_MC_SAMPLES)
+            _int(model, "mc_samples", "model.mc_samples", Bound(1, MAX_MC_SAMPLES))
             if "mc_samples" in model
             else 32
         ),
@@ -410,8 +406,8 @@ def _cameras(value: Any) -> tuple[BundleCamera, ...]:
         topic = entry.get("topic", f"/{name}/image_raw")
         if not isinstance(topic, str) or not topic.startswith("/"):
             raise BundleError(f"{where}.topic must be an absolute topic name, got {topic!r}")
-        width = _int(entry, "width", f"{where}.width", minimum=1, maximum=MAX_IMAGE_SIDE)
-        height = _int(entry, "height", f"{where}.height", minimum=1, maximum=MAX_IMAGE_SIDE)
+        width = _int(entry, "width", f"{where}.width", Bound(1, MAX_IMAGE_SIDE))
+        height = _int(entry, "height", f"{where}.height", Bound(1, MAX_IMAGE_SIDE))
         cameras.append(BundleCamera(name, topic, width, height))
     names = [c.name for c in cameras]
     if len(set(names)) != len(names):
@@ -426,21 +422,24 @@ def _mapping(data: Mapping[str, Any], key: str) -> dict[str, Any]:
     return value
 
 
-def _int(data: Mapping[str, Any], key: str, where: str, minimum: int, maximum: int | None = None) -> int:
+def _int(data: Mapping[str, Any], key: str, where: str, bound: Bound) -> int:
     value = data.get(key)
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not is_number(value) or not isinstance(value, int):
         raise BundleError(f"{where} must be an integer, got {value!r}")
-    if value < minimum:
-        raise BundleError(f"{where} must be >= {minimum}, got {value}")
-    if maximum is not None and value > maximum:
-        raise BundleError(f"{where} must be <= {maximum}, got {value}")
+    problem = out_of_range(value, bound)
+    if problem:
+        raise BundleError(f"{where} {problem}")
     return value
 
 
-def _float(data: Mapping[str, Any], key: str, where: str) -> float:
+def _float(data: Mapping[str, Any], key: str, where: str, bound: Bound) -> float:
     value = data.get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if not is_number(value):
         raise BundleError(f"{where} must be a finite number, got {value!r}")
+    assert isinstance(value, int | float)  # is_number, for the type checker
+    problem = out_of_range(value, bound)
+    if problem:
+        raise BundleError(f"{where} {problem}")
     return float(value)
 
 
