@@ -30,7 +30,7 @@ $train fit --config training/configs/synth_quad.yaml --out "$OUT/run" --quiet \
 
 echo
 echo "== 3/5 evaluate offline on the held-out test trajectories (32 MC-dropout samples per frame)"
-$train eval --checkpoint "$OUT/run/best.pt" --split test --mc-samples 32 --out "$OUT/run/eval_test"
+$train eval-checkpoint --checkpoint "$OUT/run/best.pt" --split test --mc-samples 32 --out "$OUT/run/eval_test"
 
 echo
 echo "== 4/5 export the model bundle (ONNX + bundle.yaml, calibrated covariance scale)"
