@@ -80,6 +80,14 @@ class NodeProcess:
             "rss_kb": rss,
         }
 
+    def wait_for_lines(self, marker: str, count: int, timeout: float) -> list[str]:
+        """The lines with `marker` once there are `count` of them (or all there are at `timeout`):
+        a service reply can overtake the log line on its way through the stderr pipe."""
+        deadline = time.monotonic() + timeout
+        while len(self.lines(marker)) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.lines(marker)
+
     def wait_for_line(self, marker: str, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

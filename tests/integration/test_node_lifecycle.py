@@ -69,7 +69,7 @@ def test_every_legal_transition_repeats_illegal_ones_are_refused_and_shutdown_ex
         assert peer.transition(NODE, "deactivate")
         assert not peer.transition(NODE, "deactivate"), "deactivate twice was accepted"
         assert node.alive(), node.log()
-        refused = node.lines("refused lifecycle transition")
+        refused = node.wait_for_lines("refused lifecycle transition", 5, 5.0)
         assert len(refused) == 5, node.log()
         assert "'id 3' in state 'unconfigured': available transitions are configure, shutdown" in refused[0]
 
@@ -178,7 +178,7 @@ def test_parameters_take_effect_at_runtime_or_are_refused_with_a_reason(
             assert not ok, f"{name} = {value!r} was accepted"
             assert reason in answer and answer, f"{name}: {answer!r}"
         assert node.alive()
-        assert len(node.lines("refused parameter change")) >= 5, node.log()
+        assert len(node.wait_for_lines("refused parameter change", 5, 5.0)) >= 5, node.log()
         _pose_after_set(cameras, poses)
 
         # A structural parameter is accepted while unconfigured and used by the next configure.
