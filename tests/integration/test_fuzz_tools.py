@@ -150,11 +150,7 @@ def _fit_configs(root: Path, rng: np.random.Generator) -> list[tuple[str, Path]]
         "binary": "\x00\x01\x02\xff",
         "empty data root": "data:\n  root: ''\n",
     }
-    for name, text in raw.items():
-        path = root / f"fit_{len(configs)}.yaml"
-        path.write_text(text, errors="surrogateescape")
-        configs.append((name, path))
-    return configs
+    return configs + _raw_files(root, "fit_", len(configs), raw)
 
 
 def _params_files(root: Path) -> list[tuple[str, Path]]:
@@ -180,8 +176,14 @@ def _params_files(root: Path) -> list[tuple[str, Path]]:
         "a string": "text\n",
         "binary": "\x00\xff",
     }
-    for name, text in raw.items():
-        path = root / f"params{len(files)}.yaml"
+    return files + _raw_files(root, "params", len(files), raw)
+
+
+def _raw_files(root: Path, prefix: str, first: int, texts: dict[str, str]) -> list[tuple[str, Path]]:
+    """(name, file) for each malformed text, written as is (bytes beyond UTF-8 included)."""
+    files = []
+    for k, (name, text) in enumerate(texts.items(), start=first):
+        path = root / f"{prefix}{k}.yaml"
         path.write_text(text, errors="surrogateescape")
         files.append((name, path))
     return files

@@ -36,7 +36,6 @@ The core is :func:`convert_bag`; errors a user can fix raise :class:`BagConversi
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from collections.abc import Iterator, Sequence
@@ -60,6 +59,7 @@ from pose_regressor.bagio import (
     open_bag,
     read_messages,
 )
+from pose_regressor.files import publish, staging_sibling
 from pose_regressor.ground_truth import GT_TYPES, DropReason, GroundTruthTrack, gt_pose_fields, stamp_ns
 from pose_regressor.image_decode import MAX_DIMENSION, ImageDecodeError, decode_message, resize_to
 from pose_regressor.pose import (
@@ -245,24 +245,11 @@ def _validate(cfg: FromBagConfig) -> None:
 def _staging_folder(out: Path) -> Path:
     """A fresh hidden folder beside `out` to write into; renamed to `out` only once complete, so a
     failed conversion never leaves a half-written dataset (nor destroys the one being replaced)."""
-    staging = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    staging = staging_sibling(out)
     if staging.exists():  # left by an earlier killed run of a process with the same id
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
     return staging
-
-
-def _publish(staging: Path, out: Path) -> None:
-    """Put the complete dataset at `out`, replacing what is there (already allowed by `_validate`)."""
-    if out.is_dir():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        out.rename(old)
-        staging.rename(out)
-        shutil.rmtree(old)
-        return
-    if out.exists():
-        out.unlink()
-    staging.rename(out)
 
 
 def _prepare_output(cfg: FromBagConfig) -> None:
@@ -342,7 +329,7 @@ def convert_bag(cfg: FromBagConfig) -> FromBagSummary:
     try:
         staging = _staging_folder(out)
         summary = _convert(replace(cfg, out=staging), reader, started)
-        _publish(staging, out)
+        publish(staging, out)
         return summary
     except (BagConversionError, OSError):
         raise

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -24,6 +23,7 @@ from numpy.typing import NDArray
 from tqdm import tqdm
 
 from pose_regressor.bagio import RigBagWriter
+from pose_regressor.files import publish, remove_path, staging_sibling
 from pose_regressor.rig import Rig
 from pose_regressor_training.data.folder import (
     SPLITS,
@@ -216,32 +216,6 @@ def _check_outputs(cfg: SynthConfig) -> None:
         raise FileExistsError(f"bag {cfg.bag} exists; use --overwrite to replace it")
 
 
-def _partial(path: Path) -> Path:
-    """The hidden sibling that `path` is written into before it is renamed into place."""
-    path = path.absolute()
-    return path.with_name(f".{path.name}.partial-{os.getpid()}")
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    elif path.exists() or path.is_symlink():
-        path.unlink(missing_ok=True)
-
-
-def _publish(staging: Path, target: Path) -> None:
-    """Put the complete `staging` at `target`, replacing what is there (already allowed)."""
-    target = target.absolute()
-    if target.exists() or target.is_symlink():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        _remove(old)
-        target.rename(old)
-        staging.rename(target)
-        _remove(old)
-        return
-    staging.rename(target)
-
-
 def render_dataset(cfg: SynthConfig) -> SynthSummary:
     """Renders the whole dataset (and bag) described by `cfg`; returns counts and timing.
 
@@ -255,25 +229,27 @@ def render_dataset(cfg: SynthConfig) -> SynthSummary:
     out = cfg.out.absolute()
     if cfg.bag is not None and cfg.bag.absolute() == out:
         raise ValueError(f"--bag {cfg.bag} and --out {cfg.out} must be different paths")
-    staging = _partial(out)
+    staging = staging_sibling(out)
     bag_inside = cfg.bag is not None and out in cfg.bag.absolute().parents
     bag_staging: Path | None = None
     if cfg.bag is not None:
         # A bag inside the dataset folder travels with it; any other bag has a staging sibling.
-        bag_staging = staging / cfg.bag.absolute().relative_to(out) if bag_inside else _partial(cfg.bag)
+        bag_staging = (
+            staging / cfg.bag.absolute().relative_to(out) if bag_inside else staging_sibling(cfg.bag)
+        )
     existed = out.is_dir() and any(out.iterdir())
     try:
         for path in (staging, bag_staging):
             if path is not None:
-                _remove(path)  # left by an earlier killed run of a process with the same id
+                remove_path(path)  # left by an earlier killed run of a process with the same id
         staging.mkdir(parents=True)
         if bag_staging is not None:
             bag_staging.parent.mkdir(parents=True, exist_ok=True)
         try:
             summary = _render(cfg, staging, bag_staging)
             if cfg.bag is not None and bag_staging is not None and not bag_inside:
-                _publish(bag_staging, cfg.bag)
-            _publish(staging, out)
+                publish(bag_staging, cfg.bag)
+            publish(staging, out)
         except OSError as exc:
             what = f"the dataset {cfg.out}" + (f" or the bag {cfg.bag}" if cfg.bag is not None else "")
             kept = "; the existing output is unchanged" if existed else ""
@@ -284,7 +260,7 @@ def render_dataset(cfg: SynthConfig) -> SynthSummary:
     finally:
         for path in (staging, bag_staging):
             if path is not None and (path.exists() or path.is_symlink()):  # failed or interrupted
-                _remove(path)
+                remove_path(path)
 
 
 def _render(cfg: SynthConfig, out: Path, bag_path: Path | None) -> SynthSummary:

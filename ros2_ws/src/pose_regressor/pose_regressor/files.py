@@ -8,6 +8,7 @@ the whole new one, never a part.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -118,3 +119,32 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def atomic_write_text(path: Path, text: str) -> None:
     """`atomic_write_bytes` of `text` in UTF-8."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def staging_sibling(path: Path) -> Path:
+    """The hidden ``.NAME.partial-PID`` sibling that `path` (a file or folder) is written into
+    before `publish` puts it in place: a failed run never leaves a half-written `path`."""
+    path = path.absolute()  # a name to put the sibling beside, even for "."
+    return path.with_name(f".{path.name}.partial-{os.getpid()}")
+
+
+def remove_path(path: Path) -> None:
+    """Removes a file, link or folder tree if it is there."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink(missing_ok=True)
+
+
+def publish(staging: Path, target: Path) -> None:
+    """Puts the complete `staging` at `target`, replacing what is there (the caller allowed it):
+    the old one moves aside first and goes only once the new one is in place."""
+    target = target.absolute()
+    if target.exists() or target.is_symlink():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        remove_path(old)
+        target.rename(old)
+        staging.rename(target)
+        remove_path(old)
+        return
+    staging.rename(target)

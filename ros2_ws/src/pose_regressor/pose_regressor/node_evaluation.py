@@ -250,12 +250,7 @@ def _wait_for_node(
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         stop.check()
-        if node.poll() is not None:
-            line = last_error_line(log_path.read_text(errors="replace"))
-            raise EvaluationError(
-                f"the localizer exited with code {node.returncode} before subscribing: {line} "
-                f"(log: {log_path})"
-            )
+        _raise_if_exited(node, log_path, "exited with code {code} before subscribing")
         if all(recorder.node.count_subscribers(topic) > 0 for topic in topics):
             return
         stop.sleep(POLL_S)
@@ -458,12 +453,7 @@ def _run_replay(
             except subprocess.TimeoutExpired:
                 pass
             stop.check()
-            if node.poll() is not None:
-                line = last_error_line(node_log_path.read_text(errors="replace"))
-                raise EvaluationError(
-                    f"the localizer died during the replay (exit code {node.returncode}): {line} "
-                    f"(log: {node_log_path})"
-                )
+            _raise_if_exited(node, node_log_path, "died during the replay (exit code {code})")
             if deadline is not None and time.monotonic() > deadline:
                 raise EvaluationError(f"the replay did not stop within {watchdog_s:g} s; it was stopped")
     finally:
@@ -576,12 +566,7 @@ def _run_node_and_replay(
         replay_started = time.monotonic()
         _run_replay(_replay_command(cfg, topics, replay_log), env, node, node_log_path, watchdog, stop)
         replay_span = (replay_started, time.monotonic())
-        if node.poll() is not None:
-            line = last_error_line(node_log_path.read_text(errors="replace"))
-            raise EvaluationError(
-                f"the localizer died during the replay (exit code {node.returncode}): {line} "
-                f"(log: {node_log_path})"
-            )
+        _raise_if_exited(node, node_log_path, "died during the replay (exit code {code})")
         _let_the_last_outputs_arrive(recorder, cfg.settle_s, stop)
     finally:
         rss.stop()
@@ -590,6 +575,15 @@ def _run_node_and_replay(
         recorder.close()
         rclpy.shutdown()
     return _Run(recorder.recording, replay_log, node_log_path, rss.samples, replay_span)
+
+
+def _raise_if_exited(node: subprocess.Popen[str], log_path: Path, what: str) -> None:
+    """EvaluationError `the localizer <what>: <its last error line> (log: ...)` once it has exited;
+    `what` may name the exit code as ``{code}``."""
+    code = node.poll()
+    if code is not None:
+        line = last_error_line(log_path.read_text(errors="replace"))
+        raise EvaluationError(f"the localizer {what.format(code=code)}: {line} (log: {log_path})")
 
 
 def _let_the_last_outputs_arrive(recorder: _Recorder, settle_s: float, stop: StopFlag) -> None:

@@ -14,7 +14,6 @@ a failed or interrupted import leaves nothing behind.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import time
@@ -25,6 +24,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from pose_regressor.files import publish, staging_sibling
 from pose_regressor.rig import Rig
 from pose_regressor_training.data.benchmark import base_pose_from_camera_pose, single_camera_rig
 from pose_regressor_training.data.folder import (
@@ -193,7 +193,7 @@ def write_import(track: CameraTrack, settings: ImportSettings) -> ImportSummary:
     scale = metric_scale(images, settings)
     splits = block_splits(len(images), settings.split)
     out = settings.out.absolute()
-    staging = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    staging = staging_sibling(out)
     try:
         if staging.exists():  # left by an earlier killed run of a process with the same id
             shutil.rmtree(staging)
@@ -203,7 +203,7 @@ def write_import(track: CameraTrack, settings: ImportSettings) -> ImportSummary:
         write_frames(staging, records)
         counts = {split: sum(1 for r in records if r.split == split) for split in SPLITS}
         write_metadata(staging, rig, _fps(images, settings.fps), counts, _provenance(track, settings, scale))
-        _publish(staging, out)
+        publish(staging, out)
     finally:
         if staging.exists():  # the import failed or was interrupted
             shutil.rmtree(staging, ignore_errors=True)
@@ -257,16 +257,3 @@ def _provenance(track: CameraTrack, settings: ImportSettings, scale: float) -> d
         "distortion_applied": False,  # images are written as captured
         "notes": list(track.notes),
     }
-
-
-def _publish(staging: Path, out: Path) -> None:
-    """Put the complete dataset at `out`, replacing what is there (allowed by `_check_output`)."""
-    if out.is_dir():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        out.rename(old)
-        staging.rename(out)
-        shutil.rmtree(old)
-        return
-    if out.exists():
-        out.unlink()
-    staging.rename(out)
