@@ -79,6 +79,7 @@ def test_every_loss_trains_without_nan(tiny_data: Path, tmp_path: Path, loss: st
 def test_torchrun_two_processes_train_with_ddp(tiny_data: Path, tmp_path: Path) -> None:
     torchrun = Path(sys.executable).with_name("torchrun")
     env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.pop("OMP_WAIT_POLICY", None)  # pose-train chooses it
     cmd = [
         str(torchrun),
         "--standalone",
@@ -95,6 +96,10 @@ def test_torchrun_two_processes_train_with_ddp(tiny_data: Path, tmp_path: Path) 
     ]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
+    # the main process alone says how it uses the cores; libgomp got the passive policy in time
+    threads = [line for line in result.stdout.splitlines() if line.startswith("fit: threads:")]
+    assert len(threads) == 1, result.stdout
+    assert "torch intra-op 1," in threads[0] and "OpenMP wait policy PASSIVE," in threads[0], threads
     checkpoint = load_checkpoint(tmp_path / "last.pt")
     assert checkpoint.epoch == 1
     model = model_from_checkpoint(checkpoint)

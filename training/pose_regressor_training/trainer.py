@@ -29,6 +29,7 @@ from pose_regressor_training.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from pose_regressor_training.cpu_threads import ThroughputWatch, available_cores, current_setup, load_average
 from pose_regressor_training.data.dataset import ImageLoadError, worker_error_message
 from pose_regressor_training.distributed import start_process
 from pose_regressor_training.errors import CheckpointSaveError, TrainingError, TrainingInterrupted
@@ -97,6 +98,9 @@ class Trainer:
         self.config, self.epochs = config, config.optim.epochs
         self.device, self.ctx = start_process(config)
         self.show_progress = progress and self.ctx.is_main
+        if self.ctx.is_main:
+            print(current_setup(config.num_workers).describe(), flush=True)
+        self.throughput = ThroughputWatch()
         self.last_path, self.best_path = run_dir / "last.pt", run_dir / "best.pt"
         run_dir.mkdir(parents=True, exist_ok=True)
         self.run_dir = run_dir
@@ -156,7 +160,7 @@ class Trainer:
             self.sampler.set_epoch(epoch)
         self.loader_order.manual_seed(self.config.seed * 1000 + epoch)  # an epoch's order survives resumes
         sums: dict[str, float] = {}
-        started = time.perf_counter()
+        started, sets_before = time.perf_counter(), self.progress.sets_seen
         with tqdm(
             total=self.steps_per_epoch,
             desc=f"epoch {epoch + 1}/{self.epochs}",
@@ -170,7 +174,12 @@ class Trainer:
                     sums[key] = sums.get(key, 0.0) + float(value.detach())
                 bar.set_postfix(loss=f"{parts['total'].item():.3f}", lr=f"{self.learning_rate:.2e}")
                 bar.update()
-        self.progress.train_seconds += time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        self.progress.train_seconds += seconds
+        rate = (self.progress.sets_seen - sets_before) / max(seconds, 1e-9)
+        slowdown = self.throughput.epoch(rate, load_average(), available_cores())
+        if slowdown and self.ctx.is_main:
+            print(slowdown, flush=True)
         means = {key: value / self.steps_per_epoch for key, value in sums.items()}
         self.board.scalars({**means, "lr": self.learning_rate}, epoch + 1, "train")
         return means

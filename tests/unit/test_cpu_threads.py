@@ -1,0 +1,51 @@
+"""What `pose-train fit` says about threads, and when it calls an epoch slow (numbers, no timing)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from pose_regressor_training.cpu_threads import ThreadSetup, ThroughputWatch
+
+
+def test_setup_line_names_threads_policy_and_a_busy_machine() -> None:
+    busy = ThreadSetup(intra_op=2, inter_op=2, wait_policy="PASSIVE", loader_workers=0, cores=2, load=5.5)
+    assert busy.describe() == (
+        "fit: threads: torch intra-op 2, inter-op 2, OpenMP wait policy PASSIVE, DataLoader workers 0, "
+        "2 core(s) available, load average 5.5 (other processes are using the cores: training will be slower)"
+    )
+    idle = ThreadSetup(intra_op=2, inter_op=2, wait_policy=None, loader_workers=2, cores=2, load=0.4)
+    assert idle.describe().endswith("DataLoader workers 2, 2 core(s) available, load average 0.4")
+    assert "OpenMP wait policy unset (libgomp spins" in idle.describe()
+
+
+def test_throughput_watch_flags_an_epoch_at_under_half_the_fastest() -> None:
+    watch = ThroughputWatch()
+    assert watch.epoch(300.0, load=0.5, cores=2) is None  # the first epoch sets the pace
+    assert watch.epoch(160.0, load=0.5, cores=2) is None  # slower, but not half
+    assert watch.epoch(140.0, load=0.5, cores=2) == (
+        "fit: this epoch trained at 140 camera sets/s, the fastest so far 300"
+    )
+    line = watch.epoch(20.0, load=6.0, cores=2)
+    assert line is not None and line.endswith(
+        "load average 6.0 on 2 core(s): other processes are using the cores"
+    )
+    assert watch.epoch(320.0, load=0.5, cores=2) is None
+    assert watch.fastest == 320.0
+
+
+def test_the_pose_train_entry_point_sets_the_policy_before_torch_loads() -> None:
+    probe = (
+        "import os, sys\n"
+        "from pose_regressor_training import cli\n"
+        "assert 'torch' not in sys.modules, 'the entry point must not load torch before the policy'\n"
+        "cli.prefer_passive_openmp()\n"
+        "print(os.environ['OMP_WAIT_POLICY'])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "PASSIVE"
+    env["OMP_WAIT_POLICY"] = "ACTIVE"  # a user's own choice wins
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ACTIVE"
