@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from pose_regressor.rig import preset_rig
+from pose_regressor_training import cli as train_cli
 from pose_regressor_training.checkpoint import load_checkpoint, model_from_checkpoint
 from pose_regressor_training.errors import TrainingError
 from pose_regressor_training.evaluate import evaluate_checkpoint, write_evaluation
@@ -106,7 +107,9 @@ def test_torchrun_two_processes_train_with_ddp(tiny_data: Path, tmp_path: Path) 
     assert torch.isfinite(model(torch.rand(1, 4, 3, 24, 32)).t).all()
 
 
-def test_eval_writes_metrics_and_plots(tiny_data: Path, tmp_path: Path) -> None:
+def test_eval_writes_metrics_and_plots(
+    tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = load_train_config(None, [f"data.root={tiny_data}", *TINY, "optim.epochs=2"])
     fit(config, tmp_path, progress=False)
     evaluation = evaluate_checkpoint(tmp_path / "best.pt", split="test", mc_samples=8)
@@ -124,9 +127,33 @@ def test_eval_writes_metrics_and_plots(tiny_data: Path, tmp_path: Path) -> None:
     ):
         assert key in metrics
     assert metrics["frames"] == 20
-    assert metrics["uncertainty"]["covariance_scale_fitted_on"] == "val"
-    assert {p.name for p in paths} == {"metrics.json", "trajectory.png", "error_cdf.png", "error_vs_std.png"}
+    u = metrics["uncertainty"]
+    assert u["covariance_scale_fitted_on"] == "val"
+    assert (
+        set(u["mean_nees_after_blocks"]) == set(u["inside_95_ellipsoid"]) == {"6dof", "position", "rotation"}
+    )
+    assert u["mean_nees_after_blocks"]["6dof"] == pytest.approx(u["mean_nees_after"])
+    assert len(u["reliability"]["levels"]) == len(u["reliability"]["6dof"]) == 19
+    flag = u["uncertain_flag"]
+    assert set(flag["suggested_parameters"]) == {"max_position_std", "max_rotation_std"}
+    assert flag["auroc_uncertain_flag"] is None or 0.0 <= flag["auroc_uncertain_flag"] <= 1.0
+    baseline = metrics["retrieval_baseline"]
+    assert baseline["frames"] == 20 and baseline["training_frames"] == 20
+    assert {p.name for p in paths} == {
+        "metrics.json",
+        "trajectory.png",
+        "error_cdf.png",
+        "error_vs_std.png",
+        "reliability.png",
+    }
     assert all(p.stat().st_size > 10_000 for p in paths if p.suffix == ".png")
+    # The command prints the new numbers; --no-baseline leaves the baseline out.
+    args = ["eval-checkpoint", "--checkpoint", str(tmp_path / "best.pt"), "--mc-samples", "2"]
+    assert train_cli.main([*args, "--out", str(tmp_path / "cli_eval")]) == 0
+    printed = capsys.readouterr().out
+    assert "inside 95% ellipsoid" in printed and "uncertain flag: AUROC" in printed
+    assert "retrieval baseline (nearest training frame): median" in printed
+    assert train_cli.build_parser().parse_args([*args, "--no-baseline"]).baseline is False
 
 
 def test_track_tta_takes_the_yaw_step_from_the_rig_and_is_refused_for_a_mono_rig(

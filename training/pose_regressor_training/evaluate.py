@@ -20,10 +20,12 @@ from pose_regressor.metrics import (
     tangent_residuals,
 )
 from pose_regressor.uncertainty import PoseEstimate, estimate_from_samples
+from pose_regressor.uncertainty_metrics import consistency, uncertain_flag_report
 from pose_regressor_training.checkpoint import load_checkpoint, model_from_checkpoint
 from pose_regressor_training.data.dataset import PoseDataset, describe_skipped
 from pose_regressor_training.data.sources import load_dataset
 from pose_regressor_training.predict import predict, resolve_device
+from pose_regressor_training.retrieval import retrieve_poses
 
 
 @dataclass
@@ -69,9 +71,11 @@ def evaluate_checkpoint(
     device_name: str = "auto",
     seed: int = 0,
     skip_bad: bool = False,
+    baseline: bool = True,
 ) -> Evaluation:
     """Metrics of `checkpoint` on `split`; with `skip_bad`, frames whose images cannot be read are
-    left out (counted in metrics["skipped_frames"]) instead of stopping with `ImageLoadError`."""
+    left out (counted in metrics["skipped_frames"]) instead of stopping with `ImageLoadError`;
+    with `baseline`, the nearest-training-frame retrieval baseline is scored on the same frames."""
     predictor = _SplitPredictor(checkpoint, data_root, mc_samples, device_name, seed, skip_bad)
     test = predictor.run(split)
     t_err, r_err = pose_errors(test.t_gt, test.q_gt, test.t_mean, test.q_mean)
@@ -95,6 +99,11 @@ def evaluate_checkpoint(
         scale = metrics["uncertainty"]["covariance_scale"]
         metrics["covariance_scale"] = scale
         estimates = _mc_estimates(test.t_samples, test.q_samples, scale)
+    if baseline:
+        try:
+            metrics["retrieval_baseline"] = predictor.retrieval_baseline(test, metrics)
+        except ValueError as exc:  # no training split here: the evaluation stands without it
+            predictor.notes.append(f"retrieval baseline skipped: {exc}")
     return Evaluation(metrics, test.t_gt, test.q_gt, estimates, test.sequences, t_err, r_err, predictor.notes)
 
 
@@ -183,9 +192,28 @@ class _SplitPredictor:
         t_s, q_s = predict(self.model, dataset, self.device, mc_samples=self.mc_samples, seed=self.seed)
         return _SplitResult(split, dataset, t_s, q_s, _mc_estimates(t_s, q_s, 1.0))
 
+    def retrieval_baseline(self, test: _SplitResult, regression: dict[str, Any]) -> dict[str, Any]:
+        """Errors of the nearest-training-frame baseline on `test`'s frames, and the regression's
+        median errors as a share of the baseline's (below 1: the regression beats retrieval)."""
+        data = self.trained.config.data
+        train = load_dataset(self.trained.dataset.kind, self.root, "train", **data.options)
+        t, q, searched = retrieve_poses(
+            train.select_cameras(data.cameras), test.dataset.frame_list, self.skip_bad
+        )
+        summary = error_summary(*pose_errors(test.t_gt, test.q_gt, t, q))
+        ratios = {
+            f"median_{kind}": _ratio(regression[f"median_{kind}"], summary[f"median_{kind}"])
+            for kind in ("translation_m", "rotation_deg")
+        }
+        return {**summary, "training_frames": len(searched), "regression_over_retrieval": ratios}
+
     def deterministic_errors(self, result: _SplitResult) -> dict[str, float]:
         t_det, q_det = predict(self.model, result.dataset, self.device, mc_samples=0)
         return error_summary(*pose_errors(result.t_gt, result.q_gt, t_det[:, 0], q_det[:, 0]))
+
+
+def _ratio(numerator: float, denominator: float) -> float | None:
+    return numerator / denominator if denominator > 0 else None
 
 
 def _calibration_split(
@@ -208,8 +236,10 @@ def _uncertainty_metrics(
     residuals, covs = test.residuals(), test.covariances
     pos_std, rot_std = covariance_stds(covs)
     scale = fit_covariance_scale(calibration.residuals(), calibration.covariances)
+    calibrated, calibrated_reference = covs * scale, calibration.covariances * scale
     nees_before = nees_values(residuals, covs)
-    nees_after = nees_values(residuals, covs * scale)
+    nees_after = nees_values(residuals, calibrated)
+    after = consistency(residuals, calibrated)
     return {
         "spearman_position_std_vs_error": float(spearmanr(pos_std, t_err).statistic),
         "spearman_rotation_std_vs_error": float(spearmanr(rot_std, r_err).statistic),
@@ -223,13 +253,19 @@ def _uncertainty_metrics(
         "median_nees_expected": float(chi2.median(6)),
         "covariance_scale": scale,
         "covariance_scale_fitted_on": calibration.name,
+        # Calibrated covariance, per block: mean NEES (expected 6, 3, 3), the share of the truths
+        # inside the 95% ellipsoid, and the observed coverage of the reliability diagram.
+        "mean_nees_after_blocks": after["mean_nees"],
+        "inside_95_ellipsoid": after["inside_95"],
+        "reliability": after["reliability"],
+        "uncertain_flag": uncertain_flag_report(calibrated, calibrated_reference, t_err, r_err),
     }
 
 
 def write_evaluation(evaluation: Evaluation, out_dir: Path) -> list[Path]:
-    """metrics.json and the plots; returns the written paths."""
+    """metrics.json and the plots (reliability.png with the uncertainty); returns the written paths."""
     from pose_regressor.evaluate_plots import plot_trajectory
-    from pose_regressor_training.plots import plot_error_cdf, plot_error_vs_std
+    from pose_regressor_training.plots import plot_error_cdf, plot_error_vs_std, plot_reliability
 
     ev, m = evaluation, evaluation.metrics
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -256,4 +292,5 @@ def write_evaluation(evaluation: Evaluation, out_dir: Path) -> list[Path]:
                 m["uncertainty"],
             )
         )
+        paths.append(plot_reliability(out_dir / "reliability.png", m["uncertainty"]))
     return paths

@@ -134,8 +134,10 @@ def add_eval(sub: Subparsers) -> None:
         aliases=["eval"],  # its first name; `pose-regressor eval-node` evaluates the running node
         help="accuracy and uncertainty metrics of a checkpoint, with plots",
         description="Evaluate a checkpoint on a dataset split with MC-dropout sampling; writes metrics.json, "
-        "trajectory.png, error_cdf.png and error_vs_std.png. The covariance scale is fitted on "
-        "--calib-split (default val) and stored in metrics.json for export.",
+        "trajectory.png, error_cdf.png, error_vs_std.png and reliability.png. The covariance scale is fitted "
+        "on --calib-split (default val) and stored in metrics.json for export, with suggested "
+        "max_position_std / max_rotation_std. A nearest-training-frame retrieval baseline is scored on "
+        "the same frames.",
     )
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--data", type=Path, help="dataset root (default: the one the checkpoint was trained on)")
@@ -161,11 +163,18 @@ def add_eval(sub: Subparsers) -> None:
         action="store_true",
         help="check every image first and leave out frames with a missing or corrupt one",
     )
+    p.add_argument(
+        "--no-baseline",
+        dest="baseline",
+        action="store_false",
+        help="skip the nearest-training-frame retrieval baseline (it reads every training image)",
+    )
     p.set_defaults(handler=run_eval)
 
 
 def run_eval(args: argparse.Namespace) -> int:
     from pose_regressor_training.data.dataset import ImageLoadError
+    from pose_regressor_training.eval_summary import retrieval_line, uncertainty_lines
     from pose_regressor_training.evaluate import evaluate_checkpoint, evaluation_dir, write_evaluation
 
     if args.mc_samples < 0:
@@ -180,6 +189,7 @@ def run_eval(args: argparse.Namespace) -> int:
             args.device,
             args.seed,
             skip_bad=args.skip_bad,
+            baseline=args.baseline,
         )
     except ImageLoadError as exc:
         raise TrainingError(f"{exc}; {SKIP_BAD_HINT}") from None
@@ -202,6 +212,10 @@ def run_eval(args: argparse.Namespace) -> int:
             f"median NEES {u['median_nees_before']:.3g} -> {u['median_nees_after']:.3g} "
             f"(scale {u['covariance_scale']:.3g} fitted on {u['covariance_scale_fitted_on']})"
         )
+        for line in uncertainty_lines(u):
+            print("  " + line)
+    if "retrieval_baseline" in m:
+        print("  " + retrieval_line(m, m["retrieval_baseline"]))
     print("  wrote " + ", ".join(str(p) for p in paths))
     return 0
 

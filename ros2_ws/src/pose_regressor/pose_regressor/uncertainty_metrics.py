@@ -1,0 +1,142 @@
+"""Whether a predicted pose covariance can be trusted: consistency (NEES, coverage of the
+confidence ellipsoids) and separation (does the node's "uncertain" flag catch the gross errors).
+
+Numpy and scipy only, so both evaluations (`pose-train eval-checkpoint`, `pose-regressor eval-node`)
+can share the definitions. Residuals are the 6-vectors of `uncertainty.tangent_residual`
+(x, y, z in metres, then a rotation vector in radians); covariances are 6x6 in the same order.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.stats import chi2, rankdata
+
+FloatArray = NDArray[np.float64]
+BoolArray = NDArray[np.bool_]
+
+#: The blocks of the 6-vector that are checked on their own as well as together.
+BLOCKS: dict[str, slice] = {"6dof": slice(0, 6), "position": slice(0, 3), "rotation": slice(3, 6)}
+
+#: Confidence levels of the reliability diagram (0.05, 0.10, ..., 0.95).
+RELIABILITY_LEVELS: tuple[float, ...] = tuple(round(0.05 * k, 2) for k in range(1, 20))
+
+#: A frame's error is gross when its translation or its rotation error exceeds this many times the
+#: split's median of that error.
+GROSS_ERROR_FACTOR = 3.0
+
+
+def block_nees(residuals: FloatArray, covariances: FloatArray, block: slice) -> FloatArray:
+    """Per-frame NEES r_b^T C_bb^-1 r_b of one block of residuals [N, 6] under covariances [N, 6, 6]
+    (expected value: the block's dimension)."""
+    r = residuals[:, block]
+    c = covariances[:, block, block]
+    solved = np.linalg.solve(c, r[:, :, None])[:, :, 0]
+    return np.asarray(np.einsum("ni,ni->n", r, solved), dtype=np.float64)
+
+
+def coverage(nees: FloatArray, dof: int, levels: tuple[float, ...] | list[float]) -> FloatArray:
+    """For each confidence level, the share of frames whose truth lies inside that level's
+    ellipsoid (NEES <= chi2.ppf(level, dof)); a consistent Gaussian covariance gives the level."""
+    bounds = chi2.ppf(np.asarray(levels, dtype=np.float64), dof)
+    return np.asarray(np.mean(np.asarray(nees)[:, None] <= bounds[None, :], axis=0), dtype=np.float64)
+
+
+def consistency(residuals: FloatArray, covariances: FloatArray) -> dict[str, Any]:
+    """Mean NEES, share inside the 95% ellipsoid and the reliability curve (observed coverage at
+    `RELIABILITY_LEVELS`), for the whole pose and for each block."""
+    mean_nees: dict[str, float] = {}
+    inside_95: dict[str, float] = {}
+    reliability: dict[str, Any] = {"levels": list(RELIABILITY_LEVELS)}
+    for name, block in BLOCKS.items():
+        dof = block.stop - block.start
+        nees = block_nees(residuals, covariances, block)
+        mean_nees[name] = float(np.mean(nees))
+        inside_95[name] = float(coverage(nees, dof, [0.95])[0])
+        reliability[name] = [float(c) for c in coverage(nees, dof, RELIABILITY_LEVELS)]
+    return {"mean_nees": mean_nees, "inside_95": inside_95, "reliability": reliability}
+
+
+def auroc(scores: FloatArray, positives: BoolArray) -> float | None:
+    """Area under the ROC curve of `scores` for separating `positives` from the other frames: the
+    probability that a random positive scores above a random negative, ties counting one half
+    (Mann-Whitney rank formula). None when either class is empty."""
+    scores = np.asarray(scores, dtype=np.float64)
+    positives = np.asarray(positives, dtype=bool)
+    n_pos = int(positives.sum())
+    n_neg = len(positives) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return None
+    ranks = rankdata(scores)  # average ranks: ties share the mean of their positions
+    return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def gross_errors(t_err: FloatArray, r_err: FloatArray, factor: float = GROSS_ERROR_FACTOR) -> BoolArray:
+    """Frames whose translation error exceeds `factor` x the median translation error, or whose
+    rotation error exceeds `factor` x the median rotation error."""
+    return (t_err > factor * np.median(t_err)) | (r_err > factor * np.median(r_err))
+
+
+def flag_rates(flags: BoolArray, positives: BoolArray) -> dict[str, float | None]:
+    """True-positive rate (share of `positives` flagged) and false-positive rate (share of the
+    others flagged); None for a rate whose class is empty."""
+    flags, positives = np.asarray(flags, dtype=bool), np.asarray(positives, dtype=bool)
+    return {
+        "true_positive_rate": float(flags[positives].mean()) if positives.any() else None,
+        "false_positive_rate": float(flags[~positives].mean()) if (~positives).any() else None,
+        "flagged_share": float(flags.mean()),
+    }
+
+
+def node_stds(covariances: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Per-frame (position std m, rotation std rad) of covariances [N, 6, 6], as the node compares
+    them with max_position_std / max_rotation_std (`PoseEstimate.position_std` / `rotation_std`)."""
+    pos = np.sqrt(np.trace(covariances[:, :3, :3], axis1=1, axis2=2) / 3.0)
+    rot = np.sqrt(np.trace(covariances[:, 3:, 3:], axis1=1, axis2=2) / 3.0)
+    return pos, rot
+
+
+def flag_scores(
+    position_std: FloatArray, rotation_std: FloatArray, position_ref: float, rotation_ref: float
+) -> FloatArray:
+    """max(position_std / position_ref, rotation_std / rotation_ref): the node's flag with
+    max_position_std = k * position_ref and max_rotation_std = k * rotation_ref is exactly
+    score > k, so ranking by this score ranks the flag over every k."""
+    return np.maximum(np.asarray(position_std) / position_ref, np.asarray(rotation_std) / rotation_ref)
+
+
+def uncertain_flag_report(
+    test_covariances: FloatArray,
+    calibration_covariances: FloatArray,
+    t_err: FloatArray,
+    r_err: FloatArray,
+    flagged_quantile: float = 0.95,
+) -> dict[str, Any]:
+    """How well the node's "uncertain" flag catches the gross errors of the test frames.
+
+    Both covariance stacks are calibrated (what the node publishes). The score is `flag_scores`
+    with the calibration split's median stds as references; the suggested node parameters flag
+    the `flagged_quantile` quantile of the calibration split's scores (5% of its frames flagged
+    at 0.95), and the flag's rates on the test frames are reported at those parameters.
+    """
+    cal_pos, cal_rot = node_stds(calibration_covariances)
+    pos_ref, rot_ref = float(np.median(cal_pos)), float(np.median(cal_rot))
+    k = float(np.quantile(flag_scores(cal_pos, cal_rot, pos_ref, rot_ref), flagged_quantile))
+    suggested = {"max_position_std": k * pos_ref, "max_rotation_std": k * rot_ref}
+    pos, rot = node_stds(test_covariances)
+    gross = gross_errors(t_err, r_err)
+    flags = (pos > suggested["max_position_std"]) | (rot > suggested["max_rotation_std"])
+    return {
+        "gross_error_rule": f"translation error > {GROSS_ERROR_FACTOR:g}x median or rotation error > "
+        f"{GROSS_ERROR_FACTOR:g}x median",
+        "gross_errors": int(gross.sum()),
+        "auroc_uncertain_flag": auroc(flag_scores(pos, rot, pos_ref, rot_ref), gross),
+        "auroc_position_std": auroc(pos, gross),
+        "auroc_rotation_std": auroc(rot, gross),
+        "flag_score_references": {"position_std_m": pos_ref, "rotation_std_rad": rot_ref},
+        "suggested_parameters": suggested,
+        "suggested_from_quantile": flagged_quantile,
+        "at_suggested_parameters": flag_rates(flags, gross),
+    }

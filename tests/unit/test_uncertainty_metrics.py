@@ -1,0 +1,120 @@
+"""Uncertainty metrics with known answers: NEES per block, ellipsoid coverage, AUROC, gross errors,
+and the uncertain flag's score and suggested thresholds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import chi2
+
+from pose_regressor.metrics import nees_values
+from pose_regressor.uncertainty_metrics import (
+    RELIABILITY_LEVELS,
+    auroc,
+    block_nees,
+    consistency,
+    coverage,
+    flag_rates,
+    gross_errors,
+    uncertain_flag_report,
+)
+
+
+def random_covariances(n: int, seed: int) -> np.ndarray:
+    a = np.random.default_rng(seed).normal(size=(n, 6, 6))
+    return a @ a.transpose(0, 2, 1) + 0.1 * np.eye(6)
+
+
+def test_block_nees_of_the_whole_pose_matches_the_per_frame_nees() -> None:
+    covs = random_covariances(50, seed=0)
+    residuals = np.random.default_rng(1).normal(size=(50, 6))
+    np.testing.assert_allclose(block_nees(residuals, covs, slice(0, 6)), nees_values(residuals, covs))
+    rot = block_nees(residuals, covs, slice(3, 6))
+    expected = [r[3:] @ np.linalg.inv(c[3:, 3:]) @ r[3:] for r, c in zip(residuals, covs, strict=True)]
+    np.testing.assert_allclose(rot, expected, rtol=1e-9)
+
+
+def test_coverage_counts_the_truths_inside_each_ellipsoid() -> None:
+    nees = chi2.ppf([0.1, 0.3, 0.5, 0.7, 0.9], 6)  # on the boundary counts as inside
+    np.testing.assert_allclose(coverage(nees, 6, [0.05, 0.5, 0.95]), [0.0, 0.6, 1.0])
+
+
+def test_a_consistent_gaussian_covariance_lies_on_the_diagonal_and_a_wide_one_above() -> None:
+    covs = random_covariances(1, seed=2).repeat(20000, axis=0)
+    residuals = np.random.default_rng(3).multivariate_normal(np.zeros(6), covs[0], size=20000)
+    result = consistency(residuals, covs)
+    for block, dof in (("6dof", 6), ("position", 3), ("rotation", 3)):
+        assert result["mean_nees"][block] == pytest.approx(dof, rel=0.03)
+        assert result["inside_95"][block] == pytest.approx(0.95, abs=0.006)
+        np.testing.assert_allclose(result["reliability"][block], RELIABILITY_LEVELS, atol=0.015)
+    assert result["reliability"]["levels"] == list(RELIABILITY_LEVELS)
+    assert len(RELIABILITY_LEVELS) == 19 and RELIABILITY_LEVELS[0] == 0.05 and RELIABILITY_LEVELS[-1] == 0.95
+    wide = consistency(residuals, 4.0 * covs)
+    assert wide["mean_nees"]["6dof"] == pytest.approx(1.5, rel=0.03)
+    assert wide["inside_95"]["6dof"] > 0.999
+
+
+def test_auroc_known_answers() -> None:
+    positives = np.array([False, False, True, True])
+    assert auroc(np.array([0.1, 0.2, 0.8, 0.9]), positives) == 1.0  # perfect separation
+    assert auroc(np.array([0.9, 0.8, 0.2, 0.1]), positives) == 0.0  # reversed
+    assert auroc(np.full(4, 0.3), positives) == 0.5  # all tied
+    # 3 of the 4 (positive, negative) pairs are ordered right
+    assert auroc(np.array([0.1, 0.4, 0.35, 0.8]), positives) == 0.75
+    # one tied pair counts one half: (1 + 0.5 + 1 + 1) / 4
+    assert auroc(np.array([0.1, 0.4, 0.4, 0.8]), positives) == 0.875
+    assert auroc(np.array([0.1, 0.2]), np.array([False, False])) is None
+    assert auroc(np.array([0.1, 0.2]), np.array([True, True])) is None
+
+
+def test_a_gross_error_is_three_times_either_median() -> None:
+    t_err = np.array([1.0, 1.0, 1.0, 3.5, 1.0, 1.0])
+    r_err = np.array([2.0, 2.0, 2.0, 2.0, 2.0, 6.5])
+    np.testing.assert_array_equal(gross_errors(t_err, r_err), [False, False, False, True, False, True])
+    assert not gross_errors(np.full(4, 1.0), np.full(4, 1.0)).any()
+
+
+def test_flag_rates() -> None:
+    flags = np.array([True, False, True, False, False])
+    gross = np.array([True, True, False, False, False])
+    assert flag_rates(flags, gross) == {
+        "true_positive_rate": 0.5,
+        "false_positive_rate": pytest.approx(1 / 3),
+        "flagged_share": 0.4,
+    }
+    assert flag_rates(flags, np.zeros(5, dtype=bool))["true_positive_rate"] is None
+
+
+def diagonal_covariances(position_std: np.ndarray, rotation_std: np.ndarray) -> np.ndarray:
+    variances = np.concatenate(
+        [np.repeat(position_std[:, None] ** 2, 3, 1), np.repeat(rotation_std[:, None] ** 2, 3, 1)], 1
+    )
+    return np.stack([np.diag(v) for v in variances])
+
+
+def test_the_uncertain_flag_catches_the_gross_errors_whose_std_is_high() -> None:
+    # Calibration: stds 0.01..1.00 m and 0.001..0.100 rad in step, so the score is std / median.
+    steps = np.arange(1, 101) / 100.0
+    calibration = diagonal_covariances(steps, steps / 10.0)
+    # Test: 18 good frames with small std, 2 gross frames (one in position, one in rotation)
+    # that only their own block's std gives away.
+    t_err, r_err = np.full(20, 0.1), np.full(20, 2.0)
+    t_err[3], r_err[7] = 1.0, 20.0
+    pos_std, rot_std = np.full(20, 0.2), np.full(20, 0.02)
+    pos_std[3], rot_std[7] = 2.0, 0.2
+    report = uncertain_flag_report(diagonal_covariances(pos_std, rot_std), calibration, t_err, r_err)
+    assert report["gross_errors"] == 2
+    assert report["auroc_uncertain_flag"] == 1.0
+    # Either std alone: one gross frame above all 18 good ones, the other tied with them.
+    assert report["auroc_position_std"] == report["auroc_rotation_std"] == (18 + 9) / 36
+    refs = report["flag_score_references"]
+    assert refs == {"position_std_m": pytest.approx(0.505), "rotation_std_rad": pytest.approx(0.0505)}
+    k = np.quantile(steps / 0.505, 0.95)  # 5% of the calibration frames flagged
+    params = report["suggested_parameters"]
+    assert params["max_position_std"] == pytest.approx(k * 0.505)
+    assert params["max_rotation_std"] == pytest.approx(k * 0.0505)
+    assert report["at_suggested_parameters"] == {
+        "true_positive_rate": 1.0,
+        "false_positive_rate": 0.0,
+        "flagged_share": 0.1,
+    }

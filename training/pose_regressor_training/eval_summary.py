@@ -1,0 +1,39 @@
+"""The console lines of `pose-train eval-checkpoint` beyond the accuracy: the calibrated
+covariance's consistency, the uncertain flag, and the retrieval baseline."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def uncertainty_lines(u: dict[str, Any]) -> list[str]:
+    """The calibrated covariance's consistency and the uncertain flag, in two console lines."""
+    nees, inside, flag = u["mean_nees_after_blocks"], u["inside_95_ellipsoid"], u["uncertain_flag"]
+    rates, params = flag["at_suggested_parameters"], flag["suggested_parameters"]
+    auroc = flag["auroc_uncertain_flag"]
+    return [
+        f"calibrated: spearman(rot std, err) {u['spearman_rotation_std_vs_error']:.2f}, mean NEES "
+        f"{nees['6dof']:.3g} (pos {nees['position']:.3g}, rot {nees['rotation']:.3g}; ideal 6, 3, 3), "
+        f"inside 95% ellipsoid {inside['6dof'] * 100:.1f}% (pos {inside['position'] * 100:.1f}%, "
+        f"rot {inside['rotation'] * 100:.1f}%)",
+        f"uncertain flag: AUROC {_maybe(auroc, '.2f')} for {flag['gross_errors']} gross errors "
+        "(> 3x median); "
+        f"at max_position_std {params['max_position_std']:.3g} m, max_rotation_std "
+        f"{params['max_rotation_std']:.3g} rad: TPR {_maybe(rates['true_positive_rate'], '.2f')}, "
+        f"FPR {_maybe(rates['false_positive_rate'], '.2f')}",
+    ]
+
+
+def retrieval_line(m: dict[str, Any], b: dict[str, Any]) -> str:
+    """The retrieval baseline against the regression, in one console line."""
+    ratios = b["regression_over_retrieval"]
+    return (
+        f"retrieval baseline (nearest training frame): median {b['median_translation_m']:.3f} m "
+        f"{b['median_rotation_deg']:.2f} deg; regression {m['median_translation_m']:.3f} m "
+        f"{m['median_rotation_deg']:.2f} deg = {_maybe(ratios['median_translation_m'], '.2f')}x, "
+        f"{_maybe(ratios['median_rotation_deg'], '.2f')}x the baseline's"
+    )
+
+
+def _maybe(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
