@@ -56,10 +56,10 @@ class FitResult:
 class _Progress:
     """Where the run is; all of it but the timing is restored by a resume."""
 
-    epoch: int = 0  # 0-based epoch running
+    epoch: int = 0  # 0-based index of the epoch running (users read it as epoch + 1)
     global_step: int = 0  # optimizer steps done
     best_score: float = math.inf
-    best_epoch: int = -1  # 0-based; -1: none yet
+    best_epoch: int = 0  # 1-based, as printed and stored; 0: none yet
     best_metrics: dict[str, float] = field(default_factory=dict)
     saved_epoch: int | None = None  # 1-based epoch that last.pt holds; None: not written yet
     sets_seen: int = 0
@@ -247,7 +247,7 @@ class Trainer:
             score = train_loss["total"] if self.data.val_set is None else math.inf
         improved = score < p.best_score
         if improved:
-            p.best_score, p.best_epoch, p.best_metrics = score, epoch, metrics
+            p.best_score, p.best_epoch, p.best_metrics = score, epoch + 1, metrics
         checkpoint = self.checkpoint(epoch, train_loss, metrics)
         # Ctrl-C waits for the writes, so that the interruption message knows what last.pt holds.
         with stop_signals_deferred():
@@ -272,7 +272,7 @@ class Trainer:
             rig=self.data.rig,
             config=self.config,
             dataset=self.data.info,
-            epoch=epoch,
+            epoch=epoch + 1,
             metrics=metrics,
             train_loss=train_loss,
             best_score=p.best_score,
@@ -299,15 +299,15 @@ class Trainer:
         torch.set_rng_state(state.torch_rng)
         self.augmenter.generator.set_state(state.augment_rng)
         self.progress = _Progress(
-            epoch=checkpoint.epoch + 1,
+            epoch=checkpoint.epoch,  # the next epoch's 0-based index is the 1-based number done
             global_step=state.global_step,
             best_score=checkpoint.best_score,
             best_epoch=checkpoint.best_epoch,
             best_metrics=dict(checkpoint.best_metrics),
-            saved_epoch=checkpoint.epoch + 1,
+            saved_epoch=checkpoint.epoch,
         )
         if self.ctx.is_main:
-            print(f"fit: resuming {self.last_path} at epoch {checkpoint.epoch + 2}/{self.epochs}")
+            print(f"fit: resuming {self.last_path} at epoch {checkpoint.epoch + 1}/{self.epochs}")
 
     # ------------------------------------------------------------------------ what it says
     def report(self, epoch: int, train_loss: dict[str, float], metrics: dict[str, float], best: bool) -> None:
@@ -330,7 +330,7 @@ class Trainer:
         seconds = time.perf_counter() - self.started
         # resuming a finished run trains for 0 s
         rate = p.sets_seen / max(p.train_seconds, 1e-9)
-        return FitResult(self.run_dir, self.epochs, p.best_epoch + 1, p.best_metrics, rate, seconds)
+        return FitResult(self.run_dir, self.epochs, p.best_epoch, p.best_metrics, rate, seconds)
 
     def non_finite_message(self, parts: dict[str, torch.Tensor]) -> str:
         """Why training stopped on a NaN/inf loss, and what is left to go back to."""
