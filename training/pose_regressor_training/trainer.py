@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
+from numpy.typing import NDArray
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
@@ -83,9 +85,24 @@ def lr_factor(
     return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def selection_score(metrics: dict[str, float]) -> float:
-    """What best.pt minimizes: median translation error plus median rotation error at 10 deg per metre."""
-    return metrics["median_translation_m"] + metrics["median_rotation_deg"] / 10.0
+#: The rotation error that weighs as much as a translation error of one position spread.
+ROTATION_SCALE_DEG = 10.0
+
+
+def position_spread(translations: NDArray[np.float64]) -> float:
+    """RMS distance of positions from their mean: the dataset's length unit, whatever SfM chose."""
+    if len(translations) == 0:
+        return 1.0
+    rms = float(np.sqrt(((translations - translations.mean(axis=0)) ** 2).sum(axis=1).mean()))
+    return rms if rms > 0 else 1.0  # one position only: no spread to divide by, keep the units
+
+
+def selection_score(metrics: dict[str, float], spread: float) -> float:
+    """What best.pt minimizes, unit-free: median translation error in training position spreads
+    plus median rotation error in units of ROTATION_SCALE_DEG."""
+    # Scaling every position (an SfM model's arbitrary unit) scales the error and the spread alike;
+    # degrees need no such scale, and 10 deg per spread is what 10 deg per metre was in a ~1 m room.
+    return metrics["median_translation_m"] / spread + metrics["median_rotation_deg"] / ROTATION_SCALE_DEG
 
 
 class Trainer:
@@ -103,6 +120,7 @@ class Trainer:
         self.data = load_training_data(config, self.show_progress, report=self.ctx.is_main)
         self.model = build_model(self.data.model_config)
         self.model.set_translation_stats(*self.data.translation_stats())
+        self.position_spread = position_spread(self.data.train_frames.translations())
         self.loss = build_loss(config.loss.name, config.loss.params, camera_spec(self.data.train_frames))
         self.objective = Objective(self.model, self.loss).to(self.device)
         # each rank augments differently, and reproducibly
@@ -242,7 +260,7 @@ class Trainer:
         """Writes last.pt, and best.pt first when this epoch is the best so far (returned)."""
         p = self.progress
         if metrics:
-            score = selection_score(metrics)
+            score = selection_score(metrics, self.position_spread)
         else:  # without a val split the training loss chooses; between validations nothing does
             score = train_loss["total"] if self.data.val_set is None else math.inf
         improved = score < p.best_score
