@@ -42,7 +42,8 @@ def test_fit_writes_checkpoints_that_rebuild_the_model(
     printed_best = [line for line in capsys.readouterr().out.splitlines() if line.endswith("(best)")][-1]
     best = load_checkpoint(tmp_path / "best.pt")
     assert printed_best.startswith(f"epoch {best.epoch}/2:")
-    assert result.best_epoch == best.epoch == best.best_epoch == load_checkpoint(tmp_path / "last.pt").best_epoch
+    last_names = load_checkpoint(tmp_path / "last.pt").best_epoch
+    assert result.best_epoch == best.epoch == best.best_epoch == last_names
     assert (tmp_path / "last.pt").is_file() and (tmp_path / "best.pt").is_file()
     assert result.sets_per_second > 0
     checkpoint = load_checkpoint(tmp_path / "last.pt")

@@ -9,7 +9,8 @@ from pose_regressor_training.trainer import position_spread, selection_score
 
 def best_epoch(errors: list[tuple[float, float]], positions: np.ndarray) -> int:
     spread = position_spread(positions)
-    scores = [selection_score({"median_translation_m": t, "median_rotation_deg": r}, spread) for t, r in errors]
+    metrics = [{"median_translation_m": t, "median_rotation_deg": r} for t, r in errors]
+    scores = [selection_score(m, spread) for m in metrics]
     return int(np.argmin(scores)) + 1
 
 
