@@ -177,9 +177,7 @@ def write_tum(synth: SynthCameraPoses, folder: Path) -> Path:
     for stamp, t, q in zip(synth.stamps_ns, synth.translations, synth.quats_xyzw, strict=True):
         gt.append(f"{stamp / 1e9:.6f} " + " ".join(repr(float(v)) for v in (*t, *q)))
     rgb = ["# color images", "# timestamp filename"]
-    rgb += [
-        f"{stamp / 1e9:.6f} {name}" for stamp, name in zip(synth.stamps_ns, names, strict=True)
-    ]
+    rgb += [f"{stamp / 1e9:.6f} {name}" for stamp, name in zip(synth.stamps_ns, names, strict=True)]
     late = synth.stamps_ns[-1] + 10_000_000_000
     shutil.copy(synth.images[0], folder / "rgb" / "late.png")
     rgb.append(f"{late / 1e9:.6f} rgb/late.png")
