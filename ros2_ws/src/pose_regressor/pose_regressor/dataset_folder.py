@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import yaml
 from numpy.typing import NDArray
@@ -231,3 +232,25 @@ def check_split(split: str | None) -> None:
     """DatasetFormatError unless `split` is one of `SPLITS` (None: every frame)."""
     if split is not None and split not in SPLITS:
         raise DatasetFormatError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+
+
+def split_frames(root: Path, split: str) -> list[FrameRecord]:
+    """The frames of `split` in `root`, in file order; one-line errors for a missing folder or split."""
+    check_split(split)
+    if not root.is_dir():
+        raise DatasetFormatError(f"dataset folder {root} does not exist")
+    frames = read_frames(root)
+    chosen = [f for f in frames if f.split == split]
+    if not chosen:
+        counts = {s: sum(f.split == s for f in frames) for s in sorted({f.split for f in frames})}
+        held = ", ".join(f"{s} {n}" for s, n in counts.items()) or "none"
+        raise DatasetFormatError(f"the {split} split of {root} has no frames (frames per split: {held})")
+    return chosen
+
+
+def read_rgb(path: Path) -> NDArray[np.uint8]:
+    """An image file as RGB uint8 (h, w, 3); DatasetFormatError naming the file when unreadable."""
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise DatasetFormatError(f"image {path} is missing or cannot be decoded")
+    return np.ascontiguousarray(bgr[:, :, ::-1])

@@ -13,19 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from pose_regressor.dataset_folder import (
-    DatasetFormatError,
-    FrameRecord,
-    check_split,
-    image_path,
-    read_frames,
-    read_metadata,
-    rig_from_metadata,
-)
+from pose_regressor.dataset_folder import image_path, read_metadata, read_rgb, rig_from_metadata, split_frames
 from pose_regressor.files import atomic_write_text
 from pose_regressor.localizer import Localizer
 from pose_regressor.metrics import (
@@ -58,20 +49,6 @@ class FolderEvaluation:
     written: list[Path]
 
 
-def split_frames(root: Path, split: str) -> list[FrameRecord]:
-    """The frames of `split` in `root`, in file order; one-line errors for a missing folder or split."""
-    check_split(split)
-    if not root.is_dir():
-        raise DatasetFormatError(f"dataset folder {root} does not exist")
-    frames = read_frames(root)
-    chosen = [f for f in frames if f.split == split]
-    if not chosen:
-        counts = {s: sum(f.split == s for f in frames) for s in sorted({f.split for f in frames})}
-        held = ", ".join(f"{s} {n}" for s, n in counts.items()) or "none"
-        raise DatasetFormatError(f"the {split} split of {root} has no frames (frames per split: {held})")
-    return chosen
-
-
 def bundle_cameras_in(folder_cameras: list[str], bundle_cameras: list[str], root: Path) -> list[str]:
     """The bundle's cameras, in its order, all of which the folder must have (a folder may have more)."""
     missing = [name for name in bundle_cameras if name not in folder_cameras]
@@ -81,14 +58,6 @@ def bundle_cameras_in(folder_cameras: list[str], bundle_cameras: list[str], root
             f"({', '.join(folder_cameras)}): {', '.join(missing)} missing"
         )
     return list(bundle_cameras)
-
-
-def read_rgb(path: Path) -> NDArray[np.uint8]:
-    """An image file as RGB uint8 (h, w, 3); DatasetFormatError naming the file when unreadable."""
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise DatasetFormatError(f"image {path} is missing or cannot be decoded")
-    return np.ascontiguousarray(bgr[:, :, ::-1])
 
 
 def evaluate_folder(cfg: FolderEvaluationConfig) -> FolderEvaluation:

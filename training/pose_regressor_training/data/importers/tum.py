@@ -103,7 +103,7 @@ def read_tum(
     if not listed:
         raise ImportFormatError(f"image list {folder / IMAGES_FILE} lists no images")
     max_dt_ns = round(max_dt_s * 1e9)
-    track = GroundTruthTrack(gt_stamps, gt_t, gt_q)
+    track = GroundTruthTrack(gt_stamps.tolist(), gt_t, gt_q)
     images: list[PosedImage] = []
     for stamp, name, _ in listed:
         nearest = _nearest(track.stamps_ns, stamp)
