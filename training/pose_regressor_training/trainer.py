@@ -319,7 +319,12 @@ class Trainer:
         self.progress = _Progress(
             epoch=checkpoint.epoch,  # the next epoch's 0-based index is the 1-based number done
             global_step=state.global_step,
-            best_score=checkpoint.best_score,
+            # rescored: a checkpoint of version 1 scored metres + degrees / 10, not this unit-free score
+            best_score=(
+                selection_score(checkpoint.best_metrics, self.position_spread)
+                if checkpoint.best_metrics
+                else checkpoint.best_score
+            ),
             best_epoch=checkpoint.best_epoch,
             best_metrics=dict(checkpoint.best_metrics),
             saved_epoch=checkpoint.epoch,
