@@ -34,13 +34,21 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def test_fit_writes_checkpoints_that_rebuild_the_model(tiny_data: Path, tmp_path: Path) -> None:
+def test_fit_writes_checkpoints_that_rebuild_the_model(
+    tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = load_train_config(None, [f"data.root={tiny_data}", "optim.epochs=2", *TINY])
     result = fit(config, tmp_path, progress=False)
+    # The epoch printed as best is the one best.pt holds and last.pt names, all 1-based.
+    printed_best = [line for line in capsys.readouterr().out.splitlines() if line.endswith("(best)")][-1]
+    best = load_checkpoint(tmp_path / "best.pt")
+    assert printed_best.startswith(f"epoch {best.epoch}/2:")
+    last_names = load_checkpoint(tmp_path / "last.pt").best_epoch
+    assert result.best_epoch == best.epoch == best.best_epoch == last_names
     assert (tmp_path / "last.pt").is_file() and (tmp_path / "best.pt").is_file()
     assert result.sets_per_second > 0
     checkpoint = load_checkpoint(tmp_path / "last.pt")
-    assert checkpoint.epoch == 1
+    assert checkpoint.epoch == 2
     assert checkpoint.model_config.num_cameras == 4
     assert checkpoint.config.data.root == str(tiny_data)
     assert checkpoint.rig.names == ["front", "left", "back", "right"]
@@ -59,7 +67,7 @@ def test_training_is_reproducible_and_resume_matches_an_uninterrupted_run(
     fit(config, tmp_path / "full", progress=False)
     fit(config, tmp_path / "again", progress=False)
     fit(config, tmp_path / "cut", progress=False, stop_after_epoch=2)  # as if killed after epoch 2
-    assert load_checkpoint(tmp_path / "cut" / "last.pt").epoch == 1
+    assert load_checkpoint(tmp_path / "cut" / "last.pt").epoch == 2
     fit(config, tmp_path / "cut", resume=True, progress=False)
     full = load_checkpoint(tmp_path / "full" / "last.pt").model
     again = load_checkpoint(tmp_path / "again" / "last.pt").model
@@ -102,7 +110,7 @@ def test_torchrun_two_processes_train_with_ddp(tiny_data: Path, tmp_path: Path) 
     assert len(threads) == 1, result.stdout
     assert "torch intra-op 1," in threads[0] and "OpenMP wait policy PASSIVE," in threads[0], threads
     checkpoint = load_checkpoint(tmp_path / "last.pt")
-    assert checkpoint.epoch == 1
+    assert checkpoint.epoch == 2
     model = model_from_checkpoint(checkpoint)
     assert torch.isfinite(model(torch.rand(1, 4, 3, 24, 32)).t).all()
 

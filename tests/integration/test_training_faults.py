@@ -199,7 +199,7 @@ def test_nan_loss_stops_with_step_parts_and_keeps_the_last_good_checkpoint(
     assert int(match[2]) >= 2  # epoch 1 took 2 steps
     assert {part.split("=")[0] for part in match[3].split(", ")} == {"total", "t", "q", "s_t", "s_q"}
     checkpoint = load_checkpoint(run / "last.pt")
-    assert checkpoint.epoch == 0 and checkpoint.resume is not None and checkpoint.resume.global_step == 2
+    assert checkpoint.epoch == 1 and checkpoint.resume is not None and checkpoint.resume.global_step == 2
     assert all(torch.isfinite(v).all() for v in checkpoint.model.values() if v.is_floating_point())
 
     # Resuming the same diverging config stops again and leaves last.pt byte for byte as it was.
@@ -267,7 +267,7 @@ def test_sigkill_at_a_random_moment_then_resume_matches_an_uninterrupted_run(
     proc.send_signal(signal.SIGKILL)
     code, _, _ = finish(proc)
     assert code == -signal.SIGKILL, "the run ended before the kill; the delay is too long"
-    killed_at = load_checkpoint(run / "last.pt").epoch + 1  # loads: the write was atomic
+    killed_at = load_checkpoint(run / "last.pt").epoch  # loads: the write was atomic
     print(f"last.pt held epoch {killed_at} of {EPOCHS}")
     assert 2 <= killed_at < EPOCHS
 
@@ -311,7 +311,7 @@ def test_ctrl_c_or_sigterm_exits_with_a_resume_command_that_works(
     epoch, step, saved = int(match[1]), int(match[2]), int(match[3])
     # saved == epoch when the signal came while that epoch's checkpoint was being written (held back)
     assert epoch - 1 <= saved <= epoch and step >= 2 * saved
-    assert load_checkpoint(last).epoch + 1 == saved
+    assert load_checkpoint(last).epoch == saved
     command = shlex.split(match[4])
     assert command[:2] == ["pose-train", "fit"] and "--resume" in command
     resumed = subprocess.run([*CLI, *command[1:]], capture_output=True, text=True, timeout=120, check=False)

@@ -169,17 +169,15 @@ def write_transforms(synth: SynthCameraPoses, folder: Path, per_frame_intrinsics
 
 
 def write_tum(synth: SynthCameraPoses, folder: Path) -> Path:
-    """folder/{groundtruth,rgb}.txt and folder/rgb/; image stamps 5 ms after the ground truth,
-    plus one extra image with no ground truth near it."""
+    """folder/{groundtruth,rgb}.txt and folder/rgb/; images at the ground truth's stamps (so their
+    poses are exact), plus one extra image with no ground truth near it."""
     names = [f"rgb/{stamp / 1e9:.6f}.png" for stamp in synth.stamps_ns]
     copy_images(synth, folder, names)
     gt = ["# ground truth trajectory", "# timestamp tx ty tz qx qy qz qw"]
     for stamp, t, q in zip(synth.stamps_ns, synth.translations, synth.quats_xyzw, strict=True):
         gt.append(f"{stamp / 1e9:.6f} " + " ".join(repr(float(v)) for v in (*t, *q)))
     rgb = ["# color images", "# timestamp filename"]
-    rgb += [
-        f"{(stamp + 5_000_000) / 1e9:.6f} {name}" for stamp, name in zip(synth.stamps_ns, names, strict=True)
-    ]
+    rgb += [f"{stamp / 1e9:.6f} {name}" for stamp, name in zip(synth.stamps_ns, names, strict=True)]
     late = synth.stamps_ns[-1] + 10_000_000_000
     shutil.copy(synth.images[0], folder / "rgb" / "late.png")
     rgb.append(f"{late / 1e9:.6f} rgb/late.png")

@@ -80,9 +80,9 @@ def test_a_checkpoint_reads_back_as_written_with_the_same_keys_on_disk(tmp_path:
 def test_a_checkpoint_written_as_a_plain_dict_by_the_previous_version_loads(tmp_path: Path) -> None:
     c = trained_checkpoint()
     assert c.resume is not None
-    previous: dict[str, Any] = {  # what train.py wrote before the record existed
+    previous: dict[str, Any] = {  # what train.py wrote before the record existed (version 1)
         "format": FORMAT,
-        "version": VERSION,
+        "version": 1,
         "config": to_mapping(c.config),
         "model_config": to_mapping(c.model_config),
         "rig": c.rig.to_dict(),
@@ -91,10 +91,10 @@ def test_a_checkpoint_written_as_a_plain_dict_by_the_previous_version_loads(tmp_
         "model": c.model,
         "loss": c.resume.loss,
         "optimizer": c.resume.optimizer,
-        "epoch": 4,
+        "epoch": 3,  # version 1 counted from 0: the same epochs as the record's 4 and 3
         "global_step": 40,
         "best_score": 0.75,
-        "best_epoch": 3,
+        "best_epoch": 2,
         "best_metrics": c.best_metrics,
         "metrics": c.metrics,
         "train_loss": c.train_loss,
@@ -102,6 +102,18 @@ def test_a_checkpoint_written_as_a_plain_dict_by_the_previous_version_loads(tmp_
     }  # fmt: skip
     torch.save(previous, tmp_path / "old.pt")
     assert_same(load_checkpoint(tmp_path / "old.pt"), c)
+
+
+def test_a_version_1_checkpoint_without_a_best_epoch_reads_as_none_and_resumes_after_its_epoch(
+    tmp_path: Path,
+) -> None:
+    save_checkpoint(tmp_path / "new.pt", trained_checkpoint())
+    payload = torch.load(tmp_path / "new.pt", weights_only=True)
+    assert (payload["version"], payload["epoch"], payload["best_epoch"]) == (VERSION, 4, 3)  # 1-based
+    payload.update(version=1, epoch=0, best_epoch=-1)  # what fit wrote after its first epoch, none best
+    torch.save(payload, tmp_path / "old.pt")
+    loaded = load_checkpoint(tmp_path / "old.pt")
+    assert (loaded.epoch, loaded.best_epoch) == (1, 0)
 
 
 def test_a_weights_only_checkpoint_loads_with_defaults_and_cannot_resume(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ renders are imported and their camera poses compared exactly after the round tri
 
 from __future__ import annotations
 
+import shutil
 import struct
 from pathlib import Path
 
@@ -126,8 +127,36 @@ def test_tum_round_trip(tmp_path: Path, synth: SynthCameraPoses, capsys: pytest.
     _assert_same_poses(out, synth)
     assert imported_camera_poses(out)[3] == synth.intrinsics
     stamps = [f.stamp_ns for f in load_folder(out).frames]
-    assert stamps == [s + 5_000_000 for s in synth.stamps_ns]  # the images' own stamps
+    assert stamps == synth.stamps_ns  # the images' own stamps
     _assert_same_images(out, synth.images)
+
+
+def test_tum_interpolates_between_the_ground_truth_poses_around_each_image(
+    tmp_path: Path, synth: SynthCameraPoses, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "tum"
+    (folder / "rgb").mkdir(parents=True)
+    quarter_turn = [0.0, 0.0, np.sin(np.pi / 4), np.cos(np.pi / 4)]  # 90 deg about z
+    gt = [(1.0, [0, 0, 0], [0, 0, 0, 1]), (1.04, [1, 2, 3], quarter_turn), (2.0, [1, 2, 3], quarter_turn)]
+    (folder / "groundtruth.txt").write_text(
+        "".join(f"{s:.4f} " + " ".join(repr(float(v)) for v in (*t, *q)) + "\n" for s, t, q in gt)
+    )
+    # kept: a quarter of the way, on a pose, 10 ms before the first, 10 ms after the last;
+    # left out: 30 ms before the first, in the middle of the 0.96 s gap
+    stamps = [1.01, 1.04, 0.99, 2.01, 0.97, 1.5]
+    for stamp in stamps:
+        shutil.copy(synth.images[0], folder / "rgb" / f"{stamp:.4f}.png")
+    (folder / "rgb.txt").write_text("".join(f"{s:.4f} rgb/{s:.4f}.png\n" for s in stamps))
+    out = tmp_path / "data"
+    intr = synth.intrinsics
+    intrinsics = ("--intrinsics", intr.fx, intr.fy, intr.cx, intr.cy)
+    assert _import("tum", folder, "--out", out, *intrinsics, "--split-blocks", 4, "--test-every", 2) == 0
+    assert "2 of 6 images have no ground truth within 0.02 s (--max-time-diff)" in capsys.readouterr().out
+    t, q, _, _ = imported_camera_poses(out)  # in time order: 0.99, 1.01, 1.04, 2.01
+    eighth = [0.0, 0.0, np.sin(np.pi / 16), np.cos(np.pi / 16)]  # 22.5 deg: a quarter of the slerp
+    np.testing.assert_allclose(t, [[0, 0, 0], [0.25, 0.5, 0.75], [1, 2, 3], [1, 2, 3]], rtol=0, atol=ATOL)
+    expected_q = np.array([[0, 0, 0, 1], eighth, quarter_turn, quarter_turn])
+    np.testing.assert_allclose(canonical_hemisphere(q), expected_q, rtol=0, atol=ATOL)
 
 
 def test_scale_from_two_named_frames(tmp_path: Path, synth: SynthCameraPoses) -> None:

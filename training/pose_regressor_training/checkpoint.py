@@ -27,7 +27,8 @@ from pose_regressor_training.train_config import BOUNDS, TrainConfig
 from pose_regressor_training.typed_config import ConfigError, from_mapping, to_mapping
 
 FORMAT = "pose_regressor_checkpoint"
-VERSION = 1
+VERSION = 2  # 2: epochs are 1-based on disk as everywhere a user reads them (1 stored them 0-based)
+READABLE_VERSIONS = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -61,11 +62,11 @@ class Checkpoint:
     rig: Rig
     config: TrainConfig = field(default_factory=TrainConfig)
     dataset: DatasetInfo = field(default_factory=DatasetInfo)
-    epoch: int = 0  # 0-based epoch whose end this holds
+    epoch: int = 0  # 1-based epoch whose end this holds (= epochs done; 0: made outside `fit`)
     metrics: dict[str, float] = field(default_factory=dict)  # validation of this epoch ({}: none)
     train_loss: dict[str, float] = field(default_factory=dict)  # mean loss parts of this epoch
     best_score: float = math.inf  # what best.pt minimizes, see trainer.selection_score
-    best_epoch: int = -1  # 0-based; -1: none yet
+    best_epoch: int = 0  # 1-based epoch that best.pt holds; 0: none yet
     best_metrics: dict[str, float] = field(default_factory=dict)
     resume: ResumeState | None = None  # None: made outside `fit` (weights only), cannot be resumed
 
@@ -185,7 +186,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"checkpoint {path} cannot be read: {exc}") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a pose_regressor checkpoint")
-    if payload.get("version") != VERSION:
+    if payload.get("version") not in READABLE_VERSIONS:
         raise CheckpointError(f"{path}: checkpoint version {payload.get('version')} is not supported")
     try:
         return _from_payload(payload)
@@ -220,6 +221,10 @@ def _to_payload(checkpoint: Checkpoint) -> dict[str, Any]:
 
 
 def _from_payload(payload: dict[str, Any]) -> Checkpoint:
+    # version 1 counted epochs from 0 (best_epoch -1: none); without the key nothing was trained
+    shift = 1 if payload.get("version") == 1 else 0
+    epoch = int(payload["epoch"]) + shift if "epoch" in payload else 0
+    best_epoch = int(payload["best_epoch"]) + shift if "best_epoch" in payload else 0
     resume = None
     if "optimizer" in payload:  # written by `fit`; hand-made checkpoints hold weights only
         resume = ResumeState(
@@ -235,11 +240,11 @@ def _from_payload(payload: dict[str, Any]) -> Checkpoint:
         rig=Rig.from_dict(payload["rig"]),
         config=from_mapping(TrainConfig, payload.get("config", {}), "config"),
         dataset=from_mapping(DatasetInfo, payload.get("dataset", {}), "dataset"),
-        epoch=int(payload.get("epoch", 0)),
+        epoch=epoch,
         metrics=dict(payload.get("metrics", {})),
         train_loss=dict(payload.get("train_loss", {})),
         best_score=float(payload.get("best_score", math.inf)),
-        best_epoch=int(payload.get("best_epoch", -1)),
+        best_epoch=best_epoch,
         best_metrics=dict(payload.get("best_metrics", {})),
         resume=resume,
     )

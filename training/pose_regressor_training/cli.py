@@ -1,5 +1,5 @@
-"""`pose-train`: the training-side command line: synth, import, from-bag, fit, eval-checkpoint, export,
-build-engine."""
+"""`pose-train`: the training-side command line: synth, import, from-bag, to-bag, fit, eval-checkpoint,
+export, build-engine."""
 
 from __future__ import annotations
 
@@ -269,6 +269,37 @@ def _run_from_bag(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_to_bag(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "to-bag",
+        help="write one split of a dataset folder as a ROS 2 bag (the topics of synth --bag)",
+        description="Writes the camera sets of one split of a dataset folder (synth, from-bag or import) "
+        "into a ROS 2 bag with the topics pose-train synth --bag writes: /<camera>/image_raw "
+        "(sensor_msgs/Image, rgb8) per rig camera and /ground_truth/pose (PoseStamped, T_map_base), "
+        "stamped with the frames' stamp_ns, to replay to the node with pose-regressor eval-node.",
+    )
+    p.add_argument("--data", type=Path, required=True, help="the dataset folder")
+    p.add_argument("--split", default="test", help="train, val or test (default test)")
+    p.add_argument("--out", type=Path, required=True, help="the bag to write (a folder)")
+    p.add_argument(
+        "--storage", choices=("mcap", "sqlite3"), default="mcap", help="bag storage (default mcap)"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out bag")
+    p.set_defaults(handler=_run_to_bag)
+
+
+def _run_to_bag(args: argparse.Namespace) -> int:
+    from pose_regressor_training.data.to_bag import ToBagConfig, folder_to_bag
+
+    summary = folder_to_bag(ToBagConfig(args.data, args.out, args.split, args.storage, args.overwrite))
+    print(
+        f"to-bag: wrote {summary.sets} {args.split} camera sets of {args.data} ({len(summary.cameras)} "
+        f"camera(s): {', '.join(summary.cameras)}; {summary.messages} messages) to {args.out} "
+        f"in {summary.seconds:.1f} s"
+    )
+    return 0
+
+
 def _add_import(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "import",
@@ -286,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_synth(sub)
     _add_from_bag(sub)
     _add_import(sub)
+    _add_to_bag(sub)
     add_fit(sub)
     add_eval(sub)
     add_export(sub)

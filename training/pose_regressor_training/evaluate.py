@@ -38,6 +38,7 @@ class Evaluation:
     translation_errors: NDArray[np.float64]
     rotation_errors: NDArray[np.float64]
     skipped: list[str] = field(default_factory=list)  # one line per split that lost frames (skip_bad)
+    stamps_ns: NDArray[np.int64] | None = None  # of the test frames (the trajectory breaks at gaps)
 
 
 def evaluation_dir(checkpoint: Path, split: str) -> Path:
@@ -104,7 +105,17 @@ def evaluate_checkpoint(
             metrics["retrieval_baseline"] = predictor.retrieval_baseline(test, metrics)
         except ValueError as exc:  # no training split here: the evaluation stands without it
             predictor.notes.append(f"retrieval baseline skipped: {exc}")
-    return Evaluation(metrics, test.t_gt, test.q_gt, estimates, test.sequences, t_err, r_err, predictor.notes)
+    return Evaluation(
+        metrics,
+        test.t_gt,
+        test.q_gt,
+        estimates,
+        test.sequences,
+        t_err,
+        r_err,
+        predictor.notes,
+        test.stamps_ns,
+    )
 
 
 @dataclass
@@ -132,6 +143,10 @@ class _SplitResult:
     @property
     def sequences(self) -> NDArray[np.int64]:
         return np.array([f.sequence for f in self.frames])
+
+    @property
+    def stamps_ns(self) -> NDArray[np.int64]:
+        return np.array([f.stamp_ns for f in self.frames], dtype=np.int64)
 
     @property
     def t_mean(self) -> NDArray[np.float64]:
@@ -278,7 +293,11 @@ def write_evaluation(evaluation: Evaluation, out_dir: Path) -> list[Path]:
         f"{m['split']} split: median {m['median_translation_m']:.2f} m, {m['median_rotation_deg']:.1f} deg "
         f"({m['frames']} frames)"
     )
-    paths.append(plot_trajectory(out_dir / "trajectory.png", ev.t_gt, t_pred, title, covs, ev.sequences))
+    paths.append(
+        plot_trajectory(
+            out_dir / "trajectory.png", ev.t_gt, t_pred, title, covs, ev.sequences, stamps_ns=ev.stamps_ns
+        )
+    )
     paths.append(
         plot_error_cdf(out_dir / "error_cdf.png", ev.translation_errors, ev.rotation_errors, m["split"])
     )

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
+from numpy.typing import NDArray
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
@@ -57,10 +59,10 @@ class FitResult:
 class _Progress:
     """Where the run is; all of it but the timing is restored by a resume."""
 
-    epoch: int = 0  # 0-based epoch running
+    epoch: int = 0  # 0-based index of the epoch running (users read it as epoch + 1)
     global_step: int = 0  # optimizer steps done
     best_score: float = math.inf
-    best_epoch: int = -1  # 0-based; -1: none yet
+    best_epoch: int = 0  # 1-based, as printed and stored; 0: none yet
     best_metrics: dict[str, float] = field(default_factory=dict)
     saved_epoch: int | None = None  # 1-based epoch that last.pt holds; None: not written yet
     sets_seen: int = 0
@@ -84,9 +86,24 @@ def lr_factor(
     return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def selection_score(metrics: dict[str, float]) -> float:
-    """What best.pt minimizes: median translation error plus median rotation error at 10 deg per metre."""
-    return metrics["median_translation_m"] + metrics["median_rotation_deg"] / 10.0
+#: The rotation error that weighs as much as a translation error of one position spread.
+ROTATION_SCALE_DEG = 10.0
+
+
+def position_spread(translations: NDArray[np.float64]) -> float:
+    """RMS distance of positions from their mean: the dataset's length unit, whatever SfM chose."""
+    if len(translations) == 0:
+        return 1.0
+    rms = float(np.sqrt(((translations - translations.mean(axis=0)) ** 2).sum(axis=1).mean()))
+    return rms if rms > 0 else 1.0  # one position only: no spread to divide by, keep the units
+
+
+def selection_score(metrics: dict[str, float], spread: float) -> float:
+    """What best.pt minimizes, unit-free: median translation error in training position spreads
+    plus median rotation error in units of ROTATION_SCALE_DEG."""
+    # Scaling every position (an SfM model's arbitrary unit) scales the error and the spread alike;
+    # degrees need no such scale, and 10 deg per spread is what 10 deg per metre was in a ~1 m room.
+    return metrics["median_translation_m"] / spread + metrics["median_rotation_deg"] / ROTATION_SCALE_DEG
 
 
 class Trainer:
@@ -107,6 +124,7 @@ class Trainer:
         self.data = load_training_data(config, self.show_progress, report=self.ctx.is_main)
         self.model = build_model(self.data.model_config)
         self.model.set_translation_stats(*self.data.translation_stats())
+        self.position_spread = position_spread(self.data.train_frames.translations())
         self.loss = build_loss(config.loss.name, config.loss.params, camera_spec(self.data.train_frames))
         self.objective = Objective(self.model, self.loss).to(self.device)
         # each rank augments differently, and reproducibly
@@ -251,12 +269,12 @@ class Trainer:
         """Writes last.pt, and best.pt first when this epoch is the best so far (returned)."""
         p = self.progress
         if metrics:
-            score = selection_score(metrics)
+            score = selection_score(metrics, self.position_spread)
         else:  # without a val split the training loss chooses; between validations nothing does
             score = train_loss["total"] if self.data.val_set is None else math.inf
         improved = score < p.best_score
         if improved:
-            p.best_score, p.best_epoch, p.best_metrics = score, epoch, metrics
+            p.best_score, p.best_epoch, p.best_metrics = score, epoch + 1, metrics
         checkpoint = self.checkpoint(epoch, train_loss, metrics)
         # Ctrl-C waits for the writes, so that the interruption message knows what last.pt holds.
         with stop_signals_deferred():
@@ -281,7 +299,7 @@ class Trainer:
             rig=self.data.rig,
             config=self.config,
             dataset=self.data.info,
-            epoch=epoch,
+            epoch=epoch + 1,
             metrics=metrics,
             train_loss=train_loss,
             best_score=p.best_score,
@@ -308,15 +326,20 @@ class Trainer:
         torch.set_rng_state(state.torch_rng)
         self.augmenter.generator.set_state(state.augment_rng)
         self.progress = _Progress(
-            epoch=checkpoint.epoch + 1,
+            epoch=checkpoint.epoch,  # the next epoch's 0-based index is the 1-based number done
             global_step=state.global_step,
-            best_score=checkpoint.best_score,
+            # rescored: a checkpoint of version 1 scored metres + degrees / 10, not this unit-free score
+            best_score=(
+                selection_score(checkpoint.best_metrics, self.position_spread)
+                if checkpoint.best_metrics
+                else checkpoint.best_score
+            ),
             best_epoch=checkpoint.best_epoch,
             best_metrics=dict(checkpoint.best_metrics),
-            saved_epoch=checkpoint.epoch + 1,
+            saved_epoch=checkpoint.epoch,
         )
         if self.ctx.is_main:
-            print(f"fit: resuming {self.last_path} at epoch {checkpoint.epoch + 2}/{self.epochs}")
+            print(f"fit: resuming {self.last_path} at epoch {checkpoint.epoch + 1}/{self.epochs}")
 
     # ------------------------------------------------------------------------ what it says
     def report(self, epoch: int, train_loss: dict[str, float], metrics: dict[str, float], best: bool) -> None:
@@ -339,7 +362,7 @@ class Trainer:
         seconds = time.perf_counter() - self.started
         # resuming a finished run trains for 0 s
         rate = p.sets_seen / max(p.train_seconds, 1e-9)
-        return FitResult(self.run_dir, self.epochs, p.best_epoch + 1, p.best_metrics, rate, seconds)
+        return FitResult(self.run_dir, self.epochs, p.best_epoch, p.best_metrics, rate, seconds)
 
     def non_finite_message(self, parts: dict[str, torch.Tensor]) -> str:
         """Why training stopped on a NaN/inf loss, and what is left to go back to."""

@@ -1,4 +1,5 @@
-"""`pose-regressor`: run the localizer, replay bags, evaluate the node on a bag (eval-node), bench engines."""
+"""`pose-regressor`: run the localizer, replay bags, evaluate the node on a bag (eval-node) or a bundle on a
+dataset folder (eval-folder), bench engines."""
 
 from __future__ import annotations
 
@@ -433,6 +434,48 @@ def _bench(args: argparse.Namespace, extra: Sequence[str]) -> int:
     return 0
 
 
+def _add_eval_folder(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "eval-folder",
+        help="score a bundle on a split of a dataset folder (metrics.json, trajectory.png); no ROS",
+        description="Runs the bundle (the node's preprocessing, engine and MC-dropout estimate) on "
+        "every camera set of one split of a dataset folder (pose-train synth, from-bag or import) and "
+        "writes OUT/metrics.json (the keys of eval-checkpoint and eval-node) and OUT/trajectory.png. "
+        "The folder's rig must have the bundle's cameras (by name); it may have more.",
+    )
+    p.add_argument("--bundle", type=Path, required=True, help="the bundle folder (pose-train export)")
+    p.add_argument("--data", type=Path, required=True, help="the dataset folder")
+    p.add_argument("--split", default="test", help="train, val or test (default test)")
+    p.add_argument("--backend", default="auto", choices=BACKENDS, help="inference engine (default auto)")
+    p.add_argument(
+        "--mc-samples",
+        type=_bounded_int(0, MAX_MC_SAMPLES),
+        help="MC-dropout samples per set (default: the bundle's; 0: the deterministic pose)",
+    )
+    p.add_argument("--out", type=Path, required=True, help="folder for metrics.json and trajectory.png")
+    p.set_defaults(handler=_eval_folder)
+
+
+def _eval_folder(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    from pose_regressor.engines import EngineError
+    from pose_regressor.folder_evaluation import FolderEvaluationConfig, evaluate_folder
+
+    cfg = FolderEvaluationConfig(args.bundle, args.data, args.out, args.split, args.backend, args.mc_samples)
+    try:
+        result = evaluate_folder(cfg)
+    except EngineError as exc:
+        print(f"pose-regressor eval-folder: error: {exc}", file=sys.stderr)
+        return 2
+    m = result.metrics
+    print(
+        f"eval-folder: {m['frames']} {args.split} frames of {args.data}: median "
+        f"{m['median_translation_m']:.3f} m {m['median_rotation_deg']:.2f} deg, "
+        f"{m['pct_within_0.25m_2deg']:.1f}% within 0.25 m 2 deg, mean NEES {m['mean_nees']:.1f} "
+        f"({m['engine']}, {m['mc_samples']} MC samples); wrote {', '.join(str(p) for p in result.written)}"
+    )
+    return 0
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse with its errors on one line (no usage block), as pose-train's: exit 2 with
     `pose-regressor replay: error: argument --rate: ... (see pose-regressor replay --help)`."""
@@ -447,6 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_replay(sub)
     _add_eval_node(sub)
+    _add_eval_folder(sub)
     _add_bench(sub)
     return parser
 

@@ -21,6 +21,10 @@ from numpy.typing import NDArray
 SIGMAS = 2.0
 
 
+#: A time step longer than this many median steps starts a new piece of trajectory (no line across it).
+GAP_FACTOR = 5.0
+
+
 def plot_trajectory(
     path: Path,
     t_gt: NDArray[np.float64],
@@ -29,33 +33,47 @@ def plot_trajectory(
     covariances: NDArray[np.float64] | None = None,
     sequences: NDArray[np.int64] | None = None,
     max_ellipses: int = 60,
+    stamps_ns: NDArray[np.int64] | None = None,
 ) -> Path:
-    """Top-down (x, y) view: ground truth per sequence, predictions [N, 3], their errors, and
-    `SIGMAS`-sigma position ellipses of `covariances` [N, 6, 6] on at most about `max_ellipses` of them."""
+    """Ground truth per sequence, predictions [N, 3], their errors, and `SIGMAS`-sigma position
+    ellipses of `covariances` [N, 6, 6] on at most about `max_ellipses` of them.
+
+    The view is top-down (x, y) when z is the axis the ground truth varies least along, else the
+    plane of its two largest principal axes (`view_plane`). The ground-truth line breaks between
+    sequences and across time gaps of `stamps_ns` (`line_pieces`)."""
     if sequences is None:
         sequences = np.zeros(len(t_gt), dtype=np.int64)
+    projection, (x_label, y_label) = view_plane(t_gt)
+    gt_2d, pred_2d = t_gt @ projection.T, t_pred @ projection.T
+    pieces = line_pieces(sequences, stamps_ns)
     fig, ax = plt.subplots(figsize=(9, 7))
     colours = plt.get_cmap("tab10")
-    several = len(np.unique(sequences)) > 1
-    for k, seq in enumerate(np.unique(sequences)):
-        sel = sequences == seq
+    labels = np.unique(sequences)
+    several = len(labels) > 1
+    for k, seq in enumerate(labels):
         colour = colours(k % 10)
-        label = f"ground truth, seq {seq}" if several else "ground truth"
-        ax.plot(t_gt[sel, 0], t_gt[sel, 1], "-", color=colour, lw=2, label=label)
-        ax.plot(t_pred[sel, 0], t_pred[sel, 1], ".", color=colour, ms=4, alpha=0.8)
-    for i in range(len(t_pred)):
-        ax.plot([t_gt[i, 0], t_pred[i, 0]], [t_gt[i, 1], t_pred[i, 1]], "-", color="0.6", lw=0.5, zorder=0)
+        for n, piece in enumerate(np.unique(pieces[sequences == seq])):
+            sel = pieces == piece
+            label = (f"ground truth, seq {seq}" if several else "ground truth") if n == 0 else None
+            ax.plot(gt_2d[sel, 0], gt_2d[sel, 1], "-", color=colour, lw=2, label=label)
+        sel = sequences == seq
+        ax.plot(pred_2d[sel, 0], pred_2d[sel, 1], ".", color=colour, ms=4, alpha=0.8)
+    for i in range(len(pred_2d)):
+        ax.plot(
+            [gt_2d[i, 0], pred_2d[i, 0]], [gt_2d[i, 1], pred_2d[i, 1]], "-", color="0.6", lw=0.5, zorder=0
+        )
     if covariances is not None:
         step = max(1, len(t_pred) // max_ellipses)
         every = "every estimate" if step == 1 else f"one estimate in {step}"
         for i in range(0, len(t_pred), step):
-            ax.add_patch(_ellipse(t_pred[i], covariances[i, :2, :2], fill=False, color="crimson", lw=0.8))
+            cov_2d = projection @ covariances[i, :3, :3] @ projection.T
+            ax.add_patch(_ellipse(pred_2d[i], cov_2d, fill=False, color="crimson", lw=0.8))
         ax.plot([], [], color="crimson", lw=0.8, label=f"{SIGMAS:g}-sigma position ({every})")
     ax.plot([], [], ".", color="k", label="prediction (MC mean)")
     ax.plot([], [], "-", color="0.6", lw=0.5, label="error")
     ax.set_title(title)
-    ax.set_xlabel("x (m, map)")
-    ax.set_ylabel("y (m, map)")
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(y_label)
     ax.set_aspect("equal", adjustable="datalim")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", fontsize=8)
@@ -63,6 +81,43 @@ def plot_trajectory(
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def view_plane(positions: NDArray[np.float64]) -> tuple[NDArray[np.float64], tuple[str, str]]:
+    """The [2, 3] projection of the trajectory plot and its axis labels: map x and y when z is the
+    smallest-variance principal axis of `positions` (z is up), else their two largest principal
+    axes (a SfM or camera frame whose vertical is not z)."""
+    top_down = np.eye(3)[:2], ("x (m, map)", "y (m, map)")
+    if len(positions) < 3:
+        return top_down
+    _, vectors = np.linalg.eigh(np.cov(positions.T))  # eigenvalues ascending
+    if int(np.argmax(np.abs(vectors[:, 0]))) == 2:
+        return top_down
+    axes = vectors[:, [2, 1]].T
+    axes *= np.sign(axes[np.arange(2), np.argmax(np.abs(axes), axis=1)])[:, None]  # largest part > 0
+    labels = tuple(f"principal axis {n + 1}: {_combination(axis)} (m, map)" for n, axis in enumerate(axes))
+    return axes, (labels[0], labels[1])
+
+
+def _combination(axis: NDArray[np.float64]) -> str:
+    terms = [f"{w:+.2f} {name}" for w, name in zip(axis, "xyz", strict=True) if abs(w) >= 0.005]
+    return " ".join(terms).lstrip("+")
+
+
+def line_pieces(
+    sequences: NDArray[np.int64], stamps_ns: NDArray[np.int64] | None = None
+) -> NDArray[np.int64]:
+    """A piece number per frame: a new piece where the sequence changes, or (with stamps) where time
+    goes back or jumps more than `GAP_FACTOR` times the median step; lines never join two pieces."""
+    n = len(sequences)
+    breaks = np.zeros(n, dtype=bool)
+    breaks[1:] = sequences[1:] != sequences[:-1]
+    if stamps_ns is not None and n > 1:
+        steps = np.diff(np.asarray(stamps_ns, dtype=np.float64))
+        forward = steps[(steps > 0) & ~breaks[1:]]
+        limit = GAP_FACTOR * float(np.median(forward)) if len(forward) else np.inf
+        breaks[1:] |= (steps <= 0) | (steps > limit)
+    return np.cumsum(breaks).astype(np.int64)
 
 
 def _ellipse(center: NDArray[np.float64], cov_xy: NDArray[np.float64], **style: Any) -> Ellipse:
@@ -83,7 +138,17 @@ def plot_evaluation(arrays: dict[str, np.ndarray], metrics: dict[str, Any], out:
         f"{metrics['median_rotation_deg']:.1f} deg; output/input sets {metrics['output_rate_ratio']:.2f}; "
         f"end-to-end latency p50 {metrics['e2e_latency_ms_p50']:.1f} ms"
     )
-    plot_trajectory(paths[0], arrays["t_gt"], arrays["t_pred"], title, arrays["covs"], max_ellipses=25)
+    # the ground truth's own stamps (a looped replay's go back at each loop): the line breaks there
+    gt_stamps = arrays.get("gt_stamps", arrays["stamps"])
+    plot_trajectory(
+        paths[0],
+        arrays["t_gt"],
+        arrays["t_pred"],
+        title,
+        arrays["covs"],
+        max_ellipses=25,
+        stamps_ns=gt_stamps,
+    )
 
     seconds = (arrays["stamps"] - arrays["stamps"][0]) / 1e9
     fig, axes = plt.subplots(2, 1, figsize=(10, 6), sharex=True)

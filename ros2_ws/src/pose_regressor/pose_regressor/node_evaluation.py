@@ -348,7 +348,7 @@ def summarize(
     for stamp, received, t, q, cov in sorted(recording.poses, key=lambda r: r[0]):
         truth = track.interpolate(stamp - log.offset_ns.get(stamp, 0), max_gap_ns=10**18)
         if isinstance(truth, tuple):
-            rows.append((stamp, received, t, q, cov, truth[0], truth[1]))
+            rows.append((stamp, received, t, q, cov, truth[0], truth[1], stamp - log.offset_ns.get(stamp, 0)))
     if not rows:
         raise EvaluationError("no published pose could be matched to the ground truth")
     stamps = np.array([r[0] for r in rows])
@@ -390,6 +390,7 @@ def summarize(
     }
     arrays = {
         "stamps": stamps,
+        "gt_stamps": np.array([r[7] for r in rows]),  # where on the ground truth (loops go back)
         "t_pred": t_pred,
         "t_gt": t_gt,
         "covs": covs,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 FORMATS = ("colmap", "nerfstudio", "tum")
 MAX_BLOCKS = 100_000  # --split-blocks
-MAX_DT_S = 60.0  # --max-dt
+MAX_DT_S = 60.0  # --max-time-diff
 MAX_FPS = 1000.0  # --fps
 MAX_SCALE = 1e6  # --scale, and the metres of --scale-from
 DESCRIPTION = (
@@ -91,10 +91,13 @@ def add_import_arguments(p: argparse.ArgumentParser) -> None:
         help="tum: plumb_bob distortion to record (fr1 0.2624 -0.9531 -0.0054 0.0026 1.1633); not applied",
     )
     p.add_argument(
-        "--max-dt",
+        "--max-time-diff",
+        "--max-dt",  # its first name
+        dest="max_dt",
         type=_Within(MAX_DT_S),
         default=0.02,
-        help=f"tum: largest image-to-ground-truth time difference (s, default 0.02, at most {MAX_DT_S:g})",
+        help="tum: largest time from an image to its nearest ground-truth pose (s, default 0.02, at most "
+        f"{MAX_DT_S:g}); the pose is interpolated between the two around the image",
     )
     scale = p.add_mutually_exclusive_group()
     scale.add_argument(

@@ -3,8 +3,12 @@
 ``groundtruth.txt``: ``timestamp tx ty tz qx qy qz qw`` per line (seconds; the colour camera's
 optical centre and orientation in the world, camera-to-world, optical axes x right, y down,
 z forward). ``rgb.txt``: ``timestamp filename`` per line, the file relative to the folder.
-Lines starting with ``#`` are comments. Each image takes the ground-truth pose nearest in time
-if it is within `max_dt` seconds; images without one are left out (and counted).
+Lines starting with ``#`` are comments. The ground truth runs at its own rate (100 Hz for the
+motion capture) and the images at theirs, so each image takes the pose interpolated at its stamp
+between the two ground-truth poses around it (linear translation, slerp rotation), the same
+interpolation as ``pose-train from-bag``. An image whose nearest ground-truth pose is more than
+`max_dt` seconds away (before the first, after the last, or in a gap) is left out and counted; one
+before the first or after the last pose but within `max_dt` takes that pose (no extrapolation).
 
 The files carry no intrinsics: give them (``--intrinsics fx fy cx cy``, pixels, at the images'
 size); the size is read from the first image. The published Freiburg calibrations (640 x 480):
@@ -20,6 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from pose_regressor.ground_truth import GroundTruthTrack
 from pose_regressor.rig import LensDistortion, PinholeIntrinsics
 from pose_regressor_training.data.importers.common import (
     CameraTrack,
@@ -89,7 +94,8 @@ def read_tum(
     max_dt_s: float = DEFAULT_MAX_DT_S,
     distortion: LensDistortion | None = None,
 ) -> CameraTrack:
-    """The images of ``rgb.txt`` that have a ground-truth pose within `max_dt_s`, with ``T_map_cam``."""
+    """The images of ``rgb.txt`` that have a ground-truth pose within `max_dt_s`, with ``T_map_cam``
+    interpolated at their stamps."""
     if not folder.is_dir():
         raise ImportFormatError(f"TUM sequence folder {folder} does not exist")
     gt_stamps, gt_t, gt_q = read_groundtruth(folder / GROUNDTRUTH_FILE)
@@ -97,22 +103,27 @@ def read_tum(
     if not listed:
         raise ImportFormatError(f"image list {folder / IMAGES_FILE} lists no images")
     max_dt_ns = round(max_dt_s * 1e9)
+    track = GroundTruthTrack(gt_stamps.tolist(), gt_t, gt_q)
     images: list[PosedImage] = []
     for stamp, name, _ in listed:
-        nearest = _nearest(gt_stamps, stamp)
-        if abs(int(gt_stamps[nearest]) - stamp) <= max_dt_ns:
-            images.append(PosedImage(name, folder / name, gt_t[nearest], gt_q[nearest], stamp))
+        nearest = _nearest(track.stamps_ns, stamp)
+        if abs(int(track.stamps_ns[nearest]) - stamp) > max_dt_ns:
+            continue
+        # the bracket is as wide as it is: the nearest pose being close bounds the error already
+        pose = track.interpolate(stamp, max_gap_ns=2**62)
+        t, q = pose if isinstance(pose, tuple) else (track.translations[nearest], track.quats_xyzw[nearest])
+        images.append(PosedImage(name, folder / name, t, q, stamp))
     notes = []
     if len(images) < len(listed):
         notes.append(
             f"{len(listed) - len(images)} of {len(listed)} images have no ground truth within "
-            f"{max_dt_s:g} s (--max-dt) and are left out"
+            f"{max_dt_s:g} s (--max-time-diff) and are left out"
         )
     if not images:
         raise ImportFormatError(
             f"no image of {folder / IMAGES_FILE} has a ground-truth pose within {max_dt_s:g} s "
             f"(images {listed[0][0] / 1e9:.3f}..{listed[-1][0] / 1e9:.3f} s, ground truth "
-            f"{gt_stamps[0] / 1e9:.3f}..{gt_stamps[-1] / 1e9:.3f} s); raise --max-dt?"
+            f"{gt_stamps[0] / 1e9:.3f}..{gt_stamps[-1] / 1e9:.3f} s); raise --max-time-diff?"
         )
     first = images[0].path
     bgr = cv2.imread(str(first), cv2.IMREAD_UNCHANGED)

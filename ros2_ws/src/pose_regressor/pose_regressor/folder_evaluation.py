@@ -1,0 +1,138 @@
+"""`pose-regressor eval-folder`: a bundle scored on one split of a dataset folder, without torch or ROS.
+
+The frames are read with `pose_regressor.dataset_folder` (the one reader of the format), each camera
+set goes through `Localizer` (the node's preprocessing, engine and MC-dropout estimate), and the
+errors and uncertainty use `pose_regressor.metrics`, so the keys of metrics.json mean what they mean
+for `pose-train eval-checkpoint` and `pose-regressor eval-node`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from pose_regressor.dataset_folder import image_path, read_metadata, read_rgb, rig_from_metadata, split_frames
+from pose_regressor.files import atomic_write_text
+from pose_regressor.localizer import Localizer
+from pose_regressor.metrics import (
+    covariance_stds,
+    error_summary,
+    nees_values,
+    pose_errors,
+    tangent_residuals,
+)
+from pose_regressor.uncertainty import PoseEstimate
+
+
+class FolderEvaluationError(ValueError):
+    """The bundle and the folder do not fit together (one line for the user)."""
+
+
+@dataclass(frozen=True)
+class FolderEvaluationConfig:
+    bundle: Path
+    data: Path
+    out: Path
+    split: str = "test"
+    backend: str = "auto"
+    mc_samples: int | None = None  # None: the bundle's; 0: the deterministic pose
+
+
+@dataclass
+class FolderEvaluation:
+    metrics: dict[str, Any]
+    written: list[Path]
+
+
+def bundle_cameras_in(folder_cameras: list[str], bundle_cameras: list[str], root: Path) -> list[str]:
+    """The bundle's cameras, in its order, all of which the folder must have (a folder may have more)."""
+    missing = [name for name in bundle_cameras if name not in folder_cameras]
+    if missing:
+        raise FolderEvaluationError(
+            f"the bundle's cameras {', '.join(bundle_cameras)} do not match {root}'s rig "
+            f"({', '.join(folder_cameras)}): {', '.join(missing)} missing"
+        )
+    return list(bundle_cameras)
+
+
+def evaluate_folder(cfg: FolderEvaluationConfig) -> FolderEvaluation:
+    """Runs the bundle on every frame of the split; writes metrics.json and trajectory.png in cfg.out."""
+    frames = split_frames(cfg.data, cfg.split)
+    rig = rig_from_metadata(cfg.data, read_metadata(cfg.data))
+    localizer = Localizer(cfg.bundle, backend=cfg.backend, mc_samples=cfg.mc_samples)
+    cameras = bundle_cameras_in(rig.names, localizer.camera_names, cfg.data)
+    estimates = [
+        localizer.localize([read_rgb(image_path(cfg.data, camera, f.index)) for camera in cameras])
+        for f in frames
+    ]
+    t_gt = np.stack([f.translation for f in frames])
+    q_gt = np.stack([f.quat_xyzw for f in frames])
+    metrics = {
+        "bundle": str(cfg.bundle),
+        "data": str(cfg.data),
+        "split": cfg.split,
+        "engine": str(localizer.engine.describe()),
+        "mc_samples": localizer.mc_samples,
+        "cameras": cameras,
+        **score(t_gt, q_gt, estimates),
+    }
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    written = []
+    try:
+        from pose_regressor.evaluate_plots import plot_trajectory
+    except ImportError:  # matplotlib is a development dependency, not a robot one
+        pass
+    else:
+        title = (
+            f"{cfg.split} split of {cfg.data.name}: median {metrics['median_translation_m']:.2f} m, "
+            f"{metrics['median_rotation_deg']:.1f} deg ({metrics['frames']} frames)"
+        )
+        t_pred = np.stack([e.translation for e in estimates])
+        covariances = np.stack([e.covariance for e in estimates])
+        sequences = np.array([f.sequence for f in frames], dtype=np.int64)
+        stamps = np.array([f.stamp_ns for f in frames], dtype=np.int64)
+        path = cfg.out / "trajectory.png"
+        written.append(plot_trajectory(path, t_gt, t_pred, title, covariances, sequences, stamps_ns=stamps))
+    # Last: metrics.json marks a complete evaluation (as eval-node's does).
+    atomic_write_text(cfg.out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    return FolderEvaluation(metrics, [cfg.out / "metrics.json", *written])
+
+
+def score(
+    t_gt: NDArray[np.float64], q_gt: NDArray[np.float64], estimates: list[PoseEstimate]
+) -> dict[str, Any]:
+    """Error summary and uncertainty of `estimates` against the ground truth (metrics.json keys)."""
+    t_pred = np.stack([e.translation for e in estimates])
+    q_pred = np.stack([e.quat_xyzw for e in estimates])
+    covariances = np.stack([e.covariance for e in estimates])
+    t_err, r_err = pose_errors(t_gt, q_gt, t_pred, q_pred)
+    pos_std, rot_std = covariance_stds(covariances)
+    nees = nees_values(tangent_residuals(t_gt, q_gt, t_pred, q_pred), covariances)
+    return {
+        **error_summary(t_err, r_err),
+        "mean_nees": float(np.mean(nees)),
+        "nees_expected": 6.0,
+        "median_position_std_m": float(np.median(pos_std)),
+        "median_rotation_std_deg": float(np.median(rot_std)),
+        "spearman_position_std_vs_error": spearman(pos_std, t_err),
+        "spearman_rotation_std_vs_error": spearman(rot_std, r_err),
+    }
+
+
+def spearman(a: NDArray[np.float64], b: NDArray[np.float64]) -> float:
+    """Spearman's rank correlation (average ranks for ties); nan when either side is constant."""
+    ra, rb = _ranks(a), _ranks(b)
+    if len(a) < 2 or np.ptp(ra) == 0 or np.ptp(rb) == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def _ranks(values: NDArray[np.float64]) -> NDArray[np.float64]:
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    return (starts + (counts - 1) / 2.0)[inverse]  # ties share the mean of their ranks

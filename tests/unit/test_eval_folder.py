@@ -1,0 +1,95 @@
+"""`pose-regressor eval-folder`: a bundle scored on a dataset folder's split, torch-free, and the
+one-line refusals of a missing folder, an unknown or empty split and cameras that do not match."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from pose_regressor import cli
+from pose_regressor.dataset_folder import FrameRecord, image_path, write_frames
+from pose_regressor.folder_evaluation import spearman
+from pose_regressor.localizer import Localizer
+from pose_regressor.metrics import pose_errors
+from tests.unit.bundle_fixtures import make_bundle
+from tests.unit.folder_fixtures import SPLITS, Q, write_folder
+
+
+def test_eval_folder_scores_the_split_with_the_bundles_cameras(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bundle = make_bundle(tmp_path / "bundle")  # cameras front, rear
+    data = write_folder(tmp_path / "data", ("rear", "side", "front"))
+    out = tmp_path / "eval"
+    argv = ["eval-folder", "--bundle", str(bundle.path), "--data", str(data), "--out", str(out)]
+    assert cli.main([*argv, "--backend", "onnxruntime", "--mc-samples", "0"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(f"eval-folder: 4 test frames of {data}: median ") and "\n" not in line
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (out / "trajectory.png").stat().st_size > 10_000
+    assert metrics["frames"] == 4 and metrics["cameras"] == ["front", "rear"] and metrics["mc_samples"] == 0
+
+    # The same frames through the Localizer by hand, in the bundle's camera order.
+    localizer = Localizer(bundle.path, backend="onnxruntime", mc_samples=0)
+    test = [i for i, s in enumerate(SPLITS) if s == "test"]
+    estimates = [
+        localizer.localize([cv2.imread(str(image_path(data, c, i)))[:, :, ::-1] for c in ("front", "rear")])
+        for i in test
+    ]
+    t_gt = np.array([[0.5 * i, 0.1 * i, 0.0] for i in test])
+    t_err, r_err = pose_errors(
+        t_gt,
+        np.tile(Q, (4, 1)),
+        np.stack([e.translation for e in estimates]),
+        np.stack([e.quat_xyzw for e in estimates]),
+    )
+    assert metrics["median_translation_m"] == pytest.approx(float(np.median(t_err)))
+    assert metrics["median_rotation_deg"] == pytest.approx(float(np.median(r_err)))
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("no-folder", "dataset folder {data}x does not exist"),
+        ("bad-split", "split must be one of train, val, test, got 'tset'"),
+        ("empty-split", "the val split of {data} has no frames"),
+        (
+            "cameras",
+            "the bundle's cameras front, rear do not match {data}'s rig (left, right): front, rear missing",
+        ),
+    ],
+)
+def test_eval_folder_refuses_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str, message: str
+) -> None:
+    bundle = make_bundle(tmp_path / "bundle")
+    data = write_folder(tmp_path / "data", ("left", "right") if case == "cameras" else ("front", "rear"))
+    if case == "empty-split":
+        write_frames(data, [FrameRecord(0, 0, "test", 0, np.zeros(3), Q)])
+    argv = [
+        "eval-folder",
+        "--bundle",
+        str(bundle.path),
+        "--out",
+        str(tmp_path / "eval"),
+        "--backend",
+        "onnxruntime",
+    ]
+    argv += ["--data", f"{data}x" if case == "no-folder" else str(data)]
+    argv += {"bad-split": ["--split", "tset"], "empty-split": ["--split", "val"]}.get(case, [])
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("pose-regressor eval-folder: error: ")
+    assert message.format(data=data) in err
+    assert not (tmp_path / "eval" / "metrics.json").exists()
+
+
+def test_spearman_matches_the_rank_correlation() -> None:
+    assert spearman(np.array([1.0, 2.0, 3.0, 4.0]), np.array([10.0, 20.0, 25.0, 100.0])) == pytest.approx(1.0)
+    assert spearman(np.array([1.0, 2.0, 3.0]), np.array([3.0, 2.0, 1.0])) == pytest.approx(-1.0)
+    assert spearman(np.array([1.0, 1.0, 2.0]), np.array([1.0, 2.0, 3.0])) == pytest.approx(np.sqrt(3) / 2)
+    assert np.isnan(spearman(np.ones(3), np.arange(3.0)))
