@@ -166,6 +166,9 @@ class TrainConfig:
     threads: int = 0  # torch CPU threads (0: torch's default)
     eval_every: int = 1  # epochs between validations
     tensorboard: bool = True
+    # Start from this checkpoint's model weights (e.g. reprojection fine-tuning of a model trained
+    # with the default loss); the optimizer, schedule and loss weights start afresh. "": from scratch.
+    init_from: str = ""
 
     def __post_init__(self) -> None:
         if self.device not in ("auto", "cpu", "cuda"):
