@@ -79,7 +79,9 @@ def test_init_from_starts_from_a_checkpoints_weights(tiny_data: Path, tmp_path: 
     base = [f"data.root={tiny_data}", *TINY, "optim.epochs=1"]
     fit(load_train_config(None, base), tmp_path / "first", progress=False)
     start = tmp_path / "first" / "best.pt"
-    trainer = Trainer(load_train_config(None, [*base, f"init_from={start}"]), tmp_path / "second", False, False)
+    trainer = Trainer(
+        load_train_config(None, [*base, f"init_from={start}"]), tmp_path / "second", False, False
+    )
     for key, value in load_checkpoint(start).model.items():
         torch.testing.assert_close(trainer.model.state_dict()[key], value, msg=key)
     wider = load_train_config(None, [*base, f"init_from={start}", "model.small_cnn_width=12"])

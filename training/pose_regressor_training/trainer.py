@@ -414,9 +414,7 @@ class _History:
         self.epochs = [e for e in loaded if isinstance(e, dict) and e.get("epoch", 0) <= saved_epoch]
         self.seconds_before = float(self.epochs[-1]["seconds"]) if self.epochs else 0.0
 
-    def record(
-        self, epoch: int, train_loss: dict[str, float], metrics: dict[str, float], lr: float
-    ) -> None:
+    def record(self, epoch: int, train_loss: dict[str, float], metrics: dict[str, float], lr: float) -> None:
         seconds = self.seconds_before + time.perf_counter() - self.clock
         entry = {"epoch": epoch, "seconds": seconds, "lr": lr, "train": train_loss, "val": metrics}
         self.epochs = [*(e for e in self.epochs if e["epoch"] < epoch), entry]
