@@ -13,25 +13,16 @@ import numpy as np
 import pytest
 import torch
 
-from pose_regressor.rig import preset_rig
 from pose_regressor_training.checkpoint import load_checkpoint, model_from_checkpoint
 from pose_regressor_training.errors import TrainingError
 from pose_regressor_training.evaluate import evaluate_checkpoint, write_evaluation
 from pose_regressor_training.losses import LOSSES
-from pose_regressor_training.synth.generate import SynthConfig, render_dataset
 from pose_regressor_training.train import fit
 from pose_regressor_training.train_config import load_train_config
 from pose_regressor_training.trainer import Trainer
 from tests.conftest import TINY_TRAINING
 
 TINY = TINY_TRAINING
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("tiny") / "data"
-    render_dataset(SynthConfig(out=out, rig=preset_rig("quad", 64, 48), frames=60, seed=1, progress=False))
-    return out
 
 
 def test_fit_writes_checkpoints_that_rebuild_the_model(tiny_data: Path, tmp_path: Path) -> None:
