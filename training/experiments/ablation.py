@@ -24,16 +24,12 @@ import signal
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ablation_plan import IDEAS, MODES, NOT_AVAILABLE, Idea, Mode, Run, epochs_of, runs_of
-from run_folder import DEFAULT_CONFIG, RunFolderError, RunResult, ensure_run
 
-from pose_regressor_training.checkpoint import CheckpointError
-from pose_regressor_training.errors import TrainingError
-from pose_regressor_training.losses import required_tuple_length
-from pose_regressor_training.train_config import load_train_config
-from pose_regressor_training.typed_config import ConfigError
+if TYPE_CHECKING:
+    from run_folder import RunResult
 
 # Measured on this 2-core machine for the default model (docs/results.md).
 TRAINING_SETS_PER_SECOND = 383.0
@@ -57,31 +53,47 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ablation: no dataset at {args.data}; make it with: {make}", file=sys.stderr)
         return 2
     runs = [r for r in runs_of(mode) if args.only is None or r.name in args.only or r.idea in args.only]
-    signal.signal(signal.SIGTERM, _terminate_as_interrupt)
-    print(f"ablation: {mode.name} mode, {mode.about}; {len(runs)} runs into {args.out}", flush=True)
-    print(f"ablation: {estimate(runs, mode, args.data)}", flush=True)
-    results: dict[str, RunResult] = {}
-    current = ""
+    # SIGTERM (a scheduler, `kill`) stops as cleanly as Ctrl-C
+    previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    where = ["while starting"]  # what was running, for the interruption line
     try:
-        for run in runs:
-            current = run.name
-            results[run.name] = do_run(run, mode, args.data, args.out, results)
+        return ablate(runs, mode, args.data, args.out, where)
     except KeyboardInterrupt:
         print(
-            f"ablation: interrupted in run {current}; finished runs are kept, run the same command to resume",
+            f"ablation: interrupted {where[-1]}; finished runs are kept, run the same command to resume",
             file=sys.stderr,
         )
         return 130
-    except (TrainingError, RunFolderError, ConfigError, CheckpointError, ValueError) as exc:
-        print(f"ablation: run {current}: {exc}", file=sys.stderr)
-        return 1
-    report = build_report(runs, results, mode)
-    write_report(report, runs, results, mode, args.out)
-    return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _terminate_as_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # SIGTERM (a scheduler, `kill`) stops as cleanly as Ctrl-C
+    raise KeyboardInterrupt
+
+
+def ablate(runs: list[Run], mode: Mode, data: Path, out: Path, where: list[str]) -> int:
+    """Makes the runs (skipping finished ones) and writes the report; 1 after a one-line error."""
+    # torch and the training code (seconds to import) only here, where Ctrl-C is caught
+    from run_folder import RunFolderError
+
+    from pose_regressor_training.checkpoint import CheckpointError
+    from pose_regressor_training.errors import TrainingError
+    from pose_regressor_training.typed_config import ConfigError
+
+    print(f"ablation: {mode.name} mode, {mode.about}; {len(runs)} runs into {out}", flush=True)
+    print(f"ablation: {estimate(runs, mode, data)}", flush=True)
+    results: dict[str, RunResult] = {}
+    try:
+        for run in runs:
+            where.append(f"in run {run.name}")
+            results[run.name] = do_run(run, mode, data, out, results)
+        where.append("while writing the report")
+    except (TrainingError, RunFolderError, ConfigError, CheckpointError, ValueError) as exc:
+        print(f"ablation: {where[-1]}: {exc}", file=sys.stderr)
+        return 1
+    write_report(build_report(runs, results, mode), runs, results, mode, out)
+    return 0
 
 
 def overrides_of(run: Run, mode: Mode, data: Path, out: Path) -> list[str]:
@@ -100,6 +112,10 @@ def overrides_of(run: Run, mode: Mode, data: Path, out: Path) -> list[str]:
 
 
 def do_run(run: Run, mode: Mode, data: Path, out: Path, done: dict[str, RunResult]) -> RunResult:
+    from run_folder import ensure_run
+
+    from pose_regressor_training.errors import TrainingError
+
     if run.init_from and run.init_from not in done:
         raise TrainingError(f"it starts from run {run.init_from}, which is not part of this invocation")
     print(f"== {run.name} ({run.idea}): {run.setting}", flush=True)
@@ -118,6 +134,11 @@ def do_run(run: Run, mode: Mode, data: Path, out: Path, done: dict[str, RunResul
 
 def estimate(runs: list[Run], mode: Mode, data: Path) -> str:
     """Expected wall time: training sets (K per tuple) at the measured speed, plus a per-run overhead."""
+    from run_folder import DEFAULT_CONFIG
+
+    from pose_regressor_training.losses import required_tuple_length
+    from pose_regressor_training.train_config import load_train_config
+
     sets = FULL_TRAIN_SETS if not mode.max_frames else min(mode.max_frames, FULL_TRAIN_SETS)
     seconds = 0.0
     for run in runs:

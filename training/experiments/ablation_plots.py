@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from ablation_plan import Run
-from run_folder import RunResult
+
+if TYPE_CHECKING:
+    from run_folder import RunResult
 
 
 def plot_error_vs_time(

@@ -316,7 +316,9 @@ class Trainer:
             saved_epoch=checkpoint.epoch + 1,
         )
         self.history.restore(checkpoint.epoch + 1)
-        if self.ctx.is_main:
+        if self.ctx.is_main and checkpoint.epoch + 1 >= self.epochs:
+            print(f"fit: {self.last_path} holds all {self.epochs} epochs already; nothing to train")
+        elif self.ctx.is_main:
             print(f"fit: resuming {self.last_path} at epoch {checkpoint.epoch + 2}/{self.epochs}")
 
     def initialize_from(self, path: Path) -> None:
