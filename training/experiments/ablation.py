@@ -82,7 +82,7 @@ def ablate(runs: list[Run], mode: Mode, data: Path, out: Path, where: list[str])
     from pose_regressor_training.typed_config import ConfigError
 
     print(f"ablation: {mode.name} mode, {mode.about}; {len(runs)} runs into {out}", flush=True)
-    print(f"ablation: {estimate(runs, mode, data)}", flush=True)
+    print(f"ablation: {estimate(runs, mode, data, out)}", flush=True)
     results: dict[str, RunResult] = {}
     try:
         for run in runs:
@@ -132,16 +132,18 @@ def do_run(run: Run, mode: Mode, data: Path, out: Path, done: dict[str, RunResul
     return result
 
 
-def estimate(runs: list[Run], mode: Mode, data: Path) -> str:
-    """Expected wall time: training sets (K per tuple) at the measured speed, plus a per-run overhead."""
-    from run_folder import DEFAULT_CONFIG
+def estimate(runs: list[Run], mode: Mode, data: Path, out: Path) -> str:
+    """Expected wall time of the runs not finished yet: training sets (K per tuple) at the measured
+    speed, plus a per-run overhead."""
+    from run_folder import DEFAULT_CONFIG, is_finished
 
     from pose_regressor_training.losses import required_tuple_length
     from pose_regressor_training.train_config import load_train_config
 
     sets = FULL_TRAIN_SETS if not mode.max_frames else min(mode.max_frames, FULL_TRAIN_SETS)
     seconds = 0.0
-    for run in runs:
+    left = [run for run in runs if not is_finished(out / run.name)]
+    for run in left:
         config = load_train_config(DEFAULT_CONFIG, overrides_of(run, mode, data, Path("out")))
         k = required_tuple_length(config.loss.name, config.loss.params)
         k = max(k, 2) if config.model.aux_odometry else k
@@ -149,8 +151,8 @@ def estimate(runs: list[Run], mode: Mode, data: Path) -> str:
     overhead = OVERHEAD_SECONDS[mode.name]
     basis = f"{TRAINING_SETS_PER_SECOND:.0f} camera sets/s on 2 cores, {overhead:.0f} s per run"
     if mode.name == "tiny":
-        return f"a tiny dataset: about {len(runs) * OVERHEAD_SECONDS['tiny']:.0f} s"
-    return f"about {seconds / 60:.0f} min if nothing else runs ({basis}; finished runs are skipped)"
+        return f"{len(left)} runs to make on a tiny dataset: about {len(left) * overhead:.0f} s"
+    return f"{len(left)} runs to make: about {seconds / 60:.0f} min if nothing else runs ({basis})"
 
 
 # ------------------------------------------------------------------------------------ the report

@@ -69,13 +69,15 @@ def plot_learning_curves(path: Path, runs: list[Run], results: dict[str, RunResu
                 continue
             values = [e["train"].get(key, math.nan) for e in history]
             if all(v > 0 for v in values if not math.isnan(v)):
-                ax.plot(epochs, values, label=key)
+                ax.plot(epochs, values, marker="o", ms=2, label=key)
         ax.set_yscale("log")
         weights = [k for k in keys if k.startswith("s_")]
         if weights:
             twin = ax.twinx()
-            for key in weights:
-                twin.plot(epochs, [math.exp(-e["train"][key]) for e in history], ls="--", label=f"e^-{key}")
+            for i, key in enumerate(weights):
+                values = [math.exp(-e["train"][key]) for e in history]
+                # colours after the terms' (C0..), so that a weight is never mistaken for a term
+                twin.plot(epochs, values, ls="--", marker="o", ms=2, color=f"C{5 + i}", label=f"e^-{key}")
             twin.set_yscale("log")
             twin.legend(fontsize=6, loc="upper right")
         ax.set_title(f"{run.idea}\n{run.setting}", fontsize=8)
