@@ -59,7 +59,8 @@ def plot_learning_curves(path: Path, runs: list[Run], results: dict[str, RunResu
     e^(-s) of the homoscedastic-form losses (dashed, right axis): the balance of the terms."""
     cols = min(4, max(1, len(runs)))
     rows = math.ceil(len(runs) / cols) or 1
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    # at least 8 inches wide: the title must fit over a single panel
+    fig, axes = plt.subplots(rows, cols, figsize=(max(8.0, 4.2 * cols), 3.2 * rows), squeeze=False)
     for ax, run in zip(axes.flat, runs, strict=False):
         history = results[run.name].history
         epochs = [e["epoch"] for e in history]
