@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -27,6 +28,19 @@ TINY_TRAINING = [
 os.environ.setdefault("ROS_DOMAIN_ID", _session_domain_id())
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A rendered quad-rig dataset of 60 frames at 64x48 (train, val and test splits), shared by the
+    training tests; read only."""
+    # imported here: the ROS tests need none of the training code
+    from pose_regressor.rig import preset_rig
+    from pose_regressor_training.synth.generate import SynthConfig, render_dataset
+
+    out = tmp_path_factory.mktemp("tiny") / "data"
+    render_dataset(SynthConfig(out=out, rig=preset_rig("quad", 64, 48), frames=60, seed=1, progress=False))
+    return out
 
 
 @pytest.fixture

@@ -357,7 +357,7 @@ def test_disk_full_while_checkpointing_keeps_last_pt_and_removes_the_temporary(s
         message,
     )
     assert match, message
-    assert sorted(p.name for p in run.iterdir()) == ["best.pt", "last.pt"]  # no .tmp left
+    assert sorted(p.name for p in run.iterdir()) == ["best.pt", "history.json", "last.pt"]  # no .tmp left
     assert digest(run / "last.pt") == setup.last_digest
     assert load_checkpoint(run / "last.pt").epoch == 1  # loads; holds epoch 1
 

@@ -13,25 +13,17 @@ import numpy as np
 import pytest
 import torch
 
-from pose_regressor.rig import preset_rig
 from pose_regressor_training import cli as train_cli
 from pose_regressor_training.checkpoint import load_checkpoint, model_from_checkpoint
 from pose_regressor_training.errors import TrainingError
 from pose_regressor_training.evaluate import evaluate_checkpoint, write_evaluation
 from pose_regressor_training.losses import LOSSES
-from pose_regressor_training.synth.generate import SynthConfig, render_dataset
 from pose_regressor_training.train import fit
 from pose_regressor_training.train_config import load_train_config
+from pose_regressor_training.trainer import Trainer
 from tests.conftest import TINY_TRAINING
 
 TINY = TINY_TRAINING
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("tiny") / "data"
-    render_dataset(SynthConfig(out=out, rig=preset_rig("quad", 64, 48), frames=60, seed=1, progress=False))
-    return out
 
 
 def test_fit_writes_checkpoints_that_rebuild_the_model(
@@ -75,6 +67,26 @@ def test_training_is_reproducible_and_resume_matches_an_uninterrupted_run(
     for key in full:
         torch.testing.assert_close(full[key], again[key], msg=f"not reproducible: {key}")
         torch.testing.assert_close(full[key], resumed[key], msg=f"resume differs: {key}")
+    # history.json: one entry per epoch across the resume, its wall time counting on
+    history = json.loads((tmp_path / "cut" / "history.json").read_text())
+    assert [e["epoch"] for e in history] == [1, 2, 3]
+    assert 0 < history[0]["seconds"] < history[1]["seconds"] < history[2]["seconds"]
+    assert history[2]["train"]["total"] == load_checkpoint(tmp_path / "cut" / "last.pt").train_loss["total"]
+    assert history[2]["val"]["median_translation_m"] > 0
+
+
+def test_init_from_starts_from_a_checkpoints_weights(tiny_data: Path, tmp_path: Path) -> None:
+    base = [f"data.root={tiny_data}", *TINY, "optim.epochs=1"]
+    fit(load_train_config(None, base), tmp_path / "first", progress=False)
+    start = tmp_path / "first" / "best.pt"
+    trainer = Trainer(
+        load_train_config(None, [*base, f"init_from={start}"]), tmp_path / "second", False, False
+    )
+    for key, value in load_checkpoint(start).model.items():
+        torch.testing.assert_close(trainer.model.state_dict()[key], value, msg=key)
+    wider = load_train_config(None, [*base, f"init_from={start}", "model.small_cnn_width=12"])
+    with pytest.raises(TrainingError, match="does not fit this config's model"):
+        Trainer(wider, tmp_path / "third", False, False)
 
 
 @pytest.mark.parametrize("loss", sorted(LOSSES))

@@ -184,6 +184,31 @@ def test_geometric_consistency_common_offset_pays_absolute_only() -> None:
     assert value(out) == pytest.approx(5.0 + D90_L2)
 
 
+def test_geometric_consistency_odom_weight_scales_the_odometry_terms() -> None:
+    target = poses([[[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]]], [[IDENTITY, IDENTITY]])
+    pred = poses([[[0.0, 0.0, 0.0], [4.0, 4.0, 0.0]]], [[IDENTITY, IDENTITY]])
+    # t: 2.5 m mean absolute error, t_odom: 5 m; rotations exact.
+    out = make("geometric_consistency", {"odom_weight": 0.2, "s_q_init": 0.0})(pred, target)
+    assert value(out) == pytest.approx(2.5 + 0.2 * 5.0)
+
+
+@pytest.mark.parametrize("name", ["relative", "geometric_consistency", "siamese_metric"])
+def test_fixed_weights_keep_the_initial_log_variances(name: str) -> None:
+    learned, fixed = make(name), make(name, {"learn_weights": False, "s_t_init": -1.0})
+    assert all(p.requires_grad for p in learned.parameters())
+    assert not any(p.requires_grad for p in fixed.parameters())
+    # same state keys either way: a checkpoint loads into both
+    assert set(fixed.state_dict()) == set(learned.state_dict())
+    target = random_target(3, 2)
+    pred = random_target(3, 2, seed=1)
+    pred.t.requires_grad_(True)
+    pred.embedding = torch.randn(3, 2, 5, dtype=torch.float64)
+    out = fixed(pred, target)
+    out["total"].backward()
+    assert value(out, "s_t") == -1.0
+    assert pred.t.grad is not None and all(p.grad is None for p in fixed.parameters())
+
+
 # --------------------------------------------------------------------------- coupled
 
 
@@ -204,6 +229,20 @@ def test_coupled_axis_is_base_frame() -> None:
     loss = make("coupled", {"axis": [0.0, 0.0, 1.0], "gamma": 1.0, "beta": 0.0})
     out = loss(poses([[[0.0, 0.0, 0.0]]], [[YAW_90]]), poses([[[0.0, 0.0, 0.0]]], [[IDENTITY]]))
     assert value(out, "coupling") == pytest.approx(0.0, abs=1e-12)
+
+
+def test_coupled_learned_weights() -> None:
+    loss = make("coupled", {"learn_weights": True, "s_t_init": 1.0, "s_q_init": -2.0, "distance": 3})
+    assert set(dict(loss.named_parameters())) == {"s_t", "s_q", "s_coupling"}
+    target = poses([[[0.0, 0.0, 0.0]]], [[IDENTITY]])
+    out = loss(poses([[[0.0, 0.0, 0.0]]], [[YAW_90]]), target)
+    coupling = 3 * math.sqrt(2)
+    # beta and gamma are not used: the learned log-variances weight the three terms
+    expected = 0.0 + 1.0 + D90_L2 * math.exp(2.0) - 2.0 + coupling + 0.0
+    assert value(out) == pytest.approx(expected)
+    out["total"].backward()
+    assert float(loss.s_coupling.grad) == pytest.approx(1.0 - coupling)
+    assert make("coupled").state_dict() == {}  # fixed weights by default: no parameters
 
 
 # --------------------------------------------------------------------------- reprojection

@@ -6,21 +6,17 @@ DATA_DIR is a `pose-train synth` quad-rig dataset (docs/results.md: `pose-train 
 --frames 10000 --frames-per-trajectory 20 --width 128 --height 96`).
 Every run starts from training/configs/synth_quad.yaml and changes one thing; each is evaluated
 on the held-out test trajectories with MC dropout. Prints a markdown table and writes
-results.json and results.md into --out. Runs that already have a metrics.json are not retrained.
+results.json and results.md into --out. Each run is a run_folder.py folder: finished runs are not
+retrained, interrupted ones resume. The loss study is ablation.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
-from pose_regressor_training.evaluate import evaluate_checkpoint, write_evaluation
-from pose_regressor_training.train import fit
-from pose_regressor_training.train_config import load_train_config
-
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "synth_quad.yaml"
+from run_folder import ensure_run
 
 # name -> (what it shows, overrides on top of synth_quad.yaml)
 RUNS: dict[str, tuple[str, list[str]]] = {
@@ -34,12 +30,6 @@ RUNS: dict[str, tuple[str, list[str]]] = {
     "quad_late": ("quad, late fusion (shared backbone per camera)", ["model.fusion=late"]),
     # Without the augmentation the model is not trained to be shift-equivariant: no TTA either.
     "quad_no_track": ("quad, no track augmentation", ["augment.track=false", "model.track_tta=false"]),
-    "loss_posenet": ("quad, posenet loss (beta 10)", ["loss.name=posenet", "loss.params={beta: 10.0}"]),
-    "loss_geometric_consistency": (
-        "quad, geometric_consistency loss",
-        ["loss.name=geometric_consistency", "loss.params={}"],
-    ),
-    "loss_coupled": ("quad, coupled loss", ["loss.name=coupled", "loss.params={beta: 10.0, gamma: 1.0}"]),
 }
 
 
@@ -59,25 +49,14 @@ def main() -> None:
     for name, (label, overrides) in RUNS.items():
         if args.only is not None and name not in args.only:
             continue
-        run_dir = args.out / name
-        metrics_path = run_dir / "eval_test" / "metrics.json"
-        if not metrics_path.exists():
-            extra = [f"data.root={args.data}", "tensorboard=false"]
-            if args.epochs:
-                extra.append(f"optim.epochs={args.epochs}")
-            if args.max_frames:
-                extra.append(f"data.max_frames={args.max_frames}")
-            config = load_train_config(CONFIG, [*overrides, *extra])
-            print(f"== {name}: {label}", flush=True)
-            started = time.perf_counter()
-            fitted = fit(config, run_dir, progress=False)
-            minutes = (time.perf_counter() - started) / 60
-            evaluation = evaluate_checkpoint(run_dir / "best.pt", split="test", mc_samples=args.mc_samples)
-            evaluation.metrics["train_minutes"] = minutes
-            evaluation.metrics["sets_per_second"] = fitted.sets_per_second
-            write_evaluation(evaluation, run_dir / "eval_test")
-        metrics = json.loads(metrics_path.read_text())
-        results[name] = {"label": label, **metrics}
+        extra = [f"data.root={args.data}", "tensorboard=false"]
+        if args.epochs:
+            extra.append(f"optim.epochs={args.epochs}")
+        if args.max_frames:
+            extra.append(f"data.max_frames={args.max_frames}")
+        print(f"== {name}: {label}", flush=True)
+        run = ensure_run(args.out / name, [*overrides, *extra], args.mc_samples)[0]
+        results[name] = {"label": label, **run.test, "train_minutes": run.train_minutes}
     header = (
         "| run | median t (m) | median rot (deg) | mean t (m) | within 0.25 m, 2 deg | NEES (calibrated) |"
     )

@@ -86,6 +86,8 @@ BOUNDS: dict[str, Bound] = {
     "loss.params.s_q_init": Bound(-20, 20),
     "loss.params.s_t_rel_init": Bound(-20, 20),
     "loss.params.s_q_rel_init": Bound(-20, 20),
+    "loss.params.s_coupling_init": Bound(-20, 20),
+    "loss.params.odom_weight": Bound(0, 10_000),
     "loss.params.tuple_length": Bound(2, 64),
     "loss.params.distance": Bound(0, 1000, lo_open=True),  # metres
     "loss.params.axis": Bound(-1000, 1000, max_items=3),
@@ -164,6 +166,9 @@ class TrainConfig:
     threads: int = 0  # torch CPU threads (0: torch's default)
     eval_every: int = 1  # epochs between validations
     tensorboard: bool = True
+    # Start from this checkpoint's model weights (e.g. reprojection fine-tuning of a model trained
+    # with the default loss); the optimizer, schedule and loss weights start afresh. "": from scratch.
+    init_from: str = ""
 
     def __post_init__(self) -> None:
         if self.device not in ("auto", "cpu", "cuda"):

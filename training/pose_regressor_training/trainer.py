@@ -8,6 +8,7 @@ the main process `validate` and `save`, then every process waits for the main on
 from __future__ import annotations
 
 import errno
+import json
 import math
 import time
 from collections.abc import Iterator
@@ -23,9 +24,11 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from pose_regressor.files import atomic_write_text
 from pose_regressor_training.augment import Augmenter
 from pose_regressor_training.checkpoint import (
     Checkpoint,
+    CheckpointError,
     CheckpointWriteError,
     ResumeState,
     load_checkpoint,
@@ -140,8 +143,11 @@ class Trainer:
         self.use_amp = config.optim.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.progress = _Progress()
+        self.history = _History(run_dir / "history.json")
         if resume:
             self.restore()  # before DDP wraps the model: DDP copies rank 0's weights to the others
+        elif config.init_from:
+            self.initialize_from(Path(config.init_from))
         self.train_model: nn.Module = (
             DistributedDataParallel(self.objective) if self.ctx.enabled else self.objective
         )
@@ -151,6 +157,7 @@ class Trainer:
     def fit(self, stop_after_epoch: int | None = None) -> FitResult:
         """Trains up to the last epoch (or `stop_after_epoch`, 1-based, as an interruption would)."""
         end = self.epochs if stop_after_epoch is None else min(stop_after_epoch, self.epochs)
+        self.history.start_clock()
         try:
             for epoch in range(self.progress.epoch, end):
                 self.progress.epoch = epoch
@@ -279,6 +286,8 @@ class Trainer:
         # Ctrl-C waits for the writes, so that the interruption message knows what last.pt holds.
         with stop_signals_deferred():
             try:
+                # before last.pt: a resume keeps the history up to the epoch last.pt holds
+                self.history.record(epoch + 1, train_loss, metrics, self.learning_rate)
                 # best.pt before last.pt: a kill between the two then repeats this epoch on resume
                 # (and rewrites the same best.pt) instead of leaving a best.pt older than last.pt says.
                 if improved:
@@ -338,8 +347,25 @@ class Trainer:
             best_metrics=dict(checkpoint.best_metrics),
             saved_epoch=checkpoint.epoch,
         )
-        if self.ctx.is_main:
+        self.history.restore(checkpoint.epoch)  # 1-based: the epochs last.pt holds
+        if self.ctx.is_main and checkpoint.epoch >= self.epochs:
+            print(f"fit: {self.last_path} holds all {self.epochs} epochs already; nothing to train")
+        elif self.ctx.is_main:
             print(f"fit: resuming {self.last_path} at epoch {checkpoint.epoch + 1}/{self.epochs}")
+
+    def initialize_from(self, path: Path) -> None:
+        """The model weights of checkpoint `path` (config.init_from); everything else starts afresh."""
+        try:
+            self.model.load_state_dict(load_checkpoint(path, map_location=self.device).model)
+        except CheckpointError as exc:
+            raise TrainingError(f"init_from: {exc}") from None
+        except RuntimeError as exc:  # load_state_dict: missing, unexpected or differently shaped weights
+            first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+            raise TrainingError(
+                f"init_from: the model of {path} does not fit this config's model ({first})"
+            ) from None
+        if self.ctx.is_main:
+            print(f"fit: starting from the weights of {path}")
 
     # ------------------------------------------------------------------------ what it says
     def report(self, epoch: int, train_loss: dict[str, float], metrics: dict[str, float], best: bool) -> None:
@@ -396,6 +422,40 @@ class Trainer:
 def _optimizer(params: list[nn.Parameter], optim: OptimConfig) -> torch.optim.Optimizer:
     optimizer_class = torch.optim.AdamW if optim.optimizer == "adamw" else torch.optim.Adam
     return optimizer_class(params, lr=optim.lr, weight_decay=optim.weight_decay)
+
+
+class _History:
+    """RUN_DIR/history.json: per epoch the wall time since training began (seconds, summed over
+    resumes, validation included, data loading not), the mean training loss parts, the learning
+    rate and the validation medians ({} between validations), for learning curves and error
+    against training time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.epochs: list[dict[str, Any]] = []
+        self.seconds_before = 0.0  # wall time of the runs this one resumes
+        self.clock = time.perf_counter()
+
+    def start_clock(self) -> None:
+        self.clock = time.perf_counter()
+
+    def restore(self, saved_epoch: int) -> None:
+        """Keeps the entries up to `saved_epoch` (1-based, what last.pt holds); none if unreadable."""
+        try:
+            loaded = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            loaded = []  # a history lost or from an older version: the curves start at the resume
+        self.epochs = [e for e in loaded if isinstance(e, dict) and e.get("epoch", 0) <= saved_epoch]
+        self.seconds_before = float(self.epochs[-1]["seconds"]) if self.epochs else 0.0
+
+    def record(self, epoch: int, train_loss: dict[str, float], metrics: dict[str, float], lr: float) -> None:
+        seconds = self.seconds_before + time.perf_counter() - self.clock
+        entry = {"epoch": epoch, "seconds": seconds, "lr": lr, "train": train_loss, "val": metrics}
+        self.epochs = [*(e for e in self.epochs if e["epoch"] < epoch), entry]
+        try:
+            atomic_write_text(self.path, json.dumps(self.epochs, indent=1) + "\n")
+        except OSError as exc:
+            raise CheckpointWriteError(self.path, exc, "training history") from exc
 
 
 class _TensorBoard:

@@ -109,13 +109,19 @@ class HomoscedasticLoss(PoseLoss):
 class CoupledParams:
     """``beta``: quaternion weight; ``gamma``: weight of the coupling term; ``distance``: d (m) of the viewed
     point along ``axis`` (a direction in base_link, default base forward +x per REP-103; normalized);
-    ``norm``: of the translation and quaternion terms (the coupling term is always Euclidean, metres)."""
+    ``norm``: of the translation and quaternion terms (the coupling term is always Euclidean, metres);
+    ``learn_weights``: weight the three terms by learned log-variances (``s_*_init``) as ``homoscedastic``
+    does, instead of ``1``, ``beta`` and ``gamma``."""
 
     beta: float = 1.0
     gamma: float = 1.0
     distance: float = 3.0
     axis: tuple[float, float, float] = (1.0, 0.0, 0.0)
     norm: Norm = "l2"
+    learn_weights: bool = False
+    s_t_init: float = 0.0
+    s_q_init: float = 0.0
+    s_coupling_init: float = 0.0
 
     def __post_init__(self) -> None:
         check_non_negative("coupled", beta=self.beta, gamma=self.gamma, distance=self.distance)
@@ -133,7 +139,9 @@ class CoupledLoss(PoseLoss):
 
     i.e. besides the pose itself, the point ``d`` metres along the viewing axis ``a`` (base_link) is pushed
     to where the true pose looks, which ties rotation errors to their effect in metres. ``L_t`` and ``L_q``
-    as in ``posenet`` (configurable norm). Parts: ``"t"``, ``"q"``, ``"coupling"`` (m).
+    as in ``posenet`` (configurable norm). With ``learn_weights`` the total is
+    ``L_t·e^(-s_t) + s_t + L_q·e^(-s_q) + s_q + L_c·e^(-s_c) + s_c`` (``s_*`` are ``nn.Parameter``).
+    Parts: ``"t"``, ``"q"``, ``"coupling"`` (m), and ``"s_t"``, ``"s_q"``, ``"s_coupling"`` when learned.
     """
 
     name = "coupled"
@@ -148,6 +156,10 @@ class CoupledLoss(PoseLoss):
         self.register_buffer(
             "view_offset", self.params.distance * axis / torch.linalg.vector_norm(axis), persistent=False
         )
+        if self.params.learn_weights:
+            self.s_t = learned_scalar(self.params.s_t_init)
+            self.s_q = learned_scalar(self.params.s_q_init)
+            self.s_coupling = learned_scalar(self.params.s_coupling_init)
 
     def forward(self, pred: PoseBatch, target: PoseBatch) -> dict[str, Tensor]:
         self.check_pair(pred, target)
@@ -161,5 +173,13 @@ class CoupledLoss(PoseLoss):
             normalize_quaternion(target.q), offset.expand_as(target.t), is_normalized=True
         )
         coupling = vector_distance(point_hat, point, "l2").mean()
+        if self.params.learn_weights:
+            total = (
+                uncertainty_weighted(l_t, self.s_t)
+                + uncertainty_weighted(l_q, self.s_q)
+                + uncertainty_weighted(coupling, self.s_coupling)
+            )
+            weights = {"s_t": self.s_t, "s_q": self.s_q, "s_coupling": self.s_coupling}
+            return output(total, t=l_t, q=l_q, coupling=coupling, **weights)
         total = l_t + self.params.beta * l_q + self.params.gamma * coupling
         return output(total, t=l_t, q=l_q, coupling=coupling)

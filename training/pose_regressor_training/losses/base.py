@@ -161,9 +161,13 @@ def uncertainty_weighted(loss: Tensor, s: Tensor) -> Tensor:
     return loss * torch.exp(-s) + s
 
 
-def learned_scalar(init: float) -> nn.Parameter:
-    """A learned scalar weight (float32; ``loss.to(...)`` / ``.double()`` move it with the module)."""
-    return nn.Parameter(torch.tensor(float(init)))
+def learned_scalar(init: float, learn: bool = True) -> nn.Parameter:
+    """A learned scalar weight (float32; ``loss.to(...)`` / ``.double()`` move it with the module).
+
+    ``learn=False`` keeps it at ``init`` (a fixed weight): the optimizer is given only parameters
+    that require gradients, and the checkpoint keeps the same keys either way.
+    """
+    return nn.Parameter(torch.tensor(float(init)), requires_grad=learn)
 
 
 def absolute_errors(

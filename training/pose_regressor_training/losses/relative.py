@@ -16,6 +16,7 @@ from pose_regressor_training.losses.base import (
     PoseBatch,
     PoseLoss,
     absolute_errors,
+    check_non_negative,
     check_norm,
     check_rotation,
     learned_scalar,
@@ -37,7 +38,8 @@ class RelativeParams:
     """``tuple_length``: frames per tuple k (>= 2; the gap between members is the data config's
     ``tuple_skip``); ``norm``: ``"l1"`` (MapNet) or ``"l2"``; ``rotation``: ``"logq"``
     (MapNet's log-quaternion) or ``"quat"``, for both absolute and relative terms; ``s_*_init``: initial
-    log-variances of the four learned weights."""
+    log-variances of the four learned weights; ``learn_weights``: false keeps them at their initial
+    values, i.e. fixed weights ``e^(-s_*_init)`` (the relative-term weight is ``e^(-s_t_rel_init)``)."""
 
     tuple_length: int = 3
     norm: Norm = "l1"
@@ -46,6 +48,7 @@ class RelativeParams:
     s_q_init: float = -3.0
     s_t_rel_init: float = 0.0
     s_q_rel_init: float = -3.0
+    learn_weights: bool = True
 
     def __post_init__(self) -> None:
         if self.tuple_length < 2:
@@ -74,10 +77,11 @@ class RelativeLoss(PoseLoss):
 
     def __init__(self, params: RelativeParams | None = None) -> None:
         super().__init__(params or RelativeParams())
-        self.s_t = learned_scalar(self.params.s_t_init)
-        self.s_q = learned_scalar(self.params.s_q_init)
-        self.s_t_rel = learned_scalar(self.params.s_t_rel_init)
-        self.s_q_rel = learned_scalar(self.params.s_q_rel_init)
+        p, learn = self.params, self.params.learn_weights
+        self.s_t = learned_scalar(p.s_t_init, learn)
+        self.s_q = learned_scalar(p.s_q_init, learn)
+        self.s_t_rel = learned_scalar(p.s_t_rel_init, learn)
+        self.s_q_rel = learned_scalar(p.s_q_rel_init, learn)
 
     @classmethod
     def tuple_length(cls, params: RelativeParams) -> int:
@@ -109,21 +113,26 @@ class RelativeLoss(PoseLoss):
 
 @dataclass(frozen=True)
 class GeometricConsistencyParams:
-    """``norm``: ``"l2"`` (VLocNet's Euclidean norm) or ``"l1"``; ``s_*_init``: initial log-variances."""
+    """``norm``: ``"l2"`` (VLocNet's Euclidean norm) or ``"l1"``; ``s_*_init``: initial log-variances;
+    ``odom_weight``: weight of the odometry terms against the absolute ones (1 in the paper);
+    ``learn_weights``: false keeps ``s_*`` at their initial values (fixed weights ``e^(-s_*_init)``)."""
 
     norm: Norm = "l2"
     s_t_init: float = 0.0
     s_q_init: float = -3.0
+    odom_weight: float = 1.0
+    learn_weights: bool = True
 
     def __post_init__(self) -> None:
         check_norm("geometric_consistency", self.norm)
+        check_non_negative("geometric_consistency", odom_weight=self.odom_weight)
 
 
 class GeometricConsistencyLoss(PoseLoss):
     """Geometric consistency loss of VLocNet (Valada, Radwan & Burgard, ICRA 2018, "Deep Auxiliary Learning
     for Visual Localization and Odometry"):
 
-    ``(L_t + L_t,odom)·e^(-s_t) + s_t + (L_q + L_q,odom)·e^(-s_q) + s_q``
+    ``(L_t + w·L_t,odom)·e^(-s_t) + s_t + (L_q + w·L_q,odom)·e^(-s_q) + s_q`` (``w``: ``odom_weight``)
 
     ``L_t``, ``L_q``: absolute errors averaged over all K frames (quaternion distance with hemisphere
     alignment). The odometry terms compare the true motion between consecutive frames,
@@ -141,8 +150,8 @@ class GeometricConsistencyLoss(PoseLoss):
 
     def __init__(self, params: GeometricConsistencyParams | None = None) -> None:
         super().__init__(params or GeometricConsistencyParams())
-        self.s_t = learned_scalar(self.params.s_t_init)
-        self.s_q = learned_scalar(self.params.s_q_init)
+        self.s_t = learned_scalar(self.params.s_t_init, self.params.learn_weights)
+        self.s_q = learned_scalar(self.params.s_q_init, self.params.learn_weights)
 
     @classmethod
     def tuple_length(cls, params: GeometricConsistencyParams) -> int:
@@ -156,8 +165,9 @@ class GeometricConsistencyLoss(PoseLoss):
             pred.t[:, 1:] - pred.t[:, :-1], target.t[:, 1:] - target.t[:, :-1], norm
         ).mean()
         l_q_odom = quaternion_distance(_motion_rotation(pred.q), _motion_rotation(target.q), norm).mean()
-        total = uncertainty_weighted(l_t + l_t_odom, self.s_t) + uncertainty_weighted(
-            l_q + l_q_odom, self.s_q
+        w = self.params.odom_weight
+        total = uncertainty_weighted(l_t + w * l_t_odom, self.s_t) + uncertainty_weighted(
+            l_q + w * l_q_odom, self.s_q
         )
         return output(total, t=l_t, q=l_q, t_odom=l_t_odom, q_odom=l_q_odom, s_t=self.s_t, s_q=self.s_q)
 

@@ -30,7 +30,8 @@ from pose_regressor_training.losses.geometry import Norm, Rotation, normalize_qu
 class SiameseMetricParams:
     """``lam``: λ, embedding units per metre of pose distance; ``beta_r``: metres per radian in the pose
     distance; ``metric_weight``: weight of the metric term; ``eps``: guards the adaptive weight's division;
-    ``norm``/``rotation``: of the absolute and relative pose terms; ``s_*_init``: initial log-variances."""
+    ``norm``/``rotation``: of the absolute and relative pose terms; ``s_*_init``: initial log-variances;
+    ``learn_weights``: false keeps ``s_*`` at their initial values (fixed weights ``e^(-s_*_init)``)."""
 
     lam: float = 1.0
     beta_r: float = 1.0
@@ -42,6 +43,7 @@ class SiameseMetricParams:
     s_q_init: float = -3.0
     s_t_rel_init: float = 0.0
     s_q_rel_init: float = -3.0
+    learn_weights: bool = True
 
     def __post_init__(self) -> None:
         check_non_negative(
@@ -78,10 +80,11 @@ class SiameseMetricLoss(PoseLoss):
 
     def __init__(self, params: SiameseMetricParams | None = None) -> None:
         super().__init__(params or SiameseMetricParams())
-        self.s_t = learned_scalar(self.params.s_t_init)
-        self.s_q = learned_scalar(self.params.s_q_init)
-        self.s_t_rel = learned_scalar(self.params.s_t_rel_init)
-        self.s_q_rel = learned_scalar(self.params.s_q_rel_init)
+        p, learn = self.params, self.params.learn_weights
+        self.s_t = learned_scalar(p.s_t_init, learn)
+        self.s_q = learned_scalar(p.s_q_init, learn)
+        self.s_t_rel = learned_scalar(p.s_t_rel_init, learn)
+        self.s_q_rel = learned_scalar(p.s_q_rel_init, learn)
 
     @classmethod
     def tuple_length(cls, params: SiameseMetricParams) -> int:

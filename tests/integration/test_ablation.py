@@ -1,0 +1,65 @@
+"""The loss-ablation command (training/experiments/ablation.py) end to end in its tiny mode: the table,
+results.json, the figures, and a second invocation that skips the finished runs."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "training" / "experiments"
+
+
+@pytest.fixture
+def ablation(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    # a script folder, not a package: imported in-process so that torch is imported once
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+    import ablation
+
+    return ablation
+
+
+def test_tiny_mode_writes_the_table_and_a_second_run_skips_finished_runs(
+    ablation: ModuleType, tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "ablation"
+    assert ablation.main(["--data", str(tiny_data), "--out", str(out), "--mode", "tiny"]) == 0
+    first = capsys.readouterr().out
+    runs = ["default", "posenet_b10", "posenet_b100", "reprojection_lr0.0005"]
+    table = (out / "results.md").read_text()
+    for name in runs:
+        assert f"| {name} |" in table
+    assert "| posenet | β " in table and "(2) |" in table  # the better of the two β chosen on val
+    results = json.loads((out / "results.json").read_text())
+    assert sorted(results["runs"]) == sorted(runs)
+    values = [v for run in results["runs"].values() for split in ("val", "test") for v in run[split].values()]
+    values += [row[key] for row in results["methods"] for key in ("val_score", "test_score", "train_minutes")]
+    assert len(values) == 2 * 2 * len(runs) + 3 * 3 and all(math.isfinite(v) for v in values)
+    assert [row["idea"] for row in results["methods"]] == ["default", "posenet", "reprojection"]
+    assert {row["reproduced"] for row in results["methods"][1:]} <= {"yes", "no"}
+    # the fine-tuning stage counts the training time of the run it started from
+    minutes = {row["idea"]: row["train_minutes"] for row in results["methods"]}
+    assert minutes["reprojection"] > minutes["default"] > 0
+    assert (out / "error_vs_time.png").stat().st_size > 0 and (out / "learning_curves.png").stat().st_size > 0
+    assert len(json.loads((out / "default" / "history.json").read_text())) == 1
+    assert first.count("   done:") == len(runs)
+
+    stamps = {name: (out / name / "best.pt").stat().st_mtime_ns for name in runs}
+    assert ablation.main(["--data", str(tiny_data), "--out", str(out), "--mode", "tiny"]) == 0
+    assert capsys.readouterr().out.count("finished before, skipped") == len(runs)
+    assert {name: (out / name / "best.pt").stat().st_mtime_ns for name in runs} == stamps
+    assert (out / "results.md").read_text() == table
+
+
+def test_a_missing_dataset_says_how_to_make_it(
+    ablation: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        ablation.main(["--data", str(tmp_path / "none"), "--out", str(tmp_path / "out"), "--mode", "full"])
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pose-train synth --out" in err and "--frames 10000" in err

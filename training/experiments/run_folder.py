@@ -1,0 +1,94 @@
+"""One experiment run in its own folder: trained with `fit`, evaluated on val and test, resumable.
+
+RUN_DIR/run.json records the config overrides the run was made with; a folder made with other
+overrides is refused (one line), so that a table never mixes settings. A run whose two metrics
+files exist is finished and is not touched again; one with a last.pt continues from it (`fit`'s
+resume), one without restarts. Shared by ablation.py and synth_results.py.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pose_regressor_training.evaluate import evaluate_checkpoint, write_evaluation
+from pose_regressor_training.train import fit
+from pose_regressor_training.train_config import load_train_config
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+DEFAULT_CONFIG = CONFIGS / "synth_quad.yaml"
+SPLITS = ("val", "test")
+
+
+class RunFolderError(RuntimeError):
+    """A run folder cannot be used (made with other settings); the message says which and why."""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a finished run folder holds: its val and test metrics and its per-epoch history."""
+
+    folder: Path
+    val: dict[str, Any]
+    test: dict[str, Any]
+    history: list[dict[str, Any]]
+
+    @property
+    def train_minutes(self) -> float:
+        """Wall time of training, validation included, summed over resumes (history.json)."""
+        return float(self.history[-1]["seconds"]) / 60 if self.history else float("nan")
+
+
+def is_finished(folder: Path) -> bool:
+    return all((folder / f"eval_{split}" / "metrics.json").is_file() for split in SPLITS)
+
+
+def ensure_run(
+    folder: Path, overrides: list[str], mc_samples: int, config: Path = DEFAULT_CONFIG, plots: bool = True
+) -> tuple[RunResult, bool]:
+    """The run of `config` + `overrides` in `folder`, trained and evaluated unless already finished;
+    `plots`: also the evaluation's plots (trajectory, error CDF, error vs std) beside the metrics.
+
+    Returns the result and whether this call trained or evaluated anything (False: skipped).
+    Raises RunFolderError for a folder made with other overrides; `fit`'s errors pass through.
+    """
+    _check_settings(folder, overrides)
+    if is_finished(folder):
+        return read_run(folder), False
+    train_config = load_train_config(config, overrides)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "run.json").write_text(json.dumps({"overrides": overrides}, indent=1) + "\n")
+    fit(train_config, folder, resume=(folder / "last.pt").is_file(), progress=False)
+    for split in SPLITS:
+        evaluation = evaluate_checkpoint(folder / "best.pt", split=split, mc_samples=mc_samples)
+        if plots:
+            write_evaluation(evaluation, folder / f"eval_{split}")
+        else:
+            (folder / f"eval_{split}").mkdir(exist_ok=True)
+            metrics = json.dumps(evaluation.metrics, indent=2)
+            (folder / f"eval_{split}" / "metrics.json").write_text(metrics + "\n")
+    return read_run(folder), True
+
+
+def read_run(folder: Path) -> RunResult:
+    """The metrics and history of a finished run folder."""
+    metrics = {split: json.loads((folder / f"eval_{split}" / "metrics.json").read_text()) for split in SPLITS}
+    history_path = folder / "history.json"
+    history = json.loads(history_path.read_text()) if history_path.is_file() else []
+    return RunResult(folder, metrics["val"], metrics["test"], history)
+
+
+def _check_settings(folder: Path, overrides: list[str]) -> None:
+    settings = folder / "run.json"
+    if not settings.is_file():
+        return
+    try:
+        before = json.loads(settings.read_text()).get("overrides")
+    except (OSError, ValueError, AttributeError):
+        before = None
+    if before != overrides:
+        raise RunFolderError(
+            f"{folder} was made with other settings ({settings}); choose another --out or remove that folder"
+        )
