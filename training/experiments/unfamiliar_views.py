@@ -78,6 +78,13 @@ def main(argv: list[str] | None = None) -> int:
         "--max-rotation-std", type=float, help="flag threshold, deg (default: in-distribution p95)"
     )
     parser.add_argument("--workers", type=int, default=0, help="render processes (0: one per CPU core)")
+    parser.add_argument(
+        "--conditions",
+        nargs="+",
+        choices=[*CONDITIONS, REGION_CONDITION],
+        default=[*CONDITIONS, REGION_CONDITION],
+        help="which to score (nominal always; excluded_region only for data rendered with --exclude-region)",
+    )
     args = parser.parse_args(argv)
     if args.frames < 3 or args.mc_samples < 2:
         print("unfamiliar_views: --frames must be >= 3 and --mc-samples >= 2", file=sys.stderr)
@@ -93,10 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     rig = read_rig(train_root)
     covered = args.covered_camera or rig.names[0]
 
-    sets = {
-        name: _render(args, train_root, provenance, Condition(name, covered), None) for name in CONDITIONS
-    }
-    if excluded is not None:
+    wanted = [name for name in CONDITIONS if name == "nominal" or name in args.conditions]
+    sets = {name: _render(args, train_root, provenance, Condition(name, covered), None) for name in wanted}
+    if excluded is not None and REGION_CONDITION in args.conditions:
         sets[REGION_CONDITION] = _render(args, train_root, provenance, Condition(), excluded)
 
     # The bundle's calibration: the covariance scale fitted on the training data's val split.
