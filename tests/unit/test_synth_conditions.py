@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import yaml
@@ -12,7 +13,7 @@ from scipy.spatial.transform import Rotation
 
 from pose_regressor.rig import preset_rig
 from pose_regressor_training.cli import main
-from pose_regressor_training.data.folder import read_frames, read_metadata
+from pose_regressor_training.data.folder import image_path, read_frames, read_metadata
 from pose_regressor_training.synth.conditions import (
     LIGHTS_OFF_GAIN,
     MOVED_BOX,
@@ -91,13 +92,26 @@ def small_plan(**options: object) -> list:
     return plan_frames(cfg, Scene(), np.random.default_rng(cfg.seed))
 
 
-def test_box_moved_keeps_the_nominal_trajectories_minus_frames_inside_the_moved_box() -> None:
-    nominal = small_plan(seed=5)  # a seed whose paths cross where the box now stands
-    moved = small_plan(seed=5, condition=Condition("box_moved"))
-    kept = [f for f in nominal if not MOVED_BOX.contains(f.translation[None], MOVED_BOX_CLEARANCE)[0]]
-    assert 0 < len(moved) < len(nominal)
-    assert [f.stamp_ns for f in moved] == [f.stamp_ns for f in kept]
-    assert [f.index for f in moved] == list(range(len(moved)))
+def test_box_moved_keeps_the_nominal_frames_minus_those_inside_the_moved_box(tmp_path: Path) -> None:
+    # Seed 5: some of its paths cross where the box now stands.
+    args = ["synth", "--rig", "mono", "--width", "16", "--height", "16", "--frames", "120", "--quiet"]
+    args += ["--frames-per-trajectory", "20", "--seed", "5", "--noise-std", "3", "--workers", "1"]
+    assert main([*args, "--out", str(tmp_path / "nominal")]) == 0
+    assert main([*args, "--out", str(tmp_path / "moved"), "--condition", "box_moved"]) == 0
+    nominal, moved = read_frames(tmp_path / "nominal"), read_frames(tmp_path / "moved")
+    kept = [f for f in nominal if not MOVED_BOX.contains(f.translation, MOVED_BOX_CLEARANCE)]
+    assert 0 < len(moved) == len(kept) < len(nominal)
+    assert [(f.index, f.stamp_ns) for f in moved] == [(f.index, f.stamp_ns) for f in kept]
+    # Views that see neither the old nor the new place of the box are the nominal images, light
+    # and noise included; the others differ.
+    same = [
+        np.array_equal(
+            cv2.imread(str(image_path(tmp_path / "nominal", "front", f.index))),
+            cv2.imread(str(image_path(tmp_path / "moved", "front", f.index))),
+        )
+        for f in moved
+    ]
+    assert 0 < sum(same) < len(same)
 
 
 def test_excluded_region_has_no_training_frames_inside_and_the_inside_set_only_such() -> None:

@@ -4,7 +4,8 @@ A render condition changes the images of the same trajectories (same seed, same 
 - `lights_off`: the light scaled down to `LIGHTS_OFF_GAIN`;
 - `overexposed`: the light scaled up by `OVEREXPOSED_GAIN`, clipped at white;
 - `camera_covered`: one camera sees black (a little sensor noise near zero);
-- `box_moved`: one floor box stands elsewhere (frames whose base would be inside it are left out).
+- `box_moved`: one floor box stands elsewhere (frames whose base would be inside it are left out;
+  the others keep their index, light and noise).
 
 A region (`x>1.5`) is a property of a dataset, not of its images: `--exclude-region` keeps the train
 and val trajectories out of it, `--inside-region` keeps every trajectory inside it (a test set of

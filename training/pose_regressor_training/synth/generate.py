@@ -186,14 +186,10 @@ def plan_frames(
     with tqdm(total=n_traj, unit="trajectory", desc="planning", disable=not progress, leave=False) as bar:
         for seq, (length, split) in enumerate(zip(lengths, splits, strict=True)):
             translations, quats = _trajectory_for(cfg, split, scene, int(length), rng)
-            kept = cfg.condition.keeps(translations)
             for i in range(int(length)):
-                if kept[i]:
-                    frames.append(
-                        FrameRecord(
-                            len(frames), seq, split, start_ns + i * period_ns, translations[i], quats[i]
-                        )
-                    )
+                frames.append(
+                    FrameRecord(len(frames), seq, split, start_ns + i * period_ns, translations[i], quats[i])
+                )
             start_ns += int(length) * period_ns + round(GAP_BETWEEN_TRAJECTORIES_S * 1e9)
             bar.update()
     return frames
@@ -325,6 +321,14 @@ def _render(cfg: SynthConfig, out: Path, bag_path: Path | None) -> SynthSummary:
     rng = np.random.default_rng(cfg.seed)
     scene = Scene(cfg.scene)
     frames = plan_frames(cfg, scene, rng, cfg.progress)
+    # Drawn for every planned frame, before a condition leaves any out: the frames kept have the
+    # light (and, by index, the noise) of the same frames in the nominal dataset.
+    lightings = [
+        Lighting.random(rng, cfg.lighting_strength) if cfg.lighting_strength > 0 else None for _ in frames
+    ]
+    kept = cfg.condition.keeps(np.array([f.translation for f in frames]).reshape(-1, 3))
+    frames = [f for f, keep in zip(frames, kept, strict=True) if keep]
+    lightings = [light for light, keep in zip(lightings, kept, strict=True) if keep]
     in_bag = {f.index for f in frames if cfg.bag is not None and cfg.bag_split in ("all", f.split)}
     bag_bytes = len(in_bag) * sum(c.intrinsics.width * c.intrinsics.height * 3 for c in cfg.rig.cameras)
     if bag_bytes > MAX_BAG_IMAGE_BYTES:
@@ -333,14 +337,8 @@ def _render(cfg: SynthConfig, out: Path, bag_path: Path | None) -> SynthSummary:
             f"in memory; at most {MAX_BAG_IMAGE_BYTES} (fewer --frames, smaller images or another --split)"
         )
     jobs = [
-        _FrameJob(
-            f.index,
-            f.translation,
-            f.quat_xyzw,
-            Lighting.random(rng, cfg.lighting_strength) if cfg.lighting_strength > 0 else None,
-            f.index in in_bag,
-        )
-        for f in frames
+        _FrameJob(f.index, f.translation, f.quat_xyzw, lighting, f.index in in_bag)
+        for f, lighting in zip(frames, lightings, strict=True)
     ]
     # Planned in the scene as trained, rendered in the scene of the condition (a box moved).
     seen = scene if cfg.condition.name != "box_moved" else Scene(cfg.condition.render_scene(cfg.scene))
