@@ -17,7 +17,7 @@ from pose_regressor_training.cli import main
 from pose_regressor_training.models import ModelConfig, build_model
 from pose_regressor_training.train_config import TrainConfig
 
-pytestmark = pytest.mark.slow  # about 12 s alone, 35 s on a busy 2-core machine
+pytestmark = pytest.mark.slow  # about 7 s alone, 35 s on a busy 2-core machine
 
 SCRIPT = Path(__file__).resolve().parents[2] / "training" / "experiments" / "unfamiliar_views.py"
 
