@@ -8,6 +8,7 @@ the consumer of its poses and diagnostics.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -158,6 +159,12 @@ def test_parameters_take_effect_at_runtime_or_are_refused_with_a_reason(
             peer.spin_for(0.05)
         peer.spin_for(0.5)
         assert len(poses) == count, "a gated pose was published"
+        # The log says why a pose is flagged (once per report interval: the pipeline's throttle).
+        assert node.wait_for_line("pose uncertain: position std", 5.0), node.log()
+        flagged = node.lines("pose uncertain: position std")[0]
+        assert re.search(r"pose uncertain: position std [\d.]+ m > max_position_std [\d.]+ m", flagged), (
+            flagged
+        )
         assert peer.set_parameter(NODE, "gate_uncertain", False)[0]
         _pose_after_set(cameras, poses)
 

@@ -22,9 +22,10 @@ from pose_regressor.pipeline import (
     LocalizerPipeline,
     LogThrottle,
     PipelineConfig,
+    uncertainty_reason,
 )
 from pose_regressor.stats import LatencyWindow, RateMeter
-from pose_regressor.uncertainty import dropout_masks
+from pose_regressor.uncertainty import PoseEstimate, dropout_masks
 from tests.unit.bundle_fixtures import make_bundle
 
 
@@ -438,7 +439,7 @@ def test_diagnostics_levels_rank_no_set_between_errors_and_uncertainty() -> None
         pipe.add_image(1, 10 * SECOND, image(1))
         wait_for(lambda: len(results) == 1)
         snapshot = pipe.diagnostics()
-        assert snapshot.level == WARN and "uncertainty" in snapshot.message  # the lowest WARN
+        assert snapshot.level == WARN and snapshot.message.startswith("pose uncertain: ")  # the lowest WARN
         clocks.advance(0.1)
         pipe.add_image(0, 11 * SECOND, image(5))
         pipe.add_image(1, 11 * SECOND, image(5))
@@ -664,3 +665,65 @@ def test_frames_lost_in_transport_warn_above_a_tenth_and_name_the_camera() -> No
     clocks.advance(2.0)
     feed(pipe, clocks, [0], steps=1, first_stamp=1_700_000_030 * SECOND)
     assert pipe.diagnostics().message == "camera(s) stopped: left"
+
+
+def estimate_with_stds(position_std: float, rotation_std_rad: float) -> PoseEstimate:
+    covariance = np.diag([position_std**2] * 3 + [rotation_std_rad**2] * 3)
+    return PoseEstimate(np.zeros(3), np.array([0.0, 0.0, 0.0, 1.0]), covariance, samples=16)
+
+
+def test_uncertainty_reason_names_the_std_its_limit_and_the_factor() -> None:
+    assert uncertainty_reason(estimate_with_stds(0.3, 0.05), 0.5, 0.0873) is None
+    assert uncertainty_reason(estimate_with_stds(0.84, 0.05), 0.5, 0.0873) == (
+        "position std 0.84 m > max_position_std 0.5 m (1.7x)"
+    )
+    assert uncertainty_reason(estimate_with_stds(0.3, np.radians(7.9)), 0.5, np.radians(5.0)) == (
+        "rotation std 7.9 deg > max_rotation_std 5 deg (0.0873 rad, 1.6x)"
+    )
+    both = uncertainty_reason(estimate_with_stds(1.0, 0.2), 0.5, 0.1)
+    assert both == (
+        "position std 1 m > max_position_std 0.5 m (2x); "
+        "rotation std 11.5 deg > max_rotation_std 5.73 deg (0.1 rad, 2x)"
+    )
+    # A limit of 0 flags everything: no factor; an infinite one never flags.
+    assert uncertainty_reason(estimate_with_stds(0.01, 0.0), 0.0, 1.0) == (
+        "position std 0.01 m > max_position_std 0 m"
+    )
+    assert uncertainty_reason(estimate_with_stds(1e6, 1e6), float("inf"), float("inf")) is None
+
+
+def test_uncertainty_warn_says_why_and_how_many_recent_poses_were_flagged() -> None:
+    clocks = FakeClocks()
+    pipe, results, _ = clocked(("front",), clocks, max_position_std=float("inf"))
+    pipe.start()
+    try:
+        for k in range(3):
+            pipe.add_image(0, (10 + k) * SECOND, image(k))
+            wait_for(lambda k=k: len(results) == k + 1)
+        assert pipe.diagnostics().level == OK
+        assert pipe.uncertain_report(results[-1]) is None  # not flagged: nothing to log
+        pipe.reconfigure(max_position_std=0.0)
+        pipe.add_image(0, 13 * SECOND, image(3))
+        wait_for(lambda: len(results) == 4)
+    finally:
+        pipe.stop()
+    flagged = results[-1]
+    std = flagged.estimate.position_std
+    assert (
+        flagged.uncertain and flagged.uncertain_reason == f"position std {std:.3g} m > max_position_std 0 m"
+    )
+    snapshot = pipe.diagnostics()
+    assert (snapshot.level, snapshot.message) == (
+        WARN,
+        f"pose uncertain: {flagged.uncertain_reason}; 1 of the last 4 poses (10 s) flagged",
+    )
+    assert snapshot.values["uncertain_poses"] == "1"
+    # The log line uses the same reason, once per report interval.
+    assert pipe.uncertain_report(flagged) == f"pose uncertain: {flagged.uncertain_reason}"
+    assert pipe.uncertain_report(flagged) is None
+    clocks.advance(11.0)  # the window has passed: no poses counted, the log may speak again
+    assert snapshot.values["uncertain_poses_recent"] == "1 of the last 4 poses (10 s) flagged"
+    assert pipe.diagnostics().values["uncertain_poses_recent"] == "0 of the last 0 poses (10 s) flagged"
+    assert pipe.uncertain_report(flagged) == (
+        f"pose uncertain: {flagged.uncertain_reason} (1 more like this since the last report, not logged)"
+    )

@@ -16,6 +16,7 @@ from pose_regressor_training.cpu_threads import prefer_passive_openmp
 from pose_regressor_training.data.importers.command import DESCRIPTION, add_import_arguments, run_import
 from pose_regressor_training.errors import TrainingError
 from pose_regressor_training.model_commands import add_build_engine, add_eval, add_export, add_fit
+from pose_regressor_training.synth.conditions import CONDITIONS, Condition, Region
 from pose_regressor_training.synth.scene import SceneConfig
 from pose_regressor_training.synth.trajectory import KINDS, TrajectoryError
 
@@ -85,10 +86,43 @@ def _add_synth(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         choices=("train", "val", "test", "all"),
         help="which frames go into the bag (default: test)",
     )
+    p.add_argument(
+        "--condition",
+        choices=CONDITIONS,
+        default="nominal",
+        help="unfamiliar views for testing: the same trajectories rendered dark (lights_off), "
+        "overexposed, with one camera covered (camera_covered) or one box moved (box_moved)",
+    )
+    p.add_argument("--covered-camera", default="front", help="the camera camera_covered blacks out")
+    p.add_argument(
+        "--exclude-region",
+        type=_region,
+        metavar="AXIS>M",
+        help="keep train and val trajectories out of this part of the room, e.g. x>1.5 (test may enter)",
+    )
+    p.add_argument(
+        "--inside-region",
+        type=_region,
+        metavar="AXIS>M",
+        help="keep every trajectory inside this part of the room, e.g. x>1.5 "
+        "(a test set for --exclude-region)",
+    )
+    p.add_argument(
+        "--only-split",
+        choices=("train", "val", "test"),
+        help="put every trajectory into this split (e.g. a test-only dataset) instead of 80/10/10",
+    )
     p.add_argument("--workers", type=int, default=0, help="render processes (0: one per CPU core)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder or --bag")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_run_synth)
+
+
+def _region(text: str) -> Region:
+    try:
+        return Region.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _run_synth(args: argparse.Namespace) -> int:
@@ -113,6 +147,10 @@ def _run_synth(args: argparse.Namespace) -> int:
         workers=args.workers,
         overwrite=args.overwrite,
         progress=not args.quiet,
+        condition=Condition(args.condition, args.covered_camera),
+        exclude_region=args.exclude_region,
+        inside_region=args.inside_region,
+        only_split=args.only_split,
     )
     summary = render_dataset(cfg)
     cams = cfg.rig.cameras
@@ -123,6 +161,9 @@ def _run_synth(args: argparse.Namespace) -> int:
     for split, count in summary.frames_per_split.items():
         print(f"  {split:5s} {count:6d} frames in {summary.trajectories_per_split[split]:3d} trajectories")
     print(f"  images written: {summary.images_written}")
+    if cfg.condition.name != "nominal":
+        covered = f" ({cfg.condition.covers})" if cfg.condition.covers else ""
+        print(f"  condition: {cfg.condition.name}{covered}")
     if cfg.bag is not None:
         print(f"bag: {cfg.bag}  ({summary.bag_messages} messages, split: {cfg.bag_split})")
     print(

@@ -33,9 +33,10 @@ from pose_regressor_training.data.folder import (
     write_metadata,
 )
 from pose_regressor_training.stop_signals import leave_stop_signals_to_parent, stop_signals_deferred
+from pose_regressor_training.synth.conditions import Condition, Region
 from pose_regressor_training.synth.render import Lighting, RigRenderer
 from pose_regressor_training.synth.scene import Scene, SceneConfig
-from pose_regressor_training.synth.trajectory import generate_trajectory
+from pose_regressor_training.synth.trajectory import TrajectoryError, generate_trajectory
 
 FRAMES_PER_TRAJECTORY = 100
 FIRST_STAMP_NS = 1_700_000_000 * 1_000_000_000  # a realistic wall-clock epoch, not zero
@@ -55,6 +56,9 @@ MAX_NOISE_STD = 255.0  # --noise-std (8-bit levels)
 MAX_WORKERS = 256  # --workers
 MAX_SEED = 2**32 - 1  # --seed, --scene-seed
 MAX_BAG_IMAGE_BYTES = 4 << 30  # the --bag split's images, held in memory until the bag is written
+# Trajectories planned per trajectory kept when a region constrains them (--exclude-region,
+# --inside-region): a 2 s path stays inside a third of the room about one time in ten.
+MAX_REGION_TRIES = 2000
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,10 @@ class SynthConfig:
     workers: int = 0  # 0: one per CPU core
     overwrite: bool = False
     progress: bool = True
+    condition: Condition = field(default_factory=Condition)  # what the images show (nominal: as trained)
+    exclude_region: Region | None = None  # train and val trajectories stay out of it
+    inside_region: Region | None = None  # every trajectory stays inside it
+    only_split: str | None = None  # every trajectory in this split (a test set), instead of 80/10/10
 
 
 @dataclass(frozen=True)
@@ -122,6 +130,15 @@ def check_synth_config(cfg: SynthConfig) -> None:
     within("--workers", cfg.workers, 0, MAX_WORKERS)
     within("--seed", cfg.seed, 0, MAX_SEED)
     within("--scene-seed", cfg.scene.seed, 0, MAX_SEED)
+    if cfg.exclude_region is not None and cfg.inside_region is not None:
+        raise ValueError("--exclude-region and --inside-region cannot be combined")
+    if cfg.only_split is not None and cfg.only_split not in SPLITS:
+        raise ValueError(f"--only-split must be one of {', '.join(SPLITS)}, got {cfg.only_split!r}")
+    covered = cfg.condition.covers
+    if covered is not None and covered not in cfg.rig.names:
+        raise ValueError(
+            f"--covered-camera {covered!r} is not a camera of the rig ({', '.join(cfg.rig.names)})"
+        )
     if len(cfg.rig.cameras) > MAX_CAMERAS:
         raise ValueError(f"the rig has {len(cfg.rig.cameras)} cameras; at most {MAX_CAMERAS}")
     for cam in cfg.rig.cameras:
@@ -159,14 +176,16 @@ def plan_frames(
         raise ValueError(f"--frames must be at least {n_traj}")
     lengths = np.full(n_traj, cfg.frames // n_traj)
     lengths[: cfg.frames % n_traj] += 1
-    splits = split_trajectories(n_traj, rng)
+    splits = split_trajectories(n_traj, rng)  # drawn in any case: the same seed, the same paths
+    if cfg.only_split is not None:
+        splits = [cfg.only_split] * n_traj
     frames: list[FrameRecord] = []
     start_ns = FIRST_STAMP_NS
     period_ns = round(1e9 / cfg.fps)
     # A context manager: an interruption closes the bar at once, not after the error is printed.
     with tqdm(total=n_traj, unit="trajectory", desc="planning", disable=not progress, leave=False) as bar:
         for seq, (length, split) in enumerate(zip(lengths, splits, strict=True)):
-            translations, quats = generate_trajectory(scene, cfg.trajectory, int(length), cfg.fps, rng)
+            translations, quats = _trajectory_for(cfg, split, scene, int(length), rng)
             for i in range(int(length)):
                 frames.append(
                     FrameRecord(len(frames), seq, split, start_ns + i * period_ns, translations[i], quats[i])
@@ -176,10 +195,32 @@ def plan_frames(
     return frames
 
 
+def _trajectory_for(
+    cfg: SynthConfig, split: str, scene: Scene, length: int, rng: np.random.Generator
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """One trajectory of `split` that keeps to the dataset's region constraint (if any)."""
+    if cfg.inside_region is not None:
+        region, wanted_inside, what = cfg.inside_region, True, "stays inside"
+    elif cfg.exclude_region is not None and split != "test":
+        region, wanted_inside, what = cfg.exclude_region, False, "stays out of"
+    else:
+        return generate_trajectory(scene, cfg.trajectory, length, cfg.fps, rng)
+    for _ in range(MAX_REGION_TRIES):
+        translations, quats = generate_trajectory(scene, cfg.trajectory, length, cfg.fps, rng)
+        inside = region.contains(translations)
+        if np.all(inside) if wanted_inside else not np.any(inside):
+            return translations, quats
+    raise TrajectoryError(
+        f"no {split} trajectory of {length} frames {what} the region {region} after {MAX_REGION_TRIES} "
+        "tries (a smaller region or shorter trajectories: --frames-per-trajectory)"
+    )
+
+
 # Set in the parent before the worker pool forks, so the scene's textures are shared copy-on-write.
 _RENDERER: RigRenderer | None = None
 _OUT: Path | None = None
 _NOISE: tuple[float, int] = (0.0, 0)
+_CONDITION = Condition()
 
 
 def _render_jobs(jobs: list[_FrameJob]) -> list[tuple[int, list[NDArray[np.uint8]] | None]]:
@@ -188,7 +229,15 @@ def _render_jobs(jobs: list[_FrameJob]) -> list[tuple[int, list[NDArray[np.uint8
     results = []
     for job in jobs:
         rng = np.random.default_rng([seed, job.index])  # same noise whatever worker renders the frame
-        views = _RENDERER.render(job.translation, job.quat_xyzw, job.lighting, noise_std, rng)
+        views = _RENDERER.render(
+            job.translation,
+            job.quat_xyzw,
+            job.lighting,
+            noise_std,
+            rng,
+            light_gain=_CONDITION.light_gain,
+            covered=_CONDITION.covers,
+        )
         for cam, view in zip(_RENDERER.rig.cameras, views, strict=True):
             bgr = cv2.cvtColor(view.image, cv2.COLOR_RGB2BGR)
             # Encoded here and written by Python: a full disk is then an OSError with its errno
@@ -265,13 +314,21 @@ def render_dataset(cfg: SynthConfig) -> SynthSummary:
 
 def _render(cfg: SynthConfig, out: Path, bag_path: Path | None) -> SynthSummary:
     """Renders into `out` (and the bag into `bag_path`); see `render_dataset`."""
-    global _RENDERER, _OUT, _NOISE
+    global _RENDERER, _OUT, _NOISE, _CONDITION
     started = time.perf_counter()
     for cam in cfg.rig.cameras:
         (out / "images" / cam.name).mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(cfg.seed)
     scene = Scene(cfg.scene)
     frames = plan_frames(cfg, scene, rng, cfg.progress)
+    # Drawn for every planned frame, before a condition leaves any out: the frames kept have the
+    # light (and, by index, the noise) of the same frames in the nominal dataset.
+    lightings = [
+        Lighting.random(rng, cfg.lighting_strength) if cfg.lighting_strength > 0 else None for _ in frames
+    ]
+    kept = cfg.condition.keeps(np.array([f.translation for f in frames]).reshape(-1, 3))
+    frames = [f for f, keep in zip(frames, kept, strict=True) if keep]
+    lightings = [light for light, keep in zip(lightings, kept, strict=True) if keep]
     in_bag = {f.index for f in frames if cfg.bag is not None and cfg.bag_split in ("all", f.split)}
     bag_bytes = len(in_bag) * sum(c.intrinsics.width * c.intrinsics.height * 3 for c in cfg.rig.cameras)
     if bag_bytes > MAX_BAG_IMAGE_BYTES:
@@ -280,16 +337,13 @@ def _render(cfg: SynthConfig, out: Path, bag_path: Path | None) -> SynthSummary:
             f"in memory; at most {MAX_BAG_IMAGE_BYTES} (fewer --frames, smaller images or another --split)"
         )
     jobs = [
-        _FrameJob(
-            f.index,
-            f.translation,
-            f.quat_xyzw,
-            Lighting.random(rng, cfg.lighting_strength) if cfg.lighting_strength > 0 else None,
-            f.index in in_bag,
-        )
-        for f in frames
+        _FrameJob(f.index, f.translation, f.quat_xyzw, lighting, f.index in in_bag)
+        for f, lighting in zip(frames, lightings, strict=True)
     ]
-    _RENDERER, _OUT, _NOISE = RigRenderer(scene, cfg.rig), out, (cfg.noise_std, cfg.seed)
+    # Planned in the scene as trained, rendered in the scene of the condition (a box moved).
+    seen = scene if cfg.condition.name != "box_moved" else Scene(cfg.condition.render_scene(cfg.scene))
+    _RENDERER, _OUT, _NOISE = RigRenderer(seen, cfg.rig), out, (cfg.noise_std, cfg.seed)
+    _CONDITION = cfg.condition
     workers = cfg.workers or os.cpu_count() or 1
     bag_images: dict[int, list[NDArray[np.uint8]]] = {}
     batches = list(_batches(jobs, 8))
@@ -317,10 +371,11 @@ def _render(cfg: SynthConfig, out: Path, bag_path: Path | None) -> SynthSummary:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)  # after a failure: no queued batch runs
         _RENDERER = _OUT = None
+        _CONDITION = Condition()
 
     bag_messages = 0
     if bag_path is not None:
-        with RigBagWriter(bag_path, cfg.rig.names) as bag:
+        with RigBagWriter(bag_path, cfg.rig.names, custom_data=_bag_custom_data(cfg)) as bag:
             for f in frames:
                 if f.index in bag_images:
                     bag.write_set(f.stamp_ns, bag_images[f.index])
@@ -340,9 +395,30 @@ def _render(cfg: SynthConfig, out: Path, bag_path: Path | None) -> SynthSummary:
         "frames_per_trajectory": cfg.frames_per_trajectory,
         "bag": str(cfg.bag) if cfg.bag is not None else None,
         "bag_split": cfg.bag_split if cfg.bag is not None else None,
+        "condition": cfg.condition.describe(),
+        **_region_provenance(cfg),
     }
     write_frames(out, frames)
     write_metadata(out, cfg.rig, cfg.fps, counts, provenance)
     return SynthSummary(
         counts, trajectories, len(frames) * len(cfg.rig.cameras), bag_messages, time.perf_counter() - started
     )
+
+
+def _region_provenance(cfg: SynthConfig) -> dict[str, object]:
+    """dataset.yaml's record of a region constraint (nothing without one)."""
+    record: dict[str, object] = {}
+    if cfg.exclude_region is not None:
+        record["exclude_region"] = str(cfg.exclude_region)  # from train and val
+    if cfg.inside_region is not None:
+        record["inside_region"] = str(cfg.inside_region)  # every split
+    if cfg.only_split is not None:
+        record["only_split"] = cfg.only_split
+    return record
+
+
+def _bag_custom_data(cfg: SynthConfig) -> dict[str, str]:
+    """The bag's metadata.yaml `custom_data`: the condition and region the images were rendered under."""
+    data = {f"synth.condition.{key}": str(value) for key, value in cfg.condition.describe().items()}
+    data.update({f"synth.{key}": str(value) for key, value in _region_provenance(cfg).items()})
+    return data

@@ -9,6 +9,7 @@ from numpy.typing import NDArray
 from scipy.spatial.transform import Rotation
 
 from pose_regressor.rig import Rig
+from pose_regressor_training.synth.conditions import apply_light_gain, covered_image
 from pose_regressor_training.synth.scene import Scene
 
 FloatArray = NDArray[np.float64]
@@ -69,8 +70,12 @@ class RigRenderer:
         lighting: Lighting | None = None,
         noise_std: float = 0.0,
         rng: np.random.Generator | None = None,
+        *,
+        light_gain: float = 1.0,
+        covered: str | None = None,
     ) -> list[RenderedView]:
-        """Views of every camera, in rig order. `noise_std` is Gaussian sensor noise in 8-bit levels."""
+        """Views of every camera, in rig order. `noise_std` is Gaussian sensor noise in 8-bit levels;
+        `light_gain` scales the light before the noise (clipped); the `covered` camera sees black."""
         r_map_base = Rotation.from_quat(q_map_base).as_matrix()
         dirs = (self._all_rays_base @ r_map_base.T).astype(np.float32)
         cam_origins = (self._cam_t @ r_map_base.T + t_map_base).astype(np.float32)
@@ -81,8 +86,10 @@ class RigRenderer:
         colours = self.scene.shade(points, face)
         if lighting is not None:
             colours = lighting.lookup_table()[colours]
+        if light_gain != 1.0:
+            colours = apply_light_gain(colours, light_gain)
+        noise_rng = rng if rng is not None else np.random.default_rng()
         if noise_std > 0:
-            noise_rng = rng if rng is not None else np.random.default_rng()
             noisy = colours.astype(np.float32) + noise_rng.normal(0.0, noise_std, colours.shape).astype(
                 np.float32
             )
@@ -92,9 +99,13 @@ class RigRenderer:
         for cam, size in zip(self.rig.cameras, self._sizes, strict=True):
             h, w = cam.intrinsics.height, cam.intrinsics.width
             sl = slice(start, start + size)
+            # Drawn after the sensor noise: the other cameras' images are those of the nominal scene.
+            image = (
+                covered_image((h, w, 3), noise_rng) if cam.name == covered else colours[sl].reshape(h, w, 3)
+            )
             views.append(
                 RenderedView(
-                    image=np.ascontiguousarray(colours[sl].reshape(h, w, 3)),
+                    image=np.ascontiguousarray(image),
                     depth=t_hit[sl].reshape(h, w),
                     face=face[sl].reshape(h, w),
                 )

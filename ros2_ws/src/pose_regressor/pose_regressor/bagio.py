@@ -181,7 +181,13 @@ class RigBagWriter:
     """
 
     def __init__(
-        self, path: str | Path, camera_names: list[str], *, storage: str = "mcap", map_frame: str = "map"
+        self,
+        path: str | Path,
+        camera_names: list[str],
+        *,
+        storage: str = "mcap",
+        map_frame: str = "map",
+        custom_data: dict[str, str] | None = None,  # key-value notes in the bag's metadata.yaml
     ) -> None:
         self.path = Path(path)
         if self.path.exists():
@@ -192,6 +198,8 @@ class RigBagWriter:
         self.camera_names = list(camera_names)
         self.map_frame = map_frame
         self._writer = Writer(self.path, version=9, storage_plugin=plugin)
+        for key, value in (custom_data or {}).items():
+            self._writer.set_custom_data(key, value)
         self.message_count = 0
 
     def __enter__(self) -> RigBagWriter:

@@ -592,6 +592,10 @@ class LocalizerNode(LifecycleNode):
         params, outputs = self.params, self._outputs
         if params is None or not outputs:
             return
+        pipeline = self.pipeline
+        report = pipeline.uncertain_report(result) if pipeline is not None else None
+        if report is not None:  # throttled by the pipeline: one line per report interval
+            self.get_logger().warn(report + ("; withheld (gate_uncertain)" if params.gate_uncertain else ""))
         if result.uncertain and params.gate_uncertain:
             return
         frame = params.map_frame

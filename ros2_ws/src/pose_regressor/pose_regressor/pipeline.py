@@ -174,6 +174,36 @@ def _checked_setting(name: str, value: object) -> float:
     return number
 
 
+def uncertainty_reason(
+    estimate: PoseEstimate, max_position_std: float, max_rotation_std: float
+) -> str | None:
+    """Why `estimate` is flagged uncertain, with the numbers, or None when it is not, e.g.
+    `position std 0.84 m > max_position_std 0.5 m (1.7x)` and/or
+    `rotation std 7.9 deg > max_rotation_std 5 deg (0.0873 rad, 1.6x)`. The rotation is shown in
+    degrees, the threshold also in radians, as the parameter is set."""
+    parts = []
+    if estimate.position_std > max_position_std:
+        parts.append(
+            f"position std {estimate.position_std:.3g} m > max_position_std {max_position_std:.3g} m"
+            + _times(estimate.position_std, max_position_std, "")
+        )
+    if estimate.rotation_std > max_rotation_std:
+        parts.append(
+            f"rotation std {math.degrees(estimate.rotation_std):.3g} deg > max_rotation_std "
+            f"{math.degrees(max_rotation_std):.3g} deg"
+            + _times(estimate.rotation_std, max_rotation_std, f"{max_rotation_std:.3g} rad")
+        )
+    return "; ".join(parts) or None
+
+
+def _times(value: float, limit: float, prefix: str) -> str:
+    """` (PREFIX, 1.7x)`: how far above the limit (no factor for a limit of 0)."""
+    notes = [prefix] if prefix else []
+    if limit > 0:
+        notes.append(f"{value / limit:.2g}x")
+    return f" ({', '.join(notes)})" if notes else ""
+
+
 @dataclass(frozen=True)
 class CameraFrame:
     image: NDArray[np.uint8]  # (h, w, 3) RGB as decoded; `prepare` brings the set to the input size
@@ -188,6 +218,7 @@ class LocalizationResult:
     set_to_pose_s: float  # set complete in the node -> estimate ready (no DDS, no decoding)
     infer_s: float  # engine time alone
     skew_ns: int
+    uncertain_reason: str = ""  # why `uncertain` (`uncertainty_reason`); empty when it is not
 
     @property
     def latency_s(self) -> float:
@@ -345,11 +376,15 @@ class LocalizerPipeline:
         self.engine_errors = 0
         self.nonfinite_outputs = 0
         self.uncertain = 0
+        # Poses and flagged poses over the last LOSS_WINDOW_S: the share in the uncertainty WARN.
+        self.recent_poses = EventCounter(LOSS_WINDOW_S)
+        self.recent_uncertain = EventCounter(LOSS_WINDOW_S)
         self.rejected_images = 0
         self._last_error: tuple[float, str] | None = None
         self._last_estimate: PoseEstimate | None = None
         self._reject_log = LogThrottle(config.report_interval_s, clock)
         self._error_log = LogThrottle(config.report_interval_s, clock)
+        self._uncertain_log = LogThrottle(config.report_interval_s, clock)
         self._lifecycle_lock = threading.Lock()
         # Input timing on the node clock, guarded by `_timing_lock` (the clock is read under it,
         # so readings from two threads are seen in order and a jump back is a real one).
@@ -486,6 +521,23 @@ class LocalizerPipeline:
                 losing.append((name, recent_lost, sent))
         return losing
 
+    def uncertain_report(self, result: LocalizationResult) -> str | None:
+        """The line to log for a flagged pose (None: not flagged, or one was logged less than
+        `report_interval_s` ago; the suppressed ones are counted in the next line)."""
+        if not result.uncertain:
+            return None
+        suppressed = self._uncertain_log.check("uncertain")
+        if suppressed is None:
+            return None
+        return f"pose uncertain: {result.uncertain_reason}" + _suppressed_note(suppressed)
+
+    def _uncertain_share(self, now: float) -> str:
+        """`3 of the last 40 poses (10 s) flagged`."""
+        return (
+            f"{self.recent_uncertain.recent(now)} of the last {self.recent_poses.recent(now)} poses "
+            f"({LOSS_WINDOW_S:g} s) flagged"
+        )
+
     def reject_image(self, reason: str, kind: object = None) -> str | None:
         """Counts an image that could not be used (bad encoding, size, stamp...).
 
@@ -522,13 +574,15 @@ class LocalizerPipeline:
                 self.nonfinite_outputs += 1
             raise EngineOutputError("engine returned non-finite poses (NaN or inf); nothing published")
         estimate = estimate_from_samples(t, q, cfg.covariance_scale)
-        uncertain = (
-            estimate.position_std > cfg.max_position_std or estimate.rotation_std > cfg.max_rotation_std
-        )
+        reason = uncertainty_reason(estimate, cfg.max_position_std, cfg.max_rotation_std)
+        uncertain = reason is not None
         done = self._clock()
         result = LocalizationResult(
-            synced.stamp_ns, estimate, uncertain, done - completed, infer_s, synced.skew_ns
+            synced.stamp_ns, estimate, uncertain, done - completed, infer_s, synced.skew_ns, reason or ""
         )
+        self.recent_poses.add(done)
+        if uncertain:
+            self.recent_uncertain.add(done)
         self.set_to_pose.add(result.set_to_pose_s)
         self.infer_time.add(infer_s)
         self.skew.add(synced.skew_ns / 1e9)
@@ -620,6 +674,7 @@ class LocalizerPipeline:
             values["position_std_m"] = f"{estimate.position_std:.3f}"
             values["rotation_std_deg"] = f"{np.degrees(estimate.rotation_std):.2f}"
         values["uncertain_poses"] = str(self.uncertain)
+        values["uncertain_poses_recent"] = self._uncertain_share(now)
         recent_error = self._last_error is not None and now - self._last_error[0] < 5.0
         if len(stopped) == len(cfg.camera_names):
             return DiagnosticsSnapshot(
@@ -649,11 +704,14 @@ class LocalizerPipeline:
                 + LARGE_IMAGES_HINT,
                 values,
             )
-        if estimate is not None and (
-            estimate.position_std > cfg.max_position_std or estimate.rotation_std > cfg.max_rotation_std
-        ):
+        reason = (
+            uncertainty_reason(estimate, cfg.max_position_std, cfg.max_rotation_std)
+            if estimate is not None
+            else None
+        )
+        if reason is not None:
             return DiagnosticsSnapshot(
-                WARN, "pose uncertainty above max_position_std / max_rotation_std", values
+                WARN, f"pose uncertain: {reason}; {self._uncertain_share(now)}", values
             )
         if recent_error and self._last_error is not None:
             return DiagnosticsSnapshot(WARN, self._last_error[1], values)

@@ -1,0 +1,292 @@
+"""Unfamiliar views: does the predicted std rise, and does the node's uncertain flag catch the gross errors?
+
+    python training/experiments/unfamiliar_views.py --checkpoint RUN/best.pt --out DIR [--frames N]
+
+Renders one small test-only dataset per `pose-train synth --condition` (the same trajectories and seed
+for all, so the condition is the only difference), in the rig, scene and photometric settings of the
+checkpoint's training data; when that data was rendered with `--exclude-region`, also a test set
+inside the region. Each is evaluated with MC dropout (`evaluate_checkpoint`). The stds are compared
+on one calibration: the covariance scale fitted on the training data's val split, as a bundle
+exported from the checkpoint would carry. In-distribution frames are the nominal set's frames
+outside the excluded region (all of them without one).
+
+Per condition: median position and rotation std against the in-distribution frames, AUROC of each
+std as a detector of the condition's frames against the in-distribution ones, median errors, and
+the share of gross errors (position or rotation error above 3x its in-distribution median) that the
+node's flag (position std > max_position_std or rotation std > max_rotation_std) would catch; the
+thresholds default to the in-distribution 95th percentiles. Writes results.json, results.md and
+preview.png (the first camera set of every condition) into --out; rendered sets are kept in
+--out/data and reused when run again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from pose_regressor.metrics import covariance_stds
+from pose_regressor_training.checkpoint import load_checkpoint
+from pose_regressor_training.data.folder import image_path, read_frames, read_metadata, read_rig
+from pose_regressor_training.evaluate import Evaluation, evaluate_checkpoint
+from pose_regressor_training.ood import auroc, share_caught, uncertain_flags
+from pose_regressor_training.synth.conditions import CONDITIONS, Condition, Region
+from pose_regressor_training.synth.generate import SynthConfig, render_dataset
+from pose_regressor_training.synth.scene import SceneConfig
+
+GROSS_FACTOR = 3.0  # a gross error: above this many times the in-distribution median error
+REGION_CONDITION = "excluded_region"
+
+
+@dataclass
+class Scored:
+    """One condition's evaluated frames, on the reference calibration."""
+
+    position_std: NDArray[np.float64]  # m
+    rotation_std: NDArray[np.float64]  # deg
+    translation_error: NDArray[np.float64]  # m
+    rotation_error: NDArray[np.float64]  # deg
+    positions: NDArray[np.float64]  # ground truth (N, 3)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--frames", type=int, default=100, help="frames per condition")
+    parser.add_argument(
+        "--seed", type=int, default=1, help="trajectory seed of the test sets (not the training one)"
+    )
+    parser.add_argument("--mc-samples", type=int, default=32)
+    parser.add_argument(
+        "--covered-camera", default="", help="camera_covered's camera (default: the rig's first)"
+    )
+    parser.add_argument(
+        "--max-position-std", type=float, help="flag threshold, m (default: in-distribution p95)"
+    )
+    parser.add_argument(
+        "--max-rotation-std", type=float, help="flag threshold, deg (default: in-distribution p95)"
+    )
+    parser.add_argument("--workers", type=int, default=0, help="render processes (0: one per CPU core)")
+    parser.add_argument(
+        "--conditions",
+        nargs="+",
+        choices=[*CONDITIONS, REGION_CONDITION],
+        default=[*CONDITIONS, REGION_CONDITION],
+        help="which to score (nominal always; excluded_region only for data rendered with --exclude-region)",
+    )
+    args = parser.parse_args(argv)
+    if args.frames < 3 or args.mc_samples < 2:
+        print("unfamiliar_views: --frames must be >= 3 and --mc-samples >= 2", file=sys.stderr)
+        return 2
+
+    trained = load_checkpoint(args.checkpoint)
+    train_root = Path(trained.dataset.root)
+    provenance = read_metadata(train_root).get("provenance") or {}
+    if provenance.get("generator") != "pose-train synth":
+        print(f"unfamiliar_views: {train_root} was not rendered by pose-train synth", file=sys.stderr)
+        return 2
+    excluded = Region.parse(provenance["exclude_region"]) if provenance.get("exclude_region") else None
+    rig = read_rig(train_root)
+    covered = args.covered_camera or rig.names[0]
+
+    wanted = [name for name in CONDITIONS if name == "nominal" or name in args.conditions]
+    sets = {name: _render(args, train_root, provenance, Condition(name, covered), None) for name in wanted}
+    if excluded is not None and REGION_CONDITION in args.conditions:
+        sets[REGION_CONDITION] = _render(args, train_root, provenance, Condition(), excluded)
+
+    # The bundle's calibration: the covariance scale fitted on the training data's val split.
+    reference_scale = float(
+        evaluate_checkpoint(args.checkpoint, split="val", mc_samples=args.mc_samples).metrics[
+            "covariance_scale"
+        ]
+    )
+    scored = {
+        name: _scored(
+            evaluate_checkpoint(
+                args.checkpoint, data_root=root, mc_samples=args.mc_samples, calibration_split=None
+            ),
+            reference_scale,
+        )
+        for name, root in sets.items()
+    }
+    nominal = scored["nominal"]
+    in_dist = (
+        ~excluded.contains(nominal.positions)
+        if excluded is not None
+        else np.ones(len(nominal.positions), bool)
+    )
+    reference = _subset(nominal, in_dist)
+    thresholds = {
+        "max_position_std_m": args.max_position_std
+        if args.max_position_std is not None
+        else float(np.percentile(reference.position_std, 95)),
+        "max_rotation_std_deg": args.max_rotation_std
+        if args.max_rotation_std is not None
+        else float(np.percentile(reference.rotation_std, 95)),
+        "source": "given" if args.max_position_std is not None else "in-distribution p95",
+    }
+    gross_limits = (
+        GROSS_FACTOR * float(np.median(reference.translation_error)),
+        GROSS_FACTOR * float(np.median(reference.rotation_error)),
+    )
+    rows = {name: _row(reference, s, thresholds, gross_limits) for name, s in scored.items()}
+    results: dict[str, Any] = {
+        "checkpoint": str(args.checkpoint),
+        "training_data": str(train_root),
+        "frames_per_condition": args.frames,
+        "seed": args.seed,
+        "mc_samples": args.mc_samples,
+        "covariance_scale": reference_scale,
+        "covered_camera": covered,
+        "excluded_region": str(excluded) if excluded is not None else None,
+        "in_distribution_frames": int(in_dist.sum()),
+        "thresholds": thresholds,
+        "gross_error_limits": {"translation_m": gross_limits[0], "rotation_deg": gross_limits[1]},
+        "conditions": rows,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    table = markdown_table(results)
+    (args.out / "results.md").write_text(table)
+    _write_preview(args.out / "preview.png", sets)
+    print(table, end="")
+    return 0
+
+
+def _render(
+    args: argparse.Namespace,
+    train_root: Path,
+    provenance: dict[str, Any],
+    condition: Condition,
+    inside: Region | None,
+) -> Path:
+    """A test-only set like the training data's, under `condition` (or inside the excluded region)."""
+    name = REGION_CONDITION if inside is not None else condition.name
+    out = args.out / "data" / name
+    if (out / "dataset.yaml").is_file():
+        return out
+    meta = read_metadata(train_root)
+    render_dataset(
+        SynthConfig(
+            out=out,
+            rig=read_rig(train_root),
+            trajectory=str(provenance.get("trajectory", "drone")),
+            frames=args.frames,
+            fps=float(meta.get("fps", 10.0)),
+            frames_per_trajectory=int(provenance.get("frames_per_trajectory", 20)),
+            seed=args.seed,
+            scene=SceneConfig(seed=int(provenance.get("scene_seed", 0))),
+            lighting_strength=float(provenance.get("lighting_strength", 1.0)),
+            noise_std=float(provenance.get("noise_std", 0.0)),
+            workers=args.workers,
+            overwrite=True,
+            progress=False,
+            condition=condition,
+            inside_region=inside,
+            only_split="test",
+        )
+    )
+    return out
+
+
+def _scored(evaluation: Evaluation, reference_scale: float) -> Scored:
+    """The evaluation's stds moved from its own fitted scale to the reference one."""
+    covs = np.stack([e.covariance for e in evaluation.estimates])
+    pos_std, rot_std = covariance_stds(covs)
+    rescale = math.sqrt(reference_scale / float(evaluation.metrics["covariance_scale"]))
+    return Scored(
+        pos_std * rescale,
+        rot_std * rescale,
+        evaluation.translation_errors,
+        evaluation.rotation_errors,
+        evaluation.t_gt,
+    )
+
+
+def _subset(s: Scored, mask: NDArray[np.bool_]) -> Scored:
+    return Scored(
+        s.position_std[mask],
+        s.rotation_std[mask],
+        s.translation_error[mask],
+        s.rotation_error[mask],
+        s.positions[mask],
+    )
+
+
+def _row(
+    reference: Scored, s: Scored, thresholds: dict[str, Any], gross_limits: tuple[float, float]
+) -> dict[str, Any]:
+    flags = uncertain_flags(
+        s.position_std, s.rotation_std, thresholds["max_position_std_m"], thresholds["max_rotation_std_deg"]
+    )
+    gross = (s.translation_error > gross_limits[0]) | (s.rotation_error > gross_limits[1])
+    return {
+        "frames": len(s.position_std),
+        "median_position_std_m": float(np.median(s.position_std)),
+        "median_rotation_std_deg": float(np.median(s.rotation_std)),
+        "position_std_ratio": float(np.median(s.position_std) / np.median(reference.position_std)),
+        "rotation_std_ratio": float(np.median(s.rotation_std) / np.median(reference.rotation_std)),
+        "auroc_position_std": auroc(reference.position_std, s.position_std),
+        "auroc_rotation_std": auroc(reference.rotation_std, s.rotation_std),
+        "median_translation_m": float(np.median(s.translation_error)),
+        "median_rotation_deg": float(np.median(s.rotation_error)),
+        "flagged_share": float(flags.mean()),
+        "gross_errors": int(gross.sum()),
+        "gross_caught_share": share_caught(flags, gross),
+    }
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    t, gross = results["thresholds"], results["gross_error_limits"]
+    lines = [
+        f"Checkpoint `{results['checkpoint']}`, {results['frames_per_condition']} frames per condition "
+        f"(seed {results['seed']}, {results['mc_samples']} MC samples); in-distribution: "
+        f"{results['in_distribution_frames']} nominal frames"
+        + (f" outside {results['excluded_region']}" if results["excluded_region"] else "")
+        + f". Flag: position std > {t['max_position_std_m']:.3f} m or rotation std > "
+        f"{t['max_rotation_std_deg']:.2f} deg ({t['source']}); gross error: > "
+        f"{gross['translation_m']:.2f} m or > {gross['rotation_deg']:.1f} deg "
+        f"({GROSS_FACTOR:g}x the in-distribution median).",
+        "",
+        "| condition | frames | pos std ratio | rot std ratio | AUROC pos std | AUROC rot std "
+        "| median error | flagged | gross errors | gross caught |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in results["conditions"].items():
+        caught = "n/a" if math.isnan(r["gross_caught_share"]) else f"{100 * r['gross_caught_share']:.0f}%"
+        lines.append(
+            f"| {name} | {r['frames']} | {r['position_std_ratio']:.2f} | {r['rotation_std_ratio']:.2f} "
+            f"| {r['auroc_position_std']:.2f} | {r['auroc_rotation_std']:.2f} "
+            f"| {r['median_translation_m']:.2f} m, {r['median_rotation_deg']:.1f} deg "
+            f"| {100 * r['flagged_share']:.0f}% | {r['gross_errors']} | {caught} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _write_preview(path: Path, sets: dict[str, Path]) -> None:
+    """One row per condition: the cameras of its first frame side by side."""
+    rows = []
+    for name, root in sets.items():
+        first = read_frames(root)[0].index
+        views: list[NDArray[np.uint8]] = [
+            cv2.imread(str(image_path(root, cam, first))) for cam in read_rig(root).names
+        ]
+        row = np.concatenate(views, axis=1)
+        cv2.putText(row, name, (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 255, 255), 1, cv2.LINE_AA)
+        rows.append(row)
+    cv2.imwrite(str(path), np.concatenate(rows, axis=0))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
