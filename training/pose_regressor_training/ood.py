@@ -5,22 +5,19 @@ from __future__ import annotations
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy.stats import rankdata
+
+from pose_regressor.uncertainty_metrics import auroc as separation_auroc
 
 
 def auroc(scores_negative: ArrayLike, scores_positive: ArrayLike) -> float:
-    """Area under the ROC curve of `score` as a detector of the positives: the probability that a
-    random positive scores higher than a random negative, ties counted half (Mann-Whitney U).
-
-    NaN when either group is empty.
-    """
+    """`pose_regressor.uncertainty_metrics.auroc` for two groups of scores (in- and out-of-distribution
+    frames): the probability that a positive scores above a negative, ties counted half. NaN when
+    either group is empty."""
     neg = np.asarray(scores_negative, dtype=np.float64).ravel()
     pos = np.asarray(scores_positive, dtype=np.float64).ravel()
-    if len(neg) == 0 or len(pos) == 0:
-        return float("nan")
-    ranks = rankdata(np.concatenate([pos, neg]))  # average ranks: a tie counts half either way
-    u = ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2.0
-    return float(u / (len(pos) * len(neg)))
+    labels = np.concatenate([np.ones(len(pos), dtype=bool), np.zeros(len(neg), dtype=bool)])
+    area = separation_auroc(np.concatenate([pos, neg]), labels)
+    return float("nan") if area is None else area
 
 
 def uncertain_flags(
