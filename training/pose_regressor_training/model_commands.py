@@ -15,6 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pose_regressor.bundle import MAX_MC_SAMPLES
+from pose_regressor.uncertainty import CovarianceScale
 from pose_regressor_training.errors import CheckpointSaveError, TrainingError, TrainingInterrupted
 
 if TYPE_CHECKING:
@@ -200,7 +201,8 @@ def run_eval(args: argparse.Namespace) -> int:
         print(
             f"  uncertainty: spearman(pos std, err) {u['spearman_position_std_vs_error']:.2f}, "
             f"median NEES {u['median_nees_before']:.3g} -> {u['median_nees_after']:.3g} "
-            f"(scale {u['covariance_scale']:.3g} fitted on {u['covariance_scale_fitted_on']})"
+            f"(scale {CovarianceScale.from_json(u['covariance_scale']).describe()} "
+            f"fitted on {u['covariance_scale_fitted_on']})"
         )
     print("  wrote " + ", ".join(str(p) for p in paths))
     return 0
@@ -270,7 +272,7 @@ def run_export(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     else:
-        print(f"  covariance scale {bundle.covariance_scale:.4g} (from {source})")
+        print(f"  covariance scale {bundle.covariance_scale.describe()} (from {source})")
     return 0
 
 
