@@ -99,6 +99,18 @@ def test_model_outputs_clamped_log_variances_from_the_same_masks_and_old_configs
         assert float(model.inference_outputs(images, masks)[2].max()) == 4.0  # type: ignore[index]
 
 
+def test_the_log_variance_has_no_gradient_into_the_pose_model() -> None:
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(**SMALL, variance_head=True)).train()
+    out = model(torch.rand(2, 1, 3, 24, 32), model.random_masks(2, 1))
+    assert out.log_variance is not None
+    shared = [p for name, p in model.named_parameters() if not name.startswith("fc_log_variance")]
+    grads = torch.autograd.grad(out.log_variance.sum(), shared, allow_unused=True, retain_graph=True)
+    assert all(g is None or float(g.abs().sum()) == 0.0 for g in grads)  # the NLL trains the head only
+    head = torch.autograd.grad(out.log_variance.sum(), [model.fc_log_variance.weight])[0]  # type: ignore[union-attr]
+    assert float(head.abs().sum()) > 0
+
+
 # ------------------------------------------------------------------------------ the estimate
 def test_estimate_adds_the_mean_predicted_variance_then_scales_per_group_then_floors() -> None:
     t = np.tile([1.0, 2.0, 3.0], (2, 1))  # identical samples: no MC spread

@@ -46,7 +46,8 @@ class ModelConfig:
     variance_head: also predict a per-axis log-variance [B, S, 6] (x, y, z, rot-x, rot-y, rot-z;
         m^2 and rad^2) from the same dropout-masked hidden layer as the pose (aleatoric
         uncertainty, Kendall & Gal 2017), trained by the negative log-likelihood `variance_nll`
-        (`gaussian` or `laplace`) of the detached pose residual, added to the pose loss.
+        (`gaussian` or `laplace`) of the detached pose residual, added to the pose loss. The head
+        reads the hidden layer detached, so the NLL never changes the pose model.
     """
 
     backbone: str = "resnet18"

@@ -8,7 +8,7 @@
       -> h * mask (masks [B or 1, S, D]: S Monte-Carlo samples) -> Linear(D, outputs)
       -> de-normalized translation [B, S, 3] (metres, map frame)
          and rotation [B, S, 4] (xyzw, unit, w >= 0) of T_map_base
-      (variance_head) h * mask -> Linear(D, 6) -> log-variance [B, S, 6] (m^2, rad^2), clamped
+      (variance_head) h * mask (detached) -> Linear(D, 6) -> log-variance [B, S, 6] (m^2, rad^2), clamped
 
 Dropout lives only in the head and is applied by multiplying with a mask that the caller
 passes in: during training masks are Bernoulli(1 - p) / (1 - p) per sample; at inference a
@@ -238,7 +238,9 @@ class PoseRegressor(nn.Module):
     def _log_variance(self, masked: torch.Tensor) -> torch.Tensor | None:
         if self.fc_log_variance is None:
             return None
-        raw = self.fc_log_variance(masked)
+        # Detached: the NLL trains this head only. Its gradient through the shared layers cost the
+        # pose (quad synth, 12 epochs: test rotation median 83 deg against 39 deg without the head).
+        raw = self.fc_log_variance(masked.detach())
         # the translation part is learned in normalized units (as the translation itself): back to m^2
         offset = torch.cat([2.0 * torch.log(self.t_std), torch.zeros_like(self.t_std)])
         return torch.clamp(raw + offset, MIN_LOG_VARIANCE, MAX_LOG_VARIANCE)
