@@ -256,6 +256,7 @@ def run_export(args: argparse.Namespace) -> int:
     print(
         f"  ONNX Runtime vs PyTorch: max |diff| {diff['translation_m']:.1e} m, "
         f"{diff['rotation']:.1e} (quaternion)"
+        + (f", {diff['log_variance']:.1e} (log-variance)" if "log_variance" in diff else "")
     )
     source = bundle.provenance.get("covariance_scale_source")
     if source == "default":
