@@ -23,7 +23,7 @@ from pose_regressor.bundle import ModelBundle, load_bundle, preprocess
 from pose_regressor.engines import InferenceEngine, load_engine
 from pose_regressor.engines.onnxruntime_engine import OnnxRuntimeEngine
 from pose_regressor.rig import preset_rig
-from pose_regressor.uncertainty import dropout_masks
+from pose_regressor.uncertainty import CovarianceScale, dropout_masks
 from pose_regressor_training.checkpoint import (
     Checkpoint,
     DatasetInfo,
@@ -102,13 +102,13 @@ def _camera_images(data: Path, split: str = "test") -> list[list[np.ndarray]]:
 
 
 def _assert_static_tensorrt_graph(
-    path: Path, cameras: int, hidden: int, width: int = 32, height: int = 24
+    path: Path, cameras: int, hidden: int, width: int = 32, height: int = 24, variance_head: bool = False
 ) -> None:
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto, full_check=True)
     assert {o.domain for o in proto.opset_import} <= {"", "ai.onnx"}
     assert max(o.version for o in proto.opset_import) >= 17
-    assert io_signature(proto) == expected_signature(cameras, height, width, hidden)
+    assert io_signature(proto) == expected_signature(cameras, height, width, hidden, variance_head)
     ops = op_types(proto)
     assert ops <= TENSORRT_OPS, f"not in the TensorRT allow-list: {sorted(ops - TENSORRT_OPS)}"
     assert not ops & FORBIDDEN_OPS
@@ -138,7 +138,10 @@ def test_bundle_yaml_describes_cameras_model_and_training(
     assert [(c.topic, c.width, c.height) for c in bundle.cameras][1] == ("/left/image_raw", 64, 48)
     assert (bundle.input_width, bundle.input_height, bundle.fusion, bundle.dof) == (32, 24, "input", 6)
     assert (bundle.hidden_dim, bundle.mc_samples, bundle.dropout) == (32, 32, 0.2)
-    assert bundle.covariance_scale == 1.0 and bundle.provenance["covariance_scale_source"] == "default"
+    assert (
+        bundle.covariance_scale == CovarianceScale(1.0, 1.0)
+        and bundle.provenance["covariance_scale_source"] == "default"
+    )
     provenance = bundle.provenance
     assert provenance["checkpoint"] == str(checkpoint.resolve())
     assert provenance["dataset"]["root"] == str(data)
@@ -224,7 +227,8 @@ def test_cli_exports_refuses_to_overwrite_and_replaces(
     assert main([*args, "--overwrite", "--metrics", str(metrics), "--opset", "18"]) == 0
     assert "covariance scale 2.5 (from" in capsys.readouterr().out
     replaced = load_bundle(out)
-    assert (replaced.covariance_scale, replaced.mc_samples, replaced.onnx["opset"]) == (2.5, 4, 18)
+    assert replaced.covariance_scale == CovarianceScale.uniform(2.5)
+    assert (replaced.mc_samples, replaced.onnx["opset"]) == (4, 18)
     assert replaced.provenance["covariance_scale_source"] == str(metrics)
     assert replaced.provenance["eval_metrics"]["split"] == "test"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "metrics.json"]  # no staging left
@@ -241,13 +245,23 @@ def test_covariance_scale_sources(tmp_path: Path) -> None:
     checkpoint = tmp_path / "run" / "best.pt"
     eval_dir = checkpoint.parent / "eval_test"
     eval_dir.mkdir(parents=True)
-    assert covariance_scale_from_metrics(checkpoint, None) == (1.0, "default", {})
+    one = CovarianceScale.uniform(1.0)
+    assert covariance_scale_from_metrics(checkpoint, None) == (one, "default", {})
     metrics = {"checkpoint": str(checkpoint), "split": "test", "covariance_scale": 3.0, "frames": 9}
     (eval_dir / "metrics.json").write_text(json.dumps(metrics))
     scale, source, summary = covariance_scale_from_metrics(checkpoint, None)
-    assert (scale, source, summary["frames"]) == (3.0, str(eval_dir / "metrics.json"), 9)
+    assert (scale, source, summary["frames"]) == (
+        CovarianceScale.uniform(3.0),
+        str(eval_dir / "metrics.json"),
+        9,
+    )
+    # what eval writes now: one scale per axis group
+    per_group = {**metrics, "covariance_scale": {"position": 2.0, "rotation": 40.0}}
+    (eval_dir / "metrics.json").write_text(json.dumps(per_group))
+    assert covariance_scale_from_metrics(checkpoint, None)[0] == CovarianceScale(2.0, 40.0)
+    (eval_dir / "metrics.json").write_text(json.dumps(metrics))
     # eval_test/ of the run's other checkpoint is not this checkpoint's calibration.
-    assert covariance_scale_from_metrics(checkpoint.with_name("last.pt"), None)[:2] == (1.0, "default")
+    assert covariance_scale_from_metrics(checkpoint.with_name("last.pt"), None)[:2] == (one, "default")
     with pytest.raises(FileNotFoundError, match=r"metrics file .* does not exist"):
         covariance_scale_from_metrics(checkpoint, tmp_path / "missing.json")
     (tmp_path / "no_scale.json").write_text(json.dumps({"median_translation_m": 1.0}))
@@ -256,7 +270,7 @@ def test_covariance_scale_sources(tmp_path: Path) -> None:
     # An undertrained model's fitted scale beyond the bound is named, not silently dropped.
     (eval_dir / "metrics.json").write_text(json.dumps({**metrics, "covariance_scale": 1.5e7}))
     scale, source, _ = covariance_scale_from_metrics(checkpoint, None)
-    assert scale == 1.0
+    assert scale == one
     assert (
         source == f"default ({eval_dir / 'metrics.json'} has covariance_scale 15000000.0, outside (0, 1e+06])"
     )
@@ -271,17 +285,19 @@ def test_covariance_scale_sources(tmp_path: Path) -> None:
         ("small_cnn", "input", "quaternion", 6, (40, 30)),  # 3x2 final map: pooling windows overlap
         ("small_cnn", "input", "rot6d", 6, (32, 24)),
         ("small_cnn", "input", "rot6d+track_tta", 6, (32, 24)),  # the shift averaging in the graph
+        ("small_cnn", "input", "rot6d+track_tta+variance_head", 6, (32, 24)),  # + log_variance [S, 6]
     ],
 )
 def test_other_backbones_export_and_agree(
     tmp_path: Path, backbone: str, fusion: str, rotation: str, dof: int, size: tuple[int, int]
 ) -> None:
     torch.manual_seed(0)
-    rotation, _, tta = rotation.partition("+")
+    rotation, *flags = rotation.split("+")
+    tta, variance = "track_tta" in flags, "variance_head" in flags
     config = ModelConfig(
         backbone=backbone, fusion=fusion, num_cameras=2, image_width=size[0], image_height=size[1],
         hidden_dim=16, rotation=rotation, dof=dof, small_cnn_width=8,
-        track_tta=tta == "track_tta", track_yaw_step=math.pi if tta else 0.0,
+        track_tta=tta, track_yaw_step=math.pi if tta else 0.0, variance_head=variance,
     )  # fmt: skip
     model = build_model(config)
     model.set_translation_stats(torch.tensor([1.0, -2.0, 0.5]), torch.tensor([2.0, 1.0, 0.3]))
@@ -297,22 +313,32 @@ def test_other_backbones_export_and_agree(
         for _ in range(2):
             model(torch.rand(8, 2, 3, size[1], size[0]))
         torch.nn.init.normal_(model.fc_out.weight, std=0.3)
+        if model.fc_log_variance is not None:
+            torch.nn.init.normal_(model.fc_log_variance.weight, std=0.3)
     model.eval()
     checkpoint = tmp_path / "untrained.pt"
     rig = preset_rig("stereo", 64, 48)
     save_checkpoint(checkpoint, Checkpoint(config, model.state_dict(), rig, dataset=DatasetInfo(root="none")))
     bundle = export_bundle(checkpoint, tmp_path / "bundle", mc_samples=8)
-    _assert_static_tensorrt_graph(bundle.onnx_path, 2, 16, *size)
+    _assert_static_tensorrt_graph(bundle.onnx_path, 2, 16, *size, variance_head=variance)
     assert bundle.camera_names == ["left", "right"] and (bundle.fusion, bundle.dof) == (fusion, dof)
+    assert bundle.variance_head == variance
     ort_engine, torch_engine = OnnxRuntimeEngine(bundle, threads=1), TorchEngine(bundle)
     rng = np.random.default_rng(1)
     deterministic = []
     for samples in (1, 8, 1):
         images = rng.integers(0, 256, bundle.images_shape, dtype=np.uint8)
         masks = dropout_masks(samples, 16, bundle.dropout, rng)
-        t_ort, q_ort = ort_engine.infer(images, masks)
-        t_pt, q_pt = torch_engine.infer(images, masks)
+        ort_out, pt_out = ort_engine.infer_outputs(images, masks), torch_engine.infer_outputs(images, masks)
+        t_ort, q_ort, t_pt, q_pt = ort_out.translation, ort_out.rotation, pt_out.translation, pt_out.rotation
         assert np.abs(t_ort - t_pt).max() <= TOLERANCE and np.abs(q_ort - q_pt).max() <= TOLERANCE
+        if variance:
+            assert ort_out.log_variance is not None and pt_out.log_variance is not None
+            assert ort_out.log_variance.shape == (samples, 6)
+            assert np.abs(ort_out.log_variance - pt_out.log_variance).max() <= TOLERANCE
+            assert np.ptp(ort_out.log_variance) > 0.01  # not stuck at the clamp or a constant
+        else:
+            assert ort_out.log_variance is None and pt_out.log_variance is None
         deterministic.append(ort_engine.infer(images, ort_engine.deterministic_mask())[0][0, :2])
     assert np.abs(deterministic[0] - deterministic[-1]).max() > 0.01  # outputs depend on the images
     if dof == 3:  # yaw only: z at the training mean, roll = pitch = 0

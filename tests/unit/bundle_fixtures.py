@@ -5,6 +5,7 @@ The graph honours the bundle contract with trivial arithmetic that numpy can rec
     m           = mean(float(images))                       (scalar)
     translation = dropout_mask @ W_T + m                    [S, 3]
     rotation    = normalize(dropout_mask @ W_Q)             [S, 4]  (W_Q >= 0, so w >= 0)
+    log_variance = dropout_mask @ W_V + LV0                 [S, 6]  (only with variance_head)
 """
 
 from __future__ import annotations
@@ -34,9 +35,13 @@ HIDDEN = 4
 
 W_T = np.arange(HIDDEN * 3, dtype=np.float32).reshape(HIDDEN, 3) / 10.0
 W_Q = (np.arange(HIDDEN * 4, dtype=np.float32).reshape(HIDDEN, 4) + 1.0) / 10.0
+W_V = (np.arange(HIDDEN * 6, dtype=np.float32).reshape(HIDDEN, 6) - 10.0) / 20.0
+LV0 = np.float32(-4.0)
 
 
-def tiny_graph(cameras: int, width: int, height: int, hidden: int, opset: int = 17) -> onnx.ModelProto:
+def tiny_graph(
+    cameras: int, width: int, height: int, hidden: int, opset: int = 17, variance_head: bool = False
+) -> onnx.ModelProto:
     images = helper.make_tensor_value_info("images", TensorProto.UINT8, [cameras, height, width, 3])
     masks = helper.make_tensor_value_info("dropout_mask", TensorProto.FLOAT, ["S", hidden])
     translation = helper.make_tensor_value_info("translation", TensorProto.FLOAT, ["S", 3])
@@ -57,7 +62,18 @@ def tiny_graph(cameras: int, width: int, height: int, hidden: int, opset: int = 
         numpy_helper.from_array(W_Q[:hidden], "W_Q"),
         numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1"),
     ]
-    graph = helper.make_graph(nodes, "tiny", [images, masks], [translation, rotation], initializers)
+    outputs = [translation, rotation]
+    if variance_head:
+        outputs.append(helper.make_tensor_value_info("log_variance", TensorProto.FLOAT, ["S", 6]))
+        nodes += [
+            helper.make_node("MatMul", ["dropout_mask", "W_V"], ["v_raw"]),
+            helper.make_node("Add", ["v_raw", "LV0"], ["log_variance"]),
+        ]
+        initializers += [
+            numpy_helper.from_array(W_V[:hidden], "W_V"),
+            numpy_helper.from_array(np.array(LV0, dtype=np.float32), "LV0"),
+        ]
+    graph = helper.make_graph(nodes, "tiny", [images, masks], outputs, initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8
     onnx.checker.check_model(model, full_check=True)
@@ -74,11 +90,21 @@ def expected_outputs(
     return t, r / np.linalg.norm(r, axis=1, keepdims=True)
 
 
+def expected_log_variance(masks: NDArray[np.float32]) -> NDArray[np.float64]:
+    """What `tiny_graph(variance_head=True)` outputs as log_variance, in float64."""
+    return masks.astype(np.float64) @ W_V[: masks.shape[1]].astype(np.float64) + float(LV0)
+
+
 def make_bundle(
-    root: Path, graph_hidden: int | None = None, rig: Rig | None = None, **overrides: Any
+    root: Path,
+    graph_hidden: int | None = None,
+    rig: Rig | None = None,
+    graph_variance: bool | None = None,
+    **overrides: Any,
 ) -> ModelBundle:
     """A valid bundle directory at `root` (created) with the tiny graph; `overrides` replace
-    ModelBundle fields (bundle.yaml), `graph_hidden` makes the graph's D differ from bundle.yaml's.
+    ModelBundle fields (bundle.yaml), `graph_hidden` makes the graph's D differ from bundle.yaml's;
+    `variance_head=True` gives the graph its log_variance output (`graph_variance` overrides that).
     `rig` is recorded as the training rig (`provenance.rig`, as training writes it); without it
     the bundle has none, like bundles exported before the rig was recorded."""
     root.mkdir(parents=True, exist_ok=True)
@@ -100,8 +126,13 @@ def make_bundle(
     fields.update(overrides)
     if rig is not None:
         fields["provenance"] = {**fields["provenance"], "rig": rig.to_dict()}
+    variance = fields.get("variance_head", False) if graph_variance is None else graph_variance
     graph = tiny_graph(
-        len(fields["cameras"]), fields["input_width"], fields["input_height"], graph_hidden or HIDDEN
+        len(fields["cameras"]),
+        fields["input_width"],
+        fields["input_height"],
+        graph_hidden or HIDDEN,
+        variance_head=variance,
     )
     onnx_path = root / ONNX_FILE
     onnx.save(graph, str(onnx_path))

@@ -197,6 +197,23 @@ BAD_VALUES: dict[str, tuple[Mutation, str]] = {
         r"covariance_scale must be in \(0.0, 1e\+06\], got nan",
     ),
     "scale missing": (_delete("covariance_scale"), r"covariance_scale must be a finite number, got None"),
+    "group scale zero": (
+        _set("covariance_scale", {"position": 2.0, "rotation": 0.0}),
+        r"covariance_scale.rotation must be in \(0.0, 1e\+06\], got 0.0$",
+    ),
+    "group scale text": (
+        _set("covariance_scale", {"position": "2", "rotation": 1.0}),
+        r"covariance_scale.position must be a finite number, got '2'$",
+    ),
+    "group scale keys": (
+        _set("covariance_scale", {"position": 2.0, "yaw": 1.0}),
+        r"covariance_scale must be a number or a mapping of exactly position and rotation, "
+        r"got keys \['position', 'yaw'\]$",
+    ),
+    "variance_head text": (
+        _set("model.variance_head", "yes"),
+        r"model.variance_head must be true or false, got 'yes'$",
+    ),
     "provenance": (_set("provenance", [1]), r"onnx and provenance must be mappings"),
 }
 

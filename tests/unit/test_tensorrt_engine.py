@@ -54,7 +54,7 @@ from pose_regressor.engines.tensorrt_plan import (
     resolve_precision,
 )
 from pose_regressor.uncertainty import dropout_masks
-from tests.unit.bundle_fixtures import HIDDEN, expected_outputs, make_bundle
+from tests.unit.bundle_fixtures import HIDDEN, expected_log_variance, expected_outputs, make_bundle
 from tests.unit.fake_cudart import FakeCudart
 
 SHAPES = {"images": ((2, 6, 8, 3),) * 3, "dropout_mask": ((1, 4), (8, 4), (8, 4))}
@@ -119,6 +119,7 @@ class FakeTensorRT:
         class Network:
             def __init__(self) -> None:
                 self.inputs: list[types.SimpleNamespace] = []
+                self.outputs: list[str] = []
 
             @property
             def num_inputs(self) -> int:
@@ -141,6 +142,7 @@ class FakeTensorRT:
                     self.errors = ["In node 3 (Conv): UNSUPPORTED_NODE"]
                     return False
                 self.network.inputs = [types.SimpleNamespace(name=i.name) for i in model.graph.input]
+                self.network.outputs = [o.name for o in model.graph.output]
                 return True
 
             @property
@@ -213,7 +215,12 @@ class FakeTensorRT:
                 if "INT8" in config.flags:
                     record["calibration_profile"] = config.calibration_profile.shapes  # type: ignore[union-attr]
                     record["calibration_batches"] = fake.calibrate(config.int8_calibrator)
-                meta = {"version": fake.version, "profile": record["profile"], "flags": record["flags"]}
+                meta = {
+                    "version": fake.version,
+                    "profile": record["profile"],
+                    "flags": record["flags"],
+                    "outputs": network.outputs,
+                }
                 return fake.MAGIC + json.dumps(meta).encode()
 
         class Context:
@@ -242,20 +249,21 @@ class FakeTensorRT:
                 s = masks.shape[0]
                 read(self.addresses["translation"], (s, 3), np.float32)[:] = t
                 read(self.addresses["rotation"], (s, 4), np.float32)[:] = q
+                if "log_variance" in self.engine.names:
+                    read(self.addresses["log_variance"], (s, 6), np.float32)[:] = expected_log_variance(masks)
                 return True
 
         class Engine:
-            NAMES = ("images", "dropout_mask", "translation", "rotation")
-
             def __init__(self, meta: dict[str, Any]) -> None:
                 self.profile = dict(meta["profile"])
-                self.num_io_tensors = 4
+                self.names = ("images", "dropout_mask", *meta["outputs"])  # the parsed graph's outputs
+                self.num_io_tensors = len(self.names)
 
             def get_tensor_name(self, i: int) -> str:
-                return self.NAMES[i]
+                return self.names[i]
 
             def get_tensor_mode(self, name: str) -> Any:
-                return m.TensorIOMode.INPUT if name in self.NAMES[:2] else m.TensorIOMode.OUTPUT
+                return m.TensorIOMode.INPUT if name in self.names[:2] else m.TensorIOMode.OUTPUT
 
             def get_tensor_dtype(self, name: str) -> Any:
                 return m.DataType.UINT8 if name == "images" else m.DataType.FLOAT
@@ -612,6 +620,20 @@ def test_builds_caches_and_runs_a_plan(
         rtol=1e-6,
         atol=1e-5,
     )
+
+
+def test_variance_head_plan_returns_the_log_variance(tmp_path: Path, fake: FakeTensorRT) -> None:
+    bundle = make_bundle(tmp_path / "variance", variance_head=True)
+    engine = TensorRTEngine(bundle, max_samples=8)
+    rng = np.random.default_rng(2)
+    for s in (1, 8, 3):
+        masks = dropout_masks(s, HIDDEN, 0.25, rng)
+        out = engine.infer_outputs(_images(s), masks)
+        np.testing.assert_allclose(
+            out.translation, expected_outputs(_images(s), masks)[0], rtol=1e-6, atol=1e-5
+        )
+        assert out.log_variance is not None and out.log_variance.shape == (s, 6)
+        np.testing.assert_allclose(out.log_variance, expected_log_variance(masks), atol=1e-5)
 
 
 def test_engine_on_cudart_memory_calibrates_and_runs(

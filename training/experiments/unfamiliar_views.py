@@ -34,6 +34,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pose_regressor.metrics import covariance_stds
+from pose_regressor.uncertainty import CovarianceScale
 from pose_regressor_training.checkpoint import load_checkpoint
 from pose_regressor_training.data.folder import image_path, read_frames, read_metadata, read_rig
 from pose_regressor_training.evaluate import Evaluation, evaluate_checkpoint
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         sets[REGION_CONDITION] = _render(args, train_root, provenance, Condition(), excluded)
 
     # The bundle's calibration: the covariance scale fitted on the training data's val split.
-    reference_scale = float(
+    reference_scale = CovarianceScale.from_json(
         evaluate_checkpoint(args.checkpoint, split="val", mc_samples=args.mc_samples).metrics[
             "covariance_scale"
         ]
@@ -147,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         "frames_per_condition": args.frames,
         "seed": args.seed,
         "mc_samples": args.mc_samples,
-        "covariance_scale": reference_scale,
+        "covariance_scale": {"position": reference_scale.position, "rotation": reference_scale.rotation},
         "covered_camera": covered,
         "excluded_region": str(excluded) if excluded is not None else None,
         "in_distribution_frames": int(in_dist.sum()),
@@ -200,14 +201,14 @@ def _render(
     return out
 
 
-def _scored(evaluation: Evaluation, reference_scale: float) -> Scored:
-    """The evaluation's stds moved from its own fitted scale to the reference one."""
+def _scored(evaluation: Evaluation, reference_scale: CovarianceScale) -> Scored:
+    """The evaluation's stds moved from its own fitted scales to the reference ones."""
     covs = np.stack([e.covariance for e in evaluation.estimates])
     pos_std, rot_std = covariance_stds(covs)
-    rescale = math.sqrt(reference_scale / float(evaluation.metrics["covariance_scale"]))
+    own = CovarianceScale.from_json(evaluation.metrics["covariance_scale"])
     return Scored(
-        pos_std * rescale,
-        rot_std * rescale,
+        pos_std * math.sqrt(reference_scale.position / own.position),
+        rot_std * math.sqrt(reference_scale.rotation / own.rotation),
         evaluation.translation_errors,
         evaluation.rotation_errors,
         evaluation.t_gt,

@@ -19,12 +19,12 @@ from pose_regressor.metrics import (
     pose_errors,
     tangent_residuals,
 )
-from pose_regressor.uncertainty import PoseEstimate, estimate_from_samples
+from pose_regressor.uncertainty import CovarianceScale, PoseEstimate, estimate_from_samples
 from pose_regressor.uncertainty_metrics import consistency, uncertain_flag_report
 from pose_regressor_training.checkpoint import load_checkpoint, model_from_checkpoint
 from pose_regressor_training.data.dataset import PoseDataset, describe_skipped
 from pose_regressor_training.data.sources import load_dataset
-from pose_regressor_training.predict import predict, resolve_device
+from pose_regressor_training.predict import predict, predict_outputs, resolve_device
 from pose_regressor_training.retrieval import retrieve_poses
 
 
@@ -57,10 +57,31 @@ def fit_covariance_scale(residuals: NDArray[np.float64], covariances: NDArray[np
     return float(np.median(nees_values(residuals, covariances)) / chi2.median(residuals.shape[1]))
 
 
+def fit_covariance_scales(
+    residuals: NDArray[np.float64], covariances: NDArray[np.float64]
+) -> CovarianceScale:
+    """`fit_covariance_scale` per axis group: the position scale matches the median NEES of the
+    position block (3-D, against the chi2(3) median), the rotation scale that of the rotation block.
+    Position and rotation errors of a pose regressor are miscalibrated by different factors (metres
+    and radians, different heads of the same layer), which one scalar cannot fix."""
+    position = fit_covariance_scale(residuals[:, :3], covariances[:, :3, :3])
+    rotation = fit_covariance_scale(residuals[:, 3:], covariances[:, 3:, 3:])
+    return CovarianceScale(position, rotation)
+
+
 def _mc_estimates(
-    t_samples: NDArray[np.float64], q_samples: NDArray[np.float64], scale: float
+    t_samples: NDArray[np.float64],
+    q_samples: NDArray[np.float64],
+    scale: float | CovarianceScale,
+    log_variances: NDArray[np.float64] | None = None,
 ) -> list[PoseEstimate]:
-    return [estimate_from_samples(t, q, scale) for t, q in zip(t_samples, q_samples, strict=True)]
+    """One estimate per frame; with `log_variances` (N, S, 6) the aleatoric variance is included."""
+    if log_variances is None:
+        return [estimate_from_samples(t, q, scale) for t, q in zip(t_samples, q_samples, strict=True)]
+    return [
+        estimate_from_samples(t, q, scale, log_variances=lv)
+        for t, q, lv in zip(t_samples, q_samples, log_variances, strict=True)
+    ]
 
 
 def evaluate_checkpoint(
@@ -99,7 +120,10 @@ def evaluate_checkpoint(
         metrics["uncertainty"] = _uncertainty_metrics(test, calibration, t_err, r_err)
         scale = metrics["uncertainty"]["covariance_scale"]
         metrics["covariance_scale"] = scale
-        estimates = _mc_estimates(test.t_samples, test.q_samples, scale)
+        metrics["covariance_variants"] = _covariance_variants(test, calibration, t_err, r_err)
+        estimates = _mc_estimates(
+            test.t_samples, test.q_samples, CovarianceScale(**scale), test.log_variances
+        )
     if baseline:
         try:
             metrics["retrieval_baseline"] = predictor.retrieval_baseline(test, metrics)
@@ -126,7 +150,8 @@ class _SplitResult:
     dataset: PoseDataset
     t_samples: NDArray[np.float64]
     q_samples: NDArray[np.float64]
-    estimates: list[PoseEstimate]
+    estimates: list[PoseEstimate]  # unscaled; with the variance head's part when it has one
+    log_variances: NDArray[np.float64] | None = None  # (N, S, 6) of a variance head
 
     @property
     def frames(self) -> list[Any]:
@@ -204,8 +229,10 @@ class _SplitPredictor:
             self.notes.append(describe_skipped(dataset.skipped, len(frames), split))
         if len(dataset) == 0:
             raise ValueError(f"none of the {len(frames)} frames of split {split!r} has readable images")
-        t_s, q_s = predict(self.model, dataset, self.device, mc_samples=self.mc_samples, seed=self.seed)
-        return _SplitResult(split, dataset, t_s, q_s, _mc_estimates(t_s, q_s, 1.0))
+        t_s, q_s, lv = predict_outputs(
+            self.model, dataset, self.device, mc_samples=self.mc_samples, seed=self.seed
+        )
+        return _SplitResult(split, dataset, t_s, q_s, _mc_estimates(t_s, q_s, 1.0, lv), lv)
 
     def retrieval_baseline(self, test: _SplitResult, regression: dict[str, Any]) -> dict[str, Any]:
         """Errors of the nearest-training-frame baseline on `test`'s frames, and the regression's
@@ -250,8 +277,8 @@ def _uncertainty_metrics(
     """How well the MC covariance predicts the errors, before and after the fitted scale."""
     residuals, covs = test.residuals(), test.covariances
     pos_std, rot_std = covariance_stds(covs)
-    scale = fit_covariance_scale(calibration.residuals(), calibration.covariances)
-    calibrated, calibrated_reference = covs * scale, calibration.covariances * scale
+    scale = fit_covariance_scales(calibration.residuals(), calibration.covariances)
+    calibrated, calibrated_reference = scale.apply(covs), scale.apply(calibration.covariances)
     nees_before = nees_values(residuals, covs)
     nees_after = nees_values(residuals, calibrated)
     after = consistency(residuals, calibrated)
@@ -266,7 +293,7 @@ def _uncertainty_metrics(
         "median_nees_after": float(np.median(nees_after)),
         "nees_expected": 6.0,
         "median_nees_expected": float(chi2.median(6)),
-        "covariance_scale": scale,
+        "covariance_scale": {"position": scale.position, "rotation": scale.rotation},
         "covariance_scale_fitted_on": calibration.name,
         # Calibrated covariance, per block: mean NEES (expected 6, 3, 3), the share of the truths
         # inside the 95% ellipsoid, and the observed coverage of the reliability diagram.
@@ -275,6 +302,42 @@ def _uncertainty_metrics(
         "reliability": after["reliability"],
         "uncertain_flag": uncertain_flag_report(calibrated, calibrated_reference, t_err, r_err),
     }
+
+
+def _covariance_variants(
+    test: _SplitResult, calibration: _SplitResult, t_err: NDArray[np.float64], r_err: NDArray[np.float64]
+) -> dict[str, dict[str, float]]:
+    """The covariance models side by side on the same samples: the MC spread with one fitted scale
+    (the former default), the MC spread with per-group scales and, with a variance head, the MC
+    spread plus the aleatoric variance with per-group scales (what bundles of such models use)."""
+    variants: dict[str, tuple[bool, bool]] = {"mc_one_scale": (False, False), "mc_per_group": (False, True)}
+    if test.log_variances is not None:
+        variants["mc_aleatoric_per_group"] = (True, True)
+    residuals, fit_residuals = test.residuals(), calibration.residuals()
+    out = {}
+    for name, (aleatoric, per_group) in variants.items():
+        covs, fit_covs = (
+            np.stack([e.covariance for e in _mc_estimates(r.t_samples, r.q_samples, 1.0, lv)])
+            for r, lv in (
+                (test, test.log_variances if aleatoric else None),
+                (calibration, calibration.log_variances if aleatoric else None),
+            )
+        )
+        if per_group:
+            scale = fit_covariance_scales(fit_residuals, fit_covs)
+        else:
+            scale = CovarianceScale.uniform(fit_covariance_scale(fit_residuals, fit_covs))
+        nees_after = nees_values(residuals, scale.apply(covs))
+        pos_std, rot_std = covariance_stds(covs)
+        out[name] = {
+            "spearman_position_std_vs_error": float(spearmanr(pos_std, t_err).statistic),
+            "spearman_rotation_std_vs_error": float(spearmanr(rot_std, r_err).statistic),
+            "mean_nees_after": float(np.mean(nees_after)),
+            "median_nees_after": float(np.median(nees_after)),
+            "covariance_scale_position": scale.position,
+            "covariance_scale_rotation": scale.rotation,
+        }
+    return out
 
 
 def write_evaluation(evaluation: Evaluation, out_dir: Path) -> list[Path]:

@@ -55,10 +55,11 @@ from pose_regressor.bundle import (
     TORCH_FILE,
     BundleCamera,
     ModelBundle,
+    graph_outputs,
     load_bundle,
     write_bundle,
 )
-from pose_regressor.uncertainty import dropout_masks
+from pose_regressor.uncertainty import CovarianceScale, dropout_masks
 from pose_regressor_training.checkpoint import (
     WRITE_ERRNOS,
     Checkpoint,
@@ -77,7 +78,7 @@ INPUT_NAMES = tuple(spec.name for spec in GRAPH_INPUTS)
 OUTPUT_NAMES = tuple(spec.name for spec in GRAPH_OUTPUTS)
 DYNAMIC_AXES = {
     spec.name: {spec.shape.index(DYNAMIC_AXIS): DYNAMIC_AXIS}
-    for spec in (*GRAPH_INPUTS, *GRAPH_OUTPUTS)
+    for spec in (*GRAPH_INPUTS, *graph_outputs(True))
     if DYNAMIC_AXIS in spec.shape
 }
 MIN_OPSET, MAX_OPSET = 17, 20
@@ -93,10 +94,11 @@ class ExportError(TrainingError):
 
 
 class ExportWrapper(nn.Module):
-    """The exported function: (images uint8 [T, H, W, 3], masks [S, D]) -> (t [S, 3], q [S, 4]).
+    """The exported function: (images uint8 [T, H, W, 3], masks [S, D]) -> (t [S, 3], q [S, 4]),
+    plus log_variance [S, 6] for a model with a variance head.
 
-    Uses the model's own `poses` (eval mode; with `track_tta` the shift averaging is in the graph):
-    the uint8 -> float / 255 conversion, the NHWC -> NCHW permute and the ImageNet normalization
+    Uses the model's own `inference_outputs` (eval mode; with `track_tta` the shift averaging is in
+    the graph): the uint8 -> float / 255 conversion, the NHWC -> NCHW permute and the ImageNet normalization
     all happen in the graph.
     """
 
@@ -104,10 +106,15 @@ class ExportWrapper(nn.Module):
         super().__init__()
         self.model = model.eval()
 
-    def forward(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, ...]:
         x = images_to_unit_float(images.unsqueeze(0))  # [1, T, 3, H, W] in [0, 1]
-        t, q = self.model.poses(x, masks.unsqueeze(0))  # [1, S, 3], [1, S, 4]
-        return t[0], q[0]
+        outputs = self.model.inference_outputs(x, masks.unsqueeze(0))  # [1, S, 3], [1, S, 4], [1, S, 6]
+        return tuple(out[0] for out in outputs if out is not None)
+
+
+def output_names(config: ModelConfig) -> list[str]:
+    """The graph's output names for `config` (`pose_regressor.bundle.graph_outputs`)."""
+    return [spec.name for spec in graph_outputs(config.variance_head)]
 
 
 def _check_options(mc_samples: int, opset: int) -> None:
@@ -137,8 +144,10 @@ def export_onnx(model: PoseRegressor, path: Path, mc_samples: int = 32, opset: i
             (images, masks),
             str(path),
             input_names=list(INPUT_NAMES),
-            output_names=list(OUTPUT_NAMES),
-            dynamic_axes=DYNAMIC_AXES,
+            output_names=output_names(config),
+            dynamic_axes={
+                k: v for k, v in DYNAMIC_AXES.items() if k in (*INPUT_NAMES, *output_names(config))
+            },
             opset_version=opset,
             do_constant_folding=True,
             dynamo=False,
@@ -152,13 +161,15 @@ def export_onnx(model: PoseRegressor, path: Path, mc_samples: int = 32, opset: i
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise ExportError(f"the exported graph fails onnx.checker / shape inference: {exc}") from None
     onnx.save(proto, str(path))
-    _check_contract(proto, config.num_cameras, config.image_height, config.image_width, config.hidden_dim)
+    _check_contract(proto, config)
     return proto
 
 
-def _check_contract(proto: onnx.ModelProto, cameras: int, height: int, width: int, hidden: int) -> None:
+def _check_contract(proto: onnx.ModelProto, config: ModelConfig) -> None:
     signature = io_signature(proto)
-    expected = expected_signature(cameras, height, width, hidden)
+    expected = expected_signature(
+        config.num_cameras, config.image_height, config.image_width, config.hidden_dim, config.variance_head
+    )
     if signature != expected:
         raise ExportError(
             f"the exported graph's inputs/outputs are {signature}, the contract says {expected}"
@@ -184,6 +195,8 @@ def verify_onnx(model: PoseRegressor, path: Path, trials: int = 4, samples: int 
     wrapper = ExportWrapper(model).eval()
     rng = np.random.default_rng(0)
     worst = {"translation_m": 0.0, "rotation": 0.0}
+    if config.variance_head:
+        worst["log_variance"] = 0.0
     within = True
     for trial in range(trials):
         shape = (config.num_cameras, config.image_height, config.image_width, 3)
@@ -192,12 +205,10 @@ def verify_onnx(model: PoseRegressor, path: Path, trials: int = 4, samples: int 
             masks = np.ones((1, config.hidden_dim), np.float32)
         else:
             masks = dropout_masks(samples, config.hidden_dim, config.dropout, rng)
-        t_ort, q_ort = session.run(list(OUTPUT_NAMES), {IMAGES: images, DROPOUT_MASK: masks})
-        t_pt, q_pt = wrapper(torch.from_numpy(images), torch.from_numpy(masks))
-        for key, ours, reference in (
-            ("translation_m", t_ort, t_pt.numpy()),
-            ("rotation", q_ort, q_pt.numpy()),
-        ):
+        ours_all = session.run(output_names(config), {IMAGES: images, DROPOUT_MASK: masks})
+        references = wrapper(torch.from_numpy(images), torch.from_numpy(masks))
+        for key, ours, reference_tensor in zip(worst, ours_all, references, strict=True):
+            reference = reference_tensor.numpy()
             difference = np.abs(ours - reference)
             worst[key] = max(worst[key], float(difference.max()))
             within &= bool(np.all(difference <= VERIFY_ATOL + VERIFY_RTOL * np.abs(reference)))
@@ -217,16 +228,30 @@ def default_metrics_path(checkpoint: Path) -> Path:
     return evaluation_dir(checkpoint, "test") / "metrics.json"
 
 
+def _valid_scale(value: Any) -> CovarianceScale | None:
+    """`value` (a number, or {position, rotation} as eval writes it) when every scale is in
+    (0, MAX_COVARIANCE_SCALE], else None."""
+    try:
+        scale = CovarianceScale.from_json(value)
+    except ValueError:
+        return None
+    if max(scale.position, scale.rotation) > MAX_COVARIANCE_SCALE:
+        return None
+    return scale
+
+
 def covariance_scale_from_metrics(
     checkpoint: Path, metrics: Path | None
-) -> tuple[float, str, dict[str, Any]]:
-    """(scale, source, eval summary). An explicit `metrics` file must hold `covariance_scale`; the
-    default eval_test/metrics.json is used only when it names this checkpoint; otherwise 1.0 ("default")."""
+) -> tuple[CovarianceScale, str, dict[str, Any]]:
+    """(scale, source, eval summary). An explicit `metrics` file must hold `covariance_scale` (one
+    number, or per axis group {position, rotation}); the default eval_test/metrics.json is used only
+    when it names this checkpoint; otherwise 1.0 ("default")."""
+    default = CovarianceScale()
     path = metrics if metrics is not None else default_metrics_path(checkpoint)
     if not path.is_file():
         if metrics is not None:
             raise FileNotFoundError(f"metrics file {metrics} does not exist")
-        return 1.0, "default", {}
+        return default, "default", {}
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
@@ -234,11 +259,8 @@ def covariance_scale_from_metrics(
     except RecursionError:
         raise ExportError(f"cannot read metrics file {path}: nested too deeply") from None
     scale = data.get("covariance_scale") if isinstance(data, dict) else None
-    if (
-        isinstance(scale, bool)
-        or not isinstance(scale, int | float)
-        or not (math.isfinite(scale) and 0 < scale <= MAX_COVARIANCE_SCALE)
-    ):
+    valid = _valid_scale(scale)
+    if valid is None:
         if metrics is not None:
             raise ExportError(
                 f"{metrics} has no positive covariance_scale of at most {MAX_COVARIANCE_SCALE:g} "
@@ -247,16 +269,16 @@ def covariance_scale_from_metrics(
         # Said, not silent: a scale beyond the bound means the MC spread says nothing about the errors.
         if scale is None:
             return (
-                1.0,
+                default,
                 f"default ({path} has no covariance_scale: evaluated with fewer than 2 MC samples?)",
                 {},
             )
         why = f"{path} has covariance_scale {scale!r}, outside (0, {MAX_COVARIANCE_SCALE:g}]"
-        return 1.0, f"default ({why})", {}
+        return default, f"default ({why})", {}
     assert isinstance(data, dict)
     evaluated = data.get("checkpoint")
     if metrics is None and evaluated is not None and Path(evaluated).name != checkpoint.name:
-        return 1.0, "default", {}  # eval_test/ describes the run's other checkpoint (best.pt vs last.pt)
+        return default, "default", {}  # eval_test/ describes the run's other checkpoint (best.pt vs last.pt)
     summary_keys = (
         "checkpoint",
         "split",
@@ -271,7 +293,7 @@ def covariance_scale_from_metrics(
     uncertainty = data.get("uncertainty")
     if isinstance(uncertainty, dict) and "covariance_scale_fitted_on" in uncertainty:
         summary["covariance_scale_fitted_on"] = uncertainty["covariance_scale_fitted_on"]
-    return float(scale), str(path), summary
+    return valid, str(path), summary
 
 
 # ------------------------------------------------------------------------------------- bundle
@@ -335,7 +357,7 @@ def export_bundle(
         }
         write_torch_file(staging / TORCH_FILE, weights)
         (staging / "engines").mkdir()
-        onnx_record = _onnx_record(onnx_path, opset, int(proto.ir_version), worst)
+        onnx_record = _onnx_record(onnx_path, opset, int(proto.ir_version), worst, config.variance_head)
         provenance = _provenance(checkpoint, trained, source, eval_summary)
         write_bundle(_bundle(staging, trained, config, mc_samples, scale, onnx_record, provenance))
         _replace_dir(staging, out_dir, overwrite)
@@ -359,7 +381,7 @@ def _bundle(
     trained: Checkpoint,
     config: ModelConfig,
     mc_samples: int,
-    scale: float,
+    scale: CovarianceScale,
     onnx_record: dict[str, Any],
     provenance: dict[str, Any],
 ) -> ModelBundle:
@@ -381,11 +403,16 @@ def _bundle(
         mc_samples=mc_samples,
         onnx=onnx_record,
         provenance=provenance,
+        variance_head=config.variance_head,
     )
 
 
-def _onnx_record(onnx_path: Path, opset: int, ir_version: int, worst: dict[str, float]) -> dict[str, Any]:
+def _onnx_record(
+    onnx_path: Path, opset: int, ir_version: int, worst: dict[str, float], variance_head: bool
+) -> dict[str, Any]:
     """bundle.yaml's `onnx` section: the file, its contract and the verified parity."""
+    specs = (*GRAPH_INPUTS, *graph_outputs(variance_head))
+    names = [spec.name for spec in specs if spec.name in DYNAMIC_AXES]
     return {
         "file": ONNX_FILE,
         "bytes": onnx_path.stat().st_size,
@@ -393,8 +420,8 @@ def _onnx_record(onnx_path: Path, opset: int, ir_version: int, worst: dict[str, 
         "ir_version": ir_version,
         "exporter": EXPORTER,
         "inputs": {spec.name: spec.describe() for spec in GRAPH_INPUTS},
-        "outputs": {spec.name: spec.describe() for spec in GRAPH_OUTPUTS},
-        "dynamic_axes": f"{DYNAMIC_AXIS} only (axis 0 of {', '.join(DYNAMIC_AXES)}); all else static",
+        "outputs": {spec.name: spec.describe() for spec in graph_outputs(variance_head)},
+        "dynamic_axes": f"{DYNAMIC_AXIS} only (axis 0 of {', '.join(names)}); all else static",
         "verified_max_abs_diff": worst,
     }
 

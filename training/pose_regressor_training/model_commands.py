@@ -15,6 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pose_regressor.bundle import MAX_MC_SAMPLES
+from pose_regressor.uncertainty import CovarianceScale
 from pose_regressor_training.errors import CheckpointSaveError, TrainingError, TrainingInterrupted
 
 if TYPE_CHECKING:
@@ -210,7 +211,8 @@ def run_eval(args: argparse.Namespace) -> int:
         print(
             f"  uncertainty: spearman(pos std, err) {u['spearman_position_std_vs_error']:.2f}, "
             f"median NEES {u['median_nees_before']:.3g} -> {u['median_nees_after']:.3g} "
-            f"(scale {u['covariance_scale']:.3g} fitted on {u['covariance_scale_fitted_on']})"
+            f"(scale {CovarianceScale.from_json(u['covariance_scale']).describe()} "
+            f"fitted on {u['covariance_scale_fitted_on']})"
         )
         for line in uncertainty_lines(u):
             print("  " + line)
@@ -268,6 +270,7 @@ def run_export(args: argparse.Namespace) -> int:
     print(
         f"  ONNX Runtime vs PyTorch: max |diff| {diff['translation_m']:.1e} m, "
         f"{diff['rotation']:.1e} (quaternion)"
+        + (f", {diff['log_variance']:.1e} (log-variance)" if "log_variance" in diff else "")
     )
     source = bundle.provenance.get("covariance_scale_source")
     if source == "default":
@@ -284,7 +287,7 @@ def run_export(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     else:
-        print(f"  covariance scale {bundle.covariance_scale:.4g} (from {source})")
+        print(f"  covariance scale {bundle.covariance_scale.describe()} (from {source})")
     return 0
 
 

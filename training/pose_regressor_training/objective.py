@@ -1,4 +1,5 @@
-"""What training minimizes: the pose loss of the model's predictions, plus VLocNet's auxiliary odometry."""
+"""What training minimizes: the pose loss of the model's predictions, plus the variance head's
+negative log-likelihood and VLocNet's auxiliary odometry."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from torch import nn
 
 from pose_regressor_training.losses import PoseBatch, PoseLoss
 from pose_regressor_training.losses.geometry import consecutive_relative_poses
+from pose_regressor_training.losses.variance import tangent_residual, variance_nll
 from pose_regressor_training.models import PoseRegressor
 
 
@@ -30,6 +32,13 @@ class Objective(nn.Module):
             embedding=out.embedding.reshape(b, k, -1),
         )
         parts = self.loss(pred, PoseBatch(t=t, q=q))
+        if out.log_variance is not None:
+            # the detached residual: the NLL shapes the variance only, whatever pose loss is configured
+            residual = tangent_residual(t, q, pred.t.detach(), pred.q.detach())
+            nll = variance_nll(
+                residual, out.log_variance[:, 0].reshape(b, k, 6), self.model.config.variance_nll
+            )
+            parts = {**parts, "total": parts["total"] + nll, "variance_nll": nll.detach()}
         odometry = self.model.odometry
         if odometry is None or out.odometry_features is None:
             return parts

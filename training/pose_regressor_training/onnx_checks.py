@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 import onnx
 
-from pose_regressor.bundle import GRAPH_INPUTS, GRAPH_OUTPUTS
+from pose_regressor.bundle import GRAPH_INPUTS, graph_outputs
 
 # fmt: off
 TENSORRT_OPS: frozenset[str] = frozenset(
@@ -98,8 +98,9 @@ def io_signature(model: onnx.ModelProto) -> dict[str, tuple[str, tuple[int | str
 
 
 def expected_signature(
-    cameras: int, height: int, width: int, hidden_dim: int
+    cameras: int, height: int, width: int, hidden_dim: int, variance_head: bool = False
 ) -> dict[str, tuple[str, tuple[int | str, ...]]]:
-    """The bundle contract's I/O: everything static except the S axis."""
+    """The bundle contract's I/O (with `log_variance` for a variance head): all static but the S axis."""
     sizes = {"T": cameras, "H": height, "W": width, "D": hidden_dim}
-    return {spec.name: (spec.dtype, spec.sized(sizes)) for spec in (*GRAPH_INPUTS, *GRAPH_OUTPUTS)}
+    specs = (*GRAPH_INPUTS, *graph_outputs(variance_head))
+    return {spec.name: (spec.dtype, spec.sized(sizes)) for spec in specs}

@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pose_regressor.metrics import covariance_stds
+from pose_regressor.uncertainty import CovarianceScale
 
 
 def plot_error_cdf(path: Path, t_err: NDArray[np.float64], r_err: NDArray[np.float64], split: str) -> Path:
@@ -72,8 +73,9 @@ def plot_error_vs_std(
         ax.set_title(f"Spearman rho = {rho:.2f}")
         ax.grid(True, alpha=0.3)
         ax.legend(loc="upper left", fontsize=8)
+    scale = CovarianceScale.from_json(u["covariance_scale"]).describe()
     fig.suptitle(
-        f"Error vs MC-dropout std (covariance scale {u['covariance_scale']:.3g}, "
+        f"Error vs predicted std (covariance scale {scale}, "
         f"median NEES {u['median_nees_before']:.3g} -> {u['median_nees_after']:.3g}, "
         f"ideal {u['median_nees_expected']:.3g})"
     )

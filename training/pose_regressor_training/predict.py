@@ -35,10 +35,24 @@ def predict(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Poses for every frame: deterministic (mask of ones) -> t (N, 1, 3), q (N, 1, 4); with
     `mc_samples` = S > 0, S MC-dropout samples per frame -> (N, S, 3), (N, S, 4)."""
+    t, q, _ = predict_outputs(model, dataset, device, batch_size, mc_samples, seed)
+    return t, q
+
+
+@torch.no_grad()
+def predict_outputs(
+    model: PoseRegressor,
+    dataset: PoseDataset,
+    device: torch.device,
+    batch_size: int = 64,
+    mc_samples: int = 0,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """`predict` plus the variance head's log-variances (N, S, 6) of the same masks (None without one)."""
     model.eval()
     # masks drawn on the CPU: the same seed gives the same MC samples on any device
     generator = torch.Generator(device="cpu").manual_seed(seed)
-    ts, qs = [], []
+    ts, qs, log_variances = [], [], []
     for start in range(0, len(dataset), batch_size):
         idx = range(start, min(start + batch_size, len(dataset)))
         images = torch.stack([torch.from_numpy(dataset.images(i)) for i in idx])
@@ -49,7 +63,9 @@ def predict(
         out = model(x, masks)
         ts.append(out.t.double().cpu().numpy())
         qs.append(out.q.double().cpu().numpy())
-    return np.concatenate(ts), np.concatenate(qs)
+        if out.log_variance is not None:
+            log_variances.append(out.log_variance.double().cpu().numpy())
+    return np.concatenate(ts), np.concatenate(qs), np.concatenate(log_variances) if log_variances else None
 
 
 def median_errors(dataset: PoseDataset, t_pred: np.ndarray, q_pred: np.ndarray) -> dict[str, float]:

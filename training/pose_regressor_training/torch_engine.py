@@ -12,7 +12,7 @@ package never imports it. It registers itself as the ``torch`` backend of
 (training/pyproject.toml), so ``load_engine(bundle, "torch")`` works wherever this package is
 installed.
 
-It runs exactly what the graph was traced from (`poses` in eval mode, on uint8 images
+It runs exactly what the graph was traced from (`inference_outputs` in eval mode, on uint8 images
 converted to float / 255), so ONNX Runtime and TensorRT agree with it to float
 precision on the same images and masks.
 """
@@ -60,11 +60,23 @@ class TorchEngine(InferenceEngine):
         if not isinstance(payload, dict) or payload.get("format") != WEIGHTS_FORMAT:
             raise EngineError(f"{path} is not a pose_regressor bundle weights file")
         config = replace(from_mapping(ModelConfig, payload["model_config"]), pretrained=False)
-        expected = (bundle.num_cameras, bundle.input_height, bundle.input_width, bundle.hidden_dim)
-        actual = (config.num_cameras, config.image_height, config.image_width, config.hidden_dim)
+        expected = (
+            bundle.num_cameras,
+            bundle.input_height,
+            bundle.input_width,
+            bundle.hidden_dim,
+            bundle.variance_head,
+        )
+        actual = (
+            config.num_cameras,
+            config.image_height,
+            config.image_width,
+            config.hidden_dim,
+            config.variance_head,
+        )
         if actual != expected:
             raise EngineError(
-                f"{path} holds a model for (cameras, height, width, D) = {actual}, "
+                f"{path} holds a model for (cameras, height, width, D, variance head) = {actual}, "
                 f"bundle.yaml says {expected}"
             )
         model = build_model(config)
@@ -74,12 +86,12 @@ class TorchEngine(InferenceEngine):
 
     def _infer(
         self, images: NDArray[np.uint8], masks: NDArray[np.float32]
-    ) -> tuple[NDArray[np.floating[Any]], NDArray[np.floating[Any]]]:
+    ) -> tuple[NDArray[np.floating[Any]], ...]:
         with torch.inference_mode():
             x = torch.from_numpy(np.array(images, copy=True)).to(self.device)
             m = torch.from_numpy(np.array(masks, copy=True)).to(self.device)
-            t, q = self.model.poses(images_to_unit_float(x.unsqueeze(0)), m.unsqueeze(0))
-            return t[0].double().cpu().numpy(), q[0].double().cpu().numpy()
+            outputs = self.model.inference_outputs(images_to_unit_float(x.unsqueeze(0)), m.unsqueeze(0))
+            return tuple(out[0].double().cpu().numpy() for out in outputs if out is not None)
 
     def describe(self) -> EngineDescription:
         return EngineDescription(

@@ -15,6 +15,7 @@ BACKBONES = (
 )
 FUSIONS = ("input", "mosaic", "late")
 ROTATIONS = ("quaternion", "logq", "rot6d")
+VARIANCE_NLLS = ("gaussian", "laplace")  # as pose_regressor_training.losses.variance
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,11 @@ class ModelConfig:
         camera shifts of a rig evenly spaced in yaw (the symmetry `augment.track` trains with),
         each turned back by its yaw. T backbone passes per camera set. `track_yaw_step` (radians)
         is the rig's yaw step, set by `fit` from the rig's extrinsics.
+    variance_head: also predict a per-axis log-variance [B, S, 6] (x, y, z, rot-x, rot-y, rot-z;
+        m^2 and rad^2) from the same dropout-masked hidden layer as the pose (aleatoric
+        uncertainty, Kendall & Gal 2017), trained by the negative log-likelihood `variance_nll`
+        (`gaussian` or `laplace`) of the detached pose residual, added to the pose loss. The head
+        reads the hidden layer detached, so the NLL never changes the pose model.
     """
 
     backbone: str = "resnet18"
@@ -62,6 +68,8 @@ class ModelConfig:
     aux_mode: str = "joint"
     track_tta: bool = False
     track_yaw_step: float = 0.0
+    variance_head: bool = False
+    variance_nll: str = "gaussian"
 
     def __post_init__(self) -> None:
         checks = [
@@ -93,6 +101,10 @@ class ModelConfig:
                 f"aux_mode must be joint or alternate, got {self.aux_mode!r}",
             ),
             (self.aux_weight >= 0, "aux_weight must be >= 0"),
+            (
+                self.variance_nll in VARIANCE_NLLS,
+                f"variance_nll must be one of {', '.join(VARIANCE_NLLS)}, got {self.variance_nll!r}",
+            ),
             (
                 not self.track_tta or self.num_cameras == 1 or self.track_yaw_step != 0.0,
                 "track_tta needs track_yaw_step (fit sets it from the rig's extrinsics)",

@@ -4,7 +4,8 @@ ROS-free.
 
 Each measured frame is the robot's path without ROS: ``preprocess`` (`pose_regressor.bundle.preprocess`
 of random camera-size images, bundle camera width x height, into a reused input buffer), ``infer``
-(`InferenceEngine.infer`), ``postprocess`` (`pose_regressor.uncertainty.estimate_from_samples`);
+(`InferenceEngine.infer_outputs`, with the log_variance output of a variance head),
+``postprocess`` (`pose_regressor.uncertainty.estimate_from_samples`);
 ``total`` is the whole frame. Dropout masks are drawn before the clock starts. Rows:
 
 * ``deterministic``: one pass with the mask of ones (S = 1);
@@ -152,8 +153,10 @@ class _Case:
         """An unmeasured frame (one pass) that brings this row's engine and buffers back into cache."""
         masks = self.masks[repetition % len(self.masks)]
         x = preprocess(self.images[repetition % len(self.images)], self.bundle, out=self.buffer)
-        t, q = self.engine.infer(x, masks[:1] if self.naive else masks)
-        estimate_from_samples(t, q, self.bundle.covariance_scale)
+        out = self.engine.infer_outputs(x, masks[:1] if self.naive else masks)
+        estimate_from_samples(
+            out.translation, out.rotation, self.bundle.covariance_scale, log_variances=out.log_variance
+        )
 
     def frame(self, repetition: int, record: bool) -> None:
         images = self.images[repetition % len(self.images)]
@@ -163,13 +166,16 @@ class _Case:
         x = preprocess(images, self.bundle, out=self.buffer)
         t1 = clock()
         if self.naive:
-            parts = [self.engine.infer(x, masks[i : i + 1]) for i in range(masks.shape[0])]
-            t = np.concatenate([p[0] for p in parts])
-            q = np.concatenate([p[1] for p in parts])
+            parts = [self.engine.infer_outputs(x, masks[i : i + 1]) for i in range(masks.shape[0])]
+            t = np.concatenate([p.translation for p in parts])
+            q = np.concatenate([p.rotation for p in parts])
+            variances = [p.log_variance for p in parts if p.log_variance is not None]
+            lv = np.concatenate(variances) if variances else None
         else:
-            t, q = self.engine.infer(x, masks)
+            out = self.engine.infer_outputs(x, masks)
+            t, q, lv = out.translation, out.rotation, out.log_variance
         t2 = clock()
-        estimate_from_samples(t, q, self.bundle.covariance_scale)
+        estimate_from_samples(t, q, self.bundle.covariance_scale, log_variances=lv)
         t3 = clock()
         if record:
             for stage, value in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t3 - t0), strict=True):

@@ -4,6 +4,8 @@ A bundle (written by ``pose-train export``) is a directory::
 
     BUNDLE/model.onnx    the graph: images uint8 [T, H, W, 3] + dropout_mask float32 [S, D]
                          -> translation [S, 3] (metres, map frame), rotation [S, 4] (xyzw, unit, w >= 0)
+                         and, when bundle.yaml says model.variance_head: true, log_variance [S, 6]
+                         (x, y, z, rot-x, rot-y, rot-z; ln m^2 and ln rad^2)
     BUNDLE/bundle.yaml   what the robot needs to feed it and to interpret its outputs (this module)
     BUNDLE/model.pt      the same weights as a PyTorch state dict (the reference `TorchEngine` only)
     BUNDLE/engines/      TensorRT plans, cached by GPU name, TensorRT version and precision
@@ -17,7 +19,8 @@ Conventions:
   what training's ``read_image_rgb`` does, so the network sees the pixels it was trained on.
 * A ``dropout_mask`` of ones gives the deterministic prediction; S random masks (see
   :func:`pose_regressor.uncertainty.dropout_masks`) give S Monte-Carlo samples from one backbone pass.
-* The S axis of ``dropout_mask``, ``translation`` and ``rotation`` is the graph's only dynamic axis.
+* The S axis of ``dropout_mask`` and the outputs is the graph's only dynamic axis.
+* ``covariance_scale`` is one number (both axis groups) or ``{position: p, rotation: r}``.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from numpy.typing import NDArray
 from pose_regressor.bounds import Bound, is_number, out_of_range
 from pose_regressor.files import MAX_YAML_BYTES, atomic_write_text, read_yaml
 from pose_regressor.limits import MAX_MC_SAMPLES
+from pose_regressor.uncertainty import CovarianceScale
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -45,6 +49,7 @@ __all__ = [
     "GRAPH_INPUTS",
     "GRAPH_OUTPUTS",
     "IMAGES",
+    "LOG_VARIANCE",
     "MAX_CAMERAS",
     "MAX_COVARIANCE_SCALE",
     "MAX_HIDDEN_DIM",
@@ -59,11 +64,13 @@ __all__ = [
     "SCHEMA_VERSION",
     "TORCH_FILE",
     "TRANSLATION",
+    "VARIANCE_OUTPUT",
     "YAML_FILE",
     "BundleCamera",
     "BundleError",
     "ModelBundle",
     "TensorSpec",
+    "graph_outputs",
     "load_bundle",
     "preprocess",
     "write_bundle",
@@ -125,6 +132,15 @@ GRAPH_INPUTS = (
     TensorSpec(DROPOUT_MASK, "float32", ("S", "D")),
 )
 GRAPH_OUTPUTS = (TensorSpec(TRANSLATION, "float32", ("S", 3)), TensorSpec(ROTATION, "float32", ("S", 4)))
+LOG_VARIANCE = "log_variance"
+#: The extra output of a model with a variance head (bundle.yaml: model.variance_head: true).
+VARIANCE_OUTPUT = TensorSpec(LOG_VARIANCE, "float32", ("S", 6))
+
+
+def graph_outputs(variance_head: bool) -> tuple[TensorSpec, ...]:
+    """The graph's outputs: GRAPH_OUTPUTS, then VARIANCE_OUTPUT for a model with a variance head."""
+    return (*GRAPH_OUTPUTS, VARIANCE_OUTPUT) if variance_head else GRAPH_OUTPUTS
+
 
 # The ONNX ModelProto's first serialized field is ir_version (field 1, varint): tag byte 0x08.
 _ONNX_FIRST_BYTE = 0x08
@@ -151,8 +167,9 @@ class ModelBundle:
     ``input_width`` x ``input_height`` is the network's image size (H, W of the ``images`` input);
     ``hidden_dim`` is D of ``dropout_mask`` [S, D]; ``mc_samples`` is the default S (and the
     optimization-profile S of TensorRT plans); ``dof`` is 6, or 3 for x, y, yaw models (z fixed at
-    the training mean, roll = pitch = 0); ``covariance_scale`` multiplies the MC-dropout sample
-    covariance (calibrated on held-out data, 1.0 when uncalibrated).
+    the training mean, roll = pitch = 0); ``covariance_scale`` multiplies the covariance per axis
+    group (calibrated on held-out data, 1.0 when uncalibrated; a number given here means both
+    groups); ``variance_head``: the graph also outputs ``log_variance`` [S, 6].
     """
 
     path: Path
@@ -165,10 +182,20 @@ class ModelBundle:
     dof: int
     dropout: float
     hidden_dim: int
-    covariance_scale: float
+    covariance_scale: CovarianceScale
     provenance: dict[str, Any]
     mc_samples: int = 32
     onnx: dict[str, Any] = field(default_factory=dict)
+    variance_head: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.covariance_scale, CovarianceScale):  # a plain number: both groups
+            object.__setattr__(self, "covariance_scale", CovarianceScale.uniform(self.covariance_scale))
+
+    @property
+    def graph_outputs(self) -> tuple[TensorSpec, ...]:
+        """The outputs this bundle's graph has (`graph_outputs`)."""
+        return graph_outputs(self.variance_head)
 
     @property
     def onnx_path(self) -> Path:
@@ -215,8 +242,10 @@ class ModelBundle:
                 "dropout": self.dropout,
                 "hidden_dim": self.hidden_dim,
                 "mc_samples": self.mc_samples,
+                # written only when on: bundles without the head keep their exact bundle.yaml
+                **({"variance_head": True} if self.variance_head else {}),
             },
-            "covariance_scale": self.covariance_scale,
+            "covariance_scale": self.covariance_scale.to_json(),
             "onnx": dict(self.onnx),
             "provenance": dict(self.provenance),
         }
@@ -332,9 +361,10 @@ def _bundle_from_mapping(root: Path, data: dict[str, Any]) -> ModelBundle:
     if dof not in (3, 6):
         raise BundleError(f"model.dof must be 6 or 3, got {dof}")
     dropout = _float(model, "dropout", "model.dropout", Bound(0.0, 1.0, hi_open=True))
-    scale = _float(
-        data, "covariance_scale", "covariance_scale", Bound(0.0, MAX_COVARIANCE_SCALE, lo_open=True)
-    )
+    scale = _covariance_scale(data.get("covariance_scale"))
+    variance_head = model.get("variance_head", False)
+    if not isinstance(variance_head, bool):
+        raise BundleError(f"model.variance_head must be true or false, got {variance_head!r}")
     input_width = _int(image, "width", "input.width", Bound(1, MAX_INPUT_SIDE))
     input_height = _int(image, "height", "input.height", Bound(1, MAX_INPUT_SIDE))
     input_bytes = len(cameras) * input_width * input_height * 3
@@ -368,7 +398,25 @@ def _bundle_from_mapping(root: Path, data: dict[str, Any]) -> ModelBundle:
             else 32
         ),
         onnx=onnx,
+        variance_head=variance_head,
     )
+
+
+def _covariance_scale(value: Any) -> CovarianceScale:
+    """`covariance_scale`: one number for both axis groups, or ``{position: p, rotation: r}``."""
+    bound = Bound(0.0, MAX_COVARIANCE_SCALE, lo_open=True)
+    if isinstance(value, dict):
+        keys = set(value)
+        if keys != {"position", "rotation"}:
+            raise BundleError(
+                "covariance_scale must be a number or a mapping of exactly position and rotation, "
+                f"got keys {sorted(str(k) for k in keys)}"
+            )
+        return CovarianceScale(
+            _float(value, "position", "covariance_scale.position", bound),
+            _float(value, "rotation", "covariance_scale.rotation", bound),
+        )
+    return CovarianceScale.uniform(_float({"v": value}, "v", "covariance_scale", bound))
 
 
 def _check_model_file(name: Any) -> None:

@@ -6,10 +6,11 @@
 Shapes: each image is RGB ``uint8`` ``(h, w, 3)`` of any size (resized to the bundle's input);
 ``estimate.translation`` ``(3,)`` metres and ``estimate.quat_xyzw`` ``(4,)`` are ``T_map_base``;
 ``estimate.covariance`` is ``(6, 6)`` over x, y, z, rot-x, rot-y, rot-z (fixed map axes), already
-scaled by the bundle's calibrated ``covariance_scale``.
+the MC-dropout spread plus, for a bundle with a variance head, the predicted per-axis variance,
+scaled by the bundle's calibrated ``covariance_scale`` (per axis group).
 
 The node's pipeline and ``pose-regressor bench`` run the same three steps (``preprocess``,
-``InferenceEngine.infer``, ``estimate_from_samples``) one by one, because they time each step.
+``InferenceEngine.infer_outputs``, ``estimate_from_samples``) one by one, because they time each step.
 """
 
 from __future__ import annotations
@@ -70,8 +71,10 @@ class Localizer:
             EngineError: the engine failed, or returned non-finite poses.
         """
         batch = preprocess(images, self.bundle, out=self._input)
-        t, q = self.engine.infer(batch, self.masks())
-        estimate = estimate_from_samples(t, q, self.bundle.covariance_scale)
+        out = self.engine.infer_outputs(batch, self.masks())
+        estimate = estimate_from_samples(
+            out.translation, out.rotation, self.bundle.covariance_scale, log_variances=out.log_variance
+        )
         if not estimate.is_finite():
             raise EngineError(f"{self.engine.describe()} returned non-finite poses (NaN or inf)")
         return estimate

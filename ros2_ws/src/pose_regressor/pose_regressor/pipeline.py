@@ -42,7 +42,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -50,7 +50,7 @@ from numpy.typing import NDArray
 from pose_regressor.mailbox import LatestMailbox, MailboxWorker
 from pose_regressor.stats import EventCounter, LatencyWindow, RateMeter
 from pose_regressor.sync import FrameSynchronizer, SyncedSet
-from pose_regressor.uncertainty import PoseEstimate, dropout_masks, estimate_from_samples
+from pose_regressor.uncertainty import CovarianceScale, PoseEstimate, dropout_masks, estimate_from_samples
 
 OK, WARN, ERROR = 0, 1, 2
 
@@ -68,6 +68,12 @@ class Engine(Protocol):
     def infer(
         self, images: NDArray[np.uint8], masks: NDArray[np.float32]
     ) -> tuple[NDArray[Any], NDArray[Any]]: ...
+
+
+class VarianceEngine(Engine, Protocol):
+    """An engine of a bundle with a variance head (`InferenceEngine.infer_outputs`)."""
+
+    def infer_outputs(self, images: NDArray[np.uint8], masks: NDArray[np.float32]) -> Any: ...
 
 
 class EngineOutputError(RuntimeError):
@@ -124,7 +130,10 @@ class PipelineConfig:
     camera_names: tuple[str, ...]
     hidden_dim: int
     dropout: float
-    covariance_scale: float = 1.0
+    # The bundle's calibration (a number: both axis groups); `reconfigure(covariance_scale=s)`
+    # with a number overrides both groups.
+    covariance_scale: float | CovarianceScale = 1.0
+    variance_head: bool = False  # the engine also gives log-variances (bundle.variance_head)
     sync_slop_s: float = 0.01
     mc_samples: int = 16
     seed: int = 0
@@ -136,7 +145,7 @@ class PipelineConfig:
 
 # Settings that shape the model's input or its masks: they come from the bundle, and changing them
 # means loading another bundle (a new pipeline), not reconfiguring this one.
-FIXED_SETTINGS = frozenset({"camera_names", "hidden_dim", "dropout"})
+FIXED_SETTINGS = frozenset({"camera_names", "hidden_dim", "dropout", "variance_head"})
 
 # name -> (type, lower bound, bound included): what `reconfigure` accepts.
 _SETTING_RANGES: dict[str, tuple[type, float, bool]] = {
@@ -150,6 +159,14 @@ _SETTING_RANGES: dict[str, tuple[type, float, bool]] = {
     "camera_timeout_s": (float, 0.0, False),
     "report_interval_s": (float, 0.0, True),
 }
+
+
+def _checked_scale(value: object) -> CovarianceScale:
+    """A `covariance_scale` change: a CovarianceScale as is, or a number > 0 for both axis groups
+    (an override of the bundle's per-group calibration, as a single scale always was)."""
+    if isinstance(value, CovarianceScale):
+        return value
+    return CovarianceScale.uniform(_checked_setting("covariance_scale", value))
 
 
 def _checked_setting(name: str, value: object) -> float:
@@ -457,7 +474,10 @@ class LocalizerPipeline:
         fixed = sorted(set(changes) & FIXED_SETTINGS)
         if fixed:
             raise ValueError(f"{', '.join(fixed)} come(s) from the model bundle and cannot change at runtime")
-        return {name: _checked_setting(name, value) for name, value in changes.items()}
+        return {
+            name: _checked_scale(value) if name == "covariance_scale" else _checked_setting(name, value)
+            for name, value in changes.items()
+        }
 
     # ------------------------------------------------------------------ input
     def add_image(self, camera_index: int, stamp_ns: int, image: NDArray[np.uint8]) -> bool:
@@ -565,15 +585,21 @@ class LocalizerPipeline:
         completed = max(frame.received for frame in synced.frames)
         images = self._prepare([frame.image for frame in synced.frames])
         started = self._clock()
-        t, q = self.engine.infer(images, self.masks(cfg))
+        log_variance = None
+        if cfg.variance_head:
+            outputs = cast(VarianceEngine, self.engine).infer_outputs(images, self.masks(cfg))
+            t, q, log_variance = outputs.translation, outputs.rotation, outputs.log_variance
+        else:
+            t, q = self.engine.infer(images, self.masks(cfg))
         infer_s = self._clock() - started
         t = np.asarray(t, dtype=np.float64)
         q = np.asarray(q, dtype=np.float64)
-        if not (np.all(np.isfinite(t)) and np.all(np.isfinite(q))):
+        finite = np.all(np.isfinite(t)) and np.all(np.isfinite(q))
+        if not (finite and (log_variance is None or np.all(np.isfinite(log_variance)))):
             with self._lock:
                 self.nonfinite_outputs += 1
             raise EngineOutputError("engine returned non-finite poses (NaN or inf); nothing published")
-        estimate = estimate_from_samples(t, q, cfg.covariance_scale)
+        estimate = estimate_from_samples(t, q, cfg.covariance_scale, log_variances=log_variance)
         reason = uncertainty_reason(estimate, cfg.max_position_std, cfg.max_rotation_std)
         uncertain = reason is not None
         done = self._clock()

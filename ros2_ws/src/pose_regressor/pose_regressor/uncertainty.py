@@ -3,14 +3,18 @@
 The S samples of one camera set give the mean pose (translation mean, Markley quaternion
 mean) and the sample covariance in the map-frame tangent space, ordered x, y, z, rot-x,
 rot-y, rot-z (REP-103, the `PoseWithCovariance` layout, rotation residuals as R_i =
-Exp(r_i) R_mean). The covariance is multiplied by a scale calibrated on held-out data
-(raw MC-dropout spread is usually too small) and floored on the diagonal, so it is always
-symmetric positive definite, which is what an EKF needs.
+Exp(r_i) R_mean): the epistemic part. A model with a variance head also predicts a per-axis
+log-variance for every sample; the mean of their exponentials is added on the diagonal (the
+aleatoric part; Kendall & Gal 2017). The sum is scaled per axis group (position, rotation) by
+scales calibrated on held-out data and floored on the diagonal, so it is always symmetric
+positive definite, which is what an EKF needs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -22,6 +26,72 @@ FloatArray = NDArray[np.float64]
 # Floors: 1 mm and 0.01 deg standard deviation.
 DEFAULT_MIN_POSITION_VARIANCE = 1e-3**2
 DEFAULT_MIN_ROTATION_VARIANCE = np.radians(0.01) ** 2
+
+
+@dataclass(frozen=True)
+class CovarianceScale:
+    """Calibration of the covariance per axis group: the position block is multiplied by
+    `position`, the rotation block by `rotation` and the cross block by their geometric mean
+    (C -> D C D with D = diag(sqrt(position) x 3, sqrt(rotation) x 3), so C stays positive
+    semi-definite). One scalar s is `CovarianceScale.uniform(s)`."""
+
+    position: float = 1.0
+    rotation: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name, value in (("position", self.position), ("rotation", self.rotation)):
+            if not (np.isfinite(value) and value > 0):
+                raise ValueError(f"covariance_scale {name} must be a positive finite number, got {value}")
+
+    @classmethod
+    def uniform(cls, scale: float) -> CovarianceScale:
+        return cls(float(scale), float(scale))
+
+    @classmethod
+    def from_json(cls, value: Any) -> CovarianceScale:
+        """A number (one scale for both groups) or ``{position: p, rotation: r}``, as metrics.json
+        and bundle.yaml write them. Raises ValueError naming what is wrong."""
+        if isinstance(value, Mapping):
+            extra = sorted(str(k) for k in set(value) - {"position", "rotation"})
+            if extra or not {"position", "rotation"} <= set(value):
+                raise ValueError(
+                    f"covariance_scale must map exactly position and rotation to numbers, got {dict(value)!r}"
+                )
+            position, rotation = value["position"], value["rotation"]
+            for name, number in (("position", position), ("rotation", rotation)):
+                if isinstance(number, bool) or not isinstance(number, int | float):
+                    raise ValueError(f"covariance_scale {name} must be a number, got {number!r}")
+            return cls(float(position), float(rotation))
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"covariance_scale must be a number or {{position, rotation}}, got {value!r}")
+        return cls.uniform(float(value))
+
+    def to_json(self) -> float | dict[str, float]:
+        """One number when uniform (what bundles always held), else ``{position, rotation}``."""
+        if self.is_uniform:
+            return self.position
+        return {"position": self.position, "rotation": self.rotation}
+
+    @property
+    def is_uniform(self) -> bool:
+        return self.position == self.rotation
+
+    def apply(self, covariance: FloatArray) -> FloatArray:
+        """D C D (see the class docstring); a uniform scale s gives exactly s * C."""
+        if self.is_uniform:
+            return covariance * self.position
+        d = np.sqrt(np.array([self.position] * 3 + [self.rotation] * 3))
+        return np.asarray(covariance * d[:, None] * d[None, :], dtype=np.float64)
+
+    def describe(self) -> str:
+        """``"2.5"`` or ``"position 2.1, rotation 40"``, for logs and CLI summaries."""
+        if self.is_uniform:
+            return f"{self.position:.4g}"
+        return f"position {self.position:.4g}, rotation {self.rotation:.4g}"
+
+
+# Clamp of predicted log-variances (the model clamps too): std between 3.4e-4 and 7.4 (m or rad).
+MIN_LOG_VARIANCE, MAX_LOG_VARIANCE = -16.0, 4.0
 
 
 @dataclass(frozen=True)
@@ -54,13 +124,16 @@ class PoseEstimate:
 def estimate_from_samples(
     translations: FloatArray,
     quats_xyzw: FloatArray,
-    covariance_scale: float = 1.0,
+    covariance_scale: float | CovarianceScale = 1.0,
     min_position_variance: float = DEFAULT_MIN_POSITION_VARIANCE,
     min_rotation_variance: float = DEFAULT_MIN_ROTATION_VARIANCE,
+    log_variances: FloatArray | None = None,
 ) -> PoseEstimate:
-    """Mean pose and scaled, floored covariance of S pose samples ((S, 3), (S, 4)).
+    """Mean pose and calibrated, floored covariance of S pose samples ((S, 3), (S, 4)).
 
-    With one sample the covariance is the floor alone (no spread can be measured).
+    covariance = scale(MC spread + diag(mean_s exp(log_variances[s]))) + floor, where
+    `log_variances` (S, 6) is the variance head's output (None: the MC spread alone).
+    With one sample and no log-variances the covariance is the floor alone.
     """
     t = np.asarray(translations, dtype=np.float64).reshape(-1, 3)
     q = np.asarray(quats_xyzw, dtype=np.float64).reshape(-1, 4)
@@ -68,14 +141,27 @@ def estimate_from_samples(
         raise ValueError(
             f"need the same number (>= 1) of translations and rotations, got {len(t)} and {len(q)}"
         )
-    if covariance_scale <= 0:
-        raise ValueError(f"covariance_scale must be positive, got {covariance_scale}")
+    if not isinstance(covariance_scale, CovarianceScale):
+        if covariance_scale <= 0:
+            raise ValueError(f"covariance_scale must be positive, got {covariance_scale}")
+        covariance_scale = CovarianceScale.uniform(covariance_scale)
     t_mean, q_mean = pose.mean_pose(t, q)
     spread = pose.pose_covariance(t, q, t_mean, q_mean) if len(t) >= 2 else np.zeros((6, 6))
-    cov = spread * covariance_scale
+    if log_variances is not None:
+        spread = spread + np.diag(aleatoric_variance(log_variances, len(t)))
+    cov = covariance_scale.apply(spread)
     floor = np.array([min_position_variance] * 3 + [min_rotation_variance] * 3)
     cov = cov + np.diag(floor)
     return PoseEstimate(t_mean, q_mean, 0.5 * (cov + cov.T), len(t))
+
+
+def aleatoric_variance(log_variances: FloatArray, samples: int) -> FloatArray:
+    """The per-axis variance (6,) of a variance head's S log-variances (S, 6): the mean over the
+    samples of exp(log-variance), clamped to the model's range (a defensive copy of its clamp)."""
+    lv = np.asarray(log_variances, dtype=np.float64)
+    if lv.shape != (samples, 6):
+        raise ValueError(f"log_variances must have shape ({samples}, 6), got {lv.shape}")
+    return np.asarray(np.exp(np.clip(lv, MIN_LOG_VARIANCE, MAX_LOG_VARIANCE)).mean(axis=0))
 
 
 def dropout_masks(

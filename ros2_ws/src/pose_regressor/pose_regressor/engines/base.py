@@ -5,6 +5,9 @@ An engine runs one bundle's graph (see `pose_regressor.bundle`):
     infer(images uint8 [T, H, W, 3], masks float32 [S, D]) -> (translation float64 [S, 3] metres,
                                                                rotation float64 [S, 4] xyzw, w >= 0)
 
+A bundle whose model has a variance head (``bundle.variance_head``) also gives a per-sample
+log-variance [S, 6]: ``infer_outputs`` returns all outputs as `EngineOutputs`.
+
 Images must already be preprocessed (`pose_regressor.bundle.preprocess`): T cameras in bundle
 order at the bundle's input size. A mask of ones ([1, D]) gives the deterministic prediction;
 S random masks (`pose_regressor.uncertainty.dropout_masks`) give S MC-dropout samples. The same
@@ -53,6 +56,15 @@ class EngineDescription:
         return f"{self.backend} on {self.device} ({self.precision})"
 
 
+@dataclass(frozen=True)
+class EngineOutputs:
+    """What one `InferenceEngine.infer_outputs` call gives (float64)."""
+
+    translation: FloatArray  # [S, 3] metres
+    rotation: FloatArray  # [S, 4] xyzw, w >= 0
+    log_variance: FloatArray | None = None  # [S, 6] (ln m^2, ln rad^2) when the bundle has a variance head
+
+
 def validate_inputs(
     bundle: ModelBundle, images: Any, masks: Any
 ) -> tuple[NDArray[np.uint8], NDArray[np.float32]]:
@@ -91,7 +103,8 @@ class InferenceEngine(ABC):
     """Base of all engines: `infer` validates the inputs, runs `_infer` and returns float64 outputs.
 
     Subclasses set `backend` and implement `_infer` (given valid, C-contiguous uint8 images and
-    float32 masks; may return any float dtype) and `describe`.
+    float32 masks; returns translation and rotation, then log_variance when the bundle has a
+    variance head, in any float dtype) and `describe`.
     """
 
     backend: ClassVar[str] = "?"
@@ -108,15 +121,33 @@ class InferenceEngine(ABC):
         self, images: NDArray[np.uint8], masks: NDArray[np.floating[Any]]
     ) -> tuple[FloatArray, FloatArray]:
         """images uint8 [T, H, W, 3], masks [S, D] -> (translation [S, 3] metres, rotation [S, 4] xyzw)."""
+        out = self.infer_outputs(images, masks)
+        return out.translation, out.rotation
+
+    def infer_outputs(self, images: NDArray[np.uint8], masks: NDArray[np.floating[Any]]) -> EngineOutputs:
+        """`infer` plus the log-variance [S, 6] of a bundle with a variance head (else None)."""
         images, masks32 = validate_inputs(self.bundle, images, masks)
-        t, q = self._infer(images, masks32)
+        outputs = self._infer(images, masks32)
+        wanted = 3 if self.bundle.variance_head else 2
+        if len(outputs) != wanted:
+            raise EngineError(
+                f"{self.backend} returned {len(outputs)} outputs, the bundle's graph has {wanted}"
+            )
+        t, q = outputs[0], outputs[1]
         s = masks32.shape[0]
         if t.shape != (s, 3) or q.shape != (s, 4):
             raise EngineError(
                 f"{self.backend} returned translation {list(t.shape)} and rotation {list(q.shape)}, "
                 f"expected [{s}, 3] and [{s}, 4]"
             )
-        return np.asarray(t, dtype=np.float64), np.asarray(q, dtype=np.float64)
+        log_variance = None
+        if wanted == 3:
+            if outputs[2].shape != (s, 6):
+                raise EngineError(
+                    f"{self.backend} returned log_variance {list(outputs[2].shape)}, expected [{s}, 6]"
+                )
+            log_variance = np.asarray(outputs[2], dtype=np.float64)
+        return EngineOutputs(np.asarray(t, dtype=np.float64), np.asarray(q, dtype=np.float64), log_variance)
 
     def deterministic_mask(self) -> NDArray[np.float32]:
         """The [1, D] mask of ones: `infer(images, engine.deterministic_mask())` is the plain prediction."""
@@ -125,8 +156,8 @@ class InferenceEngine(ABC):
     @abstractmethod
     def _infer(
         self, images: NDArray[np.uint8], masks: NDArray[np.float32]
-    ) -> tuple[NDArray[np.floating[Any]], NDArray[np.floating[Any]]]:
-        """Run the graph on validated inputs."""
+    ) -> tuple[NDArray[np.floating[Any]], ...]:
+        """Run the graph on validated inputs: (translation, rotation[, log_variance])."""
 
     @abstractmethod
     def describe(self) -> EngineDescription:

@@ -18,10 +18,7 @@ from numpy.typing import NDArray
 from pose_regressor.bundle import (
     DROPOUT_MASK,
     GRAPH_INPUTS,
-    GRAPH_OUTPUTS,
     IMAGES,
-    ROTATION,
-    TRANSLATION,
     ModelBundle,
 )
 from pose_regressor.engines.base import (
@@ -89,12 +86,13 @@ class OnnxRuntimeEngine(InferenceEngine):
         self._binding = self.session.io_binding()
         self._images = np.zeros(bundle.images_shape, dtype=np.uint8)
         self._images_value = ort.OrtValue.ortvalue_from_numpy(self._images)
-        self._per_s: dict[int, tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.float32], Any]] = {}
+        # per S: the mask buffer, one buffer per output (graph_outputs order) and their OrtValues
+        self._per_s: dict[int, tuple[NDArray[np.float32], tuple[NDArray[np.float32], ...], Any]] = {}
 
     def _check_graph(self) -> None:
         inputs = {i.name: i for i in self.session.get_inputs()}
         outputs = {o.name for o in self.session.get_outputs()}
-        wanted_in, wanted_out = [s.name for s in GRAPH_INPUTS], [s.name for s in GRAPH_OUTPUTS]
+        wanted_in, wanted_out = [s.name for s in GRAPH_INPUTS], [s.name for s in self.bundle.graph_outputs]
         if set(inputs) != set(wanted_in) or outputs != set(wanted_out):
             raise EngineError(
                 f"{self.bundle.onnx_path} has inputs {sorted(inputs)} and outputs {sorted(outputs)}; "
@@ -108,32 +106,33 @@ class OnnxRuntimeEngine(InferenceEngine):
                 f"says {list(self.bundle.images_shape)} and [S, {self.bundle.hidden_dim}]"
             )
 
-    def _buffers(self, s: int) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.float32], Any]:
+    def _buffers(self, s: int) -> tuple[NDArray[np.float32], tuple[NDArray[np.float32], ...], Any]:
         cached = self._per_s.get(s)
         if cached is None:
             if len(self._per_s) >= _MAX_CACHED_S:
                 self._per_s.pop(next(iter(self._per_s)))
             masks = np.zeros((s, self.bundle.hidden_dim), dtype=np.float32)
-            t = np.zeros((s, 3), dtype=np.float32)
-            q = np.zeros((s, 4), dtype=np.float32)
-            values = tuple(ort.OrtValue.ortvalue_from_numpy(a) for a in (masks, t, q))
-            cached = (masks, t, q, values)
+            outputs = tuple(
+                np.zeros((s, int(spec.shape[1])), dtype=np.float32) for spec in self.bundle.graph_outputs
+            )
+            values = tuple(ort.OrtValue.ortvalue_from_numpy(a) for a in (masks, *outputs))
+            cached = (masks, outputs, values)
             self._per_s[s] = cached
         return cached
 
     def _infer(
         self, images: NDArray[np.uint8], masks: NDArray[np.float32]
-    ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-        mask_buf, t_buf, q_buf, (mask_value, t_value, q_value) = self._buffers(masks.shape[0])
+    ) -> tuple[NDArray[np.float32], ...]:
+        mask_buf, outputs, (mask_value, *output_values) = self._buffers(masks.shape[0])
         np.copyto(self._images, images)
         np.copyto(mask_buf, masks)
         binding = self._binding
         binding.bind_ortvalue_input(IMAGES, self._images_value)
         binding.bind_ortvalue_input(DROPOUT_MASK, mask_value)
-        binding.bind_ortvalue_output(TRANSLATION, t_value)
-        binding.bind_ortvalue_output(ROTATION, q_value)
+        for spec, value in zip(self.bundle.graph_outputs, output_values, strict=True):
+            binding.bind_ortvalue_output(spec.name, value)
         self.session.run_with_iobinding(binding)
-        return t_buf, q_buf
+        return outputs
 
     @property
     def providers(self) -> list[str]:

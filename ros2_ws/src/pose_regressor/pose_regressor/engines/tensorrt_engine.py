@@ -36,10 +36,7 @@ from numpy.typing import NDArray
 from pose_regressor.bundle import (
     DROPOUT_MASK,
     GRAPH_INPUTS,
-    GRAPH_OUTPUTS,
     IMAGES,
-    ROTATION,
-    TRANSLATION,
     ModelBundle,
 )
 from pose_regressor.engines.base import (
@@ -77,7 +74,6 @@ logger = logging.getLogger(__name__)
 # The plan's I/O tensors and their TensorRT dtypes (the bundle's graph contract).
 _TRT_DTYPES = {"uint8": "UINT8", "float32": "FLOAT"}  # numpy dtype name -> tensorrt.DataType name
 INPUTS = {spec.name: _TRT_DTYPES[spec.dtype] for spec in GRAPH_INPUTS}
-OUTPUTS = {spec.name: _TRT_DTYPES[spec.dtype] for spec in GRAPH_OUTPUTS}
 
 
 def _open_gpu(index: int) -> tuple[GpuInfo, DeviceMemory]:
@@ -97,7 +93,8 @@ class _DeviceRunner:
     """One execution context over buffers sized for the profile's largest S, on one stream."""
 
     def __init__(self, trt: ModuleType, engine: Any, memory: DeviceMemory, bundle: ModelBundle) -> None:
-        self._check_io(trt, engine)
+        self._outputs = bundle.graph_outputs  # translation, rotation[, log_variance]
+        self._check_io(trt, engine, {spec.name: _TRT_DTYPES[spec.dtype] for spec in self._outputs})
         low, _, high = engine.get_tensor_profile_shape(DROPOUT_MASK, 0)
         self.max_samples = int(high[0])
         if int(low[0]) > 1 or self.max_samples < 1:
@@ -111,8 +108,7 @@ class _DeviceRunner:
         shapes = {
             IMAGES: (tuple(bundle.images_shape), np.uint8),
             DROPOUT_MASK: ((self.max_samples, bundle.hidden_dim), np.float32),
-            TRANSLATION: ((self.max_samples, 3), np.float32),
-            ROTATION: ((self.max_samples, 4), np.float32),
+            **{spec.name: ((self.max_samples, int(spec.shape[1])), np.float32) for spec in self._outputs},
         }
         self._host = {name: memory.host_array(shape, dtype) for name, (shape, dtype) in shapes.items()}
         self._device = {name: memory.device_buffer(array.nbytes) for name, array in self._host.items()}
@@ -124,7 +120,7 @@ class _DeviceRunner:
             raise EngineError(f"TensorRT refused the images shape {list(bundle.images_shape)}")
 
     @staticmethod
-    def _check_io(trt: ModuleType, engine: Any) -> None:
+    def _check_io(trt: ModuleType, engine: Any, outputs: dict[str, str]) -> None:
         found: dict[str, tuple[str, str]] = {}
         for i in range(engine.num_io_tensors):
             name = engine.get_tensor_name(i)
@@ -132,13 +128,12 @@ class _DeviceRunner:
             dtype = engine.get_tensor_dtype(name)
             found[name] = (mode, getattr(dtype, "name", str(dtype)).rsplit(".", 1)[-1])
         wanted = {name: ("input", dtype) for name, dtype in INPUTS.items()}
-        wanted.update({name: ("output", dtype) for name, dtype in OUTPUTS.items()})
+        wanted.update({name: ("output", dtype) for name, dtype in outputs.items()})
         if found != wanted:
             raise EngineError(f"the plan's I/O tensors are {found}, the bundle contract wants {wanted}")
 
-    def run(
-        self, images: NDArray[np.uint8], masks: NDArray[np.float32]
-    ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    def run(self, images: NDArray[np.uint8], masks: NDArray[np.float32]) -> tuple[NDArray[np.float32], ...]:
+        """The graph's outputs for S = len(masks) samples, in `graph_outputs` order."""
         s = masks.shape[0]
         if s > self.max_samples:
             raise EngineInputError(
@@ -155,10 +150,10 @@ class _DeviceRunner:
             raise EngineError(f"TensorRT refused dropout_mask shape [{s}, {self.hidden_dim}]")
         if not self._context.execute_async_v3(memory.stream):
             raise EngineError("TensorRT execute_async_v3 failed")
-        memory.download(host[TRANSLATION][:s], device[TRANSLATION])
-        memory.download(host[ROTATION][:s], device[ROTATION])
+        for spec in self._outputs:
+            memory.download(host[spec.name][:s], device[spec.name])
         memory.synchronize()
-        return host[TRANSLATION][:s].copy(), host[ROTATION][:s].copy()
+        return tuple(host[spec.name][:s].copy() for spec in self._outputs)
 
 
 class TensorRTEngine(InferenceEngine):
@@ -332,7 +327,7 @@ class TensorRTEngine(InferenceEngine):
 
     def _infer(
         self, images: NDArray[np.uint8], masks: NDArray[np.float32]
-    ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    ) -> tuple[NDArray[np.float32], ...]:
         return self._runner.run(images, masks)
 
     def describe(self) -> EngineDescription:

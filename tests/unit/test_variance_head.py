@@ -1,0 +1,264 @@
+"""The variance head end to end without training: its loss (known values), the torch residual
+against the numpy one, the covariance it adds (known numbers), per-group calibration, the bundle
+contract (both scale formats, the log_variance output) and the engines, localizer and pipeline
+that use it, on the tiny hand-built bundles."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from scipy.spatial.transform import Rotation
+
+from pose_regressor.bundle import LOG_VARIANCE, BundleError, load_bundle, preprocess
+from pose_regressor.engines import load_engine
+from pose_regressor.engines.base import EngineError
+from pose_regressor.localizer import Localizer
+from pose_regressor.pipeline import LocalizationResult, LocalizerPipeline, PipelineConfig
+from pose_regressor.uncertainty import (
+    CovarianceScale,
+    dropout_masks,
+    estimate_from_samples,
+    tangent_residual,
+)
+from pose_regressor_training.evaluate import fit_covariance_scales
+from pose_regressor_training.losses.variance import tangent_residual as torch_tangent_residual
+from pose_regressor_training.losses.variance import variance_nll
+from pose_regressor_training.models import ModelConfig, build_model
+from tests.unit.bundle_fixtures import expected_log_variance, expected_outputs, make_bundle
+
+SMALL = {
+    "backbone": "small_cnn",
+    "small_cnn_width": 8,
+    "hidden_dim": 16,
+    "image_width": 32,
+    "image_height": 24,
+}
+
+
+# ------------------------------------------------------------------------------------ the loss
+def test_gaussian_and_laplace_nll_known_values() -> None:
+    residual = torch.tensor([[0.5, -1.0, 2.0, 0.0, 0.1, -0.3]], dtype=torch.float64)
+    log_var = torch.tensor([[0.0, math.log(4.0), -1.0, 0.0, 2.0, -2.0]], dtype=torch.float64)
+    var = log_var.exp()
+    gaussian = (0.5 * (math.log(2 * math.pi) + log_var + residual**2 / var)).sum()
+    b = (var / 2).sqrt()  # Laplace scale of that variance
+    laplace = (torch.log(2 * b) + residual.abs() / b).sum()
+    assert variance_nll(residual, log_var, "gaussian").item() == pytest.approx(gaussian.item(), rel=1e-12)
+    assert variance_nll(residual, log_var, "laplace").item() == pytest.approx(laplace.item(), rel=1e-12)
+    # one axis by hand: r = 0.5, s = 0 -> 0.5 ln(2 pi) + 0.125
+    one = variance_nll(torch.tensor([[0.5]]), torch.tensor([[0.0]]), "gaussian").item()
+    assert one == pytest.approx(0.5 * math.log(2 * math.pi) + 0.125)
+    with pytest.raises(ValueError, match="variance_nll must be one of gaussian, laplace"):
+        variance_nll(residual, log_var, "cauchy")
+
+
+@pytest.mark.parametrize(("kind", "best"), [("gaussian", 0.09), ("laplace", 2 * 0.09)])
+def test_nll_is_smallest_at_the_true_variance(kind: str, best: float) -> None:
+    # |r| = 0.3 on every axis: the Gaussian NLL is least at variance r^2, the Laplace one at 2 r^2
+    grid = torch.linspace(-6, 1, 7001, dtype=torch.float64)
+    values = [
+        variance_nll(torch.full((1, 6), 0.3, dtype=torch.float64), torch.full((1, 6), s), kind) for s in grid
+    ]
+    argmin = float(grid[int(torch.stack(values).argmin())])
+    assert math.exp(argmin) == pytest.approx(best, rel=2e-3)
+
+
+def test_torch_tangent_residual_equals_numpy() -> None:
+    rng = np.random.default_rng(4)
+    q_true = Rotation.random(16, random_state=5).as_quat()
+    q_pred = Rotation.random(16, random_state=6).as_quat() * rng.choice([-1.0, 1.0], (16, 1))  # any sign
+    t_true, t_pred = rng.normal(size=(16, 3)), rng.normal(size=(16, 3))
+    ours = torch_tangent_residual(*(torch.from_numpy(a) for a in (t_true, q_true, t_pred, q_pred))).numpy()
+    reference = np.stack(
+        [tangent_residual(*args) for args in zip(t_true, q_true, t_pred, q_pred, strict=True)]
+    )
+    np.testing.assert_allclose(ours, reference, atol=1e-12)
+
+
+def test_model_outputs_clamped_log_variances_from_the_same_masks_and_old_configs_are_unchanged() -> None:
+    torch.manual_seed(0)
+    plain = build_model(ModelConfig(**SMALL))
+    assert not [k for k in plain.state_dict() if "log_variance" in k]  # old checkpoints load as before
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(**SMALL, variance_head=True)).eval()
+    images, masks = torch.rand(2, 1, 3, 24, 32), model.random_masks(1, 5)
+    t, q, log_var = model.inference_outputs(images, masks)
+    assert log_var is not None and log_var.shape == (2, 5, 6)
+    t_plain, q_plain, none = plain.eval().inference_outputs(images, masks)
+    assert none is None
+    torch.testing.assert_close((t, q), (t_plain, q_plain))  # the pose head is the same with the same seed
+    with torch.no_grad():
+        model.fc_log_variance.bias.fill_(100.0)  # type: ignore[union-attr]
+    with torch.no_grad():
+        assert float(model.inference_outputs(images, masks)[2].max()) == 4.0  # type: ignore[index]
+
+
+def test_the_log_variance_has_no_gradient_into_the_pose_model() -> None:
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(**SMALL, variance_head=True)).train()
+    out = model(torch.rand(2, 1, 3, 24, 32), model.random_masks(2, 1))
+    assert out.log_variance is not None
+    shared = [p for name, p in model.named_parameters() if not name.startswith("fc_log_variance")]
+    grads = torch.autograd.grad(out.log_variance.sum(), shared, allow_unused=True, retain_graph=True)
+    assert all(g is None or float(g.abs().sum()) == 0.0 for g in grads)  # the NLL trains the head only
+    head = torch.autograd.grad(out.log_variance.sum(), [model.fc_log_variance.weight])[0]  # type: ignore[union-attr]
+    assert float(head.abs().sum()) > 0
+
+
+# ------------------------------------------------------------------------------ the estimate
+def test_estimate_adds_the_mean_predicted_variance_then_scales_per_group_then_floors() -> None:
+    t = np.tile([1.0, 2.0, 3.0], (2, 1))  # identical samples: no MC spread
+    q = np.tile([0.0, 0.0, 0.0, 1.0], (2, 1))
+    log_var = np.log([[0.01, 0.01, 0.04, 1e-4, 1e-4, 1e-4], [0.03, 0.01, 0.04, 3e-4, 1e-4, 1e-4]])
+    est = estimate_from_samples(
+        t, q, CovarianceScale(2.0, 10.0), min_position_variance=1e-6, min_rotation_variance=0.0,
+        log_variances=log_var,
+    )  # fmt: skip
+    expected = np.diag([0.02 * 2, 0.01 * 2, 0.04 * 2, 2e-4 * 10, 1e-4 * 10, 1e-4 * 10]) + np.diag(
+        [1e-6] * 3 + [0] * 3
+    )
+    np.testing.assert_allclose(est.covariance, expected, rtol=1e-12, atol=1e-18)
+    with pytest.raises(ValueError, match=r"log_variances must have shape \(2, 6\)"):
+        estimate_from_samples(t, q, log_variances=log_var[:, :3])
+
+
+def test_per_group_scale_keeps_the_covariance_positive_definite_and_one_scale_is_unchanged() -> None:
+    a = np.random.default_rng(2).normal(size=(6, 6))
+    cov = a @ a.T
+    scaled = CovarianceScale(4.0, 9.0).apply(cov)
+    np.testing.assert_allclose(scaled[:3, :3], 4 * cov[:3, :3])
+    np.testing.assert_allclose(scaled[3:, 3:], 9 * cov[3:, 3:])
+    np.testing.assert_allclose(scaled[:3, 3:], 6 * cov[:3, 3:])  # the geometric mean
+    assert np.linalg.eigvalsh(scaled).min() > 0
+    np.testing.assert_array_equal(CovarianceScale.uniform(2.5).apply(cov), cov * 2.5)  # bit-identical
+
+
+def test_fit_covariance_scales_matches_each_block_to_chi2_3() -> None:
+    rng = np.random.default_rng(0)
+    residuals = rng.normal(size=(4000, 6)) * np.array([0.3] * 3 + [0.05] * 3)
+    covs = np.tile(np.diag([0.01] * 3 + [0.0025 / 4] * 3), (4000, 1, 1))  # 9x too small, 4x too large
+    scale = fit_covariance_scales(residuals, covs)
+    assert scale.position == pytest.approx(9.0, rel=0.06) and scale.rotation == pytest.approx(4.0, rel=0.06)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ({"position": 1.0}, "must map exactly position and rotation"),
+        ({"position": True, "rotation": 1.0}, "covariance_scale position must be a number, got True"),
+        ("2", "covariance_scale must be a number or {position, rotation}, got '2'"),
+        ({"position": -1.0, "rotation": 1.0}, "covariance_scale position must be a positive finite number"),
+    ],
+)
+def test_scale_from_json_refuses_bad_values(value: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("{", r"\{")):
+        CovarianceScale.from_json(value)
+
+
+# ------------------------------------------------------------------------------- the bundle
+def test_bundle_with_per_group_scale_and_variance_head_round_trips(tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path / "b", covariance_scale=CovarianceScale(2.1, 40.0), variance_head=True)
+    text = yaml.safe_load(bundle.yaml_path.read_text())
+    assert text["covariance_scale"] == {"position": 2.1, "rotation": 40.0}
+    assert text["model"]["variance_head"] is True
+    loaded = load_bundle(bundle.path)
+    assert loaded.covariance_scale == CovarianceScale(2.1, 40.0) and loaded.variance_head
+    assert [spec.name for spec in loaded.graph_outputs] == ["translation", "rotation", LOG_VARIANCE]
+
+
+def test_old_bundles_keep_their_scalar_and_no_head(tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path / "b", covariance_scale=2.5)
+    text = yaml.safe_load(bundle.yaml_path.read_text())
+    assert text["covariance_scale"] == 2.5 and "variance_head" not in text["model"]
+    loaded = load_bundle(bundle.path)
+    assert loaded.covariance_scale == CovarianceScale.uniform(2.5) and not loaded.variance_head
+    assert [spec.name for spec in loaded.graph_outputs] == ["translation", "rotation"]
+
+
+def test_bad_per_group_scale_is_one_line(tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path / "b")
+    data = yaml.safe_load(bundle.yaml_path.read_text())
+    data["covariance_scale"] = {"position": 2.0, "rotation": 2e6}
+    bundle.yaml_path.write_text(yaml.safe_dump(data))
+    with pytest.raises(
+        BundleError, match=r"covariance_scale.rotation must be in \(0.0, 1e\+06\], got 2000000.0$"
+    ):
+        load_bundle(bundle.path)
+
+
+# ------------------------------------------------------------------------------ the engines
+def _images(seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (12, 16, 3), dtype=np.uint8) for _ in range(2)]
+
+
+def test_onnxruntime_engine_returns_the_log_variance(tmp_path: Path) -> None:
+    bundle = load_bundle(make_bundle(tmp_path / "b", variance_head=True).path)
+    engine = load_engine(bundle, "onnxruntime", threads=1)
+    x = preprocess(_images(0), bundle)
+    for s in (1, 5):
+        masks = dropout_masks(s, bundle.hidden_dim, bundle.dropout, np.random.default_rng(s))
+        out = engine.infer_outputs(x, masks)
+        t, q = expected_outputs(x, masks)
+        np.testing.assert_allclose(out.translation, t, atol=1e-4)
+        np.testing.assert_allclose(out.rotation, q, atol=1e-6)
+        assert out.log_variance is not None and out.log_variance.dtype == np.float64
+        np.testing.assert_allclose(out.log_variance, expected_log_variance(masks), atol=1e-5)
+    plain = load_engine(load_bundle(make_bundle(tmp_path / "p").path), "onnxruntime", threads=1)
+    assert plain.infer_outputs(x, plain.deterministic_mask()).log_variance is None
+
+
+@pytest.mark.parametrize(("said", "graph"), [(True, False), (False, True)])
+def test_a_graph_that_disagrees_with_bundle_yaml_is_refused(tmp_path: Path, said: bool, graph: bool) -> None:
+    bundle = load_bundle(make_bundle(tmp_path / "b", variance_head=said, graph_variance=graph).path)
+    with pytest.raises(
+        EngineError, match="the bundle contract wants images, dropout_mask -> translation, rotation"
+    ):
+        load_engine(bundle, "onnxruntime", threads=1)
+
+
+def test_localizer_and_pipeline_add_the_predicted_variance(tmp_path: Path) -> None:
+    scale = CovarianceScale(2.0, 30.0)
+    bundle = load_bundle(make_bundle(tmp_path / "b", covariance_scale=scale, variance_head=True).path)
+    images = _images(3)
+    estimate = Localizer(bundle, backend="onnxruntime", mc_samples=6, seed=3, threads=1).localize(images)
+    masks = dropout_masks(6, bundle.hidden_dim, bundle.dropout, np.random.default_rng(3))
+    engine = load_engine(bundle, "onnxruntime", threads=1)
+    out = engine.infer_outputs(preprocess(images, bundle), masks)
+    t, q = out.translation, out.rotation
+    expected = estimate_from_samples(t, q, scale, log_variances=out.log_variance)
+    np.testing.assert_allclose(estimate.covariance, expected.covariance, rtol=1e-9, atol=1e-15)
+    mc_only = estimate_from_samples(t, q, scale)
+    assert estimate.position_std > mc_only.position_std  # the aleatoric part is there
+
+    results: list[LocalizationResult] = []
+    config = PipelineConfig(
+        camera_names=tuple(bundle.camera_names),
+        hidden_dim=bundle.hidden_dim,
+        dropout=bundle.dropout,
+        covariance_scale=bundle.covariance_scale,
+        variance_head=True,
+        mc_samples=6,
+        seed=3,
+    )
+    pipe = LocalizerPipeline(config, engine, results.append, prepare=lambda imgs: preprocess(imgs, bundle))
+    pipe.start()
+    try:
+        for camera, picture in enumerate(images):
+            pipe.add_image(camera, 1_700_000_000_000_000_000, picture)
+        deadline = time.monotonic() + 30.0
+        while not results and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        pipe.stop()
+    np.testing.assert_allclose(results[0].estimate.covariance, expected.covariance, rtol=1e-9, atol=1e-15)
+    pipe.reconfigure(covariance_scale=3.0)  # a number overrides both groups
+    assert pipe.config.covariance_scale == CovarianceScale.uniform(3.0)
+    with pytest.raises(ValueError, match="variance_head come"):
+        pipe.reconfigure(variance_head=False)
