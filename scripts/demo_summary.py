@@ -58,13 +58,8 @@ def main() -> None:
         f"{node['median_rotation_deg']:.2f} deg (target <= {TARGET_NODE_M} m, <= {TARGET_NODE_DEG:g} deg: "
         f"{'met' if met else 'NOT met'})"
     )
-    print(
-        "full-quality model (0.21 m, 2.4 deg on 50 held-out trajectories; docs/results.md): 10,000 frames and"
-    )
-    print(
-        "  32 epochs, about 30 min on 2 CPU cores: "
-        "DEMO_FRAMES=10000 DEMO_EPOCHS=32 DEMO_OUT=out/full make demo"
-    )
+    print("full-quality model (0.21 m, 2.4 deg on 50 held-out trajectories, docs/results.md): 10,000 frames")
+    print("  at 128x96, the default config, 32 epochs, about 40 min on 2 CPU cores: DEMO_FULL=1 make demo")
 
 
 if __name__ == "__main__":
