@@ -93,7 +93,9 @@ def test_every_legal_transition_repeats_illegal_ones_are_refused_and_shutdown_ex
                 baseline = node.proc_stats()
         final = node.proc_stats()
         print(f"lifecycle cycles 10 -> 50: {baseline} -> {final}")
-        assert final["threads"] <= baseline["threads"], (baseline, final)  # transient DDS threads come and go
+        # Fast DDS starts and ends short-lived threads (one came and went between two samples in CI);
+        # a leak of one thread per cycle would add 40 here.
+        assert final["threads"] <= baseline["threads"] + 2, (baseline, final)
         assert final["fds"] <= baseline["fds"], (baseline, final)
         assert final["rss_kb"] <= baseline["rss_kb"] * 1.02, (baseline, final)
         assert peer.spin_until(lambda: cameras.subscribers() == [0, 0], 5.0), cameras.subscribers()
