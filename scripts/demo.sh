@@ -46,7 +46,7 @@ $train export --checkpoint "$OUT/run/best.pt" --out "$OUT/bundle" --overwrite
 echo
 echo "== 5/5 localizer node + bag replay over ROS 2 (separate processes), scored against ground truth"
 .venv/bin/pose-regressor eval-node --bag "$OUT/synth_quad_test.bag" --bundle "$OUT/bundle" \
-  --gt-topic /ground_truth/pose --rate 2.0 --out "$OUT/evaluate"
+  --gt-topic /ground_truth/pose --rate 2.0 --skip-empty 0.5 --out "$OUT/evaluate"
 
 echo
 .venv/bin/python scripts/demo_summary.py --run "$OUT/run" --node "$OUT/evaluate" --seconds $(( $(date +%s) - started ))

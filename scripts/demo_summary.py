@@ -47,11 +47,14 @@ def main() -> None:
         )
     )
     if uncertainty:
+        flag_auroc = uncertainty["uncertain_flag"]["auroc_uncertain_flag"]
         print(
             "  uncertainty: spearman(std, error) "
             f"position {uncertainty['spearman_position_std_vs_error']:.2f}, "
             f"rotation {uncertainty['spearman_rotation_std_vs_error']:.2f}; "
-            f"mean NEES {uncertainty['mean_nees_after']:.1f} (ideal 6)"
+            f"mean NEES {uncertainty['mean_nees_after']:.1f} (ideal 6), "
+            f"{100 * uncertainty['inside_95_ellipsoid']['6dof']:.1f}% inside the 95% ellipsoid, "
+            f"gross-error flag AUROC {flag_auroc or float('nan'):.2f}"
         )
     print(
         f"  node over ROS 2, {node['published']} poses: median {node['median_translation_m']:.3f} m "

@@ -310,6 +310,27 @@ def test_replay_duration_holds_across_an_hour_gap_and_at_a_tiny_rate(
     assert "Fast DDS profile: " in gap.stdout and "fastdds_large_images.xml" in gap.stdout
 
 
+def test_skip_empty_plays_an_hour_gap_in_half_a_second_with_the_stamps_unchanged(
+    tmp_path: Path, ros_env: dict[str, str]
+) -> None:
+    bag = write_bag(tmp_path / "gap", 20, gap_after=9)
+    log = tmp_path / "log.jsonl"
+    command = [*ROBOT, "replay", str(bag), "--start-delay", "0", "--skip-empty", "0.5", "--clock"]
+    (result,) = run_all(
+        [[*command, "--log", str(log)]],
+        ros_env,
+        timeout=60,
+    )
+    assert result.code == 0 and "published 40 messages" in result.stdout, (result.stdout, result.stderr)
+    records = [json.loads(line) for line in log.read_text().splitlines()[:-1]]
+    sets = [r for r in records if r["topic"] != "/ground_truth/pose"]
+    hour = 3600 * 10**9
+    assert [r["stamp_ns"] for r in sets] == [frame_stamp(k) + (hour if k > 9 else 0) for k in range(20)]
+    wall_gap_s = (sets[10]["published_ns"] - sets[9]["published_ns"]) / 1e9
+    assert 0.4 < wall_gap_s < 2.0, wall_gap_s  # 0.5 s instead of an hour (the frame period is 33 ms)
+    assert json.loads(log.read_text().splitlines()[-1])["summary"]["stopped_by"] == "end"
+
+
 def test_replay_stops_cleanly_on_sigterm_and_sigint(tmp_path: Path, ros_env: dict[str, str]) -> None:
     gap = write_bag(tmp_path / "gap", 20, gap_after=9)
     steady = write_bag(tmp_path / "steady", 300)  # 10 s at 30 Hz
@@ -362,6 +383,8 @@ def test_bad_numbers_are_argument_errors(bags: dict[str, Path], ros_env: dict[st
         ([*replay, "--duration", "inf"], "replay", "--duration: must be > 0 s and at most 604800 s"),
         ([*replay, "--duration", "-1"], "replay", "--duration"),
         ([*replay, "--start-delay", "1e9"], "replay", "--start-delay: must be from 0 s to 600 s"),
+        ([*replay, "--skip-empty", "0"], "replay", "--skip-empty: must be from 0.01 s to 604800 s, got 0"),
+        ([*evaluate, "--skip-empty", "nan"], "eval-node", "--skip-empty: must be from 0.01 s"),
         ([*evaluate, "--rate", "1e400"], "eval-node", "--rate: must be from 0.01 to 1000, got 1e400"),
         ([*evaluate, "--duration", "0"], "eval-node", "--duration"),
         (

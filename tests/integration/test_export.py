@@ -34,7 +34,12 @@ from pose_regressor_training.checkpoint import (
 from pose_regressor_training.cli import main
 from pose_regressor_training.data.sources import load_dataset
 from pose_regressor_training.evaluate import evaluate_checkpoint
-from pose_regressor_training.export import ExportError, covariance_scale_from_metrics, export_bundle
+from pose_regressor_training.export import (
+    VERIFY_LOG_VARIANCE_ATOL,
+    ExportError,
+    covariance_scale_from_metrics,
+    export_bundle,
+)
 from pose_regressor_training.models import ModelConfig, build_model
 from pose_regressor_training.models.model import images_to_unit_float
 from pose_regressor_training.onnx_checks import (
@@ -286,6 +291,8 @@ def test_covariance_scale_sources(tmp_path: Path) -> None:
         ("small_cnn", "input", "rot6d", 6, (32, 24)),
         ("small_cnn", "input", "rot6d+track_tta", 6, (32, 24)),  # the shift averaging in the graph
         ("small_cnn", "input", "rot6d+track_tta+variance_head", 6, (32, 24)),  # + log_variance [S, 6]
+        ("small_cnn", "input", "rot6d+track_tta+shift_variance", 6, (32, 24)),  # the shifts' spread
+        ("small_cnn", "input", "rot6d+track_tta+variance_head+shift_variance", 6, (32, 24)),
     ],
 )
 def test_other_backbones_export_and_agree(
@@ -293,11 +300,12 @@ def test_other_backbones_export_and_agree(
 ) -> None:
     torch.manual_seed(0)
     rotation, *flags = rotation.split("+")
-    tta, variance = "track_tta" in flags, "variance_head" in flags
+    tta, head, shifts = "track_tta" in flags, "variance_head" in flags, "shift_variance" in flags
+    variance = head or shifts  # the graph has the log_variance output
     config = ModelConfig(
         backbone=backbone, fusion=fusion, num_cameras=2, image_width=size[0], image_height=size[1],
         hidden_dim=16, rotation=rotation, dof=dof, small_cnn_width=8,
-        track_tta=tta, track_yaw_step=math.pi if tta else 0.0, variance_head=variance,
+        track_tta=tta, track_yaw_step=math.pi if tta else 0.0, variance_head=head, shift_variance=shifts,
     )  # fmt: skip
     model = build_model(config)
     model.set_translation_stats(torch.tensor([1.0, -2.0, 0.5]), torch.tensor([2.0, 1.0, 0.3]))
@@ -322,7 +330,8 @@ def test_other_backbones_export_and_agree(
     bundle = export_bundle(checkpoint, tmp_path / "bundle", mc_samples=8)
     _assert_static_tensorrt_graph(bundle.onnx_path, 2, 16, *size, variance_head=variance)
     assert bundle.camera_names == ["left", "right"] and (bundle.fusion, bundle.dof) == (fusion, dof)
-    assert bundle.variance_head == variance
+    assert (bundle.variance_head, bundle.shift_variance) == (head, shifts)
+    assert bundle.log_variance_output == variance
     ort_engine, torch_engine = OnnxRuntimeEngine(bundle, threads=1), TorchEngine(bundle)
     rng = np.random.default_rng(1)
     deterministic = []
@@ -335,7 +344,7 @@ def test_other_backbones_export_and_agree(
         if variance:
             assert ort_out.log_variance is not None and pt_out.log_variance is not None
             assert ort_out.log_variance.shape == (samples, 6)
-            assert np.abs(ort_out.log_variance - pt_out.log_variance).max() <= TOLERANCE
+            assert np.abs(ort_out.log_variance - pt_out.log_variance).max() <= VERIFY_LOG_VARIANCE_ATOL
             assert np.ptp(ort_out.log_variance) > 0.01  # not stuck at the clamp or a constant
         else:
             assert ort_out.log_variance is None and pt_out.log_variance is None

@@ -104,7 +104,8 @@ def make_bundle(
 ) -> ModelBundle:
     """A valid bundle directory at `root` (created) with the tiny graph; `overrides` replace
     ModelBundle fields (bundle.yaml), `graph_hidden` makes the graph's D differ from bundle.yaml's;
-    `variance_head=True` gives the graph its log_variance output (`graph_variance` overrides that).
+    `variance_head=True` or `shift_variance=True` gives the graph its log_variance output
+    (`graph_variance` overrides that).
     `rig` is recorded as the training rig (`provenance.rig`, as training writes it); without it
     the bundle has none, like bundles exported before the rig was recorded."""
     root.mkdir(parents=True, exist_ok=True)
@@ -126,7 +127,8 @@ def make_bundle(
     fields.update(overrides)
     if rig is not None:
         fields["provenance"] = {**fields["provenance"], "rig": rig.to_dict()}
-    variance = fields.get("variance_head", False) if graph_variance is None else graph_variance
+    said = fields.get("variance_head", False) or fields.get("shift_variance", False)
+    variance = said if graph_variance is None else graph_variance
     graph = tiny_graph(
         len(fields["cameras"]),
         fields["input_width"],

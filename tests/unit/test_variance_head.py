@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -111,6 +112,57 @@ def test_the_log_variance_has_no_gradient_into_the_pose_model() -> None:
     assert float(head.abs().sum()) > 0
 
 
+@pytest.mark.parametrize("head", [False, True])
+def test_shift_variance_is_the_spread_of_the_track_shifts_about_their_mean(head: bool) -> None:
+    torch.manual_seed(0)
+    config = ModelConfig(
+        **{**SMALL, "num_cameras": 4}, track_tta=True, track_yaw_step=math.pi / 2, shift_variance=True,
+        variance_head=head,
+    )  # fmt: skip
+    model = build_model(config)
+    model.set_translation_stats(torch.tensor([1.0, -2.0, 0.5]), torch.tensor([2.0, 1.0, 0.3]))
+    # Untrained outputs vary by metres with the images once BatchNorm has the statistics of random
+    # images and the head unit-scale weights (as in test_export).
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None
+    with torch.no_grad():
+        model.train()(torch.rand(8, 4, 3, 24, 32))
+        torch.nn.init.normal_(model.fc_out.weight, std=0.3)
+    model.eval()
+    images, masks = torch.rand(3, 4, 3, 24, 32), model.random_masks(1, 2)
+    with torch.no_grad():
+        t, q, log_var = model.inference_outputs(images, masks)
+        plain = build_model(replace(config, track_tta=False, shift_variance=False, variance_head=head)).eval()
+        plain.load_state_dict(model.state_dict())
+        # each shift k by hand: the cameras in shifted order, the pose turned back by -k * 90 deg
+        shifts = [plain.inference_outputs(images[:, model.shift_index[k]], masks) for k in range(4)]
+    assert log_var is not None and log_var.shape == (3, 2, 6)
+    t_k = np.stack([out[0].double().numpy() for out in shifts], axis=1)  # [B, K, S, 3]
+    unyaw = [Rotation.from_euler("z", -k * math.pi / 2) for k in range(4)]
+    np.testing.assert_allclose(t.double().numpy(), t_k.mean(axis=1), atol=1e-5)
+    expected = np.zeros((3, 2, 6))
+    for b in range(3):
+        for s_ in range(2):
+            mean = Rotation.from_quat(q[b, s_].double().numpy())
+            for k in range(4):
+                r_k = Rotation.from_quat(shifts[k][1][b, s_].double().numpy()) * unyaw[k]
+                dt = t_k[b, k, s_] - t_k[b, :, s_].mean(axis=0)
+                d = np.concatenate([dt, (r_k * mean.inv()).as_rotvec()])
+                expected[b, s_] += d**2 / 4
+    if head:  # the variance head's variance (the mean over shifts of its log-variance) is added
+        head_lv = torch.stack([out[2] for out in shifts], dim=1).mean(dim=1).double().numpy()  # type: ignore[misc]
+        expected += np.exp(head_lv)
+    assert expected[..., :3].min() > 1e-4 and expected[..., 3:].min() > 1e-6  # the shifts do disagree
+    np.testing.assert_allclose(np.exp(log_var.double().numpy()), expected, rtol=1e-4, atol=1e-9)
+
+
+def test_shift_variance_needs_track_tta() -> None:
+    with pytest.raises(ValueError, match="shift_variance is the spread of the track_tta shifts: it needs"):
+        ModelConfig(**SMALL, shift_variance=True)
+
+
 # ------------------------------------------------------------------------------ the estimate
 def test_estimate_adds_the_mean_predicted_variance_then_scales_per_group_then_floors() -> None:
     t = np.tile([1.0, 2.0, 3.0], (2, 1))  # identical samples: no MC spread
@@ -170,6 +222,26 @@ def test_bundle_with_per_group_scale_and_variance_head_round_trips(tmp_path: Pat
     loaded = load_bundle(bundle.path)
     assert loaded.covariance_scale == CovarianceScale(2.1, 40.0) and loaded.variance_head
     assert [spec.name for spec in loaded.graph_outputs] == ["translation", "rotation", LOG_VARIANCE]
+
+
+def test_a_shift_variance_bundle_has_the_log_variance_output_and_the_engine_returns_it(
+    tmp_path: Path,
+) -> None:
+    bundle = make_bundle(tmp_path / "b", shift_variance=True)
+    model = yaml.safe_load(bundle.yaml_path.read_text())["model"]
+    assert model["shift_variance"] is True and "variance_head" not in model
+    loaded = load_bundle(bundle.path)
+    assert loaded.shift_variance and not loaded.variance_head and loaded.log_variance_output
+    assert [spec.name for spec in loaded.graph_outputs] == ["translation", "rotation", LOG_VARIANCE]
+    engine = load_engine(loaded, "onnxruntime", threads=1)
+    masks = dropout_masks(3, loaded.hidden_dim, loaded.dropout, np.random.default_rng(0))
+    out = engine.infer_outputs(preprocess(_images(0), loaded), masks)
+    assert out.log_variance is not None and out.log_variance.shape == (3, 6)
+    data = yaml.safe_load(bundle.yaml_path.read_text())
+    data["model"]["shift_variance"] = "yes"
+    bundle.yaml_path.write_text(yaml.safe_dump(data))
+    with pytest.raises(BundleError, match=r"model\.shift_variance must be true or false, got 'yes'$"):
+        load_bundle(bundle.path)
 
 
 def test_old_bundles_keep_their_scalar_and_no_head(tmp_path: Path) -> None:

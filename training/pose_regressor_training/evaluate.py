@@ -308,11 +308,12 @@ def _covariance_variants(
     test: _SplitResult, calibration: _SplitResult, t_err: NDArray[np.float64], r_err: NDArray[np.float64]
 ) -> dict[str, dict[str, float]]:
     """The covariance models side by side on the same samples: the MC spread with one fitted scale
-    (the former default), the MC spread with per-group scales and, with a variance head, the MC
-    spread plus the aleatoric variance with per-group scales (what bundles of such models use)."""
+    (the former default), the MC spread with per-group scales and, when the model outputs a
+    log-variance (a variance head, the track-shift spread or both), the MC spread plus that
+    variance with per-group scales (what bundles of such models use)."""
     variants: dict[str, tuple[bool, bool]] = {"mc_one_scale": (False, False), "mc_per_group": (False, True)}
     if test.log_variances is not None:
-        variants["mc_aleatoric_per_group"] = (True, True)
+        variants["mc_log_variance_per_group"] = (True, True)
     residuals, fit_residuals = test.residuals(), calibration.residuals()
     out = {}
     for name, (aleatoric, per_group) in variants.items():

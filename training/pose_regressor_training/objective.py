@@ -32,7 +32,7 @@ class Objective(nn.Module):
             embedding=out.embedding.reshape(b, k, -1),
         )
         parts = self.loss(pred, PoseBatch(t=t, q=q))
-        if out.log_variance is not None:
+        if self.model.config.variance_head and out.log_variance is not None:
             # the detached residual: the NLL shapes the variance only, whatever pose loss is configured
             residual = tangent_residual(t, q, pred.t.detach(), pred.q.detach())
             nll = variance_nll(

@@ -66,6 +66,7 @@ class TorchEngine(InferenceEngine):
             bundle.input_width,
             bundle.hidden_dim,
             bundle.variance_head,
+            bundle.shift_variance,
         )
         actual = (
             config.num_cameras,
@@ -73,10 +74,12 @@ class TorchEngine(InferenceEngine):
             config.image_width,
             config.hidden_dim,
             config.variance_head,
+            config.shift_variance,
         )
         if actual != expected:
             raise EngineError(
-                f"{path} holds a model for (cameras, height, width, D, variance head) = {actual}, "
+                f"{path} holds a model for (cameras, height, width, D, variance head, shift variance) = "
+                f"{actual}, "
                 f"bundle.yaml says {expected}"
             )
         model = build_model(config)

@@ -48,6 +48,11 @@ class ModelConfig:
         uncertainty, Kendall & Gal 2017), trained by the negative log-likelihood `variance_nll`
         (`gaussian` or `laplace`) of the detached pose residual, added to the pose loss. The head
         reads the hidden layer detached, so the NLL never changes the pose model.
+    shift_variance: with `track_tta`, also output as the log-variance [B, S, 6] the variance of
+        the T shift predictions about their mean (per axis, map frame; added to the variance
+        head's when there is one): the rig's symmetry gives a T-member ensemble for free, and
+        where the shifted views disagree the pose is unreliable. Inference only; training and
+        the pose are unchanged.
     """
 
     backbone: str = "resnet18"
@@ -70,6 +75,7 @@ class ModelConfig:
     track_yaw_step: float = 0.0
     variance_head: bool = False
     variance_nll: str = "gaussian"
+    shift_variance: bool = False
 
     def __post_init__(self) -> None:
         checks = [
@@ -109,10 +115,19 @@ class ModelConfig:
                 not self.track_tta or self.num_cameras == 1 or self.track_yaw_step != 0.0,
                 "track_tta needs track_yaw_step (fit sets it from the rig's extrinsics)",
             ),
+            (
+                not self.shift_variance or self.track_tta,
+                "shift_variance is the spread of the track_tta shifts: it needs track_tta",
+            ),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(f"model config: {message}")
+
+    @property
+    def log_variance_output(self) -> bool:
+        """Whether inference (and the exported graph) gives a log-variance [B, S, 6]."""
+        return self.variance_head or self.shift_variance
 
     @property
     def rotation_outputs(self) -> int:

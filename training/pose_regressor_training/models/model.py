@@ -20,6 +20,7 @@ drop Dropout nodes), so every engine gives the same numbers for the same masks.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 
 import torch
@@ -65,6 +66,22 @@ def _quat_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         ],
         dim=-1,
     )
+
+
+def _shift_variance(
+    t: torch.Tensor, q: torch.Tensor, t_mean: torch.Tensor, q_mean: torch.Tensor
+) -> torch.Tensor:
+    """Per-axis variance [B, S, 6] of the shift predictions t [B, K, S, 3], q [B, K, S, 4] about
+    their mean t_mean [B, S, 3], q_mean [B, S, 4]: the translation differences and the map-frame
+    rotation vectors r with R_k = Exp(r) R_mean (the residual convention of the covariance)."""
+    conjugate = q_mean * q_mean.new_tensor([-1.0, -1.0, -1.0, 1.0])
+    q_rel = _hemisphere(_quat_product(q, conjugate[:, None]))
+    vector, w = q_rel[..., :3], q_rel[..., 3:4]
+    # angle = 2 atan(|v| / w) with w >= 0 (ONNX has no Atan2); the epsilon keeps v = 0 finite
+    norm = torch.sqrt(vector.square().sum(dim=-1, keepdim=True) + 1e-12)
+    rotvec = vector * (2.0 * torch.atan(norm / w.clamp_min(1e-12)) / norm)
+    residual = torch.cat([t - t_mean[:, None], rotvec], dim=-1)
+    return residual.square().mean(dim=1)
 
 
 def _hemisphere(q: torch.Tensor) -> torch.Tensor:
@@ -317,7 +334,15 @@ class PoseRegressor(nn.Module):
         q = torch.where((q * q[:, :1]).sum(dim=-1, keepdim=True) < 0, -q, q)
         unshifted = embedding.reshape(b, t_cams, -1)[:, 0]
         mean_log_variance = None if log_variance is None else log_variance.mean(dim=1)
-        return t.mean(dim=1), _hemisphere(_unit(q.sum(dim=1))), mean_log_variance, unshifted
+        t_mean, q_mean = t.mean(dim=1), _hemisphere(_unit(q.sum(dim=1)))
+        if self.config.shift_variance:
+            variance = _shift_variance(t, q, t_mean, q_mean)
+            if mean_log_variance is not None:
+                variance = variance + torch.exp(mean_log_variance)
+            mean_log_variance = torch.clamp(
+                torch.log(variance.clamp_min(math.exp(MIN_LOG_VARIANCE))), max=MAX_LOG_VARIANCE
+            )
+        return t_mean, q_mean, mean_log_variance, unshifted
 
     def random_masks(
         self,

@@ -169,7 +169,8 @@ class ModelBundle:
     optimization-profile S of TensorRT plans); ``dof`` is 6, or 3 for x, y, yaw models (z fixed at
     the training mean, roll = pitch = 0); ``covariance_scale`` multiplies the covariance per axis
     group (calibrated on held-out data, 1.0 when uncalibrated; a number given here means both
-    groups); ``variance_head``: the graph also outputs ``log_variance`` [S, 6].
+    groups); ``variance_head`` (a variance head) or ``shift_variance`` (the spread of the track
+    shifts): the graph also outputs ``log_variance`` [S, 6], their per-axis variance.
     """
 
     path: Path
@@ -187,6 +188,7 @@ class ModelBundle:
     mc_samples: int = 32
     onnx: dict[str, Any] = field(default_factory=dict)
     variance_head: bool = False
+    shift_variance: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.covariance_scale, CovarianceScale):  # a plain number: both groups
@@ -195,7 +197,12 @@ class ModelBundle:
     @property
     def graph_outputs(self) -> tuple[TensorSpec, ...]:
         """The outputs this bundle's graph has (`graph_outputs`)."""
-        return graph_outputs(self.variance_head)
+        return graph_outputs(self.log_variance_output)
+
+    @property
+    def log_variance_output(self) -> bool:
+        """Whether the graph outputs ``log_variance`` (a variance head, the track-shift spread or both)."""
+        return self.variance_head or self.shift_variance
 
     @property
     def onnx_path(self) -> Path:
@@ -244,6 +251,7 @@ class ModelBundle:
                 "mc_samples": self.mc_samples,
                 # written only when on: bundles without the head keep their exact bundle.yaml
                 **({"variance_head": True} if self.variance_head else {}),
+                **({"shift_variance": True} if self.shift_variance else {}),
             },
             "covariance_scale": self.covariance_scale.to_json(),
             "onnx": dict(self.onnx),
@@ -365,6 +373,9 @@ def _bundle_from_mapping(root: Path, data: dict[str, Any]) -> ModelBundle:
     variance_head = model.get("variance_head", False)
     if not isinstance(variance_head, bool):
         raise BundleError(f"model.variance_head must be true or false, got {variance_head!r}")
+    shift_variance = model.get("shift_variance", False)
+    if not isinstance(shift_variance, bool):
+        raise BundleError(f"model.shift_variance must be true or false, got {shift_variance!r}")
     input_width = _int(image, "width", "input.width", Bound(1, MAX_INPUT_SIDE))
     input_height = _int(image, "height", "input.height", Bound(1, MAX_INPUT_SIDE))
     input_bytes = len(cameras) * input_width * input_height * 3
@@ -399,6 +410,7 @@ def _bundle_from_mapping(root: Path, data: dict[str, Any]) -> ModelBundle:
         ),
         onnx=onnx,
         variance_head=variance_head,
+        shift_variance=shift_variance,
     )
 
 

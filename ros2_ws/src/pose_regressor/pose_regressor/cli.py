@@ -19,6 +19,7 @@ from pose_regressor.limits import (
     MAX_START_DELAY_S,
     MIN_DELIVERY_RATIO,
     MIN_RATE,
+    MIN_SKIP_EMPTY_S,
 )
 
 if TYPE_CHECKING:
@@ -148,6 +149,17 @@ def _duration_type() -> Callable[[str], float]:
     return _bounded(0.0, MAX_DURATION_S, low_open=True, unit=" s")
 
 
+def _skip_empty_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--skip-empty",
+        type=_bounded(MIN_SKIP_EMPTY_S, MAX_DURATION_S, unit=" s"),
+        metavar="SEC",
+        help="play a stretch of the bag with no messages longer than SEC seconds in SEC seconds (like "
+        "ROS 1 rosbag play --skip-empty): short sequences recorded far apart replay without the waits; "
+        "stamps are unchanged",
+    )
+
+
 def _add_replay(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "replay",
@@ -163,6 +175,7 @@ def _add_replay(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--clock", action="store_true", help="publish /clock from the bag's time")
     p.add_argument("--topics", nargs="+", help="only these topics")
     p.add_argument("--duration", type=_duration_type(), help="stop after this many seconds (up to a week)")
+    _skip_empty_argument(p)
     p.add_argument(
         "--start-delay",
         type=_bounded(0.0, MAX_START_DELAY_S, unit=" s"),
@@ -211,6 +224,7 @@ def _replay_with(args: argparse.Namespace, extra: Sequence[str], stop: StopFlag)
             args.start_delay,
             log,
             stop=stop,
+            skip_empty_s=args.skip_empty,
         )
         if log is not None:
             log.write(json.dumps({"summary": stats.summary()}) + "\n")
@@ -314,6 +328,7 @@ def _add_eval_node(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         help="stop the replay after this many seconds (up to a week); also checks memory growth and "
         "latency stability (soak, see soak.png; exit code 2 if a check fails)",
     )
+    _skip_empty_argument(p)
     p.set_defaults(handler=_eval_node)
 
 
@@ -338,6 +353,7 @@ def _eval_node(args: argparse.Namespace, extra: Sequence[str]) -> int:
         extra_node_args=tuple(extra[1:] if extra[:1] == ["--ros-args"] else extra),
         duration_s=args.duration,
         loop=args.loop,
+        skip_empty_s=args.skip_empty,
     )
     stop = StopFlag()
     try:

@@ -10,6 +10,7 @@ BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
 MIN_RATE = 0.01  # replay speed: 100x slower than recorded
 MAX_RATE = 1000.0  # an hour of recording in 3.6 s
 MAX_DURATION_S = 7 * 24 * 3600.0  # a week
+MIN_SKIP_EMPTY_S = 0.01  # shorter would publish a whole bag's sequences in one burst
 MAX_START_DELAY_S = 600.0
 MAX_MC_SAMPLES = 256  # S, Monte-Carlo samples per camera set (bundle, node parameter and tools)
 # `eval-node` fails when fewer of the camera sets the replay published are accounted for by the

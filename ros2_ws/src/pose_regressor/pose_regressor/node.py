@@ -315,7 +315,7 @@ class LocalizerNode(LifecycleNode):
             hidden_dim=bundle.hidden_dim,
             dropout=bundle.dropout,
             covariance_scale=bundle.covariance_scale,
-            variance_head=bundle.variance_head,
+            variance_head=bundle.log_variance_output,
             sync_slop_s=params.sync_slop,
             mc_samples=samples,
             seed=params.seed,

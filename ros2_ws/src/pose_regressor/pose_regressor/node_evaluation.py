@@ -75,6 +75,7 @@ from pose_regressor.replay import (
     StopFlag,
     check_duration,
     check_rate,
+    check_skip_empty,
     dds_environment,
 )
 from pose_regressor.soak import RssSampler, soak_report, soak_series
@@ -106,6 +107,7 @@ class NodeEvaluationConfig:
     extra_node_args: tuple[str, ...] = ()
     duration_s: float | None = None
     loop: bool = False
+    skip_empty_s: float | None = None  # replay: empty stretches longer than this are cut short
 
 
 @dataclass
@@ -421,6 +423,7 @@ def _prepare_out(out: Path) -> None:
 def _check_config(cfg: NodeEvaluationConfig) -> None:
     check_rate(cfg.rate)
     check_duration(cfg.duration_s)
+    check_skip_empty(cfg.skip_empty_s)
     if not 0 <= cfg.mc_samples <= MAX_MC_SAMPLES:
         raise ValueError(f"mc_samples must be from 0 to {MAX_MC_SAMPLES}, got {cfg.mc_samples}")
 
@@ -539,6 +542,8 @@ def _replay_command(cfg: NodeEvaluationConfig, topics: tuple[str, ...], log_path
         command += ["--duration", repr(cfg.duration_s)]
     if cfg.loop:
         command += ["--loop"]
+    if cfg.skip_empty_s is not None:
+        command += ["--skip-empty", repr(cfg.skip_empty_s)]
     return command
 
 
@@ -626,6 +631,7 @@ def _run_record(
         "bag": str(cfg.bag),
         "bundle": str(cfg.bundle),
         "rate": cfg.rate,
+        "skip_empty_s": cfg.skip_empty_s,
         "mc_samples": cfg.mc_samples,
         "fastdds_profile": profile,
         "gt_corrupt_skipped": truth.corrupt,

@@ -7,7 +7,9 @@ bag's time (for `use_sim_time`). With `log`, every published message's header st
 publish time (CLOCK_MONOTONIC, ns) and loop offset are written as JSON lines, which
 `pose-regressor eval-node` uses to measure end-to-end latency and to match looped stamps back to
 the bag's ground truth. With `loop`, each pass shifts the stamps forward by the bag's length
-(plus 0.1 s) so that they never go backwards.
+(plus 0.1 s) so that they never go backwards. With `skip_empty_s`, a stretch of the bag with no
+messages longer than that is played in that time instead (ROS 1 `rosbag play --skip-empty`): a
+bag of short sequences recorded far apart replays in minutes, with its stamps unchanged.
 
 Damaged bags: a bag whose metadata, header or index cannot be read is one `BagReadError`
 (`cannot read bag X: <reason>`) before anything is published. A damaged chunk ends the pass
@@ -44,7 +46,7 @@ from rclpy.serialization import deserialize_message
 from rosgraph_msgs.msg import Clock
 
 from pose_regressor.bagio import BagReadError, ReadStats, open_bag, read_messages
-from pose_regressor.limits import MAX_DURATION_S, MAX_RATE, MAX_START_DELAY_S, MIN_RATE
+from pose_regressor.limits import MAX_DURATION_S, MAX_RATE, MAX_START_DELAY_S, MIN_RATE, MIN_SKIP_EMPTY_S
 from pose_regressor.messages import ns_from_time, time_from_ns
 
 CLOCK_PERIOD_NS = 25_000_000  # /clock at 40 Hz between messages, like ros2 bag play
@@ -173,6 +175,14 @@ def check_duration(duration: float | None) -> float | None:
     return duration
 
 
+def check_skip_empty(seconds: float | None) -> float | None:
+    if seconds is not None and not (math.isfinite(seconds) and MIN_SKIP_EMPTY_S <= seconds <= MAX_DURATION_S):
+        raise ReplayError(
+            f"skip-empty must be from {MIN_SKIP_EMPTY_S:g} to {MAX_DURATION_S:g} s, got {seconds}"
+        )
+    return seconds
+
+
 @dataclass
 class ReplayStats:
     published: dict[str, int] = field(default_factory=dict)
@@ -246,6 +256,7 @@ class _Pass:
     read: ReadStats = field(default_factory=ReadStats)
     first_ns: int | None = None  # log time of the first message read
     last_ns: int = 0  # log time of the last message read
+    skipped_ns: int = 0  # bag time of the empty stretches cut short so far (skip_empty)
     base_ns: int = 0  # monotonic time at which the first message was due
 
 
@@ -261,6 +272,7 @@ class _Publisher:
         stop: StopFlag,
         log: IO[str] | None,
         stats: ReplayStats,
+        skip_empty_s: float | None = None,
     ) -> None:
         # Reliable like `ros2 bag play`: it matches reliable and best-effort subscribers alike;
         # 100 deep so a fast replay's burst waits in the queue instead of being dropped.
@@ -272,6 +284,7 @@ class _Publisher:
         self.stop = stop
         self.log = log
         self.stats = stats
+        self.skip_empty_ns = None if skip_empty_s is None else round(skip_empty_s * 1e9)
         self.deadline_ns: int | None = None
         self._next_clock = 0
         self._sim: tuple[int, int, int] = (0, 0, 0)  # (first log time + offset, base, cap)
@@ -297,8 +310,11 @@ class _Publisher:
                     # The clock starts at the first message read, not before the reader's seek
                     # (tens of ms on each loop), which would publish the first sets in a burst.
                     one.first_ns, one.base_ns = log_ns, time.monotonic_ns()
-                due = one.base_ns + round((log_ns - one.first_ns) / self.rate)
-                self._sim = (one.first_ns + offset_ns, one.base_ns, log_ns + offset_ns)
+                elif self.skip_empty_ns is not None and log_ns - one.last_ns > self.skip_empty_ns:
+                    one.skipped_ns += log_ns - one.last_ns - self.skip_empty_ns
+                due = one.base_ns + round((log_ns - one.first_ns - one.skipped_ns) / self.rate)
+                # /clock jumps over a skipped stretch, as the stamps do.
+                self._sim = (one.first_ns + offset_ns + one.skipped_ns, one.base_ns, log_ns + offset_ns)
                 stopped = pacer.wait_until(due)
                 if stopped is not None:
                     return stopped
@@ -339,9 +355,11 @@ def replay(
     log: IO[str] | None = None,
     node: Node | None = None,
     stop: StopFlag | None = None,
+    skip_empty_s: float | None = None,
 ) -> ReplayStats:
     """Publishes the bag (rclpy must be initialized). Returns counts; stops after `duration` s if
-    given, or when `stop` is set (then `stopped_by` is "signal").
+    given, or when `stop` is set (then `stopped_by` is "signal"); empty stretches longer than
+    `skip_empty_s` (bag seconds) are cut to that length.
 
     Raises:
         ReplayError: a bad rate, duration or start delay, a missing bag, unknown topics or types.
@@ -349,6 +367,7 @@ def replay(
     """
     check_rate(rate)
     check_duration(duration)
+    check_skip_empty(skip_empty_s)
     if not (math.isfinite(start_delay) and 0 <= start_delay <= MAX_START_DELAY_S):
         raise ReplayError(f"start delay must be from 0 to {MAX_START_DELAY_S:g} s, got {start_delay}")
     if not Path(bag).exists():
@@ -368,7 +387,7 @@ def replay(
         classes = {c.topic: message_class(c.msgtype) for c in connections}
         if node is None:
             node = rclpy.create_node("pose_regressor_replay")
-        publisher = _Publisher(node, classes, clock, rate, stop, log, stats)
+        publisher = _Publisher(node, classes, clock, rate, stop, log, stats, skip_empty_s)
         _wait_for_subscribers(list(publisher.publishers.values()), start_delay, stop)
         if duration is not None:
             publisher.deadline_ns = time.monotonic_ns() + round(duration * 1e9)
@@ -391,7 +410,8 @@ def replay(
                 # gap later in wall time too: without the pause, the next loop's first set would
                 # follow the last one at once and the node would see two sets in a burst.
                 offset_ns += one.last_ns - one.first_ns + LOOP_GAP_NS
-                resume = one.base_ns + round((one.last_ns - one.first_ns + LOOP_GAP_NS) / rate)
+                played_ns = one.last_ns - one.first_ns - one.skipped_ns
+                resume = one.base_ns + round((played_ns + LOOP_GAP_NS) / rate)
                 stopped = publisher.pacer().wait_until(resume)
                 if stopped is None:
                     continue

@@ -128,7 +128,7 @@ class InferenceEngine(ABC):
         """`infer` plus the log-variance [S, 6] of a bundle with a variance head (else None)."""
         images, masks32 = validate_inputs(self.bundle, images, masks)
         outputs = self._infer(images, masks32)
-        wanted = 3 if self.bundle.variance_head else 2
+        wanted = len(self.bundle.graph_outputs)
         if len(outputs) != wanted:
             raise EngineError(
                 f"{self.backend} returned {len(outputs)} outputs, the bundle's graph has {wanted}"
