@@ -7,14 +7,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${DEMO_OUT:-out/demo}
-# The demo model: 8,000 frames (400 trajectories of 2 s) rendered at the model's 64x48 input, the
-# default config with a half-width CNN (2.4x faster to train, as accurate at this budget) and
-# 20 epochs: under 10 minutes on 2 CPU cores. DEMO_FULL=1 trains the full-quality default
-# of docs/results.md instead (10,000 frames at 128x96, the default config, 32 epochs).
+# The demo model: the default config on 8,000 frames (400 trajectories of 2 s) rendered at the
+# model's 64x48 input, 20 epochs: under 10 minutes on 2 CPU cores. DEMO_FULL=1 trains the
+# full-quality default of docs/results.md instead (16,000 frames at 128x96, 30 epochs: about
+# 4 min of rendering and 13 min of training).
 if [ "${DEMO_FULL:-0}" = 1 ]; then
-  FRAMES=${DEMO_FRAMES:-10000} EPOCHS=${DEMO_EPOCHS:-32} WIDTH=128 HEIGHT=96 MODEL=()
+  FRAMES=${DEMO_FRAMES:-16000} EPOCHS=${DEMO_EPOCHS:-30} WIDTH=128 HEIGHT=96
 else
-  FRAMES=${DEMO_FRAMES:-8000} EPOCHS=${DEMO_EPOCHS:-20} WIDTH=64 HEIGHT=48 MODEL=(model.small_cnn_width=16)
+  FRAMES=${DEMO_FRAMES:-8000} EPOCHS=${DEMO_EPOCHS:-20} WIDTH=64 HEIGHT=48
 fi
 mkdir -p "$OUT"
 train=.venv/bin/pose-train
@@ -33,7 +33,7 @@ echo
 echo "== 2/5 train the default quad-rig input-fusion model ($EPOCHS epochs)"
 rm -rf "$OUT/run"
 $train fit --config training/configs/synth_quad.yaml --out "$OUT/run" --quiet \
-  "data.root=$OUT/synth_quad" "optim.epochs=$EPOCHS" "${MODEL[@]}"
+  "data.root=$OUT/synth_quad" "optim.epochs=$EPOCHS"
 
 echo
 echo "== 3/5 evaluate offline on the held-out test trajectories (32 MC-dropout samples per frame)"

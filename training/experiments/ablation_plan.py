@@ -247,20 +247,20 @@ class Mode:
     run_plots: bool = True  # each run's evaluation plots (seconds per run: not for the smoke test)
 
 
-SYNTH_FULL = "pose-train synth --out DIR --frames 10000 --frames-per-trajectory 20 --width 128 --height 96"
+SYNTH_FULL = "pose-train synth --out DIR --frames 16000 --frames-per-trajectory 20 --width 128 --height 96"
 
-# Speeds measured on this 2-core machine for the default model (docs/results.md): 383 camera sets/s
+# Speeds measured on this 2-core machine for the default model (docs/results.md): 561 camera sets/s
 # in training, validation included. A tuple loss sees K sets per sample, so K times the time.
 MODES: dict[str, Mode] = {
     "full": Mode(
         "full",
-        32,
+        30,
         0,
         32,
         (),
         (),
         SYNTH_FULL,
-        "the issue's budget: 8,000 training sets, 32 epochs, every sweep setting",
+        "the default's budget: 12,800 training sets, 30 epochs, every sweep setting",
     ),
     "reduced": Mode(
         "reduced",

@@ -62,7 +62,10 @@ def ensure_run(
     (folder / "run.json").write_text(json.dumps({"overrides": overrides}, indent=1) + "\n")
     fit(train_config, folder, resume=(folder / "last.pt").is_file(), progress=False)
     for split in SPLITS:
-        evaluation = evaluate_checkpoint(folder / "best.pt", split=split, mc_samples=mc_samples)
+        # No retrieval baseline: it reads every training image and is the same for every run.
+        evaluation = evaluate_checkpoint(
+            folder / "best.pt", split=split, mc_samples=mc_samples, baseline=False
+        )
         if plots:
             write_evaluation(evaluation, folder / f"eval_{split}")
         else:

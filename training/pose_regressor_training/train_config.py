@@ -109,7 +109,7 @@ class DataConfig:
     val_split: str = "val"  # empty: no validation (best.pt then follows the training loss)
     preload: bool = True  # decode all images once into memory at the model's input size
     tuple_skip: int = 1  # frames between members of a tuple (relative / odometry losses)
-    max_frames: int = 0  # use at most this many training frames, evenly spaced (0: all)
+    max_frames: int = 0  # about this many training frames: whole trajectories, evenly spaced (0: all)
     cameras: tuple[str, ...] = ()  # train on these cameras of the rig, in this order (empty: all)
     options: dict[str, Any] = field(default_factory=dict)  # loader options, e.g. {scene: chess}
     # Decode every image once before training and leave out frames with a missing or corrupt

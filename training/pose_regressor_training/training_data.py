@@ -173,10 +173,23 @@ def _complete_model_config(config: TrainConfig, rig: Rig) -> ModelConfig:
     return replace(config.model, num_cameras=len(rig.cameras), track_yaw_step=yaw_step)
 
 
+# Below this many trajectories, whole ones are too coarse a unit to subsample by.
+MIN_SEQUENCES_TO_SUBSAMPLE = 8
+
+
 def _subsample(frame_list: FrameList, max_frames: int) -> FrameList:
+    """About `max_frames` frames spread over the whole recording, not its first ones: whole
+    trajectories, evenly spaced, so that tuple losses (relative, geometric, siamese) still see
+    consecutive frames; every k-th frame when there are too few trajectories for that."""
     if max_frames <= 0 or len(frame_list) <= max_frames:
         return frame_list
-    # evenly spread over the whole recording, not its first max_frames
+    frames = frame_list.frames
+    sequences = list(dict.fromkeys(f.sequence for f in frames))  # in recording order
+    if len(sequences) >= MIN_SEQUENCES_TO_SUBSAMPLE:
+        wanted = max(1, round(len(sequences) * max_frames / len(frames)))
+        picks = np.linspace(0, len(sequences) - 1, wanted).round().astype(int)
+        chosen = {sequences[i] for i in picks.tolist()}
+        return frame_list.subset([i for i, f in enumerate(frames) if f.sequence in chosen])
     keep = np.linspace(0, len(frame_list) - 1, max_frames).round().astype(int)
     return frame_list.subset(sorted(set(keep.tolist())))
 
