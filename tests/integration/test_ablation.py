@@ -62,4 +62,4 @@ def test_a_missing_dataset_says_how_to_make_it(
         == 2
     )
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "pose-train synth --out" in err and "--frames 10000" in err
+    assert err.count("\n") == 1 and "pose-train synth --out" in err and "--frames 16000" in err

@@ -322,7 +322,8 @@ class PoseRegressor(nn.Module):
         the prediction. One backbone pass per shift, one head pass per shift and mask. Returns
         t [B, S, 3], q [B, S, 4], the log-variance [B, S, 6] or None and the unshifted input's
         embedding [B, F]. The log-variance is the mean over shifts: the map-frame residual of a
-        shift's pose turned back by its yaw (a right factor) is the same vector, so the axes agree."""
+        shift's pose turned back by its yaw (a right factor) is the same vector, so the axes agree.
+        With `shift_variance` the variance of the shifts about their mean is added to it."""
         b, t_cams = images.shape[:2]
         shifted = images[:, self.shift_index].reshape(b * t_cams, *images.shape[1:])
         embedding = self.embed(shifted)
