@@ -143,6 +143,34 @@ def test_shifts_zero_to_three_are_the_four_cyclic_orders() -> None:
     )
 
 
+def test_tuples_share_one_track_shift_so_their_relative_motion_is_kept() -> None:
+    # 16 tuples of 3 consecutive frames of a drone turning 10 deg and moving 0.2 m per frame.
+    tuples, k = 16, 3
+    images = torch.arange(4.0).reshape(1, 1, 4, 1, 1, 1).expand(tuples, k, 4, 3, 2, 2) / 10.0
+    yaw = torch.linspace(0.0, 0.2, k).repeat(tuples, 1) + torch.rand(tuples, 1) * 6.0
+    rot = Rotation.from_euler("z", yaw.flatten().numpy()[:, None])
+    q = torch.tensor(rot.as_quat(canonical=True), dtype=torch.float32)
+    t = torch.stack([torch.arange(tuples * k) * 0.2, torch.zeros(tuples * k), torch.ones(tuples * k)], 1)
+
+    def relative_angles(q_out: torch.Tensor) -> np.ndarray:
+        r = Rotation.from_quat(q_out.double().numpy().reshape(tuples, k, 4)[:, :-1].reshape(-1, 4))
+        s = Rotation.from_quat(q_out.double().numpy().reshape(tuples, k, 4)[:, 1:].reshape(-1, 4))
+        return np.asarray((r.inv() * s).magnitude())
+
+    augmenter = Augmenter(TRACK_ONLY, preset_rig("quad", 8, 6), torch.Generator().manual_seed(0))
+    out, t_out, q_out = augmenter(images.flatten(0, 1), t, q, k)
+    firsts = out[:, 0, 0, 0, 0].reshape(tuples, k)
+    assert (firsts == firsts[:, :1]).all()  # one camera order per tuple
+    assert len(set(firsts[:, 0].tolist())) > 1  # and not one for the whole batch
+    np.testing.assert_allclose(relative_angles(q_out), 0.1, atol=1e-5)  # the true 0.1 rad per frame
+    assert torch.equal(t_out, t)
+    # One shift per frame would make the relative rotation jump by multiples of 90 deg.
+    _, _, q_single = augmenter(images.flatten(0, 1), t, q)
+    assert (np.abs(relative_angles(q_single) - 0.1) > 1.0).any()
+    with pytest.raises(ValueError, match="not made of tuples of 5"):
+        augmenter(images.flatten(0, 1), t, q, 5)
+
+
 @pytest.mark.parametrize(
     ("rig", "message"),
     [

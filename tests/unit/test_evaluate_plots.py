@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,9 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
+from matplotlib.figure import Figure
+
+from pose_regressor import evaluate_plots
 from pose_regressor.evaluate_plots import line_pieces, plot_trajectory, view_plane
 
 
@@ -52,3 +56,24 @@ def test_the_plot_is_written_for_either_plane(tmp_path: Path) -> None:
             tmp_path / f"{name}.png", gt, gt + rng.normal(0, 0.1, gt.shape), name, covs, stamps_ns=stamps
         )
         assert path.stat().st_size > 10_000
+
+
+def test_many_sequences_share_one_legend_entry_and_the_layout_fits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 80 held-out trajectories of 20 frames, as the default's test split: one legend line per
+    # sequence used to overflow the figure (matplotlib: "Tight layout not applied").
+    t = np.concatenate([loop(20) * 0.5 + [k % 9, k // 9, 0] for k in range(80)])
+    sequences = np.repeat(np.arange(80), 20)
+    closed: list[Figure] = []
+    monkeypatch.setattr(evaluate_plots.plt, "close", closed.append)  # keep the figure to read its legend
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        path = plot_trajectory(tmp_path / "many.png", t, t + 0.05, "80 sequences", sequences=sequences)
+    assert path.stat().st_size > 10_000
+    legend = closed[0].axes[0].get_legend()
+    assert [text.get_text() for text in legend.get_texts()] == [
+        "ground truth (80 sequences)",
+        "prediction (MC mean)",
+        "error",
+    ]

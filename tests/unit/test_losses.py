@@ -143,6 +143,20 @@ def test_relative_value_logq() -> None:
     assert value(out) == pytest.approx(expected)
 
 
+def test_relative_logq_has_a_seam_at_180_degrees_that_the_quaternion_distance_has_not() -> None:
+    # Yaw +179° predicted, -179° true: 2° apart. MapNet's log q flips sign across 180°, so its
+    # distance is |179° - (-179°)| / 2 = 3.124 rad (the ablation's reason for a "quat" setting).
+    yaw = math.radians(179.0)
+    near = (0.0, 0.0, math.sin(yaw / 2), math.cos(yaw / 2))
+    across = (0.0, 0.0, -math.sin(yaw / 2), math.cos(yaw / 2))
+    pred, target = poses([[[0.0] * 3] * 2], [[near] * 2]), poses([[[0.0] * 3] * 2], [[across] * 2])
+    logq = make("relative", {"tuple_length": 2})(pred, target)
+    quat = make("relative", {"tuple_length": 2, "rotation": "quat"})(pred, target)
+    assert value(logq, "q") == pytest.approx(math.radians(358.0) / 2, abs=1e-5)
+    assert value(quat, "q") == pytest.approx(2 * math.sin(math.radians(2.0) / 4), abs=1e-5)  # only w differs
+    assert value(logq, "q_rel") == pytest.approx(0.0, abs=1e-6)  # relative motions are small: no seam
+
+
 def test_relative_value_quat_three_frames() -> None:
     # Frames at x = 0, 1, 2; the last predicted at x = 2.5 and yawed +90°.
     target = poses([[[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [2.0, 0.0, 0.0]]], [[IDENTITY] * 3])

@@ -13,7 +13,8 @@ the default scores 2.0).
 
 Resumable: finished runs are skipped, an interrupted one continues from its last.pt; run the same
 command again. Writes results.md, results.json, error_vs_time.png (validation score against
-training time) and learning_curves.png (training loss terms per epoch) into --out.
+training time), learning_curves.png (training loss terms per epoch of each idea's chosen setting)
+and learning_curves_all.png (the same for every run) into --out.
 """
 
 from __future__ import annotations
@@ -301,8 +302,13 @@ def write_report(
     }
     plot_error_vs_time(out / "error_vs_time.png", runs, results, chosen, offsets)
     plot_learning_curves(out / "learning_curves.png", [r for r in runs if r.name in chosen], results)
+    # every setting, not only the chosen ones: why a setting lost is in its own curves
+    plot_learning_curves(out / "learning_curves_all.png", runs, results)
     print(table, end="")
-    print(f"ablation: wrote {out / 'results.md'}, results.json, error_vs_time.png and learning_curves.png")
+    print(
+        f"ablation: wrote {out / 'results.md'}, results.json, error_vs_time.png, learning_curves.png "
+        "and learning_curves_all.png"
+    )
 
 
 def _medians(metrics: dict[str, Any]) -> dict[str, float]:

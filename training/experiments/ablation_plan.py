@@ -120,6 +120,7 @@ NOT_AVAILABLE = {
 }
 
 REPROJECTION_FROM = "default"
+FINE_TUNE = ("optim.lr=0.0005", "optim.warmup_epochs=0")
 
 RUNS: tuple[Run, ...] = (
     Run("default", "default", "synth_quad.yaml as is"),
@@ -149,6 +150,15 @@ RUNS: tuple[Run, ...] = (
         )
         for w, k, skip in ((1, 2, 1), (0.1, 2, 1), (1, 2, 5), (1, 3, 1))
     ),
+    # MapNet's log-quaternion has a seam at 180 deg: yaw 179 and -179 deg are 2 deg apart but their
+    # log q differ by 3.1. A drone turning through every heading crosses it; the quaternion distance
+    # (hemisphere-aligned) has no seam.
+    Run(
+        "relative_w1_k2_skip1_quat",
+        "relative",
+        "relative weight 1, 2 frames, spacing 1, quaternion distance instead of log q",
+        loss("relative", "tuple_length: 2", "rotation: quat", *fixed_weights(1.0, 1.0)),
+    ),
     *(
         Run(
             f"relative_learned_skip{skip}",
@@ -157,6 +167,25 @@ RUNS: tuple[Run, ...] = (
             (*loss("relative", "tuple_length: 2", *LEARNED_REL), f"data.tuple_skip={skip}"),
         )
         for skip in (1, 5)
+    ),
+    # From the default's best.pt, as Kendall & Cipolla do for reprojection: trained from scratch, the
+    # relative terms reward one constant pose for consecutive frames, which stalls a from-scratch CNN
+    # (docs/results.md); here they can only refine a model that already localizes.
+    Run(
+        "relative_ft_w1",
+        "relative",
+        "from default's best.pt, weight 1, 2 frames, spacing 1, lr 5e-4, a quarter of the epochs",
+        (*loss("relative", "tuple_length: 2", *fixed_weights(1.0, 1.0)), *FINE_TUNE),
+        init_from="default",
+        epochs_fraction=0.25,
+    ),
+    Run(
+        "geometric_ft_w1",
+        "geometric_consistency",
+        "from default's best.pt, odometry weight 1, spacing 1, lr 5e-4, a quarter of the epochs",
+        (*loss("geometric_consistency", "odom_weight: 1", *fixed_weights(1.0)), *FINE_TUNE),
+        init_from="default",
+        epochs_fraction=0.25,
     ),
     *(
         Run(
@@ -275,8 +304,11 @@ MODES: dict[str, Mode] = {
                 "coupled_g1_d3",
                 "coupled_learned",
                 "relative_w1_k2_skip1",
+                "relative_ft_w1",
+                "relative_w1_k2_skip1_quat",
                 "relative_learned_skip1",
                 "geometric_w1_skip1",
+                "geometric_ft_w1",
                 "geometric_learned_skip1",
                 "siamese_lam1_m1_skip5",
                 "reprojection_lr0.0005",

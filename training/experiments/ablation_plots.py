@@ -4,6 +4,7 @@ and the training loss terms (with learned weights) per epoch."""
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -60,7 +61,7 @@ def plot_learning_curves(path: Path, runs: list[Run], results: dict[str, RunResu
     cols = min(4, max(1, len(runs)))
     rows = math.ceil(len(runs) / cols) or 1
     # at least 8 inches wide: the title must fit over a single panel
-    fig, axes = plt.subplots(rows, cols, figsize=(max(8.0, 4.2 * cols), 3.2 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(max(8.0, 4.2 * cols), 3.6 * rows), squeeze=False)
     for ax, run in zip(axes.flat, runs, strict=False):
         history = results[run.name].history
         epochs = [e["epoch"] for e in history]
@@ -81,7 +82,7 @@ def plot_learning_curves(path: Path, runs: list[Run], results: dict[str, RunResu
                 twin.plot(epochs, values, ls="--", marker="o", ms=2, color=f"C{5 + i}", label=f"e^-{key}")
             twin.set_yscale("log")
             twin.legend(fontsize=6, loc="upper right")
-        ax.set_title(f"{run.idea}\n{run.setting}", fontsize=8)
+        ax.set_title(f"{run.name}\n" + textwrap.fill(run.setting, 48), fontsize=7)
         ax.set_xlabel("epoch")
         ax.legend(fontsize=6, loc="lower left")
         ax.grid(alpha=0.3)

@@ -11,7 +11,10 @@ randomness comes from its `torch.Generator` (CPU by default), so a seeded genera
 run and its state can be checkpointed. Operations, in order:
 
 1. Track shift (``track=True``, label-changing, exact): a random cyclic shift of the camera order
-   with the matching yaw of the label; see `apply_track_shift` and `track_shift_yaw`.
+   with the matching yaw of the label; see `apply_track_shift` and `track_shift_yaw`. With
+   ``tuple_length`` K > 1 the batch is B/K tuples of K consecutive frames (the tuple losses), and
+   one shift is drawn per tuple: independent shifts would put 90° and 180° yaw jumps into the
+   relative motion that MapNet's and VLocNet's terms compare.
 2. Random resized crop: a crop of ``crop_scale`` of the image area, with aspect ``crop_ratio`` times
    the image aspect (log-uniform), at a uniform position, resized back to H x W (bilinear). One crop
    per sample, shared by all its cameras (they are one rig, and a common zoom keeps them
@@ -67,20 +70,27 @@ class Augmenter:
         self.track_yaw = track_shift_yaw(rig) if config.enabled and config.track else None
 
     def __call__(
-        self, images: torch.Tensor, t: torch.Tensor, q: torch.Tensor
+        self, images: torch.Tensor, t: torch.Tensor, q: torch.Tensor, tuple_length: int = 1
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Augmented ``(images, t, q)``; shapes and dtypes are kept, images stay in [0, 1]."""
+        """Augmented ``(images, t, q)``; shapes and dtypes are kept, images stay in [0, 1].
+
+        ``tuple_length``: the batch holds tuples of that many consecutive samples, which share one
+        track shift."""
         self._check(images, t, q)
+        if tuple_length < 1 or images.shape[0] % tuple_length:
+            raise ValueError(
+                f"augment: a batch of {images.shape[0]} samples is not made of tuples of {tuple_length}"
+            )
         if not self.config.enabled:
             return images, t, q
         with torch.no_grad():
             if self.track_yaw is not None:
                 shifts = torch.randint(
                     images.shape[1],
-                    (images.shape[0],),
+                    (images.shape[0] // tuple_length,),
                     generator=self.generator,
                     device=self.generator.device,
-                )
+                ).repeat_interleave(tuple_length)
                 images, q = apply_track_shift(images, q, shifts, self.track_yaw)
             if self.config.crops:
                 images = self._crop(images)

@@ -23,6 +23,8 @@ SIGMAS = 2.0
 
 #: A time step longer than this many median steps starts a new piece of trajectory (no line across it).
 GAP_FACTOR = 5.0
+# more sequences than this share one legend entry
+MAX_NAMED_SEQUENCES = 8
 
 
 def plot_trajectory(
@@ -50,11 +52,19 @@ def plot_trajectory(
     colours = plt.get_cmap("tab10")
     labels = np.unique(sequences)
     several = len(labels) > 1
+    # a legend entry per sequence only while the legend stays small: 80 test trajectories would
+    # cover the plot with 80 entries
+    named = len(labels) <= MAX_NAMED_SEQUENCES
     for k, seq in enumerate(labels):
         colour = colours(k % 10)
         for n, piece in enumerate(np.unique(pieces[sequences == seq])):
             sel = pieces == piece
-            label = (f"ground truth, seq {seq}" if several else "ground truth") if n == 0 else None
+            if n > 0 or (not named and k > 0):
+                label = None
+            elif not several:
+                label = "ground truth"
+            else:
+                label = f"ground truth, seq {seq}" if named else f"ground truth ({len(labels)} sequences)"
             ax.plot(gt_2d[sel, 0], gt_2d[sel, 1], "-", color=colour, lw=2, label=label)
         sel = sequences == seq
         ax.plot(pred_2d[sel, 0], pred_2d[sel, 1], ".", color=colour, ms=4, alpha=0.8)
