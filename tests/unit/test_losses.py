@@ -209,7 +209,8 @@ def test_geometric_consistency_odom_weight_scales_the_odometry_terms() -> None:
 @pytest.mark.parametrize("name", ["relative", "geometric_consistency", "siamese_metric"])
 def test_fixed_weights_keep_the_initial_log_variances(name: str) -> None:
     learned, fixed = make(name), make(name, {"learn_weights": False, "s_t_init": -1.0})
-    assert all(p.requires_grad for p in learned.parameters())
+    # the s_* log-variances (siamese_metric's embedding scale has its own switch)
+    assert all(p.requires_grad for n, p in learned.named_parameters() if n.startswith("s_"))
     assert not any(p.requires_grad for p in fixed.parameters())
     # same state keys either way: a checkpoint loads into both
     assert set(fixed.state_dict()) == set(learned.state_dict())
@@ -326,6 +327,28 @@ def test_siamese_metric_value(feature_gap: float, weighted: bool) -> None:
     for part in ("t", "q", "t_rel", "q_rel"):
         assert value(out, part) == pytest.approx(0.0, abs=1e-12)
     assert value(out) == pytest.approx(-6.0 + 2.0 * metric)
+
+
+def test_siamese_metric_learned_embedding_scale_is_met_by_the_scale_not_by_the_embedding() -> None:
+    # Pose distance 5 m (λ 1, β_r 1, no rotation); embeddings 20 apart. With the scale e^a at
+    # a = ln 0.25 the scaled distance is exactly 5: no metric term.
+    target = poses([[[0.0, 0.0, 0.0], [3.0, 4.0, 0.0]]], [[IDENTITY, IDENTITY]])
+    embedding = torch.tensor([[[0.0, 0.0], [20.0, 0.0]]], requires_grad=True)
+    pred = PoseBatch(t=target.t, q=target.q, embedding=embedding)
+    fixed = make("siamese_metric")
+    assert not fixed.log_embedding_scale.requires_grad  # off by default: the published form
+    assert value(fixed(pred, target), "metric") == pytest.approx(15.0**2)
+    exact = make(
+        "siamese_metric", {"learn_embedding_scale": True, "log_embedding_scale_init": math.log(0.25)}
+    )
+    out = exact(pred, target)
+    assert value(out, "metric") == pytest.approx(0.0, abs=1e-10)
+    assert value(out, "embedding_log_scale") == pytest.approx(math.log(0.25))
+    # From a = 0 the gradient lowers a (shrinks the scale) and, per unit, the embedding gap alike.
+    learned = make("siamese_metric", {"learn_embedding_scale": True})
+    learned(pred, target)["total"].backward()  # the pose terms are 0: only the metric term moves a
+    assert float(learned.log_embedding_scale.grad) == pytest.approx(2 * 15.0 * 20.0)  # d/da (20e^a - 5)²
+    assert embedding.grad is not None and float(embedding.grad[0, 1, 0]) == pytest.approx(2 * 15.0)
 
 
 def test_siamese_metric_relative_term() -> None:

@@ -31,7 +31,11 @@ class SiameseMetricParams:
     """``lam``: λ, embedding units per metre of pose distance; ``beta_r``: metres per radian in the pose
     distance; ``metric_weight``: weight of the metric term; ``eps``: guards the adaptive weight's division;
     ``norm``/``rotation``: of the absolute and relative pose terms; ``s_*_init``: initial log-variances;
-    ``learn_weights``: false keeps ``s_*`` at their initial values (fixed weights ``e^(-s_*_init)``)."""
+    ``learn_weights``: false keeps ``s_*`` at their initial values (fixed weights ``e^(-s_*_init)``);
+    ``learn_embedding_scale``: the embedding distance is multiplied by a learned ``e^a`` (``a`` starts
+    at ``log_embedding_scale_init``), so that the metric term can be met by ``a`` instead of by
+    shrinking the embedding the pose head reads (which it does on our synthetic scene, see
+    docs/results.md)."""
 
     lam: float = 1.0
     beta_r: float = 1.0
@@ -44,6 +48,8 @@ class SiameseMetricParams:
     s_t_rel_init: float = 0.0
     s_q_rel_init: float = -3.0
     learn_weights: bool = True
+    learn_embedding_scale: bool = False
+    log_embedding_scale_init: float = 0.0
 
     def __post_init__(self) -> None:
         check_non_negative(
@@ -64,14 +70,15 @@ class SiameseMetricLoss(PoseLoss):
     * the same form on the relative pose ``T_i^-1 T_j`` (predicted vs. true) with ``s_t_rel``, ``s_q_rel``;
     * a metric term making the embedding distance ``δ_f = ‖f_i - f_j‖₂`` track the true pose distance
       ``d = ‖t_i - t_j‖₂ + β_r·∠(q_i, q_j)`` (geodesic angle, rad): the mean over pairs of
-      ``w·(δ_f - λ·d)²`` with the adaptive weight ``w = 1 + relu(λ·d - δ_f) / (λ·d + eps)``. ``w`` rises
-      towards 2 for pairs that look alike but lie far apart (embeddings closer than their pose distance
-      asks for) and is 1 otherwise: a soft margin that scales with the pose distance. For ``δ_f < λ·d`` the
-      term is ``(δ_f - λd)² + (λd - δ_f)³/(λd + eps)``, a cubic hinge; it is C¹ at ``δ_f = λ·d``.
+      ``w·(δ_f - λ·d)²`` (``δ_f`` times ``e^a`` with ``learn_embedding_scale``) with the adaptive
+      weight ``w = 1 + relu(λ·d - δ_f) / (λ·d + eps)``. ``w`` rises towards 2 for pairs that look
+      alike but lie far apart (embeddings closer than their pose distance asks for) and is 1
+      otherwise: a soft margin that scales with the pose distance. For ``δ_f < λ·d`` the term is
+      ``(δ_f - λd)² + (λd - δ_f)³/(λd + eps)``, a cubic hinge; it is C¹ at ``δ_f = λ·d``.
 
     ``total = absolute + relative + metric_weight · metric``. Needs ``pred.embedding``. The four ``s_*``
     are ``nn.Parameter`` of this module. Parts: ``"t"``, ``"q"``, ``"t_rel"``, ``"q_rel"``, ``"metric"``,
-    ``"s_t"``, ``"s_q"``, ``"s_t_rel"``, ``"s_q_rel"``.
+    ``"s_t"``, ``"s_q"``, ``"s_t_rel"``, ``"s_q_rel"``, ``"embedding_log_scale"`` (``a``).
     """
 
     name = "siamese_metric"
@@ -85,6 +92,7 @@ class SiameseMetricLoss(PoseLoss):
         self.s_q = learned_scalar(p.s_q_init, learn)
         self.s_t_rel = learned_scalar(p.s_t_rel_init, learn)
         self.s_q_rel = learned_scalar(p.s_q_rel_init, learn)
+        self.log_embedding_scale = learned_scalar(p.log_embedding_scale_init, p.learn_embedding_scale)
 
     @classmethod
     def tuple_length(cls, params: SiameseMetricParams) -> int:
@@ -118,6 +126,7 @@ class SiameseMetricLoss(PoseLoss):
             s_q=self.s_q,
             s_t_rel=self.s_t_rel,
             s_q_rel=self.s_q_rel,
+            embedding_log_scale=self.log_embedding_scale,
         )
 
     def _metric(self, embedding: Tensor, target: PoseBatch) -> Tensor:
@@ -128,7 +137,9 @@ class SiameseMetricLoss(PoseLoss):
         angle: Tensor = roma.unitquat_geodesic_distance(q[:, :-1], q[:, 1:])
         translation: Tensor = torch.linalg.vector_norm(target.t[:, 1:] - target.t[:, :-1], dim=-1)
         scaled = p.lam * (translation + p.beta_r * angle)
-        feature_distance: Tensor = torch.linalg.vector_norm(embedding[:, 1:] - embedding[:, :-1], dim=-1)
+        feature_distance: Tensor = self.log_embedding_scale.exp() * torch.linalg.vector_norm(
+            embedding[:, 1:] - embedding[:, :-1], dim=-1
+        )
         # not detached: the gradient is that of the cubic hinge in the class docstring
         weight = 1.0 + torch.relu(scaled - feature_distance) / (scaled + p.eps)
         return (weight * (feature_distance - scaled) ** 2).mean()
