@@ -1,5 +1,5 @@
 """Uncertainty metrics with known answers: NEES per block, ellipsoid coverage, AUROC, gross errors,
-and the uncertain flag's score and suggested thresholds."""
+and the uncertain flag's score and suggested thresholds, and the Spearman ceiling."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from pose_regressor.uncertainty_metrics import (
     coverage,
     flag_rates,
     gross_errors,
+    spearman_ceiling,
     uncertain_flag_report,
 )
 
@@ -118,3 +119,36 @@ def test_the_uncertain_flag_catches_the_gross_errors_whose_std_is_high() -> None
         "false_positive_rate": 0.0,
         "flagged_share": 0.1,
     }
+
+
+def diagonal(position_std: np.ndarray, rotation_std: np.ndarray) -> np.ndarray:
+    variances = np.concatenate(
+        [np.repeat(position_std[:, None] ** 2, 3, 1), np.repeat(rotation_std[:, None] ** 2, 3, 1)], 1
+    )
+    return np.stack([np.diag(v) for v in variances])
+
+
+def test_spearman_ceiling_is_zero_for_one_covariance_and_high_for_a_wide_spread() -> None:
+    n = 400
+    same = diagonal(np.full(n, 0.2), np.full(n, 0.03))
+    assert spearman_ceiling(same) == pytest.approx({"position": 0.0, "rotation": 0.0}, abs=0.03)
+    # stds spread over two decades: the norm of a 3-D error follows its std closely in rank
+    wide = diagonal(np.geomspace(0.01, 1.0, n), np.geomspace(0.001, 0.1, n)[::-1])
+    ceiling = spearman_ceiling(wide)
+    assert ceiling["position"] > 0.85 and ceiling["rotation"] > 0.85
+    # a spread like the default model's (position std 0.2-0.45 m, log-uniform): far below 1
+    narrow = diagonal(np.geomspace(0.2, 0.45, n), np.geomspace(0.02, 0.045, n))
+    assert 0.2 < spearman_ceiling(narrow)["position"] < 0.5
+
+
+def test_errors_drawn_from_the_covariances_reach_their_ceiling() -> None:
+    n = 2000
+    rng = np.random.default_rng(4)
+    stds = np.exp(rng.normal(np.log(0.3), 0.5, n))
+    covariances = diagonal(stds, stds / 10)
+    errors = rng.normal(size=(n, 6)) * np.concatenate(
+        [np.repeat(stds[:, None], 3, 1), np.repeat(stds[:, None] / 10, 3, 1)], 1
+    )
+    ranks = np.argsort(np.argsort(stds)), np.argsort(np.argsort(np.linalg.norm(errors[:, :3], axis=1)))
+    measured = np.corrcoef(*ranks)[0, 1]
+    assert measured == pytest.approx(spearman_ceiling(covariances, seed=9)["position"], abs=0.04)

@@ -209,7 +209,8 @@ def run_eval(args: argparse.Namespace) -> int:
     if "uncertainty" in m:
         u = m["uncertainty"]
         print(
-            f"  uncertainty: spearman(pos std, err) {u['spearman_position_std_vs_error']:.2f}, "
+            f"  uncertainty: spearman(pos std, err) {u['spearman_position_std_vs_error']:.2f} "
+            f"(exact covariances would reach {u['spearman_ceiling']['position']:.2f}), "
             f"median NEES {u['median_nees_before']:.3g} -> {u['median_nees_after']:.3g} "
             f"(scale {CovarianceScale.from_json(u['covariance_scale']).describe()} "
             f"fitted on {u['covariance_scale_fitted_on']})"

@@ -140,3 +140,35 @@ def uncertain_flag_report(
         "suggested_from_quantile": flagged_quantile,
         "at_suggested_parameters": flag_rates(flags, gross),
     }
+
+
+def spearman_ceiling(covariances: FloatArray, draws: int = 32, seed: int = 0) -> dict[str, float]:
+    """The Spearman(std, error) that `covariances` [N, 6, 6] would reach if they were exactly right:
+    errors drawn from N(0, Σ_i) for every frame, their position and rotation norms ranked against
+    the stds of `node_stds`, averaged over `draws` (seeded).
+
+    It measures how much the predicted uncertainty varies from frame to frame, not whether it is
+    right: a covariance that is the same for every frame has a ceiling of 0 however exact it is,
+    and a measured Spearman can only be read against this ceiling (position and rotation alike).
+    """
+    n = len(covariances)
+    if n < 2:
+        return {"position": float("nan"), "rotation": float("nan")}
+    # a tiny jitter: a covariance with a zero variance (a floor of 0) is still drawable
+    chol = np.linalg.cholesky(covariances + 1e-15 * np.eye(6))
+    pos_std, rot_std = node_stds(covariances)
+    rng = np.random.default_rng(seed)
+    position, rotation = [], []
+    for _ in range(draws):
+        errors = (chol @ rng.standard_normal((n, 6, 1)))[..., 0]
+        position.append(_spearman(pos_std, np.linalg.norm(errors[:, :3], axis=1)))
+        rotation.append(_spearman(rot_std, np.linalg.norm(errors[:, 3:], axis=1)))
+    return {"position": float(np.mean(position)), "rotation": float(np.mean(rotation))}
+
+
+def _spearman(a: FloatArray, b: FloatArray) -> float:
+    """Spearman's rank correlation (average ranks for ties); 0 when either side is constant."""
+    ra, rb = rankdata(a), rankdata(b)
+    if np.ptp(ra) == 0 or np.ptp(rb) == 0:
+        return 0.0
+    return float(np.corrcoef(ra, rb)[0, 1])
