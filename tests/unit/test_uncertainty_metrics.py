@@ -1,5 +1,5 @@
 """Uncertainty metrics with known answers: NEES per block, ellipsoid coverage, AUROC, gross errors,
-and the uncertain flag's score and suggested thresholds, and the Spearman ceiling."""
+and the uncertain flag's score and suggested thresholds, and the Spearman(std, error) of exact covariances."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pose_regressor.uncertainty_metrics import (
     coverage,
     flag_rates,
     gross_errors,
-    spearman_ceiling,
+    spearman_if_exact,
     uncertain_flag_report,
 )
 
@@ -128,20 +128,20 @@ def diagonal(position_std: np.ndarray, rotation_std: np.ndarray) -> np.ndarray:
     return np.stack([np.diag(v) for v in variances])
 
 
-def test_spearman_ceiling_is_zero_for_one_covariance_and_high_for_a_wide_spread() -> None:
+def test_spearman_if_exact_is_zero_for_one_covariance_and_high_for_a_wide_spread() -> None:
     n = 400
     same = diagonal(np.full(n, 0.2), np.full(n, 0.03))
-    assert spearman_ceiling(same) == pytest.approx({"position": 0.0, "rotation": 0.0}, abs=0.03)
+    assert spearman_if_exact(same) == pytest.approx({"position": 0.0, "rotation": 0.0}, abs=0.03)
     # stds spread over two decades: the norm of a 3-D error follows its std closely in rank
     wide = diagonal(np.geomspace(0.01, 1.0, n), np.geomspace(0.001, 0.1, n)[::-1])
-    ceiling = spearman_ceiling(wide)
-    assert ceiling["position"] > 0.85 and ceiling["rotation"] > 0.85
+    exact = spearman_if_exact(wide)
+    assert exact["position"] > 0.85 and exact["rotation"] > 0.85
     # a spread like the default model's (position std 0.2-0.45 m, log-uniform): far below 1
     narrow = diagonal(np.geomspace(0.2, 0.45, n), np.geomspace(0.02, 0.045, n))
-    assert 0.2 < spearman_ceiling(narrow)["position"] < 0.5
+    assert 0.2 < spearman_if_exact(narrow)["position"] < 0.5
 
 
-def test_errors_drawn_from_the_covariances_reach_their_ceiling() -> None:
+def test_errors_drawn_from_the_covariances_give_the_same_spearman() -> None:
     n = 2000
     rng = np.random.default_rng(4)
     stds = np.exp(rng.normal(np.log(0.3), 0.5, n))
@@ -151,4 +151,4 @@ def test_errors_drawn_from_the_covariances_reach_their_ceiling() -> None:
     )
     ranks = np.argsort(np.argsort(stds)), np.argsort(np.argsort(np.linalg.norm(errors[:, :3], axis=1)))
     measured = np.corrcoef(*ranks)[0, 1]
-    assert measured == pytest.approx(spearman_ceiling(covariances, seed=9)["position"], abs=0.04)
+    assert measured == pytest.approx(spearman_if_exact(covariances, seed=9)["position"], abs=0.04)

@@ -20,7 +20,7 @@ from pose_regressor.metrics import (
     tangent_residuals,
 )
 from pose_regressor.uncertainty import CovarianceScale, PoseEstimate, estimate_from_samples
-from pose_regressor.uncertainty_metrics import consistency, spearman_ceiling, uncertain_flag_report
+from pose_regressor.uncertainty_metrics import consistency, spearman_if_exact, uncertain_flag_report
 from pose_regressor_training.checkpoint import load_checkpoint, model_from_checkpoint
 from pose_regressor_training.data.dataset import PoseDataset, describe_skipped
 from pose_regressor_training.data.sources import load_dataset
@@ -297,8 +297,8 @@ def _uncertainty_metrics(
     return {
         "spearman_position_std_vs_error": float(spearmanr(pos_std, t_err).statistic),
         "spearman_rotation_std_vs_error": float(spearmanr(rot_std, r_err).statistic),
-        # what the same covariances would reach if they were exactly right (issue 16's target)
-        "spearman_ceiling": spearman_ceiling(calibrated),
+        # what the same covariances would give if they were exactly right (see its docstring)
+        "spearman_if_exact": spearman_if_exact(calibrated),
         "median_position_std_m": float(np.median(pos_std)),
         "median_rotation_std_deg": float(np.median(rot_std)),
         "mean_nees_before": float(np.mean(nees_before)),

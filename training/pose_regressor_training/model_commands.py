@@ -210,7 +210,7 @@ def run_eval(args: argparse.Namespace) -> int:
         u = m["uncertainty"]
         print(
             f"  uncertainty: spearman(pos std, err) {u['spearman_position_std_vs_error']:.2f} "
-            f"(exact covariances would reach {u['spearman_ceiling']['position']:.2f}), "
+            f"(if the covariances were exact: {u['spearman_if_exact']['position']:.2f}), "
             f"median NEES {u['median_nees_before']:.3g} -> {u['median_nees_after']:.3g} "
             f"(scale {CovarianceScale.from_json(u['covariance_scale']).describe()} "
             f"fitted on {u['covariance_scale_fitted_on']})"

@@ -142,14 +142,16 @@ def uncertain_flag_report(
     }
 
 
-def spearman_ceiling(covariances: FloatArray, draws: int = 32, seed: int = 0) -> dict[str, float]:
+def spearman_if_exact(covariances: FloatArray, draws: int = 32, seed: int = 0) -> dict[str, float]:
     """The Spearman(std, error) that `covariances` [N, 6, 6] would reach if they were exactly right:
     errors drawn from N(0, Σ_i) for every frame, their position and rotation norms ranked against
     the stds of `node_stds`, averaged over `draws` (seeded).
 
     It measures how much the predicted uncertainty varies from frame to frame, not whether it is
-    right: a covariance that is the same for every frame has a ceiling of 0 however exact it is,
-    and a measured Spearman can only be read against this ceiling (position and rotation alike).
+    right: a covariance that is the same for every frame gets 0 however exact it is. Read the
+    measured Spearman against it: below it, the stds rank the errors worse than they claim to;
+    above it, the errors vary more between frames than the stds do (the stds are too uniform, and
+    the ellipsoids too wide for the typical frame and too narrow for the bad ones).
     """
     n = len(covariances)
     if n < 2:
