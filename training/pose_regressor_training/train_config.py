@@ -87,6 +87,7 @@ BOUNDS: dict[str, Bound] = {
     "loss.params.s_t_rel_init": Bound(-20, 20),
     "loss.params.s_q_rel_init": Bound(-20, 20),
     "loss.params.s_coupling_init": Bound(-20, 20),
+    "loss.params.log_embedding_scale_init": Bound(-20, 20),
     "loss.params.odom_weight": Bound(0, 10_000),
     "loss.params.tuple_length": Bound(2, 64),
     "loss.params.distance": Bound(0, 1000, lo_open=True),  # metres
