@@ -100,7 +100,8 @@ def log_variance_agrees(ours: np.ndarray, reference: np.ndarray) -> np.ndarray:
     metres or radians plus VERIFY_LOG_VARIANCE_ATOL / 2 of its size?"""
     std_ours = np.exp(np.asarray(ours, np.float64) / 2)
     std_reference = np.exp(np.asarray(reference, np.float64) / 2)
-    return np.abs(std_ours - std_reference) <= VERIFY_ATOL + VERIFY_LOG_VARIANCE_ATOL / 2 * std_reference
+    tolerance = VERIFY_ATOL + VERIFY_LOG_VARIANCE_ATOL / 2 * std_reference
+    return np.asarray(np.abs(std_ours - std_reference) <= tolerance)
 
 
 class ExportError(TrainingError):
