@@ -374,11 +374,12 @@ def test_raw_fuzz_cases_flood_and_services(bundle: ModelBundle, run_node: Callab
     flood = peer.counters()
     assert localizer.alive()
     time.sleep(0.3)  # the node's last lines reach its stderr
-    flood_warnings = localizer.lines("[WARN]")[warnings_before:]
+    # the image problems only: the throttled "pose uncertain" report of the good sets may fall in too
+    flood_warnings = [w for w in localizer.lines("[WARN]")[warnings_before:] if "]: camera " in w]
     counted = int(flood["rejected_images"]) - int(after["rejected_images"])
     assert counted >= 50, f"only {counted} of 200 bad messages reached the node"
     # At most one line per camera and kind of problem within the report interval.
-    assert len(flood_warnings) <= 4, "\n".join(flood_warnings)
+    assert 1 <= len(flood_warnings) <= 4, "\n".join(flood_warnings)
 
     # Security: the node offers only ROS's standard parameter, lifecycle and type-description
     # services; none of them writes files.

@@ -21,6 +21,7 @@ from pose_regressor_training.losses import LOSSES
 from pose_regressor_training.train import fit
 from pose_regressor_training.train_config import load_train_config
 from pose_regressor_training.trainer import Trainer
+from pose_regressor_training.typed_config import ConfigError
 from tests.conftest import TINY_TRAINING
 
 TINY = TINY_TRAINING
@@ -87,6 +88,26 @@ def test_init_from_starts_from_a_checkpoints_weights(tiny_data: Path, tmp_path: 
     wider = load_train_config(None, [*base, f"init_from={start}", "model.small_cnn_width=12"])
     with pytest.raises(TrainingError, match="does not fit this config's model"):
         Trainer(wider, tmp_path / "third", False, False)
+
+
+def test_train_only_the_variance_head_keeps_every_other_weight(tiny_data: Path, tmp_path: Path) -> None:
+    base = [f"data.root={tiny_data}", *TINY, "optim.epochs=1", "model.variance_head=true"]
+    fit(load_train_config(None, base), tmp_path / "first", progress=False)
+    start = tmp_path / "first" / "best.pt"
+    laplace = [*base, f"init_from={start}", "train_only=variance_head", "model.variance_nll=laplace"]
+    fit(load_train_config(None, [*laplace, "optim.epochs=2"]), tmp_path / "head", progress=False)
+    before, after = load_checkpoint(start).model, load_checkpoint(tmp_path / "head" / "best.pt")
+    assert after.epoch == 2  # the pose cannot choose: best.pt is the latest head
+    changed = sorted(key for key in before if not torch.equal(before[key], after.model[key]))
+    # BatchNorm statistics included: everything but the head's weights is bit for bit the same
+    assert changed == ["fc_log_variance.bias", "fc_log_variance.weight"]
+    with pytest.raises(ConfigError, match="set init_from=CHECKPOINT"):
+        load_train_config(None, [*base, "train_only=variance_head"])
+    no_head = [*base, f"init_from={start}", "train_only=variance_head", "model.variance_head=false"]
+    with pytest.raises(ConfigError, match=r"needs model\.variance_head=true"):
+        load_train_config(None, no_head)
+    with pytest.raises(ConfigError, match="train_only must be one of"):
+        load_train_config(None, [*base, "train_only=backbone"])
 
 
 @pytest.mark.parametrize("loss", sorted(LOSSES))

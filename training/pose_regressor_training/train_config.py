@@ -154,6 +154,10 @@ class OptimConfig:
             raise ValueError("optim.lr must be > 0, optim.batch_size and optim.epochs >= 1")
 
 
+#: What `train_only` may name ("": everything).
+TRAIN_ONLY = ("", "variance_head")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
@@ -170,10 +174,28 @@ class TrainConfig:
     # Start from this checkpoint's model weights (e.g. reprojection fine-tuning of a model trained
     # with the default loss); the optimizer, schedule and loss weights start afresh. "": from scratch.
     init_from: str = ""
+    # "variance_head": train only the variance head on init_from's model, whose every other weight
+    # (BatchNorm statistics included) stays as it is: uncertainty added to, or refitted on, a
+    # trained model without changing one of its poses. "": train everything.
+    train_only: str = ""
 
     def __post_init__(self) -> None:
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError("device must be auto, cpu or cuda")
+        if self.train_only not in TRAIN_ONLY:
+            raise ValueError(f"train_only must be one of {TRAIN_ONLY}, got {self.train_only!r}")
+        if self.train_only == "variance_head":
+            if not self.model.variance_head:
+                raise ValueError("train_only=variance_head needs model.variance_head=true")
+            if not self.init_from:
+                raise ValueError(
+                    "train_only=variance_head keeps a trained model's poses: set init_from=CHECKPOINT"
+                )
+            if self.model.aux_odometry and self.model.aux_mode == "alternate":
+                raise ValueError(
+                    "train_only=variance_head with model.aux_mode=alternate would leave every other "
+                    "step without a head loss: use model.aux_mode=joint"
+                )
 
 
 def load_train_config(path: str | Path | None, overrides: Sequence[str] = ()) -> TrainConfig:

@@ -134,6 +134,10 @@ class Trainer:
         augment_seed = config.seed + 1000 * self.ctx.rank
         self.augmenter = Augmenter(config.augment, self.data.rig, torch.Generator().manual_seed(augment_seed))
         self.loader, self.sampler, self.loader_order = make_loader(self.data.tuples, config, self.ctx)
+        if config.train_only == "variance_head":
+            self.objective.requires_grad_(False)
+            assert self.model.fc_log_variance is not None  # the config requires model.variance_head
+            self.model.fc_log_variance.requires_grad_(True)
         self.params = [p for p in self.objective.parameters() if p.requires_grad]
         self.optimizer = _optimizer(self.params, config.optim)
         # never 0: it divides the epoch's loss sums and sizes the schedule
@@ -181,6 +185,12 @@ class Trainer:
     def run_epoch(self, epoch: int) -> dict[str, float]:
         """One pass over the training tuples; returns the mean of each loss part."""
         self.objective.train()
+        if self.config.train_only:
+            # frozen layers must also keep their BatchNorm statistics, and see the features they
+            # give at inference (running, not batch, statistics)
+            for module in self.model.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
         if self.sampler is not None:
             self.sampler.set_epoch(epoch)
         self.loader_order.manual_seed(self.config.seed * 1000 + epoch)  # an epoch's order survives resumes
@@ -280,6 +290,10 @@ class Trainer:
         else:  # without a val split the training loss chooses; between validations nothing does
             score = train_loss["total"] if self.data.val_set is None else math.inf
         improved = score < p.best_score
+        if self.config.train_only and metrics:
+            # The pose is frozen, so its val score cannot choose between epochs: the latest head
+            # (trained furthest down the schedule) is the best one.
+            improved = True
         if improved:
             p.best_score, p.best_epoch, p.best_metrics = score, epoch + 1, metrics
         checkpoint = self.checkpoint(epoch, train_loss, metrics)
