@@ -95,9 +95,12 @@ def test_train_only_the_variance_head_keeps_every_other_weight(tiny_data: Path, 
     fit(load_train_config(None, base), tmp_path / "first", progress=False)
     start = tmp_path / "first" / "best.pt"
     laplace = [*base, f"init_from={start}", "train_only=variance_head", "model.variance_nll=laplace"]
-    fit(load_train_config(None, [*laplace, "optim.epochs=2"]), tmp_path / "head", progress=False)
+    # stopped after epoch 3 of 4, validated every 2nd: epoch 3 is not validated and is still best.pt
+    head_config = load_train_config(None, [*laplace, "optim.epochs=4", "eval_every=2"])
+    result = fit(head_config, tmp_path / "head", progress=False, stop_after_epoch=3)
     before, after = load_checkpoint(start).model, load_checkpoint(tmp_path / "head" / "best.pt")
-    assert after.epoch == 2  # the pose cannot choose: best.pt is the latest head
+    assert after.epoch == result.best_epoch == 3  # the pose cannot choose: best.pt is the latest head
+    assert result.best_metrics["median_translation_m"] > 0  # epoch 2's validation
     changed = sorted(key for key in before if not torch.equal(before[key], after.model[key]))
     # BatchNorm statistics included: everything but the head's weights is bit for bit the same
     assert changed == ["fc_log_variance.bias", "fc_log_variance.weight"]

@@ -289,13 +289,14 @@ class Trainer:
             score = selection_score(metrics, self.position_spread)
         else:  # without a val split the training loss chooses; between validations nothing does
             score = train_loss["total"] if self.data.val_set is None else math.inf
-        improved = score < p.best_score
-        if self.config.train_only and metrics:
+        improved, best_metrics = score < p.best_score, metrics
+        if self.config.train_only:
             # The pose is frozen, so its val score cannot choose between epochs: the latest head
-            # (trained furthest down the schedule) is the best one.
-            improved = True
+            # (trained furthest down the schedule) is the best one, validated this epoch or not.
+            improved, best_metrics = True, metrics or p.best_metrics
+            score = selection_score(best_metrics, self.position_spread) if best_metrics else score
         if improved:
-            p.best_score, p.best_epoch, p.best_metrics = score, epoch + 1, metrics
+            p.best_score, p.best_epoch, p.best_metrics = score, epoch + 1, best_metrics
         checkpoint = self.checkpoint(epoch, train_loss, metrics)
         # Ctrl-C waits for the writes, so that the interruption message knows what last.pt holds.
         with stop_signals_deferred():
