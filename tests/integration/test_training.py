@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from pose_regressor_training import cli as train_cli
-from pose_regressor_training.checkpoint import load_checkpoint, model_from_checkpoint
+from pose_regressor_training.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from pose_regressor_training.errors import TrainingError
 from pose_regressor_training.evaluate import evaluate_checkpoint, write_evaluation
 from pose_regressor_training.losses import LOSSES
@@ -111,6 +111,28 @@ def test_train_only_the_variance_head_keeps_every_other_weight(tiny_data: Path, 
         load_train_config(None, no_head)
     with pytest.raises(ConfigError, match="train_only must be one of"):
         load_train_config(None, [*base, "train_only=backbone"])
+
+
+def test_train_only_gives_a_model_trained_without_a_head_a_new_one(
+    tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = [f"data.root={tiny_data}", *TINY, "optim.epochs=1"]
+    fit(load_train_config(None, base), tmp_path / "headless", progress=False)
+    start = tmp_path / "headless" / "best.pt"
+    head = [*base, "model.variance_head=true", f"init_from={start}", "train_only=variance_head"]
+    fit(load_train_config(None, head), tmp_path / "head", progress=False)
+    assert "it has no variance head: training a new one" in capsys.readouterr().out
+    before, after = load_checkpoint(start).model, load_checkpoint(tmp_path / "head" / "best.pt").model
+    assert sorted(set(after) - set(before)) == ["fc_log_variance.bias", "fc_log_variance.weight"]
+    assert all(torch.equal(before[key], after[key]) for key in before)
+    assert float(after["fc_log_variance.bias"].mean()) != -2.0  # trained from its initial bias
+    # Only the head may be missing: a checkpoint without another weight is still refused.
+    broken = load_checkpoint(start)
+    del broken.model["fc_out.bias"]
+    save_checkpoint(tmp_path / "broken.pt", broken)
+    refused = [*head[:-2], f"init_from={tmp_path / 'broken.pt'}", "train_only=variance_head"]
+    with pytest.raises(TrainingError, match="does not fit this config's model"):
+        Trainer(load_train_config(None, refused), tmp_path / "refused", False, False)
 
 
 @pytest.mark.parametrize("loss", sorted(LOSSES))

@@ -109,6 +109,10 @@ def selection_score(metrics: dict[str, float], spread: float) -> float:
     return metrics["median_translation_m"] / spread + metrics["median_rotation_deg"] / ROTATION_SCALE_DEG
 
 
+#: The state_dict keys of the variance head (`train_only=variance_head` trains these alone).
+VARIANCE_HEAD_PREFIX = "fc_log_variance."
+
+
 class Trainer:
     """Trains the model of `config` into `run_dir` (last.pt, best.pt, tensorboard/)."""
 
@@ -371,7 +375,15 @@ class Trainer:
     def initialize_from(self, path: Path) -> None:
         """The model weights of checkpoint `path` (config.init_from); everything else starts afresh."""
         try:
-            self.model.load_state_dict(load_checkpoint(path, map_location=self.device).model)
+            weights = load_checkpoint(path, map_location=self.device).model
+            new_head = self.config.train_only == "variance_head" and not any(
+                key.startswith(VARIANCE_HEAD_PREFIX) for key in weights
+            )
+            if new_head:
+                # a model trained without a head gets a new one (the head's initial weights)
+                own = self.model.state_dict()
+                weights = {**weights, **{k: v for k, v in own.items() if k.startswith(VARIANCE_HEAD_PREFIX)}}
+            self.model.load_state_dict(weights)
         except CheckpointError as exc:
             raise TrainingError(f"init_from: {exc}") from None
         except RuntimeError as exc:  # load_state_dict: missing, unexpected or differently shaped weights
@@ -381,6 +393,8 @@ class Trainer:
             ) from None
         if self.ctx.is_main:
             print(f"fit: starting from the weights of {path}")
+            if new_head:
+                print("fit: it has no variance head: training a new one on its frozen model")
 
     # ------------------------------------------------------------------------ what it says
     def report(self, epoch: int, train_loss: dict[str, float], metrics: dict[str, float], best: bool) -> None:
