@@ -3,8 +3,10 @@
 Layout::
 
     ROOT/<scene>/TrainSplit.txt, TestSplit.txt     lines like ``sequence1`` (meaning seq-01)
-    ROOT/<scene>/seq-XX/frame-XXXXXX.color.png     RGB image, 640 x 480
-    ROOT/<scene>/seq-XX/frame-XXXXXX.pose.txt      4 x 4 camera-to-world matrix, metres
+    ROOT/<scene>/seq-01/frame-000000.color.png     RGB image, 640 x 480
+    ROOT/<scene>/seq-01/frame-000000.pose.txt      4 x 4 camera-to-world matrix, metres
+
+(two-digit sequence and six-digit frame numbers, e.g. ``seq-02/frame-000417.color.png``)
 
 `root` is either the folder holding the scene folders (then give ``scene=``) or a scene folder.
 
