@@ -293,6 +293,8 @@ def test_covariance_scale_sources(tmp_path: Path) -> None:
         ("small_cnn", "input", "rot6d+track_tta+variance_head", 6, (32, 24)),  # + log_variance [S, 6]
         ("small_cnn", "input", "rot6d+track_tta+shift_variance", 6, (32, 24)),  # the shifts' spread
         ("small_cnn", "input", "rot6d+track_tta+variance_head+shift_variance", 6, (32, 24)),
+        # a two-layer variance head (model.variance_head_hidden)
+        ("small_cnn", "input", "rot6d+track_tta+variance_head_mlp+shift_variance", 6, (32, 24)),
     ],
 )
 def test_other_backbones_export_and_agree(
@@ -300,12 +302,15 @@ def test_other_backbones_export_and_agree(
 ) -> None:
     torch.manual_seed(0)
     rotation, *flags = rotation.split("+")
-    tta, head, shifts = "track_tta" in flags, "variance_head" in flags, "shift_variance" in flags
+    tta, shifts = "track_tta" in flags, "shift_variance" in flags
+    head_hidden = 8 if "variance_head_mlp" in flags else 0
+    head = "variance_head" in flags or head_hidden > 0
     variance = head or shifts  # the graph has the log_variance output
     config = ModelConfig(
         backbone=backbone, fusion=fusion, num_cameras=2, image_width=size[0], image_height=size[1],
         hidden_dim=16, rotation=rotation, dof=dof, small_cnn_width=8,
         track_tta=tta, track_yaw_step=math.pi if tta else 0.0, variance_head=head, shift_variance=shifts,
+        variance_head_hidden=head_hidden,
     )  # fmt: skip
     model = build_model(config)
     model.set_translation_stats(torch.tensor([1.0, -2.0, 0.5]), torch.tensor([2.0, 1.0, 0.3]))
@@ -322,7 +327,9 @@ def test_other_backbones_export_and_agree(
             model(torch.rand(8, 2, 3, size[1], size[0]))
         torch.nn.init.normal_(model.fc_out.weight, std=0.3)
         if model.fc_log_variance is not None:
-            torch.nn.init.normal_(model.fc_log_variance.weight, std=0.3)
+            for layer in model.fc_log_variance.modules():
+                if isinstance(layer, torch.nn.Linear):
+                    torch.nn.init.normal_(layer.weight, std=0.3)
     model.eval()
     checkpoint = tmp_path / "untrained.pt"
     rig = preset_rig("stereo", 64, 48)

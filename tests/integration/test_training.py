@@ -135,6 +135,36 @@ def test_train_only_gives_a_model_trained_without_a_head_a_new_one(
         Trainer(load_train_config(None, refused), tmp_path / "refused", False, False)
 
 
+def test_train_only_replaces_a_linear_head_by_a_perceptron(
+    tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = [f"data.root={tiny_data}", *TINY, "optim.epochs=1", "model.variance_head=true"]
+    fit(load_train_config(None, base), tmp_path / "linear", progress=False)
+    start = tmp_path / "linear" / "best.pt"
+    perceptron = [*base, "model.variance_head_hidden=8", f"init_from={start}"]
+    # Without train_only the two heads do not fit: another head is a new model, not a warm start.
+    with pytest.raises(TrainingError, match="does not fit this config's model"):
+        Trainer(load_train_config(None, perceptron), tmp_path / "refused", False, False)
+    fit(load_train_config(None, [*perceptron, "train_only=variance_head"]), tmp_path / "mlp", progress=False)
+    assert "its variance head has another form" in capsys.readouterr().out
+    before, after = load_checkpoint(start), load_checkpoint(tmp_path / "mlp" / "best.pt")
+    head = sorted(key for key in after.model if key.startswith("fc_log_variance."))
+    assert head == [f"fc_log_variance.{i}.{p}" for i in (0, 2) for p in ("bias", "weight")]
+    assert after.model["fc_log_variance.0.weight"].shape == (8, after.model_config.hidden_dim)
+    assert after.model_config.variance_head_hidden == 8
+    kept = [key for key in before.model if key in after.model]
+    assert all(torch.equal(before.model[key], after.model[key]) for key in kept)
+    assert sorted(set(before.model) - set(after.model)) == ["fc_log_variance.bias", "fc_log_variance.weight"]
+    # the exported graph and the node see the same log-variance contract: [B, S, 6], finite
+    model = model_from_checkpoint(after)
+    images = torch.rand(2, model.config.num_cameras, 3, model.config.image_height, model.config.image_width)
+    _, _, log_variance = model.inference_outputs(images, model.random_masks(2, 3))
+    assert log_variance is not None and log_variance.shape == (2, 3, 6)
+    assert bool(torch.isfinite(log_variance).all())
+    with pytest.raises(ConfigError, match="variance_head_hidden"):
+        load_train_config(None, [*base, "model.variance_head_hidden=-1"])
+
+
 @pytest.mark.parametrize("loss", sorted(LOSSES))
 def test_every_loss_trains_without_nan(tiny_data: Path, tmp_path: Path, loss: str) -> None:
     config = load_train_config(None, [f"data.root={tiny_data}", *TINY, "optim.epochs=1", f"loss.name={loss}"])

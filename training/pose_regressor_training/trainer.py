@@ -376,13 +376,9 @@ class Trainer:
         """The model weights of checkpoint `path` (config.init_from); everything else starts afresh."""
         try:
             weights = load_checkpoint(path, map_location=self.device).model
-            new_head = self.config.train_only == "variance_head" and not any(
-                key.startswith(VARIANCE_HEAD_PREFIX) for key in weights
-            )
-            if new_head:
-                # a model trained without a head gets a new one (the head's initial weights)
-                own = self.model.state_dict()
-                weights = {**weights, **{k: v for k, v in own.items() if k.startswith(VARIANCE_HEAD_PREFIX)}}
+            head_change = ""
+            if self.config.train_only == "variance_head":
+                weights, head_change = _with_own_variance_head(weights, self.model.state_dict())
             self.model.load_state_dict(weights)
         except CheckpointError as exc:
             raise TrainingError(f"init_from: {exc}") from None
@@ -393,8 +389,8 @@ class Trainer:
             ) from None
         if self.ctx.is_main:
             print(f"fit: starting from the weights of {path}")
-            if new_head:
-                print("fit: it has no variance head: training a new one on its frozen model")
+            if head_change:
+                print(f"fit: {head_change}: training a new one on its frozen model")
 
     # ------------------------------------------------------------------------ what it says
     def report(self, epoch: int, train_loss: dict[str, float], metrics: dict[str, float], best: bool) -> None:
@@ -509,3 +505,20 @@ class _TensorBoard:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def _with_own_variance_head(
+    weights: dict[str, torch.Tensor], own: dict[str, torch.Tensor]
+) -> tuple[dict[str, torch.Tensor], str]:
+    """A checkpoint's weights for `train_only=variance_head`: where its variance head is missing
+    or has another form (names or shapes) than this config's, the head of `own` (freshly
+    initialized) replaces it. Returns the weights and why the head was replaced ("" if it was not)."""
+    theirs = {k: v.shape for k, v in weights.items() if k.startswith(VARIANCE_HEAD_PREFIX)}
+    ours = {k: v.shape for k, v in own.items() if k.startswith(VARIANCE_HEAD_PREFIX)}
+    if theirs == ours:
+        return weights, ""
+    reason = "its variance head has another form (model.variance_head_hidden)"
+    if not theirs:
+        reason = "it has no variance head"
+    kept = {k: v for k, v in weights.items() if not k.startswith(VARIANCE_HEAD_PREFIX)}
+    return {**kept, **{k: v for k, v in own.items() if k.startswith(VARIANCE_HEAD_PREFIX)}}, reason

@@ -8,7 +8,8 @@
       -> h * mask (masks [B or 1, S, D]: S Monte-Carlo samples) -> Linear(D, outputs)
       -> de-normalized translation [B, S, 3] (metres, map frame)
          and rotation [B, S, 4] (xyzw, unit, w >= 0) of T_map_base
-      (variance_head) h * mask (detached) -> Linear(D, 6) -> log-variance [B, S, 6] (m^2, rad^2), clamped
+      (variance_head) h * mask (detached) -> Linear(D, 6), or Linear(D, H) -> ReLU -> Linear(H, 6)
+         with variance_head_hidden H -> log-variance [B, S, 6] (m^2, rad^2), clamped
 
 Dropout lives only in the head and is applied by multiplying with a mask that the caller
 passes in: during training masks are Bernoulli(1 - p) / (1 - p) per sample; at inference a
@@ -140,6 +141,13 @@ def log_quaternion_to_quaternion(u: torch.Tensor) -> torch.Tensor:
     return torch.cat([vec, torch.cos(theta)], dim=-1)
 
 
+def _variance_head(hidden_dim: int, head_hidden: int) -> nn.Module:
+    """The variance head: Linear(D, 6), or with head_hidden H > 0 Linear(D, H) -> ReLU -> Linear(H, 6)."""
+    if head_hidden == 0:
+        return nn.Linear(hidden_dim, 6)
+    return nn.Sequential(nn.Linear(hidden_dim, head_hidden), nn.ReLU(), nn.Linear(head_hidden, 6))
+
+
 class PoseRegressor(nn.Module):
     """See the module docstring. Build with `build_model(config)`; set translation statistics
     from the training set with `set_translation_stats` before training."""
@@ -169,9 +177,9 @@ class PoseRegressor(nn.Module):
                 self.backbone, config.aux_shared_stages, t_cams if config.fusion == "late" else 1
             )
         # Created only when configured: models without it keep their exact parameters and state dicts.
-        self.fc_log_variance: nn.Linear | None = None
+        self.fc_log_variance: nn.Module | None = None
         if config.variance_head:
-            self.fc_log_variance = nn.Linear(config.hidden_dim, 6)
+            self.fc_log_variance = _variance_head(config.hidden_dim, config.variance_head_hidden)
         self.register_buffer("image_mean", torch.tensor(IMAGENET_MEAN).view(1, 1, 3, 1, 1))
         self.register_buffer("image_std", torch.tensor(IMAGENET_STD).view(1, 1, 3, 1, 1))
         self.register_buffer("t_mean", torch.zeros(3))
@@ -199,9 +207,13 @@ class PoseRegressor(nn.Module):
         with torch.no_grad():
             self.fc_out.bias.copy_(bias)
         if self.fc_log_variance is not None:
+            layers = [m for m in self.fc_log_variance.modules() if isinstance(m, nn.Linear)]
+            for layer in layers[:-1]:
+                nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+                nn.init.zeros_(layer.bias)
             # start at std ~ 0.37 of the normalized translation and ~ 0.37 rad, nearly constant
-            nn.init.normal_(self.fc_log_variance.weight, std=1e-3)
-            nn.init.constant_(self.fc_log_variance.bias, -2.0)
+            nn.init.normal_(layers[-1].weight, std=1e-3)
+            nn.init.constant_(layers[-1].bias, -2.0)
 
     def set_translation_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         """Translation normalization from the training set (metres); std is floored at 1 cm."""
