@@ -513,12 +513,17 @@ def _with_own_variance_head(
     """A checkpoint's weights for `train_only=variance_head`: where its variance head is missing
     or has another form (names or shapes) than this config's, the head of `own` (freshly
     initialized) replaces it. Returns the weights and why the head was replaced ("" if it was not)."""
-    theirs = {k: v.shape for k, v in weights.items() if k.startswith(VARIANCE_HEAD_PREFIX)}
-    ours = {k: v.shape for k, v in own.items() if k.startswith(VARIANCE_HEAD_PREFIX)}
-    if theirs == ours:
+    theirs, ours = _variance_head_of(weights), _variance_head_of(own)
+    if {k: v.shape for k, v in theirs.items()} == {k: v.shape for k, v in ours.items()}:
         return weights, ""
-    reason = "its variance head has another form (model.variance_head_hidden)"
-    if not theirs:
-        reason = "it has no variance head"
-    kept = {k: v for k, v in weights.items() if not k.startswith(VARIANCE_HEAD_PREFIX)}
-    return {**kept, **{k: v for k, v in own.items() if k.startswith(VARIANCE_HEAD_PREFIX)}}, reason
+    reason = (
+        "its variance head has another form (model.variance_head_hidden)"
+        if theirs
+        else "it has no variance head"
+    )
+    rest = {k: v for k, v in weights.items() if k not in theirs}
+    return {**rest, **ours}, reason
+
+
+def _variance_head_of(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in state.items() if k.startswith(VARIANCE_HEAD_PREFIX)}
