@@ -295,6 +295,8 @@ def test_covariance_scale_sources(tmp_path: Path) -> None:
         ("small_cnn", "input", "rot6d+track_tta+variance_head+shift_variance", 6, (32, 24)),
         # a two-layer variance head (model.variance_head_hidden)
         ("small_cnn", "input", "rot6d+track_tta+variance_head_mlp+shift_variance", 6, (32, 24)),
+        # dropout on the backbone embedding too (model.embedding_dropout): a wider mask
+        ("small_cnn", "input", "rot6d+track_tta+variance_head+embedding_dropout", 6, (32, 24)),
     ],
 )
 def test_other_backbones_export_and_agree(
@@ -310,9 +312,10 @@ def test_other_backbones_export_and_agree(
         backbone=backbone, fusion=fusion, num_cameras=2, image_width=size[0], image_height=size[1],
         hidden_dim=16, rotation=rotation, dof=dof, small_cnn_width=8,
         track_tta=tta, track_yaw_step=math.pi if tta else 0.0, variance_head=head, shift_variance=shifts,
-        variance_head_hidden=head_hidden,
+        variance_head_hidden=head_hidden, embedding_dropout="embedding_dropout" in flags,
     )  # fmt: skip
     model = build_model(config)
+    mask_dim = 16 + (model.feature_dim if config.embedding_dropout else 0)
     model.set_translation_stats(torch.tensor([1.0, -2.0, 0.5]), torch.tensor([2.0, 1.0, 0.3]))
     # Untrained, the model is near-constant (BatchNorm stats at their defaults, a 1e-3 head): give
     # BatchNorm the statistics of random images and the head unit-scale weights, so that outputs
@@ -335,7 +338,8 @@ def test_other_backbones_export_and_agree(
     rig = preset_rig("stereo", 64, 48)
     save_checkpoint(checkpoint, Checkpoint(config, model.state_dict(), rig, dataset=DatasetInfo(root="none")))
     bundle = export_bundle(checkpoint, tmp_path / "bundle", mc_samples=8)
-    _assert_static_tensorrt_graph(bundle.onnx_path, 2, 16, *size, variance_head=variance)
+    _assert_static_tensorrt_graph(bundle.onnx_path, 2, mask_dim, *size, variance_head=variance)
+    assert bundle.hidden_dim == mask_dim
     assert bundle.camera_names == ["left", "right"] and (bundle.fusion, bundle.dof) == (fusion, dof)
     assert (bundle.variance_head, bundle.shift_variance) == (head, shifts)
     assert bundle.log_variance_output == variance
@@ -344,7 +348,7 @@ def test_other_backbones_export_and_agree(
     deterministic = []
     for samples in (1, 8, 1):
         images = rng.integers(0, 256, bundle.images_shape, dtype=np.uint8)
-        masks = dropout_masks(samples, 16, bundle.dropout, rng)
+        masks = dropout_masks(samples, mask_dim, bundle.dropout, rng)
         ort_out, pt_out = ort_engine.infer_outputs(images, masks), torch_engine.infer_outputs(images, masks)
         t_ort, q_ort, t_pt, q_pt = ort_out.translation, ort_out.rotation, pt_out.translation, pt_out.rotation
         assert np.abs(t_ort - t_pt).max() <= TOLERANCE and np.abs(q_ort - q_pt).max() <= TOLERANCE

@@ -15,6 +15,7 @@ import torch
 
 from pose_regressor_training import cli as train_cli
 from pose_regressor_training.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from pose_regressor_training.cpu_threads import cpu_has_native_bf16
 from pose_regressor_training.errors import TrainingError
 from pose_regressor_training.evaluate import evaluate_checkpoint, write_evaluation
 from pose_regressor_training.losses import LOSSES
@@ -165,6 +166,26 @@ def test_train_only_replaces_a_linear_head_by_a_perceptron(
         load_train_config(None, [*base, "model.variance_head_hidden=-1"])
 
 
+def test_cpu_bf16_trains_the_backbone_in_bfloat16_where_the_cpu_has_it(
+    tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = [f"data.root={tiny_data}", *TINY, "optim.epochs=1", "model.aux_odometry=true"]
+    fit(load_train_config(None, base), tmp_path / "fp32", progress=False)
+    assert "bfloat16" not in capsys.readouterr().out
+    fit(load_train_config(None, [*base, "optim.cpu_bf16=true"]), tmp_path / "bf16", progress=False)
+    printed = capsys.readouterr().out
+    fp32, bf16 = (load_checkpoint(tmp_path / name / "last.pt") for name in ("fp32", "bf16"))
+    assert np.isfinite(bf16.train_loss["total"])
+    assert all(v.dtype != torch.bfloat16 for v in bf16.model.values())  # float32 weights
+    differs = any(not torch.equal(fp32.model[k], v) for k, v in bf16.model.items())
+    if cpu_has_native_bf16():
+        assert "fit: backbone in bfloat16 (optim.cpu_bf16" in printed
+        assert differs  # the same seed and data: only the precision can have changed the weights
+    else:
+        assert "optim.cpu_bf16 ignored: this CPU has no native bfloat16" in printed
+        assert not differs
+
+
 @pytest.mark.parametrize("loss", sorted(LOSSES))
 def test_every_loss_trains_without_nan(tiny_data: Path, tmp_path: Path, loss: str) -> None:
     config = load_train_config(None, [f"data.root={tiny_data}", *TINY, "optim.epochs=1", f"loss.name={loss}"])
@@ -176,7 +197,8 @@ def test_every_loss_trains_without_nan(tiny_data: Path, tmp_path: Path, loss: st
 def test_torchrun_two_processes_train_with_ddp(tiny_data: Path, tmp_path: Path) -> None:
     torchrun = Path(sys.executable).with_name("torchrun")
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    env.pop("OMP_WAIT_POLICY", None)  # pose-train chooses it
+    env.pop("OMP_WAIT_POLICY", None)  # pose-train chooses how OpenMP threads wait
+    env.pop("GOMP_SPINCOUNT", None)
     cmd = [
         str(torchrun),
         "--standalone",
@@ -193,10 +215,10 @@ def test_torchrun_two_processes_train_with_ddp(tiny_data: Path, tmp_path: Path) 
     ]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
-    # the main process alone says how it uses the cores; libgomp got the passive policy in time
+    # the main process alone says how it uses the cores; libgomp got the short spin count in time
     threads = [line for line in result.stdout.splitlines() if line.startswith("fit: threads:")]
     assert len(threads) == 1, result.stdout
-    assert "torch intra-op 1," in threads[0] and "OpenMP wait policy PASSIVE," in threads[0], threads
+    assert "torch intra-op 1," in threads[0] and "OpenMP spin count 1000," in threads[0], threads
     checkpoint = load_checkpoint(tmp_path / "last.pt")
     assert checkpoint.epoch == 2
     model = model_from_checkpoint(checkpoint)

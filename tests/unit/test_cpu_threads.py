@@ -17,7 +17,11 @@ def test_setup_line_names_threads_policy_and_a_busy_machine() -> None:
     )
     idle = ThreadSetup(intra_op=2, inter_op=2, wait_policy=None, loader_workers=2, cores=2, load=0.4)
     assert idle.describe().endswith("DataLoader workers 2, 2 core(s) available, load average 0.4")
-    assert "OpenMP wait policy unset (libgomp spins" in idle.describe()
+    assert "OpenMP waiting unset (libgomp spins 300,000 times" in idle.describe()
+    short = ThreadSetup(2, 2, wait_policy=None, loader_workers=0, cores=2, load=0.4, spin_count="1000")
+    assert "inter-op 2, OpenMP spin count 1000, DataLoader workers 0" in short.describe()
+    both = ThreadSetup(2, 2, wait_policy="ACTIVE", loader_workers=0, cores=2, load=None, spin_count="50")
+    assert "OpenMP wait policy ACTIVE, GOMP_SPINCOUNT 50, DataLoader" in both.describe()
 
 
 def test_throughput_watch_flags_an_epoch_at_under_half_the_fastest() -> None:
@@ -35,17 +39,23 @@ def test_throughput_watch_flags_an_epoch_at_under_half_the_fastest() -> None:
     assert watch.fastest == 320.0
 
 
-def test_the_pose_train_entry_point_sets_the_policy_before_torch_loads() -> None:
+def test_the_pose_train_entry_point_sets_short_spins_before_torch_loads() -> None:
     probe = (
         "import os, sys\n"
         "from pose_regressor_training import cli\n"
         "assert 'torch' not in sys.modules, 'the entry point must not load torch before the policy'\n"
-        "cli.prefer_passive_openmp()\n"
-        "print(os.environ['OMP_WAIT_POLICY'])\n"
+        "cli.choose_openmp_waiting()\n"
+        "print(os.environ.get('OMP_WAIT_POLICY', '-'), os.environ.get('GOMP_SPINCOUNT', '-'))\n"
     )
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "PASSIVE"
-    env["OMP_WAIT_POLICY"] = "ACTIVE"  # a user's own choice wins
-    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "ACTIVE"
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+
+    def chosen(extra: dict[str, str]) -> str:
+        run = subprocess.run(
+            [sys.executable, "-c", probe], env={**env, **extra}, capture_output=True, text=True, check=True
+        )
+        return run.stdout.strip()
+
+    assert chosen({}) == "- 1000"
+    # a user's own choice of either variable wins, and nothing is added to it
+    assert chosen({"OMP_WAIT_POLICY": "PASSIVE"}) == "PASSIVE -"
+    assert chosen({"GOMP_SPINCOUNT": "300000"}) == "- 300000"

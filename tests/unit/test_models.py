@@ -249,3 +249,60 @@ def test_track_tta_averages_the_shifted_predictions_turned_back_by_their_yaw() -
 def test_track_tta_needs_the_rigs_yaw_step() -> None:
     with pytest.raises(ValueError, match="track_tta needs track_yaw_step"):
         ModelConfig(backbone="small_cnn", num_cameras=4, track_tta=True)
+
+
+def test_embedding_dropout_masks_the_heads_input_first_and_the_hidden_layer_last() -> None:
+    torch.manual_seed(0)
+    common = {
+        "backbone": "small_cnn", "num_cameras": 2, "hidden_dim": 16, "small_cnn_width": 8,
+        "rotation": "rot6d",
+    }  # fmt: skip
+    plain = build_model(ModelConfig(**common)).eval()  # type: ignore[arg-type]
+    dropped = build_model(ModelConfig(**common, embedding_dropout=True)).eval()  # type: ignore[arg-type]
+    dropped.load_state_dict(plain.state_dict())  # no new parameters: only the mask grows
+    f = plain.feature_dim
+    assert (plain.mask_dim, dropped.mask_dim) == (16, f + 16)
+    assert dropped.random_masks(2, 3).shape == (2, 3, f + 16)
+    images = torch.rand(3, 2, 3, 32, 32)
+    hidden_masks = plain.random_masks(1, 4)
+    # Embedding part all ones: the plain model's samples.
+    ones = torch.ones(1, 4, f)
+    torch.testing.assert_close(
+        dropped.poses(images, torch.cat([ones, hidden_masks], dim=-1)), plain.poses(images, hidden_masks)
+    )
+    # Dropping embedding unit k is the plain model with fc_hidden's column k zeroed and the rest scaled.
+    embedding_mask = torch.full((1, 1, f), 1.25)
+    embedding_mask[..., 3] = 0.0
+    reference = build_model(ModelConfig(**common)).eval()  # type: ignore[arg-type]
+    reference.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        reference.fc_hidden.weight.mul_(embedding_mask[0])
+    torch.testing.assert_close(
+        dropped.poses(images, torch.cat([embedding_mask, hidden_masks[:, :1]], dim=-1)),
+        reference.poses(images, hidden_masks[:, :1]),
+    )
+    # Random masks on both parts: samples differ, and per sample the embedding mask matters.
+    t, _ = dropped.poses(images, dropped.random_masks(1, 8))
+    assert t.std(dim=1).min() > 0
+
+
+def test_train_backbone_bf16_runs_the_backbone_in_bfloat16_only_while_training() -> None:
+    torch.manual_seed(0)
+    config = ModelConfig(
+        backbone="small_cnn", num_cameras=2, hidden_dim=16, small_cnn_width=8, aux_odometry=True
+    )
+    model = build_model(config)
+    model.train_backbone_bf16 = True
+    seen: list[torch.dtype] = []
+    first_conv = next(m for m in model.backbone.modules() if isinstance(m, torch.nn.Conv2d))
+    first_conv.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+    images = torch.rand(4, 2, 3, 32, 32)
+    out = model.train()(images, model.random_masks(4, 1))
+    # The head and everything after the backbone stay float32, and the backward reaches the backbone.
+    assert out.t.dtype == out.embedding.dtype == torch.float32
+    assert out.odometry_features is not None and out.odometry_features.dtype == torch.float32
+    (out.t.sum() + out.odometry_features.sum()).backward()
+    assert first_conv.weight.dtype == torch.float32
+    assert first_conv.weight.grad is not None and first_conv.weight.grad.abs().sum() > 0
+    model.eval()(images)  # inference (and so export) is float32
+    assert seen == [torch.bfloat16, torch.float32]

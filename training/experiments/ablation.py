@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from ablation_plan import IDEAS, MODES, NOT_AVAILABLE, Idea, Mode, Run, epochs_of, runs_of
 
-from pose_regressor_training.cpu_threads import prefer_passive_openmp
+from pose_regressor_training.cpu_threads import choose_openmp_waiting
 
 if TYPE_CHECKING:
     from run_folder import RunResult
@@ -42,7 +42,7 @@ FULL_TRAIN_SETS = 12800
 
 
 def main(argv: list[str] | None = None) -> int:
-    prefer_passive_openmp()  # before run_folder imports torch, as pose-train does
+    choose_openmp_waiting()  # before run_folder imports torch, as pose-train does
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

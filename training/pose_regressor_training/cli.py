@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from pose_regressor.rig import PRESETS, Rig, RigError, load_rig
-from pose_regressor_training.cpu_threads import prefer_passive_openmp
+from pose_regressor_training.cpu_threads import choose_openmp_waiting
 from pose_regressor_training.data.importers.command import DESCRIPTION, add_import_arguments, run_import
 from pose_regressor_training.errors import TrainingError
 from pose_regressor_training.model_commands import add_build_engine, add_eval, add_export, add_fit
@@ -373,7 +373,7 @@ DEPRECATED_COMMANDS = {"eval": "eval-checkpoint"}
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs one subcommand. Any bad input is one line on stderr and exit 2; Ctrl-C (130) and
     SIGTERM (143) stop it cleanly (what a command was writing is removed) with one line too."""
-    prefer_passive_openmp()  # before anything imports torch (cpu_threads.py says why)
+    choose_openmp_waiting()  # before anything imports torch (cpu_threads.py says why)
     args = build_parser().parse_args(argv)
     if args.command in DEPRECATED_COMMANDS:
         new = DEPRECATED_COMMANDS[args.command]

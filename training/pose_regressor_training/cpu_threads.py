@@ -1,13 +1,19 @@
-"""How training uses the CPU cores: the OpenMP wait policy, and what `pose-train fit` says about threads.
+"""How training uses the CPU cores: how OpenMP threads wait, and what `pose-train fit` says about threads.
 
-PyTorch's CPU kernels run on GNU OpenMP (libgomp). With its default wait policy a thread that
-reaches the end of a parallel region spins for a while before it sleeps. That is cheap on an idle
+PyTorch's CPU kernels run on GNU OpenMP (libgomp). A thread that reaches the end of a parallel
+region spins `GOMP_SPINCOUNT` times (300,000 by default) before it sleeps. That is cheap on an idle
 machine, but when another process wants the same cores the spinning threads take the CPU from the
 thread still working, and every small kernel waits for a time slice. Measured on this 2-core machine
 under a load average of 16 (other trainings, tests and mypy): 0.08-0.15 training steps/s with the
-default policy and 2 threads, 0.25-0.36 with 1 thread, 0.78-0.89 with `OMP_WAIT_POLICY=PASSIVE` and
-2 threads (scripts/bench_fit_threads.py). libgomp reads the variable once, when torch is imported,
-so `prefer_passive_openmp` must run before that (the `pose-train` entry point calls it first).
+default and 2 threads, 0.25-0.36 with 1 thread, 0.78-0.89 with `OMP_WAIT_POLICY=PASSIVE` (no spinning)
+and 2 threads. Never spinning has its own price once the model is small: each of the many short
+kernels then waits for its threads to wake. For the default model (half-width CNN) alone, PASSIVE
+trained at 20-24 steps/s against 30-31 with libgomp's default and 23-27 with `GOMP_SPINCOUNT=1000`
+(the count libgomp itself uses when threads outnumber cores), which beside a spinning training kept
+13.6 steps/s (PASSIVE 15.4, the default 5.8; scripts/bench_fit_threads.py, docs/performance.md).
+So `pose-train` sets `GOMP_SPINCOUNT=1000` unless the user chose either variable. libgomp reads them
+once, when torch is imported, so `choose_openmp_waiting` must run before that (the `pose-train`
+entry point calls it first).
 """
 
 from __future__ import annotations
@@ -17,17 +23,21 @@ import sys
 from dataclasses import dataclass
 
 WAIT_POLICY_ENV = "OMP_WAIT_POLICY"
+SPIN_COUNT_ENV = "GOMP_SPINCOUNT"
+SHORT_SPIN_COUNT = "1000"
 # One busy process per core is a shared machine already; above this the slowdown line says so.
 BUSY_LOAD_PER_CORE = 1.0
 # An epoch this much slower than the fastest one so far gets a line (another process took the cores).
 SLOWDOWN_FACTOR = 2.0
 
 
-def prefer_passive_openmp() -> None:
-    """Sets OMP_WAIT_POLICY=PASSIVE unless the user chose a policy or torch is already imported
-    (then it would be too late: libgomp has read its environment)."""
-    if "torch" not in sys.modules:
-        os.environ.setdefault(WAIT_POLICY_ENV, "PASSIVE")
+def choose_openmp_waiting() -> None:
+    """Sets GOMP_SPINCOUNT=1000 (short spins, then sleep) unless the user chose OMP_WAIT_POLICY or
+    GOMP_SPINCOUNT, or torch is already imported (then it would be too late: libgomp has read its
+    environment)."""
+    if "torch" in sys.modules or WAIT_POLICY_ENV in os.environ or SPIN_COUNT_ENV in os.environ:
+        return
+    os.environ[SPIN_COUNT_ENV] = SHORT_SPIN_COUNT
 
 
 def available_cores() -> int:
@@ -51,18 +61,24 @@ class ThreadSetup:
 
     intra_op: int
     inter_op: int
-    wait_policy: str | None  # OMP_WAIT_POLICY as torch saw it; None: libgomp's default (spinning)
+    wait_policy: str | None  # OMP_WAIT_POLICY as torch saw it; None: unset
     loader_workers: int
     cores: int
     load: float | None  # 1-minute load average at the start
+    spin_count: str | None = None  # GOMP_SPINCOUNT as torch saw it; None: unset
 
     def describe(self) -> str:
-        policy = (
-            self.wait_policy or "unset (libgomp spins; set OMP_WAIT_POLICY=PASSIVE before importing torch)"
-        )
+        if self.wait_policy:
+            waiting = f"OpenMP wait policy {self.wait_policy}"
+            if self.spin_count:
+                waiting += f", GOMP_SPINCOUNT {self.spin_count}"
+        elif self.spin_count:
+            waiting = f"OpenMP spin count {self.spin_count}"
+        else:
+            waiting = "OpenMP waiting unset (libgomp spins 300,000 times; pose-train sets 1000)"
         line = (
             f"fit: threads: torch intra-op {self.intra_op}, inter-op {self.inter_op}, "
-            f"OpenMP wait policy {policy}, DataLoader workers {self.loader_workers}, "
+            f"{waiting}, DataLoader workers {self.loader_workers}, "
             f"{self.cores} core(s) available"
         )
         if self.load is not None:
@@ -79,6 +95,7 @@ def current_setup(loader_workers: int) -> ThreadSetup:
         intra_op=torch.get_num_threads(),
         inter_op=torch.get_num_interop_threads(),
         wait_policy=os.environ.get(WAIT_POLICY_ENV) or None,
+        spin_count=os.environ.get(SPIN_COUNT_ENV) or None,
         loader_workers=loader_workers,
         cores=available_cores(),
         load=load_average(),
@@ -107,3 +124,24 @@ class ThroughputWatch:
         if load is not None and load > BUSY_LOAD_PER_CORE * cores:
             line += f"; load average {load:.1f} on {cores} core(s): other processes are using the cores"
         return line
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN runs bfloat16 natively here (AVX512-BF16 or AMX). Elsewhere it emulates bf16,
+    which is slower than float32, so `optim.cpu_bf16` falls back to float32."""
+    import torch
+
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    try:
+        return bool(check()) if check is not None else False
+    except RuntimeError:
+        return False
+
+
+def backbone_precision_line(requested: bool, device_type: str) -> tuple[bool, str | None]:
+    """(train the backbone in bf16, the line `fit` prints about it, or None when there is nothing to say)."""
+    if not requested or device_type != "cpu":
+        return False, None
+    if cpu_has_native_bf16():
+        return True, "fit: backbone in bfloat16 (optim.cpu_bf16; head, losses and validation in float32)"
+    return False, "fit: optim.cpu_bf16 ignored: this CPU has no native bfloat16 (AVX512-BF16 or AMX); float32"

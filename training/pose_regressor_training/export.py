@@ -147,7 +147,7 @@ def export_onnx(model: PoseRegressor, path: Path, mc_samples: int = 32, opset: i
     generator = torch.Generator().manual_seed(0)
     shape = (config.num_cameras, config.image_height, config.image_width, 3)
     images = torch.randint(0, 256, shape, dtype=torch.uint8, generator=generator)
-    masks = torch.ones(mc_samples, config.hidden_dim)
+    masks = torch.ones(mc_samples, model.mask_dim)
     with warnings.catch_warnings():
         # The legacy exporter announces its deprecation, and tracing warns wherever the model reads
         # a shape as a Python number (the camera-count check, static pooling windows): every traced
@@ -176,17 +176,17 @@ def export_onnx(model: PoseRegressor, path: Path, mc_samples: int = 32, opset: i
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise ExportError(f"the exported graph fails onnx.checker / shape inference: {exc}") from None
     onnx.save(proto, str(path))
-    _check_contract(proto, config)
+    _check_contract(proto, config, model.mask_dim)
     return proto
 
 
-def _check_contract(proto: onnx.ModelProto, config: ModelConfig) -> None:
+def _check_contract(proto: onnx.ModelProto, config: ModelConfig, mask_dim: int) -> None:
     signature = io_signature(proto)
     expected = expected_signature(
         config.num_cameras,
         config.image_height,
         config.image_width,
-        config.hidden_dim,
+        mask_dim,
         config.log_variance_output,
     )
     if signature != expected:
@@ -221,9 +221,9 @@ def verify_onnx(model: PoseRegressor, path: Path, trials: int = 4, samples: int 
         shape = (config.num_cameras, config.image_height, config.image_width, 3)
         images = rng.integers(0, 256, shape, dtype=np.uint8)
         if trial == 0:
-            masks = np.ones((1, config.hidden_dim), np.float32)
+            masks = np.ones((1, model.mask_dim), np.float32)
         else:
-            masks = dropout_masks(samples, config.hidden_dim, config.dropout, rng)
+            masks = dropout_masks(samples, model.mask_dim, config.dropout, rng)
         ours_all = session.run(output_names(config), {IMAGES: images, DROPOUT_MASK: masks})
         references = wrapper(torch.from_numpy(images), torch.from_numpy(masks))
         for key, ours, reference_tensor in zip(worst, ours_all, references, strict=True):
@@ -382,7 +382,9 @@ def export_bundle(
         (staging / "engines").mkdir()
         onnx_record = _onnx_record(onnx_path, opset, int(proto.ir_version), worst, config.log_variance_output)
         provenance = _provenance(checkpoint, trained, source, eval_summary)
-        write_bundle(_bundle(staging, trained, config, mc_samples, scale, onnx_record, provenance))
+        write_bundle(
+            _bundle(staging, trained, config, model.mask_dim, mc_samples, scale, onnx_record, provenance)
+        )
         _replace_dir(staging, out_dir, overwrite)
     except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)
@@ -403,6 +405,7 @@ def _bundle(
     path: Path,
     trained: Checkpoint,
     config: ModelConfig,
+    mask_dim: int,
     mc_samples: int,
     scale: CovarianceScale,
     onnx_record: dict[str, Any],
@@ -421,7 +424,7 @@ def _bundle(
         fusion=config.fusion,
         dof=config.dof,
         dropout=float(config.dropout),
-        hidden_dim=config.hidden_dim,
+        hidden_dim=mask_dim,  # the dropout mask's width: D, or F + D with embedding_dropout
         covariance_scale=scale,
         mc_samples=mc_samples,
         onnx=onnx_record,

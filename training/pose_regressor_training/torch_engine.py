@@ -60,6 +60,7 @@ class TorchEngine(InferenceEngine):
         if not isinstance(payload, dict) or payload.get("format") != WEIGHTS_FORMAT:
             raise EngineError(f"{path} is not a pose_regressor bundle weights file")
         config = replace(from_mapping(ModelConfig, payload["model_config"]), pretrained=False)
+        model = build_model(config)
         expected = (
             bundle.num_cameras,
             bundle.input_height,
@@ -72,7 +73,7 @@ class TorchEngine(InferenceEngine):
             config.num_cameras,
             config.image_height,
             config.image_width,
-            config.hidden_dim,
+            model.mask_dim,
             config.variance_head,
             config.shift_variance,
         )
@@ -82,7 +83,6 @@ class TorchEngine(InferenceEngine):
                 f"{actual}, "
                 f"bundle.yaml says {expected}"
             )
-        model = build_model(config)
         model.load_state_dict(payload["model"])
         self.model: PoseRegressor = model.eval().to(device)
         self.device = torch.device(device)

@@ -145,6 +145,9 @@ class OptimConfig:
     min_lr_ratio: float = 0.01  # schedule: cosine ends at lr * min_lr_ratio
     grad_clip: float = 5.0  # max gradient norm (0: off)
     amp: bool = True  # mixed precision, used on CUDA only
+    # The backbone's training passes in bfloat16 autocast on a CPU with native bf16 (AVX512-BF16
+    # or AMX); the head, the losses, validation and export stay float32. Ignored elsewhere.
+    cpu_bf16: bool = False
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:

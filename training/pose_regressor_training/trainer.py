@@ -34,7 +34,13 @@ from pose_regressor_training.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from pose_regressor_training.cpu_threads import ThroughputWatch, available_cores, current_setup, load_average
+from pose_regressor_training.cpu_threads import (
+    ThroughputWatch,
+    available_cores,
+    backbone_precision_line,
+    current_setup,
+    load_average,
+)
 from pose_regressor_training.data.dataset import ImageLoadError, worker_error_message
 from pose_regressor_training.distributed import start_process
 from pose_regressor_training.errors import CheckpointSaveError, TrainingError, TrainingInterrupted
@@ -131,6 +137,11 @@ class Trainer:
         self.data = load_training_data(config, self.show_progress, report=self.ctx.is_main)
         self.model = build_model(self.data.model_config)
         self.model.set_translation_stats(*self.data.translation_stats())
+        self.model.train_backbone_bf16, precision_line = backbone_precision_line(
+            config.optim.cpu_bf16, self.device.type
+        )
+        if precision_line and self.ctx.is_main:
+            print(precision_line, flush=True)
         self.position_spread = position_spread(self.data.train_frames.translations())
         self.loss = build_loss(config.loss.name, config.loss.params, camera_spec(self.data.train_frames))
         self.objective = Objective(self.model, self.loss).to(self.device)

@@ -52,6 +52,10 @@ class ModelConfig:
         perceptron (Linear(D, H), ReLU, Linear(H, 6)): the log-variance of a ReLU layer's
         features is not a linear function of them (issue 16: H 64 on the default model took the
         rotation std's Spearman from 0.53 to about 0.6 and the flag's AUROC up).
+    embedding_dropout: also drop the backbone embedding's F units (the head's input) with the
+        same p, as Bayesian PoseNet drops after the last convolutional stage: the MC samples
+        then vary the whole head, not only its last layer. The dropout mask becomes [S, F + D]
+        (embedding part first), and each MC sample pays one Linear(F, D) more (issue 16).
     shift_variance: with `track_tta`, also output as the log-variance [B, S, 6] the variance of
         the T shift predictions about their mean (per axis, map frame; added to the variance
         head's when there is one): the rig's symmetry gives a T-member ensemble for free, and
@@ -81,6 +85,7 @@ class ModelConfig:
     variance_nll: str = "gaussian"
     variance_head_hidden: int = 0
     shift_variance: bool = False
+    embedding_dropout: bool = False
 
     def __post_init__(self) -> None:
         checks = [

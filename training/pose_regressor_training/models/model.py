@@ -4,22 +4,26 @@
       -> ImageNet normalization
       -> fusion (input: 3T channels | mosaic: T images side by side | late: per-camera backbone)
       -> backbone -> embedding [B, F]
+      (embedding_dropout) -> embedding * mask[..., :F]
       -> Linear(F, D) -> ReLU -> h [B, D]
-      -> h * mask (masks [B or 1, S, D]: S Monte-Carlo samples) -> Linear(D, outputs)
+      -> h * mask (masks [B or 1, S, M]: S Monte-Carlo samples; M = D, or F + D with
+         embedding_dropout, the hidden layer's part last) -> Linear(D, outputs)
       -> de-normalized translation [B, S, 3] (metres, map frame)
          and rotation [B, S, 4] (xyzw, unit, w >= 0) of T_map_base
       (variance_head) h * mask (detached) -> Linear(D, 6), or Linear(D, H) -> ReLU -> Linear(H, 6)
          with variance_head_hidden H -> log-variance [B, S, 6] (m^2, rad^2), clamped
 
-Dropout lives only in the head and is applied by multiplying with a mask that the caller
-passes in: during training masks are Bernoulli(1 - p) / (1 - p) per sample; at inference a
-mask of ones gives the deterministic prediction and S random masks give S MC samples from
-one backbone pass. Exported graphs take the masks as an input (TensorRT and ONNX Runtime
-drop Dropout nodes), so every engine gives the same numbers for the same masks.
+Dropout lives only in the head (and on its input with `embedding_dropout`) and is applied by
+multiplying with a mask that the caller passes in: during training masks are
+Bernoulli(1 - p) / (1 - p) per sample; at inference a mask of ones gives the deterministic
+prediction and S random masks give S MC samples from one backbone pass. Exported graphs take
+the masks as an input (TensorRT and ONNX Runtime drop Dropout nodes), so every engine gives the
+same numbers for the same masks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from dataclasses import dataclass
@@ -162,6 +166,9 @@ class PoseRegressor(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
+        # Set by the trainer (optim.cpu_bf16), not part of the model: training passes run the
+        # backbone in bfloat16 autocast; inference and export never do.
+        self.train_backbone_bf16 = False
         t_cams = config.num_cameras
         in_channels = 3 * t_cams if config.fusion == "input" else 3
         self.backbone = build_backbone(
@@ -169,6 +176,8 @@ class PoseRegressor(nn.Module):
         )
         backbone_features = int(self.backbone.out_features)  # type: ignore[arg-type]
         self.feature_dim = backbone_features * (t_cams if config.fusion == "late" else 1)
+        # The dropout mask's width: the hidden layer's D, after the embedding's F when it drops those too.
+        self.mask_dim = config.hidden_dim + (self.feature_dim if config.embedding_dropout else 0)
         self.fc_hidden = nn.Linear(self.feature_dim, config.hidden_dim)
         self.fc_out = nn.Linear(config.hidden_dim, config.translation_outputs + config.rotation_outputs)
         self.odometry: OdometryBranch | None = None
@@ -254,6 +263,18 @@ class PoseRegressor(nn.Module):
         t, q, _ = self.decode_all(hidden, masks)
         return t, q
 
+    def decode_embedding(
+        self, embedding: torch.Tensor, masks: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """embedding [B, F] and masks [B or 1, S, M] -> `decode_all`'s (t, q, log-variance) [B, S, .];
+        also embedding [B, K, 1, F] with masks [B or 1, 1, S, M] -> [B, K, S, .]."""
+        if not self.config.embedding_dropout:
+            return self.decode_all(self.hidden(embedding), masks)
+        if embedding.dim() == 2:
+            embedding = embedding[:, None, :]
+        f = self.feature_dim
+        return self.decode_all(self.hidden(embedding * masks[..., :f]), masks[..., f:])
+
     def decode_all(
         self, hidden: torch.Tensor, masks: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -296,23 +317,31 @@ class PoseRegressor(nn.Module):
 
     def forward(self, images: torch.Tensor, masks: torch.Tensor | None = None) -> PoseOutput:
         if masks is None:
-            masks = torch.ones(1, 1, self.config.hidden_dim, device=images.device, dtype=images.dtype)
+            masks = torch.ones(1, 1, self.mask_dim, device=images.device, dtype=images.dtype)
         if self.config.track_tta and not self.training:
             t, q, log_variance, embedding = self._track_averaged(images, masks)
             return PoseOutput(t, q, embedding, log_variance=log_variance)
         odometry_features = None
-        if self.odometry is not None and self.training:
-            embedding, odometry_features = self.odometry.shared_forward(
-                self.backbone, self.fuse(images), images.shape[0]
-            )
-        else:
-            embedding = self.embed(images)
-        t, q, log_variance = self.decode_all(self.hidden(embedding), masks)
+        with self._backbone_precision():
+            if self.odometry is not None and self.training:
+                embedding, odometry_features = self.odometry.shared_forward(
+                    self.backbone, self.fuse(images), images.shape[0]
+                )
+                odometry_features = odometry_features.float()
+            else:
+                embedding = self.embed(images)
+        embedding = embedding.float()
+        t, q, log_variance = self.decode_embedding(embedding, masks)
         return PoseOutput(t, q, embedding, odometry_features, log_variance)
+
+    def _backbone_precision(self) -> contextlib.AbstractContextManager[object]:
+        if self.training and self.train_backbone_bf16:
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     def poses(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """What inference (and the exported graph) computes: images [B, T, 3, H, W] in [0, 1] and
-        masks [B or 1, S, D] -> (t [B, S, 3], q [B, S, 4]), averaged over track shifts if configured."""
+        masks [B or 1, S, M] -> (t [B, S, 3], q [B, S, 4]), averaged over track shifts if configured."""
         t, q, _ = self.inference_outputs(images, masks)
         return t, q
 
@@ -323,7 +352,7 @@ class PoseRegressor(nn.Module):
         if self.config.track_tta:
             t, q, log_variance, _ = self._track_averaged(images, masks)
             return t, q, log_variance
-        return self.decode_all(self.hidden(self.embed(images)), masks)
+        return self.decode_embedding(self.embed(images), masks)
 
     def _track_averaged(
         self, images: torch.Tensor, masks: torch.Tensor
@@ -339,8 +368,8 @@ class PoseRegressor(nn.Module):
         b, t_cams = images.shape[:2]
         shifted = images[:, self.shift_index].reshape(b * t_cams, *images.shape[1:])
         embedding = self.embed(shifted)
-        h = self.hidden(embedding).reshape(b, t_cams, 1, -1)
-        t, q, log_variance = self.decode_all(h, masks[:, None])  # [B, K, S, .] for shift K = k
+        per_shift = embedding.reshape(b, t_cams, 1, -1)
+        t, q, log_variance = self.decode_embedding(per_shift, masks[:, None])  # [B, K, S, .] for shift K = k
         q = _quat_product(q, self.shift_unyaw[None, :, None, :])
         # Each shift's quaternion in the hemisphere of the first shift's, then the normalized sum:
         # for estimates a few degrees apart this is the quaternion mean to within their spread squared.
@@ -364,9 +393,9 @@ class PoseRegressor(nn.Module):
         generator: torch.Generator | None = None,
         device: torch.device | None = None,
     ) -> torch.Tensor:
-        """Dropout masks [batch, samples, D]: Bernoulli(1 - p) scaled by 1 / (1 - p)."""
+        """Dropout masks [batch, samples, M] (`mask_dim`): Bernoulli(1 - p) scaled by 1 / (1 - p)."""
         p = self.config.dropout
-        shape = (batch, samples, self.config.hidden_dim)
+        shape = (batch, samples, self.mask_dim)
         if p == 0:
             return torch.ones(shape, device=device)
         keep = torch.rand(shape, generator=generator, device=device) >= p

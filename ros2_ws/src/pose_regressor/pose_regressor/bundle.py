@@ -165,7 +165,8 @@ class ModelBundle:
     """The contents of bundle.yaml (validated) and where the bundle lies.
 
     ``input_width`` x ``input_height`` is the network's image size (H, W of the ``images`` input);
-    ``hidden_dim`` is D of ``dropout_mask`` [S, D]; ``mc_samples`` is the default S (and the
+    ``hidden_dim`` is D of ``dropout_mask`` [S, D] (the head's hidden layer, after the embedding's
+    F units for a model with embedding dropout: F + D); ``mc_samples`` is the default S (and the
     optimization-profile S of TensorRT plans); ``dof`` is 6, or 3 for x, y, yaw models (z fixed at
     the training mean, roll = pitch = 0); ``covariance_scale`` multiplies the covariance per axis
     group (calibrated on held-out data, 1.0 when uncalibrated; a number given here means both
