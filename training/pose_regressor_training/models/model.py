@@ -322,15 +322,16 @@ class PoseRegressor(nn.Module):
             t, q, log_variance, embedding = self._track_averaged(images, masks)
             return PoseOutput(t, q, embedding, log_variance=log_variance)
         odometry_features = None
+        head_dtype = self.fc_hidden.weight.dtype  # the backbone's bf16 features back to the head's
         with self._backbone_precision():
             if self.odometry is not None and self.training:
                 embedding, odometry_features = self.odometry.shared_forward(
                     self.backbone, self.fuse(images), images.shape[0]
                 )
-                odometry_features = odometry_features.float()
+                odometry_features = odometry_features.to(head_dtype)
             else:
                 embedding = self.embed(images)
-        embedding = embedding.float()
+        embedding = embedding.to(head_dtype)
         t, q, log_variance = self.decode_embedding(embedding, masks)
         return PoseOutput(t, q, embedding, odometry_features, log_variance)
 
