@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,13 @@ TINY_TRAINING = [
 os.environ.setdefault("ROS_DOMAIN_ID", _session_domain_id())
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+
+# A suite started as a background job (`cmd &` in a shell without job control, as some CI
+# runners and nohup wrappers do) inherits SIGINT ignored, and so would every process it starts:
+# the Ctrl-C tests would test nothing. A Python handler here is reset to the default in the
+# children at exec, so they get Python's KeyboardInterrupt as from a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
