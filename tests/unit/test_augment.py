@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from scipy.spatial.transform import Rotation
+from torchvision.transforms.v2 import functional as tvf
 
 from pose_regressor.rig import R_BASE_OPTICAL_FORWARD, PinholeIntrinsics, Rig, RigCamera, preset_rig
 from pose_regressor_training.augment import Augmenter
@@ -276,3 +277,25 @@ def test_invalid_config_and_batches_are_rejected() -> None:
         augmenter(to_uint8(images), t, q)
     with pytest.raises(ValueError, match="labels"):
         augmenter(images, t[:2], q)
+
+
+@pytest.mark.parametrize(
+    ("name", "adjust"),
+    [
+        ("brightness", lambda image, f: tvf.adjust_brightness(image, f)),
+        ("contrast", lambda image, f: tvf.adjust_contrast(image, f)),
+        ("saturation", lambda image, f: tvf.adjust_saturation(image, f)),
+    ],
+)
+def test_each_colour_jitter_matches_torchvision_with_the_drawn_factor(name: str, adjust: object) -> None:
+    images, t, q = random_batch(batch=3)
+    before = images.clone()
+    config = AugmentConfig(**{**NO_CROP, **NO_PHOTOMETRIC, name: 0.4})  # type: ignore[arg-type]
+    out, _, _ = Augmenter(config, preset_rig("quad"), torch.Generator().manual_seed(7))(images, t, q)
+    # the augmenter's one draw: a factor per camera image, uniform in ColorJitter's [1 - s, 1 + s]
+    u = torch.rand((12,), generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    factors = (0.6 + 0.8 * u).tolist()
+    flat = images.reshape(12, 3, *images.shape[-2:])
+    expected = torch.stack([adjust(image, f) for image, f in zip(flat, factors, strict=True)])  # type: ignore[operator]
+    torch.testing.assert_close(out.reshape(expected.shape), expected, atol=1e-6, rtol=0)
+    assert torch.equal(images, before)  # written in place, but never into the caller's tensor

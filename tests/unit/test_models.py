@@ -41,6 +41,28 @@ def test_small_cnn_stages_halve_the_resolution_each() -> None:
         ModelConfig(backbone="small_cnn", small_cnn_stages=0)
 
 
+def test_small_cnn_pool_grid_keeps_the_whole_feature_map() -> None:
+    backbone = build_backbone("small_cnn", False, 12, small_cnn_width=8, small_cnn_pool=(3, 4))
+    assert backbone.out_features == 64 * 3 * 4
+    x = torch.rand(2, 12, 48, 64)
+    # the grid of the whole 3 x 4 map is the map itself, flattened
+    torch.testing.assert_close(backbone(x), torch.flatten(backbone.features(x), 1))
+    model = build_model(
+        ModelConfig(backbone="small_cnn", num_cameras=4, hidden_dim=16, small_cnn_pool=(3, 4))
+    )
+    assert model(torch.rand(2, 4, 3, 48, 64)).t.shape == (2, 1, 3)
+    assert ModelConfig(
+        backbone="small_cnn", small_cnn_pool=(1, 8), fusion="mosaic", num_cameras=2
+    ).small_cnn_map == (
+        3,
+        8,
+    )
+    for grid in ((4, 4), (0, 2)):
+        with pytest.raises(ValueError, match=r"small_cnn_pool must be .* 3 x 4 \(the input halved 4 times\)"):
+            ModelConfig(backbone="small_cnn", small_cnn_pool=grid)
+    ModelConfig(backbone="resnet18", small_cnn_pool=(9, 9))  # only small_cnn has the grid
+
+
 def test_mask_of_ones_is_the_deterministic_prediction_and_masks_change_samples() -> None:
     torch.manual_seed(0)
     model = build_model(ModelConfig(backbone="small_cnn", num_cameras=2, hidden_dim=64, dropout=0.5)).eval()

@@ -214,3 +214,13 @@ def test_a_dataloader_worker_is_quiet_only_in_the_fd_sharing_thread() -> None:
     thread.join()
     raise_into_hook(KeyError("x"))
     assert seen == [KeyError]
+
+
+def test_threaded_preload_keeps_frame_order_and_matches_loading_on_demand(tmp_path: Path) -> None:
+    frames = load_folder(make_folder(tmp_path / "data", frames=40), "train")
+    preloaded = PoseDataset(frames, preload=True, progress=False)
+    on_demand = PoseDataset(frames, preload=False, progress=False)
+    for i in range(len(frames)):
+        expected = np.stack([pixels(i, 0), pixels(i, 1)])
+        assert np.array_equal(preloaded.images(i), expected)
+        assert np.array_equal(on_demand.images(i), expected)

@@ -137,29 +137,28 @@ class Augmenter:
             f = self._uniform((n,), max(0.0, 1.0 - strength), 1.0 + strength)
             return f.to(flat.device, flat.dtype)[:, None, None, None]
 
-        out = flat
-        if cfg.brightness > 0:
-            out = (out * factors(cfg.brightness)).clamp_(0.0, 1.0)  # blend with black
+        # Every step below writes into `out` in place (with a new tensor per step, these ops took
+        # 26 ms of a 50 ms CPU training step of synth_quad.yaml), so `out` is never the caller's tensor.
+        # Brightness blends with black.
+        out = (flat * factors(cfg.brightness)).clamp_(0.0, 1.0) if cfg.brightness > 0 else flat.clone()
         if cfg.contrast > 0:
             mean = tvf.rgb_to_grayscale(out).mean(dim=(-3, -2, -1), keepdim=True)
-            out = _blend(out, mean, factors(cfg.contrast))
+            _blend_(out, mean, factors(cfg.contrast))
         if cfg.saturation > 0:
-            out = _blend(out, tvf.rgb_to_grayscale(out), factors(cfg.saturation))
+            _blend_(out, tvf.rgb_to_grayscale(out), factors(cfg.saturation))
         if cfg.hue > 0:
             out = _rotate_hue(out, self._uniform((n,), -cfg.hue, cfg.hue))
         if cfg.blur_prob > 0:
             chosen = self._uniform((n,)) < cfg.blur_prob
             sigma = self._uniform((n,), *cfg.blur_sigma)
             if bool(chosen.any()):
-                # out may still be the caller's tensor: copy before writing into it
-                out = out.clone() if out is flat else out
                 index = chosen.nonzero()[:, 0].to(out.device)
                 out[index] = _gaussian_blur(out[index], sigma[chosen])
         if cfg.noise_std > 0:
-            noise = torch.randn(
-                out.shape, generator=self.generator, dtype=out.dtype, device=self.generator.device
-            )
-            out = (out + cfg.noise_std * noise.to(out.device)).clamp_(0.0, 1.0)
+            # normal_ rather than randn: the same distribution at half the cost on a CPU generator
+            noise = torch.empty(out.shape, dtype=out.dtype, device=self.generator.device)
+            noise.normal_(generator=self.generator)
+            out.add_(noise.to(out.device), alpha=cfg.noise_std).clamp_(0.0, 1.0)
         return out.reshape(images.shape)
 
     def _check(self, images: torch.Tensor, t: torch.Tensor, q: torch.Tensor) -> None:
@@ -178,9 +177,10 @@ class Augmenter:
             )
 
 
-def _blend(image: torch.Tensor, other: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
-    """torchvision's colour-jitter blend ``ratio * image + (1 - ratio) * other`` with a ratio per image."""
-    return (ratio * image + (1.0 - ratio) * other).clamp_(0.0, 1.0)
+def _blend_(image: torch.Tensor, other: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
+    """torchvision's colour-jitter blend ``ratio * image + (1 - ratio) * other`` with a ratio per image,
+    written into ``image`` (one pass over it: ``image + (1 - ratio) * (other - image)``)."""
+    return image.lerp_(other, 1.0 - ratio).clamp_(0.0, 1.0)
 
 
 def _rotate_hue(images: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:

@@ -63,6 +63,7 @@ BOUNDS: dict[str, Bound] = {
     "model.dof": Bound(3, 6),  # and exactly 3 or 6 (the model config says so)
     "model.small_cnn_width": Bound(1, 1024),
     "model.small_cnn_stages": Bound(1, 6),
+    "model.small_cnn_pool": Bound(1, 64, max_items=2),
     "model.variance_head_hidden": Bound(0, MAX_HIDDEN_DIM),
     "model.aux_shared_stages": Bound(1, 8),
     "model.aux_weight": Bound(0, 1000),

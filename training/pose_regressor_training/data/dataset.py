@@ -15,6 +15,7 @@ A sample is a dict of tensors:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -26,6 +27,10 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from pose_regressor.rig import Rig
+from pose_regressor_training.cpu_threads import available_cores
+
+#: Threads that decode images for the preload (one per core up to this many; disks rarely feed more).
+MAX_LOADING_THREADS = 8
 
 
 class ImageLoadError(OSError):
@@ -154,12 +159,20 @@ class PoseDataset(Dataset[dict[str, torch.Tensor]]):
         return tqdm(range(total), desc=f"{verb} {name}", unit="set", disable=not progress)
 
     def _preload(self, progress: bool) -> None:
-        first = self._load_images(0)
-        cache = np.empty((len(self.frame_list), *first.shape), dtype=np.uint8)
-        cache[0] = first
-        for i in self._progress(len(self.frame_list), progress, "loading"):
-            if i:
-                cache[i] = self._load_images(i)
+        # OpenCV decodes without holding the GIL, so one thread per core decodes that many images at
+        # once: the 57,600 PNGs of the default dataset took 52 s one at a time on this 2-core machine.
+        pool = ThreadPoolExecutor(max_workers=min(available_cores(), MAX_LOADING_THREADS))
+        try:
+            loaded = pool.map(self._load_images, range(len(self.frame_list)))  # in order
+            cache: NDArray[np.uint8] | None = None
+            for i in self._progress(len(self.frame_list), progress, "loading"):
+                images = next(loaded)
+                if cache is None:
+                    cache = np.empty((len(self.frame_list), *images.shape), dtype=np.uint8)
+                cache[i] = images
+        finally:
+            # after a bad image or Ctrl-C, the frames still queued are dropped, not decoded
+            pool.shutdown(wait=True, cancel_futures=True)
         self._cache = cache
 
     def _scan(self, keep: bool, progress: bool) -> None:

@@ -74,11 +74,14 @@ class StaticAdaptiveAvgPool2d(nn.Module):
 
 
 class SmallCNN(nn.Module):
-    """`stages` stride-2 conv blocks (widths width, 2 width, 4 width, ...) and a 2x2 adaptive pool:
-    keeps coarse layout, trains fast on a CPU. One more stage with half the width takes an input
+    """`stages` stride-2 conv blocks (widths width, 2 width, 4 width, ...) and an adaptive average
+    pool to a `pool` grid of (rows, columns) cells: 2x2 keeps a coarse layout, the whole last map
+    keeps every position; trains fast on a CPU. One more stage with half the width takes an input
     of twice the size per side for about a third more compute."""
 
-    def __init__(self, in_channels: int, width: int = 32, stages_count: int = 4) -> None:
+    def __init__(
+        self, in_channels: int, width: int = 32, stages_count: int = 4, pool: tuple[int, int] = (2, 2)
+    ) -> None:
         super().__init__()
         stages: list[nn.Module] = []
         channels = in_channels
@@ -97,8 +100,8 @@ class SmallCNN(nn.Module):
             )
             channels = out
         self.features = nn.Sequential(*stages)
-        self.pool = StaticAdaptiveAvgPool2d((2, 2))
-        self.out_features = channels * 4
+        self.pool = StaticAdaptiveAvgPool2d(pool)
+        self.out_features = channels * pool[0] * pool[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.flatten(self.pool(self.features(x)), 1)
@@ -172,13 +175,18 @@ _BUILDERS: dict[str, Callable[[str, bool, int], TorchvisionBackbone]] = {
 
 
 def build_backbone(
-    name: str, pretrained: bool, in_channels: int, small_cnn_width: int = 32, small_cnn_stages: int = 4
+    name: str,
+    pretrained: bool,
+    in_channels: int,
+    small_cnn_width: int = 32,
+    small_cnn_stages: int = 4,
+    small_cnn_pool: tuple[int, int] = (2, 2),
 ) -> nn.Module:
     """A backbone with an `out_features` attribute; `in_channels` = 3 or 3T (input fusion)."""
     if name == "small_cnn":
         if pretrained:
             raise ValueError("small_cnn has no pretrained weights; set model.pretrained=false")
-        return SmallCNN(in_channels, small_cnn_width, small_cnn_stages)
+        return SmallCNN(in_channels, small_cnn_width, small_cnn_stages, small_cnn_pool)
     if name not in _BUILDERS:
         raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join([*_BUILDERS, 'small_cnn'])}")
     return _BUILDERS[name](name, pretrained, in_channels)

@@ -23,7 +23,10 @@ class ModelConfig:
     """How to build a `PoseRegressor`.
 
     backbone: a torchvision backbone or `small_cnn` (a compact from-scratch CNN for CPU budgets:
-        `small_cnn_stages` stride-2 stages of widths `small_cnn_width` x 1, 2, 4, ...).
+        `small_cnn_stages` stride-2 stages of widths `small_cnn_width` x 1, 2, 4, ...), averaged
+        over a `small_cnn_pool` grid of (rows, columns) cells of its last feature map: (2, 2) keeps
+        a coarse layout; the whole map (its size: the input halved per stage, rounded up) keeps
+        where every feature is, which is what rotation is read from.
     pretrained: load torchvision's ImageNet weights (from the local torch hub cache when offline).
     fusion: `input` stacks the T images as 3T channels into a widened first convolution;
         `mosaic` tiles them side by side into one image; `late` runs one shared backbone per
@@ -75,6 +78,7 @@ class ModelConfig:
     dof: int = 6
     small_cnn_width: int = 32
     small_cnn_stages: int = 4
+    small_cnn_pool: tuple[int, int] = (2, 2)
     aux_odometry: bool = False
     aux_shared_stages: int = 3
     aux_weight: float = 1.0
@@ -111,6 +115,19 @@ class ModelConfig:
                 "dof 3 regresses yaw only; use rotation: quaternion",
             ),
             (1 <= self.small_cnn_stages <= 6, f"small_cnn_stages must be 1..6, got {self.small_cnn_stages}"),
+            (
+                self.backbone != "small_cnn"
+                or (
+                    len(self.small_cnn_pool) == 2
+                    and all(
+                        1 <= n <= side
+                        for n, side in zip(self.small_cnn_pool, self.small_cnn_map, strict=True)
+                    )
+                ),
+                f"small_cnn_pool must be (rows, columns), each from 1 to the last feature map's "
+                f"{self.small_cnn_map[0]} x {self.small_cnn_map[1]} (the input halved "
+                f"{self.small_cnn_stages} times), got {list(self.small_cnn_pool)}",
+            ),
             (self.aux_shared_stages >= 1, "aux_shared_stages must be >= 1"),
             (
                 self.aux_mode in ("joint", "alternate"),
@@ -137,6 +154,16 @@ class ModelConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(f"model config: {message}")
+
+    @property
+    def small_cnn_map(self) -> tuple[int, int]:
+        """(rows, columns) of small_cnn's last feature map: each stride-2 stage halves, rounding up
+        (mosaic fusion puts the T images side by side into one input T times as wide)."""
+        rows = self.image_height
+        columns = self.image_width * (self.num_cameras if self.fusion == "mosaic" else 1)
+        for _ in range(self.small_cnn_stages):
+            rows, columns = -(-rows // 2), -(-columns // 2)
+        return rows, columns
 
     @property
     def log_variance_output(self) -> bool:

@@ -172,7 +172,12 @@ class PoseRegressor(nn.Module):
         t_cams = config.num_cameras
         in_channels = 3 * t_cams if config.fusion == "input" else 3
         self.backbone = build_backbone(
-            config.backbone, config.pretrained, in_channels, config.small_cnn_width, config.small_cnn_stages
+            config.backbone,
+            config.pretrained,
+            in_channels,
+            config.small_cnn_width,
+            config.small_cnn_stages,
+            config.small_cnn_pool,
         )
         backbone_features = int(self.backbone.out_features)  # type: ignore[arg-type]
         self.feature_dim = backbone_features * (t_cams if config.fusion == "late" else 1)
