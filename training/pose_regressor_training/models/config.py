@@ -26,7 +26,7 @@ class ModelConfig:
         `small_cnn_stages` stride-2 stages of widths `small_cnn_width` x 1, 2, 4, ...), averaged
         over a `small_cnn_pool` grid of (rows, columns) cells of its last feature map: (2, 2) keeps
         a coarse layout; the whole map (its size: the input halved per stage, rounded up) keeps
-        where every feature is, which is what rotation is read from.
+        where every feature is (tried on the default: worse rotation, docs/results.md).
     pretrained: load torchvision's ImageNet weights (from the local torch hub cache when offline).
     fusion: `input` stacks the T images as 3T channels into a widened first convolution;
         `mosaic` tiles them side by side into one image; `late` runs one shared backbone per
