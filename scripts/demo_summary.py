@@ -61,8 +61,8 @@ def main() -> None:
         f"{node['median_rotation_deg']:.2f} deg (target <= {TARGET_NODE_M} m, <= {TARGET_NODE_DEG:g} deg: "
         f"{'met' if met else 'NOT met'})"
     )
-    print("full-quality model (0.147 m, 2.02 deg on 80 held-out trajectories, docs/results.md):")
-    print("  16,000 frames at 128x96, the default config, 34 epochs, about 18 min: DEMO_FULL=1 make demo")
+    print("full-quality model (0.135-0.148 m, 1.93-2.07 deg over 3 seeds, 80 held-out trajectories):")
+    print("  16,000 frames at 128x96, the default config, 34 epochs, about 20 min: DEMO_FULL=1 make demo")
 
 
 if __name__ == "__main__":

@@ -255,6 +255,8 @@ def test_eval_writes_metrics_and_plots(
     flag = u["uncertain_flag"]
     assert set(flag["suggested_parameters"]) == {"max_position_std", "max_rotation_std"}
     assert flag["auroc_uncertain_flag"] is None or 0.0 <= flag["auroc_uncertain_flag"] <= 1.0
+    for bounds in (*u["spearman_interval_90"].values(), flag["auroc_uncertain_flag_interval_90"]):
+        assert bounds is None or (len(bounds) == 2 and bounds[0] <= bounds[1])
     baseline = metrics["retrieval_baseline"]
     assert baseline["frames"] == 20 and baseline["training_frames"] == 20
     assert {p.name for p in paths} == {
@@ -270,6 +272,7 @@ def test_eval_writes_metrics_and_plots(
     assert train_cli.main([*args, "--out", str(tmp_path / "cli_eval")]) == 0
     printed = capsys.readouterr().out
     assert "inside 95% ellipsoid" in printed and "uncertain flag: AUROC" in printed
+    assert "spearman(pos std, err)" in printed and "(90%: " in printed
     assert "retrieval baseline (nearest training frame): median" in printed
     assert train_cli.build_parser().parse_args([*args, "--no-baseline"]).baseline is False
 

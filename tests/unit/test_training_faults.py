@@ -224,3 +224,16 @@ def test_threaded_preload_keeps_frame_order_and_matches_loading_on_demand(tmp_pa
         expected = np.stack([pixels(i, 0), pixels(i, 1)])
         assert np.array_equal(preloaded.images(i), expected)
         assert np.array_equal(on_demand.images(i), expected)
+
+
+def test_threaded_scan_keeps_frame_order_with_bad_frames_scattered(tmp_path: Path) -> None:
+    root = make_folder(tmp_path / "data", frames=40)
+    bad = (0, 7, 19, 39)
+    for frame in bad:
+        damage(image_path(root, "right", frame), "truncated")
+    dataset = PoseDataset(load_folder(root, "train"), preload=True, progress=False, skip_bad=True)
+    assert [b.index for b in dataset.skipped] == list(bad)
+    good = [i for i in range(40) if i not in bad]
+    assert len(dataset) == len(good)
+    for position, frame in enumerate(good):
+        assert np.array_equal(dataset.images(position), np.stack([pixels(frame, 0), pixels(frame, 1)]))

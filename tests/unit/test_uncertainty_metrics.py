@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from numpy.typing import NDArray
 from scipy.stats import chi2
 
 from pose_regressor.metrics import nees_values
@@ -16,7 +17,9 @@ from pose_regressor.uncertainty_metrics import (
     coverage,
     flag_rates,
     gross_errors,
+    sequence_bootstrap_interval,
     spearman_if_exact,
+    spearman_interval,
     uncertain_flag_report,
 )
 
@@ -119,6 +122,14 @@ def test_the_uncertain_flag_catches_the_gross_errors_whose_std_is_high() -> None
         "false_positive_rate": 0.0,
         "flagged_share": 0.1,
     }
+    assert report["auroc_uncertain_flag_interval_90"] is None  # no sequences given
+    # Ten sequences of two frames: a draw without a gross frame has no AUROC and is left out;
+    # every other draw separates perfectly.
+    sequences = np.repeat(np.arange(10), 2)
+    report = uncertain_flag_report(
+        diagonal_covariances(pos_std, rot_std), calibration, t_err, r_err, sequences=sequences
+    )
+    assert report["auroc_uncertain_flag_interval_90"] == (1.0, 1.0)
 
 
 def diagonal(position_std: np.ndarray, rotation_std: np.ndarray) -> np.ndarray:
@@ -152,3 +163,63 @@ def test_errors_drawn_from_the_covariances_give_the_same_spearman() -> None:
     ranks = np.argsort(np.argsort(stds)), np.argsort(np.argsort(np.linalg.norm(errors[:, :3], axis=1)))
     measured = np.corrcoef(*ranks)[0, 1]
     assert measured == pytest.approx(spearman_if_exact(covariances, seed=9)["position"], abs=0.04)
+
+
+FloatArrayT = NDArray[np.float64]
+IntArrayT = NDArray[np.int64]
+
+
+def clustered_frames(
+    sequences: int, per_sequence: int, seed: int
+) -> tuple[FloatArrayT, FloatArrayT, IntArrayT]:
+    """Stds and errors whose frames share a per-sequence factor the std does not see, as frames of
+    one trajectory share their view of the scene."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(sequences), per_sequence)
+    scene = np.exp(rng.normal(0.0, 0.5, sequences))[labels]  # what the std knows about
+    unseen = np.exp(rng.normal(0.0, 0.5, sequences))[labels]  # what it does not
+    std = scene * np.exp(rng.normal(0.0, 0.2, labels.size))
+    error = std * unseen * np.exp(rng.normal(0.0, 0.3, labels.size))
+    return std, error, labels
+
+
+def test_spearman_interval_covers_the_population_value_about_as_often_as_it_says() -> None:
+    population = _rank_correlation(*clustered_frames(20_000, 10, seed=1)[:2])
+    covered = 0
+    trials = 40
+    for trial in range(trials):
+        std, error, labels = clustered_frames(30, 10, seed=100 + trial)
+        interval = spearman_interval(std, error, labels, level=0.9, draws=300, seed=trial)
+        assert interval is not None
+        low, high = interval
+        covered += low <= population <= high
+    assert 0.75 * trials <= covered <= trials
+
+
+def test_spearman_interval_is_wider_over_sequences_than_over_frames_of_clustered_data() -> None:
+    std, error, labels = clustered_frames(40, 20, seed=3)
+    point = _rank_correlation(std, error)
+    by_sequence = spearman_interval(std, error, labels, draws=400)
+    by_frame = spearman_interval(std, error, np.arange(labels.size), draws=400)
+    assert by_sequence is not None and by_frame is not None
+    (low, high), (frame_low, frame_high) = by_sequence, by_frame
+    assert low < point < high and frame_low < point < frame_high
+    # resampling frames would pretend to 800 independent frames; there are 40 sequences
+    assert high - low > 2.0 * (frame_high - frame_low)
+
+
+def test_spearman_interval_needs_two_sequences() -> None:
+    assert spearman_interval(np.arange(5.0), np.arange(5.0), np.zeros(5, dtype=np.int64)) is None
+
+
+def _rank_correlation(a: FloatArrayT, b: FloatArrayT) -> float:
+    return float(np.corrcoef(np.argsort(np.argsort(a)), np.argsort(np.argsort(b)))[0, 1])
+
+
+def test_sequence_bootstrap_leaves_out_undefined_draws_and_gives_none_when_none_is_defined() -> None:
+    sequences = np.arange(4)
+    assert sequence_bootstrap_interval(lambda rows: None, sequences) is None
+    interval = sequence_bootstrap_interval(lambda rows: float(len(set(rows.tolist()))), sequences, draws=200)
+    assert interval is not None
+    low, high = interval
+    assert 1.0 <= low <= high <= 4.0  # distinct sequences in a draw of four with replacement

@@ -11,18 +11,30 @@ def uncertainty_lines(u: dict[str, Any]) -> list[str]:
     nees, inside, flag = u["mean_nees_after_blocks"], u["inside_95_ellipsoid"], u["uncertain_flag"]
     rates, params = flag["at_suggested_parameters"], flag["suggested_parameters"]
     auroc = flag["auroc_uncertain_flag"]
+    auroc_interval = _interval(flag.get("auroc_uncertain_flag_interval_90"))
     return [
-        f"calibrated: spearman(rot std, err) {u['spearman_rotation_std_vs_error']:.2f} (if exact: "
+        f"calibrated: spearman(rot std, err) {u['spearman_rotation_std_vs_error']:.2f} "
+        f"({spearman_interval_text(u, 'rotation')}; if exact: "
         f"{u['spearman_if_exact']['rotation']:.2f}), mean NEES "
         f"{nees['6dof']:.3g} (pos {nees['position']:.3g}, rot {nees['rotation']:.3g}; ideal 6, 3, 3), "
         f"inside 95% ellipsoid {inside['6dof'] * 100:.1f}% (pos {inside['position'] * 100:.1f}%, "
         f"rot {inside['rotation'] * 100:.1f}%)",
-        f"uncertain flag: AUROC {_maybe(auroc, '.2f')} for {flag['gross_errors']} gross errors "
-        "(> 3x median); "
+        f"uncertain flag: AUROC {_maybe(auroc, '.2f')}{auroc_interval} "
+        f"for {flag['gross_errors']} gross errors (> 3x median); "
         f"at max_position_std {params['max_position_std']:.3g} m, max_rotation_std "
         f"{params['max_rotation_std']:.3g} rad: TPR {_maybe(rates['true_positive_rate'], '.2f')}, "
         f"FPR {_maybe(rates['false_positive_rate'], '.2f')}",
     ]
+
+
+def spearman_interval_text(u: dict[str, Any], group: str) -> str:
+    """The Spearman's 90% interval over the split's trajectories, as "90%: 0.35-0.49"."""
+    bounds = u["spearman_interval_90"][group]
+    return "90%: n/a" if bounds is None else f"90%: {bounds[0]:.2f}-{bounds[1]:.2f}"
+
+
+def _interval(bounds: list[float] | None) -> str:
+    return "" if bounds is None else f" (90%: {bounds[0]:.2f}-{bounds[1]:.2f})"
 
 
 def retrieval_line(m: dict[str, Any], b: dict[str, Any]) -> str:

@@ -20,7 +20,12 @@ from pose_regressor.metrics import (
     tangent_residuals,
 )
 from pose_regressor.uncertainty import CovarianceScale, PoseEstimate, estimate_from_samples
-from pose_regressor.uncertainty_metrics import consistency, spearman_if_exact, uncertain_flag_report
+from pose_regressor.uncertainty_metrics import (
+    consistency,
+    spearman_if_exact,
+    spearman_interval,
+    uncertain_flag_report,
+)
 from pose_regressor_training.checkpoint import load_checkpoint, model_from_checkpoint
 from pose_regressor_training.data.dataset import PoseDataset, describe_skipped
 from pose_regressor_training.data.sources import load_dataset
@@ -297,6 +302,11 @@ def _uncertainty_metrics(
     return {
         "spearman_position_std_vs_error": float(spearmanr(pos_std, t_err).statistic),
         "spearman_rotation_std_vs_error": float(spearmanr(rot_std, r_err).statistic),
+        # how far each could move on another draw of the split's trajectories
+        "spearman_interval_90": {
+            "position": spearman_interval(pos_std, t_err, test.sequences),
+            "rotation": spearman_interval(rot_std, r_err, test.sequences),
+        },
         # what the same covariances would give if they were exactly right (see its docstring)
         "spearman_if_exact": spearman_if_exact(calibrated),
         "median_position_std_m": float(np.median(pos_std)),
@@ -315,7 +325,9 @@ def _uncertainty_metrics(
         "mean_nees_after_blocks": after["mean_nees"],
         "inside_95_ellipsoid": after["inside_95"],
         "reliability": after["reliability"],
-        "uncertain_flag": uncertain_flag_report(calibrated, calibrated_reference, t_err, r_err),
+        "uncertain_flag": uncertain_flag_report(
+            calibrated, calibrated_reference, t_err, r_err, sequences=test.sequences
+        ),
     }
 
 

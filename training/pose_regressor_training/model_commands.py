@@ -175,7 +175,7 @@ def add_eval(sub: Subparsers) -> None:
 
 def run_eval(args: argparse.Namespace) -> int:
     from pose_regressor_training.data.dataset import ImageLoadError
-    from pose_regressor_training.eval_summary import retrieval_line, uncertainty_lines
+    from pose_regressor_training.eval_summary import retrieval_line, spearman_interval_text, uncertainty_lines
     from pose_regressor_training.evaluate import evaluate_checkpoint, evaluation_dir, write_evaluation
 
     if args.mc_samples < 0:
@@ -210,7 +210,8 @@ def run_eval(args: argparse.Namespace) -> int:
         u = m["uncertainty"]
         print(
             f"  uncertainty: spearman(pos std, err) {u['spearman_position_std_vs_error']:.2f} "
-            f"(if the covariances were exact: {u['spearman_if_exact']['position']:.2f}), "
+            f"({spearman_interval_text(u, 'position')}; "
+            f"if the covariances were exact: {u['spearman_if_exact']['position']:.2f}), "
             f"median NEES {u['median_nees_before']:.3g} -> {u['median_nees_after']:.3g} "
             f"(scale {CovarianceScale.from_json(u['covariance_scale']).describe()} "
             f"fitted on {u['covariance_scale_fitted_on']})"

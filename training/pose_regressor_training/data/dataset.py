@@ -14,10 +14,12 @@ A sample is a dict of tensors:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -35,6 +37,10 @@ MAX_LOADING_THREADS = 8
 
 class ImageLoadError(OSError):
     """An image file is missing or cannot be decoded; the message names the file."""
+
+
+# What one decoding thread hands back: a frame's images, or (when scanning) why they are unreadable.
+_Decoded = TypeVar("_Decoded")
 
 
 @dataclass(frozen=True)
@@ -159,42 +165,54 @@ class PoseDataset(Dataset[dict[str, torch.Tensor]]):
         return tqdm(range(total), desc=f"{verb} {name}", unit="set", disable=not progress)
 
     def _preload(self, progress: bool) -> None:
-        # OpenCV decodes without holding the GIL, so one thread per core decodes that many images at
-        # once: the 57,600 PNGs of the default dataset took 52 s one at a time on this 2-core machine.
-        pool = ThreadPoolExecutor(max_workers=min(available_cores(), MAX_LOADING_THREADS))
-        try:
-            loaded = pool.map(self._load_images, range(len(self.frame_list)))  # in order
-            cache: NDArray[np.uint8] | None = None
+        cache: NDArray[np.uint8] | None = None
+        with self._decoded_in_order(self._load_images) as loaded:
             for i in self._progress(len(self.frame_list), progress, "loading"):
                 images = next(loaded)
                 if cache is None:
                     cache = np.empty((len(self.frame_list), *images.shape), dtype=np.uint8)
                 cache[i] = images
-        finally:
-            # after a bad image or Ctrl-C, the frames still queued are dropped, not decoded
-            pool.shutdown(wait=True, cancel_futures=True)
         self._cache = cache
 
     def _scan(self, keep: bool, progress: bool) -> None:
         """Decode every frame once; keep the good ones (and their pixels when preloading)."""
         good: list[int] = []
         cache: NDArray[np.uint8] | None = None
-        for i in self._progress(len(self.frame_list), progress, "checking"):
-            try:
-                loaded = self._load_images(i)
-            except ImageLoadError as exc:
-                self.skipped.append(BadFrame(i, str(exc)))
-                continue
-            if keep:
-                # Good frames are packed at the front, so the cache never needs a second copy.
-                if cache is None:
-                    cache = np.empty((len(self.frame_list), *loaded.shape), dtype=np.uint8)
-                cache[len(good)] = loaded
-            good.append(i)
+        with self._decoded_in_order(self._load_or_error) as loaded:
+            for i in self._progress(len(self.frame_list), progress, "checking"):
+                images = next(loaded)
+                if isinstance(images, ImageLoadError):
+                    self.skipped.append(BadFrame(i, str(images)))
+                    continue
+                if keep:
+                    # Good frames are packed at the front, so the cache never needs a second copy.
+                    if cache is None:
+                        cache = np.empty((len(self.frame_list), *images.shape), dtype=np.uint8)
+                    cache[len(good)] = images
+                good.append(i)
         if self.skipped:
             self.frame_list = self.frame_list.subset(good)
         if cache is not None:
             self._cache = cache[: len(good)]
+
+    @contextmanager
+    def _decoded_in_order(self, load: Callable[[int], _Decoded]) -> Iterator[Iterator[_Decoded]]:
+        """`load` of every frame, in frame order, decoded by one thread per core.
+
+        OpenCV decodes without holding the GIL, so the threads decode that many images at once: the
+        57,600 PNGs of the default dataset took 52 s one at a time on this 2-core machine, 14 s so."""
+        pool = ThreadPoolExecutor(max_workers=min(available_cores(), MAX_LOADING_THREADS))
+        try:
+            yield pool.map(load, range(len(self.frame_list)))
+        finally:
+            # after a bad image or Ctrl-C, the frames still queued are dropped, not decoded
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _load_or_error(self, index: int) -> NDArray[np.uint8] | ImageLoadError:
+        try:
+            return self._load_images(index)
+        except ImageLoadError as exc:
+            return exc
 
     @property
     def rig(self) -> Rig:

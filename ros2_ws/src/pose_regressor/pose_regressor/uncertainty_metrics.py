@@ -8,6 +8,7 @@ can share the definitions. Residuals are the 6-vectors of `uncertainty.tangent_r
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -113,13 +114,15 @@ def uncertain_flag_report(
     t_err: FloatArray,
     r_err: FloatArray,
     flagged_quantile: float = 0.95,
+    sequences: NDArray[np.int64] | None = None,
 ) -> dict[str, Any]:
     """How well the node's "uncertain" flag catches the gross errors of the test frames.
 
     Both covariance stacks are calibrated (what the node publishes). The score is `flag_scores`
     with the calibration split's median stds as references; the suggested node parameters flag
     the `flagged_quantile` quantile of the calibration split's scores (5% of its frames flagged
-    at 0.95), and the flag's rates on the test frames are reported at those parameters.
+    at 0.95), and the flag's rates on the test frames are reported at those parameters. With the
+    test frames' `sequences`, the AUROC's 90% interval over them is reported too.
     """
     cal_pos, cal_rot = node_stds(calibration_covariances)
     pos_ref, rot_ref = float(np.median(cal_pos)), float(np.median(cal_rot))
@@ -128,11 +131,18 @@ def uncertain_flag_report(
     pos, rot = node_stds(test_covariances)
     gross = gross_errors(t_err, r_err)
     flags = (pos > suggested["max_position_std"]) | (rot > suggested["max_rotation_std"])
+    scores = flag_scores(pos, rot, pos_ref, rot_ref)
+    interval = (
+        None
+        if sequences is None
+        else sequence_bootstrap_interval(lambda rows: auroc(scores[rows], gross[rows]), sequences)
+    )
     return {
         "gross_error_rule": f"translation error > {GROSS_ERROR_FACTOR:g}x median or rotation error > "
         f"{GROSS_ERROR_FACTOR:g}x median",
         "gross_errors": int(gross.sum()),
-        "auroc_uncertain_flag": auroc(flag_scores(pos, rot, pos_ref, rot_ref), gross),
+        "auroc_uncertain_flag": auroc(scores, gross),
+        "auroc_uncertain_flag_interval_90": interval,
         "auroc_position_std": auroc(pos, gross),
         "auroc_rotation_std": auroc(rot, gross),
         "flag_score_references": {"position_std_m": pos_ref, "rotation_std_rad": rot_ref},
@@ -166,6 +176,54 @@ def spearman_if_exact(covariances: FloatArray, draws: int = 32, seed: int = 0) -
         position.append(_spearman(pos_std, np.linalg.norm(errors[:, :3], axis=1)))
         rotation.append(_spearman(rot_std, np.linalg.norm(errors[:, 3:], axis=1)))
     return {"position": float(np.mean(position)), "rotation": float(np.mean(rotation))}
+
+
+def sequence_bootstrap_interval(
+    statistic: Callable[[NDArray[np.int64]], float | None],
+    sequences: NDArray[np.int64],
+    level: float = 0.9,
+    draws: int = 1000,
+    seed: int = 0,
+) -> tuple[float, float] | None:
+    """A `level` interval of `statistic(rows)` from a bootstrap over whole sequences (seeded).
+
+    Frames of one trajectory share their view of the scene, so their errors are not independent:
+    1,600 test frames of 80 trajectories carry about 80 frames' worth of evidence. Resampling
+    sequences, not frames, keeps that, and says how far a split's value could move on another
+    draw of trajectories. Draws where `statistic` is undefined (None) are left out; None with
+    fewer than two sequences or no defined draw (so that metrics.json holds no NaN)."""
+    labels, members = np.unique(sequences, return_inverse=True)
+    if len(labels) < 2:
+        return None
+    by_sequence = [np.flatnonzero(members == k) for k in range(len(labels))]
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(draws):
+        chosen = rng.integers(0, len(labels), len(labels))
+        value = statistic(np.concatenate([by_sequence[k] for k in chosen]))
+        if value is not None:
+            values.append(value)
+    if not values:
+        return None
+    tail = (1.0 - level) / 2.0
+    low, high = np.quantile(values, [tail, 1.0 - tail])
+    return float(low), float(high)
+
+
+def spearman_interval(
+    std: FloatArray,
+    error: FloatArray,
+    sequences: NDArray[np.int64],
+    level: float = 0.9,
+    draws: int = 1000,
+    seed: int = 0,
+) -> tuple[float, float] | None:
+    """A `level` interval of Spearman(std, error) over whole sequences (`sequence_bootstrap_interval`)."""
+
+    def spearman_of(rows: NDArray[np.int64]) -> float:
+        return _spearman(std[rows], error[rows])
+
+    return sequence_bootstrap_interval(spearman_of, sequences, level, draws, seed)
 
 
 def _spearman(a: FloatArray, b: FloatArray) -> float:
