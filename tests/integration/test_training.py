@@ -77,6 +77,53 @@ def test_training_is_reproducible_and_resume_matches_an_uninterrupted_run(
     assert history[2]["val"]["median_translation_m"] > 0
 
 
+def test_a_moving_average_of_the_weights_is_validated_saved_and_resumed(
+    tiny_data: Path, tmp_path: Path
+) -> None:
+    decay = 0.75
+    config = load_train_config(
+        None, [f"data.root={tiny_data}", *TINY, "optim.epochs=3", f"optim.ema_decay={decay}"]
+    )
+    # one step by hand: the average moves a quarter of the way to the new weights
+    trainer = Trainer(config, tmp_path / "step", False, False)
+    assert trainer.ema is not None
+    trainer.objective.train()
+    trainer.training_step(next(iter(trainer.batches())))  # the first update copies the weights
+    before = {k: v.clone() for k, v in trainer.kept_model.state_dict().items()}
+    trainer.training_step(next(iter(trainer.batches())))
+    live, averaged = trainer.model.state_dict(), trainer.kept_model.state_dict()
+    moved = 0
+    for key, value in averaged.items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, decay * before[key] + (1 - decay) * live[key], msg=key)
+            moved += int(not torch.equal(value, live[key]))
+    assert moved > 0
+    # a whole fit: the checkpoints hold the average, last.pt the trained weights beside it, and a
+    # resume continues both bit for bit
+    fit(config, tmp_path / "full", progress=False)
+    fit(config, tmp_path / "cut", progress=False, stop_after_epoch=2)
+    fit(config, tmp_path / "cut", resume=True, progress=False)
+    full, resumed = (
+        load_checkpoint(tmp_path / "full" / "last.pt"),
+        load_checkpoint(tmp_path / "cut" / "last.pt"),
+    )
+    assert full.resume is not None and full.resume.live_model is not None
+    assert resumed.resume is not None and resumed.resume.live_model is not None
+    for key in full.model:
+        torch.testing.assert_close(full.model[key], resumed.model[key], msg=f"average differs: {key}")
+        torch.testing.assert_close(
+            full.resume.live_model[key], resumed.resume.live_model[key], msg=f"weights differ: {key}"
+        )
+    assert any(not torch.equal(full.model[k], full.resume.live_model[k]) for k in full.model)
+    # what eval and export rebuild is the average
+    x = torch.rand(1, 4, 3, 24, 32)
+    rebuilt = model_from_checkpoint(full)
+    trained = model_from_checkpoint(replace(full, model=full.resume.live_model))
+    assert not torch.allclose(rebuilt(x).t, trained(x).t)
+    with pytest.raises(ConfigError, match=r"optim.ema_decay must be in \[0, 1\), got 1.0"):
+        load_train_config(None, [f"data.root={tiny_data}", "optim.ema_decay=1.0"])
+
+
 def test_init_from_starts_from_a_checkpoints_weights(tiny_data: Path, tmp_path: Path) -> None:
     base = [f"data.root={tiny_data}", *TINY, "optim.epochs=1"]
     fit(load_train_config(None, base), tmp_path / "first", progress=False)

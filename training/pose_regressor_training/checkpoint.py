@@ -51,6 +51,9 @@ class ResumeState:
     global_step: int
     torch_rng: torch.Tensor
     augment_rng: torch.Tensor
+    # The weights being trained, where `Checkpoint.model` holds their moving average instead
+    # (optim.ema_decay > 0); None: `Checkpoint.model` is what is being trained.
+    live_model: dict[str, torch.Tensor] | None = None
 
 
 @dataclass
@@ -217,6 +220,8 @@ def _to_payload(checkpoint: Checkpoint) -> dict[str, Any]:
         payload["optimizer"] = c.resume.optimizer
         payload["global_step"] = c.resume.global_step
         payload["rng"] = {"torch": c.resume.torch_rng, "augment": c.resume.augment_rng}
+        if c.resume.live_model is not None:
+            payload["live_model"] = c.resume.live_model
     return payload
 
 
@@ -233,6 +238,7 @@ def _from_payload(payload: dict[str, Any]) -> Checkpoint:
             global_step=int(payload["global_step"]),
             torch_rng=payload["rng"]["torch"],
             augment_rng=payload["rng"]["augment"],
+            live_model=dict(payload["live_model"]) if "live_model" in payload else None,
         )
     return Checkpoint(
         model_config=from_mapping(ModelConfig, payload["model_config"], "model", BOUNDS),

@@ -49,6 +49,7 @@ BOUNDS: dict[str, Bound] = {
     "optim.step_gamma": Bound(0, 1, lo_open=True),  # a decay
     "optim.min_lr_ratio": Bound(0, 1),  # the cosine ends at lr x min_lr_ratio
     "optim.grad_clip": Bound(0, 1_000_000),
+    "optim.ema_decay": Bound(0, 1, hi_open=True),  # 0: off
     # top level
     "seed": Bound(0, 2**32 - 1),
     "num_workers": Bound(0, 64),
@@ -149,6 +150,10 @@ class OptimConfig:
     # The backbone's training passes in bfloat16 autocast on a CPU with native bf16 (AVX512-BF16
     # or AMX); the head, the losses, validation and export stay float32. Ignored elsewhere.
     cpu_bf16: bool = False
+    # Validate, select and save an exponential moving average of the weights (Polyak averaging)
+    # with this decay per optimizer step (0: off, the weights as trained). 0.999 averages about the
+    # last 1,000 steps; `fit --resume` continues both the average and the weights it follows.
+    ema_decay: float = 0.0
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:

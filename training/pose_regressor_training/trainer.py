@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ import torch.distributed as dist
 from numpy.typing import NDArray
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from pose_regressor.files import atomic_write_text
@@ -46,7 +47,7 @@ from pose_regressor_training.distributed import start_process
 from pose_regressor_training.errors import CheckpointSaveError, TrainingError, TrainingInterrupted
 from pose_regressor_training.losses import build_loss
 from pose_regressor_training.models import build_model
-from pose_regressor_training.models.model import images_to_unit_float
+from pose_regressor_training.models.model import PoseRegressor, images_to_unit_float
 from pose_regressor_training.objective import Objective
 from pose_regressor_training.predict import median_errors, predict
 from pose_regressor_training.stop_signals import stop_signals_deferred
@@ -163,10 +164,13 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.progress = _Progress()
         self.history = _History(run_dir / "history.json")
+        averaged_weights: dict[str, torch.Tensor] | None = None
         if resume:
-            self.restore()  # before DDP wraps the model: DDP copies rank 0's weights to the others
+            # before DDP wraps the model: DDP copies rank 0's weights to the others
+            averaged_weights = self.restore()
         elif config.init_from:
             self.initialize_from(Path(config.init_from))
+        self.ema = self.moving_average(averaged_weights)
         self.train_model: nn.Module = (
             DistributedDataParallel(self.objective) if self.ctx.enabled else self.objective
         )
@@ -260,6 +264,8 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.params, self.config.optim.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
         self.progress.global_step += 1
         self.progress.sets_seen += t.shape[0] * t.shape[1] * self.ctx.world_size
         return dict(parts)
@@ -291,7 +297,7 @@ class Trainer:
         val_set = self.data.val_set
         if val_set is None or not due:
             return {}
-        t_pred, q_pred = predict(self.model, val_set, self.device)
+        t_pred, q_pred = predict(self.kept_model, val_set, self.device)
         metrics = median_errors(val_set, t_pred[:, 0], q_pred[:, 0])
         self.board.scalars(metrics, number, "val")
         return metrics
@@ -334,7 +340,7 @@ class Trainer:
         p = self.progress
         return Checkpoint(
             model_config=self.data.model_config,
-            model=self.model.state_dict(),
+            model=self.kept_model.state_dict(),
             rig=self.data.rig,
             config=self.config,
             dataset=self.data.info,
@@ -350,16 +356,45 @@ class Trainer:
                 global_step=p.global_step,
                 torch_rng=torch.get_rng_state(),
                 augment_rng=self.augmenter.generator.get_state(),
+                live_model=self.model.state_dict() if self.ema is not None else None,
             ),
         )
 
-    def restore(self) -> None:
-        """Continues from last.pt: weights, optimizer, loss weights, random state and counters."""
+    def moving_average(self, averaged_weights: dict[str, torch.Tensor] | None) -> AveragedModel | None:
+        """The moving average of the weights (optim.ema_decay), from `averaged_weights` on a resume
+        that saved one, else from the weights as they are now; None when off."""
+        decay = self.config.optim.ema_decay
+        if decay == 0.0:
+            return None
+        # BatchNorm statistics are averaged too: they must match the averaged weights they normalize
+        average = get_ema_multi_avg_fn(decay)  # type: ignore[no-untyped-call]
+        ema = AveragedModel(self.model, multi_avg_fn=average, use_buffers=True)
+        if averaged_weights is not None:
+            ema.module.load_state_dict(averaged_weights)
+            # counted as started: its first update must not copy the training weights over it
+            ema.n_averaged.fill_(max(1, self.progress.global_step))
+        if self.ctx.is_main:
+            print(
+                f"fit: validating and saving a moving average of the weights (decay {decay} per step, "
+                f"about the last {round(1 / (1 - decay))} steps)",
+                flush=True,
+            )
+        return ema
+
+    @property
+    def kept_model(self) -> PoseRegressor:
+        """What validation scores and the checkpoints hold: the moving average when there is one."""
+        return self.model if self.ema is None else cast(PoseRegressor, self.ema.module)
+
+    def restore(self) -> dict[str, torch.Tensor] | None:
+        """Continues from last.pt: weights, optimizer, loss weights, random state and counters.
+        Returns the moving average of the weights that last.pt holds beside them (None: none)."""
         checkpoint = load_checkpoint(self.last_path, map_location=self.device)
         state = checkpoint.resume
         if state is None:
             raise TrainingError(f"{self.last_path} holds weights only (not written by fit); it cannot resume")
-        self.model.load_state_dict(checkpoint.model)
+        averaged = None if state.live_model is None else checkpoint.model
+        self.model.load_state_dict(checkpoint.model if state.live_model is None else state.live_model)
         self.loss.load_state_dict(state.loss)
         self.optimizer.load_state_dict(state.optimizer)
         torch.set_rng_state(state.torch_rng)
@@ -382,6 +417,7 @@ class Trainer:
             print(f"fit: {self.last_path} holds all {self.epochs} epochs already; nothing to train")
         elif self.ctx.is_main:
             print(f"fit: resuming {self.last_path} at epoch {checkpoint.epoch + 1}/{self.epochs}")
+        return averaged
 
     def initialize_from(self, path: Path) -> None:
         """The model weights of checkpoint `path` (config.init_from); everything else starts afresh."""
