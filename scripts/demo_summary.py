@@ -62,7 +62,10 @@ def main() -> None:
         f"{'met' if met else 'NOT met'})"
     )
     print("full-quality model (0.135-0.148 m, 1.93-2.07 deg over 3 seeds, 80 held-out trajectories):")
-    print("  16,000 frames at 128x96, the default config, 34 epochs, about 20 min: DEMO_FULL=1 make demo")
+    print(
+        "  16,000 frames at 128x96, the default config, 34 epochs, about 20 min "
+        "(35 min on a CPU without bf16): DEMO_FULL=1 make demo"
+    )
 
 
 if __name__ == "__main__":
