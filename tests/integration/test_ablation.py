@@ -64,3 +64,20 @@ def test_a_missing_dataset_says_how_to_make_it(
     )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "pose-train synth --out" in err and "--frames 16000" in err
+
+
+def test_unknown_run_names_and_an_unwritable_out_are_one_line_each(
+    ablation: ModuleType, tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["--data", str(tiny_data), "--mode", "tiny"]
+    assert ablation.main([*base, "--out", str(tmp_path / "out"), "--only", "default", "bogus"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no run or idea named bogus in the tiny mode; one of:" in err
+    assert not (tmp_path / "out").exists()  # nothing trained for a typo
+    assert ablation.main([*base, "--out", str(tmp_path / "out"), "--only"]) == 2
+    assert "--only names no run" in capsys.readouterr().err
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    assert ablation.main([*base, "--out", str(blocker / "out"), "--only", "default"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("ablation: in run default:") and "Not a directory" in err

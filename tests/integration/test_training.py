@@ -115,6 +115,12 @@ def test_a_moving_average_of_the_weights_is_validated_saved_and_resumed(
             full.resume.live_model[key], resumed.resume.live_model[key], msg=f"weights differ: {key}"
         )
     assert any(not torch.equal(full.model[k], full.resume.live_model[k]) for k in full.model)
+    # resuming without the average would drop it: refused, and last.pt is left as it was
+    saved = (tmp_path / "cut" / "last.pt").read_bytes()
+    no_average = load_train_config(None, [f"data.root={tiny_data}", *TINY, "optim.epochs=4"])
+    with pytest.raises(TrainingError, match=r"holds a moving average .* sets optim.ema_decay=0"):
+        fit(no_average, tmp_path / "cut", resume=True, progress=False)
+    assert (tmp_path / "cut" / "last.pt").read_bytes() == saved
     # what eval and export rebuild is the average
     x = torch.rand(1, 4, 3, 24, 32)
     rebuilt = model_from_checkpoint(full)

@@ -56,7 +56,14 @@ def main(argv: list[str] | None = None) -> int:
         make = mode.synth.replace("DIR", str(args.data))
         print(f"ablation: no dataset at {args.data}; make it with: {make}", file=sys.stderr)
         return 2
-    runs = [r for r in runs_of(mode) if args.only is None or r.name in args.only or r.idea in args.only]
+    planned = runs_of(mode)
+    unknown = sorted(set(args.only or ()) - {r.name for r in planned} - {r.idea for r in planned})
+    if unknown or args.only == []:
+        names = ", ".join(sorted({r.idea for r in planned}) + [r.name for r in planned])
+        what = f"no run or idea named {', '.join(unknown)}" if unknown else "--only names no run"
+        print(f"ablation: {what} in the {mode.name} mode; one of: {names}", file=sys.stderr)
+        return 2
+    runs = [r for r in planned if args.only is None or r.name in args.only or r.idea in args.only]
     # SIGTERM (a scheduler, `kill`) stops as cleanly as Ctrl-C
     previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     where = ["while starting"]  # what was running, for the interruption line
@@ -93,7 +100,7 @@ def ablate(runs: list[Run], mode: Mode, data: Path, out: Path, where: list[str])
             where.append(f"in run {run.name}")
             results[run.name] = do_run(run, mode, data, out, results)
         where.append("while writing the report")
-    except (TrainingError, RunFolderError, ConfigError, CheckpointError, ValueError) as exc:
+    except (TrainingError, RunFolderError, ConfigError, CheckpointError, ValueError, OSError) as exc:
         print(f"ablation: {where[-1]}: {exc}", file=sys.stderr)
         return 1
     write_report(build_report(runs, results, mode), runs, results, mode, out)

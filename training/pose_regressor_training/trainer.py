@@ -364,6 +364,12 @@ class Trainer:
         """The moving average of the weights (optim.ema_decay), from `averaged_weights` on a resume
         that saved one, else from the weights as they are now; None when off."""
         decay = self.config.optim.ema_decay
+        if decay == 0.0 and averaged_weights is not None:
+            # continuing without it would silently replace the saved average by the trained weights
+            raise TrainingError(
+                f"{self.last_path} holds a moving average of the weights but this config sets "
+                "optim.ema_decay=0; resume with the decay it was trained with, or start a new run"
+            )
         if decay == 0.0:
             return None
         # BatchNorm statistics are averaged too: they must match the averaged weights they normalize
