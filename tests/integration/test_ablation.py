@@ -81,3 +81,18 @@ def test_unknown_run_names_and_an_unwritable_out_are_one_line_each(
     assert ablation.main([*base, "--out", str(blocker / "out"), "--only", "default"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("ablation: in run default:") and "Not a directory" in err
+
+
+def test_a_learned_weight_wears_its_terms_colour_and_every_term_keeps_one_colour(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+    from ablation_plots import term_color
+
+    known = ["t", "q", "t_rel", "q_rel", "coupling", "metric", "reproj_px", "variance_nll"]
+    assert len({term_color(term) for term in known}) == len(known)
+    # VLocNet's odometry terms and MapNet's relative terms are the same kind of term
+    assert term_color("t_odom") == term_color("t_rel") and term_color("q_odom") == term_color("q_rel")
+    # a term added later gets a colour of its own, the same one in every panel and every run
+    assert term_color("new_term") == term_color("new_term")
+    assert term_color("new_term") not in {term_color(term) for term in known}

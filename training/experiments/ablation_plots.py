@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import textwrap
+import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -71,15 +72,17 @@ def plot_learning_curves(path: Path, runs: list[Run], results: dict[str, RunResu
                 continue
             values = [e["train"].get(key, math.nan) for e in history]
             if all(v > 0 for v in values if not math.isnan(v)):
-                ax.plot(epochs, values, marker="o", ms=2, label=key)
+                ax.plot(epochs, values, marker="o", ms=2, color=term_color(key), label=key)
         ax.set_yscale("log")
         weights = [k for k in keys if k.startswith("s_")]
         if weights:
             twin = ax.twinx()
-            for i, key in enumerate(weights):
+            for key in weights:
                 values = [math.exp(-e["train"][key]) for e in history]
-                # colours after the terms' (C0..), so that a weight is never mistaken for a term
-                twin.plot(epochs, values, ls="--", marker="o", ms=2, color=f"C{5 + i}", label=f"e^-{key}")
+                # a weight wears its term's colour (s_t weighs t), dashed, so panels read alike
+                twin.plot(
+                    epochs, values, ls="--", marker="o", ms=2, color=term_color(key[2:]), label=f"e^-{key}"
+                )
             twin.set_yscale("log")
             twin.legend(fontsize=6, loc="upper right")
         ax.set_title(f"{run.name}\n" + textwrap.fill(run.setting, 48), fontsize=7)
@@ -93,6 +96,34 @@ def plot_learning_curves(path: Path, runs: list[Run], results: dict[str, RunResu
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+# One colour per loss term across every panel; relative and odometry terms are lighter shades of
+# their absolute term's colour (tab20 pairs a colour with its light shade).
+_TAB20 = plt.get_cmap("tab20")
+_TERM_COLORS = {
+    "t": _TAB20(0),
+    "t_rel": _TAB20(1),
+    "t_odom": _TAB20(1),
+    "q": _TAB20(2),
+    "q_rel": _TAB20(3),
+    "q_odom": _TAB20(3),
+    "coupling": _TAB20(4),
+    "metric": _TAB20(8),
+    "reproj_px": _TAB20(6),
+    "variance_nll": _TAB20(14),
+}
+
+
+def term_color(term: str) -> tuple[float, float, float, float]:
+    """The colour of a loss term (and of its learned weight) in every learning-curve panel."""
+    if term in _TERM_COLORS:
+        return _TERM_COLORS[term]
+    # a term added later: a stable colour from the rows of tab20 that the known terms leave free
+    free_rows = (5, 6, 8, 9)
+    row = free_rows[zlib.crc32(term.encode()) % len(free_rows)]
+    color: tuple[float, float, float, float] = _TAB20(2 * row)
+    return color
 
 
 def _colors(runs: list[Run]) -> dict[str, tuple[float, float, float, float]]:
