@@ -96,3 +96,28 @@ def test_a_learned_weight_wears_its_terms_colour_and_every_term_keeps_one_colour
     # a term added later gets a colour of its own, the same one in every panel and every run
     assert term_color("new_term") == term_color("new_term")
     assert term_color("new_term") not in {term_color(term) for term in known}
+
+
+def test_the_time_estimate_uses_the_speed_of_the_runs_finished_here(
+    ablation: ModuleType, tmp_path: Path
+) -> None:
+    import ablation_plan
+
+    full = ablation_plan.MODES["full"]
+    runs = ablation_plan.runs_of(full)
+    out, data = tmp_path / "out", tmp_path / "data"
+    before = ablation.estimate(runs, full, data, out)
+    assert f"{len(runs)} runs to make" in before and "AVX2 only" in before
+    # a finished default run that trained its 12,800 sets x 30 epochs in 1,000 s: 384 sets/s
+    for split in ("val", "test"):
+        (out / "default" / f"eval_{split}").mkdir(parents=True)
+        (out / "default" / f"eval_{split}" / "metrics.json").write_text("{}")
+    (out / "default" / "history.json").write_text(json.dumps([{"epoch": 30, "seconds": 1000.0}]))
+    assert ablation.measured_speed(full, data, out) == pytest.approx(384.0)
+    after = ablation.estimate(runs, full, data, out)
+    assert (
+        f"{len(runs) - 1} runs to make" in after
+        and "384 camera sets/s, the speed of the runs finished here" in after
+    )
+    minutes = [float(text.split("about ")[1].split(" min")[0]) for text in (before, after)]
+    assert minutes[1] > minutes[0]  # 384 sets/s is slower than the reference machine's 561

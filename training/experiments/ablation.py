@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import statistics
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,7 +35,8 @@ from pose_regressor_training.cpu_threads import choose_openmp_waiting
 if TYPE_CHECKING:
     from run_folder import RunResult
 
-# Measured on this 2-core machine for the default model (docs/results.md), validation included.
+# Measured on a 2-core AVX512 machine for the default model in float32 (docs/results.md), validation
+# included; used until a run has finished in --out, whose speed then counts instead.
 TRAINING_SETS_PER_SECOND = 561.0
 # Per run: loading the data, validating in fit, evaluating val and test (measured, reduced mode).
 OVERHEAD_SECONDS = {"full": 150.0, "reduced": 100.0, "tiny": 3.0}
@@ -144,26 +146,55 @@ def do_run(run: Run, mode: Mode, data: Path, out: Path, done: dict[str, RunResul
 
 
 def estimate(runs: list[Run], mode: Mode, data: Path, out: Path) -> str:
-    """Expected wall time of the runs not finished yet: training sets (K per tuple) at the measured
-    speed, plus a per-run overhead."""
-    from run_folder import DEFAULT_CONFIG, is_finished
+    """Expected wall time of the runs not finished yet: training sets (K per tuple) at the speed of
+    the runs already finished in `out` (this machine's), else at the reference machine's, plus a
+    per-run overhead."""
+    from run_folder import is_finished
+
+    overhead = OVERHEAD_SECONDS[mode.name]
+    left = [run for run in runs if not is_finished(out / run.name)]
+    if mode.name == "tiny":
+        return f"{len(left)} runs to make on a tiny dataset: about {len(left) * overhead:.0f} s"
+    measured = measured_speed(mode, data, out)
+    speed = measured or TRAINING_SETS_PER_SECOND
+    seconds = sum(training_sets(run, mode, data) / speed + overhead for run in left)
+    if measured:
+        basis = f"{speed:.0f} camera sets/s, the speed of the runs finished here, {overhead:.0f} s per run"
+    else:
+        basis = (
+            f"{speed:.0f} camera sets/s as on a 2-core AVX512 CPU, {overhead:.0f} s per run; "
+            "about 2.4x longer on a CPU with AVX2 only"
+        )
+    return f"{len(left)} runs to make: about {seconds / 60:.0f} min if nothing else runs ({basis})"
+
+
+def training_sets(run: Run, mode: Mode, data: Path) -> float:
+    """Camera sets a run trains on over all its epochs (K per tuple of a tuple loss or odometry)."""
+    from run_folder import DEFAULT_CONFIG
 
     from pose_regressor_training.losses import required_tuple_length
     from pose_regressor_training.train_config import load_train_config
 
     sets = FULL_TRAIN_SETS if not mode.max_frames else min(mode.max_frames, FULL_TRAIN_SETS)
-    seconds = 0.0
-    left = [run for run in runs if not is_finished(out / run.name)]
-    for run in left:
-        config = load_train_config(DEFAULT_CONFIG, overrides_of(run, mode, data, Path("out")))
-        k = required_tuple_length(config.loss.name, config.loss.params)
-        k = max(k, 2) if config.model.aux_odometry else k
-        seconds += sets * k * epochs_of(run, mode) / TRAINING_SETS_PER_SECOND + OVERHEAD_SECONDS[mode.name]
-    overhead = OVERHEAD_SECONDS[mode.name]
-    basis = f"{TRAINING_SETS_PER_SECOND:.0f} camera sets/s on 2 cores, {overhead:.0f} s per run"
-    if mode.name == "tiny":
-        return f"{len(left)} runs to make on a tiny dataset: about {len(left) * overhead:.0f} s"
-    return f"{len(left)} runs to make: about {seconds / 60:.0f} min if nothing else runs ({basis})"
+    config = load_train_config(DEFAULT_CONFIG, overrides_of(run, mode, data, Path("out")))
+    k = required_tuple_length(config.loss.name, config.loss.params)
+    k = max(k, 2) if config.model.aux_odometry else k
+    return float(sets * k * epochs_of(run, mode))
+
+
+def measured_speed(mode: Mode, data: Path, out: Path) -> float | None:
+    """Median camera sets per second of training (validation included) of the mode's runs already
+    finished in `out`, or None when none is."""
+    from run_folder import is_finished, read_run
+
+    speeds = []
+    for run in runs_of(mode):
+        if not is_finished(out / run.name):
+            continue
+        history = read_run(out / run.name).history
+        if history and history[-1]["seconds"] > 0:
+            speeds.append(training_sets(run, mode, data) / float(history[-1]["seconds"]))
+    return statistics.median(speeds) if speeds else None
 
 
 # ------------------------------------------------------------------------------------ the report
