@@ -98,7 +98,7 @@ def test_a_learned_weight_wears_its_terms_colour_and_every_term_keeps_one_colour
     assert term_color("new_term") not in {term_color(term) for term in known}
 
 
-def test_the_time_estimate_uses_the_speed_of_the_runs_finished_here(
+def test_the_time_estimate_uses_the_epoch_times_of_the_runs_finished_here(
     ablation: ModuleType, tmp_path: Path
 ) -> None:
     import ablation_plan
@@ -108,16 +108,15 @@ def test_the_time_estimate_uses_the_speed_of_the_runs_finished_here(
     out, data = tmp_path / "out", tmp_path / "data"
     before = ablation.estimate(runs, full, data, out)
     assert f"{len(runs)} runs to make" in before and "AVX2 only" in before
-    # a finished default run that trained its 12,800 sets x 30 epochs in 1,000 s: 384 sets/s
+    # a finished default run whose 30 epochs took 1,500 s: 50 s per epoch
     for split in ("val", "test"):
         (out / "default" / f"eval_{split}").mkdir(parents=True)
         (out / "default" / f"eval_{split}" / "metrics.json").write_text("{}")
-    (out / "default" / "history.json").write_text(json.dumps([{"epoch": 30, "seconds": 1000.0}]))
-    assert ablation.measured_speed(full, data, out) == pytest.approx(384.0)
+    history = [{"epoch": e, "seconds": 50.0 * e} for e in range(1, 31)]
+    (out / "default" / "history.json").write_text(json.dumps(history))
+    assert ablation.measured_epoch_seconds(full, data, out) == {(1, False): [50.0]}
     after = ablation.estimate(runs, full, data, out)
-    assert (
-        f"{len(runs) - 1} runs to make" in after
-        and "384 camera sets/s, the speed of the runs finished here" in after
-    )
-    minutes = [float(text.split("about ")[1].split(" min")[0]) for text in (before, after)]
-    assert minutes[1] > minutes[0]  # 384 sets/s is slower than the reference machine's 561
+    assert f"{len(runs) - 1} runs to make" in after and "the epoch times of 1 finished run(s) here" in after
+    # every other run, of whatever kind, at the one measured epoch time, plus 150 s each
+    expected = sum(50.0 * ablation_plan.epochs_of(run, full) + 150.0 for run in runs[1:]) / 60
+    assert f"about {expected:.0f} min" in after

@@ -146,55 +146,67 @@ def do_run(run: Run, mode: Mode, data: Path, out: Path, done: dict[str, RunResul
 
 
 def estimate(runs: list[Run], mode: Mode, data: Path, out: Path) -> str:
-    """Expected wall time of the runs not finished yet: training sets (K per tuple) at the speed of
-    the runs already finished in `out` (this machine's), else at the reference machine's, plus a
-    per-run overhead."""
+    """Expected wall time of the runs not finished yet: per epoch, the time of the runs of the same
+    kind (tuple length, odometry) already finished in `out`, else of any finished run, else the
+    reference machine's speed; plus a per-run overhead."""
     from run_folder import is_finished
 
     overhead = OVERHEAD_SECONDS[mode.name]
     left = [run for run in runs if not is_finished(out / run.name)]
     if mode.name == "tiny":
         return f"{len(left)} runs to make on a tiny dataset: about {len(left) * overhead:.0f} s"
-    measured = measured_speed(mode, data, out)
-    speed = measured or TRAINING_SETS_PER_SECOND
-    seconds = sum(training_sets(run, mode, data) / speed + overhead for run in left)
+    measured = measured_epoch_seconds(mode, data, out)
+    seconds = 0.0
+    for run in left:
+        kind = run_kind(run, mode, data)
+        if kind in measured:
+            per_epoch = statistics.median(measured[kind])
+        elif measured:
+            per_epoch = statistics.median([v for values in measured.values() for v in values])
+        else:
+            per_epoch = training_sets(mode) * kind[0] / TRAINING_SETS_PER_SECOND
+        seconds += per_epoch * epochs_of(run, mode) + overhead
     if measured:
-        basis = f"{speed:.0f} camera sets/s, the speed of the runs finished here, {overhead:.0f} s per run"
+        finished = sum(map(len, measured.values()))
+        basis = f"the epoch times of {finished} finished run(s) here, {overhead:.0f} s per run"
     else:
         basis = (
-            f"{speed:.0f} camera sets/s as on a 2-core AVX512 CPU, {overhead:.0f} s per run; "
-            "about 2.4x longer on a CPU with AVX2 only"
+            f"{TRAINING_SETS_PER_SECOND:.0f} camera sets/s as on a 2-core AVX512 CPU, {overhead:.0f} s per "
+            "run; about 2x longer on a CPU with AVX2 only"
         )
     return f"{len(left)} runs to make: about {seconds / 60:.0f} min if nothing else runs ({basis})"
 
 
-def training_sets(run: Run, mode: Mode, data: Path) -> float:
-    """Camera sets a run trains on over all its epochs (K per tuple of a tuple loss or odometry)."""
+def training_sets(mode: Mode) -> int:
+    return FULL_TRAIN_SETS if not mode.max_frames else min(mode.max_frames, FULL_TRAIN_SETS)
+
+
+def run_kind(run: Run, mode: Mode, data: Path) -> tuple[int, bool]:
+    """(frames per training sample, auxiliary odometry): runs of one kind take alike per epoch."""
     from run_folder import DEFAULT_CONFIG
 
     from pose_regressor_training.losses import required_tuple_length
     from pose_regressor_training.train_config import load_train_config
 
-    sets = FULL_TRAIN_SETS if not mode.max_frames else min(mode.max_frames, FULL_TRAIN_SETS)
     config = load_train_config(DEFAULT_CONFIG, overrides_of(run, mode, data, Path("out")))
     k = required_tuple_length(config.loss.name, config.loss.params)
-    k = max(k, 2) if config.model.aux_odometry else k
-    return float(sets * k * epochs_of(run, mode))
+    odometry = config.model.aux_odometry
+    return (max(k, 2) if odometry else k), odometry
 
 
-def measured_speed(mode: Mode, data: Path, out: Path) -> float | None:
-    """Median camera sets per second of training (validation included) of the mode's runs already
-    finished in `out`, or None when none is."""
+def measured_epoch_seconds(mode: Mode, data: Path, out: Path) -> dict[tuple[int, bool], list[float]]:
+    """Seconds per epoch (validation included) of the mode's runs already finished in `out`, by kind."""
     from run_folder import is_finished, read_run
 
-    speeds = []
+    measured: dict[tuple[int, bool], list[float]] = {}
     for run in runs_of(mode):
         if not is_finished(out / run.name):
             continue
         history = read_run(out / run.name).history
         if history and history[-1]["seconds"] > 0:
-            speeds.append(training_sets(run, mode, data) / float(history[-1]["seconds"]))
-    return statistics.median(speeds) if speeds else None
+            per_epoch = float(history[-1]["seconds"]) / len(history)
+            measured.setdefault(run_kind(run, mode, data), []).append(per_epoch)
+    return measured
 
 
 # ------------------------------------------------------------------------------------ the report
