@@ -16,9 +16,12 @@ import torch
 from pose_regressor_training import cli as train_cli
 from pose_regressor_training.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from pose_regressor_training.cpu_threads import cpu_has_native_bf16
+from pose_regressor_training.data.dataset import PoseDataset
+from pose_regressor_training.data.sources import load_dataset
 from pose_regressor_training.errors import TrainingError
-from pose_regressor_training.evaluate import evaluate_checkpoint, write_evaluation
+from pose_regressor_training.evaluate import evaluate_checkpoint, evaluate_checkpoint_splits, write_evaluation
 from pose_regressor_training.losses import LOSSES
+from pose_regressor_training.predict import predict, predict_outputs, predict_with_deterministic
 from pose_regressor_training.train import fit
 from pose_regressor_training.train_config import load_train_config
 from pose_regressor_training.trainer import Trainer
@@ -328,6 +331,36 @@ def test_eval_writes_metrics_and_plots(
     assert "spearman(pos std, err)" in printed and "(90%: " in printed
     assert "retrieval baseline (nearest training frame): median" in printed
     assert train_cli.build_parser().parse_args([*args, "--no-baseline"]).baseline is False
+
+
+def test_one_pass_gives_the_mc_samples_and_the_deterministic_pose_and_splits_share_it(
+    tiny_data: Path, tmp_path: Path
+) -> None:
+    config = load_train_config(None, [f"data.root={tiny_data}", *TINY, "optim.epochs=3"])
+    fit(config, tmp_path, progress=False)
+    checkpoint = load_checkpoint(tmp_path / "best.pt")
+    model = model_from_checkpoint(checkpoint)
+    frames = load_dataset(checkpoint.dataset.kind, tiny_data, "test").select_cameras(config.data.cameras)
+    dataset = PoseDataset(frames, (model.config.image_width, model.config.image_height))
+    cpu = torch.device("cpu")
+    t, q, log_variance = predict_outputs(model, dataset, cpu, batch_size=8, mc_samples=5, seed=3)
+    t1, q1, log_variance1, (t_det, q_det) = predict_with_deterministic(
+        model, dataset, cpu, batch_size=8, mc_samples=5, seed=3
+    )
+    t0, q0 = predict(model, dataset, cpu, batch_size=8, mc_samples=0)
+    assert t1.shape == t.shape == (len(dataset), 5, 3) and t_det.shape == (len(dataset), 3)
+    # the same masks drawn in the same order; the ones mask is the deterministic pass
+    np.testing.assert_allclose(t1, t, atol=1e-6)
+    np.testing.assert_allclose(q1, q, atol=1e-6)
+    assert (log_variance is None) == (log_variance1 is None)
+    np.testing.assert_allclose(t_det, t0[:, 0], atol=1e-6)
+    np.testing.assert_allclose(q_det, q0[:, 0], atol=1e-6)
+    assert t.std(axis=1).max() > 1e-5  # the random masks differ from the ones mask by more than atol
+    # evaluating val and test together predicts each once, with the numbers of one-split evaluations
+    together = evaluate_checkpoint_splits(tmp_path / "best.pt", ("val", "test"), mc_samples=4, baseline=False)
+    for split, evaluation in zip(("val", "test"), together, strict=True):
+        alone = evaluate_checkpoint(tmp_path / "best.pt", split=split, mc_samples=4, baseline=False)
+        assert json.dumps(evaluation.metrics, sort_keys=True) == json.dumps(alone.metrics, sort_keys=True)
 
 
 def test_track_tta_takes_the_yaw_step_from_the_rig_and_is_refused_for_a_mono_rig(

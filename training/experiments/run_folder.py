@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pose_regressor_training.evaluate import evaluate_checkpoint, write_evaluation
+from pose_regressor_training.evaluate import evaluate_checkpoint_splits, write_evaluation
 from pose_regressor_training.train import fit
 from pose_regressor_training.train_config import load_train_config
 
@@ -61,11 +61,11 @@ def ensure_run(
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "run.json").write_text(json.dumps({"overrides": overrides}, indent=1) + "\n")
     fit(train_config, folder, resume=(folder / "last.pt").is_file(), progress=False)
-    for split in SPLITS:
-        # No retrieval baseline: it reads every training image and is the same for every run.
-        evaluation = evaluate_checkpoint(
-            folder / "best.pt", split=split, mc_samples=mc_samples, baseline=False
-        )
+    # No retrieval baseline: it reads every training image and is the same for every run.
+    evaluations = evaluate_checkpoint_splits(
+        folder / "best.pt", SPLITS, mc_samples=mc_samples, baseline=False
+    )
+    for split, evaluation in zip(SPLITS, evaluations, strict=True):
         if plots:
             write_evaluation(evaluation, folder / f"eval_{split}")
         else:

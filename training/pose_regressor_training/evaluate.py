@@ -4,6 +4,7 @@ with plots."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from pose_regressor.uncertainty_metrics import (
 from pose_regressor_training.checkpoint import load_checkpoint, model_from_checkpoint
 from pose_regressor_training.data.dataset import PoseDataset, describe_skipped
 from pose_regressor_training.data.sources import load_dataset
-from pose_regressor_training.predict import predict, predict_outputs, resolve_device
+from pose_regressor_training.predict import predict_with_deterministic, resolve_device
 from pose_regressor_training.retrieval import retrieve_poses
 
 
@@ -115,7 +116,32 @@ def evaluate_checkpoint(
     """Metrics of `checkpoint` on `split`; with `skip_bad`, frames whose images cannot be read are
     left out (counted in metrics["skipped_frames"]) instead of stopping with `ImageLoadError`;
     with `baseline`, the nearest-training-frame retrieval baseline is scored on the same frames."""
+    return evaluate_checkpoint_splits(
+        checkpoint, (split,), data_root, mc_samples, calibration_split, device_name, seed, skip_bad, baseline
+    )[0]
+
+
+def evaluate_checkpoint_splits(
+    checkpoint: Path,
+    splits: Sequence[str],
+    data_root: Path | None = None,
+    mc_samples: int = 32,
+    calibration_split: str | None = "val",
+    device_name: str = "auto",
+    seed: int = 0,
+    skip_bad: bool = False,
+    baseline: bool = True,
+) -> list[Evaluation]:
+    """`evaluate_checkpoint` of each of `splits`, predicting every split once: the calibration
+    split's predictions serve both its own evaluation and the others' covariance scale."""
     predictor = _SplitPredictor(checkpoint, data_root, mc_samples, device_name, seed, skip_bad)
+    return [_evaluate(predictor, checkpoint, split, calibration_split, baseline) for split in splits]
+
+
+def _evaluate(
+    predictor: _SplitPredictor, checkpoint: Path, split: str, calibration_split: str | None, baseline: bool
+) -> Evaluation:
+    mc_samples = predictor.mc_samples
     test = predictor.run(split)
     t_err, r_err = pose_errors(test.t_gt, test.q_gt, test.t_mean, test.q_mean)
     metrics: dict[str, Any] = {
@@ -124,12 +150,12 @@ def evaluate_checkpoint(
         "split": split,
         "mc_samples": mc_samples,
         **error_summary(t_err, r_err),
-        "skipped_frames": predictor.skipped,
+        "skipped_frames": dict(predictor.skipped),
         "per_sequence": {
             str(int(seq)): error_summary(t_err[test.sequences == seq], r_err[test.sequences == seq])
             for seq in np.unique(test.sequences)
         },
-        "deterministic": predictor.deterministic_errors(test),  # the mask of ones, beside the MC mean
+        "deterministic": test.deterministic_errors(),  # the mask of ones, beside the MC mean
     }
     estimates = test.estimates
     if mc_samples >= 2:
@@ -154,7 +180,7 @@ def evaluate_checkpoint(
         test.sequences,
         t_err,
         r_err,
-        predictor.notes,
+        list(predictor.notes),
         test.stamps_ns,
     )
 
@@ -168,6 +194,8 @@ class _SplitResult:
     t_samples: NDArray[np.float64]
     q_samples: NDArray[np.float64]
     estimates: list[PoseEstimate]  # unscaled; with the variance head's part when it has one
+    t_deterministic: NDArray[np.float64]  # (N, 3): the mask of ones
+    q_deterministic: NDArray[np.float64]  # (N, 4)
     log_variances: NDArray[np.float64] | None = None  # (N, S, 6) of a variance head
 
     @property
@@ -205,6 +233,9 @@ class _SplitResult:
     def residuals(self) -> NDArray[np.float64]:
         return tangent_residuals(self.t_gt, self.q_gt, self.t_mean, self.q_mean)
 
+    def deterministic_errors(self) -> dict[str, float]:
+        return error_summary(*pose_errors(self.t_gt, self.q_gt, self.t_deterministic, self.q_deterministic))
+
 
 class _SplitPredictor:
     """A checkpoint's model on its device, predicting the splits of one dataset."""
@@ -226,9 +257,16 @@ class _SplitPredictor:
         self.mc_samples, self.seed, self.skip_bad = max(mc_samples, 0), seed, skip_bad
         self.skipped: dict[str, int] = {}
         self.notes: list[str] = []
+        self._results: dict[str, _SplitResult] = {}
 
     def run(self, split: str) -> _SplitResult:
-        """Predicts `split` (ValueError: no frames, other cameras, or no readable image)."""
+        """Predicts `split`, once per predictor (ValueError: no frames, other cameras, or no readable
+        image)."""
+        if split not in self._results:
+            self._results[split] = self._predict(split)
+        return self._results[split]
+
+    def _predict(self, split: str) -> _SplitResult:
         data = self.trained.config.data
         frames = load_dataset(self.trained.dataset.kind, self.root, split, **data.options)
         frames = frames.select_cameras(data.cameras)
@@ -246,10 +284,10 @@ class _SplitPredictor:
             self.notes.append(describe_skipped(dataset.skipped, len(frames), split))
         if len(dataset) == 0:
             raise ValueError(f"none of the {len(frames)} frames of split {split!r} has readable images")
-        t_s, q_s, lv = predict_outputs(
+        t_s, q_s, lv, (t_det, q_det) = predict_with_deterministic(
             self.model, dataset, self.device, mc_samples=self.mc_samples, seed=self.seed
         )
-        return _SplitResult(split, dataset, t_s, q_s, _mc_estimates(t_s, q_s, 1.0, lv), lv)
+        return _SplitResult(split, dataset, t_s, q_s, _mc_estimates(t_s, q_s, 1.0, lv), t_det, q_det, lv)
 
     def retrieval_baseline(self, test: _SplitResult, regression: dict[str, Any]) -> dict[str, Any]:
         """Errors of the nearest-training-frame baseline on `test`'s frames, and the regression's
@@ -265,10 +303,6 @@ class _SplitPredictor:
             for kind in ("translation_m", "rotation_deg")
         }
         return {**summary, "training_frames": len(searched), "regression_over_retrieval": ratios}
-
-    def deterministic_errors(self, result: _SplitResult) -> dict[str, float]:
-        t_det, q_det = predict(self.model, result.dataset, self.device, mc_samples=0)
-        return error_summary(*pose_errors(result.t_gt, result.q_gt, t_det[:, 0], q_det[:, 0]))
 
 
 def _ratio(numerator: float, denominator: float) -> float | None:

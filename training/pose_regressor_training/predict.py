@@ -39,7 +39,6 @@ def predict(
     return t, q
 
 
-@torch.no_grad()
 def predict_outputs(
     model: PoseRegressor,
     dataset: PoseDataset,
@@ -49,9 +48,40 @@ def predict_outputs(
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """`predict` plus the variance head's log-variances (N, S, 6) of the same masks (None without one)."""
+    t, q, log_variance, _ = _predict(model, dataset, device, batch_size, mc_samples, seed, False)
+    return t, q, log_variance
+
+
+def predict_with_deterministic(
+    model: PoseRegressor,
+    dataset: PoseDataset,
+    device: torch.device,
+    batch_size: int = 64,
+    mc_samples: int = 0,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, tuple[np.ndarray, np.ndarray]]:
+    """`predict_outputs` and the deterministic pose (mask of ones) -> (t (N, 3), q (N, 4)), from one
+    pass of the backbone: the ones mask rides as one more sample after the S random ones, which are
+    drawn exactly as `predict_outputs` draws them."""
+    t, q, log_variance, deterministic = _predict(model, dataset, device, batch_size, mc_samples, seed, True)
+    assert deterministic is not None
+    return t, q, log_variance, deterministic
+
+
+@torch.no_grad()
+def _predict(
+    model: PoseRegressor,
+    dataset: PoseDataset,
+    device: torch.device,
+    batch_size: int,
+    mc_samples: int,
+    seed: int,
+    deterministic_too: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, tuple[np.ndarray, np.ndarray] | None]:
     model.eval()
     # masks drawn on the CPU: the same seed gives the same MC samples on any device
     generator = torch.Generator(device="cpu").manual_seed(seed)
+    extra = 1 if deterministic_too and mc_samples > 0 else 0
     ts, qs, log_variances = [], [], []
     for start in range(0, len(dataset), batch_size):
         idx = range(start, min(start + batch_size, len(dataset)))
@@ -59,13 +89,24 @@ def predict_outputs(
         x = images_to_unit_float(images).to(device)
         masks = None
         if mc_samples > 0:
-            masks = model.random_masks(1, mc_samples, generator).to(device)
+            masks = model.random_masks(1, mc_samples, generator)
+            if extra:
+                masks = torch.cat([masks, torch.ones(1, 1, model.mask_dim)], dim=1)
+            masks = masks.to(device)
         out = model(x, masks)
         ts.append(out.t.double().cpu().numpy())
         qs.append(out.q.double().cpu().numpy())
         if out.log_variance is not None:
             log_variances.append(out.log_variance.double().cpu().numpy())
-    return np.concatenate(ts), np.concatenate(qs), np.concatenate(log_variances) if log_variances else None
+    t, q = np.concatenate(ts), np.concatenate(qs)
+    log_variance = np.concatenate(log_variances) if log_variances else None
+    deterministic = None
+    if deterministic_too:
+        deterministic = (t[:, -1], q[:, -1])  # the ones mask, or the only pose without MC samples
+    if extra:
+        t, q = t[:, :-1], q[:, :-1]
+        log_variance = log_variance[:, :-1] if log_variance is not None else None
+    return t, q, log_variance, deterministic
 
 
 def median_errors(dataset: PoseDataset, t_pred: np.ndarray, q_pred: np.ndarray) -> dict[str, float]:
