@@ -363,8 +363,7 @@ class Mode:
 
 SYNTH_FULL = "pose-train synth --out DIR --frames 16000 --frames-per-trajectory 20 --width 128 --height 96"
 
-# Speeds measured on this 2-core machine for the default model (docs/results.md): 561 camera sets/s
-# in training, validation included. A tuple loss sees K sets per sample, so K times the time.
+# ablation.py's estimate of each mode's time: docs/results.md ("Modes and cost").
 MODES: dict[str, Mode] = {
     "full": Mode(
         "full",
@@ -389,20 +388,17 @@ MODES: dict[str, Mode] = {
                 "coupled_g1_d3",
                 "coupled_learned",
                 "relative_w1_k2_skip1",
-                "relative_ft_w1",
-                "relative_w1_k2_skip1_quat",
                 "relative_learned_skip1",
                 "geometric_w1_skip1",
-                "geometric_ft_w1",
                 "geometric_learned_skip1",
-                "siamese_lam1_m1_skip5",
                 "siamese_lam1_m1_skip5_scaled",
                 "reprojection_lr0.0005",
                 "aux_joint_w1",
                 "aux_alternate_w1",
             )
         ),
-        FLOAT32,
+        # validation at epochs 3 and 6 only: with 1,600 val sets it costs more than the training
+        (*FLOAT32, "eval_every=3"),
         SYNTH_FULL,
         "one setting per idea, 2,000 training sets, 6 epochs",
     ),
