@@ -120,3 +120,18 @@ def test_the_time_estimate_uses_the_epoch_times_of_the_runs_finished_here(
     # every other run, of whatever kind, at the one measured epoch time, plus 150 s each
     expected = sum(50.0 * ablation_plan.epochs_of(run, full) + 150.0 for run in runs[1:]) / 60
     assert f"about {expected:.0f} min" in after
+
+
+def test_a_fine_tuning_run_brings_the_run_it_starts_from_along(
+    ablation: ModuleType, tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "ablation"
+    assert (
+        ablation.main(
+            ["--data", str(tiny_data), "--out", str(out), "--mode", "tiny", "--only", "reprojection"]
+        )
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "2 runs into" in printed and "== default" in printed and "== reprojection_lr0.0005" in printed
+    assert {p.name for p in out.iterdir() if p.is_dir()} == {"default", "reprojection_lr0.0005"}

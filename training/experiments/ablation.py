@@ -65,7 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         what = f"no run or idea named {', '.join(unknown)}" if unknown else "--only names no run"
         print(f"ablation: {what} in the {mode.name} mode; one of: {names}", file=sys.stderr)
         return 2
-    runs = [r for r in planned if args.only is None or r.name in args.only or r.idea in args.only]
+    chosen = {r.name for r in planned if args.only is None or r.name in args.only or r.idea in args.only}
+    # a fine-tuning run brings the run it starts from along: made, or read when finished
+    chosen |= {r.init_from for r in planned if r.name in chosen and r.init_from}
+    runs = [r for r in planned if r.name in chosen]
     # SIGTERM (a scheduler, `kill`) stops as cleanly as Ctrl-C
     previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     where = ["while starting"]  # what was running, for the interruption line
