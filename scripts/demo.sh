@@ -16,8 +16,8 @@ if [ "${DEMO_FULL:-0}" = 1 ]; then
   FRAMES=${DEMO_FRAMES:-16000} EPOCHS=${DEMO_EPOCHS:-34} WIDTH=128 HEIGHT=96
 else
   FRAMES=${DEMO_FRAMES:-8000} EPOCHS=${DEMO_EPOCHS:-20} WIDTH=64 HEIGHT=48
-  # Without native bfloat16 the backbone trains in float32, about 1.9x slower (544 s against
-  # 284 s for 20 epochs here): fewer epochs keep the demo within 10 minutes.
+  # Without native bfloat16 the backbone trains in float32, 1.3-1.9x slower; 20 epochs once took
+  # the demo to 714 s on a 2-core AVX2 CPU. 13 epochs: 386 s there, node 0.283 m, 4.59 deg.
   if [ -z "${DEMO_EPOCHS:-}" ] && ! .venv/bin/python -c \
       "import sys; from pose_regressor_training.cpu_threads import cpu_has_native_bf16 as b; sys.exit(not b())"; then
     EPOCHS=13
