@@ -361,6 +361,9 @@ def test_one_pass_gives_the_mc_samples_and_the_deterministic_pose_and_splits_sha
     for split, evaluation in zip(("val", "test"), together, strict=True):
         alone = evaluate_checkpoint(tmp_path / "best.pt", split=split, mc_samples=4, baseline=False)
         assert json.dumps(evaluation.metrics, sort_keys=True) == json.dumps(alone.metrics, sort_keys=True)
+    # a quicker, coarser evaluation on part of each split
+    (coarse,) = evaluate_checkpoint_splits(tmp_path / "best.pt", ("test",), mc_samples=4, max_frames=10)
+    assert coarse.metrics["frames"] == 10 < together[1].metrics["frames"] == 20
 
 
 def test_track_tta_takes_the_yaw_step_from_the_rig_and_is_refused_for_a_mono_rig(

@@ -8,7 +8,7 @@ import numpy as np
 
 from pose_regressor.rig import preset_rig
 from pose_regressor_training.data.dataset import FrameEntry, FrameList
-from pose_regressor_training.training_data import _subsample
+from pose_regressor_training.training_data import subsample_frames
 
 
 def frames(sequences: int, length: int) -> FrameList:
@@ -21,7 +21,7 @@ def frames(sequences: int, length: int) -> FrameList:
 
 
 def test_whole_trajectories_are_kept_evenly_spread() -> None:
-    kept = _subsample(frames(40, 20), 200)  # 800 frames -> 10 of the 40 trajectories
+    kept = subsample_frames(frames(40, 20), 200)  # 800 frames -> 10 of the 40 trajectories
     by_sequence: dict[int, list[int]] = {}
     for f in kept.frames:
         by_sequence.setdefault(f.sequence, []).append(f.stamp_ns)
@@ -32,6 +32,6 @@ def test_whole_trajectories_are_kept_evenly_spread() -> None:
 
 def test_few_trajectories_fall_back_to_every_kth_frame_and_small_sets_are_unchanged() -> None:
     one = frames(1, 100)
-    kept = _subsample(one, 25)
+    kept = subsample_frames(one, 25)
     assert len(kept) == 25 and kept.frames[0].stamp_ns == 0 and kept.frames[-1].stamp_ns == 990
-    assert _subsample(one, 0) is one and _subsample(one, 100) is one
+    assert subsample_frames(one, 0) is one and subsample_frames(one, 100) is one

@@ -136,7 +136,11 @@ def do_run(run: Run, mode: Mode, data: Path, out: Path, done: dict[str, RunResul
         raise TrainingError(f"it starts from run {run.init_from}, which is not part of this invocation")
     print(f"== {run.name} ({run.idea}): {run.setting}", flush=True)
     result, worked = ensure_run(
-        out / run.name, overrides_of(run, mode, data, out), mode.mc_samples, plots=mode.run_plots
+        out / run.name,
+        overrides_of(run, mode, data, out),
+        mode.mc_samples,
+        plots=mode.run_plots,
+        eval_frames=mode.eval_frames,
     )
     state = "done" if worked else "finished before, skipped"
     v, t = result.val, result.test

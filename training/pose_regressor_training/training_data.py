@@ -78,7 +78,7 @@ def load_training_data(config: TrainConfig, progress: bool, report: bool) -> Tra
         raise TrainingError("data.root is not set (pass data.root=DIR)")
     root, data = Path(config.data.root), config.data
     frames = load_dataset(data.kind, root, data.train_split, **data.options)
-    frames = _subsample(frames.select_cameras(data.cameras), data.max_frames)
+    frames = subsample_frames(frames.select_cameras(data.cameras), data.max_frames)
     if len(frames) == 0:
         raise TrainingError(f"the {data.train_split} split of {root} has no frames")
     model_config = _complete_model_config(config, frames.rig)
@@ -177,7 +177,7 @@ def _complete_model_config(config: TrainConfig, rig: Rig) -> ModelConfig:
 MIN_SEQUENCES_TO_SUBSAMPLE = 8
 
 
-def _subsample(frame_list: FrameList, max_frames: int) -> FrameList:
+def subsample_frames(frame_list: FrameList, max_frames: int) -> FrameList:
     """About `max_frames` frames spread over the whole recording, not its first ones: whole
     trajectories, evenly spaced, so that tuple losses (relative, geometric, siamese) still see
     consecutive frames; every k-th frame when there are too few trajectories for that."""
