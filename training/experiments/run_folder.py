@@ -46,10 +46,16 @@ def is_finished(folder: Path) -> bool:
 
 
 def ensure_run(
-    folder: Path, overrides: list[str], mc_samples: int, config: Path = DEFAULT_CONFIG, plots: bool = True
+    folder: Path,
+    overrides: list[str],
+    mc_samples: int,
+    config: Path = DEFAULT_CONFIG,
+    plots: bool = True,
+    eval_frames: int = 0,
 ) -> tuple[RunResult, bool]:
     """The run of `config` + `overrides` in `folder`, trained and evaluated unless already finished;
-    `plots`: also the evaluation's plots (trajectory, error CDF, error vs std) beside the metrics.
+    `plots`: also the evaluation's plots (trajectory, error CDF, error vs std) beside the metrics;
+    `eval_frames` > 0: val and test scored on about that many frames each (whole trajectories).
 
     Returns the result and whether this call trained or evaluated anything (False: skipped).
     Raises RunFolderError for a folder made with other overrides; `fit`'s errors pass through.
@@ -63,7 +69,7 @@ def ensure_run(
     fit(train_config, folder, resume=(folder / "last.pt").is_file(), progress=False)
     # No retrieval baseline: it reads every training image and is the same for every run.
     evaluations = evaluate_checkpoint_splits(
-        folder / "best.pt", SPLITS, mc_samples=mc_samples, baseline=False
+        folder / "best.pt", SPLITS, mc_samples=mc_samples, baseline=False, max_frames=eval_frames
     )
     for split, evaluation in zip(SPLITS, evaluations, strict=True):
         if plots:
