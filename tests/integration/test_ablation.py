@@ -120,6 +120,8 @@ def test_the_time_estimate_uses_the_epoch_times_of_the_runs_finished_here(
     # every other run, of whatever kind, at the one measured epoch time, plus 150 s each
     expected = sum(50.0 * ablation_plan.epochs_of(run, full) + 150.0 for run in runs[1:]) / 60
     assert f"about {expected:.0f} min" in after
+    one_left = ablation.estimate(runs[:2], full, data, out)
+    assert one_left.startswith("1 run to make: about") and "runs to make" not in one_left
 
 
 def test_a_fine_tuning_run_brings_the_run_it_starts_from_along(

@@ -97,7 +97,7 @@ def ablate(runs: list[Run], mode: Mode, data: Path, out: Path, where: list[str])
     from pose_regressor_training.errors import TrainingError
     from pose_regressor_training.typed_config import ConfigError
 
-    print(f"ablation: {mode.name} mode, {mode.about}; {len(runs)} runs into {out}", flush=True)
+    print(f"ablation: {mode.name} mode, {mode.about}; {plural(len(runs), 'run')} into {out}", flush=True)
     print(f"ablation: {estimate(runs, mode, data, out)}", flush=True)
     results: dict[str, RunResult] = {}
     try:
@@ -161,7 +161,7 @@ def estimate(runs: list[Run], mode: Mode, data: Path, out: Path) -> str:
     overhead = OVERHEAD_SECONDS[mode.name]
     left = [run for run in runs if not is_finished(out / run.name)]
     if mode.name == "tiny":
-        return f"{len(left)} runs to make on a tiny dataset: about {len(left) * overhead:.0f} s"
+        return f"{plural(len(left), 'run')} to make on a tiny dataset: about {len(left) * overhead:.0f} s"
     measured = measured_epoch_seconds(mode, data, out)
     seconds = 0.0
     for run in left:
@@ -175,13 +175,20 @@ def estimate(runs: list[Run], mode: Mode, data: Path, out: Path) -> str:
         seconds += per_epoch * epochs_of(run, mode) + overhead
     if measured:
         finished = sum(map(len, measured.values()))
-        basis = f"the epoch times of {finished} finished run(s) here, {overhead:.0f} s per run"
+        basis = (
+            f"the epoch times of {finished} finished run(s) here, plus {overhead:.0f} s per run to load "
+            "and evaluate"
+        )
     else:
         basis = (
-            f"{TRAINING_SETS_PER_SECOND:.0f} camera sets/s as on a 2-core AVX512 CPU, {overhead:.0f} s per "
-            "run; about 2x longer on a CPU with AVX2 only"
+            f"{TRAINING_SETS_PER_SECOND:.0f} camera sets/s as on a 2-core AVX512 CPU, plus {overhead:.0f} s "
+            "per run to load and evaluate; about 2x longer on a CPU with AVX2 only"
         )
-    return f"{len(left)} runs to make: about {seconds / 60:.0f} min if nothing else runs ({basis})"
+    return f"{plural(len(left), 'run')} to make: about {seconds / 60:.0f} min if nothing else runs ({basis})"
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def training_sets(mode: Mode) -> int:
