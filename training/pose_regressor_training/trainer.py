@@ -35,6 +35,7 @@ from pose_regressor_training.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from pose_regressor_training.collapse import ConstantPoseErrors, LearningWatch, rms_spread
 from pose_regressor_training.cpu_threads import (
     ThroughputWatch,
     available_cores,
@@ -102,10 +103,8 @@ ROTATION_SCALE_DEG = 10.0
 
 def position_spread(translations: NDArray[np.float64]) -> float:
     """RMS distance of positions from their mean: the dataset's length unit, whatever SfM chose."""
-    if len(translations) == 0:
-        return 1.0
-    rms = float(np.sqrt(((translations - translations.mean(axis=0)) ** 2).sum(axis=1).mean()))
-    return rms if rms > 0 else 1.0  # one position only: no spread to divide by, keep the units
+    rms = rms_spread(translations)
+    return rms if rms > 0 else 1.0  # one position or none: no spread to divide by, keep the units
 
 
 def selection_score(metrics: dict[str, float], spread: float) -> float:
@@ -164,6 +163,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.progress = _Progress()
         self.history = _History(run_dir / "history.json")
+        self.learning_watch = self.watch_learning()
         averaged_weights: dict[str, torch.Tensor] | None = None
         if resume:
             # before DDP wraps the model: DDP copies rank 0's weights to the others
@@ -301,6 +301,18 @@ class Trainer:
         metrics = median_errors(val_set, t_pred[:, 0], q_pred[:, 0])
         self.board.scalars(metrics, number, "val")
         return metrics
+
+    def watch_learning(self) -> LearningWatch | None:
+        """What tells `report` that the val errors are no better than one pose for every image."""
+        val_set, train = self.data.val_set, self.data.train_frames
+        if val_set is None or len(val_set.frame_list) == 0 or len(train) == 0:
+            return None
+        val = val_set.frame_list
+        return LearningWatch(
+            ConstantPoseErrors.of(
+                train.translations(), train.quaternions(), val.translations(), val.quaternions()
+            )
+        )
 
     # --------------------------------------------------------------------------- checkpoints
     def save(self, epoch: int, train_loss: dict[str, float], metrics: dict[str, float]) -> bool:
@@ -454,6 +466,9 @@ class Trainer:
                 f"{metrics['median_rotation_deg']:.2f} deg"
             )
         print(summary + (" (best)" if best else ""), flush=True)  # flushed: tests and logs follow it live
+        warning = self.learning_watch.check(epoch + 1, metrics, train_loss) if self.learning_watch else None
+        if warning:
+            print(warning, flush=True)
 
     def wait_for_main(self, epoch: int) -> None:
         """Every process waits for the main one's checkpoint, so all know what last.pt holds."""

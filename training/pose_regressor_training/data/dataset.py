@@ -69,6 +69,10 @@ class FrameList:
     def translations(self) -> NDArray[np.float64]:
         return np.stack([f.translation for f in self.frames]) if self.frames else np.zeros((0, 3))
 
+    def quaternions(self) -> NDArray[np.float64]:
+        """(N, 4) xyzw."""
+        return np.stack([f.quat_xyzw for f in self.frames]) if self.frames else np.zeros((0, 4))
+
     def subset(self, indices: list[int]) -> FrameList:
         return FrameList(self.rig, [self.frames[i] for i in indices], self.name, dict(self.metadata))
 
