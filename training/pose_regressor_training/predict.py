@@ -111,9 +111,7 @@ def _predict(
 
 def median_errors(dataset: PoseDataset, t_pred: np.ndarray, q_pred: np.ndarray) -> dict[str, float]:
     """Median and mean translation (m) and rotation (deg) errors of one pose per frame."""
-    frames = dataset.frame_list.frames
-    t_gt = np.stack([f.translation for f in frames])
-    q_gt = np.stack([f.quat_xyzw for f in frames])
+    t_gt, q_gt = dataset.frame_list.translations(), dataset.frame_list.quaternions()
     t_err = pose.translation_error(t_gt, t_pred)
     r_err = pose.rotation_error_deg(q_gt, q_pred)
     return {
