@@ -57,6 +57,7 @@ def test_a_collapsed_run_is_named_at_its_second_judged_validation_once() -> None
     # e^-s: the relative rotation outweighs the absolute translation 57-fold
     assert "t 0.295" in warning and "t_rel 9.23" in warning and "q_rel 16.9" in warning
     assert "raise data.tuple_skip" in warning and "learn_weights: false" in warning
+    assert "learn_embedding_scale" not in warning  # no metric term
     assert watch.check(8, medians(2.23, 102.1), COLLAPSED_LOSS) is None  # said once
 
 
@@ -102,3 +103,19 @@ def test_a_split_in_one_place_gives_no_verdict() -> None:
 def test_loss_weights_are_e_to_the_minus_s() -> None:
     weights = loss_weights({"t": 1.0, "s_t": 0.0, "s_q": -math.log(10)})
     assert weights.keys() == {"t", "q"} and weights["t"] == 1.0 and math.isclose(weights["q"], 10.0)
+
+
+def test_a_siamese_run_whose_position_does_not_learn_is_told_to_learn_the_embedding_scale() -> None:
+    # siamese_lam1_m1_skip5 (fixed embedding scale): epochs 4 and 6, the rotation learning
+    losses = {"total": 2.27, "t": 3.340, "q": 0.147, "t_rel": 0.521, "q_rel": 0.094, "metric": 0.035,
+              "s_t": 1.200, "s_q": -1.904, "s_t_rel": -0.652, "s_q_rel": -2.281,
+              "embedding_log_scale": 0.0}  # fmt: skip
+    watch = LearningWatch(ConstantPoseErrors(translation_m=2.26, rotation_deg=72.8))
+    assert watch.check(4, medians(2.202, 7.50), losses) is None
+    warning = watch.check(6, medians(2.129, 7.12), losses)
+    assert warning is not None and "the val position error (2.2, 2.13 m) is no better" in warning
+    assert "rotation error" not in warning and "embedding_log_scale" not in warning
+    assert warning.endswith(
+        "With siamese_metric, also learn the embedding distance's scale (learn_embedding_scale: true): "
+        "at a fixed scale the metric term shrinks the embedding the pose head reads"
+    )

@@ -6,7 +6,9 @@ relative terms down to the true motion between frames, which is small when the f
 are close (`data.tuple_skip` 1), and the learned weights then favour those terms ever more. Seen in
 the ablation (docs/results.md): in `relative_learned_skip1` every val prediction was the same pose
 from the second epoch on, and 14 more epochs did not move it; in `geometric_learned_skip1` the
-rotation alone stayed at two headings (val 98-105 deg) while the position learned. Such a run only
+rotation alone stayed at two headings (val 98-105 deg) while the position learned; in
+`siamese_lam1_m1_skip5` (the metric term at a fixed embedding scale) the position never learned
+while the rotation did. Such a run only
 wastes its hours, so `fit` says so once it shows at two validations in a row from epoch 3 on.
 """
 
@@ -112,5 +114,11 @@ class LearningWatch:
             message += (
                 ". Relative terms on frames close in time are met by a constant prediction: "
                 "raise data.tuple_skip, or fix the weights (learn_weights: false)"
+            )
+        if "metric" in loss_parts:
+            message += (
+                ". With siamese_metric, also learn the embedding distance's scale "
+                "(learn_embedding_scale: true): at a fixed scale the metric term shrinks the "
+                "embedding the pose head reads"
             )
         return message

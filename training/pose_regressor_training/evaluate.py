@@ -208,11 +208,11 @@ class _SplitResult:
 
     @property
     def t_gt(self) -> NDArray[np.float64]:
-        return np.stack([f.translation for f in self.frames])
+        return self.dataset.frame_list.translations()
 
     @property
     def q_gt(self) -> NDArray[np.float64]:
-        return np.stack([f.quat_xyzw for f in self.frames])
+        return self.dataset.frame_list.quaternions()
 
     @property
     def sequences(self) -> NDArray[np.int64]:
