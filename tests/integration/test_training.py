@@ -380,3 +380,25 @@ def test_track_tta_takes_the_yaw_step_from_the_rig_and_is_refused_for_a_mono_rig
     mono = load_train_config(None, [f"data.root={tiny_data}", *TINY, *tta, "data.cameras=[front]"])
     with pytest.raises(TrainingError, match=r"model\.track_tta: track augmentation needs a rig of 2 or more"):
         fit(replace(mono, augment=replace(mono.augment, track=False)), tmp_path / "mono", progress=False)
+
+
+def test_fit_says_once_when_a_fixed_weight_run_no_longer_learns_from_the_images(
+    tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a learning rate of 1e-9 leaves the model where it started: no better than one pose for all
+    overrides = [
+        f"data.root={tiny_data}",
+        *TINY,
+        "optim.epochs=6",
+        "eval_every=2",
+        "optim.lr=1e-9",  # also: YAML 1.1 would read 1e-9 as text
+        "data.tuple_skip=1",
+        "loss.name=geometric_consistency",
+        "loss.params={odom_weight: 10, s_t_init: 0.0, s_q_init: -2.3026, learn_weights: false}",
+    ]
+    fit(load_train_config(None, overrides), tmp_path, progress=False)
+    printed = capsys.readouterr().out.splitlines()
+    warnings = [line for line in printed if line.startswith("fit: warning: at epochs")]
+    assert len(warnings) == 1 and warnings[0].startswith("fit: warning: at epochs 4 and 6 the val ")
+    assert "Loss weights (fixed): t 1, q 10." in warnings[0]
+    assert warnings[0].endswith("raise data.tuple_skip, or weight them less")

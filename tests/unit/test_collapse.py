@@ -119,3 +119,28 @@ def test_a_siamese_run_whose_position_does_not_learn_is_told_to_learn_the_embedd
         "With siamese_metric, also learn the embedding distance's scale (learn_embedding_scale: true): "
         "at a fixed scale the metric term shrinks the embedding the pose head reads"
     )
+
+
+def test_fixed_weights_that_favour_the_odometry_terms_are_told_to_weigh_them_less() -> None:
+    # geometric_w10_skip1 (fixed weights, odometry weight 10): one pose for every image from epoch 1
+    losses = {"total": 14.59, "t": 2.3616, "q": 0.7454, "t_odom": 0.074, "q_odom": 0.0175,
+              "s_t": 0.0, "s_q": -2.3026}  # fmt: skip
+    watch = LearningWatch(ConstantPoseErrors(translation_m=2.26, rotation_deg=72.8), learned_weights=False)
+    assert watch.check(4, medians(2.250, 126.5), losses) is None
+    warning = watch.check(6, medians(2.252, 102.52), losses)
+    assert (
+        warning is not None and "position error (2.25, 2.25 m) and rotation error (126, 103 deg)" in warning
+    )
+    assert "Loss weights (fixed): t 1, q 10." in warning and "Learned" not in warning
+    assert warning.endswith("raise data.tuple_skip, or weight them less")
+
+
+def test_a_siamese_run_that_learns_its_embedding_scale_is_not_told_to() -> None:
+    losses = {"total": 1.0, "t": 3.3, "q": 0.15, "t_rel": 0.52, "q_rel": 0.09, "metric": 0.03, "s_t": 1.2}
+    watch = LearningWatch(
+        ConstantPoseErrors(translation_m=2.26, rotation_deg=72.8), learned_metric_scale=True
+    )
+    assert watch.check(4, medians(2.2, 7.5), losses) is None
+    warning = watch.check(6, medians(2.13, 7.1), losses)
+    assert warning is not None and "learn_embedding_scale" not in warning
+    assert warning.endswith("fix the weights (learn_weights: false)")

@@ -18,8 +18,11 @@ from onnx import TensorProto
 
 from pose_regressor.bundle import BundleError, load_bundle
 from pose_regressor.engines import EngineError, load_engine
+from pose_regressor.files import load_yaml
 from pose_regressor_training.checkpoint import FORMAT, VERSION, CheckpointError, load_checkpoint
 from pose_regressor_training.torch_engine import WEIGHTS_FORMAT
+from pose_regressor_training.train_config import load_train_config
+from pose_regressor_training.typed_config import ConfigError
 from tests.unit.bundle_fixtures import make_bundle
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,11 +69,20 @@ def test_no_unsafe_deserialization_in_the_sources() -> None:
                 names = [a.name for a in node.names] + [getattr(node, "module", None) or ""]
                 if any(n.split(".")[0] in ("pickle", "cPickle", "dill", "joblib") for n in names):
                     problems.append(f"{path}:{node.lineno}: imports a pickle module")
+        # yaml.load is safe with a loader class of this file that derives from yaml.SafeLoader
+        safe_loaders = {
+            node.name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ClassDef) and any(ast.unparse(b) == "yaml.SafeLoader" for b in node.bases)
+        }
         for name, call in _calls(tree):
             where = f"{path}:{call.lineno}: {name}"
-            if name in ("yaml.load", "yaml.load_all", "yaml.unsafe_load", "yaml.full_load", "yaml.Loader"):
-                problems.append(f"{where} (use yaml.safe_load)")
             keywords = {k.arg: k.value for k in call.keywords}
+            loader = keywords.get("Loader")
+            safe_load = name == "yaml.load" and isinstance(loader, ast.Name) and loader.id in safe_loaders
+            unsafe = ("yaml.load", "yaml.load_all", "yaml.unsafe_load", "yaml.full_load", "yaml.Loader")
+            if name in unsafe and not safe_load:
+                problems.append(f"{where} (use yaml.safe_load)")
             if name == "torch.load":
                 torch_loads += 1
                 value = keywords.get("weights_only")
@@ -113,6 +125,11 @@ def test_bundle_yaml_with_python_tags_is_refused_and_runs_nothing(tmp_path: Path
     assert not marker.exists()
     with pytest.raises(yaml.constructor.ConstructorError):
         yaml.safe_load(bundle.yaml_path.read_text())
+    with pytest.raises(yaml.constructor.ConstructorError):  # the loader every file and override goes through
+        load_yaml(bundle.yaml_path.read_text())
+    with pytest.raises(ConfigError, match=r"override optim\.lr: the value is not valid YAML"):
+        load_train_config(None, [f"optim.lr=!!python/object/apply:os.system ['touch {marker}']"])
+    assert not marker.exists()
 
 
 def test_onnx_external_data_outside_the_bundle_is_refused(tmp_path: Path) -> None:

@@ -23,6 +23,18 @@ def test_defaults_and_overrides(tmp_path: Path) -> None:
     assert config.loss.params == {"beta": 2}
 
 
+def test_numbers_written_without_a_dot_before_the_exponent_are_numbers(tmp_path: Path) -> None:
+    # PyYAML (YAML 1.1) reads 1e-4 as the text '1e-4'; users, YAML 1.2 and ROS 2 mean a number
+    path = tmp_path / "c.yaml"
+    path.write_text("optim:\n  lr: 5E-4\n  weight_decay: 1e-5\n")
+    config = load_train_config(path, ["model.dropout=2.5e-1", "loss.params={beta: 1e1}"])
+    assert config.optim.lr == 5e-4 and config.optim.weight_decay == 1e-5
+    assert config.model.dropout == 0.25 and config.loss.params == {"beta": 10.0}
+    assert load_train_config(None, ["optim.lr=1e-4"]).optim.lr == 1e-4
+    with pytest.raises(ConfigError, match=r"optim\.lr: expected a number, got '1e'"):
+        load_train_config(None, ["optim.lr=1e"])
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [

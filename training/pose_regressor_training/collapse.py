@@ -8,7 +8,9 @@ the ablation (docs/results.md): in `relative_learned_skip1` every val prediction
 from the second epoch on, and 14 more epochs did not move it; in `geometric_learned_skip1` the
 rotation alone stayed at two headings (val 98-105 deg) while the position learned; in
 `siamese_lam1_m1_skip5` (the metric term at a fixed embedding scale) the position never learned
-while the rotation did. Such a run only
+while the rotation did; fixed weights are no way out when they favour the relative terms
+(`geometric_w10_skip1`, odometry weight 10: one pose for every image from the first epoch). Such a
+run only
 wastes its hours, so `fit` says so once it shows at two validations in a row from epoch 3 on.
 """
 
@@ -74,8 +76,15 @@ class LearningWatch:
     better than the constant mean pose at `VALIDATIONS_IN_A_ROW` validations in a row, counting
     from epoch `FIRST_EPOCH_JUDGED`."""
 
-    def __init__(self, constant: ConstantPoseErrors) -> None:
+    def __init__(
+        self, constant: ConstantPoseErrors, learned_weights: bool = True, learned_metric_scale: bool = False
+    ) -> None:
+        """`learned_weights`: whether the loss learns its weights (its `s_*` parts);
+        `learned_metric_scale`: whether `siamese_metric` learns its embedding scale. They decide what
+        the warning advises."""
         self.constant = constant
+        self.learned_weights = learned_weights
+        self.learned_metric_scale = learned_metric_scale
         self.recent: list[tuple[int, dict[str, float]]] = []
         self.warned = False
 
@@ -109,13 +118,17 @@ class LearningWatch:
         )
         weights = loss_weights(loss_parts)
         if weights:
-            message += ". Learned loss weights now: " + ", ".join(f"{t} {w:.3g}" for t, w in weights.items())
+            message += (
+                f". {'Learned loss weights now' if self.learned_weights else 'Loss weights (fixed)'}: "
+                + ", ".join(f"{t} {w:.3g}" for t, w in weights.items())
+            )
         if any(key.endswith(("_rel", "_odom")) for key in loss_parts):
             message += (
                 ". Relative terms on frames close in time are met by a constant prediction: "
-                "raise data.tuple_skip, or fix the weights (learn_weights: false)"
+                "raise data.tuple_skip, or "
+                + ("fix the weights (learn_weights: false)" if self.learned_weights else "weight them less")
             )
-        if "metric" in loss_parts:
+        if "metric" in loss_parts and not self.learned_metric_scale:
             message += (
                 ". With siamese_metric, also learn the embedding distance's scale "
                 "(learn_embedding_scale: true): at a fixed scale the metric term shrinks the "

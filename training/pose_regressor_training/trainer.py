@@ -308,10 +308,18 @@ class Trainer:
         if val_set is None or len(val_set.frame_list) == 0 or len(train) == 0:
             return None
         val = val_set.frame_list
+        # a fixed weight or scale is a learned_scalar parameter that takes no gradient
+        learned = {
+            name.rpartition(".")[2]
+            for name, parameter in self.loss.named_parameters()
+            if parameter.requires_grad
+        }
         return LearningWatch(
             ConstantPoseErrors.of(
                 train.translations(), train.quaternions(), val.translations(), val.quaternions()
-            )
+            ),
+            learned_weights=any(name.startswith("s_") for name in learned),
+            learned_metric_scale="log_embedding_scale" in learned,
         )
 
     # --------------------------------------------------------------------------- checkpoints

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import yaml
 
 from pose_regressor.bounds import Bound, is_number, out_of_range
-from pose_regressor.files import MAX_YAML_DEPTH, nesting_depth, yaml_problem
+from pose_regressor.files import MAX_YAML_DEPTH, load_yaml, nesting_depth, yaml_problem
 
 T = TypeVar("T")
 
@@ -167,7 +167,7 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
                 raise ConfigError(f"override {item!r}: {part} is not a section")
             node = child
         try:
-            node[parts[-1]] = yaml.safe_load(raw) if raw != "" else ""
+            node[parts[-1]] = load_yaml(raw) if raw != "" else ""
         except yaml.YAMLError as exc:
             raise ConfigError(f"override {key}: the value is not valid YAML: {yaml_problem(exc)}") from None
         except RecursionError:

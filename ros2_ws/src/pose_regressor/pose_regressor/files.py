@@ -1,13 +1,14 @@
 """Reading YAML and writing files safely, for every tool of both packages.
 
 `read_yaml` turns every way a YAML file can be bad into one line naming the file, raised as the
-caller's own error type; `atomic_write_bytes` / `atomic_write_text` leave either the old file or
-the whole new one, never a part.
+caller's own error type; `load_yaml` is the parser both use; `atomic_write_bytes` /
+`atomic_write_text` leave either the old file or the whole new one, never a part.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -23,6 +24,25 @@ MAX_YAML_BYTES = 1 << 20
 MAX_YAML_DEPTH = 10
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, also reading `1e-4` as a number.
+
+    PyYAML follows YAML 1.1, whose floats need a dot (`1.0e-4`), so `lr: 1e-4` or `optim.lr=1e-4`
+    would arrive as the text '1e-4'; YAML 1.2, ROS 2's parameter files and every user write it
+    without one.
+    """
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
+
+
+def load_yaml(text: str) -> Any:
+    """`text` as YAML: ``yaml.safe_load``, with `1e-4` read as a number (see `_Loader`)."""
+    return yaml.load(text, Loader=_Loader)  # a SafeLoader: no arbitrary objects
+
+
 class YamlFileError(ValueError):
     """A YAML file that cannot be used, as one line naming the file."""
 
@@ -35,7 +55,7 @@ def read_yaml(
     max_bytes: int = MAX_YAML_BYTES,
     max_depth: int = MAX_YAML_DEPTH,
 ) -> Any:
-    """The YAML document in `path` (``yaml.safe_load``).
+    """The YAML document in `path` (`load_yaml`).
 
     Raises:
         error: one line ``"<what> <path> ..."`` if the file is missing or unreadable, larger than
@@ -52,7 +72,7 @@ def read_yaml(
     except UnicodeDecodeError as exc:
         raise error(f"{name} is not UTF-8 text (at byte {exc.start}: {exc.reason})") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         raise error(f"{name} is not valid YAML: {yaml_problem(exc)}") from None
     except RecursionError:
