@@ -10,8 +10,8 @@ rotation alone stayed at two headings (val 98-105 deg) while the position learne
 `siamese_lam1_m1_skip5` (the metric term at a fixed embedding scale) the position never learned
 while the rotation did; fixed weights are no way out when they favour the relative terms
 (`geometric_w10_skip1`, odometry weight 10: one pose for every image from the first epoch). Such a
-run only
-wastes its hours, so `fit` says so once it shows at two validations in a row from epoch 3 on.
+run only wastes its hours, so `fit` says so once it shows at two validations in a row from epoch 3
+on.
 """
 
 from __future__ import annotations
@@ -116,22 +116,25 @@ class LearningWatch:
             f"better than predicting the training set's mean pose for every frame ({constants}): the "
             "model has stopped learning from the images, and training rarely recovers from this"
         )
+        return ". ".join([message, *self.hints(loss_parts)])
+
+    def hints(self, loss_parts: dict[str, float]) -> list[str]:
+        """What the loss's parts say about the way out: its weights, and advice for its terms."""
+        hints = []
         weights = loss_weights(loss_parts)
         if weights:
-            message += (
-                f". {'Learned loss weights now' if self.learned_weights else 'Loss weights (fixed)'}: "
-                + ", ".join(f"{t} {w:.3g}" for t, w in weights.items())
-            )
+            label = "Learned loss weights now" if self.learned_weights else "Loss weights (fixed)"
+            hints.append(f"{label}: " + ", ".join(f"{t} {w:.3g}" for t, w in weights.items()))
         if any(key.endswith(("_rel", "_odom")) for key in loss_parts):
-            message += (
-                ". Relative terms on frames close in time are met by a constant prediction: "
-                "raise data.tuple_skip, or "
-                + ("fix the weights (learn_weights: false)" if self.learned_weights else "weight them less")
+            way_out = "fix the weights (learn_weights: false)" if self.learned_weights else "weight them less"
+            hints.append(
+                "Relative terms on frames close in time are met by a constant prediction: "
+                f"raise data.tuple_skip, or {way_out}"
             )
         if "metric" in loss_parts and not self.learned_metric_scale:
-            message += (
-                ". With siamese_metric, also learn the embedding distance's scale "
+            hints.append(
+                "With siamese_metric, also learn the embedding distance's scale "
                 "(learn_embedding_scale: true): at a fixed scale the metric term shrinks the "
                 "embedding the pose head reads"
             )
-        return message
+        return hints
