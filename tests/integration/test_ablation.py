@@ -137,3 +137,29 @@ def test_a_fine_tuning_run_brings_the_run_it_starts_from_along(
     printed = capsys.readouterr().out
     assert "2 runs into" in printed and "== default" in printed and "== reprojection_lr0.0005" in printed
     assert {p.name for p in out.iterdir() if p.is_dir()} == {"default", "reprojection_lr0.0005"}
+
+
+def test_each_pairs_control_differs_from_its_run_only_by_the_weight_it_sets_to_zero(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+    import ablation_plan
+
+    by_name = {run.name: run for run in ablation_plan.RUNS}
+    for control, treated, weight in (
+        ("aux_joint_w0", "aux_joint_w1", "model.aux_weight="),
+        ("pairs_b10_skip1", "geometric_w0.1_skip1", "loss.params="),
+    ):
+        mine, theirs = by_name[control].overrides, by_name[treated].overrides
+        differing = set(mine) ^ set(theirs)
+        assert differing and all(item.startswith(weight) for item in differing), (control, differing)
+        assert len(mine) == len(theirs)
+    # the geometric pair differs inside loss.params by the odometry weight alone
+    params = {
+        name: next(o for o in by_name[name].overrides if o.startswith("loss.params="))
+        for name in ("pairs_b10_skip1", "geometric_w0.1_skip1")
+    }
+    assert (
+        params["pairs_b10_skip1"].replace("odom_weight: 0,", "odom_weight: 0.1,")
+        == params["geometric_w0.1_skip1"]
+    )

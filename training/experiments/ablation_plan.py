@@ -136,6 +136,12 @@ IDEAS: tuple[Idea, ...] = (
         versus="",
     ),
     Idea(
+        "aux_pairs_control",
+        "control: the reference loss on the auxiliary odometry runs' pairs, the odometry loss unweighted",
+        "none: it separates seeing two frames per training set from the odometry task",
+        versus="",
+    ),
+    Idea(
         "aux_odometry_joint",
         "Valada et al. 2018: VLocNet auxiliary odometry, joint",
         "auxiliary odometry improves",
@@ -340,6 +346,15 @@ RUNS: tuple[Run, ...] = (
             (*REFERENCE_LOSS, "model.aux_odometry=true", "model.aux_mode=joint", f"model.aux_weight={w}"),
         )
         for w in (1, 0.1)
+    ),
+    # The odometry runs train on pairs of consecutive frames, the pose loss on both: twice the
+    # images per step, which alone made pairs_b10_skip1 tie with geometric_w0.1_skip1. Weight 0
+    # keeps the pairs, the branch and its cost, and takes the odometry task away.
+    Run(
+        "aux_joint_w0",
+        "aux_pairs_control",
+        "aux weight 0: the odometry runs' pairs and branch, no odometry loss",
+        (*REFERENCE_LOSS, "model.aux_odometry=true", "model.aux_mode=joint", "model.aux_weight=0"),
     ),
     Run(
         "aux_alternate_w1",
