@@ -19,6 +19,9 @@ class Idea:
     paper: str
     claim: str
     versus: str = "default"  # the idea the claim compares with ("" for the reference itself)
+    # A control that differs from this idea only by the idea itself (the same data and schedule
+    # without its terms): where it was run, the claim is also judged against it.
+    control: str = ""
     # "better": the claim holds if this idea beats `versus`; "worse": if `versus` beats it
     holds_if: Literal["better", "worse"] = "better"
 
@@ -106,6 +109,7 @@ IDEAS: tuple[Idea, ...] = (
         "geometric_consistency",
         "Valada et al. 2018: VLocNet geometric consistency, fixed weights",
         "geometric terms improve accuracy",
+        control="pairs_control",
     ),
     Idea(
         "geometric_consistency_learned",
@@ -122,6 +126,7 @@ IDEAS: tuple[Idea, ...] = (
         "reprojection",
         "Kendall & Cipolla 2017: reprojection, fine-tuning the default",
         "reprojection refines",
+        control="fine_tune_control",
     ),
     Idea(
         "fine_tune_control",
@@ -145,11 +150,13 @@ IDEAS: tuple[Idea, ...] = (
         "aux_odometry_joint",
         "Valada et al. 2018: VLocNet auxiliary odometry, joint",
         "auxiliary odometry improves",
+        control="aux_pairs_control",
     ),
     Idea(
         "aux_odometry_alternate",
         "VLocNet auxiliary odometry, alternating steps",
         "auxiliary odometry improves",
+        control="aux_pairs_control",
     ),
 )
 
