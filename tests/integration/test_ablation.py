@@ -196,3 +196,41 @@ def test_a_claim_is_also_judged_against_its_control_where_the_control_was_run(
     table = ablation.markdown(list(rows.values()), runs, results, mode)
     assert "| default | yes | no (pairs_control) |" in table
     assert "| default | yes | – |" in table
+
+
+def test_a_second_seed_is_averaged_into_its_runs_row_and_never_chosen_as_a_setting(
+    ablation: ModuleType, tmp_path: Path
+) -> None:
+    import ablation_plan
+    from run_folder import RunResult
+
+    def result(val: tuple[float, float], test: tuple[float, float]) -> RunResult:
+        def medians(pair: tuple[float, float]) -> dict[str, float]:
+            return {"median_translation_m": pair[0], "median_rotation_deg": pair[1]}
+
+        return RunResult(tmp_path, medians(val), medians(test), [{"epoch": 1, "seconds": 60.0}])
+
+    by_name = {run.name: run for run in ablation_plan.RUNS}
+    seed1 = by_name["aux_joint_w1_seed1"]
+    assert seed1.replicate_of == "aux_joint_w1"
+    assert set(seed1.overrides) ^ set(by_name["aux_joint_w1"].overrides) == {"seed=1"}
+    results = {
+        "default": result((0.2, 2.0), (0.2, 2.0)),
+        "aux_joint_w1": result((0.16, 1.8), (0.15, 1.8)),
+        # the best validation of all: chosen, were it a setting of the sweep
+        "aux_joint_w1_seed1": result((0.10, 1.0), (0.17, 2.0)),
+        "aux_joint_w0": result((0.17, 1.9), (0.16, 1.9)),
+    }
+    mode = ablation_plan.MODES["full"]
+    runs = [by_name[name] for name in results]
+    rows = {row.idea: row for row in ablation.build_report(runs, results, mode)}
+    odometry = rows["aux_odometry_joint"]
+    assert (odometry.run, odometry.settings_tried, odometry.seeds) == ("aux_joint_w1", 1, 2)
+    assert odometry.val_score == pytest.approx(0.16 / 0.2 + 1.8 / 2.0)
+    assert (odometry.test_t_m, odometry.test_rot_deg) == (pytest.approx(0.16), pytest.approx(1.9))
+    # the mean of the two seeds' scores (1.65, 1.85) ties with the control's one seed (1.75)
+    assert odometry.test_score == pytest.approx(1.75)
+    assert (odometry.control, odometry.against_control) == ("aux_pairs_control", "tie")
+    assert rows["aux_pairs_control"].seeds == 1
+    table = ablation.markdown(list(rows.values()), runs, results, mode)
+    assert "| aux weight 1 (1); 2 seeds |" in table
