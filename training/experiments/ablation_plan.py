@@ -311,21 +311,25 @@ _SWEEPS: tuple[Run, ...] = (
     # spread and the translation never learns (docs/results.md). A learned scale e^a on the
     # embedding distance, started where the default's embeddings are (about 5 units for 0.5 m:
     # a = ln 0.1), meets the term instead.
-    Run(
-        "siamese_lam1_m1_skip5_scaled",
-        "siamese_metric",
-        "λ 1, metric weight 1, spacing 5, learned embedding scale from 0.1",
-        (
-            *loss(
-                "siamese_metric",
-                "lam: 1",
-                "metric_weight: 1",
-                *LEARNED_REL,
-                "learn_embedding_scale: true",
-                "log_embedding_scale_init: -2.3",
+    *(
+        Run(
+            f"siamese_lam{lam}_m1_skip5_scaled",
+            "siamese_metric",
+            f"λ {lam}, metric weight 1, spacing 5, learned embedding scale from 0.1",
+            (
+                *loss(
+                    "siamese_metric",
+                    f"lam: {lam}",
+                    "metric_weight: 1",
+                    *LEARNED_REL,
+                    "learn_embedding_scale: true",
+                    "log_embedding_scale_init: -2.3",
+                ),
+                "data.tuple_skip=5",
             ),
-            "data.tuple_skip=5",
-        ),
+        )
+        # λ 1 first: the reduced mode's setting; 0.3 and 3 since 2026-12-05
+        for lam in (1, 0.3, 3)
     ),
     *(
         Run(
