@@ -234,3 +234,14 @@ def test_a_second_seed_is_averaged_into_its_runs_row_and_never_chosen_as_a_setti
     assert rows["aux_pairs_control"].seeds == 1
     table = ablation.markdown(list(rows.values()), runs, results, mode)
     assert "| aux weight 1 (1); 2 seeds |" in table
+
+
+def test_the_time_control_is_the_reference_trained_longer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+    import ablation_plan
+
+    by_name = {run.name: run for run in ablation_plan.RUNS}
+    longer, reference = by_name["default_e51"], by_name["default"]
+    assert longer.overrides == reference.overrides
+    full = ablation_plan.MODES["full"]
+    assert (ablation_plan.epochs_of(reference, full), ablation_plan.epochs_of(longer, full)) == (30, 51)
