@@ -9,11 +9,11 @@ cd "$(dirname "$0")/.."
 OUT=${DEMO_OUT:-out/demo}
 # The demo model: the default config on 8,000 frames (400 trajectories of 2 s) rendered at the
 # model's 64x48 input, 20 epochs: under 10 minutes on 2 CPU cores. DEMO_FULL=1 trains the
-# full-quality default of docs/results.md instead (16,000 frames at 128x96, 34 epochs: about
-# 4 min of rendering and 12-15 min of training).
+# full-quality default of docs/results.md instead (16,000 frames at 128x96, 40 epochs: about
+# 4 min of rendering and 11-17 min of training).
 train=.venv/bin/pose-train
 if [ "${DEMO_FULL:-0}" = 1 ]; then
-  FRAMES=${DEMO_FRAMES:-16000} EPOCHS=${DEMO_EPOCHS:-34} WIDTH=128 HEIGHT=96
+  FRAMES=${DEMO_FRAMES:-16000} EPOCHS=${DEMO_EPOCHS:-40} WIDTH=128 HEIGHT=96
 else
   FRAMES=${DEMO_FRAMES:-8000} EPOCHS=${DEMO_EPOCHS:-20} WIDTH=64 HEIGHT=48
   # Without native bfloat16 the backbone trains in float32, 1.3-1.9x slower; 20 epochs once took

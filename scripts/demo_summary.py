@@ -61,10 +61,10 @@ def main() -> None:
         f"{node['median_rotation_deg']:.2f} deg (target <= {TARGET_NODE_M} m, <= {TARGET_NODE_DEG:g} deg: "
         f"{'met' if met else 'NOT met'})"
     )
-    print("full-quality model (0.135-0.148 m, 1.93-2.07 deg over 3 seeds, 80 held-out trajectories):")
+    print("full-quality model (0.131-0.141 m, 1.88-1.90 deg over 3 seeds, 80 held-out trajectories):")
     print(
-        "  16,000 frames at 128x96, the default config, 34 epochs, about 20 min "
-        "(35 min on a CPU without bf16): DEMO_FULL=1 make demo"
+        "  16,000 frames at 128x96, the default config, 40 epochs, about 20 min "
+        "(about 45 min on a CPU without bf16): DEMO_FULL=1 make demo"
     )
 
 
