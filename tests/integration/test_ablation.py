@@ -245,3 +245,18 @@ def test_the_time_control_is_the_reference_trained_longer(monkeypatch: pytest.Mo
     assert longer.overrides == reference.overrides
     full = ablation_plan.MODES["full"]
     assert (ablation_plan.epochs_of(reference, full), ablation_plan.epochs_of(longer, full)) == (30, 51)
+
+
+def test_the_full_mode_keeps_the_validation_schedule_its_first_runs_had(ablation: ModuleType) -> None:
+    # the default config validates every 4th epoch since 2026-12-05; the full mode's runs began at
+    # every 2nd: best.pt is chosen among the validated epochs and the learning curves are drawn
+    # from them, so a run made later keeps the schedule of the ones made before
+    from pose_regressor_training.train_config import load_train_config
+
+    config_path = EXPERIMENTS.parents[0] / "configs" / "synth_quad.yaml"
+    assert load_train_config(config_path).eval_every == 4
+    full = ablation.MODES["full"]
+    for run in ablation.runs_of(full):
+        overrides = ablation.overrides_of(run, full, Path("DATA"), Path("OUT"))
+        config = load_train_config(config_path, overrides)
+        assert config.eval_every == 2, run.name
