@@ -241,10 +241,12 @@ def test_the_time_control_is_the_reference_trained_longer(monkeypatch: pytest.Mo
     import ablation_plan
 
     by_name = {run.name: run for run in ablation_plan.RUNS}
-    longer, reference = by_name["default_e51"], by_name["default"]
-    assert longer.overrides == reference.overrides
     full = ablation_plan.MODES["full"]
-    assert (ablation_plan.epochs_of(reference, full), ablation_plan.epochs_of(longer, full)) == (30, 51)
+    for longer, reference in (("default_e51", "default"), ("posenet_b10_e51", "posenet_b10")):
+        assert by_name[longer].overrides == by_name[reference].overrides
+        assert by_name[longer].idea != by_name[reference].idea  # never a setting of the sweep it controls
+        epochs = [ablation_plan.epochs_of(by_name[name], full) for name in (reference, longer)]
+        assert epochs == [30, 51]
 
 
 def test_the_full_mode_keeps_the_validation_schedule_its_first_runs_had(ablation: ModuleType) -> None:

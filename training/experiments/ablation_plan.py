@@ -156,6 +156,12 @@ IDEAS: tuple[Idea, ...] = (
         versus="",
     ),
     Idea(
+        "pairs_time_control",
+        "control: PoseNet's β 10 trained for as long as the geometric runs train",
+        "none: it separates the pairs control's second frame per training set from training 1.7x as long",
+        versus="",
+    ),
+    Idea(
         "aux_odometry_joint",
         "Valada et al. 2018: VLocNet auxiliary odometry, joint",
         "auxiliary odometry improves",
@@ -385,6 +391,14 @@ _SWEEPS: tuple[Run, ...] = (
         REFERENCE_LOSS,
         epochs_fraction=1.7,
     ),
+    # The same for the pairs control of the geometric terms, whose loss is posenet_b10's.
+    Run(
+        "posenet_b10_e51",
+        "pairs_time_control",
+        "β 10, 51 epochs (1.7x): the geometric runs' training time",
+        loss("posenet", "beta: 10"),
+        epochs_fraction=1.7,
+    ),
     Run(
         "aux_alternate_w1",
         "aux_odometry_alternate",
@@ -407,13 +421,14 @@ def replicate(run: Run, seed: int) -> Run:
 
 # Second seeds where a verdict rests on a difference near the seed spread (TIE_SCORE in
 # ablation.py): auxiliary odometry against its pairs control (0.16 apart, the two on different
-# CPUs) and the geometric terms against theirs (a tie).
+# CPUs) and the geometric terms against theirs (a tie); and of the time control, which the aux
+# runs' verdict now rests on.
 _BY_NAME = {run.name: run for run in _SWEEPS}
 RUNS: tuple[Run, ...] = (
     *_SWEEPS,
     *(
         replicate(_BY_NAME[name], 1)
-        for name in ("aux_joint_w1", "aux_joint_w0", "geometric_w0.1_skip1", "pairs_b10_skip1")
+        for name in ("aux_joint_w1", "aux_joint_w0", "geometric_w0.1_skip1", "pairs_b10_skip1", "default_e51")
     ),
 )
 
