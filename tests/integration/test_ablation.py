@@ -262,3 +262,21 @@ def test_the_full_mode_keeps_the_validation_schedule_its_first_runs_had(ablation
         overrides = ablation.overrides_of(run, full, Path("DATA"), Path("OUT"))
         config = load_train_config(config_path, overrides)
         assert config.eval_every == 2, run.name
+
+
+def test_a_run_folder_is_kept_when_only_its_validation_schedule_was_pinned_later(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+    from run_folder import RunFolderError, _check_settings
+
+    made = ["loss.name=homoscedastic", "optim.cpu_bf16=false", "optim.epochs=30"]
+    (tmp_path / "run.json").write_text(json.dumps({"overrides": made}))
+    _check_settings(tmp_path, [*made[:2], "eval_every=2", made[2]])  # no error: the same training
+    with pytest.raises(RunFolderError, match="made with other settings"):
+        _check_settings(tmp_path, ["loss.name=coupled", *made[1:]])
+    with pytest.raises(RunFolderError, match="made with other settings"):
+        _check_settings(tmp_path, made[:2])  # fewer epochs is another run
+    (tmp_path / "run.json").write_text("{not json")
+    with pytest.raises(RunFolderError, match="made with other settings"):
+        _check_settings(tmp_path, made)

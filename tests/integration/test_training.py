@@ -63,14 +63,18 @@ def test_training_is_reproducible_and_resume_matches_an_uninterrupted_run(
     config = load_train_config(None, [f"data.root={tiny_data}", *TINY, "optim.epochs=3"])
     fit(config, tmp_path / "full", progress=False)
     fit(config, tmp_path / "again", progress=False)
+    # validation at other epochs: the same weights (the ablation's run folders rely on it)
+    fit(replace(config, eval_every=config.eval_every + 1), tmp_path / "other_validation", progress=False)
     fit(config, tmp_path / "cut", progress=False, stop_after_epoch=2)  # as if killed after epoch 2
     assert load_checkpoint(tmp_path / "cut" / "last.pt").epoch == 2
     fit(config, tmp_path / "cut", resume=True, progress=False)
     full = load_checkpoint(tmp_path / "full" / "last.pt").model
     again = load_checkpoint(tmp_path / "again" / "last.pt").model
     resumed = load_checkpoint(tmp_path / "cut" / "last.pt").model
+    other_validation = load_checkpoint(tmp_path / "other_validation" / "last.pt").model
     for key in full:
         torch.testing.assert_close(full[key], again[key], msg=f"not reproducible: {key}")
+        torch.testing.assert_close(full[key], other_validation[key], rtol=0, atol=0, msg=f"eval_every: {key}")
         torch.testing.assert_close(full[key], resumed[key], msg=f"resume differs: {key}")
     # history.json: one entry per epoch across the resume, its wall time counting on
     history = json.loads((tmp_path / "cut" / "history.json").read_text())

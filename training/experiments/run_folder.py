@@ -1,7 +1,8 @@
 """One experiment run in its own folder: trained with `fit`, evaluated on val and test, resumable.
 
 RUN_DIR/run.json records the config overrides the run was made with; a folder made with other
-overrides is refused (one line), so that a table never mixes settings. A run whose two metrics
+overrides (besides `NOT_IDENTITY_KEYS`, which do not change the weights) is refused (one line), so
+that a table never mixes settings. A run whose two metrics
 files exist is finished and is not touched again; one with a last.pt continues from it (`fit`'s
 resume), one without restarts. Shared by ablation.py and synth_results.py.
 """
@@ -89,15 +90,27 @@ def read_run(folder: Path) -> RunResult:
     return RunResult(folder, metrics["val"], metrics["test"], history)
 
 
+#: Config keys that do not change what a run trains: validation reads the model with its own
+#: random generator, so the weights are the same bit for bit whatever `eval_every` is (only which
+#: validated epoch becomes best.pt can differ). A mode that pins one of them later (the full mode's
+#: eval_every=2, which synth_quad.yaml said when its first runs were made) keeps their folders.
+NOT_IDENTITY_KEYS = ("eval_every",)
+
+
+def _identity(overrides: list[str]) -> list[str]:
+    return [item for item in overrides if item.split("=", 1)[0].strip() not in NOT_IDENTITY_KEYS]
+
+
 def _check_settings(folder: Path, overrides: list[str]) -> None:
     settings = folder / "run.json"
     if not settings.is_file():
         return
     try:
         before = json.loads(settings.read_text()).get("overrides")
+        same = isinstance(before, list) and _identity(before) == _identity(overrides)
     except (OSError, ValueError, AttributeError):
-        before = None
-    if before != overrides:
+        same = False
+    if not same:
         raise RunFolderError(
             f"{folder} was made with other settings ({settings}); choose another --out or remove that folder"
         )
