@@ -51,7 +51,7 @@ from pose_regressor_training.models import build_model
 from pose_regressor_training.models.model import PoseRegressor, images_to_unit_float
 from pose_regressor_training.objective import Objective
 from pose_regressor_training.predict import median_errors, predict
-from pose_regressor_training.stop_signals import stop_signals_deferred
+from pose_regressor_training.stop_signals import StopRequests, stop_signals_deferred, stop_signals_remembered
 from pose_regressor_training.train_config import OptimConfig, TrainConfig, validate_train_config
 from pose_regressor_training.training_data import Batch, camera_spec, load_training_data, make_loader
 
@@ -162,6 +162,7 @@ class Trainer:
         self.use_amp = config.optim.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.progress = _Progress()
+        self.stop_requests = StopRequests()  # fit() replaces it with one that signals fill
         self.history = _History(run_dir / "history.json")
         self.learning_watch = self.watch_learning()
         averaged_weights: dict[str, torch.Tensor] | None = None
@@ -182,14 +183,8 @@ class Trainer:
         end = self.epochs if stop_after_epoch is None else min(stop_after_epoch, self.epochs)
         self.history.start_clock()
         try:
-            for epoch in range(self.progress.epoch, end):
-                self.progress.epoch = epoch
-                train_loss = self.run_epoch(epoch)
-                if self.ctx.is_main:
-                    metrics = self.validate(epoch)
-                    improved = self.save(epoch, train_loss, metrics)
-                    self.report(epoch, train_loss, metrics, improved)
-                self.wait_for_main(epoch)
+            with stop_signals_remembered() as self.stop_requests:
+                self.epochs_until(end)
         except KeyboardInterrupt:
             p = self.progress
             raise TrainingInterrupted(
@@ -200,6 +195,18 @@ class Trainer:
         if self.ctx.enabled:
             dist.destroy_process_group()
         return self.result()
+
+    def epochs_until(self, end: int) -> None:
+        """Epochs from where progress stands up to `end`; a stop signal raises KeyboardInterrupt."""
+        for epoch in range(self.progress.epoch, end):
+            self.stop_requests.raise_if_any()  # one whose own KeyboardInterrupt Python dropped
+            self.progress.epoch = epoch
+            train_loss = self.run_epoch(epoch)
+            if self.ctx.is_main:
+                metrics = self.validate(epoch)
+                improved = self.save(epoch, train_loss, metrics)
+                self.report(epoch, train_loss, metrics, improved)
+            self.wait_for_main(epoch)
 
     def run_epoch(self, epoch: int) -> dict[str, float]:
         """One pass over the training tuples; returns the mean of each loss part."""
@@ -223,6 +230,7 @@ class Trainer:
             leave=False,
         ) as bar:
             for batch in self.batches():
+                self.stop_requests.raise_if_any()
                 parts = self.training_step(batch)
                 for key, value in parts.items():
                     sums[key] = sums.get(key, 0.0) + float(value.detach())
