@@ -14,6 +14,7 @@ import os
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +33,11 @@ from pose_regressor_training.data.folder import (
     write_frames,
     write_metadata,
 )
-from pose_regressor_training.stop_signals import leave_stop_signals_to_parent, stop_signals_deferred
+from pose_regressor_training.stop_signals import (
+    leave_stop_signals_to_parent,
+    stop_signals_deferred,
+    stop_signals_remembered,
+)
 from pose_regressor_training.synth.conditions import Condition, Region
 from pose_regressor_training.synth.render import Lighting, RigRenderer
 from pose_regressor_training.synth.scene import Scene, SceneConfig
@@ -349,7 +354,9 @@ def _render(cfg: SynthConfig, out: Path, bag_path: Path | None) -> SynthSummary:
     batches = list(_batches(jobs, 8))
     pool: ProcessPoolExecutor | None = None
     progress = tqdm(total=len(jobs), unit="frame", desc="rendering", disable=not cfg.progress)
+    remembered = ExitStack()
     try:  # everything after the bar and the pool exist: an interruption closes both at once
+        stops = remembered.enter_context(stop_signals_remembered())
         results_iter: Iterator[list[tuple[int, list[NDArray[np.uint8]] | None]]]
         if workers == 1:
             results_iter = map(_render_jobs, batches)
@@ -362,6 +369,7 @@ def _render(cfg: SynthConfig, out: Path, bag_path: Path | None) -> SynthSummary:
                 )
                 results_iter = pool.map(_render_jobs, batches)
         for results in results_iter:
+            stops.raise_if_any()  # a stop whose KeyboardInterrupt Python dropped in a callback
             for index, images in results:
                 if images is not None:
                     bag_images[index] = images
@@ -372,6 +380,7 @@ def _render(cfg: SynthConfig, out: Path, bag_path: Path | None) -> SynthSummary:
             pool.shutdown(wait=True, cancel_futures=True)  # after a failure: no queued batch runs
         _RENDERER = _OUT = None
         _CONDITION = Condition()
+        remembered.close()
 
     bag_messages = 0
     if bag_path is not None:
