@@ -2,9 +2,9 @@
 
 RUN_DIR/run.json records the config overrides the run was made with; a folder made with other
 overrides (besides `NOT_IDENTITY_KEYS`, which do not change the weights) is refused (one line), so
-that a table never mixes settings. A run whose two metrics
-files exist is finished and is not touched again; one with a last.pt continues from it (`fit`'s
-resume), one without restarts. Shared by ablation.py and synth_results.py.
+that a table never mixes settings. A run whose two metrics files exist is finished and is not
+touched again; one with a last.pt continues from it (`fit`'s resume), one without restarts.
+Shared by ablation.py and synth_results.py.
 """
 
 from __future__ import annotations
