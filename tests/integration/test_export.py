@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from pose_regressor import pose
-from pose_regressor.bundle import ModelBundle, load_bundle, preprocess
+from pose_regressor.bundle import ModelBundle, UncertainFlag, load_bundle, preprocess
 from pose_regressor.engines import InferenceEngine, load_engine
 from pose_regressor.engines.onnxruntime_engine import OnnxRuntimeEngine
 from pose_regressor.rig import preset_rig
@@ -226,13 +226,27 @@ def test_cli_exports_refuses_to_overwrite_and_replaces(
     assert main(args) == 2
     assert f"pose-train export: error: {out} exists; pass --overwrite" in capsys.readouterr().err
     metrics = tmp_path / "metrics.json"
+    # what eval writes: the scale, and the flag thresholds it suggests from the calibration split
+    suggested = {"max_position_std": 0.17, "max_rotation_std": 0.036}
+    uncertainty = {"uncertain_flag": {"suggested_parameters": suggested}}
     metrics.write_text(
-        json.dumps({"checkpoint": "elsewhere/best.pt", "split": "test", "covariance_scale": 2.5})
+        json.dumps(
+            {
+                "checkpoint": "elsewhere/best.pt",
+                "split": "test",
+                "covariance_scale": 2.5,
+                "uncertainty": uncertainty,
+            }
+        )
     )
     assert main([*args, "--overwrite", "--metrics", str(metrics), "--opset", "18"]) == 0
-    assert "covariance scale 2.5 (from" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "covariance scale 2.5 (from" in printed
+    assert "uncertain flag: position std > 0.17 m or rotation std > 2.06 deg (suggested" in printed
     replaced = load_bundle(out)
     assert replaced.covariance_scale == CovarianceScale.uniform(2.5)
+    assert replaced.uncertain_flag == UncertainFlag(0.17, 0.036)
+    assert replaced.provenance["eval_metrics"]["uncertain_flag"] == suggested
     assert (replaced.mc_samples, replaced.onnx["opset"]) == (4, 18)
     assert replaced.provenance["covariance_scale_source"] == str(metrics)
     assert replaced.provenance["eval_metrics"]["split"] == "test"
@@ -279,6 +293,19 @@ def test_covariance_scale_sources(tmp_path: Path) -> None:
     assert (
         source == f"default ({eval_dir / 'metrics.json'} has covariance_scale 15000000.0, outside (0, 1e+06])"
     )
+    # Flag thresholds: kept when eval suggested valid ones; left out (the node's own apply) otherwise.
+    for suggested, kept in [
+        ({"max_position_std": 0.2, "max_rotation_std": 0.05}, True),
+        ({"max_position_std": 0.2, "max_rotation_std": 4.0}, False),  # above pi rad
+        ({"max_position_std": None, "max_rotation_std": 0.05}, False),
+        ("0.2", False),
+    ]:
+        uncertainty = {"uncertain_flag": {"suggested_parameters": suggested}}
+        (eval_dir / "metrics.json").write_text(json.dumps({**metrics, "uncertainty": uncertainty}))
+        summary = covariance_scale_from_metrics(checkpoint, None)[2]
+        assert ("uncertain_flag" in summary) is kept, suggested
+        if kept:
+            assert summary["uncertain_flag"] == suggested
 
 
 # ------------------------------------------------------------------------------ other backbones

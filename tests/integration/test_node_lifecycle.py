@@ -16,7 +16,7 @@ import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
 
-from pose_regressor.bundle import ModelBundle
+from pose_regressor.bundle import ModelBundle, UncertainFlag
 from tests.integration.node_client import RAW_TOPICS, Cameras, NodeProcess, RosPeer, statuses
 from tests.unit.bundle_fixtures import make_bundle
 
@@ -152,8 +152,8 @@ def test_parameters_take_effect_at_runtime_or_are_refused_with_a_reason(
             expected = to_convention(q, floor, convention)
             assert list(msg.pose.covariance) == pytest.approx(list(expected.reshape(-1)), rel=1e-6, abs=1e-12)
 
-        # Gating: every pose flagged uncertain (threshold 0) is withheld; off again, poses return.
-        assert peer.set_parameter(NODE, "max_position_std", 0.0)[0]
+        # Gating: every pose flagged uncertain (threshold 1e-9 m) is withheld; off again, poses return.
+        assert peer.set_parameter(NODE, "max_position_std", 1e-9)[0]
         assert peer.set_parameter(NODE, "gate_uncertain", True)[0]
         count = len(poses)
         for _ in range(10):
@@ -199,6 +199,38 @@ def test_parameters_take_effect_at_runtime_or_are_refused_with_a_reason(
         assert node.wait_for_line(f"bundle {other.path}:", 5.0), node.log()
         _pose_after_set(cameras, poses)
         assert not node.lines("Traceback"), node.log()
+    finally:
+        node.stop()
+
+
+def test_the_bundles_flag_thresholds_apply_until_the_parameters_are_set(
+    tmp_path: Path, ros_env: dict[str, str], peer: RosPeer
+) -> None:
+    """A bundle exported with eval's suggested thresholds: the node flags (and here withholds) poses
+    by them while max_position_std / max_rotation_std are 0, by the parameters once they are set,
+    and by the bundle's again when they are set back to 0."""
+    strict = make_bundle(tmp_path / "strict", uncertain_flag=UncertainFlag(1e-9, 1e-9))
+    node = _start(strict, ros_env, "-p", "gate_uncertain:=true")
+    try:
+        cameras = Cameras(peer, RAW_TOPICS)
+        poses = peer.record(PoseStamped, f"{NODE}/pose")
+        assert node.wait_for_line("uncertain flag: position std > 1e-09 m (the bundle's)", 10.0), node.log()
+
+        def withheld() -> bool:
+            count = len(poses)
+            for _ in range(10):
+                cameras.send()
+                peer.spin_for(0.05)
+            peer.spin_for(0.5)
+            return len(poses) == count
+
+        assert withheld(), "a pose over the bundle's thresholds was published"
+        assert peer.set_parameter(NODE, "max_position_std", 1000.0)[0]
+        assert peer.set_parameter(NODE, "max_rotation_std", 3.0)[0]
+        _pose_after_set(cameras, poses)  # the parameters now rule: nothing is flagged
+        assert peer.set_parameter(NODE, "max_position_std", 0.0)[0]  # back to the bundle's
+        assert withheld(), "max_position_std 0 did not bring back the bundle's threshold"
+        assert node.alive() and not node.lines("Traceback"), node.log()
     finally:
         node.stop()
 

@@ -18,6 +18,7 @@ from pose_regressor.bundle import (
     YAML_FILE,
     BundleError,
     ModelBundle,
+    UncertainFlag,
     load_bundle,
     preprocess,
     write_bundle,
@@ -63,6 +64,17 @@ def test_write_is_atomic_and_yaml_is_plain(bundle: ModelBundle) -> None:
     )
     write_bundle(odd)
     assert load_bundle(bundle.path).provenance == {"x": 1.5, "v": "2"}
+
+
+def test_uncertain_flag_round_trip_and_absence(tmp_path: Path) -> None:
+    flagged = make_bundle(tmp_path / "flagged", uncertain_flag=UncertainFlag(0.17, 0.036))
+    data = yaml.safe_load(flagged.yaml_path.read_text())
+    assert data["uncertain_flag"] == {"max_position_std": 0.17, "max_rotation_std": 0.036}
+    assert load_bundle(flagged.path).uncertain_flag == UncertainFlag(0.17, 0.036)
+    # a bundle exported without suggestions has no key at all, and loads as before
+    plain = make_bundle(tmp_path / "plain")
+    assert "uncertain_flag" not in yaml.safe_load(plain.yaml_path.read_text())
+    assert load_bundle(plain.path).uncertain_flag is None
 
 
 def test_write_needs_an_existing_directory(bundle: ModelBundle, tmp_path: Path) -> None:
@@ -215,6 +227,35 @@ BAD_VALUES: dict[str, tuple[Mutation, str]] = {
         r"model.variance_head must be true or false, got 'yes'$",
     ),
     "provenance": (_set("provenance", [1]), r"onnx and provenance must be mappings"),
+    "flag position zero": (
+        _set("uncertain_flag", {"max_position_std": 0.0, "max_rotation_std": 0.1}),
+        r"uncertain_flag.max_position_std must be in \(0.0, 1e\+06\], got 0.0$",
+    ),
+    "flag rotation above pi": (
+        _set("uncertain_flag", {"max_position_std": 0.2, "max_rotation_std": 4.0}),
+        r"uncertain_flag.max_rotation_std must be in \(0.0, 3.14159\d*\], got 4.0$",
+    ),
+    "flag nan": (
+        _set("uncertain_flag", {"max_position_std": float("nan"), "max_rotation_std": 0.1}),
+        r"uncertain_flag.max_position_std must be in .*, got nan$",
+    ),
+    "flag text": (
+        _set("uncertain_flag", {"max_position_std": "0.2", "max_rotation_std": 0.1}),
+        r"uncertain_flag.max_position_std must be a finite number, got '0.2'$",
+    ),
+    "flag keys": (
+        _set("uncertain_flag", {"max_position_std": 0.2}),
+        r"uncertain_flag must be a mapping of exactly max_position_std and max_rotation_std, "
+        r"got \['max_position_std'\]$",
+    ),
+    "flag not a mapping": (
+        _set("uncertain_flag", 0.2),
+        r"uncertain_flag must be a mapping of exactly max_position_std and max_rotation_std, got 0.2$",
+    ),
+    "flag empty": (
+        _set("uncertain_flag", None),
+        r"uncertain_flag must be a mapping .*, got None$",
+    ),
 }
 
 

@@ -8,11 +8,13 @@ from typing import Any
 import pytest
 
 from pose_regressor.params import (
+    FALLBACK_MAX_POSITION_STD,
     PARAMETERS,
     SPECS,
     Change,
     LocalizerParams,
     ParameterError,
+    flag_threshold,
     validate_change,
 )
 
@@ -99,3 +101,14 @@ def test_every_parameter_says_when_it_may_change() -> None:
     assert {name for name, spec in SPECS.items() if spec.change is Change.READ_ONLY} == {"autostart"}
     fields = set(LocalizerParams.__dataclass_fields__)
     assert fields == set(SPECS), "every parameter is a typed field and every field a parameter"
+
+
+def test_flag_thresholds_come_from_the_parameter_then_the_bundle_then_the_fallback(bundle_dir: Path) -> None:
+    params = LocalizerParams.from_values({"bundle": str(bundle_dir)})
+    assert (params.max_position_std, params.max_rotation_std) == (0.0, 0.0)  # 0: not set
+    assert flag_threshold(params.max_position_std, 0.17, FALLBACK_MAX_POSITION_STD) == (0.17, "the bundle's")
+    assert flag_threshold(0.0, None, FALLBACK_MAX_POSITION_STD) == (1.0, "default")
+    assert flag_threshold(0.5, 0.17, FALLBACK_MAX_POSITION_STD) == (0.5, "parameter")
+    assert flag_threshold(float("inf"), 0.17, FALLBACK_MAX_POSITION_STD) == (float("inf"), "parameter")
+    with pytest.raises(ParameterError, match="max_rotation_std"):
+        LocalizerParams.from_values({"bundle": str(bundle_dir), "max_rotation_std": -0.1})

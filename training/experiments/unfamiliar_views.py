@@ -174,7 +174,7 @@ def _render(
 ) -> Path:
     """A test-only set like the training data's, under `condition` (or inside the excluded region)."""
     name = REGION_CONDITION if inside is not None else condition.name
-    out = args.out / "data" / name
+    out: Path = args.out / "data" / name
     if (out / "dataset.yaml").is_file():
         return out
     meta = read_metadata(train_root)
@@ -280,9 +280,13 @@ def _write_preview(path: Path, sets: dict[str, Path]) -> None:
     rows = []
     for name, root in sets.items():
         first = read_frames(root)[0].index
-        views: list[NDArray[np.uint8]] = [
-            cv2.imread(str(image_path(root, cam, first))) for cam in read_rig(root).names
-        ]
+        views: list[NDArray[np.uint8]] = []
+        for cam in read_rig(root).names:
+            path_of_view = image_path(root, cam, first)
+            view = cv2.imread(str(path_of_view))
+            if view is None:
+                raise SystemExit(f"unfamiliar_views: cannot read the image {path_of_view}")
+            views.append(view.astype(np.uint8, copy=False))  # imread's 8-bit BGR, typed as such
         row = np.concatenate(views, axis=1)
         cv2.putText(row, name, (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 255, 255), 1, cv2.LINE_AA)
         rows.append(row)

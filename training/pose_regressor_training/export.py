@@ -32,7 +32,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,9 +54,12 @@ from pose_regressor.bundle import (
     SCHEMA_VERSION,
     TORCH_FILE,
     BundleCamera,
+    BundleError,
     ModelBundle,
+    UncertainFlag,
     graph_outputs,
     load_bundle,
+    uncertain_flag,
     write_bundle,
 )
 from pose_regressor.uncertainty import CovarianceScale, dropout_masks
@@ -316,7 +319,19 @@ def covariance_scale_from_metrics(
     uncertainty = data.get("uncertainty")
     if isinstance(uncertainty, dict) and "covariance_scale_fitted_on" in uncertainty:
         summary["covariance_scale_fitted_on"] = uncertainty["covariance_scale_fitted_on"]
+    flag = suggested_uncertain_flag(uncertainty)
+    if flag is not None:
+        summary["uncertain_flag"] = flag.to_json()
     return valid, str(path), summary
+
+
+def suggested_uncertain_flag(uncertainty: Any) -> UncertainFlag | None:
+    """The flag thresholds an eval suggested (`uncertainty.uncertain_flag.suggested_parameters` of
+    its metrics.json), or None when it has none or they are out of range (the node's own apply)."""
+    try:
+        return uncertain_flag(uncertainty["uncertain_flag"]["suggested_parameters"])
+    except (KeyError, TypeError, BundleError):
+        return None
 
 
 # ------------------------------------------------------------------------------------- bundle
@@ -382,9 +397,10 @@ def export_bundle(
         (staging / "engines").mkdir()
         onnx_record = _onnx_record(onnx_path, opset, int(proto.ir_version), worst, config.log_variance_output)
         provenance = _provenance(checkpoint, trained, source, eval_summary)
-        write_bundle(
-            _bundle(staging, trained, config, model.mask_dim, mc_samples, scale, onnx_record, provenance)
-        )
+        bundle = _bundle(staging, trained, config, model.mask_dim, mc_samples, scale, onnx_record, provenance)
+        if "uncertain_flag" in eval_summary:
+            bundle = replace(bundle, uncertain_flag=uncertain_flag(eval_summary["uncertain_flag"]))
+        write_bundle(bundle)
         _replace_dir(staging, out_dir, overwrite)
     except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)

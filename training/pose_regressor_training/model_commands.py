@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import signal
 import sys
@@ -290,6 +291,13 @@ def run_export(args: argparse.Namespace) -> int:
         )
     else:
         print(f"  covariance scale {bundle.covariance_scale.describe()} (from {source})")
+    flag = bundle.uncertain_flag
+    if flag is not None:
+        print(
+            f"  uncertain flag: position std > {flag.max_position_std:.3g} m or rotation std > "
+            f"{math.degrees(flag.max_rotation_std):.3g} deg (suggested by the evaluation; the node "
+            "uses them while its max_position_std / max_rotation_std are 0)"
+        )
     return 0
 
 

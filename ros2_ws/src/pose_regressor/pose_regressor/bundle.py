@@ -21,10 +21,14 @@ Conventions:
   :func:`pose_regressor.uncertainty.dropout_masks`) give S Monte-Carlo samples from one backbone pass.
 * The S axis of ``dropout_mask`` and the outputs is the graph's only dynamic axis.
 * ``covariance_scale`` is one number (both axis groups) or ``{position: p, rotation: r}``.
+* ``uncertain_flag`` (optional): the ``max_position_std`` (m) and ``max_rotation_std`` (rad) that
+  ``pose-train eval-checkpoint`` suggested for this model; the node uses them unless its
+  parameters of those names are set.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,6 +96,7 @@ MAX_INPUT_SIDE = 4096  # input.width and input.height (px): the network's input
 MAX_INPUT_BYTES = 256 << 20  # T x input.height x input.width x 3: the `images` input of one set
 MAX_HIDDEN_DIM = 16384  # D of dropout_mask [S, D]
 MAX_COVARIANCE_SCALE = 1e6  # covariance_scale is in (0, MAX_COVARIANCE_SCALE]
+MAX_POSITION_STD = 1e6  # uncertain_flag.max_position_std (m) is in (0, MAX_POSITION_STD]
 
 #: What :func:`preprocess` and the graph do to a camera image; written into every bundle.yaml.
 PREPROCESSING: dict[str, str] = {
@@ -161,6 +166,19 @@ class BundleCamera:
 
 
 @dataclass(frozen=True)
+class UncertainFlag:
+    """Thresholds of the node's uncertain flag suggested for one model: a pose whose position std
+    (m) or rotation std (rad) exceeds them is flagged. `pose-train eval-checkpoint` takes them from
+    the calibration split (the 95th percentile of its calibrated stds)."""
+
+    max_position_std: float
+    max_rotation_std: float
+
+    def to_json(self) -> dict[str, float]:
+        return {"max_position_std": self.max_position_std, "max_rotation_std": self.max_rotation_std}
+
+
+@dataclass(frozen=True)
 class ModelBundle:
     """The contents of bundle.yaml (validated) and where the bundle lies.
 
@@ -171,7 +189,8 @@ class ModelBundle:
     the training mean, roll = pitch = 0); ``covariance_scale`` multiplies the covariance per axis
     group (calibrated on held-out data, 1.0 when uncalibrated; a number given here means both
     groups); ``variance_head`` (a variance head) or ``shift_variance`` (the spread of the track
-    shifts): the graph also outputs ``log_variance`` [S, 6], their per-axis variance.
+    shifts): the graph also outputs ``log_variance`` [S, 6], their per-axis variance;
+    ``uncertain_flag``: the flag thresholds suggested for this model (None: the node's own).
     """
 
     path: Path
@@ -190,6 +209,7 @@ class ModelBundle:
     onnx: dict[str, Any] = field(default_factory=dict)
     variance_head: bool = False
     shift_variance: bool = False
+    uncertain_flag: UncertainFlag | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.covariance_scale, CovarianceScale):  # a plain number: both groups
@@ -255,6 +275,8 @@ class ModelBundle:
                 **({"shift_variance": True} if self.shift_variance else {}),
             },
             "covariance_scale": self.covariance_scale.to_json(),
+            # written only when known: bundles exported without suggestions keep their bundle.yaml
+            **({"uncertain_flag": self.uncertain_flag.to_json()} if self.uncertain_flag else {}),
             "onnx": dict(self.onnx),
             "provenance": dict(self.provenance),
         }
@@ -371,6 +393,7 @@ def _bundle_from_mapping(root: Path, data: dict[str, Any]) -> ModelBundle:
         raise BundleError(f"model.dof must be 6 or 3, got {dof}")
     dropout = _float(model, "dropout", "model.dropout", Bound(0.0, 1.0, hi_open=True))
     scale = _covariance_scale(data.get("covariance_scale"))
+    flag = uncertain_flag(data["uncertain_flag"]) if "uncertain_flag" in data else None
     variance_head = model.get("variance_head", False)
     if not isinstance(variance_head, bool):
         raise BundleError(f"model.variance_head must be true or false, got {variance_head!r}")
@@ -412,6 +435,24 @@ def _bundle_from_mapping(root: Path, data: dict[str, Any]) -> ModelBundle:
         onnx=onnx,
         variance_head=variance_head,
         shift_variance=shift_variance,
+        uncertain_flag=flag,
+    )
+
+
+def uncertain_flag(value: Any) -> UncertainFlag:
+    """`uncertain_flag`: exactly ``{max_position_std: m, max_rotation_std: rad}``, each positive
+    (the position at most 10⁶ m, the rotation at most π rad); raises `BundleError` naming the key."""
+    keys = {"max_position_std", "max_rotation_std"}
+    if not isinstance(value, dict) or set(value) != keys:
+        got = sorted(str(k) for k in value) if isinstance(value, dict) else repr(value)
+        raise BundleError(
+            f"uncertain_flag must be a mapping of exactly max_position_std and max_rotation_std, got {got}"
+        )
+    position = Bound(0.0, MAX_POSITION_STD, lo_open=True)
+    rotation = Bound(0.0, math.pi, lo_open=True)
+    return UncertainFlag(
+        _float(value, "max_position_std", "uncertain_flag.max_position_std", position),
+        _float(value, "max_rotation_std", "uncertain_flag.max_rotation_std", rotation),
     )
 
 

@@ -58,12 +58,15 @@ from pose_regressor.initial_pose import InitialPosePolicy
 from pose_regressor.lifecycle_guard import current_state, guard_change_state
 from pose_regressor.messages import diagnostic_array, ns_from_time, pose_stamped, pose_with_covariance
 from pose_regressor.params import (
+    FALLBACK_MAX_POSITION_STD,
+    FALLBACK_MAX_ROTATION_STD,
     PARAMETERS,
     SPECS,
     Change,
     LocalizerParams,
     ParameterError,
     ParameterSpec,
+    flag_threshold,
     validate_change,
 )
 from pose_regressor.pipeline import (
@@ -252,9 +255,23 @@ class LocalizerNode(LifecycleNode):
     def _pipeline_changes(self, changes: dict[str, Any]) -> dict[str, Any]:
         """The PipelineConfig fields that `changes` (parameter name -> value) set."""
         config = {PIPELINE_FIELDS[k]: v for k, v in changes.items() if k in PIPELINE_FIELDS}
-        if "mc_samples" in changes and self.bundle is not None:
-            config["mc_samples"] = int(changes["mc_samples"]) or self.bundle.mc_samples
+        if self.bundle is not None:
+            if "mc_samples" in changes:
+                config["mc_samples"] = int(changes["mc_samples"]) or self.bundle.mc_samples
+            for name in ("max_position_std", "max_rotation_std"):
+                if name in changes:
+                    config[name] = self._flag_threshold(self.bundle, name, float(changes[name]))[0]
         return config
+
+    @staticmethod
+    def _flag_threshold(bundle: ModelBundle, name: str, value: float) -> tuple[float, str]:
+        """The uncertain flag's threshold `name` in force for parameter `value` (0: the bundle's)."""
+        suggested = bundle.uncertain_flag
+        if name == "max_position_std":
+            position = suggested.max_position_std if suggested else None
+            return flag_threshold(value, position, FALLBACK_MAX_POSITION_STD)
+        rotation = suggested.max_rotation_std if suggested else None
+        return flag_threshold(value, rotation, FALLBACK_MAX_ROTATION_STD)
 
     def _apply_parameters(self, parameters: list[Parameter]) -> None:
         try:
@@ -310,6 +327,12 @@ class LocalizerNode(LifecycleNode):
                 f"mc_samples = {samples} is more than the {params.backend} engine runs (at most {limit})"
             )
         description = engine.describe()
+        max_position_std, position_source = self._flag_threshold(
+            bundle, "max_position_std", params.max_position_std
+        )
+        max_rotation_std, rotation_source = self._flag_threshold(
+            bundle, "max_rotation_std", params.max_rotation_std
+        )
         config = PipelineConfig(
             camera_names=tuple(bundle.camera_names),
             hidden_dim=bundle.hidden_dim,
@@ -319,8 +342,8 @@ class LocalizerNode(LifecycleNode):
             sync_slop_s=params.sync_slop,
             mc_samples=samples,
             seed=params.seed,
-            max_position_std=params.max_position_std,
-            max_rotation_std=params.max_rotation_std,
+            max_position_std=max_position_std,
+            max_rotation_std=max_rotation_std,
             camera_timeout_s=params.camera_timeout,
         )
         buffer = np.empty(bundle.images_shape, dtype=np.uint8)  # reused for every set
@@ -338,7 +361,10 @@ class LocalizerNode(LifecycleNode):
         self.get_logger().info(
             f"bundle {bundle.path}: cameras {', '.join(bundle.camera_names)} on "
             f"{', '.join(i.topic for i in inputs)}; engine {description} ({engine.chosen_because}); "
-            f"{samples} MC samples" + ("" if params.mc_samples else " (the bundle's)")
+            f"{samples} MC samples"
+            + ("" if params.mc_samples else " (the bundle's)")
+            + f"; uncertain flag: position std > {max_position_std:.3g} m ({position_source}) or rotation "
+            f"std > {math.degrees(max_rotation_std):.3g} deg ({rotation_source})"
         )
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:

@@ -56,6 +56,10 @@ class ParameterSpec:
     change: Change = Change.RUNTIME
 
 
+# The uncertain flag's thresholds for a bundle that suggests none (exported without an evaluation).
+FALLBACK_MAX_POSITION_STD = 1.0  # m
+FALLBACK_MAX_ROTATION_STD = 0.35  # rad
+
 _U = Change.UNCONFIGURED
 PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("bundle", "", "model bundle directory (model.onnx + bundle.yaml)", change=_U),
@@ -106,10 +110,20 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         choices=ROTATION_CONVENTIONS,
     ),
     ParameterSpec(
-        "max_position_std", 1.0, "position std (m) above which a pose is flagged uncertain", 0.0, 1e6
+        "max_position_std",
+        0.0,
+        "position std (m) above which a pose is flagged uncertain (0: the bundle's suggested value, "
+        f"{FALLBACK_MAX_POSITION_STD} m for a bundle without one)",
+        0.0,
+        1e6,
     ),
     ParameterSpec(
-        "max_rotation_std", 0.35, "rotation std (rad) above which a pose is flagged uncertain", 0.0, math.pi
+        "max_rotation_std",
+        0.0,
+        "rotation std (rad) above which a pose is flagged uncertain (0: the bundle's suggested value, "
+        f"{FALLBACK_MAX_ROTATION_STD} rad for a bundle without one)",
+        0.0,
+        math.pi,
     ),
     ParameterSpec("gate_uncertain", False, "do not publish poses flagged uncertain"),
     ParameterSpec("path_length", 500, "poses kept in ~/path (0: no path)", 0, 100_000),
@@ -149,8 +163,8 @@ class LocalizerParams:
     publish_tf: bool = False
     transform_tolerance: float = 1.0
     covariance_rotation: str = "rpy"
-    max_position_std: float = 1.0
-    max_rotation_std: float = 0.35
+    max_position_std: float = 0.0
+    max_rotation_std: float = 0.0
     gate_uncertain: bool = False
     path_length: int = 500
     path_rate: float = 5.0
@@ -276,3 +290,15 @@ def _check_number(spec: ParameterSpec, value: Any) -> None:
     problem = out_of_range(value, Bound(lo, hi))
     if problem is not None:
         raise ParameterError(f"parameter '{name}' {problem}")
+
+
+def flag_threshold(value: float, suggested: float | None, fallback: float) -> tuple[float, str]:
+    """The threshold in force for a `max_position_std` / `max_rotation_std` parameter `value`, and
+    where it comes from: the value itself when set (> 0), else the bundle's `suggested` one, else
+    `fallback`. (0 would flag every pose, which no robot wants, so it means "not set", as 0 does
+    for `mc_samples`.)"""
+    if value > 0:
+        return value, "parameter"
+    if suggested is not None:
+        return suggested, "the bundle's"
+    return fallback, "default"
