@@ -168,8 +168,8 @@ class BundleCamera:
 @dataclass(frozen=True)
 class UncertainFlag:
     """Thresholds of the node's uncertain flag suggested for one model: a pose whose position std
-    (m) or rotation std (rad) exceeds them is flagged. `pose-train eval-checkpoint` takes them from
-    the calibration split (the 95th percentile of its calibrated stds)."""
+    (m) or rotation std (rad) exceeds them is flagged. `pose-train eval-checkpoint` fits them on the
+    calibration split, to flag 5% of its frames (`uncertainty_metrics.uncertain_flag_report`)."""
 
     max_position_std: float
     max_rotation_std: float

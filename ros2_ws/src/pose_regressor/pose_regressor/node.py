@@ -292,8 +292,15 @@ class LocalizerNode(LifecycleNode):
             self._path = deque(self._path, maxlen=max(params.path_length, 1))
         if "publish_initialpose" in changes:
             self._set_initialpose_output(params.publish_initialpose)
-        shown = ", ".join(f"{k} = {v!r}" for k, v in changes.items())
+        shown = ", ".join(f"{k} = {v!r}" + self._in_force(k, v) for k, v in changes.items())
         self.get_logger().info(f"parameters changed: {shown} (in effect from the next camera set)")
+
+    def _in_force(self, name: str, value: Any) -> str:
+        """` (the bundle's 0.182)` for a flag threshold set to 0; else nothing."""
+        if name not in ("max_position_std", "max_rotation_std") or self.bundle is None or value:
+            return ""
+        threshold, source = self._flag_threshold(self.bundle, name, float(value))
+        return f" ({source} {threshold:.3g})"
 
     # ------------------------------------------------------------------ lifecycle
     def configure_pipeline(self) -> None:
