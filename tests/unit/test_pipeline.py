@@ -545,9 +545,14 @@ def test_reconfigure_changes_the_mask_count_the_slop_and_the_seed() -> None:
         pipe.reconfigure(seed=7, mc_samples=8)
         expected = dropout_masks(8, 16, 0.2, np.random.default_rng(7))
         np.testing.assert_array_equal(pipe.masks(), expected)
-        pipe.reconfigure(camera_timeout_s=10.0, max_position_std=float("inf"))
+        pipe.reconfigure(camera_timeout_s=10.0, max_position_std=float("inf"), max_rotation_std=0.05)
         clocks.advance(5.0)
-        assert pipe.diagnostics().level == OK  # 5 s of silence is within the new timeout
+        diagnostics = pipe.diagnostics()
+        assert diagnostics.level == OK  # 5 s of silence is within the new timeout
+        assert (diagnostics.values["max_position_std_m"], diagnostics.values["max_rotation_std_deg"]) == (
+            "inf",
+            "2.86",
+        )
     finally:
         pipe.stop()
 

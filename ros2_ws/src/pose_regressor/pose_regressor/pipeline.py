@@ -699,6 +699,9 @@ class LocalizerPipeline:
         if estimate is not None:
             values["position_std_m"] = f"{estimate.position_std:.3f}"
             values["rotation_std_deg"] = f"{np.degrees(estimate.rotation_std):.2f}"
+        # the thresholds in force (a parameter of 0 shows as 0, these as the bundle's values)
+        values["max_position_std_m"] = f"{cfg.max_position_std:.3g}"
+        values["max_rotation_std_deg"] = f"{np.degrees(cfg.max_rotation_std):.3g}"
         values["uncertain_poses"] = str(self.uncertain)
         values["uncertain_poses_recent"] = self._uncertain_share(now)
         recent_error = self._last_error is not None and now - self._last_error[0] < 5.0
