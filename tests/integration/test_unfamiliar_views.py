@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -70,3 +72,17 @@ def test_the_script_scores_every_condition_and_the_excluded_region(
     assert all(0.0 <= row["auroc_position_std"] <= 1.0 for row in results["conditions"].values())
     assert "| lights_off | 6 |" in (out / "results.md").read_text()
     assert (out / "preview.png").is_file()
+    # The flag thresholds: eval's suggestions from val by default (what the bundle carries), the
+    # in-distribution p95 on request, and a given one wins.
+    assert results["thresholds"]["source"] == "eval's suggestion from val"
+    reference = script.Scored(*(np.linspace(0.0, 1.0, 21) for _ in range(4)), np.zeros((21, 3)))
+    chosen = script._thresholds(
+        argparse.Namespace(thresholds="p95", max_position_std=None, max_rotation_std=2.0),
+        reference,
+        {"max_position_std": 0.3, "max_rotation_std": 0.05},
+    )
+    assert chosen == {
+        "max_position_std_m": pytest.approx(0.95),
+        "max_rotation_std_deg": 2.0,
+        "source": "given and in-distribution p95",
+    }

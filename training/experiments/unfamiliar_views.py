@@ -14,7 +14,9 @@ Per condition: median position and rotation std against the in-distribution fram
 std as a detector of the condition's frames against the in-distribution ones, median errors, and
 the share of gross errors (position or rotation error above 3x its in-distribution median) that the
 node's flag (position std > max_position_std or rotation std > max_rotation_std) would catch; the
-thresholds default to the in-distribution 95th percentiles. Writes results.json, results.md and
+thresholds default to those `pose-train eval-checkpoint` suggests from the val split, which an
+exported bundle carries and the node flags by (`--thresholds p95`: the in-distribution 95th
+percentiles, what this script used before 2026-12-05). Writes results.json, results.md and
 preview.png (the first camera set of every condition) into --out; rendered sets are kept in
 --out/data and reused when run again.
 """
@@ -45,6 +47,7 @@ from pose_regressor_training.synth.scene import SceneConfig
 
 GROSS_FACTOR = 3.0  # a gross error: above this many times the in-distribution median error
 REGION_CONDITION = "excluded_region"
+THRESHOLD_SOURCES = ("suggested", "p95")
 
 
 @dataclass
@@ -72,11 +75,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--covered-camera", default="", help="camera_covered's camera (default: the rig's first)"
     )
+    parser.add_argument("--max-position-std", type=float, help="flag threshold, m (default: --thresholds)")
+    parser.add_argument("--max-rotation-std", type=float, help="flag threshold, deg (default: --thresholds)")
     parser.add_argument(
-        "--max-position-std", type=float, help="flag threshold, m (default: in-distribution p95)"
-    )
-    parser.add_argument(
-        "--max-rotation-std", type=float, help="flag threshold, deg (default: in-distribution p95)"
+        "--thresholds",
+        choices=THRESHOLD_SOURCES,
+        default="suggested",
+        help="flag thresholds not given: suggested, what eval-checkpoint suggests from the val split (the "
+        "bundle carries them and the node flags by them); p95, the in-distribution 95th percentiles",
     )
     parser.add_argument("--workers", type=int, default=0, help="render processes (0: one per CPU core)")
     parser.add_argument(
@@ -106,12 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     if excluded is not None and REGION_CONDITION in args.conditions:
         sets[REGION_CONDITION] = _render(args, train_root, provenance, Condition(), excluded)
 
-    # The bundle's calibration: the covariance scale fitted on the training data's val split.
-    reference_scale = CovarianceScale.from_json(
-        evaluate_checkpoint(args.checkpoint, split="val", mc_samples=args.mc_samples).metrics[
-            "covariance_scale"
-        ]
-    )
+    # The bundle's calibration and flag thresholds: the covariance scale and the thresholds fitted
+    # on the training data's val split.
+    val = evaluate_checkpoint(args.checkpoint, split="val", mc_samples=args.mc_samples).metrics
+    reference_scale = CovarianceScale.from_json(val["covariance_scale"])
+    suggested = val["uncertainty"]["uncertain_flag"]["suggested_parameters"]
     scored = {
         name: _scored(
             evaluate_checkpoint(
@@ -128,15 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         else np.ones(len(nominal.positions), bool)
     )
     reference = _subset(nominal, in_dist)
-    thresholds = {
-        "max_position_std_m": args.max_position_std
-        if args.max_position_std is not None
-        else float(np.percentile(reference.position_std, 95)),
-        "max_rotation_std_deg": args.max_rotation_std
-        if args.max_rotation_std is not None
-        else float(np.percentile(reference.rotation_std, 95)),
-        "source": "given" if args.max_position_std is not None else "in-distribution p95",
-    }
+    thresholds = _thresholds(args, reference, suggested)
     gross_limits = (
         GROSS_FACTOR * float(np.median(reference.translation_error)),
         GROSS_FACTOR * float(np.median(reference.rotation_error)),
@@ -163,6 +160,24 @@ def main(argv: list[str] | None = None) -> int:
     _write_preview(args.out / "preview.png", sets)
     print(table, end="")
     return 0
+
+
+def _thresholds(args: argparse.Namespace, reference: Scored, suggested: dict[str, float]) -> dict[str, Any]:
+    """The flag's thresholds (m, deg) and where they come from: each given one, else `--thresholds`."""
+    if args.thresholds == "suggested":
+        position = float(suggested["max_position_std"])
+        rotation = math.degrees(float(suggested["max_rotation_std"]))
+        derived = "eval's suggestion from val"
+    else:
+        position = float(np.percentile(reference.position_std, 95))
+        rotation = float(np.percentile(reference.rotation_std, 95))
+        derived = "in-distribution p95"
+    given = [args.max_position_std is not None, args.max_rotation_std is not None]
+    return {
+        "max_position_std_m": args.max_position_std if given[0] else position,
+        "max_rotation_std_deg": args.max_rotation_std if given[1] else rotation,
+        "source": "given" if all(given) else derived if not any(given) else f"given and {derived}",
+    }
 
 
 def _render(
