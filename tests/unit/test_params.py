@@ -109,6 +109,7 @@ def test_flag_thresholds_come_from_the_parameter_then_the_bundle_then_the_fallba
     assert flag_threshold(params.max_position_std, 0.17, FALLBACK_MAX_POSITION_STD) == (0.17, "the bundle's")
     assert flag_threshold(0.0, None, FALLBACK_MAX_POSITION_STD) == (1.0, "default")
     assert flag_threshold(0.5, 0.17, FALLBACK_MAX_POSITION_STD) == (0.5, "parameter")
-    assert flag_threshold(float("inf"), 0.17, FALLBACK_MAX_POSITION_STD) == (float("inf"), "parameter")
-    with pytest.raises(ParameterError, match="max_rotation_std"):
-        LocalizerParams.from_values({"bundle": str(bundle_dir), "max_rotation_std": -0.1})
+    assert flag_threshold(1e6, 0.17, FALLBACK_MAX_POSITION_STD) == (1e6, "parameter")  # the flag off
+    for name, value in [("max_rotation_std", -0.1), ("max_position_std", float("inf"))]:
+        with pytest.raises(ParameterError, match=f"parameter '{name}' must be in"):
+            LocalizerParams.from_values({"bundle": str(bundle_dir), name: value})
