@@ -690,6 +690,10 @@ def test_uncertainty_reason_names_the_std_its_limit_and_the_factor() -> None:
         "position std 1 m > max_position_std 0.5 m (2x); "
         "rotation std 11.5 deg > max_rotation_std 5.73 deg (0.1 rad, 2x)"
     )
+    # Just above the limit the factor keeps a third digit instead of reading "1x".
+    assert uncertainty_reason(estimate_with_stds(0.367, 0.05), 0.361, 0.0873) == (
+        "position std 0.367 m > max_position_std 0.361 m (1.02x)"
+    )
     # A limit of 0 flags everything: no factor; an infinite one never flags.
     assert uncertainty_reason(estimate_with_stds(0.01, 0.0), 0.0, 1.0) == (
         "position std 0.01 m > max_position_std 0 m"

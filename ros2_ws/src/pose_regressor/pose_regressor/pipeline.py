@@ -217,7 +217,9 @@ def _times(value: float, limit: float, prefix: str) -> str:
     """` (PREFIX, 1.7x)`: how far above the limit (no factor for a limit of 0)."""
     notes = [prefix] if prefix else []
     if limit > 0:
-        notes.append(f"{value / limit:.2g}x")
+        ratio = value / limit
+        # a third digit just above the limit, where two would print a flagged std as "1x"
+        notes.append(f"{ratio:.3g}x" if ratio < 1.05 else f"{ratio:.2g}x")
     return f" ({', '.join(notes)})" if notes else ""
 
 
