@@ -228,6 +228,8 @@ def test_the_bundles_flag_thresholds_apply_until_the_parameters_are_set(
         assert peer.set_parameter(NODE, "max_position_std", 1000.0)[0]
         assert peer.set_parameter(NODE, "max_rotation_std", 3.0)[0]
         _pose_after_set(cameras, poses)  # the parameters now rule: nothing is flagged
+        ok, reason = peer.set_parameter(NODE, "max_position_std", 0)  # an integer: ROS refuses the type
+        assert not ok and "type" in reason, reason
         assert peer.set_parameter(NODE, "max_position_std", 0.0)[0]  # back to the bundle's
         assert node.wait_for_line("max_position_std = 0.0 (the bundle's 1e-09)", 5.0), node.log()
         assert withheld(), "max_position_std 0 did not bring back the bundle's threshold"
