@@ -398,8 +398,8 @@ def export_bundle(
         onnx_record = _onnx_record(onnx_path, opset, int(proto.ir_version), worst, config.log_variance_output)
         provenance = _provenance(checkpoint, trained, source, eval_summary)
         bundle = _bundle(staging, trained, config, model.mask_dim, mc_samples, scale, onnx_record, provenance)
-        if "uncertain_flag" in eval_summary:
-            bundle = replace(bundle, uncertain_flag=uncertain_flag(eval_summary["uncertain_flag"]))
+        if "uncertain_flag" in eval_summary:  # validated by suggested_uncertain_flag
+            bundle = replace(bundle, uncertain_flag=UncertainFlag(**eval_summary["uncertain_flag"]))
         write_bundle(bundle)
         _replace_dir(staging, out_dir, overwrite)
     except OSError as exc:

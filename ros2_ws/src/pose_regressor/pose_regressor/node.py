@@ -58,8 +58,7 @@ from pose_regressor.initial_pose import InitialPosePolicy
 from pose_regressor.lifecycle_guard import current_state, guard_change_state
 from pose_regressor.messages import diagnostic_array, ns_from_time, pose_stamped, pose_with_covariance
 from pose_regressor.params import (
-    FALLBACK_MAX_POSITION_STD,
-    FALLBACK_MAX_ROTATION_STD,
+    FLAG_FALLBACKS,
     PARAMETERS,
     SPECS,
     Change,
@@ -266,12 +265,9 @@ class LocalizerNode(LifecycleNode):
     @staticmethod
     def _flag_threshold(bundle: ModelBundle, name: str, value: float) -> tuple[float, str]:
         """The uncertain flag's threshold `name` in force for parameter `value` (0: the bundle's)."""
-        suggested = bundle.uncertain_flag
-        if name == "max_position_std":
-            position = suggested.max_position_std if suggested else None
-            return flag_threshold(value, position, FALLBACK_MAX_POSITION_STD)
-        rotation = suggested.max_rotation_std if suggested else None
-        return flag_threshold(value, rotation, FALLBACK_MAX_ROTATION_STD)
+        flag = bundle.uncertain_flag
+        suggested = flag.to_json()[name] if flag is not None else None
+        return flag_threshold(value, suggested, FLAG_FALLBACKS[name])
 
     def _apply_parameters(self, parameters: list[Parameter]) -> None:
         try:

@@ -59,6 +59,10 @@ class ParameterSpec:
 # The uncertain flag's thresholds for a bundle that suggests none (exported without an evaluation).
 FALLBACK_MAX_POSITION_STD = 1.0  # m
 FALLBACK_MAX_ROTATION_STD = 0.35  # rad
+FLAG_FALLBACKS = {
+    "max_position_std": FALLBACK_MAX_POSITION_STD,
+    "max_rotation_std": FALLBACK_MAX_ROTATION_STD,
+}
 
 _U = Change.UNCONFIGURED
 PARAMETERS: tuple[ParameterSpec, ...] = (
