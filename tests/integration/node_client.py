@@ -19,7 +19,7 @@ from builtin_interfaces.msg import Time
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from rcl_interfaces.msg import Parameter as ParameterMsg
-from rcl_interfaces.srv import SetParameters
+from rcl_interfaces.srv import GetParameters, SetParameters
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
@@ -172,6 +172,12 @@ class RosPeer:
         request.parameters = [message]
         result = self.call(SetParameters, f"{node}/set_parameters", request).results[0]
         return bool(result.successful), str(result.reason)
+
+    def get_parameter(self, node: str, name: str) -> Any:
+        """The parameter's value as stored, in its ROS type (an int stays an int)."""
+        request = GetParameters.Request(names=[name])
+        value = self.call(GetParameters, f"{node}/get_parameters", request).values[0]
+        return Parameter.from_parameter_msg(ParameterMsg(name=name, value=value)).value
 
 
 def _time(stamp_ns: int) -> Time:

@@ -114,7 +114,10 @@ def test_parameters_take_effect_at_runtime_or_are_refused_with_a_reason(
     bundle: ModelBundle, ros_env: dict[str, str], peer: RosPeer, tmp_path: Path
 ) -> None:
     params_file = tmp_path / "params.yaml"
-    params_file.write_text("/**:\n  ros__parameters:\n    mc_sampels: 4\n    gate_uncertain: false\n")
+    # camera_timeout: 2 is an integer in YAML; plain ROS would refuse it for the double parameter
+    params_file.write_text(
+        "/**:\n  ros__parameters:\n    mc_sampels: 4\n    gate_uncertain: false\n    camera_timeout: 2\n"
+    )
     node = NodeProcess(["--params", str(params_file), "--bundle", str(bundle.path)], ros_env)
     try:
         cameras = Cameras(peer, RAW_TOPICS)
@@ -123,6 +126,7 @@ def test_parameters_take_effect_at_runtime_or_are_refused_with_a_reason(
         _pose_after_set(cameras, poses)
         unknown = node.lines("unknown parameter")
         assert unknown and "mc_sampels (did you mean mc_samples?)" in unknown[0], node.log()
+        assert repr(peer.get_parameter(NODE, "camera_timeout")) == "2.0"
 
         def diagnosed(key: str, value: str) -> bool:
             return any(v.get(key) == value for _, _, v in statuses(diagnostics, STATUS))
@@ -210,11 +214,13 @@ def test_the_bundles_flag_thresholds_apply_until_the_parameters_are_set(
     by them while max_position_std / max_rotation_std are 0, by the parameters once they are set,
     and by the bundle's again when they are set back to 0."""
     strict = make_bundle(tmp_path / "strict", uncertain_flag=UncertainFlag(1e-9, 1e-9))
-    node = _start(strict, ros_env, "-p", "gate_uncertain:=true")
+    # An integer on the command line for a double parameter is taken as the double it means.
+    node = _start(strict, ros_env, "-p", "gate_uncertain:=true", "-p", "transform_tolerance:=2")
     try:
         cameras = Cameras(peer, RAW_TOPICS)
         poses = peer.record(PoseStamped, f"{NODE}/pose")
         assert node.wait_for_line("uncertain flag: position std > 1e-09 m (the bundle's)", 10.0), node.log()
+        assert repr(peer.get_parameter(NODE, "transform_tolerance")) == "2.0"
 
         def withheld() -> bool:
             count = len(poses)
@@ -228,9 +234,11 @@ def test_the_bundles_flag_thresholds_apply_until_the_parameters_are_set(
         assert peer.set_parameter(NODE, "max_position_std", 1000.0)[0]
         assert peer.set_parameter(NODE, "max_rotation_std", 3.0)[0]
         _pose_after_set(cameras, poses)  # the parameters now rule: nothing is flagged
-        ok, reason = peer.set_parameter(NODE, "max_position_std", 0)  # an integer: ROS refuses the type
+        ok, reason = peer.set_parameter(NODE, "max_position_std", "0")  # a string: refused
         assert not ok and "type" in reason, reason
-        assert peer.set_parameter(NODE, "max_position_std", 0.0)[0]  # back to the bundle's
+        # `ros2 param set /localizer max_position_std 0` sends an integer: taken as the double 0.0
+        assert peer.set_parameter(NODE, "max_position_std", 0) == (True, "")  # back to the bundle's
+        assert repr(peer.get_parameter(NODE, "max_position_std")) == "0.0"
         assert node.wait_for_line("max_position_std = 0.0 (the bundle's 1e-09)", 5.0), node.log()
         assert withheld(), "max_position_std 0 did not bring back the bundle's threshold"
         assert node.alive() and not node.lines("Traceback"), node.log()

@@ -16,6 +16,7 @@ from pose_regressor.params import (
     ParameterError,
     flag_threshold,
     validate_change,
+    widened,
 )
 
 
@@ -113,3 +114,20 @@ def test_flag_thresholds_come_from_the_parameter_then_the_bundle_then_the_fallba
     for name, value in [("max_rotation_std", -0.1), ("max_position_std", float("inf"))]:
         with pytest.raises(ParameterError, match=f"parameter '{name}' must be in"):
             LocalizerParams.from_values({"bundle": str(bundle_dir), name: value})
+
+
+def test_an_integer_for_a_double_parameter_is_taken_as_that_double() -> None:
+    doubles = [spec.name for spec in PARAMETERS if isinstance(spec.default, float)]
+    assert {"sync_slop", "max_position_std", "max_rotation_std", "camera_timeout"} <= set(doubles)
+    for name in doubles:
+        value = widened(name, 0)
+        assert type(value) is float and value == 0.0, name
+    assert repr(widened("transform_tolerance", 2)) == "2.0"
+    # Integer, bool, string and list parameters keep what they were given; so do wrong types,
+    # which validation then refuses with one line.
+    assert repr(widened("mc_samples", 3)) == "3" and repr(widened("mc_samples", 2.5)) == "2.5"
+    assert widened("gate_uncertain", True) is True and widened("sync_slop", True) is True
+    assert widened("sync_slop", "wide") == "wide" and widened("camera_topics", [1]) == [1]
+    assert widened("no_such_parameter", 1) == 1
+    with pytest.raises(ParameterError, match="parameter 'sync_slop' must be a number, got 'wide'"):
+        validate_change({}, {"sync_slop": widened("sync_slop", "wide")})

@@ -10,6 +10,9 @@ choices, read-only), so `ros2 param describe` shows them. Every parameter has on
   configure) and refused with the reason in any other state.
 * `READ_ONLY`: only the command line or params file sets it (`autostart`).
 
+An integer given for a double parameter (`sync_slop: 1`, `ros2 param set ... max_position_std 0`)
+is taken as that double (`widened`); other types are refused.
+
 `LocalizerParams.from_values` validates a whole set at configure; `validate_change` validates
 a runtime change the same way, one parameter at a time, and both report one clear line.
 """
@@ -294,6 +297,23 @@ def _check_number(spec: ParameterSpec, value: Any) -> None:
     problem = out_of_range(value, Bound(lo, hi))
     if problem is not None:
         raise ParameterError(f"parameter '{name}' {problem}")
+
+
+def is_double(name: str) -> bool:
+    """Whether parameter `name` is a double (its default a float, not a bool)."""
+    spec = SPECS.get(name)
+    return spec is not None and isinstance(spec.default, float)
+
+
+def widened(name: str, value: Any) -> Any:
+    """`value` as the node stores it: an integer given for a double parameter becomes that double.
+
+    ROS reads `-p sync_slop:=1`, `ros2 param set ... max_position_std 0` and `sync_slop: 1` in a
+    params file as integers, and refuses them for a double parameter (rclcpp issue 979); the
+    node takes them as the doubles meant. Any other value is returned as it is, for validation."""
+    if is_double(name) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
 
 
 def flag_threshold(value: float, suggested: float | None, fallback: float) -> tuple[float, str]:
