@@ -18,10 +18,12 @@ from pose_regressor_training.synth.conditions import (
     LIGHTS_OFF_GAIN,
     MOVED_BOX,
     MOVED_BOX_CLEARANCE,
+    MOVED_BOX_INDEX,
     Condition,
     Region,
 )
 from pose_regressor_training.synth.generate import SynthConfig, plan_frames
+from pose_regressor_training.synth.movable import HELD_OUT_GAP, OBSTACLE_GAP, place_boxes
 from pose_regressor_training.synth.render import Lighting, RigRenderer
 from pose_regressor_training.synth.scene import Scene, SceneConfig
 
@@ -159,6 +161,63 @@ def test_condition_is_recorded_in_dataset_yaml_and_bag(tmp_path: Path) -> None:
     assert custom["synth.condition.covered_camera"] == "left"
 
 
+def test_movable_box_places_are_clear_of_the_paths_the_walls_the_obstacles_and_the_test_place() -> None:
+    cfg = SynthConfig(out=Path("unused"), rig=preset_rig("mono", 8, 6), frames=2000, frames_per_trajectory=20)
+    frames = plan_frames(cfg, Scene(), np.random.default_rng(0))
+    config = SceneConfig()
+    placed = place_boxes(frames, config, 0.5, seed=0)
+    train = {f.sequence for f in frames if f.split == "train"}
+    assert set(placed) <= train and 0.3 * len(train) < len(placed) < 0.7 * len(train)
+    assert place_boxes(frames, config, 0.5, seed=0) == placed  # its own seeded stream
+    assert place_boxes(frames, config, 0.0, seed=0) == {}
+    assert set(place_boxes(frames, config, 1.0, seed=0)) == train  # every path finds a place here
+    home = config.obstacles[MOVED_BOX_INDEX]
+    room_lo, room_hi = np.asarray(config.room.lo), np.asarray(config.room.hi)
+    for sequence, box in placed.items():
+        lo, hi = np.asarray(box.lo), np.asarray(box.hi)
+        np.testing.assert_allclose(hi - lo, np.subtract(home.hi, home.lo), atol=1e-5)  # the same box
+        assert lo[2] == 0.0 and np.all(lo >= room_lo) and np.all(hi <= room_hi)
+        bases = np.array([f.translation for f in frames if f.sequence == sequence])
+        assert not np.any(box.contains(bases, MOVED_BOX_CLEARANCE))
+        others = [(o, OBSTACLE_GAP) for i, o in enumerate(config.obstacles) if i != MOVED_BOX_INDEX]
+        for other, gap in [*others, (MOVED_BOX, HELD_OUT_GAP)]:
+            apart = [lo[k] >= other.hi[k] + gap or other.lo[k] >= hi[k] + gap for k in range(2)]
+            assert any(apart), (box, other)
+    with pytest.raises(ValueError, match=r"--movable-box must be a share in \[0, 1\], got 1.5"):
+        place_boxes(frames, config, 1.5, seed=0)
+
+
+def test_movable_box_changes_only_the_train_paths_it_moved(tmp_path: Path) -> None:
+    args = ["synth", "--rig", "mono", "--width", "24", "--height", "18", "--frames", "200", "--quiet"]
+    args += ["--frames-per-trajectory", "20", "--noise-std", "3", "--workers", "2"]
+    assert main([*args, "--out", str(tmp_path / "nominal")]) == 0
+    assert main([*args, "--out", str(tmp_path / "movable"), "--movable-box", "1"]) == 0
+    nominal, movable = read_frames(tmp_path / "nominal"), read_frames(tmp_path / "movable")
+    assert [(f.index, f.split, f.stamp_ns) for f in movable] == [
+        (f.index, f.split, f.stamp_ns) for f in nominal
+    ]
+    record = read_metadata(tmp_path / "movable")["provenance"]["movable_box"]
+    places = {int(k): v for k, v in record["places"].items()}
+    assert record["share"] == 1.0 and record["index"] == MOVED_BOX_INDEX
+    assert (
+        record["moved_train_trajectories"]
+        == len(places)
+        == len({f.sequence for f in nominal if f.split == "train"})
+    )
+    assert "movable_box" not in read_metadata(tmp_path / "nominal")["provenance"]
+
+    def same(frame_index: int) -> bool:
+        return np.array_equal(
+            cv2.imread(str(image_path(tmp_path / "nominal", "front", frame_index))),
+            cv2.imread(str(image_path(tmp_path / "movable", "front", frame_index))),
+        )
+
+    # val and test: the room as it is, image for image; train: the box is seen elsewhere in some.
+    assert all(same(f.index) for f in nominal if f.split != "train")
+    train_same = [same(f.index) for f in nominal if f.split == "train"]
+    assert sum(train_same) < len(train_same)
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -169,6 +228,8 @@ def test_condition_is_recorded_in_dataset_yaml_and_bag(tmp_path: Path) -> None:
             "--covered-camera 'top' is not a camera",
         ),
         (["--exclude-region", "x>1", "--inside-region", "x>1"], "cannot be combined"),
+        (["--movable-box", "2"], "--movable-box must be in [0, 1], got 2.0"),
+        (["--movable-box", "0.5", "--condition", "box_moved"], "cannot be combined"),
     ],
 )
 def test_bad_condition_options_are_one_line(

@@ -148,6 +148,10 @@ def main(argv: list[str] | None = None) -> int:
         "covariance_scale": {"position": reference_scale.position, "rotation": reference_scale.rotation},
         "covered_camera": covered,
         "excluded_region": str(excluded) if excluded is not None else None,
+        # trained with `synth --movable-box`: box_moved is then a new place of a box seen moving
+        "movable_box_trajectories": int(
+            (provenance.get("movable_box") or {}).get("moved_train_trajectories", 0)
+        ),
         "in_distribution_frames": int(in_dist.sum()),
         "thresholds": thresholds,
         "gross_error_limits": {"translation_m": gross_limits[0], "rotation_deg": gross_limits[1]},
@@ -273,7 +277,13 @@ def markdown_table(results: dict[str, Any]) -> str:
         + f". Flag: position std > {t['max_position_std_m']:.3f} m or rotation std > "
         f"{t['max_rotation_std_deg']:.2f} deg ({t['source']}); gross error: > "
         f"{gross['translation_m']:.2f} m or > {gross['rotation_deg']:.1f} deg "
-        f"({GROSS_FACTOR:g}x the in-distribution median).",
+        f"({GROSS_FACTOR:g}x the in-distribution median)."
+        + (
+            f" Trained with the movable box elsewhere in {results['movable_box_trajectories']} train "
+            "trajectories (never at box_moved's place)."
+            if results.get("movable_box_trajectories")
+            else ""
+        ),
         "",
         "| condition | frames | pos std ratio | rot std ratio | AUROC pos std | AUROC rot std "
         "| median error | flagged | gross errors | gross caught |",

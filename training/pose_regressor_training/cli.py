@@ -112,6 +112,14 @@ def _add_synth(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         choices=("train", "val", "test"),
         help="put every trajectory into this split (e.g. a test-only dataset) instead of 80/10/10",
     )
+    p.add_argument(
+        "--movable-box",
+        type=_non_negative_float,
+        default=0.0,
+        metavar="SHARE",
+        help="training data for a room that changes: in this share of the train trajectories (0 to 1) "
+        "the 1 m floor box stands at a random place (never where --condition box_moved puts it)",
+    )
     p.add_argument("--workers", type=int, default=0, help="render processes (0: one per CPU core)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder or --bag")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -151,6 +159,7 @@ def _run_synth(args: argparse.Namespace) -> int:
         exclude_region=args.exclude_region,
         inside_region=args.inside_region,
         only_split=args.only_split,
+        movable_box=args.movable_box,
     )
     summary = render_dataset(cfg)
     cams = cfg.rig.cameras
@@ -164,6 +173,11 @@ def _run_synth(args: argparse.Namespace) -> int:
     if cfg.condition.name != "nominal":
         covered = f" ({cfg.condition.covers})" if cfg.condition.covers else ""
         print(f"  condition: {cfg.condition.name}{covered}")
+    if summary.moved_box_trajectories:
+        print(
+            f"  movable box: elsewhere in {summary.moved_box_trajectories} of "
+            f"{summary.trajectories_per_split['train']} train trajectories"
+        )
     if cfg.bag is not None:
         print(f"bag: {cfg.bag}  ({summary.bag_messages} messages, split: {cfg.bag_split})")
     print(

@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -38,9 +38,10 @@ from pose_regressor_training.stop_signals import (
     stop_signals_deferred,
     stop_signals_remembered,
 )
-from pose_regressor_training.synth.conditions import Condition, Region
+from pose_regressor_training.synth.conditions import MOVED_BOX_INDEX, Condition, Region
+from pose_regressor_training.synth.movable import place_boxes
 from pose_regressor_training.synth.render import Lighting, RigRenderer
-from pose_regressor_training.synth.scene import Scene, SceneConfig
+from pose_regressor_training.synth.scene import Box, Scene, SceneConfig
 from pose_regressor_training.synth.trajectory import TrajectoryError, generate_trajectory
 
 FRAMES_PER_TRAJECTORY = 100
@@ -89,6 +90,7 @@ class SynthConfig:
     exclude_region: Region | None = None  # train and val trajectories stay out of it
     inside_region: Region | None = None  # every trajectory stays inside it
     only_split: str | None = None  # every trajectory in this split (a test set), instead of 80/10/10
+    movable_box: float = 0.0  # share of train trajectories in which one box stands elsewhere (movable.py)
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,7 @@ class SynthSummary:
     images_written: int
     bag_messages: int
     seconds: float
+    moved_box_trajectories: int = 0  # train trajectories whose movable box stood elsewhere
 
     @property
     def frames_per_second(self) -> float:
@@ -111,6 +114,7 @@ class _FrameJob:
     quat_xyzw: NDArray[np.float64]
     lighting: Lighting | None
     keep_images: bool
+    box: Box | None = None  # where the movable box stands instead of at home (None: at home)
 
 
 def check_synth_config(cfg: SynthConfig) -> None:
@@ -137,6 +141,11 @@ def check_synth_config(cfg: SynthConfig) -> None:
     within("--scene-seed", cfg.scene.seed, 0, MAX_SEED)
     if cfg.exclude_region is not None and cfg.inside_region is not None:
         raise ValueError("--exclude-region and --inside-region cannot be combined")
+    within("--movable-box", cfg.movable_box, 0.0, 1.0)
+    if cfg.movable_box > 0 and cfg.condition.name == "box_moved":
+        raise ValueError(
+            "--movable-box (training data) and --condition box_moved (a test set) cannot be combined"
+        )
     if cfg.only_split is not None and cfg.only_split not in SPLITS:
         raise ValueError(f"--only-split must be one of {', '.join(SPLITS)}, got {cfg.only_split!r}")
     covered = cfg.condition.covers
@@ -226,6 +235,22 @@ _RENDERER: RigRenderer | None = None
 _OUT: Path | None = None
 _NOISE: tuple[float, int] = (0.0, 0)
 _CONDITION = Condition()
+_MOVED: dict[Box, RigRenderer] = {}  # per worker: renderers of the scene with the movable box placed
+MAX_MOVED_RENDERERS = 4  # a trajectory's frames come in a few consecutive batches
+
+
+def _renderer_for(box: Box | None) -> RigRenderer:
+    assert _RENDERER is not None
+    if box is None:
+        return _RENDERER
+    if box not in _MOVED:
+        if len(_MOVED) >= MAX_MOVED_RENDERERS:
+            _MOVED.clear()
+        obstacles = list(_RENDERER.scene.config.obstacles)
+        obstacles[MOVED_BOX_INDEX] = box
+        scene = Scene(replace(_RENDERER.scene.config, obstacles=tuple(obstacles)))
+        _MOVED[box] = RigRenderer(scene, _RENDERER.rig)
+    return _MOVED[box]
 
 
 def _render_jobs(jobs: list[_FrameJob]) -> list[tuple[int, list[NDArray[np.uint8]] | None]]:
@@ -234,7 +259,7 @@ def _render_jobs(jobs: list[_FrameJob]) -> list[tuple[int, list[NDArray[np.uint8
     results = []
     for job in jobs:
         rng = np.random.default_rng([seed, job.index])  # same noise whatever worker renders the frame
-        views = _RENDERER.render(
+        views = _renderer_for(job.box).render(
             job.translation,
             job.quat_xyzw,
             job.lighting,
@@ -341,8 +366,9 @@ def _render(cfg: SynthConfig, out: Path, bag_path: Path | None) -> SynthSummary:
             f"the bag's {len(in_bag)} camera sets ({cfg.bag_split}) would hold {bag_bytes} bytes of images "
             f"in memory; at most {MAX_BAG_IMAGE_BYTES} (fewer --frames, smaller images or another --split)"
         )
+    placed = place_boxes(frames, cfg.scene, cfg.movable_box, cfg.seed) if cfg.movable_box > 0 else {}
     jobs = [
-        _FrameJob(f.index, f.translation, f.quat_xyzw, lighting, f.index in in_bag)
+        _FrameJob(f.index, f.translation, f.quat_xyzw, lighting, f.index in in_bag, placed.get(f.sequence))
         for f, lighting in zip(frames, lightings, strict=True)
     ]
     # Planned in the scene as trained, rendered in the scene of the condition (a box moved).
@@ -380,6 +406,7 @@ def _render(cfg: SynthConfig, out: Path, bag_path: Path | None) -> SynthSummary:
             pool.shutdown(wait=True, cancel_futures=True)  # after a failure: no queued batch runs
         _RENDERER = _OUT = None
         _CONDITION = Condition()
+        _MOVED.clear()
         remembered.close()
 
     bag_messages = 0
@@ -405,13 +432,33 @@ def _render(cfg: SynthConfig, out: Path, bag_path: Path | None) -> SynthSummary:
         "bag": str(cfg.bag) if cfg.bag is not None else None,
         "bag_split": cfg.bag_split if cfg.bag is not None else None,
         "condition": cfg.condition.describe(),
+        **_movable_provenance(cfg, placed),
         **_region_provenance(cfg),
     }
     write_frames(out, frames)
     write_metadata(out, cfg.rig, cfg.fps, counts, provenance)
     return SynthSummary(
-        counts, trajectories, len(frames) * len(cfg.rig.cameras), bag_messages, time.perf_counter() - started
+        counts,
+        trajectories,
+        len(frames) * len(cfg.rig.cameras),
+        bag_messages,
+        time.perf_counter() - started,
+        len(placed),
     )
+
+
+def _movable_provenance(cfg: SynthConfig, placed: dict[int, Box]) -> dict[str, object]:
+    """dataset.yaml's record of --movable-box (nothing without it)."""
+    if cfg.movable_box <= 0:
+        return {}
+    return {
+        "movable_box": {
+            "share": cfg.movable_box,
+            "index": MOVED_BOX_INDEX,
+            "moved_train_trajectories": len(placed),
+            "places": {int(seq): [list(b.lo), list(b.hi)] for seq, b in sorted(placed.items())},
+        }
+    }
 
 
 def _region_provenance(cfg: SynthConfig) -> dict[str, object]:
