@@ -100,7 +100,9 @@ def test_image_transport_naming_with_a_driver_offering_raw_and_compressed(
     bundle: ModelBundle, ros_env: dict[str, str], peer: RosPeer
 ) -> None:
     """A driver publishes Image on <base> and CompressedImage on <base>/compressed; one node per
-    setting subscribes to exactly its transport's topic and localizes."""
+    setting subscribes to exactly its transport's topic and localizes. The compressed one is set
+    the way image_transport's own parameter is, one string (`image_transport:=compressed`)."""
+    setting = {"raw": "[raw]", "compressed": "compressed"}
     nodes = {
         transport: NodeProcess(
             [
@@ -109,7 +111,7 @@ def test_image_transport_naming_with_a_driver_offering_raw_and_compressed(
                     "-r",
                     f"__ns:=/{transport}",
                     "-p",
-                    f"image_transport:=[{transport}]",
+                    f"image_transport:={setting[transport]}",
                     "-p",
                     "mc_samples:=2",
                 ),

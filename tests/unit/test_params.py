@@ -128,6 +128,20 @@ def test_an_integer_for_a_double_parameter_is_taken_as_that_double() -> None:
     assert repr(widened("mc_samples", 3)) == "3" and repr(widened("mc_samples", 2.5)) == "2.5"
     assert widened("gate_uncertain", True) is True and widened("sync_slop", True) is True
     assert widened("sync_slop", "wide") == "wide" and widened("camera_topics", [1]) == [1]
+    assert widened("map_frame", "map") == "map"
     assert widened("no_such_parameter", 1) == 1
     with pytest.raises(ParameterError, match="parameter 'sync_slop' must be a number, got 'wide'"):
         validate_change({}, {"sync_slop": widened("sync_slop", "wide")})
+
+
+def test_one_string_for_a_list_parameter_is_a_list_of_it(bundle_dir: Path) -> None:
+    # image_transport's convention: `-p image_transport:=compressed`, one string for the node
+    assert widened("image_transport", "compressed") == ["compressed"]
+    assert widened("camera_topics", "front/image_raw") == ["front/image_raw"]
+    assert widened("image_transport", ["raw", "compressed"]) == ["raw", "compressed"]
+    params = LocalizerParams.from_values(
+        {"bundle": str(bundle_dir), "image_transport": widened("image_transport", "compressed")}
+    )
+    assert params.image_transport == ("compressed",) and params.transport_for(3) == "compressed"
+    with pytest.raises(ParameterError, match="entries must be one of raw, compressed, got \\['theora'\\]"):
+        validate_change({}, {"image_transport": widened("image_transport", "theora")})

@@ -11,7 +11,8 @@ choices, read-only), so `ros2 param describe` shows them. Every parameter has on
 * `READ_ONLY`: only the command line or params file sets it (`autostart`).
 
 An integer given for a double parameter (`sync_slop: 1`, `ros2 param set ... max_position_std 0`)
-is taken as that double (`widened`); other types are refused.
+is taken as that double, and one string for a list parameter (`image_transport:=compressed`, as
+image_transport's own parameter is written) as a list of it (`widened`); other types are refused.
 
 `LocalizerParams.from_values` validates a whole set at configure; `validate_change` validates
 a runtime change the same way, one parameter at a time, and both report one clear line.
@@ -299,20 +300,23 @@ def _check_number(spec: ParameterSpec, value: Any) -> None:
         raise ParameterError(f"parameter '{name}' {problem}")
 
 
-def is_double(name: str) -> bool:
-    """Whether parameter `name` is a double (its default a float, not a bool)."""
-    spec = SPECS.get(name)
-    return spec is not None and isinstance(spec.default, float)
-
-
 def widened(name: str, value: Any) -> Any:
-    """`value` as the node stores it: an integer given for a double parameter becomes that double.
+    """`value` as the node stores it: an integer given for a double parameter becomes that double,
+    and one string given for a string-list parameter becomes a list of it.
 
     ROS reads `-p sync_slop:=1`, `ros2 param set ... max_position_std 0` and `sync_slop: 1` in a
     params file as integers, and refuses them for a double parameter (rclcpp issue 979); the
-    node takes them as the doubles meant. Any other value is returned as it is, for validation."""
-    if is_double(name) and isinstance(value, int) and not isinstance(value, bool):
+    node takes them as the doubles meant. image_transport's own convention is one string
+    parameter, `-p image_transport:=compressed`; here it is a list (one per camera, or one for
+    all), and a single string means that one for all. Any other value is returned as it is, for
+    validation."""
+    spec = SPECS.get(name)
+    if spec is None:
+        return value
+    if isinstance(spec.default, float) and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if isinstance(spec.default, list) and isinstance(value, str):
+        return [value]
     return value
 
 
