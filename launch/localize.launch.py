@@ -3,6 +3,7 @@
     ros2 launch pose_regressor localize.launch.py bundle:=/path/to/bundle
         [params_file:=...] [namespace:=robot1] [use_sim_time:=true] [log_level:=info] [rviz:=true]
         [autostart:=false] [camera_topics:="[front/image_raw,left/image_raw]"]
+        [image_transport:=compressed]
 
 Leave an argument out for its default (`ros2 launch` refuses an empty `name:=`). The shipped
 params file uses the `/**:` key, so it applies under any `namespace`; relative camera
@@ -47,6 +48,9 @@ def _nodes(context, *args, **kwargs):  # type: ignore[no-untyped-def]
     topics = topic_list(arg("camera_topics"))
     if topics:
         overrides["camera_topics"] = ParameterValue(topics, value_type=List[str])  # noqa: UP006
+    transports = topic_list(arg("image_transport"))  # "compressed" or "[raw,compressed]"
+    if transports:
+        overrides["image_transport"] = ParameterValue(transports, value_type=List[str])  # noqa: UP006
     namespace = arg("namespace")
     nodes = [
         Node(
@@ -101,6 +105,11 @@ def generate_launch_description() -> LaunchDescription:
                 "camera_topics",
                 default_value="",
                 description="override, e.g. [front/image_raw,left/image_raw] (relative: in the namespace)",
+            ),
+            DeclareLaunchArgument(
+                "image_transport",
+                default_value="",
+                description="override: raw or compressed for every camera, or [raw,compressed] per topic",
             ),
             OpaqueFunction(function=_nodes),
         ]

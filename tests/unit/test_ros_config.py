@@ -40,12 +40,13 @@ def test_launch_file_names_the_node_its_arguments_and_installed_files() -> None:
         "log_level",
         "rviz",
         "camera_topics",
+        "image_transport",
         "autostart",
     ):
         assert argument in strings, argument
     assert {"pose_regressor", "localizer", "localize.yaml", "localize.rviz", "rviz2"} <= strings
     # Parameters the launch file sets directly must be node parameters (or ROS's use_sim_time).
-    assert {"bundle", "camera_topics", "autostart"} <= {spec.name for spec in PARAMETERS}
+    assert {"bundle", "camera_topics", "image_transport", "autostart"} <= {spec.name for spec in PARAMETERS}
     # launch_ros parses plain strings as YAML: the bundle path must go through a typed ParameterValue.
     assert 'ParameterValue(arg("bundle"), value_type=str)' in source
     # The package installs this very folder (one copy) plus config and rviz.
@@ -80,6 +81,7 @@ def test_rviz_shows_the_node_outputs_in_the_map_frame_under_any_namespace() -> N
 def test_launch_support_parses_topic_lists() -> None:
     assert topic_list("[front/image_raw, /left/image_raw]") == ["front/image_raw", "/left/image_raw"]
     assert topic_list("'a','b'") == ["a", "b"] and topic_list("") == [] and topic_list("[]") == []
+    assert topic_list("compressed") == ["compressed"]  # image_transport:=compressed
 
 
 def test_node_publishes_the_topics_rviz_and_the_ekf_sample_use() -> None:
