@@ -230,6 +230,9 @@ def test_movable_box_changes_only_the_train_paths_it_moved(tmp_path: Path) -> No
         (["--exclude-region", "x>1", "--inside-region", "x>1"], "cannot be combined"),
         (["--movable-box", "2"], "--movable-box must be in [0, 1], got 2.0"),
         (["--movable-box", "0.5", "--condition", "box_moved"], "cannot be combined"),
+        (["--movable-box", "half"], "argument --movable-box: must be a number >= 0, got 'half'"),
+        (["--movable-box", "nan"], "argument --movable-box: must be a number >= 0, got 'nan'"),
+        (["--frames", "2.5"], "argument --frames: must be a positive integer, got '2.5'"),
     ],
 )
 def test_bad_condition_options_are_one_line(
