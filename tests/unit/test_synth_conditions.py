@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -25,7 +27,7 @@ from pose_regressor_training.synth.conditions import (
 from pose_regressor_training.synth.generate import SynthConfig, plan_frames
 from pose_regressor_training.synth.movable import HELD_OUT_GAP, OBSTACLE_GAP, place_boxes
 from pose_regressor_training.synth.render import Lighting, RigRenderer
-from pose_regressor_training.synth.scene import Scene, SceneConfig
+from pose_regressor_training.synth.scene import Box, Scene, SceneConfig
 
 # Base at (-1.5, 0, 0.5) looking along +x: the nominal front camera sees the x = 4 wall, the moved
 # box (x from 0.6) stands in its way.
@@ -183,6 +185,22 @@ def test_movable_box_places_are_clear_of_the_paths_the_walls_the_obstacles_and_t
         for other, gap in [*others, (MOVED_BOX, HELD_OUT_GAP)]:
             apart = [lo[k] >= other.hi[k] + gap or other.lo[k] >= hi[k] + gap for k in range(2)]
             assert any(apart), (box, other)
+
+    # Moved, the box keeps its texel size, so every face keeps its texture: the same room (a face
+    # one texel wider would draw every later texture anew). Sizes checked on every place drawn
+    # here, whole textures on a few of the scenes.
+    def texels(box: Box) -> list[int]:
+        return [math.ceil((box.hi[k] - box.lo[k]) * config.px_per_m) for k in range(3)]
+
+    for box in place_boxes(frames, config, 1.0, seed=1).values():
+        assert texels(box) == texels(home), box
+    home_scene = Scene(config)
+    for box in list(placed.values())[:5]:
+        obstacles = list(config.obstacles)
+        obstacles[MOVED_BOX_INDEX] = box
+        moved_scene = Scene(replace(config, obstacles=tuple(obstacles)))
+        for home_texture, moved_texture in zip(home_scene.textures, moved_scene.textures, strict=True):
+            np.testing.assert_array_equal(moved_texture, home_texture)
     with pytest.raises(ValueError, match=r"--movable-box must be a share in \[0, 1\], got 1.5"):
         place_boxes(frames, config, 1.5, seed=0)
 

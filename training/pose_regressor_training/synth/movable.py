@@ -59,10 +59,14 @@ def _draw_place(rng: np.random.Generator, scene: SceneConfig, bases: NDArray[np.
     size = np.subtract(home.hi, home.lo)
     room_lo, room_hi = np.asarray(scene.room.lo), np.asarray(scene.room.hi)
     others = [b for i, b in enumerate(scene.obstacles) if i != MOVED_BOX_INDEX]
+    texel = 1.0 / scene.px_per_m
     for _ in range(MAX_TRIES):
         lo = np.array(home.lo, dtype=float)
-        lo[:2] = rng.uniform(room_lo[:2] + WALL_GAP, room_hi[:2] - WALL_GAP - size[:2])
+        drawn = rng.uniform(room_lo[:2] + WALL_GAP, room_hi[:2] - WALL_GAP - size[:2])
+        lo[:2] = np.round(drawn / texel) * texel  # on the texel grid: hi - lo stays exactly the size
         box = Box(_point(lo), _point(lo + size))
+        if _texels(box, scene.px_per_m) != _texels(home, scene.px_per_m):
+            continue  # a face one texel wider would draw every later texture anew: another room
         if any(_overlap(box, other, OBSTACLE_GAP) for other in others):
             continue
         if _overlap(box, MOVED_BOX, HELD_OUT_GAP):
@@ -78,7 +82,12 @@ def _overlap(a: Box, b: Box, gap: float) -> bool:
     return all(a.lo[k] < b.hi[k] + gap and b.lo[k] < a.hi[k] + gap for k in range(2))
 
 
+def _texels(box: Box, px_per_m: float) -> tuple[int, ...]:
+    """The box's size in texels per axis, as `make_texture` sizes its faces."""
+    return tuple(int(np.ceil((box.hi[k] - box.lo[k]) * px_per_m)) for k in range(3))
+
+
 def _point(values: NDArray[np.float64]) -> tuple[float, float, float]:
     """Plain floats (dataset.yaml records the places; YAML cannot write numpy scalars)."""
-    x, y, z = (round(float(v), 6) for v in values)
+    x, y, z = (float(v) for v in values)
     return (x, y, z)

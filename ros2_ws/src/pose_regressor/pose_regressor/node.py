@@ -131,7 +131,8 @@ def _descriptor(spec: ParameterSpec) -> ParameterDescriptor:
 
 
 def _widened(parameter: Parameter) -> Parameter:
-    """`parameter`, or a double in its place where it is an integer for a double parameter."""
+    """`parameter`, or in its place the value it means (`params.widened`): a double for an integer
+    given to a double parameter, a list for one string given to a list parameter."""
     value = widened(parameter.name, parameter.value)
     return parameter if value is parameter.value else Parameter(parameter.name, value=value)
 
@@ -165,12 +166,12 @@ def camera_inputs(
 class LocalizerNode(LifecycleNode):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
-        self._widen_integer_overrides()
+        self._widen_overrides()
         for spec in PARAMETERS:
             self.declare_parameter(spec.name, spec.default, _descriptor(spec))
         self._warn_unknown_overrides()
         guard_change_state(self, self.get_logger().error)
-        self.add_pre_set_parameters_callback(self._widen_integers)
+        self.add_pre_set_parameters_callback(self._widen)
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
         self.diagnostic_name = DIAGNOSTIC_PREFIX + self.get_fully_qualified_name()
@@ -206,14 +207,14 @@ class LocalizerNode(LifecycleNode):
                 values[spec.name] = [] if isinstance(spec.default, list) else None
         return values
 
-    def _widen_integer_overrides(self) -> None:
+    def _widen_overrides(self) -> None:
         # Declaring reads the overrides (command line, params file) without any set callback, and
-        # a static double parameter refuses an integer there: widen them before declaring.
+        # a static parameter refuses another type there: widen them before declaring.
         for name, override in list(self._parameter_overrides.items()):
             self._parameter_overrides[name] = _widened(override)
 
-    def _widen_integers(self, parameters: list[Parameter]) -> list[Parameter]:
-        """Before ROS checks the types of a set: an integer for a double parameter becomes it."""
+    def _widen(self, parameters: list[Parameter]) -> list[Parameter]:
+        """Before ROS checks the types of a set: each value as the node takes it (`_widened`)."""
         return [_widened(p) for p in parameters]
 
     def _warn_unknown_overrides(self) -> None:
