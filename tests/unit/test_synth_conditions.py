@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -23,6 +22,7 @@ from pose_regressor_training.synth.conditions import (
     MOVED_BOX_INDEX,
     Condition,
     Region,
+    with_moved_box,
 )
 from pose_regressor_training.synth.generate import SynthConfig, plan_frames
 from pose_regressor_training.synth.movable import HELD_OUT_GAP, OBSTACLE_GAP, place_boxes
@@ -196,9 +196,7 @@ def test_movable_box_places_are_clear_of_the_paths_the_walls_the_obstacles_and_t
         assert texels(box) == texels(home), box
     home_scene = Scene(config)
     for box in list(placed.values())[:5]:
-        obstacles = list(config.obstacles)
-        obstacles[MOVED_BOX_INDEX] = box
-        moved_scene = Scene(replace(config, obstacles=tuple(obstacles)))
+        moved_scene = Scene(with_moved_box(config, box))
         for home_texture, moved_texture in zip(home_scene.textures, moved_scene.textures, strict=True):
             np.testing.assert_array_equal(moved_texture, home_texture)
     with pytest.raises(ValueError, match=r"--movable-box must be a share in \[0, 1\], got 1.5"):

@@ -55,11 +55,7 @@ class Condition:
 
     def render_scene(self, planned: SceneConfig) -> SceneConfig:
         """The scene the images are rendered in (trajectories are planned in `planned`)."""
-        if self.name != "box_moved":
-            return planned
-        obstacles = list(planned.obstacles)
-        obstacles[MOVED_BOX_INDEX] = MOVED_BOX
-        return replace(planned, obstacles=tuple(obstacles))
+        return with_moved_box(planned, MOVED_BOX) if self.name == "box_moved" else planned
 
     def keeps(self, positions: NDArray[np.float64]) -> NDArray[np.bool_]:
         """Which planned base positions (N, 3) can be rendered: not inside (or at) a moved box."""
@@ -78,6 +74,13 @@ class Condition:
         if self.name == "box_moved":
             info["moved_box"] = {"index": MOVED_BOX_INDEX, "lo": list(MOVED_BOX.lo), "hi": list(MOVED_BOX.hi)}
         return info
+
+
+def with_moved_box(scene: SceneConfig, box: Box) -> SceneConfig:
+    """`scene` with its movable box (`MOVED_BOX_INDEX`) standing at `box` instead."""
+    obstacles = list(scene.obstacles)
+    obstacles[MOVED_BOX_INDEX] = box
+    return replace(scene, obstacles=tuple(obstacles))
 
 
 def apply_light_gain(colours: NDArray[np.uint8], gain: float) -> NDArray[np.uint8]:

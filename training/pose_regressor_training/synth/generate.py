@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -38,7 +38,7 @@ from pose_regressor_training.stop_signals import (
     stop_signals_deferred,
     stop_signals_remembered,
 )
-from pose_regressor_training.synth.conditions import MOVED_BOX_INDEX, Condition, Region
+from pose_regressor_training.synth.conditions import MOVED_BOX_INDEX, Condition, Region, with_moved_box
 from pose_regressor_training.synth.movable import place_boxes
 from pose_regressor_training.synth.render import Lighting, RigRenderer
 from pose_regressor_training.synth.scene import Box, Scene, SceneConfig
@@ -246,10 +246,7 @@ def _renderer_for(box: Box | None) -> RigRenderer:
     if box not in _MOVED:
         if len(_MOVED) >= MAX_MOVED_RENDERERS:
             _MOVED.clear()
-        obstacles = list(_RENDERER.scene.config.obstacles)
-        obstacles[MOVED_BOX_INDEX] = box
-        scene = Scene(replace(_RENDERER.scene.config, obstacles=tuple(obstacles)))
-        _MOVED[box] = RigRenderer(scene, _RENDERER.rig)
+        _MOVED[box] = RigRenderer(Scene(with_moved_box(_RENDERER.scene.config, box)), _RENDERER.rig)
     return _MOVED[box]
 
 

@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 from pose_regressor_training.data.folder import FrameRecord
 from pose_regressor_training.synth.conditions import MOVED_BOX, MOVED_BOX_CLEARANCE, MOVED_BOX_INDEX
 from pose_regressor_training.synth.scene import Box, SceneConfig
+from pose_regressor_training.synth.textures import texels
 
 PLACEMENT_STREAM = 0x6D6F7665  # "move": the placements' stream, apart from the trajectories' one
 WALL_GAP = 0.1  # m between a placed box and the walls
@@ -84,7 +85,7 @@ def _overlap(a: Box, b: Box, gap: float) -> bool:
 
 def _texels(box: Box, px_per_m: float) -> tuple[int, ...]:
     """The box's size in texels per axis, as `make_texture` sizes its faces."""
-    return tuple(int(np.ceil((box.hi[k] - box.lo[k]) * px_per_m)) for k in range(3))
+    return tuple(texels(box.hi[k] - box.lo[k], px_per_m) for k in range(3))
 
 
 def _point(values: NDArray[np.float64]) -> tuple[float, float, float]:

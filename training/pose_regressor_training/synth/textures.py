@@ -62,12 +62,16 @@ def _draw_shapes(rng: np.random.Generator, img: NDArray[np.float32], px_per_m: f
             cv2.fillPoly(img, [pts], color, lineType=cv2.LINE_AA)
 
 
+def texels(length_m: float, px_per_m: float) -> int:
+    """Texture pixels along a face side of `length_m` metres (at least 2)."""
+    return max(2, int(np.ceil(length_m * px_per_m)))
+
+
 def make_texture(
     rng: np.random.Generator, width_m: float, height_m: float, px_per_m: float, face_index: int, shade: float
 ) -> NDArray[np.uint8]:
     """RGB uint8 texture of ceil(width_m * px_per_m) x ceil(height_m * px_per_m) px (rows: v, cols: u)."""
-    w = max(2, int(np.ceil(width_m * px_per_m)))
-    h = max(2, int(np.ceil(height_m * px_per_m)))
+    w, h = texels(width_m, px_per_m), texels(height_m, px_per_m)
     hue = (face_index * GOLDEN_RATIO_CONJUGATE + rng.uniform(-0.05, 0.05)) % 1.0
     base = np.array(
         colorsys.hsv_to_rgb(hue, rng.uniform(0.3, 0.65), rng.uniform(0.45, 0.75)), dtype=np.float32
