@@ -13,9 +13,9 @@ OUT=${DEMO_OUT:-out/demo}
 # 4 min of rendering and 11-17 min of training).
 train=.venv/bin/pose-train
 if [ "${DEMO_FULL:-0}" = 1 ]; then
-  FRAMES=${DEMO_FRAMES:-16000} EPOCHS=${DEMO_EPOCHS:-40} WIDTH=128 HEIGHT=96
+  FRAMES=${DEMO_FRAMES:-16000} EPOCHS=${DEMO_EPOCHS:-40} WIDTH=128 HEIGHT=96 FIT_MINUTES=15
 else
-  FRAMES=${DEMO_FRAMES:-8000} EPOCHS=${DEMO_EPOCHS:-20} WIDTH=64 HEIGHT=48
+  FRAMES=${DEMO_FRAMES:-8000} EPOCHS=${DEMO_EPOCHS:-20} WIDTH=64 HEIGHT=48 FIT_MINUTES=6
   # Without native bfloat16 the backbone trains in float32, 1.3-1.9x slower; 20 epochs once took
   # the demo to 714 s on a 2-core AVX2 CPU. 13 epochs: 386 s there, node 0.283 m, 4.59 deg.
   if [ -z "${DEMO_EPOCHS:-}" ] && ! .venv/bin/python -c \
@@ -40,8 +40,10 @@ $train synth --out "$OUT/synth_quad" --rig quad --trajectory drone --frames "$FR
 echo
 echo "== 2/5 train the default quad-rig input-fusion model ($EPOCHS epochs)"
 rm -rf "$OUT/run"
+# At most 6 minutes of training (15 for DEMO_FULL, the config's), so that a machine slowed by
+# other work still ends the demo within 10 minutes: fewer epochs then, and fit says how many.
 $train fit --config training/configs/synth_quad.yaml --out "$OUT/run" --quiet \
-  "data.root=$OUT/synth_quad" "optim.epochs=$EPOCHS"
+  "data.root=$OUT/synth_quad" "optim.epochs=$EPOCHS" "optim.time_budget_minutes=$FIT_MINUTES"
 
 echo
 echo "== 3/5 evaluate offline on the held-out test trajectories (32 MC-dropout samples per frame)"

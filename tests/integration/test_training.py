@@ -272,6 +272,7 @@ def test_torchrun_two_processes_train_with_ddp(tiny_data: Path, tmp_path: Path) 
         f"data.root={tiny_data}",
         *TINY,
         "optim.epochs=2",
+        "optim.time_budget_minutes=60",  # planned on the main process, sent to the other
     ]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -279,6 +280,8 @@ def test_torchrun_two_processes_train_with_ddp(tiny_data: Path, tmp_path: Path) 
     threads = [line for line in result.stdout.splitlines() if line.startswith("fit: threads:")]
     assert len(threads) == 1, result.stdout
     assert "torch intra-op 1," in threads[0] and "OpenMP spin count 1000," in threads[0], threads
+    plans = [line for line in result.stdout.splitlines() if line.startswith("fit: time budget 60 min:")]
+    assert len(plans) == 1 and "all 2 epochs fit" in plans[0], result.stdout
     checkpoint = load_checkpoint(tmp_path / "last.pt")
     assert checkpoint.epoch == 2
     model = model_from_checkpoint(checkpoint)
@@ -406,3 +409,110 @@ def test_fit_says_once_when_a_fixed_weight_run_no_longer_learns_from_the_images(
     assert len(warnings) == 1 and warnings[0].startswith("fit: warning: at epochs 4 and 6 the val ")
     assert "Loss weights (fixed): t 1, q 10." in warnings[0]
     assert warnings[0].endswith("raise data.tuple_skip, or weight them less")
+
+
+def _fake_epoch_clock(
+    monkeypatch: pytest.MonkeyPatch, epoch_seconds: list[float], validation_seconds: float
+) -> None:
+    """The trainer's clock made of fake time: epoch k's training takes epoch_seconds[k - 1] (the
+    last entry for later ones), a validation `validation_seconds`, everything else no time."""
+    import types
+
+    from pose_regressor_training import trainer as trainer_module
+
+    now = [0.0]
+    monkeypatch.setattr(trainer_module, "time", types.SimpleNamespace(perf_counter=lambda: now[0]))
+    run_epoch, validate = Trainer.run_epoch, Trainer.validate
+
+    def timed_epoch(self: Trainer, epoch: int) -> dict[str, float]:
+        now[0] += epoch_seconds[min(epoch, len(epoch_seconds) - 1)]
+        return run_epoch(self, epoch)
+
+    def timed_validation(self: Trainer, epoch: int) -> dict[str, float]:
+        metrics = validate(self, epoch)
+        now[0] += validation_seconds if metrics else 0.0
+        return metrics
+
+    monkeypatch.setattr(Trainer, "run_epoch", timed_epoch)
+    monkeypatch.setattr(Trainer, "validate", timed_validation)
+
+
+def test_a_time_budget_trains_the_epochs_that_fit_as_if_configured_so_and_resumes_the_plan(
+    tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plain = load_train_config(None, [f"data.root={tiny_data}", *TINY, "optim.epochs=2"])
+    fit(plain, tmp_path / "plain", progress=False)
+    # Epochs of 100 s in a budget of 510 s. The plan after epoch 1 guesses a validation at 150 s
+    # (the tiny data's val split is as large as its train split): 100 + 150 + 100 + 150 s, so 2 of
+    # the 4 epochs fit; the validations then take 10 s, but a plan is never lengthened.
+    _fake_epoch_clock(monkeypatch, [100.0], 10.0)
+    budgeted = load_train_config(
+        None, [f"data.root={tiny_data}", *TINY, "optim.epochs=4", "optim.time_budget_minutes=8.5"]
+    )
+    capsys.readouterr()
+    result = fit(budgeted, tmp_path / "budget", progress=False)
+    out = capsys.readouterr().out
+    assert (
+        "fit: time budget 8.5 min: 2 of optim.epochs=4 epochs fit "
+        "(an epoch takes 100.0 s, a validation 150.0 s (guessed), 100 s spent)"
+    ) in out
+    assert result.epochs == 2 and "epoch 2/2:" in out
+    last = load_checkpoint(tmp_path / "budget" / "last.pt")
+    assert last.epoch == 2 and last.resume is not None and last.resume.planned_epochs == 2
+    assert last.metrics, "the last epoch of the plan validates"
+    # The first epoch is all warmup, so the planned run is the run of optim.epochs=2, bit for bit.
+    expected = load_checkpoint(tmp_path / "plain" / "last.pt").model
+    for key, value in last.model.items():
+        torch.testing.assert_close(value, expected[key], rtol=0, atol=0, msg=key)
+    # Cut after epoch 1 and resumed: the plan saved in last.pt goes on (4 epochs would not).
+    fit(budgeted, tmp_path / "cut", progress=False, stop_after_epoch=1)
+    assert load_checkpoint(tmp_path / "cut" / "last.pt").resume.planned_epochs == 2  # type: ignore[union-attr]
+    fit(budgeted, tmp_path / "cut", resume=True, progress=False)
+    resumed = load_checkpoint(tmp_path / "cut" / "last.pt")
+    assert resumed.epoch == 2
+    for key, value in resumed.model.items():
+        torch.testing.assert_close(value, expected[key], rtol=0, atol=0, msg=key)
+    # A budget spent before the first epoch ends: that one epoch, validated, is the run.
+    capsys.readouterr()
+    tight = replace(budgeted, optim=replace(budgeted.optim, time_budget_minutes=0.5))
+    result = fit(tight, tmp_path / "tight", progress=False)
+    assert result.epochs == 1 and result.best_epoch == 1 and result.best_metrics
+    assert "fit: time budget 0.5 min: 1 of optim.epochs=4 epochs fit" in capsys.readouterr().out
+
+
+def test_a_time_budget_cuts_the_plan_when_epochs_slow_down(
+    tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Epoch 1 takes 50 s and plans all 4 epochs in 510 s (50 + 4 x 75 s of guessed validation +
+    # 3 x 50 s); epoch 2 takes 250 s, a validation 10 s: 310 + 10 + 2 x (150 + 10) > 510, so 3.
+    _fake_epoch_clock(monkeypatch, [50.0, 250.0, 100.0], 10.0)
+    config = load_train_config(
+        None,
+        [f"data.root={tiny_data}", *TINY, "optim.epochs=4", "optim.time_budget_minutes=8.5"],
+    )
+    result = fit(config, tmp_path, progress=False)
+    out = capsys.readouterr().out
+    assert "all 4 epochs fit (an epoch takes 50.0 s, a validation" in out
+    assert "epochs ran slower than planned, so 3 instead of 4" in out
+    assert result.epochs == 3 and load_checkpoint(tmp_path / "last.pt").epoch == 3
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert [e["epoch"] for e in history] == [1, 2, 3]
+    assert history[-1]["seconds"] <= 510
+
+
+def test_fit_says_when_the_time_budget_held_fewer_epochs_than_configured(
+    tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 6 ms: loading the data alone overruns it, so the first epoch is the run (real clock)
+    args = ["fit", "--out", str(tmp_path), "--quiet", f"data.root={tiny_data}", *TINY, "optim.epochs=3"]
+    assert train_cli.main([*args, "optim.time_budget_minutes=0.0001"]) == 0
+    out = capsys.readouterr().out
+    assert "fit: time budget 0.0001 min: 1 of optim.epochs=3 epochs fit" in out
+    assert (
+        "fit: trained 1 of optim.epochs=3 epochs, what the time budget of 0.0001 min held "
+        "(that many without a budget: optim.epochs=1 optim.time_budget_minutes=0)"
+    ) in out
+    assert load_checkpoint(tmp_path / "best.pt").epoch == 1
+    # a budget that is not a number >= 0 is refused with one line naming the key
+    with pytest.raises(ConfigError, match=r"optim.time_budget_minutes must be in \[0, 1000000\], got -1"):
+        load_train_config(None, [f"data.root={tiny_data}", "optim.time_budget_minutes=-1"])

@@ -5,6 +5,9 @@ overrides (besides `NOT_IDENTITY_KEYS`, which do not change the weights) is refu
 that a table never mixes settings. A run whose two metrics files exist is finished and is not
 touched again; one with a last.pt continues from it (`fit`'s resume), one without restarts.
 Shared by ablation.py and synth_results.py.
+
+Runs train the epochs they name: `optim.time_budget_minutes` (which synth_quad.yaml sets) is off
+here unless a run's overrides set it, so a slow machine cannot shorten one run of a table.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from pose_regressor_training.train import fit
 from pose_regressor_training.train_config import load_train_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+#: Every run trains its epochs whatever the machine's speed (a run's own overrides may set a budget).
+NO_TIME_BUDGET = "optim.time_budget_minutes=0"
 DEFAULT_CONFIG = CONFIGS / "synth_quad.yaml"
 SPLITS = ("val", "test")
 
@@ -64,7 +69,7 @@ def ensure_run(
     _check_settings(folder, overrides)
     if is_finished(folder):
         return read_run(folder), False
-    train_config = load_train_config(config, overrides)
+    train_config = load_train_config(config, [NO_TIME_BUDGET, *overrides])
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "run.json").write_text(json.dumps({"overrides": overrides}, indent=1) + "\n")
     fit(train_config, folder, resume=(folder / "last.pt").is_file(), progress=False)

@@ -54,6 +54,9 @@ class ResumeState:
     # The weights being trained, where `Checkpoint.model` holds their moving average instead
     # (optim.ema_decay > 0); None: `Checkpoint.model` is what is being trained.
     live_model: dict[str, torch.Tensor] | None = None
+    # The epochs that optim.time_budget_minutes planned (at most optim.epochs); None: no budget.
+    # A resume keeps the plan, so the learning-rate schedule goes on as it was.
+    planned_epochs: int | None = None
 
 
 @dataclass
@@ -222,6 +225,8 @@ def _to_payload(checkpoint: Checkpoint) -> dict[str, Any]:
         payload["rng"] = {"torch": c.resume.torch_rng, "augment": c.resume.augment_rng}
         if c.resume.live_model is not None:
             payload["live_model"] = c.resume.live_model
+        if c.resume.planned_epochs is not None:
+            payload["planned_epochs"] = c.resume.planned_epochs
     return payload
 
 
@@ -239,6 +244,7 @@ def _from_payload(payload: dict[str, Any]) -> Checkpoint:
             torch_rng=payload["rng"]["torch"],
             augment_rng=payload["rng"]["augment"],
             live_model=dict(payload["live_model"]) if "live_model" in payload else None,
+            planned_epochs=int(payload["planned_epochs"]) if "planned_epochs" in payload else None,
         )
     return Checkpoint(
         model_config=from_mapping(ModelConfig, payload["model_config"], "model", BOUNDS),

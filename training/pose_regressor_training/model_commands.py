@@ -127,6 +127,13 @@ def run_fit(args: argparse.Namespace) -> int:
     if result.sets_per_second > 0:
         print(f"fit: {best}; {result.sets_per_second:.0f} camera sets/s; {result.seconds:.0f} s in all")
         print(f"fit: checkpoints {args.out / 'best.pt'} and {args.out / 'last.pt'}")
+    if result.epochs < config.optim.epochs:
+        budget = config.optim.time_budget_minutes
+        print(
+            f"fit: trained {result.epochs} of optim.epochs={config.optim.epochs} epochs, what the time "
+            f"budget of {budget:g} min held (that many without a budget: "
+            f"optim.epochs={result.epochs} optim.time_budget_minutes=0)"
+        )
     return 0
 
 

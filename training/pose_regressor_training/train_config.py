@@ -50,6 +50,7 @@ BOUNDS: dict[str, Bound] = {
     "optim.min_lr_ratio": Bound(0, 1),  # the cosine ends at lr x min_lr_ratio
     "optim.grad_clip": Bound(0, 1_000_000),
     "optim.ema_decay": Bound(0, 1, hi_open=True),  # 0: off
+    "optim.time_budget_minutes": Bound(0, 1_000_000),  # 0: off
     # top level
     "seed": Bound(0, 2**32 - 1),
     "num_workers": Bound(0, 64),
@@ -154,6 +155,10 @@ class OptimConfig:
     # with this decay per optimizer step (0: off, the weights as trained). 0.999 averages about the
     # last 1,000 steps; `fit --resume` continues both the average and the weights it follows.
     ema_decay: float = 0.0
+    # Wall-clock minutes that `fit` (data loading included) may take; 0: no limit. `fit` times its
+    # epochs and trains as many of `epochs` as fit in the budget (time_budget.py): the same
+    # machine's speed varies by 1.5x between days, so an epoch count alone promises no time.
+    time_budget_minutes: float = 0.0
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:

@@ -52,6 +52,7 @@ from pose_regressor_training.models.model import PoseRegressor, images_to_unit_f
 from pose_regressor_training.objective import Objective
 from pose_regressor_training.predict import median_errors, predict
 from pose_regressor_training.stop_signals import StopRequests, stop_signals_deferred, stop_signals_remembered
+from pose_regressor_training.time_budget import TimeBudget
 from pose_regressor_training.train_config import OptimConfig, TrainConfig, validate_train_config
 from pose_regressor_training.training_data import Batch, camera_spec, load_training_data, make_loader
 
@@ -125,6 +126,7 @@ class Trainer:
     def __init__(self, config: TrainConfig, run_dir: Path, resume: bool = False, progress: bool = True):
         self.started = time.perf_counter()
         validate_train_config(config)
+        # the epochs to train: optim.epochs, or fewer where optim.time_budget_minutes says so
         self.config, self.epochs = config, config.optim.epochs
         self.device, self.ctx = start_process(config)
         self.show_progress = progress and self.ctx.is_main
@@ -165,6 +167,12 @@ class Trainer:
         self.stop_requests = StopRequests()  # fit() replaces it with one that signals fill
         self.history = _History(run_dir / "history.json")
         self.learning_watch = self.watch_learning()
+        self.budget = TimeBudget.of(
+            config.optim.time_budget_minutes,
+            config.eval_every,
+            len(self.data.tuples),
+            0 if self.data.val_set is None else len(self.data.val_set),
+        )
         averaged_weights: dict[str, torch.Tensor] | None = None
         if resume:
             # before DDP wraps the model: DDP copies rank 0's weights to the others
@@ -172,6 +180,8 @@ class Trainer:
         elif config.init_from:
             self.initialize_from(Path(config.init_from))
         self.ema = self.moving_average(averaged_weights)
+        self.first_epoch = self.progress.epoch  # 0-based: the first this process trains
+        self.resumed_seconds = self.history.seconds_before
         self.train_model: nn.Module = (
             DistributedDataParallel(self.objective) if self.ctx.enabled else self.objective
         )
@@ -180,7 +190,7 @@ class Trainer:
     # ------------------------------------------------------------------------------- the loop
     def fit(self, stop_after_epoch: int | None = None) -> FitResult:
         """Trains up to the last epoch (or `stop_after_epoch`, 1-based, as an interruption would)."""
-        end = self.epochs if stop_after_epoch is None else min(stop_after_epoch, self.epochs)
+        end = self.epochs if stop_after_epoch is None else stop_after_epoch
         self.history.start_clock()
         try:
             with stop_signals_remembered() as self.stop_requests:
@@ -197,16 +207,51 @@ class Trainer:
         return self.result()
 
     def epochs_until(self, end: int) -> None:
-        """Epochs from where progress stands up to `end`; a stop signal raises KeyboardInterrupt."""
-        for epoch in range(self.progress.epoch, end):
+        """Epochs from where progress stands up to `end` (or the last epoch, which a time budget
+        may bring nearer); a stop signal raises KeyboardInterrupt."""
+        epoch = self.progress.epoch
+        while epoch < min(end, self.epochs):
             self.stop_requests.raise_if_any()  # one whose own KeyboardInterrupt Python dropped
             self.progress.epoch = epoch
+            started = time.perf_counter()
             train_loss = self.run_epoch(epoch)
+            self.follow_time_budget(epoch, time.perf_counter() - started)
+            validation_seconds = 0.0
             if self.ctx.is_main:
+                validation_started = time.perf_counter()
                 metrics = self.validate(epoch)
+                validation_seconds = time.perf_counter() - validation_started if metrics else 0.0
                 improved = self.save(epoch, train_loss, metrics)
                 self.report(epoch, train_loss, metrics, improved)
             self.wait_for_main(epoch)
+            if self.budget is not None:
+                self.budget.epoch_ended(time.perf_counter() - started, validation_seconds)
+            epoch += 1
+
+    def follow_time_budget(self, epoch: int, train_seconds: float) -> None:
+        """With optim.time_budget_minutes, plans (at the end of `epoch`'s training, 0-based) how
+        many epochs fit; the main process decides for all."""
+        if self.budget is None:
+            return
+        self.budget.epoch_trained(train_seconds)
+        elapsed = self.elapsed_seconds
+        planned = self.budget.plan(elapsed, epoch + 1, self.epochs)
+        if self.ctx.enabled:
+            decision = torch.tensor([planned], dtype=torch.int64, device=self.device)
+            dist.broadcast(decision, src=0)
+            planned = int(decision.item())
+        first_plan = epoch == self.first_epoch
+        if (planned != self.epochs or first_plan) and self.ctx.is_main:
+            line = self.budget.describe(planned, self.config.optim.epochs, elapsed)
+            if not first_plan:
+                line += f"; epochs ran slower than planned, so {planned} instead of {self.epochs}"
+            print(line, flush=True)
+        self.epochs = planned
+
+    @property
+    def elapsed_seconds(self) -> float:
+        """Wall seconds of this fit so far (data loading included) and of the runs it resumes."""
+        return self.resumed_seconds + time.perf_counter() - self.started
 
     def run_epoch(self, epoch: int) -> dict[str, float]:
         """One pass over the training tuples; returns the mean of each loss part."""
@@ -385,6 +430,7 @@ class Trainer:
                 torch_rng=torch.get_rng_state(),
                 augment_rng=self.augmenter.generator.get_state(),
                 live_model=self.model.state_dict() if self.ema is not None else None,
+                planned_epochs=self.epochs if self.budget is not None else None,
             ),
         )
 
@@ -447,6 +493,8 @@ class Trainer:
             saved_epoch=checkpoint.epoch,
         )
         self.history.restore(checkpoint.epoch)  # 1-based: the epochs last.pt holds
+        if state.planned_epochs is not None and self.budget is not None:
+            self.epochs = min(self.epochs, state.planned_epochs)  # the schedule goes on as planned
         if self.ctx.is_main and checkpoint.epoch >= self.epochs:
             print(f"fit: {self.last_path} holds all {self.epochs} epochs already; nothing to train")
         elif self.ctx.is_main:
