@@ -63,8 +63,8 @@ def main() -> None:
     )
     print("full-quality model (0.131-0.141 m, 1.88-1.90 deg over 3 seeds, 80 held-out trajectories):")
     print(
-        "  16,000 frames at 128x96, the default config, 40 epochs, about 20 min "
-        "(about 45 min on a CPU without bf16): DEMO_FULL=1 make demo"
+        "  16,000 frames at 128x96, the default config: 40 epochs in at most 15 min (fewer epochs "
+        "on a slower CPU), about 20 min in all: DEMO_FULL=1 make demo"
     )
 
 
