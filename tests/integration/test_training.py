@@ -503,8 +503,9 @@ def test_a_time_budget_cuts_the_plan_when_epochs_slow_down(
 def test_fit_says_when_the_time_budget_held_fewer_epochs_than_configured(
     tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # 6 ms: loading the data alone overruns it, so the first epoch is the run (real clock)
-    args = ["fit", "--out", str(tmp_path), "--quiet", f"data.root={tiny_data}", *TINY, "optim.epochs=3"]
+    # 6 ms: loading the data alone overruns it, so the first epoch is the run (real clock); the
+    # overrides after --quiet count as overrides too
+    args = ["fit", "--out", str(tmp_path), f"data.root={tiny_data}", *TINY, "--quiet", "optim.epochs=3"]
     assert train_cli.main([*args, "optim.time_budget_minutes=0.0001"]) == 0
     out = capsys.readouterr().out
     assert "fit: time budget 0.0001 min: 1 of optim.epochs=3 epochs fit" in out

@@ -117,6 +117,40 @@ def test_nerfstudio_round_trip_with_jpeg_images(
     _assert_base_looks_along_optical_axis(out)
 
 
+def test_images_the_input_names_but_lacks_stop_the_import_or_are_left_out_on_request(
+    tmp_path: Path, synth: SynthCameraPoses, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # as instant-ngp's fox set ships: its transforms.json names 67 images, its folder holds 50
+    path = write_transforms(synth, tmp_path / "ns")
+    images = sorted((tmp_path / "ns" / "images").glob("*.jpg"))
+    for gone in (images[3], images[7]):
+        gone.unlink()
+    count = len(images)
+    names = sorted(f"images/{images[i].stem}" for i in (3, 7))  # the file names extensions
+    err = _expect_error(capsys, tmp_path, "nerfstudio", path)
+    assert any(f"/{name} does not exist (named '{name}' by the input); " in err for name in names), err
+    assert f"2 of the {count} images the input names are missing: pass --skip-missing to import the " in err
+    out = tmp_path / "data"
+    assert _import("nerfstudio", path, "--out", out, "--skip-missing") == 0
+    assert "left out 2 frames whose image does not exist (images/frame_00" in capsys.readouterr().out
+    kept = [i for i in range(count) if i not in (3, 7)]
+    t, q, _, _ = imported_camera_poses(out)
+    np.testing.assert_allclose(t, synth.translations[kept], rtol=0, atol=ATOL)
+    np.testing.assert_allclose(
+        canonical_hemisphere(q), canonical_hemisphere(synth.quats_xyzw[kept]), rtol=0, atol=ATOL
+    )
+    _assert_same_images(out, [images[i] for i in kept])
+    provenance = read_metadata(out)["provenance"]
+    assert sorted(provenance["skipped_missing_images"]) == names
+    shutil.rmtree(out)
+    for image in images:
+        if image.exists():
+            image.unlink()
+    assert f"none of the {count} images named by " in _expect_error(
+        capsys, tmp_path, "nerfstudio", path, "--skip-missing"
+    )
+
+
 def test_tum_round_trip(tmp_path: Path, synth: SynthCameraPoses, capsys: pytest.CaptureFixture[str]) -> None:
     folder = write_tum(synth, tmp_path / "tum")
     out = tmp_path / "data"

@@ -387,6 +387,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line as `main` runs it; exits 2 with one line on a bad one.
+
+    argparse gives a list positional (fit's key=value overrides) only the words before the first
+    option after them, so `fit --out RUN data.root=D --quiet optim.epochs=2` left optim.epochs=2
+    "unrecognized". Such later key=value words are overrides too; anything else left over is still
+    an error."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        overrides = getattr(args, "overrides", None)
+        if overrides is None or any(word.startswith("-") or "=" not in word for word in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*overrides, *extra]
+    return args
+
+
 # `eval` sounded like `pose-regressor evaluate` (now eval-node), which scores the running node on a bag.
 DEPRECATED_COMMANDS = {"eval": "eval-checkpoint"}
 
@@ -395,7 +412,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs one subcommand. Any bad input is one line on stderr and exit 2; Ctrl-C (130) and
     SIGTERM (143) stop it cleanly (what a command was writing is removed) with one line too."""
     choose_openmp_waiting()  # before anything imports torch (cpu_threads.py says why)
-    args = build_parser().parse_args(argv)
+    args = parse_arguments(argv)
     if args.command in DEPRECATED_COMMANDS:
         new = DEPRECATED_COMMANDS[args.command]
         print(

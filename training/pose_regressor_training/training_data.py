@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import threading
 from collections.abc import Callable
@@ -72,6 +73,32 @@ class TrainingData:
         return torch.from_numpy(t.mean(axis=0)), torch.from_numpy(t.std(axis=0))
 
 
+#: How far (as a ratio) a camera's aspect may be from the model input's before `fit` warns.
+STRETCH_TOLERANCE = 1.1
+
+
+def stretch_warning(rig: Rig, size: tuple[int, int]) -> str | None:
+    """A warning when the model input (width, height) stretches a camera's images, which every
+    image then is, on the robot too: a portrait phone video into the landscape default, say."""
+    width, height = size
+    for camera in rig.cameras:
+        shape = camera.intrinsics
+        aspect = shape.width / shape.height
+        stretch = aspect / (width / height)
+        factor = max(stretch, 1 / stretch)
+        if factor > STRETCH_TOLERANCE:
+            # the same pixel count at the camera's aspect, in multiples of 8
+            w = max(8, round(math.sqrt(width * height * aspect) / 8) * 8)
+            h = max(8, round(math.sqrt(width * height / aspect) / 8) * 8)
+            return (
+                f"fit: warning: camera {camera.name!r} is {shape.width}x{shape.height} but the model "
+                f"input is {width}x{height}, so every image is stretched {factor:.2f}x in "
+                f"{'width' if stretch < 1 else 'height'}; model.image_width={w} model.image_height={h} "
+                "keeps its shape at about the same pixel count"
+            )
+    return None
+
+
 def load_training_data(config: TrainConfig, progress: bool, report: bool) -> TrainingData:
     """Loads the splits named in `config.data`; `report`: print what data.skip_bad left out."""
     if not config.data.root:
@@ -83,6 +110,9 @@ def load_training_data(config: TrainConfig, progress: bool, report: bool) -> Tra
         raise TrainingError(f"the {data.train_split} split of {root} has no frames")
     model_config = _complete_model_config(config, frames.rig)
     size = (model_config.image_width, model_config.image_height)
+    warning = stretch_warning(frames.rig, size)
+    if warning and report:
+        print(warning, flush=True)
     train_set = _pose_dataset(frames, size, config, progress, report, "train")
     if len(train_set) == 0:
         raise TrainingError(f"none of the {len(frames)} train frames of {root} has readable images")

@@ -136,6 +136,12 @@ def add_import_arguments(p: argparse.ArgumentParser) -> None:
         default=30.0,
         help="colmap, nerfstudio: frame rate of the synthetic stamps (the files have no times; default 30)",
     )
+    p.add_argument(
+        "--skip-missing",
+        action="store_true",
+        help="leave out frames whose image file does not exist (counted, and named in dataset.yaml); "
+        "without it a missing image stops the import before anything is written",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -183,6 +189,7 @@ def run_import(args: argparse.Namespace) -> int:
         fps=args.fps,
         overwrite=args.overwrite,
         progress=not args.quiet,
+        skip_missing=args.skip_missing,
     )
     summary = write_import(track, settings)
     intr = track.intrinsics
@@ -191,6 +198,13 @@ def run_import(args: argparse.Namespace) -> int:
         print(f"  {note}")
     for split, count in summary.frames_per_split.items():
         print(f"  {split:5s} {count:6d} frames")
+    if summary.skipped_missing:
+        skipped = summary.skipped_missing
+        shown = ", ".join(skipped[:3]) + (", ..." if len(skipped) > 3 else "")
+        print(
+            f"  left out {len(skipped)} frames whose image does not exist ({shown}; "
+            "all named in dataset.yaml's provenance)"
+        )
     if track.distortion is not None:
         shown = ", ".join(
             f"{k} {v:g}" for k, v in zip(PLUMB_BOB_COEFFICIENTS, track.distortion.coefficients, strict=True)

@@ -10,6 +10,11 @@ Poses become ``T_map_base`` of the benchmarks' one-camera rig (`data/benchmark.p
 camera size and written as PNG (JPEG input included; EXIF orientation is ignored, as COLMAP does).
 Everything is written into a hidden ``.OUT.partial-PID`` sibling and renamed to OUT at the end:
 a failed or interrupted import leaves nothing behind.
+
+Images named by the input that do not exist stop the import before anything is written, with their
+count; `ImportSettings.skip_missing` leaves those frames out instead (named in dataset.yaml). That is
+how real sets arrive: instant-ngp's own fox set names 67 images and ships 50, and users delete
+blurred frames from a nerfstudio or COLMAP image folder without editing the pose file.
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ class ImportSettings:
     fps: float = DEFAULT_FPS
     overwrite: bool = False
     progress: bool = True
+    skip_missing: bool = False  # leave out frames whose image file does not exist
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,7 @@ class ImportSummary:
     scale: float
     metric: bool  # False: poses are in the source's own units
     seconds: float
+    skipped_missing: tuple[str, ...] = ()  # names (as the input gives them) of images left out
 
 
 def block_splits(count: int, policy: SplitPolicy) -> list[tuple[str, int]]:
@@ -189,7 +196,8 @@ def write_import(track: CameraTrack, settings: ImportSettings) -> ImportSummary:
     if not track.images:
         raise ImportFormatError(f"{track.source} has no usable frame")
     _check_output(settings.out, track, settings.overwrite)
-    images = ordered(track.images)
+    present, missing = _present_and_missing(track, settings.skip_missing)
+    images = ordered(present)
     scale = metric_scale(images, settings)
     splits = block_splits(len(images), settings.split)
     out = settings.out.absolute()
@@ -202,13 +210,31 @@ def write_import(track: CameraTrack, settings: ImportSettings) -> ImportSummary:
         records = _write_frames(track, images, splits, scale, settings, staging, rig.names[0])
         write_frames(staging, records)
         counts = {split: sum(1 for r in records if r.split == split) for split in SPLITS}
-        write_metadata(staging, rig, _fps(images, settings.fps), counts, _provenance(track, settings, scale))
+        provenance = _provenance(track, settings, scale, missing)
+        write_metadata(staging, rig, _fps(images, settings.fps), counts, provenance)
         publish(staging, out)
     finally:
         if staging.exists():  # the import failed or was interrupted
             shutil.rmtree(staging, ignore_errors=True)
     metric = settings.scale is not None or settings.scale_from is not None
-    return ImportSummary(counts, scale, metric, time.perf_counter() - started)
+    return ImportSummary(counts, scale, metric, time.perf_counter() - started, missing)
+
+
+def _present_and_missing(track: CameraTrack, skip_missing: bool) -> tuple[list[PosedImage], tuple[str, ...]]:
+    """The images whose file exists, and the names of those whose file does not; without
+    `skip_missing` a missing one is an error that counts them all."""
+    present = [image for image in track.images if image.path.is_file()]
+    missing = tuple(image.name for image in track.images if not image.path.is_file())
+    if missing and not skip_missing:
+        first = next(image for image in track.images if not image.path.is_file())
+        raise ImageReadError(
+            f"image {first.path} does not exist (named {first.name!r} by the input); "
+            f"{len(missing)} of the {len(track.images)} images the input names are missing: "
+            f"pass --skip-missing to import the {len(present)} that exist"
+        )
+    if not present:
+        raise ImageReadError(f"none of the {len(track.images)} images named by {track.source} exists")
+    return present, missing
 
 
 def _write_frames(
@@ -238,7 +264,9 @@ def _fps(images: list[PosedImage], default: float) -> float:
     return (len(stamps) - 1) / ((stamps[-1] - stamps[0]) / 1e9)
 
 
-def _provenance(track: CameraTrack, settings: ImportSettings, scale: float) -> dict[str, object]:
+def _provenance(
+    track: CameraTrack, settings: ImportSettings, scale: float, missing: tuple[str, ...]
+) -> dict[str, object]:
     has_stamps = all(image.stamp_ns is not None for image in track.images)
     metric = settings.scale is not None or settings.scale_from is not None
     return {
@@ -255,5 +283,6 @@ def _provenance(track: CameraTrack, settings: ImportSettings, scale: float) -> d
         },
         "stamps": "from the source" if has_stamps else f"synthetic: frame order / {settings.fps:g} Hz",
         "distortion_applied": False,  # images are written as captured
+        "skipped_missing_images": list(missing),
         "notes": list(track.notes),
     }
