@@ -88,3 +88,42 @@ def test_interrupted_import_leaves_nothing(tmp_path: Path, synth: SynthCameraPos
     assert proc.returncode == 130, stderr
     assert stderr == "pose-train import: interrupted (SIGINT)\n"
     assert not out.exists() and not list(tmp_path.glob(".out.*"))
+
+
+def test_an_import_without_a_scale_trains_evaluates_and_exports_in_its_own_units(
+    tmp_path: Path, synth: SynthCameraPoses
+) -> None:
+    """mono_small_cnn.yaml on an imported set, through fit, eval, export and eval-folder: without
+    --scale every position and error says "units", with it "m"."""
+    path = write_transforms(synth, tmp_path / "ns")
+    small = ["model.image_width=32", "model.image_height=24", "optim.batch_size=4", "tensorboard=false"]
+    for scale, unit in (([], "units"), (["--scale", "2"], "m")):
+        data, run, bundle = tmp_path / f"data_{unit}", tmp_path / f"run_{unit}", tmp_path / f"bundle_{unit}"
+        steps = [
+            ["import", "nerfstudio", str(path), "--out", str(data), "--quiet", *scale],
+            ["fit", "--config", "training/configs/mono_small_cnn.yaml", "--out", str(run), "--quiet",
+             f"data.root={data}", "optim.epochs=1", *small],
+            ["eval-checkpoint", "--checkpoint", str(run / "best.pt"), "--split", "test", "--mc-samples", "4"],
+            ["export", "--checkpoint", str(run / "best.pt"), "--out", str(bundle)],
+        ]  # fmt: skip
+        outputs = []
+        for step in steps:
+            result = subprocess.run([*TRAIN, *step], capture_output=True, text=True, timeout=300, check=False)
+            assert result.returncode == 0, (step[0], result.stderr[-2000:])
+            outputs.append(result.stdout)
+        fit_out, eval_out, export_out = outputs[1:]
+        assert "fit: best epoch 1: val median " in fit_out and f" {unit}, " in fit_out, fit_out
+        assert "eval test: " in eval_out and f" {unit} " in eval_out.splitlines()[0], eval_out
+        assert "retrieval baseline (nearest training frame): median " in eval_out and f" {unit} " in eval_out
+        metrics = json.loads((run / "eval_test" / "metrics.json").read_text())
+        assert metrics["length_unit"] == unit
+        folder = subprocess.run(
+            [sys.executable, "-m", "pose_regressor.cli", "eval-folder", "--bundle", str(bundle),
+             "--data", str(data), "--out", str(tmp_path / f"folder_{unit}")],
+            capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+        assert folder.returncode == 0, folder.stderr[-2000:]
+        assert f"% within 0.25 {unit} 2 deg" in folder.stdout, folder.stdout
+        if unit == "units":
+            assert " m " not in fit_out.splitlines()[-2] and " m " not in eval_out.splitlines()[0]
+            assert "uncertain flag: position std > " not in export_out or " units or rotation" in export_out

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
+from pose_regressor.dataset_folder import length_unit
 from pose_regressor.pose import canonical_hemisphere
 from pose_regressor.rig import LensDistortion, PinholeIntrinsics, Rig, RigCamera, RigError
 from pose_regressor_training.cli import main
@@ -216,6 +217,11 @@ def test_scale_option_and_units_without_one(
     assert _import("nerfstudio", path, "--out", tmp_path / "b") == 0
     assert "positions are in the input's own units, not metres" in capsys.readouterr().out
     assert read_metadata(tmp_path / "b")["provenance"]["units"].startswith("the source's own units")
+    # what fit, eval and eval-folder label the positions and errors with
+    assert length_unit(read_metadata(tmp_path / "a")) == "m"
+    assert length_unit(read_metadata(tmp_path / "b")) == "units"
+    assert length_unit({"provenance": {"generator": "pose-train synth"}}) == "m"  # no units: ours, metres
+    assert length_unit({}) == "m"
 
 
 @pytest.mark.parametrize(

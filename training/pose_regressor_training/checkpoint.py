@@ -40,6 +40,8 @@ class DatasetInfo:
     train_split: str = ""
     train_frames: int = 0
     name: str = ""
+    # what positions are in: "m", or "units" for a folder imported without a metric scale
+    length_unit: str = "m"
 
 
 @dataclass

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 
-def uncertainty_lines(u: dict[str, Any]) -> list[str]:
+def uncertainty_lines(u: dict[str, Any], length_unit: str = "m") -> list[str]:
     """The calibrated covariance's consistency and the uncertain flag, in two console lines."""
     nees, inside, flag = u["mean_nees_after_blocks"], u["inside_95_ellipsoid"], u["uncertain_flag"]
     rates, params = flag["at_suggested_parameters"], flag["suggested_parameters"]
@@ -21,7 +21,7 @@ def uncertainty_lines(u: dict[str, Any]) -> list[str]:
         f"rot {inside['rotation'] * 100:.1f}%)",
         f"uncertain flag: AUROC {_maybe(auroc, '.2f')}{auroc_interval} "
         f"for {flag['gross_errors']} gross errors (> 3x median); "
-        f"at max_position_std {params['max_position_std']:.3g} m, max_rotation_std "
+        f"at max_position_std {params['max_position_std']:.3g} {length_unit}, max_rotation_std "
         f"{params['max_rotation_std']:.3g} rad: TPR {_maybe(rates['true_positive_rate'], '.2f')}, "
         f"FPR {_maybe(rates['false_positive_rate'], '.2f')}",
     ]
@@ -39,10 +39,10 @@ def _interval(bounds: list[float] | None) -> str:
 
 def retrieval_line(m: dict[str, Any], b: dict[str, Any]) -> str:
     """The retrieval baseline against the regression, in one console line."""
-    ratios = b["regression_over_retrieval"]
+    ratios, unit = b["regression_over_retrieval"], m.get("length_unit", "m")
     return (
-        f"retrieval baseline (nearest training frame): median {b['median_translation_m']:.3f} m "
-        f"{b['median_rotation_deg']:.2f} deg; regression {m['median_translation_m']:.3f} m "
+        f"retrieval baseline (nearest training frame): median {b['median_translation_m']:.3f} {unit} "
+        f"{b['median_rotation_deg']:.2f} deg; regression {m['median_translation_m']:.3f} {unit} "
         f"{m['median_rotation_deg']:.2f} deg = {_maybe(ratios['median_translation_m'], '.2f')}x, "
         f"{_maybe(ratios['median_rotation_deg'], '.2f')}x the baseline's"
     )

@@ -29,7 +29,7 @@ from pose_regressor.uncertainty_metrics import (
 )
 from pose_regressor_training.checkpoint import load_checkpoint, model_from_checkpoint
 from pose_regressor_training.data.dataset import PoseDataset, describe_skipped
-from pose_regressor_training.data.sources import load_dataset
+from pose_regressor_training.data.sources import length_unit_of, load_dataset
 from pose_regressor_training.predict import predict_with_deterministic, resolve_device
 from pose_regressor_training.retrieval import retrieve_poses
 from pose_regressor_training.training_data import subsample_frames
@@ -153,6 +153,8 @@ def _evaluate(
         "data": str(predictor.root),
         "split": split,
         "mc_samples": mc_samples,
+        # what the positions and every `_m` value below are in: "units" for an import without a scale
+        "length_unit": length_unit_of(predictor.trained.config.data.kind, predictor.root),
         **error_summary(t_err, r_err),
         "skipped_frames": dict(predictor.skipped),
         "per_sequence": {
@@ -414,6 +416,7 @@ def write_evaluation(evaluation: Evaluation, out_dir: Path) -> list[Path]:
     from pose_regressor_training.plots import plot_error_cdf, plot_error_vs_std, plot_reliability
 
     ev, m = evaluation, evaluation.metrics
+    unit = m.get("length_unit", "m")
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = out_dir / "metrics.json"
     metrics_path.write_text(json.dumps(m, indent=2) + "\n")
@@ -421,16 +424,23 @@ def write_evaluation(evaluation: Evaluation, out_dir: Path) -> list[Path]:
     t_pred = np.stack([e.translation for e in ev.estimates])
     covs = np.stack([e.covariance for e in ev.estimates]) if m.get("uncertainty") else None
     title = (
-        f"{m['split']} split: median {m['median_translation_m']:.2f} m, {m['median_rotation_deg']:.1f} deg "
-        f"({m['frames']} frames)"
+        f"{m['split']} split: median {m['median_translation_m']:.2f} {unit}, "
+        f"{m['median_rotation_deg']:.1f} deg ({m['frames']} frames)"
     )
     paths.append(
         plot_trajectory(
-            out_dir / "trajectory.png", ev.t_gt, t_pred, title, covs, ev.sequences, stamps_ns=ev.stamps_ns
+            out_dir / "trajectory.png",
+            ev.t_gt,
+            t_pred,
+            title,
+            covs,
+            ev.sequences,
+            stamps_ns=ev.stamps_ns,
+            unit=unit,
         )
     )
     paths.append(
-        plot_error_cdf(out_dir / "error_cdf.png", ev.translation_errors, ev.rotation_errors, m["split"])
+        plot_error_cdf(out_dir / "error_cdf.png", ev.translation_errors, ev.rotation_errors, m["split"], unit)
     )
     if covs is not None:
         paths.append(
@@ -440,6 +450,7 @@ def write_evaluation(evaluation: Evaluation, out_dir: Path) -> list[Path]:
                 ev.rotation_errors,
                 covs,
                 m["uncertainty"],
+                unit,
             )
         )
         paths.append(plot_reliability(out_dir / "reliability.png", m["uncertainty"]))

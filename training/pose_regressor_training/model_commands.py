@@ -120,8 +120,8 @@ def run_fit(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, previous)
     if result.best_metrics:
         m = result.best_metrics
-        best = f"best epoch {result.best_epoch}: val median {m['median_translation_m']:.3f} m, "
-        best += f"{m['median_rotation_deg']:.2f} deg"
+        best = f"best epoch {result.best_epoch}: val median {m['median_translation_m']:.3f} "
+        best += f"{result.length_unit}, {m['median_rotation_deg']:.2f} deg"
     else:
         best = f"best epoch {result.best_epoch} (by training loss)"
     if result.sets_per_second > 0:
@@ -207,9 +207,10 @@ def run_eval(args: argparse.Namespace) -> int:
     out = args.out or evaluation_dir(args.checkpoint, args.split)
     paths = write_evaluation(evaluation, out)
     m = evaluation.metrics
+    unit = m["length_unit"]
     print(
-        f"eval {args.split}: {m['frames']} frames, median {m['median_translation_m']:.3f} m "
-        f"{m['median_rotation_deg']:.2f} deg, mean {m['mean_translation_m']:.3f} m "
+        f"eval {args.split}: {m['frames']} frames, median {m['median_translation_m']:.3f} {unit} "
+        f"{m['median_rotation_deg']:.2f} deg, mean {m['mean_translation_m']:.3f} {unit} "
         f"{m['mean_rotation_deg']:.2f} deg"
     )
     within = [k for k in m if k.startswith("pct_within_")]
@@ -224,7 +225,7 @@ def run_eval(args: argparse.Namespace) -> int:
             f"(scale {CovarianceScale.from_json(u['covariance_scale']).describe()} "
             f"fitted on {u['covariance_scale_fitted_on']})"
         )
-        for line in uncertainty_lines(u):
+        for line in uncertainty_lines(u, unit):
             print("  " + line)
     if "retrieval_baseline" in m:
         print("  " + retrieval_line(m, m["retrieval_baseline"]))
@@ -300,8 +301,10 @@ def run_export(args: argparse.Namespace) -> int:
         print(f"  covariance scale {bundle.covariance_scale.describe()} (from {source})")
     flag = bundle.uncertain_flag
     if flag is not None:
+        dataset = bundle.provenance.get("dataset")
+        unit = dataset.get("length_unit", "m") if isinstance(dataset, dict) else "m"
         print(
-            f"  uncertain flag: position std > {flag.max_position_std:.3g} m or rotation std > "
+            f"  uncertain flag: position std > {flag.max_position_std:.3g} {unit} or rotation std > "
             f"{math.degrees(flag.max_rotation_std):.3g} deg (suggested by the evaluation; the node "
             "uses them while its max_position_std / max_rotation_std are 0)"
         )

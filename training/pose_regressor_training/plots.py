@@ -20,11 +20,14 @@ from pose_regressor.metrics import covariance_stds
 from pose_regressor.uncertainty import CovarianceScale
 
 
-def plot_error_cdf(path: Path, t_err: NDArray[np.float64], r_err: NDArray[np.float64], split: str) -> Path:
-    """Cumulative distributions of the translation (m) and rotation (deg) errors, with their medians."""
+def plot_error_cdf(
+    path: Path, t_err: NDArray[np.float64], r_err: NDArray[np.float64], split: str, length_unit: str = "m"
+) -> Path:
+    """Cumulative distributions of the translation (`length_unit`) and rotation (deg) errors, with
+    their medians."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, errors, unit, label in (
-        (axes[0], t_err, "m", "translation error"),
+        (axes[0], t_err, length_unit, "translation error"),
         (axes[1], r_err, "deg", "rotation error"),
     ):
         values = np.sort(errors)
@@ -50,6 +53,7 @@ def plot_error_vs_std(
     r_err: NDArray[np.float64],
     covariances: NDArray[np.float64],
     uncertainty: dict[str, Any],
+    length_unit: str = "m",
 ) -> Path:
     """Errors against the predicted (calibrated) standard deviations, with the 1:1 and 2:1 lines;
     `uncertainty` is the ``uncertainty`` section of the metrics."""
@@ -58,7 +62,7 @@ def plot_error_vs_std(
     u = uncertainty
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
     for ax, std, err, unit, rho in (
-        (axes[0], pos_std, t_err, "m", u["spearman_position_std_vs_error"]),
+        (axes[0], pos_std, t_err, length_unit, u["spearman_position_std_vs_error"]),
         (axes[1], rot_std, r_err, "deg", u["spearman_rotation_std_vs_error"]),
     ):
         ax.scatter(std, err, s=8, alpha=0.6)

@@ -65,6 +65,7 @@ class FitResult:
     best_metrics: dict[str, float]
     sets_per_second: float  # camera sets (one image per camera) trained on per second, all processes
     seconds: float
+    length_unit: str = "m"  # of the positions and errors: "units" for an import without a scale
 
 
 @dataclass
@@ -526,7 +527,7 @@ class Trainer:
         summary = f"epoch {epoch + 1}/{self.epochs}: loss {train_loss['total']:.4f}"
         if metrics:
             summary += (
-                f", val median {metrics['median_translation_m']:.3f} m "
+                f", val median {metrics['median_translation_m']:.3f} {self.data.info.length_unit} "
                 f"{metrics['median_rotation_deg']:.2f} deg"
             )
         print(summary + (" (best)" if best else ""), flush=True)  # flushed: tests and logs follow it live
@@ -545,7 +546,8 @@ class Trainer:
         seconds = time.perf_counter() - self.started
         # resuming a finished run trains for 0 s
         rate = p.sets_seen / max(p.train_seconds, 1e-9)
-        return FitResult(self.run_dir, self.epochs, p.best_epoch, p.best_metrics, rate, seconds)
+        unit = self.data.info.length_unit
+        return FitResult(self.run_dir, self.epochs, p.best_epoch, p.best_metrics, rate, seconds, unit)
 
     def non_finite_message(self, parts: dict[str, torch.Tensor]) -> str:
         """Why training stopped on a NaN/inf loss, and what is left to go back to."""

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from pose_regressor.rig import Rig
 from pose_regressor_training.checkpoint import DatasetInfo
 from pose_regressor_training.data.dataset import FrameList, PoseDataset, describe_skipped
-from pose_regressor_training.data.sources import load_dataset
+from pose_regressor_training.data.sources import length_unit_of, load_dataset
 from pose_regressor_training.distributed import DistributedContext
 from pose_regressor_training.errors import TrainingError
 from pose_regressor_training.losses import CameraSpec, required_tuple_length
@@ -128,7 +128,8 @@ def load_training_data(config: TrainConfig, progress: bool, report: bool) -> Tra
         tuple_length = max(tuple_length, 2)  # odometry compares consecutive frames
     tuples = TupleDataset(train_set, tuple_length, data.tuple_skip)
     kept = train_set.frame_list
-    info = DatasetInfo(data.kind, str(root), data.train_split, len(kept), kept.name)
+    unit = length_unit_of(data.kind, root)
+    info = DatasetInfo(data.kind, str(root), data.train_split, len(kept), kept.name, unit)
     return TrainingData(model_config, kept, train_set, tuples, val_set, info)
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pose_regressor.dataset_folder import METRES, length_unit, read_metadata
 from pose_regressor_training.data.cambridge import load_cambridge
 from pose_regressor_training.data.dataset import FrameList
 from pose_regressor_training.data.folder import SPLITS, DatasetFormatError, load_folder
@@ -53,6 +54,18 @@ def load_dataset(kind: str, root: str | Path, split: str, **options: Any) -> Fra
         _reject_options(kind, options, ("focal_px_1920", "image_size", "fps", "check_images"))
         return load_cambridge(root, split, **options)
     raise ValueError(f"unknown dataset kind {kind!r}; choose one of {', '.join(DATASET_KINDS)}")
+
+
+def length_unit_of(kind: str, root: str | Path) -> str:
+    """ "m", or "units" for a folder whose positions an import left in the input's own units; the
+    benchmarks are in metres. A folder whose dataset.yaml cannot be read counts as metres (loading
+    it reports that)."""
+    if kind != "folder":
+        return METRES
+    try:
+        return length_unit(read_metadata(Path(root)))
+    except (DatasetFormatError, OSError):
+        return METRES
 
 
 def _reject_options(kind: str, options: dict[str, Any], allowed: tuple[str, ...]) -> None:

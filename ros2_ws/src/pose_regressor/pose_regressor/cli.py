@@ -483,10 +483,11 @@ def _eval_folder(args: argparse.Namespace, extra: Sequence[str]) -> int:
         print(f"pose-regressor eval-folder: error: {exc}", file=sys.stderr)
         return 2
     m = result.metrics
+    unit = m["length_unit"]  # "units" for a folder imported without a metric scale
     print(
         f"eval-folder: {m['frames']} {args.split} frames of {args.data}: median "
-        f"{m['median_translation_m']:.3f} m {m['median_rotation_deg']:.2f} deg, "
-        f"{m['pct_within_0.25m_2deg']:.1f}% within 0.25 m 2 deg, mean NEES {m['mean_nees']:.1f} "
+        f"{m['median_translation_m']:.3f} {unit} {m['median_rotation_deg']:.2f} deg, "
+        f"{m['pct_within_0.25m_2deg']:.1f}% within 0.25 {unit} 2 deg, mean NEES {m['mean_nees']:.1f} "
         f"({m['engine']}, {m['mc_samples']} MC samples); wrote {', '.join(str(p) for p in result.written)}"
     )
     return 0

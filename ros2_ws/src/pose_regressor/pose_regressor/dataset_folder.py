@@ -115,6 +115,19 @@ def read_metadata(root: Path) -> dict[str, Any]:
     return meta
 
 
+#: How positions read where a folder is in metres, and where it is not (an import without a scale).
+METRES, SOURCE_UNITS = "m", "units"
+
+
+def length_unit(meta: dict[str, Any]) -> str:
+    """What a folder's positions and position errors are labelled with: `SOURCE_UNITS` where an
+    import without `--scale` kept the input's own units (`provenance.units`), else `METRES`.
+    frames.csv's columns and metrics.json's `_m` keys keep their names either way."""
+    provenance = meta.get("provenance")
+    units = provenance.get("units") if isinstance(provenance, dict) else None
+    return SOURCE_UNITS if isinstance(units, str) and not units.startswith("metres") else METRES
+
+
 def rig_from_metadata(root: Path, meta: dict[str, Any]) -> Rig:
     """The rig of a dataset folder's metadata; errors name dataset.yaml."""
     path = root / "dataset.yaml"

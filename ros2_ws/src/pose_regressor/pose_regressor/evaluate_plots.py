@@ -36,16 +36,18 @@ def plot_trajectory(
     sequences: NDArray[np.int64] | None = None,
     max_ellipses: int = 60,
     stamps_ns: NDArray[np.int64] | None = None,
+    unit: str = "m",
 ) -> Path:
     """Ground truth per sequence, predictions [N, 3], their errors, and `SIGMAS`-sigma position
     ellipses of `covariances` [N, 6, 6] on at most about `max_ellipses` of them.
 
     The view is top-down (x, y) when z is the axis the ground truth varies least along, else the
     plane of its two largest principal axes (`view_plane`). The ground-truth line breaks between
-    sequences and across time gaps of `stamps_ns` (`line_pieces`)."""
+    sequences and across time gaps of `stamps_ns` (`line_pieces`). `unit`: what positions are in
+    ("m", or "units" for a folder imported without a scale)."""
     if sequences is None:
         sequences = np.zeros(len(t_gt), dtype=np.int64)
-    projection, (x_label, y_label) = view_plane(t_gt)
+    projection, (x_label, y_label) = view_plane(t_gt, unit)
     gt_2d, pred_2d = t_gt @ projection.T, t_pred @ projection.T
     pieces = line_pieces(sequences, stamps_ns)
     fig, ax = plt.subplots(figsize=(9, 7))
@@ -93,11 +95,13 @@ def plot_trajectory(
     return path
 
 
-def view_plane(positions: NDArray[np.float64]) -> tuple[NDArray[np.float64], tuple[str, str]]:
+def view_plane(
+    positions: NDArray[np.float64], unit: str = "m"
+) -> tuple[NDArray[np.float64], tuple[str, str]]:
     """The [2, 3] projection of the trajectory plot and its axis labels: map x and y when z is the
     smallest-variance principal axis of `positions` (z is up), else their two largest principal
     axes (a SfM or camera frame whose vertical is not z)."""
-    top_down = np.eye(3)[:2], ("x (m, map)", "y (m, map)")
+    top_down = np.eye(3)[:2], (f"x ({unit}, map)", f"y ({unit}, map)")
     if len(positions) < 3:
         return top_down
     _, vectors = np.linalg.eigh(np.cov(positions.T))  # eigenvalues ascending
@@ -105,7 +109,9 @@ def view_plane(positions: NDArray[np.float64]) -> tuple[NDArray[np.float64], tup
         return top_down
     axes = vectors[:, [2, 1]].T
     axes *= np.sign(axes[np.arange(2), np.argmax(np.abs(axes), axis=1)])[:, None]  # largest part > 0
-    labels = tuple(f"principal axis {n + 1}: {_combination(axis)} (m, map)" for n, axis in enumerate(axes))
+    labels = tuple(
+        f"principal axis {n + 1}: {_combination(axis)} ({unit}, map)" for n, axis in enumerate(axes)
+    )
     return axes, (labels[0], labels[1])
 
 

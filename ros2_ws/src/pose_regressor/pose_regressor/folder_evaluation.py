@@ -16,7 +16,14 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from pose_regressor.dataset_folder import image_path, read_metadata, read_rgb, rig_from_metadata, split_frames
+from pose_regressor.dataset_folder import (
+    image_path,
+    length_unit,
+    read_metadata,
+    read_rgb,
+    rig_from_metadata,
+    split_frames,
+)
 from pose_regressor.files import atomic_write_text
 from pose_regressor.localizer import Localizer
 from pose_regressor.metrics import (
@@ -63,7 +70,8 @@ def bundle_cameras_in(folder_cameras: list[str], bundle_cameras: list[str], root
 def evaluate_folder(cfg: FolderEvaluationConfig) -> FolderEvaluation:
     """Runs the bundle on every frame of the split; writes metrics.json and trajectory.png in cfg.out."""
     frames = split_frames(cfg.data, cfg.split)
-    rig = rig_from_metadata(cfg.data, read_metadata(cfg.data))
+    meta = read_metadata(cfg.data)
+    rig = rig_from_metadata(cfg.data, meta)
     localizer = Localizer(cfg.bundle, backend=cfg.backend, mc_samples=cfg.mc_samples)
     cameras = bundle_cameras_in(rig.names, localizer.camera_names, cfg.data)
     estimates = [
@@ -79,6 +87,7 @@ def evaluate_folder(cfg: FolderEvaluationConfig) -> FolderEvaluation:
         "engine": str(localizer.engine.describe()),
         "mc_samples": localizer.mc_samples,
         "cameras": cameras,
+        "length_unit": length_unit(meta),
         **score(t_gt, q_gt, estimates),
     }
     cfg.out.mkdir(parents=True, exist_ok=True)
@@ -89,7 +98,8 @@ def evaluate_folder(cfg: FolderEvaluationConfig) -> FolderEvaluation:
         pass
     else:
         title = (
-            f"{cfg.split} split of {cfg.data.name}: median {metrics['median_translation_m']:.2f} m, "
+            f"{cfg.split} split of {cfg.data.name}: median {metrics['median_translation_m']:.2f} "
+            f"{metrics['length_unit']}, "
             f"{metrics['median_rotation_deg']:.1f} deg ({metrics['frames']} frames)"
         )
         t_pred = np.stack([e.translation for e in estimates])
@@ -97,7 +107,18 @@ def evaluate_folder(cfg: FolderEvaluationConfig) -> FolderEvaluation:
         sequences = np.array([f.sequence for f in frames], dtype=np.int64)
         stamps = np.array([f.stamp_ns for f in frames], dtype=np.int64)
         path = cfg.out / "trajectory.png"
-        written.append(plot_trajectory(path, t_gt, t_pred, title, covariances, sequences, stamps_ns=stamps))
+        written.append(
+            plot_trajectory(
+                path,
+                t_gt,
+                t_pred,
+                title,
+                covariances,
+                sequences,
+                stamps_ns=stamps,
+                unit=metrics["length_unit"],
+            )
+        )
     # Last: metrics.json marks a complete evaluation (as eval-node's does).
     atomic_write_text(cfg.out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return FolderEvaluation(metrics, [cfg.out / "metrics.json", *written])
