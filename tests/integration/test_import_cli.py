@@ -106,12 +106,15 @@ def test_an_import_without_a_scale_trains_evaluates_and_exports_in_its_own_units
             ["eval-checkpoint", "--checkpoint", str(run / "best.pt"), "--split", "test", "--mc-samples", "4"],
             ["export", "--checkpoint", str(run / "best.pt"), "--out", str(bundle)],
         ]  # fmt: skip
-        outputs = []
+        outputs, errors = [], []
         for step in steps:
             result = subprocess.run([*TRAIN, *step], capture_output=True, text=True, timeout=300, check=False)
             assert result.returncode == 0, (step[0], result.stderr[-2000:])
             outputs.append(result.stdout)
+            errors.append(result.stderr)
         fit_out, eval_out, export_out = outputs[1:]
+        # positions that are not metres would be read as metres by ROS: export says so
+        assert ("trained on positions in its input's own units, not metres" in errors[3]) == (unit == "units")
         assert "fit: best epoch 1: val median " in fit_out and f" {unit}, " in fit_out, fit_out
         assert "eval test: " in eval_out and f" {unit} " in eval_out.splitlines()[0], eval_out
         assert "retrieval baseline (nearest training frame): median " in eval_out and f" {unit} " in eval_out

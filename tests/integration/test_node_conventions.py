@@ -92,6 +92,7 @@ def test_namespaced_run_with_the_shipped_params_file_and_remapped_camera(
         names = dict(peer.node.get_topic_names_and_types())
         assert "/front/image_raw" not in names and "/localizer/pose" not in names
         assert not node.lines("unknown parameter") and not node.lines("Traceback"), node.log()
+        assert not node.lines("not metres"), node.log()  # a bundle of metres says nothing of units
     finally:
         node.stop()
 
@@ -354,5 +355,21 @@ def test_camera_timeout_follows_sim_time(bundle: ModelBundle, ros_env: dict[str,
         run(5.0, False)  # 2.5 s of sim time
         long = statuses(diagnostics, name)[start:]
         assert any(level == 2 and "no images" in message for level, message, _ in long), long
+    finally:
+        node.stop()
+
+
+def test_a_bundle_whose_positions_are_not_metres_is_named_at_start(
+    tmp_path: Path, ros_env: dict[str, str], peer: RosPeer
+) -> None:
+    """REP 103: ROS lengths are metres. A bundle trained on an import without --scale still runs,
+    and its node says in its log that everything downstream will misread its positions."""
+    dataset = {"kind": "folder", "root": "/data/fox", "length_unit": "units"}
+    unscaled = make_bundle(tmp_path / "unscaled", provenance={"dataset": dataset})
+    node = _localizer(unscaled, ros_env)
+    try:
+        assert node.wait_for_line("not metres (an import without --scale)", 60.0), node.log()
+        poses = peer.record(PoseStamped, "/localizer/pose")
+        assert Cameras(peer, RAW_TOPICS).send_until(lambda: bool(poses)), node.log()
     finally:
         node.stop()

@@ -360,3 +360,18 @@ def test_preprocess_rejects_wrong_camera_count(bundle: ModelBundle) -> None:
 def test_preprocess_rejects_bad_images(bundle: ModelBundle, image: Any, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         preprocess([np.zeros((12, 16, 3), np.uint8), image], bundle)
+
+
+def test_a_bundle_trained_without_a_metric_scale_says_so(tmp_path: Path, bundle: ModelBundle) -> None:
+    loaded = load_bundle(bundle.path)
+    assert loaded.length_unit == "m" and loaded.units_warning() is None  # no length_unit: metres
+    dataset = {"kind": "folder", "root": "/data/fox", "length_unit": "units"}
+    unscaled = load_bundle(make_bundle(tmp_path / "unscaled", provenance={"dataset": dataset}).path)
+    assert unscaled.length_unit == "units"
+    assert unscaled.units_warning() == (
+        f"bundle {tmp_path / 'unscaled'} was trained on positions in its input's own units, not metres "
+        "(an import without --scale); ROS and everything downstream (robot_localization, Nav2, tf2) read "
+        "them as metres: re-import with --scale or --scale-from, retrain and export"
+    )
+    metric = make_bundle(tmp_path / "metric", provenance={"dataset": {**dataset, "length_unit": "m"}})
+    assert load_bundle(metric.path).units_warning() is None

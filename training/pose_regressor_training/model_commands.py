@@ -299,15 +299,16 @@ def run_export(args: argparse.Namespace) -> int:
         )
     else:
         print(f"  covariance scale {bundle.covariance_scale.describe()} (from {source})")
-    flag = bundle.uncertain_flag
+    flag, unit = bundle.uncertain_flag, bundle.length_unit
     if flag is not None:
-        dataset = bundle.provenance.get("dataset")
-        unit = dataset.get("length_unit", "m") if isinstance(dataset, dict) else "m"
         print(
             f"  uncertain flag: position std > {flag.max_position_std:.3g} {unit} or rotation std > "
             f"{math.degrees(flag.max_rotation_std):.3g} deg (suggested by the evaluation; the node "
             "uses them while its max_position_std / max_rotation_std are 0)"
         )
+    units_warning = bundle.units_warning()
+    if units_warning:
+        print(f"pose-train export: warning: {units_warning}", file=sys.stderr)
     return 0
 
 

@@ -250,6 +250,23 @@ class ModelBundle:
         return len(self.cameras)
 
     @property
+    def length_unit(self) -> str:
+        """What the model's positions are in: "m", or "units" where it was trained on a folder
+        imported without a metric scale (`provenance.dataset.length_unit`, written by export)."""
+        dataset = self.provenance.get("dataset")
+        return "units" if isinstance(dataset, dict) and dataset.get("length_unit") == "units" else "m"
+
+    def units_warning(self) -> str | None:
+        """One line for whoever loads a bundle whose positions are not metres, else None."""
+        if self.length_unit == "m":
+            return None
+        return (
+            f"bundle {self.path} was trained on positions in its input's own units, not metres (an "
+            "import without --scale); ROS and everything downstream (robot_localization, Nav2, tf2) "
+            "read them as metres: re-import with --scale or --scale-from, retrain and export"
+        )
+
+    @property
     def images_shape(self) -> tuple[int, int, int, int]:
         """Shape of the graph's ``images`` input: (T, H, W, 3)."""
         return (len(self.cameras), self.input_height, self.input_width, 3)

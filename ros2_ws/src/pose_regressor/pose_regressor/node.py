@@ -389,6 +389,9 @@ class LocalizerNode(LifecycleNode):
             + f"; uncertain flag: position std > {max_position_std:.3g} m ({position_source}) or rotation "
             f"std > {math.degrees(max_rotation_std):.3g} deg ({rotation_source})"
         )
+        units_warning = bundle.units_warning()
+        if units_warning:
+            self.get_logger().warn(units_warning)
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
