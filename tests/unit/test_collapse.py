@@ -9,6 +9,7 @@ from scipy.spatial.transform import Rotation
 
 from pose_regressor_training.collapse import (
     FIRST_EPOCH_JUDGED,
+    FIRST_STEP_JUDGED,
     NO_BETTER_SHARE,
     ConstantPoseErrors,
     LearningWatch,
@@ -64,6 +65,21 @@ def test_a_collapsed_run_is_named_at_its_second_judged_validation_once() -> None
 def test_a_tiny_run_that_has_not_started_is_not_flagged_before_epoch_3() -> None:
     watch = LearningWatch(CONSTANT)
     assert all(watch.check(e, medians(5.0, 170.0), {"t": 1.0}) is None for e in (1, 2, FIRST_EPOCH_JUDGED))
+
+
+def test_a_small_real_set_is_not_judged_before_it_has_taken_enough_steps() -> None:
+    # instant-ngp's fox: 32 photographs, 2 optimizer steps an epoch; val rotation 68.7 and 33.9 deg
+    # at epochs 4 and 6 against the constant pose's 33.3, then 17.5 deg at epoch 16
+    watch = LearningWatch(ConstantPoseErrors(3.18, 33.3), length_unit="units")
+    assert watch.check(4, medians(2.79, 68.7), {"t": 1.0}, steps=8) is None
+    assert watch.check(6, medians(2.23, 33.9), {"t": 1.0}, steps=12) is None
+    assert watch.check(16, medians(1.22, 17.5), {"t": 1.0}, steps=32) is None
+    # the same errors after enough steps are a run that has stopped learning; in the set's units
+    late = LearningWatch(ConstantPoseErrors(3.18, 33.3), length_unit="units")
+    assert late.check(4, medians(3.2, 68.7), {"t": 1.0}, steps=FIRST_STEP_JUDGED) is None
+    warning = late.check(6, medians(3.3, 33.9), {"t": 1.0}, steps=FIRST_STEP_JUDGED + 2)
+    assert warning is not None
+    assert "position error (3.2, 3.3 units) and rotation error (68.7, 33.9 deg)" in warning
 
 
 def test_a_slow_start_that_then_learns_is_not_flagged() -> None:

@@ -374,6 +374,7 @@ class Trainer:
             ),
             learned_weights=any(name.startswith("s_") for name in learned),
             learned_metric_scale="log_embedding_scale" in learned,
+            length_unit=self.data.info.length_unit,
         )
 
     # --------------------------------------------------------------------------- checkpoints
@@ -531,7 +532,8 @@ class Trainer:
                 f"{metrics['median_rotation_deg']:.2f} deg"
             )
         print(summary + (" (best)" if best else ""), flush=True)  # flushed: tests and logs follow it live
-        warning = self.learning_watch.check(epoch + 1, metrics, train_loss) if self.learning_watch else None
+        watch, steps = self.learning_watch, self.progress.global_step
+        warning = watch.check(epoch + 1, metrics, train_loss, steps) if watch else None
         if warning:
             print(warning, flush=True)
 
