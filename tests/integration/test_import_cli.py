@@ -118,6 +118,7 @@ def test_an_import_without_a_scale_trains_evaluates_and_exports_in_its_own_units
         assert "fit: best epoch 1: val median " in fit_out and f" {unit}, " in fit_out, fit_out
         assert "eval test: " in eval_out and f" {unit} " in eval_out.splitlines()[0], eval_out
         assert "retrieval baseline (nearest training frame): median " in eval_out and f" {unit} " in eval_out
+        assert f"within 0.25 {unit}, 2 deg: " in eval_out, eval_out
         metrics = json.loads((run / "eval_test" / "metrics.json").read_text())
         assert metrics["length_unit"] == unit
         folder = subprocess.run(

@@ -214,7 +214,7 @@ def run_eval(args: argparse.Namespace) -> int:
         f"{m['mean_rotation_deg']:.2f} deg"
     )
     within = [k for k in m if k.startswith("pct_within_")]
-    print("  " + ", ".join(f"{k.removeprefix('pct_within_')}: {m[k]:.1f}%" for k in within))
+    print("  " + ", ".join(f"within {_threshold_label(k, unit)}: {m[k]:.1f}%" for k in within))
     if "uncertainty" in m:
         u = m["uncertainty"]
         print(
@@ -231,6 +231,12 @@ def run_eval(args: argparse.Namespace) -> int:
         print("  " + retrieval_line(m, m["retrieval_baseline"]))
     print("  wrote " + ", ".join(str(p) for p in paths))
     return 0
+
+
+def _threshold_label(key: str, unit: str) -> str:
+    """ "0.25 m, 2 deg" for pct_within_0.25m_2deg: the key says metres, the threshold is in `unit`."""
+    distance, _, angle = key.removeprefix("pct_within_").partition("m_")
+    return f"{distance} {unit}, {angle.removesuffix('deg')} deg"
 
 
 def add_export(sub: Subparsers) -> None:
