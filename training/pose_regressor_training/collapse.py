@@ -11,7 +11,7 @@ rotation alone stayed at two headings (val 98-105 deg) while the position learne
 while the rotation did; fixed weights are no way out when they favour the relative terms
 (`geometric_w10_skip1`, odometry weight 10: one pose for every image from the first epoch). Such a
 run only wastes its hours, so `fit` says so once it shows at two validations in a row from epoch 3
-on.
+on, once the run has taken `FIRST_STEP_JUDGED` optimizer steps.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def loss_weights(loss_parts: dict[str, float]) -> dict[str, float]:
 class LearningWatch:
     """Fed every validation's medians; warns once when the translation or the rotation has been no
     better than the constant mean pose at `VALIDATIONS_IN_A_ROW` validations in a row, counting
-    from epoch `FIRST_EPOCH_JUDGED`."""
+    from epoch `FIRST_EPOCH_JUDGED` and `FIRST_STEP_JUDGED` optimizer steps."""
 
     def __init__(
         self,
