@@ -154,7 +154,7 @@ def _evaluate(
         "split": split,
         "mc_samples": mc_samples,
         # what the positions and every `_m` value below are in: "units" for an import without a scale
-        "length_unit": length_unit_of(predictor.trained.config.data.kind, predictor.root),
+        "length_unit": predictor.length_unit,
         **error_summary(t_err, r_err),
         "skipped_frames": dict(predictor.skipped),
         "per_sequence": {
@@ -262,6 +262,7 @@ class _SplitPredictor:
         self.device = resolve_device(device_name)
         self.model.to(self.device)
         self.root = data_root if data_root is not None else Path(self.trained.dataset.root)
+        self.length_unit = length_unit_of(self.trained.config.data.kind, self.root)
         self.mc_samples, self.seed, self.skip_bad = max(mc_samples, 0), seed, skip_bad
         self.skipped: dict[str, int] = {}
         self.notes: list[str] = []

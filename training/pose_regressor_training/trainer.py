@@ -52,7 +52,7 @@ from pose_regressor_training.models.model import PoseRegressor, images_to_unit_f
 from pose_regressor_training.objective import Objective
 from pose_regressor_training.predict import median_errors, predict
 from pose_regressor_training.stop_signals import StopRequests, stop_signals_deferred, stop_signals_remembered
-from pose_regressor_training.time_budget import TimeBudget
+from pose_regressor_training.time_budget import TimeBudget, validation_due
 from pose_regressor_training.train_config import OptimConfig, TrainConfig, validate_train_config
 from pose_regressor_training.training_data import Batch, camera_spec, load_training_data, make_loader
 
@@ -347,7 +347,7 @@ class Trainer:
     def validate(self, epoch: int) -> dict[str, float]:
         """Errors on the val split at every `eval_every`-th epoch and the last; {} at the others."""
         number = epoch + 1
-        due = number % self.config.eval_every == 0 or number == self.epochs
+        due = validation_due(number, self.epochs, self.config.eval_every)
         val_set = self.data.val_set
         if val_set is None or not due:
             return {}

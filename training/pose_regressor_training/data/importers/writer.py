@@ -223,10 +223,13 @@ def write_import(track: CameraTrack, settings: ImportSettings) -> ImportSummary:
 def _present_and_missing(track: CameraTrack, skip_missing: bool) -> tuple[list[PosedImage], tuple[str, ...]]:
     """The images whose file exists, and the names of those whose file does not; without
     `skip_missing` a missing one is an error that counts them all."""
-    present = [image for image in track.images if image.path.is_file()]
-    missing = tuple(image.name for image in track.images if not image.path.is_file())
+    present: list[PosedImage] = []
+    absent: list[PosedImage] = []
+    for image in track.images:
+        (present if image.path.is_file() else absent).append(image)
+    missing = tuple(image.name for image in absent)
     if missing and not skip_missing:
-        first = next(image for image in track.images if not image.path.is_file())
+        first = absent[0]
         raise ImageReadError(
             f"image {first.path} does not exist (named {first.name!r} by the input); "
             f"{len(missing)} of the {len(track.images)} images the input names are missing: "
