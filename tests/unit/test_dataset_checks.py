@@ -58,6 +58,10 @@ def edit_row(root: Path, line: int, **values: str) -> None:
         ({"tx": "x"}, "tx must be a number, got 'x'"),
         ({"split": "training"}, "split must be one of train, val, test, got 'training'"),
         ({"ty": "nan"}, "the pose is not finite"),
+        (
+            {"tx": "1", "ty": "2", "tz": "-2e8"},
+            "the position (1, 2, -2e+08) is beyond ±1e+08 from the map's origin",
+        ),
     ],
 )
 def test_bad_rows_name_file_and_line(tmp_path: Path, values: dict[str, str], message: str) -> None:

@@ -3,6 +3,7 @@ renders are imported and their camera poses compared exactly after the round tri
 
 from __future__ import annotations
 
+import json
 import shutil
 import struct
 from pathlib import Path
@@ -321,6 +322,31 @@ def test_bad_binary_and_other_formats_are_one_line(
     assert "--images is for the colmap format only" in _expect_error(
         capsys, tmp_path, "tum", folder, "--images", folder
     )
+
+
+def test_an_image_named_twice_or_a_pose_far_beyond_any_map_is_one_line(
+    tmp_path: Path, synth: SynthCameraPoses, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_transforms(synth, tmp_path / "ns")
+    good = json.loads(path.read_text())
+    named_twice = json.loads(path.read_text())
+    named_twice["frames"][4]["file_path"] = named_twice["frames"][3]["file_path"]
+    path.write_text(json.dumps(named_twice))
+    name = good["frames"][3]["file_path"]
+    assert f"is named twice by the input ({name!r} and {name!r}); each image must have one pose" in (
+        _expect_error(capsys, tmp_path, "nerfstudio", path)
+    )
+    far = json.loads(path.read_text())
+    far["frames"] = good["frames"]
+    far["frames"][2]["transform_matrix"][1][3] = 1e300  # finite, and its square overflows
+    path.write_text(json.dumps(far))
+    err = _expect_error(capsys, tmp_path, "nerfstudio", path)
+    assert f"image {good['frames'][2]['file_path']!r}: its position (" in err
+    assert "scaled by 1, is beyond ±1e+08 from the map's origin; the input's poses are broken" in err
+    far["frames"][2]["transform_matrix"][1][3] = 200.0
+    path.write_text(json.dumps(far))
+    err = _expect_error(capsys, tmp_path, "nerfstudio", path, "--scale", "1e6")
+    assert "scaled by 1e+06, is beyond ±1e+08" in err
 
 
 def test_overwrite(tmp_path: Path, synth: SynthCameraPoses, capsys: pytest.CaptureFixture[str]) -> None:

@@ -40,6 +40,9 @@ FRAME_COLUMNS = ("index", "sequence", "split", "stamp_ns", "tx", "ty", "tz", "qx
 SPLITS = ("train", "val", "test")
 MAX_FRAME_ROWS = 10_000_000  # frames.csv rows (camera sets)
 QUAT_NORM_TOL = 1e-2  # |norm(q) - 1| of a frames.csv quaternion (6 printed decimals are far closer)
+# Largest |tx|, |ty|, |tz| of a pose: a map frame in UTM or ECEF coordinates stays within 1e7 m,
+# so a larger value is a broken file, and its squares would overflow into a NaN loss.
+MAX_ABS_POSITION = 1e8
 
 
 class DatasetFormatError(ValueError):
@@ -180,6 +183,9 @@ def _check_record(record: FrameRecord) -> FrameRecord:
     # A NaN or inf label would only show up later as a NaN loss, far from its cause.
     if not (np.all(np.isfinite(record.translation)) and np.all(np.isfinite(record.quat_xyzw))):
         raise ValueError("the pose is not finite")
+    if float(np.max(np.abs(record.translation))) > MAX_ABS_POSITION:
+        shown = ", ".join(f"{v:g}" for v in record.translation)
+        raise ValueError(f"the position ({shown}) is beyond ±{MAX_ABS_POSITION:g} from the map's origin")
     q = record.quat_xyzw
     norm = float(np.linalg.norm(q))
     if abs(norm - 1.0) > QUAT_NORM_TOL:

@@ -33,6 +33,7 @@ from pose_regressor.files import publish, staging_sibling
 from pose_regressor.rig import Rig
 from pose_regressor_training.data.benchmark import base_pose_from_camera_pose, single_camera_rig
 from pose_regressor_training.data.folder import (
+    MAX_ABS_POSITION,
     SPLITS,
     FrameRecord,
     image_path,
@@ -198,7 +199,9 @@ def write_import(track: CameraTrack, settings: ImportSettings) -> ImportSummary:
     _check_output(settings.out, track, settings.overwrite)
     present, missing = _present_and_missing(track, settings.skip_missing)
     images = ordered(present)
+    _check_distinct(images)
     scale = metric_scale(images, settings)
+    _check_reach(images, scale)
     splits = block_splits(len(images), settings.split)
     out = settings.out.absolute()
     staging = staging_sibling(out)
@@ -238,6 +241,32 @@ def _present_and_missing(track: CameraTrack, skip_missing: bool) -> tuple[list[P
     if not present:
         raise ImageReadError(f"none of the {len(track.images)} images named by {track.source} exists")
     return present, missing
+
+
+def _check_distinct(images: list[PosedImage]) -> None:
+    """One pose per image file: a file named twice (with two poses, or the same one) is a broken
+    input, and a copy of an image in both train and test would flatter every test score."""
+    first_name: dict[Path, str] = {}
+    for image in images:
+        key = image.path.resolve()
+        if key in first_name:
+            raise ImportFormatError(
+                f"image {image.path} is named twice by the input ({first_name[key]!r} and "
+                f"{image.name!r}); each image must have one pose"
+            )
+        first_name[key] = image.name
+
+
+def _check_reach(images: list[PosedImage], scale: float) -> None:
+    """Positions, once scaled, that a dataset folder accepts (`MAX_ABS_POSITION`)."""
+    for image in images:
+        position = image.translation * scale
+        if float(np.max(np.abs(position))) > MAX_ABS_POSITION:
+            shown = ", ".join(f"{v:g}" for v in position)
+            raise ImportFormatError(
+                f"image {image.name!r}: its position ({shown}), scaled by {scale:g}, is beyond "
+                f"±{MAX_ABS_POSITION:g} from the map's origin; the input's poses are broken"
+            )
 
 
 def _write_frames(
