@@ -194,6 +194,23 @@ def test_tum_interpolates_between_the_ground_truth_poses_around_each_image(
     expected_q = np.array([[0, 0, 0, 1], eighth, quarter_turn, quarter_turn])
     np.testing.assert_allclose(canonical_hemisphere(q), expected_q, rtol=0, atol=ATOL)
 
+    # a row written twice (the quaternion's sign flipped) changes nothing; a second, different
+    # pose at one time is refused, naming both lines
+    shutil.rmtree(out)
+    gt_path = folder / "groundtruth.txt"
+    rows = gt_path.read_text().splitlines()
+    flipped = " ".join(repr(-float(v)) for v in quarter_turn)
+    gt_path.write_text("\n".join([*rows, f"1.0400 1 2 3 {flipped}"]) + "\n")
+    assert _import("tum", folder, "--out", out, *intrinsics, "--split-blocks", 4, "--test-every", 2) == 0
+    np.testing.assert_allclose(imported_camera_poses(out)[0], t, rtol=0, atol=ATOL)
+    shutil.rmtree(out)
+    gt_path.write_text("\n".join([*rows, "1.0400 1 2 3.5 0 0 0 1"]) + "\n")
+    err = _expect_error(capsys, tmp_path, "tum", folder, *intrinsics, "--split-blocks", 4, "--test-every", 2)
+    assert err.endswith(
+        f"{gt_path}:4: a second, different pose at time 1.0400 s (the first is on line 2); "
+        "a ground-truth file has one pose per time\n"
+    ), err
+
 
 def test_scale_from_two_named_frames(tmp_path: Path, synth: SynthCameraPoses) -> None:
     write_colmap_binary(synth, tmp_path / "project")

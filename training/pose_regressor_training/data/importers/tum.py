@@ -57,14 +57,28 @@ def read_groundtruth(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(stamps ns (N,), translations (N, 3), quaternions xyzw (N, 4)), sorted by stamp."""
     stamps: list[int] = []
     poses: list[list[float]] = []
+    first_line: dict[int, tuple[int, list[float]]] = {}  # stamp -> (line, pose) of its first row
     for number, line in data_lines(path, read_text(path, "ground-truth file")):
         where = f"{path}:{number}"
         tokens = line.split()
         if len(tokens) != 8:
             raise ImportFormatError(f"{where}: expected 'timestamp tx ty tz qx qy qz qw', got {line[:80]!r}")
-        stamps.append(_stamp_ns(tokens[0], where))
+        stamp = _stamp_ns(tokens[0], where)
         values = parse_floats(tokens[1:], where, "tx ty tz qx qy qz qw")
-        poses.append(values[:3] + list(unit_quaternion(values[3:], where)))
+        pose = values[:3] + list(unit_quaternion(values[3:], where))
+        if stamp in first_line:
+            # A logger that wrote a row twice is harmless; two poses at one time leave the
+            # interpolation to pick one of them at random.
+            earlier, earlier_pose = first_line[stamp]
+            if not np.allclose(earlier_pose, pose, rtol=0, atol=1e-9):
+                raise ImportFormatError(
+                    f"{where}: a second, different pose at time {tokens[0]} s (the first is on line "
+                    f"{earlier}); a ground-truth file has one pose per time"
+                )
+            continue
+        first_line[stamp] = (number, pose)
+        stamps.append(stamp)
+        poses.append(pose)
     if not stamps:
         raise ImportFormatError(f"ground-truth file {path} has no poses")
     order = np.argsort(np.array(stamps), kind="stable")
