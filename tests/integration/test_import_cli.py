@@ -69,7 +69,16 @@ def test_interrupted_import_leaves_nothing(tmp_path: Path, synth: SynthCameraPos
     """Ctrl-C while images are being written: exit 130, one line, no staging folder left behind."""
     path = write_transforms(synth, tmp_path / "ns")
     data = json.loads(path.read_text())
-    data["frames"] = [dict(frame) for _ in range(400) for frame in data["frames"]]  # 4800 frames
+    # 4800 frames, each its own image file (hard links: an image named twice is refused)
+    images = tmp_path / "ns" / "images"
+    frames = []
+    for copy in range(400):
+        for frame in data["frames"]:
+            name = f"c{copy}_{Path(frame['file_path']).name}"
+            (source,) = images.glob(f"{Path(frame['file_path']).name}.*")
+            os.link(source, images / f"{name}{source.suffix}")
+            frames.append({**frame, "file_path": f"images/{name}"})
+    data["frames"] = frames
     path.write_text(json.dumps(data))
     out = tmp_path / "out"
     proc = subprocess.Popen(

@@ -262,6 +262,35 @@ def test_colour_jitter_differs_per_camera_and_crop_is_shared_by_the_cameras() ->
     assert not torch.allclose(twice[0], twice[1])
 
 
+def test_camera_dropout_blacks_out_one_whole_camera_of_the_chosen_sets_and_keeps_the_labels() -> None:
+    images, t, q = random_batch(batch=400)
+    images = images.clamp(0.01, 1.0)  # no pixel is black before the dropout
+    config = AugmentConfig(camera_dropout=0.25, **NO_CROP, **NO_PHOTOMETRIC)  # type: ignore[arg-type]
+    out, t_out, q_out = Augmenter(config, preset_rig("quad"), torch.Generator().manual_seed(3))(images, t, q)
+    assert torch.equal(t_out, t) and torch.equal(q_out, q)
+    black = (out == 0).all(dim=(2, 3, 4))  # [B, T]: cameras that are entirely black
+    untouched = (out == images).all(dim=(2, 3, 4))
+    assert torch.equal(black | untouched, torch.ones_like(black))  # a camera is kept or all black
+    assert int(black.sum(dim=1).max()) == 1  # never more than one camera of a set
+    dropped = int(black.any(dim=1).sum())
+    assert 70 <= dropped <= 130  # 400 sets at 0.25: 100, binomial std 8.7
+    assert all(int(n) > 10 for n in black.sum(dim=0))  # every camera of the rig gets dropped
+    every = AugmentConfig(camera_dropout=1.0, **NO_CROP, **NO_PHOTOMETRIC)  # type: ignore[arg-type]
+    all_sets, _, _ = Augmenter(every, preset_rig("quad"), torch.Generator().manual_seed(3))(images, t, q)
+    assert torch.equal((all_sets == 0).all(dim=(2, 3, 4)).sum(dim=1), torch.ones(400, dtype=torch.long))
+    with pytest.raises(
+        ValueError, match=r"augment\.camera_dropout: blacking out one camera needs a rig of 2 or more"
+    ):
+        Augmenter(config, preset_rig("mono"))
+    with pytest.raises(ValueError, match="camera_dropout"):
+        AugmentConfig(camera_dropout=1.5)
+    # the track shift's refusal names its key too (issue 16: a new user could not tell which one)
+    with pytest.raises(
+        ValueError, match=r"^augment\.track: track augmentation needs a rig of 2 or more cameras"
+    ):
+        Augmenter(AugmentConfig(track=True), preset_rig("mono"))
+
+
 def test_invalid_config_and_batches_are_rejected() -> None:
     with pytest.raises(ValueError, match="crop_scale"):
         AugmentConfig(crop_scale=(0.9, 1.2))

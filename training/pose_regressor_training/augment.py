@@ -32,8 +32,12 @@ run and its state can be checkpointed. Operations, in order:
    kernel 2 * ceil(3 sigma) + 1 and reflect padding as torchvision's ``gaussian_blur``, one grouped
    convolution for all blurred images.
 5. Additive Gaussian noise per pixel, std ``noise_std`` (in [0, 1] units), then clipped to [0, 1].
+6. Camera dropout (``camera_dropout`` p, rigs of 2+ cameras): with probability p per sample, one
+   camera chosen uniformly is set to black, as a covered or failed camera reads. The model learns
+   to localize from the others; on the quad rig it more than halved the error with a covered camera
+   and cost some accuracy on clean sets (docs/results.md, "Training with a camera blacked out").
 
-Steps 2-5 keep the labels unchanged. An operation whose strength is zero is skipped exactly.
+Steps 2-6 keep the labels unchanged. An operation whose strength is zero is skipped exactly.
 """
 
 from __future__ import annotations
@@ -67,7 +71,17 @@ class Augmenter:
             generator.seed()
         self.generator = generator
         # Δ (rad) of one track-shift step; None when the track shift is off.
-        self.track_yaw = track_shift_yaw(rig) if config.enabled and config.track else None
+        self.track_yaw: float | None = None
+        if config.enabled and config.track:
+            try:
+                self.track_yaw = track_shift_yaw(rig)
+            except ValueError as exc:
+                raise ValueError(f"augment.track: {exc} (set augment.track=false)") from None
+        if config.enabled and config.camera_dropout > 0 and len(rig.cameras) < 2:
+            raise ValueError(
+                "augment.camera_dropout: blacking out one camera needs a rig of 2 or more cameras; "
+                f"this rig has {len(rig.cameras)} (set augment.camera_dropout=0)"
+            )
 
     def __call__(
         self, images: torch.Tensor, t: torch.Tensor, q: torch.Tensor, tuple_length: int = 1
@@ -95,6 +109,8 @@ class Augmenter:
             if self.config.crops:
                 images = self._crop(images)
             images = self._photometric(images)
+            if self.config.camera_dropout > 0:
+                images = self._drop_cameras(images)
         return images, t, q
 
     # ------------------------------------------------------------------ operations
@@ -161,6 +177,16 @@ class Augmenter:
             noise.normal_(generator=self.generator)
             out.add_(noise.to(out.device), alpha=cfg.noise_std).clamp_(0.0, 1.0)
         return out.reshape(images.shape)
+
+    def _drop_cameras(self, images: torch.Tensor) -> torch.Tensor:
+        """One uniformly chosen camera of each chosen sample set to black (after the photometric
+        steps, so a dropped camera is exactly 0, as a covered lens reads)."""
+        batch, cameras = images.shape[:2]
+        chosen = self._uniform((batch,)) < self.config.camera_dropout
+        camera = (self._uniform((batch,)) * cameras).long().clamp_(max=cameras - 1)
+        rows = chosen.nonzero()[:, 0]
+        images[rows.to(images.device), camera[rows].to(images.device)] = 0.0
+        return images
 
     def _check(self, images: torch.Tensor, t: torch.Tensor, q: torch.Tensor) -> None:
         num_cameras = len(self.rig.cameras)

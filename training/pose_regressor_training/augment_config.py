@@ -20,6 +20,8 @@ class AugmentConfig:
         blur_sigma: (min, max) blur sigma in pixels.
         noise_std: std of additive Gaussian noise in [0, 1] image units; 0 turns off.
         track: random cyclic camera shift with the matching label yaw (rigs evenly spaced in yaw only).
+        camera_dropout: probability that one camera of a sample (chosen uniformly) is black; 0 turns
+            off. Trains the model to localize from the other cameras (a covered or failed one).
     """
 
     enabled: bool = True
@@ -33,6 +35,7 @@ class AugmentConfig:
     blur_sigma: tuple[float, float] = (0.1, 1.0)
     noise_std: float = 0.01
     track: bool = False
+    camera_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         lo, hi = self.crop_scale
@@ -46,6 +49,8 @@ class AugmentConfig:
                 raise ValueError(f"augment.{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.hue <= 0.5:
             raise ValueError(f"augment.hue must be in [0, 0.5], got {self.hue}")
+        if not 0.0 <= self.camera_dropout <= 1.0:
+            raise ValueError(f"augment.camera_dropout must be in [0, 1], got {self.camera_dropout}")
         if not 0.0 <= self.blur_prob <= 1.0:
             raise ValueError(f"augment.blur_prob must be in [0, 1], got {self.blur_prob}")
         lo, hi = self.blur_sigma

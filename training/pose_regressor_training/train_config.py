@@ -80,6 +80,7 @@ BOUNDS: dict[str, Bound] = {
     "augment.blur_prob": Bound(0, 1),
     "augment.blur_sigma": Bound(0, 100, lo_open=True, max_items=2),
     "augment.noise_std": Bound(0, 1),
+    "augment.camera_dropout": Bound(0, 1),
     # loss.params (weights, initial log-variances, geometry)
     "loss.params.beta": Bound(0, 10_000),
     "loss.params.gamma": Bound(0, 10_000),
