@@ -303,6 +303,10 @@ def test_bad_colmap_input_is_one_line(
     )
     cameras_txt.write_text("7 OPENCV_FISHEYE 64 48 30 30 32 24 0 0 0 0\n")
     assert "has model OPENCV_FISHEYE; supported: " in _expect_error(capsys, tmp_path, "colmap", sparse)
+    cameras_txt.write_text("7 PINHOLE 64 48 32 32 32 24\n7 PINHOLE 64 48 40 40 32 24\n")
+    assert f"{cameras_txt}:2: camera 7 is defined again (first at {cameras_txt}:1); " in _expect_error(
+        capsys, tmp_path, "colmap", sparse
+    )
     cameras_txt.write_text("7 PINHOLE 64 48 32 32 32 24\n")
     (tmp_path / "project" / "images" / "frame_004.png").write_bytes(b"not a png")
     assert "frame_004.png cannot be read as an image" in _expect_error(capsys, tmp_path, "colmap", sparse)
@@ -321,6 +325,11 @@ def test_bad_binary_and_other_formats_are_one_line(
     assert "images.bin is truncated" in _expect_error(capsys, tmp_path, "colmap", sparse)
     (sparse / "cameras.bin").write_bytes(struct.pack("<QiiQQ4d", 1, 3, 99, 64, 48, 32, 32, 32, 24))
     assert "unknown camera model id 99" in _expect_error(capsys, tmp_path, "colmap", sparse)
+    pinhole = struct.pack("<iiQQ4d", 3, 1, 64, 48, 32, 32, 32, 24)  # camera 3, model 1 (PINHOLE)
+    (sparse / "cameras.bin").write_bytes(struct.pack("<Q", 2) + pinhole + pinhole)
+    assert "cameras.bin (byte 64): camera 3 is defined again (first at " in _expect_error(
+        capsys, tmp_path, "colmap", sparse
+    )
 
     path = write_transforms(synth, tmp_path / "ns")
     path.write_text(path.read_text()[:-5])

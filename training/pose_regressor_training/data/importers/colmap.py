@@ -136,6 +136,7 @@ def read_cameras_text(path: Path) -> dict[int, ColmapCamera]:
         expected = MODELS[MODEL_IDS[model]][1]
         if len(params) != expected:
             raise ImportFormatError(f"{where}: {model} has {expected} parameters, got {len(params)}")
+        _check_new_camera(cameras, camera_id, where)
         cameras[camera_id] = ColmapCamera(camera_id, model, width, height, tuple(params), where)
     return cameras
 
@@ -218,8 +219,18 @@ def read_cameras_binary(path: Path) -> dict[int, ColmapCamera]:
             raise ImportFormatError(f"{where}: unknown camera model id {model_id}")
         model, n_params = MODELS[model_id]
         params = tuple(float(v) for v in reader.take("d" * n_params))
+        _check_new_camera(cameras, camera_id, where)
         cameras[camera_id] = ColmapCamera(camera_id, model, width, height, params, where)
     return cameras
+
+
+def _check_new_camera(cameras: dict[int, ColmapCamera], camera_id: int, where: str) -> None:
+    """A camera id defined twice leaves its images' intrinsics to whichever came last."""
+    if camera_id in cameras:
+        raise ImportFormatError(
+            f"{where}: camera {camera_id} is defined again (first at {cameras[camera_id].where}); "
+            "a cameras file defines each id once"
+        )
 
 
 def read_images_binary(path: Path) -> list[ColmapImage]:
