@@ -34,8 +34,8 @@ run and its state can be checkpointed. Operations, in order:
 5. Additive Gaussian noise per pixel, std ``noise_std`` (in [0, 1] units), then clipped to [0, 1].
 6. Camera dropout (``camera_dropout`` p, rigs of 2+ cameras): with probability p per sample, one
    camera chosen uniformly is set to black, as a covered or failed camera reads. The model learns
-   to localize from the others; on the quad rig it more than halved the error with a covered camera
-   and cost some accuracy on clean sets (docs/results.md, "Training with a camera blacked out").
+   to localize from the others; on the quad rig p 0.1 halved the error with a covered camera and
+   cost some accuracy on clean sets (docs/results.md, "Training with a camera blacked out").
 
 Steps 2-6 keep the labels unchanged. An operation whose strength is zero is skipped exactly.
 """
