@@ -278,6 +278,8 @@ def test_log_throttle_bounds_its_memory() -> None:
 # ------------------------------------------------------------------ unsynchronized cameras
 SECOND = 1_000_000_000
 HOURS_2 = 7200 * SECOND
+# what the WARN says when "left" of ("front", "left") stops: which camera, and what it costs
+STOPPED_LEFT = "camera(s) stopped: left; no pose until every camera sends again (a pose needs a set of all 2)"
 
 
 class FakeClocks:
@@ -454,7 +456,7 @@ def test_diagnostics_levels_rank_no_set_between_errors_and_uncertainty() -> None
         clocks.advance(1.5)  # left stops: a stopped camera explains the missing sets
         for k in range(5):
             pipe.add_image(0, 20 * SECOND + k * 100_000_000, image(1))
-        assert pipe.diagnostics().message == "camera(s) stopped: left"
+        assert pipe.diagnostics().message == STOPPED_LEFT
         clocks.advance(5.0)
         snapshot = pipe.diagnostics()
         assert snapshot.level == ERROR and snapshot.message.startswith("no images from any camera")
@@ -504,7 +506,7 @@ def test_a_node_clock_jumping_back_restarts_the_timing_without_false_alarms() ->
     for k in range(15):
         pipe.add_image(0, 5 * SECOND + k * 100_000_000, image(1))
         clocks.advance(0.1)
-    assert pipe.diagnostics().message == "camera(s) stopped: left"
+    assert pipe.diagnostics().message == STOPPED_LEFT
     assert pipe.node_clock_jumps_back == 3
 
 
@@ -669,7 +671,7 @@ def test_frames_lost_in_transport_warn_above_a_tenth_and_name_the_camera() -> No
     pipe.record_lost(0, 50)
     clocks.advance(2.0)
     feed(pipe, clocks, [0], steps=1, first_stamp=1_700_000_030 * SECOND)
-    assert pipe.diagnostics().message == "camera(s) stopped: left"
+    assert pipe.diagnostics().message == STOPPED_LEFT
 
 
 def estimate_with_stds(position_std: float, rotation_std_rad: float) -> PoseEstimate:

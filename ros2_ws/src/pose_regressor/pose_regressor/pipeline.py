@@ -714,7 +714,13 @@ class LocalizerPipeline:
         if recent_error and self._last_error is not None and "inference failed" in self._last_error[1]:
             return DiagnosticsSnapshot(ERROR, self._last_error[1], values)
         if stopped:
-            return DiagnosticsSnapshot(WARN, f"camera(s) stopped: {', '.join(stopped)}", values)
+            # say what it costs: an operator reading "stopped: left" may expect poses from the rest
+            return DiagnosticsSnapshot(
+                WARN,
+                f"camera(s) stopped: {', '.join(stopped)}; no pose until every camera sends again "
+                f"(a pose needs a set of all {len(cfg.camera_names)})",
+                values,
+            )
         # Every camera delivers (none stopped, so `since` is set), yet no set forms: stamps that
         # disagree by more than the slop (a clock stepped, an offset misconfigured). An old
         # estimate's uncertainty is not the news then.
