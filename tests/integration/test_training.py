@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -338,6 +340,50 @@ def test_eval_writes_metrics_and_plots(
     assert "spearman(pos std, err)" in printed and "(90%: " in printed
     assert "retrieval baseline (nearest training frame): median" in printed
     assert train_cli.build_parser().parse_args([*args, "--no-baseline"]).baseline is False
+
+
+def test_camera_loss_equals_an_evaluation_of_the_same_frames_with_that_camera_black_on_disk(
+    tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fit(
+        load_train_config(None, [f"data.root={tiny_data}", *TINY, "optim.epochs=1"]),
+        tmp_path / "quad",
+        progress=False,
+    )
+    checkpoint = tmp_path / "quad" / "best.pt"
+    evaluation = evaluate_checkpoint(checkpoint, split="test", mc_samples=4, baseline=False, camera_loss=True)
+    report = evaluation.metrics["camera_loss"]
+    assert list(report) == ["front", "left", "back", "right"]
+    # the same test frames with the left camera's image files black
+    blind = tmp_path / "blind"
+    shutil.copytree(tiny_data, blind)
+    for png in (blind / "images" / "left").glob("*.png"):
+        assert cv2.imwrite(str(png), np.zeros((48, 64, 3), np.uint8))
+    on_disk = evaluate_checkpoint(checkpoint, blind, "test", mc_samples=4, baseline=False).metrics
+    for key in ("median_translation_m", "median_rotation_deg", "mean_translation_m", "mean_rotation_deg"):
+        assert report["left"][key] == pytest.approx(on_disk[key], rel=1e-12, abs=1e-12), key
+    assert report["left"]["median_translation_m"] != evaluation.metrics["median_translation_m"]
+    assert report["left"]["median_translation_m"] != report["front"]["median_translation_m"]
+    for entry in report.values():
+        assert entry["mean_nees"] > 0 and 0.0 <= entry["inside_95"] <= 1.0 and entry["position_std_ratio"] > 0
+    # the command prints one line of it; without MC samples there are errors only
+    args = ["eval-checkpoint", "--checkpoint", str(checkpoint), "--no-baseline", "--camera-loss"]
+    assert train_cli.main([*args, "--mc-samples", "2", "--out", str(tmp_path / "cli")]) == 0
+    printed = capsys.readouterr().out
+    assert "camera loss, each camera black in every frame: front " in printed and "(NEES " in printed
+    assert train_cli.main([*args, "--mc-samples", "0", "--out", str(tmp_path / "cli0")]) == 0
+    deterministic = json.loads((tmp_path / "cli0" / "metrics.json").read_text())["camera_loss"]
+    assert set(deterministic["back"]) >= {"median_translation_m"} and "mean_nees" not in deterministic["back"]
+    # a one-camera model has no camera to lose: one line, exit 2
+    mono = [f"data.root={tiny_data}", *TINY, "optim.epochs=1", "data.cameras=[front]"]
+    fit(load_train_config(None, mono), tmp_path / "mono", progress=False)
+    capsys.readouterr()
+    mono_args = ["eval-checkpoint", "--checkpoint", str(tmp_path / "mono" / "best.pt"), "--camera-loss"]
+    assert train_cli.main([*mono_args, "--out", str(tmp_path / "mono_eval")]) == 2
+    assert capsys.readouterr().err == (
+        "pose-train eval-checkpoint: error: --camera-loss blacks out one camera at a time: it needs a rig "
+        "of 2 or more cameras, this model has 1\n"
+    )
 
 
 def test_one_pass_gives_the_mc_samples_and_the_deterministic_pose_and_splits_share_it(

@@ -50,3 +50,15 @@ def retrieval_line(m: dict[str, Any], b: dict[str, Any]) -> str:
 
 def _maybe(value: float | None, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
+
+
+def camera_loss_line(report: dict[str, dict[str, Any]], unit: str) -> str:
+    """One line of `--camera-loss`: each camera's errors when it is black, and how the calibrated
+    covariance answers (mean NEES, ideal 6; position std against the clean frames')."""
+    parts = []
+    for name, entry in report.items():
+        text = f"{name} {entry['median_translation_m']:.3f} {unit} {entry['median_rotation_deg']:.2f} deg"
+        if "mean_nees" in entry:
+            text += f" (NEES {entry['mean_nees']:.3g}, position std x{entry['position_std_ratio']:.2f})"
+        parts.append(text)
+    return "camera loss, each camera black in every frame: " + ", ".join(parts)

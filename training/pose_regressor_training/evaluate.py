@@ -30,7 +30,7 @@ from pose_regressor.uncertainty_metrics import (
 from pose_regressor_training.checkpoint import load_checkpoint, model_from_checkpoint
 from pose_regressor_training.data.dataset import PoseDataset, describe_skipped
 from pose_regressor_training.data.sources import length_unit_of, load_dataset
-from pose_regressor_training.predict import predict_with_deterministic, resolve_device
+from pose_regressor_training.predict import CameraSets, predict_with_deterministic, resolve_device
 from pose_regressor_training.retrieval import retrieve_poses
 from pose_regressor_training.training_data import subsample_frames
 
@@ -113,12 +113,23 @@ def evaluate_checkpoint(
     seed: int = 0,
     skip_bad: bool = False,
     baseline: bool = True,
+    camera_loss: bool = False,
 ) -> Evaluation:
     """Metrics of `checkpoint` on `split`; with `skip_bad`, frames whose images cannot be read are
     left out (counted in metrics["skipped_frames"]) instead of stopping with `ImageLoadError`;
-    with `baseline`, the nearest-training-frame retrieval baseline is scored on the same frames."""
+    with `baseline`, the nearest-training-frame retrieval baseline is scored on the same frames;
+    with `camera_loss`, the split again with each camera black in turn (metrics["camera_loss"])."""
     return evaluate_checkpoint_splits(
-        checkpoint, (split,), data_root, mc_samples, calibration_split, device_name, seed, skip_bad, baseline
+        checkpoint,
+        (split,),
+        data_root,
+        mc_samples,
+        calibration_split,
+        device_name,
+        seed,
+        skip_bad,
+        baseline,
+        camera_loss=camera_loss,
     )[0]
 
 
@@ -133,17 +144,30 @@ def evaluate_checkpoint_splits(
     skip_bad: bool = False,
     baseline: bool = True,
     max_frames: int = 0,
+    camera_loss: bool = False,
 ) -> list[Evaluation]:
     """`evaluate_checkpoint` of each of `splits`, predicting every split once: the calibration
     split's predictions serve both its own evaluation and the others' covariance scale.
     `max_frames` > 0: about that many frames of each split, whole trajectories evenly spread (as
     `data.max_frames` picks training frames), for a quicker, coarser evaluation."""
     predictor = _SplitPredictor(checkpoint, data_root, mc_samples, device_name, seed, skip_bad, max_frames)
-    return [_evaluate(predictor, checkpoint, split, calibration_split, baseline) for split in splits]
+    if camera_loss and len(predictor.trained.rig.names) < 2:
+        raise ValueError(
+            "--camera-loss blacks out one camera at a time: it needs a rig of 2 or more cameras, "
+            f"this model has {len(predictor.trained.rig.names)}"
+        )
+    return [
+        _evaluate(predictor, checkpoint, split, calibration_split, baseline, camera_loss) for split in splits
+    ]
 
 
 def _evaluate(
-    predictor: _SplitPredictor, checkpoint: Path, split: str, calibration_split: str | None, baseline: bool
+    predictor: _SplitPredictor,
+    checkpoint: Path,
+    split: str,
+    calibration_split: str | None,
+    baseline: bool,
+    camera_loss: bool = False,
 ) -> Evaluation:
     mc_samples = predictor.mc_samples
     test = predictor.run(split)
@@ -173,6 +197,9 @@ def _evaluate(
         estimates = _mc_estimates(
             test.t_samples, test.q_samples, CovarianceScale(**scale), test.log_variances
         )
+    if camera_loss:
+        scale = CovarianceScale(**metrics["covariance_scale"]) if "covariance_scale" in metrics else None
+        metrics["camera_loss"] = _camera_loss(predictor, test, scale)
     if baseline:
         try:
             metrics["retrieval_baseline"] = predictor.retrieval_baseline(test, metrics)
@@ -275,7 +302,12 @@ class _SplitPredictor:
             self._results[split] = self._predict(split)
         return self._results[split]
 
-    def _predict(self, split: str) -> _SplitResult:
+    def run_without(self, split: str, camera: int) -> _SplitResult:
+        """`split` again with camera `camera` (rig index) black in every set, as a covered lens or a
+        dead camera reads (not cached: each camera is asked for once)."""
+        return self._predict(split, black_camera=camera)
+
+    def _predict(self, split: str, black_camera: int | None = None) -> _SplitResult:
         data = self.trained.config.data
         frames = load_dataset(self.trained.dataset.kind, self.root, split, **data.options)
         frames = subsample_frames(frames.select_cameras(data.cameras), self.max_frames)
@@ -293,8 +325,9 @@ class _SplitPredictor:
             self.notes.append(describe_skipped(dataset.skipped, len(frames), split))
         if len(dataset) == 0:
             raise ValueError(f"none of the {len(frames)} frames of split {split!r} has readable images")
+        source: CameraSets = dataset if black_camera is None else _CameraBlack(dataset, black_camera)
         t_s, q_s, lv, (t_det, q_det) = predict_with_deterministic(
-            self.model, dataset, self.device, mc_samples=self.mc_samples, seed=self.seed
+            self.model, source, self.device, mc_samples=self.mc_samples, seed=self.seed
         )
         return _SplitResult(split, dataset, t_s, q_s, _mc_estimates(t_s, q_s, 1.0, lv), t_det, q_det, lv)
 
@@ -312,6 +345,50 @@ class _SplitPredictor:
             for kind in ("translation_m", "rotation_deg")
         }
         return {**summary, "training_frames": len(searched), "regression_over_retrieval": ratios}
+
+
+class _CameraBlack:
+    """A dataset's camera sets with one camera's images black (what a covered lens reads)."""
+
+    def __init__(self, dataset: PoseDataset, camera: int) -> None:
+        self.dataset, self.camera = dataset, camera
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def images(self, index: int) -> NDArray[np.uint8]:
+        images = self.dataset.images(index).copy()
+        images[self.camera] = 0
+        return images
+
+
+def _camera_loss(
+    predictor: _SplitPredictor, test: _SplitResult, scale: CovarianceScale | None
+) -> dict[str, dict[str, Any]]:
+    """Per camera (by name): the errors of `test`'s frames with that camera black in every set,
+    and, with MC samples, how the covariance (on the clean split's calibration `scale`) answers:
+    its mean NEES, the share of truths inside its 95% ellipsoid and its median position std over
+    the clean split's."""
+    clean_std = float(np.median(covariance_stds(_scaled(test, scale))[0])) if scale is not None else None
+    report: dict[str, dict[str, Any]] = {}
+    for camera, name in enumerate(predictor.trained.rig.names):
+        blind = predictor.run_without(test.name, camera)
+        t_err, r_err = pose_errors(blind.t_gt, blind.q_gt, blind.t_mean, blind.q_mean)
+        entry: dict[str, Any] = error_summary(t_err, r_err)
+        if scale is not None and clean_std:
+            covariances = _scaled(blind, scale)
+            scored = consistency(blind.residuals(), covariances)
+            entry["mean_nees"] = scored["mean_nees"]["6dof"]
+            entry["inside_95"] = scored["inside_95"]["6dof"]
+            entry["position_std_ratio"] = float(np.median(covariance_stds(covariances)[0])) / clean_std
+        report[name] = entry
+    return report
+
+
+def _scaled(result: _SplitResult, scale: CovarianceScale | None) -> NDArray[np.float64]:
+    """The covariances of `result`'s frames on calibration `scale` [N, 6, 6]."""
+    estimates = _mc_estimates(result.t_samples, result.q_samples, scale or 1.0, result.log_variances)
+    return np.stack([e.covariance for e in estimates])
 
 
 def _ratio(numerator: float, denominator: float) -> float | None:

@@ -178,12 +178,24 @@ def add_eval(sub: Subparsers) -> None:
         action="store_false",
         help="skip the nearest-training-frame retrieval baseline (it reads every training image)",
     )
+    p.add_argument(
+        "--camera-loss",
+        action="store_true",
+        help="rigs of 2+ cameras: evaluate the split again with each camera black in turn (a covered "
+        "lens, a dead camera) and report its errors and how the covariance answers (one more "
+        "evaluation per camera)",
+    )
     p.set_defaults(handler=run_eval)
 
 
 def run_eval(args: argparse.Namespace) -> int:
     from pose_regressor_training.data.dataset import ImageLoadError
-    from pose_regressor_training.eval_summary import retrieval_line, spearman_interval_text, uncertainty_lines
+    from pose_regressor_training.eval_summary import (
+        camera_loss_line,
+        retrieval_line,
+        spearman_interval_text,
+        uncertainty_lines,
+    )
     from pose_regressor_training.evaluate import evaluate_checkpoint, evaluation_dir, write_evaluation
 
     if args.mc_samples < 0:
@@ -199,6 +211,7 @@ def run_eval(args: argparse.Namespace) -> int:
             args.seed,
             skip_bad=args.skip_bad,
             baseline=args.baseline,
+            camera_loss=args.camera_loss,
         )
     except ImageLoadError as exc:
         raise TrainingError(f"{exc}; {SKIP_BAD_HINT}") from None
@@ -229,6 +242,8 @@ def run_eval(args: argparse.Namespace) -> int:
             print("  " + line)
     if "retrieval_baseline" in m:
         print("  " + retrieval_line(m, m["retrieval_baseline"]))
+    if "camera_loss" in m:
+        print("  " + camera_loss_line(m["camera_loss"], unit))
     print("  wrote " + ", ".join(str(p) for p in paths))
     return 0
 

@@ -5,6 +5,8 @@ Used by `fit` (validation), `eval` and `export`; nothing here trains.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
 import torch
 
@@ -13,6 +15,15 @@ from pose_regressor_training.data.dataset import PoseDataset
 from pose_regressor_training.errors import TrainingError
 from pose_regressor_training.models import PoseRegressor
 from pose_regressor_training.models.model import images_to_unit_float
+
+
+class CameraSets(Protocol):
+    """What prediction reads of a dataset: its length and each set's images uint8 [T, H, W, 3]
+    (a `PoseDataset`, or a view of one with a camera blacked out)."""
+
+    def __len__(self) -> int: ...
+
+    def images(self, index: int) -> np.ndarray: ...
 
 
 def resolve_device(name: str) -> torch.device:
@@ -27,7 +38,7 @@ def resolve_device(name: str) -> torch.device:
 @torch.no_grad()
 def predict(
     model: PoseRegressor,
-    dataset: PoseDataset,
+    dataset: CameraSets,
     device: torch.device,
     batch_size: int = 64,
     mc_samples: int = 0,
@@ -41,7 +52,7 @@ def predict(
 
 def predict_outputs(
     model: PoseRegressor,
-    dataset: PoseDataset,
+    dataset: CameraSets,
     device: torch.device,
     batch_size: int = 64,
     mc_samples: int = 0,
@@ -54,7 +65,7 @@ def predict_outputs(
 
 def predict_with_deterministic(
     model: PoseRegressor,
-    dataset: PoseDataset,
+    dataset: CameraSets,
     device: torch.device,
     batch_size: int = 64,
     mc_samples: int = 0,
@@ -71,7 +82,7 @@ def predict_with_deterministic(
 @torch.no_grad()
 def _predict(
     model: PoseRegressor,
-    dataset: PoseDataset,
+    dataset: CameraSets,
     device: torch.device,
     batch_size: int,
     mc_samples: int,
