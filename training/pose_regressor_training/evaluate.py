@@ -320,7 +320,7 @@ class _SplitPredictor:
             )
         size = (self.model.config.image_width, self.model.config.image_height)
         dataset = PoseDataset(frames, size, preload=False, skip_bad=self.skip_bad)
-        if dataset.skipped:
+        if dataset.skipped and black_camera is None:  # the camera-loss runs read the same frames
             self.skipped[split] = len(dataset.skipped)
             self.notes.append(describe_skipped(dataset.skipped, len(frames), split))
         if len(dataset) == 0:
@@ -369,13 +369,13 @@ def _camera_loss(
     and, with MC samples, how the covariance (on the clean split's calibration `scale`) answers:
     its mean NEES, the share of truths inside its 95% ellipsoid and its median position std over
     the clean split's."""
-    clean_std = float(np.median(covariance_stds(_scaled(test, scale))[0])) if scale is not None else None
+    clean_std = float(np.median(covariance_stds(_scaled(test, scale))[0])) if scale is not None else 0.0
     report: dict[str, dict[str, Any]] = {}
     for camera, name in enumerate(predictor.trained.rig.names):
         blind = predictor.run_without(test.name, camera)
         t_err, r_err = pose_errors(blind.t_gt, blind.q_gt, blind.t_mean, blind.q_mean)
         entry: dict[str, Any] = error_summary(t_err, r_err)
-        if scale is not None and clean_std:
+        if scale is not None and clean_std > 0:
             covariances = _scaled(blind, scale)
             scored = consistency(blind.residuals(), covariances)
             entry["mean_nees"] = scored["mean_nees"]["6dof"]
@@ -385,9 +385,9 @@ def _camera_loss(
     return report
 
 
-def _scaled(result: _SplitResult, scale: CovarianceScale | None) -> NDArray[np.float64]:
+def _scaled(result: _SplitResult, scale: CovarianceScale) -> NDArray[np.float64]:
     """The covariances of `result`'s frames on calibration `scale` [N, 6, 6]."""
-    estimates = _mc_estimates(result.t_samples, result.q_samples, scale or 1.0, result.log_variances)
+    estimates = _mc_estimates(result.t_samples, result.q_samples, scale, result.log_variances)
     return np.stack([e.covariance for e in estimates])
 
 
