@@ -408,6 +408,35 @@ def test_ground_truth_outside_the_images_time_range_is_explained(tmp_path: Path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bag", "rig.yaml"]
 
 
+@pytest.mark.parametrize(("x", "why"), [(float("nan"), "the position is not finite"), (2e8, "beyond")])
+def test_a_ground_truth_position_a_dataset_folder_refuses_stops_the_conversion(
+    x: float, why: str, tmp_path: Path
+) -> None:
+    stamps = [T0 + k * 50 * MS for k in range(4)]
+    msgs = [
+        Message("/gt", "geometry_msgs/msg/PoseStamped", s, pose_message(s, "map", *gt_pose(k)))
+        for k, s in enumerate(stamps)
+    ]
+    far = gt_pose(2)[0].copy()
+    far[0] = x
+    msgs[2] = Message(
+        "/gt", "geometry_msgs/msg/PoseStamped", stamps[2], pose_message(stamps[2], "map", far, gt_pose(2)[1])
+    )
+    msgs += [
+        Message("/front/image_raw", "sensor_msgs/msg/Image", s, padded_bgr8_message(s, textured(k)))
+        for k, s in enumerate(stamps)
+    ]
+    write_bag(tmp_path / "bag", msgs, StoragePlugin.MCAP)
+    rig = write_rig(tmp_path / "rig.yaml", ["front"])
+    with pytest.raises(BagConversionError) as caught:
+        convert_bag(mono_config(tmp_path / "bag", tmp_path / "out", rig))
+    message = str(caught.value)
+    assert message.startswith("ground-truth message 2 on /gt is invalid: ") and why in message, message
+    if x > 0:
+        assert message.endswith("the position (2e+08, 0.909297, 0.4) is beyond ±1e+08 from the origin")
+    assert not (tmp_path / "out").exists()
+
+
 def test_failed_overwrite_keeps_the_existing_dataset(tmp_path: Path) -> None:
     images = [T0 + k * 50 * MS for k in range(4)]
     one_camera_bag(tmp_path / "good", images, images)
