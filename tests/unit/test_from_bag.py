@@ -433,7 +433,7 @@ def test_a_ground_truth_position_a_dataset_folder_refuses_stops_the_conversion(
     message = str(caught.value)
     assert message.startswith("ground-truth message 2 on /gt is invalid: ") and why in message, message
     if x > 0:
-        assert message.endswith("the position (2e+08, 0.909297, 0.4) is beyond ±1e+08 from the origin")
+        assert message.endswith("the position (2e+08, 0.909297, 0.4) is beyond ±1e+08 from the map's origin")
     assert not (tmp_path / "out").exists()
 
 

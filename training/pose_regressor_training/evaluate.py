@@ -198,8 +198,10 @@ def _evaluate(
             test.t_samples, test.q_samples, CovarianceScale(**scale), test.log_variances
         )
     if camera_loss:
-        scale = CovarianceScale(**metrics["covariance_scale"]) if "covariance_scale" in metrics else None
-        metrics["camera_loss"] = _camera_loss(predictor, test, scale)
+        calibrated = "covariance_scale" in metrics
+        scale = CovarianceScale(**metrics["covariance_scale"]) if calibrated else None
+        clean_std = float(np.median([e.position_std for e in estimates])) if calibrated else 0.0
+        metrics["camera_loss"] = _camera_loss(predictor, test.name, scale, clean_std)
     if baseline:
         try:
             metrics["retrieval_baseline"] = predictor.retrieval_baseline(test, metrics)
@@ -363,32 +365,26 @@ class _CameraBlack:
 
 
 def _camera_loss(
-    predictor: _SplitPredictor, test: _SplitResult, scale: CovarianceScale | None
+    predictor: _SplitPredictor, split: str, scale: CovarianceScale | None, clean_position_std: float
 ) -> dict[str, dict[str, Any]]:
-    """Per camera (by name): the errors of `test`'s frames with that camera black in every set,
-    and, with MC samples, how the covariance (on the clean split's calibration `scale`) answers:
-    its mean NEES, the share of truths inside its 95% ellipsoid and its median position std over
-    the clean split's."""
-    clean_std = float(np.median(covariance_stds(_scaled(test, scale))[0])) if scale is not None else 0.0
+    """Per camera (by name): the errors of `split`'s frames with that camera black in every set,
+    and, with a calibration `scale` (MC samples), how the covariance answers: its mean NEES, the
+    share of truths inside its 95% ellipsoid and its median position std over the clean split's
+    (`clean_position_std`)."""
     report: dict[str, dict[str, Any]] = {}
     for camera, name in enumerate(predictor.trained.rig.names):
-        blind = predictor.run_without(test.name, camera)
+        blind = predictor.run_without(split, camera)
         t_err, r_err = pose_errors(blind.t_gt, blind.q_gt, blind.t_mean, blind.q_mean)
         entry: dict[str, Any] = error_summary(t_err, r_err)
-        if scale is not None and clean_std > 0:
-            covariances = _scaled(blind, scale)
-            scored = consistency(blind.residuals(), covariances)
+        if scale is not None and clean_position_std > 0:
+            estimates = _mc_estimates(blind.t_samples, blind.q_samples, scale, blind.log_variances)
+            scored = consistency(blind.residuals(), np.stack([e.covariance for e in estimates]))
             entry["mean_nees"] = scored["mean_nees"]["6dof"]
             entry["inside_95"] = scored["inside_95"]["6dof"]
-            entry["position_std_ratio"] = float(np.median(covariance_stds(covariances)[0])) / clean_std
+            position_std = float(np.median([e.position_std for e in estimates]))
+            entry["position_std_ratio"] = position_std / clean_position_std
         report[name] = entry
     return report
-
-
-def _scaled(result: _SplitResult, scale: CovarianceScale) -> NDArray[np.float64]:
-    """The covariances of `result`'s frames on calibration `scale` [N, 6, 6]."""
-    estimates = _mc_estimates(result.t_samples, result.q_samples, scale, result.log_variances)
-    return np.stack([e.covariance for e in estimates])
 
 
 def _ratio(numerator: float, denominator: float) -> float | None:

@@ -68,9 +68,9 @@ from pose_regressor.pose import (
 from pose_regressor.rig import Rig
 from pose_regressor.sync import FrameSynchronizer, SyncedSet
 from pose_regressor_training.data.folder import (
-    MAX_ABS_POSITION,
     SPLITS,
     FrameRecord,
+    check_position_reach,
     image_path,
     write_frames,
     write_metadata,
@@ -183,9 +183,7 @@ def _read_ground_truth(
         try:
             if not np.all(np.isfinite(position)):
                 raise ValueError("the position is not finite")
-            if max(abs(v) for v in position) > MAX_ABS_POSITION:  # a dataset folder refuses it
-                shown = ", ".join(f"{v:g}" for v in position)
-                raise ValueError(f"the position ({shown}) is beyond ±{MAX_ABS_POSITION:g} from the origin")
+            check_position_reach(position)  # what the dataset folder would refuse
             normalize_quaternion(orientation)
         except ValueError as exc:
             raise BagConversionError(

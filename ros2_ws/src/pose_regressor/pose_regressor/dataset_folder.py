@@ -20,6 +20,7 @@ it is then normalized to w >= 0); at most `MAX_FRAME_ROWS` rows.
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -174,6 +175,14 @@ def _parse_row(row: dict[str | Any, str | Any]) -> FrameRecord:
     )
 
 
+def check_position_reach(position: Sequence[float] | np.ndarray) -> None:
+    """ValueError when a coordinate of `position` lies beyond ±`MAX_ABS_POSITION` (the check every
+    writer of a dataset folder makes before writing, and the reader makes on each row)."""
+    if float(np.max(np.abs(np.asarray(position, dtype=float)))) > MAX_ABS_POSITION:
+        shown = ", ".join(f"{v:g}" for v in position)
+        raise ValueError(f"the position ({shown}) is beyond ±{MAX_ABS_POSITION:g} from the map's origin")
+
+
 def _check_record(record: FrameRecord) -> FrameRecord:
     """A parsed row's values checked (ValueError why); its quaternion made exactly unit, w >= 0."""
     if record.index < 0:
@@ -183,9 +192,7 @@ def _check_record(record: FrameRecord) -> FrameRecord:
     # A NaN or inf label would only show up later as a NaN loss, far from its cause.
     if not (np.all(np.isfinite(record.translation)) and np.all(np.isfinite(record.quat_xyzw))):
         raise ValueError("the pose is not finite")
-    if float(np.max(np.abs(record.translation))) > MAX_ABS_POSITION:
-        shown = ", ".join(f"{v:g}" for v in record.translation)
-        raise ValueError(f"the position ({shown}) is beyond ±{MAX_ABS_POSITION:g} from the map's origin")
+    check_position_reach(record.translation)
     q = record.quat_xyzw
     norm = float(np.linalg.norm(q))
     if abs(norm - 1.0) > QUAT_NORM_TOL:

@@ -33,9 +33,9 @@ from pose_regressor.files import publish, staging_sibling
 from pose_regressor.rig import Rig
 from pose_regressor_training.data.benchmark import base_pose_from_camera_pose, single_camera_rig
 from pose_regressor_training.data.folder import (
-    MAX_ABS_POSITION,
     SPLITS,
     FrameRecord,
+    check_position_reach,
     image_path,
     write_frames,
     write_metadata,
@@ -258,15 +258,14 @@ def _check_distinct(images: list[PosedImage]) -> None:
 
 
 def _check_reach(images: list[PosedImage], scale: float) -> None:
-    """Positions, once scaled, that a dataset folder accepts (`MAX_ABS_POSITION`)."""
+    """Positions, once scaled, that a dataset folder accepts (`check_position_reach`)."""
     for image in images:
-        position = image.translation * scale
-        if float(np.max(np.abs(position))) > MAX_ABS_POSITION:
-            shown = ", ".join(f"{v:g}" for v in position)
+        try:
+            check_position_reach(image.translation * scale)
+        except ValueError as exc:
             raise ImportFormatError(
-                f"image {image.name!r}: its position ({shown}), scaled by {scale:g}, is beyond "
-                f"±{MAX_ABS_POSITION:g} from the map's origin; the input's poses are broken"
-            )
+                f"image {image.name!r}, scaled by {scale:g}: {exc}; the input's poses are broken"
+            ) from None
 
 
 def _write_frames(
