@@ -15,6 +15,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pycolmap  # test-only (requirements/dev.txt): COLMAP's own reader and writer
 from numpy.typing import NDArray
 
 from pose_regressor.pose import compose, inverse, to_matrix
@@ -136,6 +137,49 @@ def write_colmap_binary(synth: SynthCameraPoses, project: Path) -> Path:
         points = k % 3
         images += struct.pack("<Q", points) + struct.pack("<ddq", 1.5, 2.5, -1) * points
     (sparse / "images.bin").write_bytes(images)
+    return sparse
+
+
+def write_colmap_by_colmap(
+    synth: SynthCameraPoses, project: Path, binary: bool, unregistered: int, second_camera_images: int
+) -> Path:
+    """The same poses written by COLMAP's own library (pycolmap 4, with its rigs and frames files).
+
+    Image ``unregistered`` is in the model but deregistered (COLMAP leaves it out of images.*);
+    a second camera (id 2, SIMPLE_RADIAL, a trivial rig) holds ``second_camera_images`` more
+    images that share the first ones' poses, so ``--camera-id`` has something to tell apart.
+    """
+    intr = synth.intrinsics
+    sparse = project / "sparse" / "0"
+    sparse.mkdir(parents=True)
+    names = image_names(len(synth.images))
+    copy_images(synth, project / "images", names)
+    model = pycolmap.Reconstruction()
+    model.add_camera_with_trivial_rig(
+        pycolmap.Camera(
+            camera_id=1, model="PINHOLE", width=intr.width, height=intr.height,
+            params=[intr.fx, intr.fy, intr.cx, intr.cy],
+        )
+    )  # fmt: skip
+    model.add_camera_with_trivial_rig(
+        pycolmap.Camera(
+            camera_id=2, model="SIMPLE_RADIAL", width=2 * intr.width, height=2 * intr.height,
+            params=[2 * intr.fx, 2 * intr.cx, 2 * intr.cy, 0.01],
+        )
+    )  # fmt: skip
+    t, q = _colmap_poses(synth)
+
+    def add(image_id: int, camera_id: int, name: str, k: int) -> None:
+        cam_from_world = pycolmap.Rigid3d(pycolmap.Rotation3d(q[k]), t[k])
+        image = pycolmap.Image(name=name, camera_id=camera_id, image_id=image_id)
+        model.add_image_with_trivial_frame(image, cam_from_world)
+
+    for k in reversed(range(len(names))):
+        add(100 + k, 1, names[k], k)
+    for k in range(second_camera_images):
+        add(500 + k, 2, f"other/{names[k]}", k)
+    model.deregister_frame(100 + unregistered)
+    (model.write_binary if binary else model.write_text)(str(sparse))
     return sparse
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pycolmap
 import pytest
 import yaml
 
@@ -25,6 +26,7 @@ from tests.unit.importer_fixtures import (
     imported_camera_poses,
     render_synth,
     write_colmap_binary,
+    write_colmap_by_colmap,
     write_colmap_text,
     write_transforms,
     write_tum,
@@ -83,6 +85,62 @@ def test_colmap_round_trip(tmp_path: Path, synth: SynthCameraPoses, kind: str) -
     frames = load_folder(out, "train")
     assert len(frames) == 3 and frames.rig.names == ["camera"]
     assert not list(tmp_path.glob(".data.partial-*"))
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_colmap_model_written_by_colmap_itself(
+    tmp_path: Path, synth: SynthCameraPoses, binary: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A model written by COLMAP 4 (pycolmap): rigs and frames files beside cameras and images,
+    a deregistered image, and a second camera. The importer reads what COLMAP writes, not only
+    what our own fixture writers write."""
+    unregistered = 5
+    sparse = write_colmap_by_colmap(
+        synth, tmp_path / "project", binary, unregistered=unregistered, second_camera_images=3
+    )
+    written = sorted(path.name for path in sparse.iterdir())
+    suffix = ".bin" if binary else ".txt"
+    assert written == [f"{name}{suffix}" for name in ("cameras", "frames", "images", "points3D", "rigs")]
+    out = tmp_path / "data"
+    assert _import("colmap", tmp_path / "project", "--out", out) == 2
+    assert "--camera-id" in capsys.readouterr().err
+    assert not out.exists()
+    assert _import("colmap", tmp_path / "project", "--out", out, "--camera-id", "1") == 0
+    t, q, _, intrinsics = imported_camera_poses(out)
+    kept = [k for k in range(len(synth.images)) if k != unregistered]
+    np.testing.assert_allclose(t, synth.translations[kept], rtol=0, atol=ATOL)
+    np.testing.assert_allclose(
+        canonical_hemisphere(q), canonical_hemisphere(synth.quats_xyzw[kept]), rtol=0, atol=ATOL
+    )
+    assert intrinsics == synth.intrinsics
+    _assert_same_images(out, [synth.images[k] for k in kept])
+    # COLMAP reads back exactly what it wrote: the fixture is COLMAP's own format.
+    model = pycolmap.Reconstruction(str(sparse))
+    assert model.num_reg_images() == len(synth.images) - 1 + 3
+
+
+def test_a_project_of_several_models_imports_the_largest_and_says_so(
+    tmp_path: Path, synth: SynthCameraPoses, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """COLMAP's mapper numbers its models in the order it started them: sparse/0 may be a fragment."""
+    fragment = write_colmap_text(synth, tmp_path / "project")
+    shutil.copytree(fragment, fragment.parent / "1")
+    lines = (fragment / "images.txt").read_text().splitlines()
+    (fragment / "images.txt").write_text("\n".join(lines[: 2 + 2 * 3]) + "\n")  # 3 of the 12 images
+    out = tmp_path / "data"
+    assert _import("colmap", tmp_path / "project", "--out", out) == 0
+    printed = capsys.readouterr().out
+    assert "holds 2 models; imported 1, the largest (12 images), not 0 (3 images)" in printed
+    _assert_same_poses(out, synth)
+    assert "imported 1, the largest" in read_metadata(out)["provenance"]["notes"][0]
+    # The sparse folder itself, too; a model folder given by name is taken as it is.
+    assert _import("colmap", tmp_path / "project" / "sparse", "--out", tmp_path / "same") == 0
+    _assert_same_poses(tmp_path / "same", synth)
+    assert "imported 1, the largest" in capsys.readouterr().out
+    small = tmp_path / "small"
+    assert _import("colmap", fragment, "--out", small, "--split-blocks", "3", "--test-every", "3") == 0
+    assert len(imported_camera_poses(small)[0]) == 3
+    assert "models" not in capsys.readouterr().out
 
 
 def test_colmap_opencv_model_records_distortion(tmp_path: Path, synth: SynthCameraPoses) -> None:

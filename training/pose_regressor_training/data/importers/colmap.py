@@ -80,18 +80,61 @@ class ColmapImage:
     where: str
 
 
+def _model_kind(folder: Path) -> bool | None:
+    """True for a binary model folder, False for a text one, None when `folder` holds neither."""
+    if (folder / "cameras.bin").is_file() and (folder / "images.bin").is_file():
+        return True
+    if (folder / "cameras.txt").is_file() and (folder / "images.txt").is_file():
+        return False
+    return None
+
+
 def find_model(path: Path) -> tuple[Path, bool]:
-    """(model folder, binary?) for a model folder or a project folder holding ``sparse/0``."""
-    for folder in (path, path / "sparse" / "0", path / "sparse"):
-        if (folder / "cameras.bin").is_file() and (folder / "images.bin").is_file():
-            return folder, True
-        if (folder / "cameras.txt").is_file() and (folder / "images.txt").is_file():
-            return folder, False
+    """(model folder, binary?) for a model folder or a project folder holding ``sparse/N``.
+
+    COLMAP's mapper writes one model per connected part of the scene, numbered in the order it
+    started them, so the largest is not always ``sparse/0`` (a 5-image fragment can come first).
+    Of several, the one with the most registered images is taken; `read_colmap` says which.
+    """
+    for folder in (path, path / "sparse"):
+        binary = _model_kind(folder)
+        if binary is not None:
+            return folder, binary
+    numbered = sorted(
+        (
+            folder
+            for parent in (path / "sparse", path)
+            for folder in parent.glob("*")
+            if folder.name.isdigit() and folder.is_dir()
+        ),
+        key=lambda folder: int(folder.name),
+    )
+    models = [(folder, binary) for folder in numbered if (binary := _model_kind(folder)) is not None]
+    if models:
+        return max(models, key=lambda model: _registered_images(*model))  # the first of equals
     if not path.exists():
         raise ImportFormatError(f"COLMAP model {path} does not exist")
     raise ImportFormatError(
         f"{path} is not a COLMAP sparse model: no cameras.bin + images.bin or cameras.txt + images.txt "
-        "(looked in it, sparse/0 and sparse)"
+        "(looked in it, in sparse, and in their numbered folders 0, 1, ...)"
+    )
+
+
+def _registered_images(folder: Path, binary: bool) -> int:
+    if binary:
+        return len(read_images_binary(folder / "images.bin"))
+    return len(read_images_text(folder / "images.txt"))
+
+
+def other_models(model: Path) -> list[tuple[str, int]]:
+    """(name, registered images) of the models beside `model` in its ``sparse`` folder."""
+    if not model.name.isdigit():
+        return []
+    siblings = [folder for folder in model.parent.glob("*") if folder.name.isdigit() and folder != model]
+    found = [(folder, _model_kind(folder)) for folder in siblings]
+    return sorted(
+        ((folder.name, _registered_images(folder, binary)) for folder, binary in found if binary is not None),
+        key=lambda entry: int(entry[0]),
     )
 
 
@@ -291,6 +334,7 @@ def read_colmap(path: Path, images: Path | None = None, camera_id: int | None = 
                 f"{image.where}: image {image.name!r} uses camera {image.camera_id}, "
                 "which the cameras file does not list"
             )
+    registered = len(posed)
     if camera_id is not None:
         if camera_id not in cameras:
             raise ImportFormatError(
@@ -310,12 +354,20 @@ def read_colmap(path: Path, images: Path | None = None, camera_id: int | None = 
         )
     intrinsics, distortion = chosen[0]
     kind = "binary" if binary else "text"
+    notes: tuple[str, ...] = ()
+    if model != path and (others := other_models(model)):
+        listed = ", ".join(f"{name} ({count} images)" for name, count in others)
+        notes = (
+            f"{model.parent} holds {len(others) + 1} models; imported {model.name}, the largest "
+            f"({registered} images), not {listed}: give a model folder to take another",
+        )
     return CameraTrack(
         intrinsics=intrinsics,
         distortion=distortion,
         images=[_posed_image(image, image_dir) for image in posed],
         source=f"COLMAP {kind} model {model} (images in {image_dir})",
         format="colmap",
+        notes=notes,
         inputs=(
             model / f"cameras.{'bin' if binary else 'txt'}",
             model / f"images.{'bin' if binary else 'txt'}",

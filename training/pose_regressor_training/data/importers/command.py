@@ -18,10 +18,11 @@ MAX_SCALE = 1e6  # --scale, and the metres of --scale-from
 DESCRIPTION = (
     "Import camera poses and images from another tool as a dataset folder of a one-camera rig (the "
     "camera at base_link looking along base +x). colmap: a sparse model folder (cameras and images, .bin "
-    "or .txt; or a project folder holding sparse/0). nerfstudio: transforms.json or its folder "
-    "(instant-ngp too). tum: a folder with groundtruth.txt and rgb.txt. Frames in time/name order are cut "
-    "into --split-blocks contiguous blocks; every --test-every-th block is test, the block after each "
-    "test block val, the rest train (defaults: 10 blocks, every 5th: 70/10/20)."
+    "or .txt; or a project or sparse folder holding models 0, 1, ...: the largest). nerfstudio: "
+    "transforms.json or its folder (instant-ngp too). tum: a folder with groundtruth.txt and rgb.txt. "
+    "Frames in time/name order are cut into --split-blocks contiguous blocks; every --test-every-th "
+    "block is test, the block after each test block val, the rest train (defaults: 10 blocks, every "
+    "5th: 70/10/20)."
 )
 
 
