@@ -100,10 +100,10 @@ def test_interrupted_import_leaves_nothing(tmp_path: Path, synth: SynthCameraPos
 
 
 def test_an_import_without_a_scale_trains_evaluates_and_exports_in_its_own_units(
-    tmp_path: Path, synth: SynthCameraPoses
+    tmp_path: Path, synth: SynthCameraPoses, ros_env: dict[str, str]
 ) -> None:
-    """mono_small_cnn.yaml on an imported set, through fit, eval, export and eval-folder: without
-    --scale every position and error says "units", with it "m"."""
+    """mono_small_cnn.yaml on an imported set, through fit, eval, export, eval-folder and (without
+    a scale) the node: without --scale every position and error says "units", with it "m"."""
     path = write_transforms(synth, tmp_path / "ns")
     small = ["model.image_width=32", "model.image_height=24", "optim.batch_size=4", "tensorboard=false"]
     for scale, unit in (([], "units"), (["--scale", "2"], "m")):
@@ -139,4 +139,28 @@ def test_an_import_without_a_scale_trains_evaluates_and_exports_in_its_own_units
         assert f"% within 0.25 {unit} 2 deg" in folder.stdout, folder.stdout
         if unit == "units":
             assert " m " not in fit_out.splitlines()[-2] and " m " not in eval_out.splitlines()[0]
+            # The node on 12 test sets of a longer flight (the 2 test frames of `data` are too few:
+            # one set lost to DDS discovery would fail eval-node's delivery check).
+            longer = tmp_path / "longer"
+            write_transforms(render_synth(tmp_path / "render", frames=60), longer)
+            bag, node_out = tmp_path / "bag", tmp_path / "node"
+            node = subprocess.run(
+                [*TRAIN, "import", "nerfstudio", str(longer), "--out", str(longer / "data"), "--quiet"],
+                capture_output=True, text=True, timeout=120, check=False,
+            )  # fmt: skip
+            assert node.returncode == 0, node.stderr[-2000:]
+            node = subprocess.run(
+                [*TRAIN, "to-bag", "--data", str(longer / "data"), "--split", "test", "--out", str(bag)],
+                capture_output=True, text=True, timeout=120, check=False,
+            )  # fmt: skip
+            assert node.returncode == 0, node.stderr[-2000:]
+            node = subprocess.run(
+                [sys.executable, "-m", "pose_regressor.cli", "eval-node", "--bag", str(bag),
+                 "--bundle", str(bundle), "--out", str(node_out)],
+                env=ros_env, capture_output=True, text=True, timeout=180, check=False,
+            )  # fmt: skip
+            assert node.returncode == 0, node.stderr[-2000:]
+            summary = next(line for line in node.stdout.splitlines() if " poses for " in line)
+            assert " units " in summary and " m " not in summary, summary
+            assert json.loads((node_out / "metrics.json").read_text())["length_unit"] == "units"
             assert "uncertain flag: position std > " not in export_out or " units or rotation" in export_out

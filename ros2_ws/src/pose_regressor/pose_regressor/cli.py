@@ -371,7 +371,7 @@ def _eval_node(args: argparse.Namespace, extra: Sequence[str]) -> int:
     print(
         f"eval-node: {m['published']} poses for {m['expected_sets']} input sets "
         f"(ratio {m['output_rate_ratio']:.3f}, delivery {m['delivery_ratio']:.3f}), "
-        f"median {m['median_translation_m']:.3f} m {m['median_rotation_deg']:.2f} deg, "
+        f"median {m['median_translation_m']:.3f} {m['length_unit']} {m['median_rotation_deg']:.2f} deg, "
         f"e2e latency p50 {m['e2e_latency_ms_p50']:.1f} ms p99 {m['e2e_latency_ms_p99']:.1f} ms "
         f"(node set->pose p50 {m['node_set_to_pose_ms_p50']:.1f} ms "
         f"p99 {m['node_set_to_pose_ms_p99']:.1f} ms), "

@@ -149,8 +149,9 @@ def _ellipse(center: NDArray[np.float64], cov_xy: NDArray[np.float64], **style: 
 def plot_evaluation(arrays: dict[str, np.ndarray], metrics: dict[str, Any], out: Path) -> list[Path]:
     """The plots of `pose-regressor eval-node`: trajectory, errors over time and (soak runs) soak.png."""
     paths = [out / "trajectory.png", out / "errors_over_time.png"]
+    unit = metrics.get("length_unit", "m")
     title = (
-        f"Replay at {metrics['rate']:g}x: median {metrics['median_translation_m']:.2f} m, "
+        f"Replay at {metrics['rate']:g}x: median {metrics['median_translation_m']:.2f} {unit}, "
         f"{metrics['median_rotation_deg']:.1f} deg; output/input sets {metrics['output_rate_ratio']:.2f}; "
         f"end-to-end latency p50 {metrics['e2e_latency_ms_p50']:.1f} ms"
     )
@@ -164,12 +165,13 @@ def plot_evaluation(arrays: dict[str, np.ndarray], metrics: dict[str, Any], out:
         arrays["covs"],
         max_ellipses=25,
         stamps_ns=gt_stamps,
+        unit=unit,
     )
 
     seconds = (arrays["stamps"] - arrays["stamps"][0]) / 1e9
     fig, axes = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
-    axes[0].plot(seconds, arrays["t_err"], label="translation error (m)")
-    axes[0].plot(seconds, arrays["pos_std"] * np.sqrt(3), label="predicted std, 3-D (m)")
+    axes[0].plot(seconds, arrays["t_err"], label=f"translation error ({unit})")
+    axes[0].plot(seconds, arrays["pos_std"] * np.sqrt(3), label=f"predicted std, 3-D ({unit})")
     axes[1].plot(seconds, arrays["r_err"], label="rotation error (deg)")
     axes[1].plot(seconds, arrays["rot_std"] * np.sqrt(3), label="predicted std, 3-D (deg)")
     for ax in axes:

@@ -503,6 +503,7 @@ def evaluate_node(cfg: NodeEvaluationConfig, stop: StopFlag | None = None) -> di
     metrics, arrays = summarize(run.recording, truth.track, log, len(log.published_ns) or expected)
     metrics.update(delivery)
     metrics.update(_run_record(cfg, profile, truth, log.summary))
+    metrics["length_unit"] = bundle.length_unit  # "units": a model of an import without --scale
     if cfg.duration_s is not None:
         metrics["soak"], series = _soak(run, log, metrics["dropped_sets"])
         arrays.update({f"soak_{k}": v for k, v in series.items()})
