@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -53,6 +52,10 @@ from pose_regressor_training.synth.generate import SynthConfig, render_dataset
 from pose_regressor_training.torch_engine import TorchEngine
 from pose_regressor_training.train import fit
 from pose_regressor_training.train_config import load_train_config
+from tests.integration.torch_fixtures import (
+    one_torch_thread,  # noqa: F401 (an autouse fixture: it must be in the module)
+    spread_outputs,
+)
 
 TINY = [
     "model.backbone=small_cnn",
@@ -66,15 +69,6 @@ TINY = [
     "threads=1",
 ]
 TOLERANCE = 1e-4  # metres and quaternion components
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """Tiny models: more threads only contend on a shared 2-core machine (100x slower when loaded)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -344,23 +338,7 @@ def test_other_backbones_export_and_agree(
     model = build_model(config)
     mask_dim = 16 + (model.feature_dim if config.embedding_dropout else 0)
     model.set_translation_stats(torch.tensor([1.0, -2.0, 0.5]), torch.tensor([2.0, 1.0, 0.3]))
-    # Untrained, the model is near-constant (BatchNorm stats at their defaults, a 1e-3 head): give
-    # BatchNorm the statistics of random images and the head unit-scale weights, so that outputs
-    # vary by metres with the images and the parity check means something.
-    model.train()
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.reset_running_stats()
-            module.momentum = None  # cumulative average
-    with torch.no_grad():
-        for _ in range(2):
-            model(torch.rand(8, 2, 3, size[1], size[0]))
-        torch.nn.init.normal_(model.fc_out.weight, std=0.3)
-        if model.fc_log_variance is not None:
-            for layer in model.fc_log_variance.modules():
-                if isinstance(layer, torch.nn.Linear):
-                    torch.nn.init.normal_(layer.weight, std=0.3)
-    model.eval()
+    spread_outputs(model, torch.rand(8, 2, 3, size[1], size[0]))
     checkpoint = tmp_path / "untrained.pt"
     rig = preset_rig("stereo", 64, 48)
     save_checkpoint(checkpoint, Checkpoint(config, model.state_dict(), rig, dataset=DatasetInfo(root="none")))

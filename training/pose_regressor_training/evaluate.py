@@ -30,7 +30,9 @@ from pose_regressor.uncertainty_metrics import (
 from pose_regressor_training.checkpoint import load_checkpoint, model_from_checkpoint
 from pose_regressor_training.data.dataset import PoseDataset, describe_skipped
 from pose_regressor_training.data.sources import length_unit_of, load_dataset
-from pose_regressor_training.predict import CameraSets, predict_with_deterministic, resolve_device
+from pose_regressor_training.ensemble import EnsembleRegressor, ensemble_samples, load_ensemble
+from pose_regressor_training.models import PoseRegressor
+from pose_regressor_training.predict import CameraSets, predict, predict_with_deterministic, resolve_device
 from pose_regressor_training.retrieval import retrieve_poses
 from pose_regressor_training.training_data import subsample_frames
 
@@ -48,9 +50,17 @@ class Evaluation:
     stamps_ns: NDArray[np.int64] | None = None  # of the test frames (the trajectory breaks at gaps)
 
 
-def evaluation_dir(checkpoint: Path, split: str) -> Path:
-    """Where `pose-train eval-checkpoint` writes the metrics and plots of `checkpoint` on `split`."""
+def evaluation_dir(checkpoint: Path, split: str, ensemble_members: int = 1) -> Path:
+    """Where `pose-train eval-checkpoint` writes the metrics and plots of `checkpoint` on `split`
+    (of the ensemble of K > 1 members that `checkpoint` leads: eval_ensemble<K>_<split>)."""
+    if ensemble_members > 1:
+        return checkpoint.parent / f"eval_ensemble{ensemble_members}_{split}"
     return checkpoint.parent / f"eval_{split}"
+
+
+def ensemble_record(members: Sequence[Path]) -> list[str]:
+    """How metrics.json names an ensemble's members (resolved paths, member order)."""
+    return [str(Path(member).resolve()) for member in members]
 
 
 # Which NEES quantile calibration matches to chi-square's. Matching the median left the tails too
@@ -114,11 +124,13 @@ def evaluate_checkpoint(
     skip_bad: bool = False,
     baseline: bool = True,
     camera_loss: bool = False,
+    ensemble: Sequence[Path] = (),
 ) -> Evaluation:
     """Metrics of `checkpoint` on `split`; with `skip_bad`, frames whose images cannot be read are
     left out (counted in metrics["skipped_frames"]) instead of stopping with `ImageLoadError`;
     with `baseline`, the nearest-training-frame retrieval baseline is scored on the same frames;
-    with `camera_loss`, the split again with each camera black in turn (metrics["camera_loss"])."""
+    with `camera_loss`, the split again with each camera black in turn (metrics["camera_loss"]);
+    with `ensemble`, the deep ensemble of `checkpoint` and these (`evaluate_checkpoint_splits`)."""
     return evaluate_checkpoint_splits(
         checkpoint,
         (split,),
@@ -130,6 +142,7 @@ def evaluate_checkpoint(
         skip_bad,
         baseline,
         camera_loss=camera_loss,
+        ensemble=ensemble,
     )[0]
 
 
@@ -145,12 +158,17 @@ def evaluate_checkpoint_splits(
     baseline: bool = True,
     max_frames: int = 0,
     camera_loss: bool = False,
+    ensemble: Sequence[Path] = (),
 ) -> list[Evaluation]:
     """`evaluate_checkpoint` of each of `splits`, predicting every split once: the calibration
     split's predictions serve both its own evaluation and the others' covariance scale.
     `max_frames` > 0: about that many frames of each split, whole trajectories evenly spread (as
-    `data.max_frames` picks training frames), for a quicker, coarser evaluation."""
-    predictor = _SplitPredictor(checkpoint, data_root, mc_samples, device_name, seed, skip_bad, max_frames)
+    `data.max_frames` picks training frames), for a quicker, coarser evaluation. `ensemble`: more
+    checkpoints of the same model: the deep ensemble of all is evaluated, with `mc_samples` rounded
+    down to a multiple of its K members (at least K), as many MC samples for each."""
+    predictor = _SplitPredictor(
+        checkpoint, data_root, mc_samples, device_name, seed, skip_bad, max_frames, ensemble
+    )
     if camera_loss and len(predictor.trained.rig.names) < 2:
         raise ValueError(
             "--camera-loss blacks out one camera at a time: it needs a rig of 2 or more cameras, "
@@ -174,6 +192,7 @@ def _evaluate(
     t_err, r_err = pose_errors(test.t_gt, test.q_gt, test.t_mean, test.q_mean)
     metrics: dict[str, Any] = {
         "checkpoint": str(checkpoint),
+        **({"ensemble": ensemble_record(predictor.members)} if len(predictor.members) > 1 else {}),
         "data": str(predictor.root),
         "split": split,
         "mc_samples": mc_samples,
@@ -284,10 +303,18 @@ class _SplitPredictor:
         seed: int,
         skip_bad: bool,
         max_frames: int = 0,
+        ensemble: Sequence[Path] = (),
     ) -> None:
-        self.trained = load_checkpoint(checkpoint)
+        self.members = [checkpoint, *ensemble]
         self.max_frames = max_frames
-        self.model = model_from_checkpoint(self.trained)
+        self.model: PoseRegressor | EnsembleRegressor
+        if ensemble:
+            self.model, checkpoints = load_ensemble(self.members)
+            self.trained = checkpoints[0]
+            mc_samples = ensemble_samples(len(self.members), mc_samples)  # as many for every member
+        else:
+            self.trained = load_checkpoint(checkpoint)
+            self.model = model_from_checkpoint(self.trained)
         self.device = resolve_device(device_name)
         self.model.to(self.device)
         self.root = data_root if data_root is not None else Path(self.trained.dataset.root)
@@ -331,6 +358,13 @@ class _SplitPredictor:
         t_s, q_s, lv, (t_det, q_det) = predict_with_deterministic(
             self.model, source, self.device, mc_samples=self.mc_samples, seed=self.seed
         )
+        if isinstance(self.model, EnsembleRegressor):
+            # Its deterministic pose is the mean of the members' (masks of ones: one row each);
+            # the extra row above is only member 0's.
+            t_members, q_members = predict(self.model, source, self.device)
+            means = _mc_estimates(t_members, q_members, 1.0, None)
+            t_det = np.stack([e.translation for e in means])
+            q_det = np.stack([e.quat_xyzw for e in means])
         return _SplitResult(split, dataset, t_s, q_s, _mc_estimates(t_s, q_s, 1.0, lv), t_det, q_det, lv)
 
     def retrieval_baseline(self, test: _SplitResult, regression: dict[str, Any]) -> dict[str, Any]:

@@ -32,6 +32,7 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,7 @@ from pose_regressor_training.checkpoint import (
     model_from_checkpoint,
     write_torch_file,
 )
+from pose_regressor_training.ensemble import EnsembleError, EnsembleRegressor, ensemble_samples, load_ensemble
 from pose_regressor_training.errors import TrainingError
 from pose_regressor_training.models import ModelConfig, PoseRegressor
 from pose_regressor_training.models.model import images_to_unit_float
@@ -85,6 +87,7 @@ DYNAMIC_AXES = {
     if DYNAMIC_AXIS in spec.shape
 }
 MIN_OPSET, MAX_OPSET = 17, 20
+DEFAULT_MC_SAMPLES = 32
 EXPORTER = "torch.onnx.export(dynamo=False) (TorchScript tracing)"
 # ONNX Runtime vs PyTorch after export: |difference| <= ATOL + RTOL * |PyTorch value| (float32 keeps
 # ~7 digits, so maps with coordinates of hundreds of metres need the relative part).
@@ -120,7 +123,7 @@ class ExportWrapper(nn.Module):
     all happen in the graph.
     """
 
-    def __init__(self, model: PoseRegressor) -> None:
+    def __init__(self, model: PoseRegressor | EnsembleRegressor) -> None:
         super().__init__()
         self.model = model.eval()
 
@@ -142,7 +145,9 @@ def _check_options(mc_samples: int, opset: int) -> None:
         raise ExportError(f"mc_samples must be in [1, {MAX_MC_SAMPLES}], got {mc_samples}")
 
 
-def export_onnx(model: PoseRegressor, path: Path, mc_samples: int = 32, opset: int = 17) -> onnx.ModelProto:
+def export_onnx(
+    model: PoseRegressor | EnsembleRegressor, path: Path, mc_samples: int = 32, opset: int = 17
+) -> onnx.ModelProto:
     """Export `model` to `path` and check it; returns the (shape-inferred) ModelProto that was saved."""
     _check_options(mc_samples, opset)
     config = model.config
@@ -204,7 +209,9 @@ def _check_contract(proto: onnx.ModelProto, config: ModelConfig, mask_dim: int) 
 
 
 @torch.no_grad()
-def verify_onnx(model: PoseRegressor, path: Path, trials: int = 4, samples: int = 8) -> dict[str, float]:
+def verify_onnx(
+    model: PoseRegressor | EnsembleRegressor, path: Path, trials: int = 4, samples: int = 8
+) -> dict[str, float]:
     """Run the graph with ONNX Runtime (CPU) and the model in PyTorch on random images and masks
     (the first trial with a mask of ones); returns the largest absolute differences and raises an
     `ExportError` where one exceeds VERIFY_ATOL + VERIFY_RTOL * |PyTorch value|."""
@@ -247,11 +254,12 @@ def verify_onnx(model: PoseRegressor, path: Path, trials: int = 4, samples: int 
 
 
 # -------------------------------------------------------------------------------- calibration
-def default_metrics_path(checkpoint: Path) -> Path:
-    """Where `pose-train eval-checkpoint` writes the test metrics of a checkpoint by default."""
+def default_metrics_path(checkpoint: Path, ensemble_members: int = 1) -> Path:
+    """Where `pose-train eval-checkpoint` writes the test metrics of a checkpoint (or of the ensemble
+    of K members it leads) by default."""
     from pose_regressor_training.evaluate import evaluation_dir  # evaluate imports the data loaders
 
-    return evaluation_dir(checkpoint, "test") / "metrics.json"
+    return evaluation_dir(checkpoint, "test", ensemble_members) / "metrics.json"
 
 
 def _valid_scale(value: Any) -> CovarianceScale | None:
@@ -267,13 +275,15 @@ def _valid_scale(value: Any) -> CovarianceScale | None:
 
 
 def covariance_scale_from_metrics(
-    checkpoint: Path, metrics: Path | None
+    checkpoint: Path, metrics: Path | None, ensemble: Sequence[Path] = ()
 ) -> tuple[CovarianceScale, str, dict[str, Any]]:
     """(scale, source, eval summary). An explicit `metrics` file must hold `covariance_scale` (one
-    number, or per axis group {position, rotation}); the default eval_test/metrics.json is used only
-    when it names this checkpoint; otherwise 1.0 ("default")."""
+    number, or per axis group {position, rotation}) of the same model: one checkpoint, or the
+    ensemble of the `ensemble` checkpoints (all members, `checkpoint` first); the default
+    eval_test/metrics.json (eval_ensemble<K>_test/) is used only when it names this checkpoint
+    (ensemble); otherwise 1.0 ("default")."""
     default = CovarianceScale()
-    path = metrics if metrics is not None else default_metrics_path(checkpoint)
+    path = metrics if metrics is not None else default_metrics_path(checkpoint, max(len(ensemble), 1))
     if not path.is_file():
         if metrics is not None:
             raise FileNotFoundError(f"metrics file {metrics} does not exist")
@@ -302,6 +312,18 @@ def covariance_scale_from_metrics(
         why = f"{path} has covariance_scale {scale!r}, outside (0, {MAX_COVARIANCE_SCALE:g}]"
         return default, f"default ({why})", {}
     assert isinstance(data, dict)
+    from pose_regressor_training.evaluate import ensemble_record
+
+    wanted = ensemble_record(ensemble) if ensemble else None
+    if data.get("ensemble") != wanted:
+        if metrics is None:
+            return default, f"default ({path} evaluated another ensemble)", {}
+        evaluated_what = "one model" if data.get("ensemble") is None else "an ensemble"
+        exporting = "one model" if wanted is None else f"an ensemble of {len(ensemble)}"
+        raise ExportError(
+            f"{metrics} evaluated {evaluated_what}, not the {exporting} being exported: its covariance "
+            "scale does not fit (evaluate the same checkpoints with pose-train eval-checkpoint)"
+        )
     evaluated = data.get("checkpoint")
     if metrics is None and evaluated is not None and Path(evaluated).name != checkpoint.name:
         return default, "default", {}  # eval_test/ describes the run's other checkpoint (best.pt vs last.pt)
@@ -355,27 +377,47 @@ def _replace_dir(staging: Path, out_dir: Path, overwrite: bool) -> None:
 def export_bundle(
     checkpoint: str | Path,
     out_dir: str | Path,
-    mc_samples: int = 32,
+    mc_samples: int | None = None,
     opset: int = 17,
     overwrite: bool = False,
     metrics: str | Path | None = None,
+    ensemble: Sequence[str | Path] = (),
 ) -> ModelBundle:
     """Export a checkpoint into the bundle directory `out_dir`; returns the loaded `ModelBundle`.
 
-    `mc_samples` is the bundle's default S; `metrics` a `pose-train eval-checkpoint` metrics.json whose
-    `covariance_scale` to use (default: CHECKPOINT_DIR/eval_test/metrics.json when it evaluated this
-    checkpoint, else 1.0, recorded as `covariance_scale_source: default`). An existing `out_dir` is
-    replaced only with `overwrite`.
+    `mc_samples` is the bundle's default S (None: 32, or for an ensemble of K the largest multiple
+    of K up to 32); `metrics` a
+    `pose-train eval-checkpoint` metrics.json whose `covariance_scale` to use (default: the eval
+    directory's metrics.json when it evaluated this checkpoint, or this ensemble, else 1.0, recorded
+    as `covariance_scale_source: default`). `ensemble`: more checkpoints of the same model (other
+    seeds) to export with `checkpoint` as one deep-ensemble graph (`pose_regressor_training.ensemble`).
+    An existing `out_dir` is replaced only with `overwrite`.
     """
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
+    members = [checkpoint, *(Path(path) for path in ensemble)]
+    if mc_samples is None:
+        mc_samples = ensemble_samples(len(members), DEFAULT_MC_SAMPLES) if ensemble else DEFAULT_MC_SAMPLES
     _check_options(mc_samples, opset)
+    if ensemble and mc_samples % len(members):
+        raise ExportError(
+            f"mc_samples {mc_samples} for an ensemble of {len(members)} models: use a multiple of "
+            f"{len(members)} (the samples are the members' poses in turn)"
+        )
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir} exists; pass --overwrite to replace it")
-    trained = load_checkpoint(checkpoint)
-    model = model_from_checkpoint(trained)
+    model: PoseRegressor | EnsembleRegressor
+    if ensemble:
+        try:
+            model, checkpoints = load_ensemble(members)
+        except EnsembleError as exc:
+            raise ExportError(str(exc)) from None
+        trained = checkpoints[0]
+    else:
+        trained = load_checkpoint(checkpoint)
+        model = model_from_checkpoint(trained)
     config = model.config
     scale, source, eval_summary = covariance_scale_from_metrics(
-        checkpoint, Path(metrics) if metrics is not None else None
+        checkpoint, Path(metrics) if metrics is not None else None, members if ensemble else ()
     )
     rig = trained.rig
     if len(rig.cameras) != config.num_cameras:
@@ -390,14 +432,18 @@ def export_bundle(
         weights = {
             "format": WEIGHTS_FORMAT,
             "version": 1,
-            "model_config": to_mapping(trained.model_config),
+            "model_config": to_mapping(trained.model_config),  # a member's, for an ensemble
             "model": model.state_dict(),
+            **({"ensemble_members": len(members)} if ensemble else {}),
         }
         write_torch_file(staging / TORCH_FILE, weights)
         (staging / "engines").mkdir()
         onnx_record = _onnx_record(onnx_path, opset, int(proto.ir_version), worst, config.log_variance_output)
         provenance = _provenance(checkpoint, trained, source, eval_summary)
+        if ensemble:
+            provenance["ensemble"] = [str(path.resolve()) for path in members]
         bundle = _bundle(staging, trained, config, model.mask_dim, mc_samples, scale, onnx_record, provenance)
+        bundle = replace(bundle, ensemble_members=len(members))
         if "uncertain_flag" in eval_summary:  # validated by suggested_uncertain_flag
             bundle = replace(bundle, uncertain_flag=UncertainFlag(**eval_summary["uncertain_flag"]))
         write_bundle(bundle)

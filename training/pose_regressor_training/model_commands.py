@@ -185,7 +185,23 @@ def add_eval(sub: Subparsers) -> None:
         "lens, a dead camera) and report its errors and how the covariance answers (one more "
         "evaluation per camera)",
     )
+    _add_ensemble(
+        p,
+        "evaluate the deep ensemble of --checkpoint and these, --mc-samples rounded down to a multiple "
+        "of the K members (default --out: eval_ensemble<K>_<split>, which export --ensemble reads)",
+    )
     p.set_defaults(handler=run_eval)
+
+
+def _add_ensemble(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--ensemble",
+        type=Path,
+        nargs="+",
+        default=[],
+        metavar="CHECKPOINT",
+        help=f"more checkpoints of the same model (other seeds): {what}",
+    )
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -212,12 +228,19 @@ def run_eval(args: argparse.Namespace) -> int:
             skip_bad=args.skip_bad,
             baseline=args.baseline,
             camera_loss=args.camera_loss,
+            ensemble=args.ensemble,
         )
     except ImageLoadError as exc:
         raise TrainingError(f"{exc}; {SKIP_BAD_HINT}") from None
     for note in evaluation.skipped:
         print(f"eval: {note}")
-    out = args.out or evaluation_dir(args.checkpoint, args.split)
+    members = 1 + len(args.ensemble)
+    out = args.out or evaluation_dir(args.checkpoint, args.split, members)
+    if members > 1:
+        print(
+            f"eval: the ensemble of {members} models, {evaluation.metrics['mc_samples'] // members} MC "
+            "samples each; their spread and disagreement are the uncertainty"
+        )
     paths = write_evaluation(evaluation, out)
     m = evaluation.metrics
     unit = m["length_unit"]
@@ -268,14 +291,21 @@ def add_export(sub: Subparsers) -> None:
     p.add_argument(
         "--mc-samples",
         type=bounded_int("mc_samples", 1, MAX_MC_SAMPLES),
-        default=32,
-        help=f"default MC-dropout samples S per frame (TensorRT profile; at most {MAX_MC_SAMPLES})",
+        default=None,
+        help="default MC-dropout samples S per frame (TensorRT profile; default 32; an --ensemble of K "
+        f"needs a multiple of K, default the largest up to 32; at most {MAX_MC_SAMPLES})",
     )
     p.add_argument(
         "--metrics",
         type=Path,
         help="pose-train eval-checkpoint metrics.json with the covariance scale "
-        "(default: CHECKPOINT_DIR/eval_test/metrics.json if it evaluated this checkpoint)",
+        "(default: CHECKPOINT_DIR/eval_test/metrics.json if it evaluated this checkpoint; "
+        "eval_ensemble<K>_test/ for an --ensemble)",
+    )
+    _add_ensemble(
+        p,
+        "one graph runs all K members and output row s is member s mod K's MC sample; the node's "
+        "covariance then holds their disagreement (K times the backbone cost; no variance-head output)",
     )
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (17..20; 17 parses on TensorRT 8.5+)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle directory")
@@ -292,12 +322,18 @@ def run_export(args: argparse.Namespace) -> int:
         opset=args.opset,
         overwrite=args.overwrite,
         metrics=args.metrics,
+        ensemble=args.ensemble,
     )
     size_mb = bundle.onnx_path.stat().st_size / 1e6
     cams = ", ".join(f"{c.name} {c.width}x{c.height}" for c in bundle.cameras)
     print(f"export: wrote {bundle.path} (model.onnx {size_mb:.1f} MB, opset {bundle.onnx['opset']})")
     print(f"  cameras: {cams} -> input {bundle.input_width}x{bundle.input_height}, fusion {bundle.fusion}")
     print(f"  dof {bundle.dof}, D {bundle.hidden_dim}, dropout {bundle.dropout:g}, S {bundle.mc_samples}")
+    if bundle.ensemble_members > 1:
+        print(
+            f"  ensemble of {bundle.ensemble_members} models: output row s is MC sample s of member "
+            f"s mod {bundle.ensemble_members}; S must be a multiple of {bundle.ensemble_members}"
+        )
     diff = bundle.onnx["verified_max_abs_diff"]
     print(
         f"  ONNX Runtime vs PyTorch: max |diff| {diff['translation_m']:.1e} m, "

@@ -5,7 +5,7 @@ Used by `fit` (validation), `eval` and `export`; nothing here trains.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
@@ -15,6 +15,9 @@ from pose_regressor_training.data.dataset import PoseDataset
 from pose_regressor_training.errors import TrainingError
 from pose_regressor_training.models import PoseRegressor
 from pose_regressor_training.models.model import images_to_unit_float
+
+if TYPE_CHECKING:
+    from pose_regressor_training.ensemble import EnsembleRegressor
 
 
 class CameraSets(Protocol):
@@ -37,7 +40,7 @@ def resolve_device(name: str) -> torch.device:
 
 @torch.no_grad()
 def predict(
-    model: PoseRegressor,
+    model: PoseRegressor | EnsembleRegressor,
     dataset: CameraSets,
     device: torch.device,
     batch_size: int = 64,
@@ -51,7 +54,7 @@ def predict(
 
 
 def predict_outputs(
-    model: PoseRegressor,
+    model: PoseRegressor | EnsembleRegressor,
     dataset: CameraSets,
     device: torch.device,
     batch_size: int = 64,
@@ -64,7 +67,7 @@ def predict_outputs(
 
 
 def predict_with_deterministic(
-    model: PoseRegressor,
+    model: PoseRegressor | EnsembleRegressor,
     dataset: CameraSets,
     device: torch.device,
     batch_size: int = 64,
@@ -81,7 +84,7 @@ def predict_with_deterministic(
 
 @torch.no_grad()
 def _predict(
-    model: PoseRegressor,
+    model: PoseRegressor | EnsembleRegressor,
     dataset: CameraSets,
     device: torch.device,
     batch_size: int,

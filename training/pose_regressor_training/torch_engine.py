@@ -33,6 +33,7 @@ from pose_regressor.engines.base import (
     EngineUnavailableError,
     InferenceEngine,
 )
+from pose_regressor_training.ensemble import EnsembleRegressor
 from pose_regressor_training.models import ModelConfig, PoseRegressor, build_model
 from pose_regressor_training.models.model import images_to_unit_float
 from pose_regressor_training.typed_config import from_mapping
@@ -59,8 +60,18 @@ class TorchEngine(InferenceEngine):
             raise EngineError(f"cannot read {path}: {exc}") from None
         if not isinstance(payload, dict) or payload.get("format") != WEIGHTS_FORMAT:
             raise EngineError(f"{path} is not a pose_regressor bundle weights file")
-        config = replace(from_mapping(ModelConfig, payload["model_config"]), pretrained=False)
-        model = build_model(config)
+        member_config = replace(from_mapping(ModelConfig, payload["model_config"]), pretrained=False)
+        members = payload.get("ensemble_members", 1)
+        if members != bundle.ensemble_members:
+            raise EngineError(
+                f"{path} holds {members} model(s), bundle.yaml: ensemble_members {bundle.ensemble_members}"
+            )
+        model: PoseRegressor | EnsembleRegressor = (
+            EnsembleRegressor([build_model(member_config) for _ in range(members)])
+            if members > 1
+            else build_model(member_config)
+        )
+        config = model.config
         expected = (
             bundle.num_cameras,
             bundle.input_height,
@@ -84,7 +95,7 @@ class TorchEngine(InferenceEngine):
                 f"bundle.yaml says {expected}"
             )
         model.load_state_dict(payload["model"])
-        self.model: PoseRegressor = model.eval().to(device)
+        self.model = model.eval().to(device)
         self.device = torch.device(device)
 
     def _infer(

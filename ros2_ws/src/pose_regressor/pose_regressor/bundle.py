@@ -95,6 +95,7 @@ MAX_IMAGE_SIDE = 16384  # a camera's width and height (px): the node rejects lar
 MAX_INPUT_SIDE = 4096  # input.width and input.height (px): the network's input
 MAX_INPUT_BYTES = 256 << 20  # T x input.height x input.width x 3: the `images` input of one set
 MAX_HIDDEN_DIM = 16384  # D of dropout_mask [S, D]
+MAX_ENSEMBLE_MEMBERS = 16  # models of one ensemble bundle (`ensemble_members`)
 MAX_COVARIANCE_SCALE = 1e6  # covariance_scale is in (0, MAX_COVARIANCE_SCALE]
 MAX_POSITION_STD = 1e6  # uncertain_flag.max_position_std (m) is in (0, MAX_POSITION_STD]
 
@@ -190,7 +191,10 @@ class ModelBundle:
     group (calibrated on held-out data, 1.0 when uncalibrated; a number given here means both
     groups); ``variance_head`` (a variance head) or ``shift_variance`` (the spread of the track
     shifts): the graph also outputs ``log_variance`` [S, 6], their per-axis variance;
-    ``uncertain_flag``: the flag thresholds suggested for this model (None: the node's own).
+    ``uncertain_flag``: the flag thresholds suggested for this model (None: the node's own);
+    ``ensemble_members``: K > 1 for a deep ensemble of K models in one graph (row s of the outputs
+    is member s mod K's pose, with its MC-dropout mask row s, so the spread of the rows holds the
+    members' disagreement): S must then be a multiple of K (`samples_problem`).
     """
 
     path: Path
@@ -210,6 +214,7 @@ class ModelBundle:
     variance_head: bool = False
     shift_variance: bool = False
     uncertain_flag: UncertainFlag | None = None
+    ensemble_members: int = 1
 
     def __post_init__(self) -> None:
         if not isinstance(self.covariance_scale, CovarianceScale):  # a plain number: both groups
@@ -224,6 +229,17 @@ class ModelBundle:
     def log_variance_output(self) -> bool:
         """Whether the graph outputs ``log_variance`` (a variance head, the track-shift spread or both)."""
         return self.variance_head or self.shift_variance
+
+    def samples_problem(self, samples: int) -> str | None:
+        """Why `samples` (S) rows do not suit this bundle, else None: an ensemble needs every
+        member equally often, S a multiple of its K members."""
+        members = self.ensemble_members
+        if members > 1 and (samples < members or samples % members):
+            return (
+                f"{samples} samples for an ensemble of {members} models; the samples go to the members "
+                f"in turn, so use a multiple of {members} (the bundle's mc_samples: {self.mc_samples})"
+            )
+        return None
 
     @property
     def onnx_path(self) -> Path:
@@ -290,6 +306,7 @@ class ModelBundle:
                 # written only when on: bundles without the head keep their exact bundle.yaml
                 **({"variance_head": True} if self.variance_head else {}),
                 **({"shift_variance": True} if self.shift_variance else {}),
+                **({"ensemble_members": self.ensemble_members} if self.ensemble_members > 1 else {}),
             },
             "covariance_scale": self.covariance_scale.to_json(),
             # written only when known: bundles exported without suggestions keep their bundle.yaml
@@ -417,6 +434,9 @@ def _bundle_from_mapping(root: Path, data: dict[str, Any]) -> ModelBundle:
     shift_variance = model.get("shift_variance", False)
     if not isinstance(shift_variance, bool):
         raise BundleError(f"model.shift_variance must be true or false, got {shift_variance!r}")
+    members = 1
+    if "ensemble_members" in model:
+        members = _int(model, "ensemble_members", "model.ensemble_members", Bound(2, MAX_ENSEMBLE_MEMBERS))
     input_width = _int(image, "width", "input.width", Bound(1, MAX_INPUT_SIDE))
     input_height = _int(image, "height", "input.height", Bound(1, MAX_INPUT_SIDE))
     input_bytes = len(cameras) * input_width * input_height * 3
@@ -431,7 +451,7 @@ def _bundle_from_mapping(root: Path, data: dict[str, Any]) -> ModelBundle:
         raise BundleError("onnx and provenance must be mappings")
     if "file" in onnx:
         _check_model_file(onnx["file"])
-    return ModelBundle(
+    bundle = ModelBundle(
         path=root,
         schema_version=SCHEMA_VERSION,
         cameras=cameras,
@@ -453,7 +473,12 @@ def _bundle_from_mapping(root: Path, data: dict[str, Any]) -> ModelBundle:
         variance_head=variance_head,
         shift_variance=shift_variance,
         uncertain_flag=flag,
+        ensemble_members=members,
     )
+    problem = bundle.samples_problem(bundle.mc_samples)
+    if problem is not None:
+        raise BundleError(f"model.mc_samples: {problem}")
+    return bundle
 
 
 def uncertain_flag(value: Any) -> UncertainFlag:

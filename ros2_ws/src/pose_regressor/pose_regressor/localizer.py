@@ -48,6 +48,9 @@ class Localizer:
         samples = self.bundle.mc_samples if mc_samples is None else mc_samples
         if not 0 <= samples <= MAX_MC_SAMPLES:
             raise ValueError(f"mc_samples must be in [0, {MAX_MC_SAMPLES}], got {samples}")
+        problem = self.bundle.samples_problem(samples)
+        if problem is not None:
+            raise ValueError(f"mc_samples: {problem}")
         self.mc_samples = samples
         self.engine: InferenceEngine = load_engine(self.bundle, backend, **engine_options)
         self._rng = np.random.default_rng(seed)

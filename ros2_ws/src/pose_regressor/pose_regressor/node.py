@@ -264,6 +264,9 @@ class LocalizerNode(LifecycleNode):
         if pipeline is None or bundle is None:
             return
         samples = requested or bundle.mc_samples
+        problem = bundle.samples_problem(samples)
+        if problem is not None:
+            raise ParameterError(f"parameter 'mc_samples': {problem}")
         limit = getattr(pipeline.engine, "max_samples", None)  # any Engine; InferenceEngine has it
         if limit is not None and samples > limit:
             raise ParameterError(
@@ -344,6 +347,9 @@ class LocalizerNode(LifecycleNode):
                 f"cannot load the {params.backend} engine for {bundle.path}: {one_line(exc)}"
             ) from exc
         samples = params.mc_samples or bundle.mc_samples
+        problem = bundle.samples_problem(samples)
+        if problem is not None:
+            raise ConfigurationError(f"mc_samples: {problem}")
         limit = engine.max_samples
         if limit is not None and samples > limit:
             raise ConfigurationError(
@@ -381,11 +387,13 @@ class LocalizerNode(LifecycleNode):
         )
         self.params, self.inputs, self.bundle = params, inputs, bundle
         self._expected = expected_cameras(bundle)
+        members = bundle.ensemble_members
         self.get_logger().info(
             f"bundle {bundle.path}: cameras {', '.join(bundle.camera_names)} on "
             f"{', '.join(i.topic for i in inputs)}; engine {description} ({engine.chosen_because}); "
             f"{samples} MC samples"
             + ("" if params.mc_samples else " (the bundle's)")
+            + (f", {samples // members} from each of {members} ensemble models" if members > 1 else "")
             + f"; uncertain flag: position std > {max_position_std:.3g} m ({position_source}) or rotation "
             f"std > {math.degrees(max_rotation_std):.3g} deg ({rotation_source})"
         )

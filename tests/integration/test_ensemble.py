@@ -1,0 +1,278 @@
+"""Deep ensembles of seeds as one model: `eval-checkpoint --ensemble`, `export --ensemble`, the
+engines and the node (docs/bundle-format.md, docs/training.md).
+
+Three one-epoch small_cnn runs of one config (seeds 0, 1, 2) on a tiny mono dataset. Checked:
+row s of the ensemble is member s mod K's MC sample with mask row s (PyTorch, ONNX Runtime and
+the PyTorch reference engine, against each member's own bundle); the evaluation's deterministic
+pose is the members' mean; export takes the ensemble's evaluation; every wrong combination is
+refused in one line.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+import yaml
+
+from pose_regressor import pose
+from pose_regressor.bundle import BundleError, load_bundle
+from pose_regressor.engines.onnxruntime_engine import OnnxRuntimeEngine
+from pose_regressor.localizer import Localizer
+from pose_regressor.rig import preset_rig
+from pose_regressor.uncertainty import dropout_masks
+from pose_regressor_training.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from pose_regressor_training.cli import main
+from pose_regressor_training.data.dataset import PoseDataset
+from pose_regressor_training.data.sources import load_dataset
+from pose_regressor_training.ensemble import EnsembleError, ensemble_samples, load_ensemble
+from pose_regressor_training.export import export_bundle
+from pose_regressor_training.onnx_checks import FORBIDDEN_OPS, TENSORRT_OPS, op_types
+from pose_regressor_training.predict import predict
+from pose_regressor_training.synth.generate import SynthConfig, render_dataset
+from pose_regressor_training.torch_engine import TorchEngine
+from pose_regressor_training.train import fit
+from pose_regressor_training.train_config import load_train_config
+from tests.integration.node_client import NodeProcess, RosPeer
+from tests.integration.torch_fixtures import (
+    one_torch_thread,  # noqa: F401 (an autouse fixture: it must be in the module)
+    spread_outputs,
+)
+
+TINY = [
+    "model.backbone=small_cnn",
+    "model.small_cnn_width=8",
+    "model.hidden_dim=16",
+    "model.image_width=32",
+    "model.image_height=24",
+    "model.variance_head=true",
+    "optim.batch_size=8",
+    "optim.epochs=1",
+    "tensorboard=false",
+    "threads=1",
+]
+TOLERANCE = 1e-4
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]]:
+    """(dataset root, [best.pt of seeds 0, 1, 2]): one-epoch runs whose weights are then drawn
+    anew per seed, so that the members' poses vary by metres with the images and between members
+    (a one-epoch tiny model predicts about the mean pose for every image)."""
+    base = tmp_path_factory.mktemp("ensemble")
+    data = base / "data"
+    render_dataset(SynthConfig(out=data, rig=preset_rig("mono", 64, 48), frames=60, seed=2, progress=False))
+    checkpoints = []
+    for seed in range(3):
+        run = base / f"s{seed}"
+        fit(load_train_config(None, [f"data.root={data}", *TINY, f"seed={seed}"]), run, progress=False)
+        _draw_weights(run / "best.pt", seed)
+        checkpoints.append(run / "best.pt")
+    return data, checkpoints
+
+
+def _draw_weights(path: Path, seed: int) -> None:
+    trained = load_checkpoint(path)
+    model = model_from_checkpoint(trained)
+    torch.manual_seed(seed)
+    spread_outputs(model, torch.rand(8, 1, 3, 24, 32))
+    save_checkpoint(path, replace(trained, model=model.state_dict()))
+
+
+def test_row_s_is_member_s_mod_k_with_mask_row_s(runs: tuple[Path, list[Path]]) -> None:
+    model, _ = load_ensemble(runs[1])
+    members = [model_from_checkpoint(load_checkpoint(path)) for path in runs[1]]
+    assert model.config.log_variance_output is False and model.config.dropout == members[0].config.dropout
+    images = torch.rand(2, 1, 3, 24, 32)
+    masks = model.random_masks(1, 7, torch.Generator().manual_seed(3))
+    t, q, log_variance = model.inference_outputs(images, masks)
+    assert log_variance is None and t.shape == (2, 7, 3) and q.shape == (2, 7, 4)
+    for row in range(7):
+        t_member, q_member, _ = members[row % 3].inference_outputs(images, masks[:, row : row + 1])
+        torch.testing.assert_close(t[:, row : row + 1], t_member, rtol=0, atol=1e-6)
+        torch.testing.assert_close(q[:, row : row + 1], q_member, rtol=0, atol=1e-6)
+    assert [ensemble_samples(3, n) for n in (0, 2, 3, 32)] == [3, 3, 3, 30]
+
+
+def test_eval_then_export_an_ensemble_and_run_it_on_every_engine(
+    runs: tuple[Path, list[Path]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, (first, *others) = runs
+    eval_args = [
+        "eval-checkpoint",
+        "--checkpoint",
+        str(first),
+        "--no-baseline",
+        "--ensemble",
+        *map(str, others),
+    ]
+    assert main(eval_args) == 0
+    assert "eval: the ensemble of 3 models, 10 MC samples each" in capsys.readouterr().out
+    metrics = json.loads((first.parent / "eval_ensemble3_test" / "metrics.json").read_text())
+    assert metrics["ensemble"] == [str(path.resolve()) for path in runs[1]]
+    assert metrics["mc_samples"] == 30 and "covariance_scale" in metrics
+    # The ensemble's deterministic pose is the mean of its members' (each with a mask of ones).
+    test = PoseDataset(load_dataset("folder", data, "test"), (32, 24), preload=False)
+    member_t = np.concatenate(
+        [
+            predict(model_from_checkpoint(load_checkpoint(path)), test, torch.device("cpu"))[0]
+            for path in runs[1]
+        ],
+        axis=1,
+    )
+    errors = np.linalg.norm(member_t.mean(axis=1) - test.frame_list.translations(), axis=1)
+    assert metrics["deterministic"]["median_translation_m"] == pytest.approx(
+        float(np.median(errors)), abs=1e-6
+    )
+
+    out = tmp_path / "bundle"
+    assert (
+        main(["export", "--checkpoint", str(first), "--out", str(out), "--ensemble", *map(str, others)]) == 0
+    )
+    printed = capsys.readouterr().out
+    assert "ensemble of 3 models" in printed and "eval_ensemble3_test/metrics.json" in printed
+    bundle = load_bundle(out)
+    assert (bundle.ensemble_members, bundle.mc_samples, bundle.log_variance_output) == (3, 30, False)
+    assert bundle.dropout == pytest.approx(0.2) and bundle.provenance["ensemble"] == metrics["ensemble"]
+    assert yaml.safe_load((out / "bundle.yaml").read_text())["model"]["ensemble_members"] == 3
+    ops = op_types(onnx.load(str(bundle.onnx_path)))
+    assert ops <= TENSORRT_OPS and not ops & FORBIDDEN_OPS
+
+    # Every row equals the member's own bundle on the same mask: ONNX Runtime and the PyTorch engine.
+    singles = [OnnxRuntimeEngine(export_bundle(path, tmp_path / f"single{k}", mc_samples=4), threads=1)
+               for k, path in enumerate(runs[1])]  # fmt: skip
+    ort, reference = OnnxRuntimeEngine(bundle, threads=1), TorchEngine(bundle)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, bundle.images_shape, dtype=np.uint8)
+    masks = dropout_masks(6, bundle.hidden_dim, bundle.dropout, rng)
+    t, q = ort.infer(images, masks)
+    t_pt, q_pt = reference.infer(images, masks)
+    assert np.abs(t - t_pt).max() <= TOLERANCE and np.abs(q - q_pt).max() <= TOLERANCE
+    for row in range(6):
+        t_member, q_member = singles[row % 3].infer(images, masks[row : row + 1])
+        assert (
+            np.abs(t[row] - t_member[0]).max() <= TOLERANCE
+            and np.abs(q[row] - q_member[0]).max() <= TOLERANCE
+        )
+    assert np.ptp(t[:3], axis=0).max() > 1e-3  # the members differ: the spread means something
+
+    # The Localizer (eval-folder, bench) takes the bundle's 30 samples, and refuses a count that is
+    # not a multiple of the members.
+    estimate = Localizer(bundle, backend="onnxruntime", threads=1).localize(
+        [np.zeros((48, 64, 3), dtype=np.uint8)]
+    )
+    assert estimate.samples == 30 and np.all(np.isfinite(estimate.covariance))
+    with pytest.raises(ValueError, match="a multiple of 3"):
+        Localizer(bundle, backend="onnxruntime", mc_samples=4)
+    # an untouched quaternion output: unit rows
+    np.testing.assert_allclose(np.linalg.norm(pose.canonical_hemisphere(q), axis=1), 1.0, atol=1e-5)
+
+
+def test_wrong_ensembles_are_refused_in_one_line(
+    runs: tuple[Path, list[Path]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, (first, second, third) = runs
+    other = tmp_path / "other"
+    fit(load_train_config(None, [f"data.root={data}", *TINY, "model.hidden_dim=8"]), other, progress=False)
+    with pytest.raises(EnsembleError, match=r"is not the same model as .*model.hidden_dim: 16 vs 8"):
+        load_ensemble([first, other / "best.pt"])
+    with pytest.raises(EnsembleError, match="one is named twice"):
+        load_ensemble([first, first])
+    out = str(tmp_path / "bundle")
+    cases = [
+        (["export", "--checkpoint", str(first), "--out", out, "--ensemble", str(other / "best.pt")],
+         "is not the same model as"),
+        (["export", "--checkpoint", str(first), "--out", out, "--ensemble", str(second), str(third),
+          "--mc-samples", "32"], "mc_samples 32 for an ensemble of 3 models: use a multiple of 3"),
+        (["eval-checkpoint", "--checkpoint", str(first), "--ensemble", str(first)], "one is named twice"),
+    ]  # fmt: skip
+    # a single model's evaluation does not calibrate an ensemble, nor the reverse
+    single_metrics = tmp_path / "single.json"
+    single_metrics.write_text(json.dumps({"checkpoint": str(first), "covariance_scale": 2.0}))
+    ensemble_metrics = tmp_path / "ensemble.json"
+    ensemble_metrics.write_text(
+        json.dumps({"checkpoint": str(first), "covariance_scale": 2.0, "ensemble": ["x"]})
+    )
+    cases += [
+        (["export", "--checkpoint", str(first), "--out", out, "--ensemble", str(second), str(third),
+          "--metrics", str(single_metrics)], "evaluated one model, not the an ensemble of 3 being exported"),
+        (["export", "--checkpoint", str(first), "--out", out, "--metrics", str(ensemble_metrics)],
+         "evaluated an ensemble, not the one model being exported"),
+    ]  # fmt: skip
+    for args, message in cases:
+        assert main(args) == 2, args
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+        assert not Path(out).exists()
+
+
+def test_bundle_yaml_ensemble_fields_are_checked(runs: tuple[Path, list[Path]], tmp_path: Path) -> None:
+    bundle = export_bundle(runs[1][0], tmp_path / "bundle", ensemble=runs[1][1:], mc_samples=6)
+    text = (bundle.path / "bundle.yaml").read_text()
+    for bad, message in (
+        ("ensemble_members: 1", "model.ensemble_members"),
+        ("ensemble_members: 17", "model.ensemble_members"),
+        ("ensemble_members: two", "model.ensemble_members"),
+        ("ensemble_members: 4", "model.mc_samples: 6 samples for an ensemble of 4 models"),
+    ):
+        (bundle.path / "bundle.yaml").write_text(text.replace("ensemble_members: 3", bad))
+        with pytest.raises(BundleError, match=message):
+            load_bundle(bundle.path)
+    (bundle.path / "bundle.yaml").write_text(text.replace("ensemble_members: 3", "ensemble_members: 2"))
+    with pytest.raises(Exception, match="holds 3 model"):  # model.pt and bundle.yaml disagree
+        TorchEngine(load_bundle(bundle.path))
+
+
+def test_the_node_runs_an_ensemble_bundle(
+    runs: tuple[Path, list[Path]], tmp_path: Path, ros_env: dict[str, str]
+) -> None:
+    """eval-node: the node over DDS publishes every set with the ensemble's covariance."""
+    data, (first, *others) = runs
+    bundle = export_bundle(first, tmp_path / "bundle", ensemble=others)
+    bag = tmp_path / "bag"
+    assert main(["to-bag", "--data", str(data), "--split", "train", "--out", str(bag)]) == 0
+    run = subprocess.run(
+        [sys.executable, "-m", "pose_regressor.cli", "eval-node", "--bag", str(bag),
+         "--bundle", str(bundle.path), "--out", str(tmp_path / "node")],
+        env=ros_env, capture_output=True, text=True, timeout=240, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    metrics = json.loads((tmp_path / "node" / "metrics.json").read_text())
+    assert metrics["published"] >= 0.9 * metrics["expected_sets"] and np.isfinite(metrics["mean_nees"])
+    log = (tmp_path / "node" / "node.log").read_text()
+    assert "30 MC samples (the bundle's), 10 from each of 3 ensemble models" in log
+
+
+def test_ros2_param_set_refuses_a_sample_count_that_skips_members(
+    runs: tuple[Path, list[Path]], tmp_path: Path, ros_env: dict[str, str]
+) -> None:
+    """`ros2 param set /localizer mc_samples 4` on an ensemble of 3 is refused in one line and the
+    node keeps running; 6 is taken. Started with 4, it does not configure: one line, exit code 1."""
+    bundle = export_bundle(runs[1][0], tmp_path / "bundle", ensemble=runs[1][1:])
+    peer = RosPeer("ensemble_manager")
+    node = NodeProcess(["--bundle", str(bundle.path)], ros_env)
+    try:
+        assert node.wait_for_line("active: localizing", 30.0), node.log()
+        ok, reason = peer.set_parameter("/localizer", "mc_samples", 4)
+        assert not ok and "4 samples for an ensemble of 3 models" in reason and "multiple of 3" in reason
+        assert peer.set_parameter("/localizer", "mc_samples", 6) == (True, "")
+        assert node.alive() and not node.lines("Traceback"), node.log()
+    finally:
+        node.stop()
+        peer.close()
+    # Started with 4 (autostart: configure at once), it stops with exit code 1 and one line.
+    run = subprocess.run(
+        [sys.executable, "-m", "pose_regressor.cli", "run", "--bundle", str(bundle.path),
+         "--ros-args", "-p", "mc_samples:=4"],
+        env=ros_env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert run.returncode == 1 and len(lines) == 1, run.stderr
+    assert "cannot configure: mc_samples: 4 samples for an ensemble of 3 models" in lines[0], lines[0]

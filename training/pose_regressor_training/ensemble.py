@@ -1,0 +1,138 @@
+"""A deep ensemble of K models trained alike (seeds): one module, one exported graph, one bundle.
+
+Row s of the masks (and of every output) goes to member s mod K, with its MC-dropout mask, so S
+rows with S a multiple of K give each member S / K MC samples. The sample covariance the node
+computes over the S rows is then the members' MC spread plus their disagreement about the pose
+(the law of total variance). The members' variance heads are left out: on small real image sets
+(docs/results.md, the bonsai section) the disagreement ranks the position errors where one
+model's std does not, or ranks them the wrong way, and the heads' variance drowns it.
+
+`EnsembleRegressor` has the interface the exporter, the ONNX checks, the PyTorch reference engine
+and the evaluation use of a `PoseRegressor`: `config` (a member's, without the log-variance
+output), `mask_dim`, `forward`, `inference_outputs` and `random_masks`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pose_regressor.bundle import MAX_ENSEMBLE_MEMBERS
+from pose_regressor_training.checkpoint import Checkpoint, load_checkpoint, model_from_checkpoint
+from pose_regressor_training.models import ModelConfig, PoseRegressor
+from pose_regressor_training.models.model import PoseOutput
+from pose_regressor_training.typed_config import to_mapping
+
+
+class EnsembleError(ValueError):
+    """Checkpoints that cannot form one ensemble."""
+
+
+def ensemble_config(member: ModelConfig) -> ModelConfig:
+    """What the ensemble's graph is, as a `ModelConfig`: a member's without the log-variance output."""
+    return replace(member, variance_head=False, shift_variance=False)
+
+
+def ensemble_samples(members: int, requested: int) -> int:
+    """The largest multiple of `members` up to `requested` (at least `members`): every member gets
+    the same number of MC samples."""
+    return members * max(1, requested // members)
+
+
+class EnsembleRegressor(nn.Module):
+    """K `PoseRegressor`s of one architecture; output row s is member s mod K's, with mask row s."""
+
+    def __init__(self, members: Sequence[PoseRegressor]) -> None:
+        super().__init__()
+        if not 2 <= len(members) <= MAX_ENSEMBLE_MEMBERS:
+            raise EnsembleError(f"an ensemble has 2 to {MAX_ENSEMBLE_MEMBERS} members, got {len(members)}")
+        self.members = nn.ModuleList(members)
+        self._typed = list(members)  # the same modules, typed (ModuleList items are plain Modules)
+        self.member_config = members[0].config
+        self.config = ensemble_config(self.member_config)
+        self.mask_dim = members[0].mask_dim
+
+    @property
+    def size(self) -> int:
+        return len(self.members)
+
+    def random_masks(
+        self,
+        batch: int,
+        samples: int,
+        generator: torch.Generator | None = None,
+        device: torch.device | None = None,
+    ) -> torch.Tensor:
+        """The members' dropout masks [batch, samples, M] (they share one dropout p)."""
+        return self._typed[0].random_masks(batch, samples, generator, device)
+
+    def forward(self, images: torch.Tensor, masks: torch.Tensor | None = None) -> PoseOutput:
+        if masks is None:  # each member's deterministic pose
+            masks = torch.ones(1, self.size, self.mask_dim, device=images.device, dtype=images.dtype)
+        t, q = self.poses(images, masks)
+        embedding = torch.cat([member.embed(images) for member in self._typed], dim=-1)
+        return PoseOutput(t, q, embedding)
+
+    def poses(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        t, q, _ = self.inference_outputs(images, masks)
+        return t, q
+
+    def inference_outputs(
+        self, images: torch.Tensor, masks: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, None]:
+        """images [B, T, 3, H, W] in [0, 1], masks [B or 1, S, M] -> t [B, S, 3], q [B, S, 4], None.
+        Every member runs its head on all S masks (cheap beside K backbones) and keeps its rows."""
+        outputs = [member.inference_outputs(images, masks)[:2] for member in self._typed]
+        member_of_row = self._member_of_row(masks)
+        t = _select_rows([out[0] for out in outputs], member_of_row)
+        q = _select_rows([out[1] for out in outputs], member_of_row)
+        return t, q, None
+
+    def _member_of_row(self, masks: torch.Tensor) -> torch.Tensor:
+        """[K, S] one-hot (float): row s belongs to member s mod K. Built from CumSum and constants
+        so that S stays the graph's only dynamic axis (no Range operator)."""
+        row = torch.ones_like(masks[0, :, 0]).cumsum(0) - 1.0  # 0, 1, ..., S - 1
+        k = float(self.size)
+        member = row - k * torch.floor(row / k)
+        ids = torch.arange(self.size, dtype=masks.dtype, device=masks.device).unsqueeze(1)
+        return (member.unsqueeze(0) == ids).to(masks.dtype)
+
+
+def _select_rows(outputs: list[torch.Tensor], member_of_row: torch.Tensor) -> torch.Tensor:
+    """Row s of member s mod K, from K outputs [B, S, C] and the [K, S] one-hot."""
+    stacked = torch.stack(outputs)  # [K, B, S, C]
+    return (stacked * member_of_row[:, None, :, None]).sum(0)
+
+
+def check_members(checkpoints: Sequence[Checkpoint], paths: Sequence[str]) -> None:
+    """One line naming the first member that differs from the first in architecture or rig."""
+    first, first_path = checkpoints[0], paths[0]
+    architecture = to_mapping(replace(first.model_config, pretrained=False))
+    for checkpoint, path in zip(checkpoints[1:], paths[1:], strict=True):
+        other = to_mapping(replace(checkpoint.model_config, pretrained=False))
+        differing = sorted(key for key in architecture if architecture[key] != other.get(key))
+        if differing:
+            shown = ", ".join(
+                f"model.{key}: {architecture[key]!r} vs {other.get(key)!r}" for key in differing[:3]
+            )
+            raise EnsembleError(
+                f"{path} is not the same model as {first_path} ({shown}); an ensemble's members differ "
+                "only in their seed"
+            )
+        if checkpoint.rig.to_dict() != first.rig.to_dict():
+            raise EnsembleError(f"{path} was trained on another rig than {first_path}")
+
+
+def load_ensemble(paths: Sequence[str | Path]) -> tuple[EnsembleRegressor, list[Checkpoint]]:
+    """The ensemble of the checkpoints at `paths` (eval mode) and their `Checkpoint`s."""
+    names = [str(path) for path in paths]
+    if len(set(names)) != len(names):
+        raise EnsembleError("an ensemble's members must be different checkpoints (one is named twice)")
+    checkpoints = [load_checkpoint(path) for path in names]
+    check_members(checkpoints, names)
+    model = EnsembleRegressor([model_from_checkpoint(checkpoint) for checkpoint in checkpoints])
+    return model.eval(), checkpoints
