@@ -74,8 +74,9 @@ class EnsembleRegressor(nn.Module):
         if masks is None:  # each member's deterministic pose
             masks = torch.ones(1, self.size, self.mask_dim, device=images.device, dtype=images.dtype)
         t, q = self.poses(images, masks)
-        embedding = torch.cat([member.embed(images) for member in self._typed], dim=-1)
-        return PoseOutput(t, q, embedding)
+        # No embedding: it feeds the training losses, and an ensemble is assembled, never trained
+        # (computing it would run every backbone a second time).
+        return PoseOutput(t, q, images.new_zeros((images.shape[0], 0)))
 
     def poses(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         t, q, _ = self.inference_outputs(images, masks)

@@ -32,7 +32,7 @@ from pose_regressor_training.data.dataset import PoseDataset, describe_skipped
 from pose_regressor_training.data.sources import length_unit_of, load_dataset
 from pose_regressor_training.ensemble import EnsembleRegressor, ensemble_samples, load_ensemble
 from pose_regressor_training.models import PoseRegressor
-from pose_regressor_training.predict import CameraSets, predict, predict_with_deterministic, resolve_device
+from pose_regressor_training.predict import CameraSets, predict_with_deterministic, resolve_device
 from pose_regressor_training.retrieval import retrieve_poses
 from pose_regressor_training.training_data import subsample_frames
 
@@ -358,13 +358,6 @@ class _SplitPredictor:
         t_s, q_s, lv, (t_det, q_det) = predict_with_deterministic(
             self.model, source, self.device, mc_samples=self.mc_samples, seed=self.seed
         )
-        if isinstance(self.model, EnsembleRegressor):
-            # Its deterministic pose is the mean of the members' (masks of ones: one row each);
-            # the extra row above is only member 0's.
-            t_members, q_members = predict(self.model, source, self.device)
-            means = _mc_estimates(t_members, q_members, 1.0, None)
-            t_det = np.stack([e.translation for e in means])
-            q_det = np.stack([e.quat_xyzw for e in means])
         return _SplitResult(split, dataset, t_s, q_s, _mc_estimates(t_s, q_s, 1.0, lv), t_det, q_det, lv)
 
     def retrieval_baseline(self, test: _SplitResult, regression: dict[str, Any]) -> dict[str, Any]:

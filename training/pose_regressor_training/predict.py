@@ -76,7 +76,8 @@ def predict_with_deterministic(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, tuple[np.ndarray, np.ndarray]]:
     """`predict_outputs` and the deterministic pose (mask of ones) -> (t (N, 3), q (N, 4)), from one
     pass of the backbone: the ones mask rides as one more sample after the S random ones, which are
-    drawn exactly as `predict_outputs` draws them."""
+    drawn exactly as `predict_outputs` draws them. An ensemble's deterministic pose is the mean of
+    its K members' (K more rows of ones: K consecutive rows reach every member once)."""
     t, q, log_variance, deterministic = _predict(model, dataset, device, batch_size, mc_samples, seed, True)
     assert deterministic is not None
     return t, q, log_variance, deterministic
@@ -95,7 +96,8 @@ def _predict(
     model.eval()
     # masks drawn on the CPU: the same seed gives the same MC samples on any device
     generator = torch.Generator(device="cpu").manual_seed(seed)
-    extra = 1 if deterministic_too and mc_samples > 0 else 0
+    ones_rows = getattr(model, "size", 1)  # an ensemble's K members, else 1
+    extra = ones_rows if deterministic_too and mc_samples > 0 else 0
     ts, qs, log_variances = [], [], []
     for start in range(0, len(dataset), batch_size):
         idx = range(start, min(start + batch_size, len(dataset)))
@@ -105,7 +107,7 @@ def _predict(
         if mc_samples > 0:
             masks = model.random_masks(1, mc_samples, generator)
             if extra:
-                masks = torch.cat([masks, torch.ones(1, 1, model.mask_dim)], dim=1)
+                masks = torch.cat([masks, torch.ones(1, extra, model.mask_dim)], dim=1)
             masks = masks.to(device)
         out = model(x, masks)
         ts.append(out.t.double().cpu().numpy())
@@ -116,10 +118,16 @@ def _predict(
     log_variance = np.concatenate(log_variances) if log_variances else None
     deterministic = None
     if deterministic_too:
-        deterministic = (t[:, -1], q[:, -1])  # the ones mask, or the only pose without MC samples
+        # the rows of ones: appended after the MC samples, or without them all the model gives
+        # (one, or an ensemble's K)
+        deterministic = (t[:, -1], q[:, -1])
+        if ones_rows > 1:
+            rows = slice(-ones_rows, None)
+            means = [pose.mean_pose(t_f, q_f) for t_f, q_f in zip(t[:, rows], q[:, rows], strict=True)]
+            deterministic = (np.stack([m[0] for m in means]), np.stack([m[1] for m in means]))
     if extra:
-        t, q = t[:, :-1], q[:, :-1]
-        log_variance = log_variance[:, :-1] if log_variance is not None else None
+        t, q = t[:, :-extra], q[:, :-extra]
+        log_variance = log_variance[:, :-extra] if log_variance is not None else None
     return t, q, log_variance, deterministic
 
 
