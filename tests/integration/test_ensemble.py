@@ -202,7 +202,7 @@ def test_wrong_ensembles_are_refused_in_one_line(
     )
     cases += [
         (["export", "--checkpoint", str(first), "--out", out, "--ensemble", str(second), str(third),
-          "--metrics", str(single_metrics)], "evaluated one model, not the an ensemble of 3 being exported"),
+          "--metrics", str(single_metrics)], "evaluated one model, not the ensemble of 3 being exported"),
         (["export", "--checkpoint", str(first), "--out", out, "--metrics", str(ensemble_metrics)],
          "evaluated an ensemble, not the one model being exported"),
     ]  # fmt: skip

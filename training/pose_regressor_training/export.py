@@ -319,7 +319,7 @@ def covariance_scale_from_metrics(
         if metrics is None:
             return default, f"default ({path} evaluated another ensemble)", {}
         evaluated_what = "one model" if data.get("ensemble") is None else "an ensemble"
-        exporting = "one model" if wanted is None else f"an ensemble of {len(ensemble)}"
+        exporting = "one model" if wanted is None else f"ensemble of {len(ensemble)}"
         raise ExportError(
             f"{metrics} evaluated {evaluated_what}, not the {exporting} being exported: its covariance "
             "scale does not fit (evaluate the same checkpoints with pose-train eval-checkpoint)"
@@ -386,12 +386,12 @@ def export_bundle(
     """Export a checkpoint into the bundle directory `out_dir`; returns the loaded `ModelBundle`.
 
     `mc_samples` is the bundle's default S (None: 32, or for an ensemble of K the largest multiple
-    of K up to 32); `metrics` a
-    `pose-train eval-checkpoint` metrics.json whose `covariance_scale` to use (default: the eval
-    directory's metrics.json when it evaluated this checkpoint, or this ensemble, else 1.0, recorded
-    as `covariance_scale_source: default`). `ensemble`: more checkpoints of the same model (other
-    seeds) to export with `checkpoint` as one deep-ensemble graph (`pose_regressor_training.ensemble`).
-    An existing `out_dir` is replaced only with `overwrite`.
+    of K up to 32); `metrics` a `pose-train eval-checkpoint` metrics.json whose `covariance_scale`
+    to use (default: the eval directory's metrics.json when it evaluated this checkpoint, or this
+    ensemble, else 1.0, recorded as `covariance_scale_source: default`). `ensemble`: more
+    checkpoints of the same model (other seeds) to export with `checkpoint` as one deep-ensemble
+    graph (`pose_regressor_training.ensemble`). An existing `out_dir` is replaced only with
+    `overwrite`.
     """
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
     members = [checkpoint, *(Path(path) for path in ensemble)]
@@ -401,7 +401,7 @@ def export_bundle(
     if ensemble and mc_samples % len(members):
         raise ExportError(
             f"mc_samples {mc_samples} for an ensemble of {len(members)} models: use a multiple of "
-            f"{len(members)} (the samples are the members' poses in turn)"
+            f"{len(members)} (the samples go to the members in turn)"
         )
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir} exists; pass --overwrite to replace it")
