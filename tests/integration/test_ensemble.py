@@ -190,7 +190,7 @@ def test_wrong_ensembles_are_refused_in_one_line(
         (["export", "--checkpoint", str(first), "--out", out, "--ensemble", str(other / "best.pt")],
          "is not the same model as"),
         (["export", "--checkpoint", str(first), "--out", out, "--ensemble", str(second), str(third),
-          "--mc-samples", "32"], "mc_samples 32 for an ensemble of 3 models: use a multiple of 3"),
+          "--mc-samples", "32"], "mc_samples: 32 samples for an ensemble of 3 models; the samples go to"),
         (["eval-checkpoint", "--checkpoint", str(first), "--ensemble", str(first)], "one is named twice"),
     ]  # fmt: skip
     # a single model's evaluation does not calibrate an ensemble, nor the reverse

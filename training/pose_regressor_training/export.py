@@ -58,6 +58,7 @@ from pose_regressor.bundle import (
     BundleError,
     ModelBundle,
     UncertainFlag,
+    ensemble_samples_problem,
     graph_outputs,
     load_bundle,
     uncertain_flag,
@@ -398,11 +399,9 @@ def export_bundle(
     if mc_samples is None:
         mc_samples = ensemble_samples(len(members), DEFAULT_MC_SAMPLES) if ensemble else DEFAULT_MC_SAMPLES
     _check_options(mc_samples, opset)
-    if ensemble and mc_samples % len(members):
-        raise ExportError(
-            f"mc_samples {mc_samples} for an ensemble of {len(members)} models: use a multiple of "
-            f"{len(members)} (the samples go to the members in turn)"
-        )
+    problem = ensemble_samples_problem(len(members), mc_samples)
+    if problem is not None:
+        raise ExportError(f"mc_samples: {problem}")
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir} exists; pass --overwrite to replace it")
     model: PoseRegressor | EnsembleRegressor

@@ -5,19 +5,17 @@ Used by `fit` (validation), `eval` and `export`; nothing here trains.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
 
 from pose_regressor import pose
 from pose_regressor_training.data.dataset import PoseDataset
+from pose_regressor_training.ensemble import EnsembleRegressor
 from pose_regressor_training.errors import TrainingError
 from pose_regressor_training.models import PoseRegressor
 from pose_regressor_training.models.model import images_to_unit_float
-
-if TYPE_CHECKING:
-    from pose_regressor_training.ensemble import EnsembleRegressor
 
 
 class CameraSets(Protocol):
@@ -96,7 +94,7 @@ def _predict(
     model.eval()
     # masks drawn on the CPU: the same seed gives the same MC samples on any device
     generator = torch.Generator(device="cpu").manual_seed(seed)
-    ones_rows = getattr(model, "size", 1)  # an ensemble's K members, else 1
+    ones_rows = model.size if isinstance(model, EnsembleRegressor) else 1
     extra = ones_rows if deterministic_too and mc_samples > 0 else 0
     ts, qs, log_variances = [], [], []
     for start in range(0, len(dataset), batch_size):

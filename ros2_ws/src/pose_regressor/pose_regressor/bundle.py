@@ -231,15 +231,9 @@ class ModelBundle:
         return self.variance_head or self.shift_variance
 
     def samples_problem(self, samples: int) -> str | None:
-        """Why `samples` (S) rows do not suit this bundle, else None: an ensemble needs every
-        member equally often, S a multiple of its K members."""
-        members = self.ensemble_members
-        if members > 1 and (samples < members or samples % members):
-            return (
-                f"{samples} samples for an ensemble of {members} models; the samples go to the members "
-                f"in turn, so use a multiple of {members} (the bundle's mc_samples: {self.mc_samples})"
-            )
-        return None
+        """Why `samples` (S) rows do not suit this bundle, else None (`ensemble_samples_problem`)."""
+        problem = ensemble_samples_problem(self.ensemble_members, samples)
+        return None if problem is None else f"{problem} (the bundle's mc_samples: {self.mc_samples})"
 
     @property
     def onnx_path(self) -> Path:
@@ -314,6 +308,17 @@ class ModelBundle:
             "onnx": dict(self.onnx),
             "provenance": dict(self.provenance),
         }
+
+
+def ensemble_samples_problem(members: int, samples: int) -> str | None:
+    """Why S = `samples` rows do not suit an ensemble of `members` models, else None: row s goes to
+    member s mod K, so every member gets as many only when S is a multiple of K."""
+    if members > 1 and (samples < members or samples % members):
+        return (
+            f"{samples} samples for an ensemble of {members} models; the samples go to the members "
+            f"in turn, so use a multiple of {members}"
+        )
+    return None
 
 
 # ------------------------------------------------------------------------------------ writing

@@ -89,8 +89,17 @@ def _model_kind(folder: Path) -> bool | None:
     return None
 
 
-def find_model(path: Path) -> tuple[Path, bool]:
-    """(model folder, binary?) for a model folder or a project folder holding ``sparse/N``.
+@dataclass(frozen=True)
+class ModelChoice:
+    """The model folder to import, and the numbered models beside it that were passed over."""
+
+    folder: Path
+    binary: bool
+    passed_over: tuple[tuple[str, int], ...] = ()  # (name, registered images), by number
+
+
+def find_model(path: Path) -> ModelChoice:
+    """The model of a model folder, or of a project or ``sparse`` folder holding ``sparse/N``.
 
     COLMAP's mapper writes one model per connected part of the scene, numbered in the order it
     started them, so the largest is not always ``sparse/0`` (a 5-image fragment can come first).
@@ -99,7 +108,7 @@ def find_model(path: Path) -> tuple[Path, bool]:
     for folder in (path, path / "sparse"):
         binary = _model_kind(folder)
         if binary is not None:
-            return folder, binary
+            return ModelChoice(folder, binary)
     numbered = sorted(
         (
             folder
@@ -111,7 +120,10 @@ def find_model(path: Path) -> tuple[Path, bool]:
     )
     models = [(folder, binary) for folder in numbered if (binary := _model_kind(folder)) is not None]
     if models:
-        return max(models, key=lambda model: _registered_images(*model))  # the first of equals
+        counts = [_registered_images(folder, binary) for folder, binary in models]
+        best = counts.index(max(counts))  # the first of equals
+        passed_over = tuple((folder.name, counts[k]) for k, (folder, _) in enumerate(models) if k != best)
+        return ModelChoice(models[best][0], models[best][1], passed_over)
     if not path.exists():
         raise ImportFormatError(f"COLMAP model {path} does not exist")
     raise ImportFormatError(
@@ -124,18 +136,6 @@ def _registered_images(folder: Path, binary: bool) -> int:
     if binary:
         return len(read_images_binary(folder / "images.bin"))
     return len(read_images_text(folder / "images.txt"))
-
-
-def other_models(model: Path) -> list[tuple[str, int]]:
-    """(name, registered images) of the models beside `model` in its ``sparse`` folder."""
-    if not model.name.isdigit():
-        return []
-    siblings = [folder for folder in model.parent.glob("*") if folder.name.isdigit() and folder != model]
-    found = [(folder, _model_kind(folder)) for folder in siblings]
-    return sorted(
-        ((folder.name, _registered_images(folder, binary)) for folder, binary in found if binary is not None),
-        key=lambda entry: int(entry[0]),
-    )
 
 
 def camera_intrinsics(camera: ColmapCamera) -> tuple[PinholeIntrinsics, LensDistortion | None]:
@@ -320,7 +320,8 @@ def read_colmap(path: Path, images: Path | None = None, camera_id: int | None = 
     All images must share one camera (run COLMAP with ``--ImageReader.single_camera 1``), or pick one
     with `camera_id`.
     """
-    model, binary = find_model(path)
+    choice = find_model(path)
+    model, binary = choice.folder, choice.binary
     if binary:
         cameras = read_cameras_binary(model / "cameras.bin")
         posed = read_images_binary(model / "images.bin")
@@ -355,10 +356,10 @@ def read_colmap(path: Path, images: Path | None = None, camera_id: int | None = 
     intrinsics, distortion = chosen[0]
     kind = "binary" if binary else "text"
     notes: tuple[str, ...] = ()
-    if model != path and (others := other_models(model)):
-        listed = ", ".join(f"{name} ({count} images)" for name, count in others)
+    if choice.passed_over:
+        listed = ", ".join(f"{name} ({count} images)" for name, count in choice.passed_over)
         notes = (
-            f"{model.parent} holds {len(others) + 1} models; imported {model.name}, the largest "
+            f"{model.parent} holds {len(choice.passed_over) + 1} models; imported {model.name}, the largest "
             f"({registered} images), not {listed}: give a model folder to take another",
         )
     return CameraTrack(
