@@ -27,7 +27,7 @@ from pose_regressor.bundle import BundleError, load_bundle
 from pose_regressor.engines.onnxruntime_engine import OnnxRuntimeEngine
 from pose_regressor.localizer import Localizer
 from pose_regressor.rig import preset_rig
-from pose_regressor.uncertainty import dropout_masks
+from pose_regressor.uncertainty import dropout_masks, estimate_from_samples
 from pose_regressor_training.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from pose_regressor_training.cli import main
 from pose_regressor_training.data.dataset import PoseDataset
@@ -87,7 +87,7 @@ def _draw_weights(path: Path, seed: int) -> None:
 
 
 def test_row_s_is_member_s_mod_k_with_mask_row_s(runs: tuple[Path, list[Path]]) -> None:
-    model, _ = load_ensemble(runs[1])
+    model, _ = load_ensemble(runs[1], "dropout")
     members = [model_from_checkpoint(load_checkpoint(path)) for path in runs[1]]
     assert model.config.log_variance_output is False and model.config.dropout == members[0].config.dropout
     images = torch.rand(2, 1, 3, 24, 32)
@@ -112,6 +112,8 @@ def test_eval_then_export_an_ensemble_and_run_it_on_every_engine(
         "--no-baseline",
         "--ensemble",
         *map(str, others),
+        "--ensemble-covariance",
+        "dropout",
     ]
     assert main(eval_args) == 0
     assert "eval: the ensemble of 3 models, 10 MC samples each" in capsys.readouterr().out
@@ -133,9 +135,8 @@ def test_eval_then_export_an_ensemble_and_run_it_on_every_engine(
     )
 
     out = tmp_path / "bundle"
-    assert (
-        main(["export", "--checkpoint", str(first), "--out", str(out), "--ensemble", *map(str, others)]) == 0
-    )
+    export_args = ["export", "--checkpoint", str(first), "--out", str(out), "--ensemble", *map(str, others)]
+    assert main([*export_args, "--ensemble-covariance", "dropout"]) == 0
     printed = capsys.readouterr().out
     assert "ensemble of 3 models" in printed and "eval_ensemble3_test/metrics.json" in printed
     bundle = load_bundle(out)
@@ -190,7 +191,8 @@ def test_wrong_ensembles_are_refused_in_one_line(
         (["export", "--checkpoint", str(first), "--out", out, "--ensemble", str(other / "best.pt")],
          "is not the same model as"),
         (["export", "--checkpoint", str(first), "--out", out, "--ensemble", str(second), str(third),
-          "--mc-samples", "32"], "mc_samples: 32 samples for an ensemble of 3 models; the samples go to"),
+          "--mc-samples", "32", "--ensemble-covariance", "dropout"],
+         "mc_samples: 32 samples for an ensemble of 3 models; the samples go to"),
         (["eval-checkpoint", "--checkpoint", str(first), "--ensemble", str(first)], "one is named twice"),
     ]  # fmt: skip
     # a single model's evaluation does not calibrate an ensemble, nor the reverse
@@ -206,15 +208,24 @@ def test_wrong_ensembles_are_refused_in_one_line(
         (["export", "--checkpoint", str(first), "--out", out, "--metrics", str(ensemble_metrics)],
          "evaluated an ensemble, not the one model being exported"),
     ]  # fmt: skip
+    _assert_refused(cases, Path(out), capsys)
+
+
+def _assert_refused(
+    cases: list[tuple[list[str], str]], out: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each command exits with 2 and one line holding its message, and writes no bundle."""
     for args, message in cases:
         assert main(args) == 2, args
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
-        assert not Path(out).exists()
+        assert not out.exists()
 
 
 def test_bundle_yaml_ensemble_fields_are_checked(runs: tuple[Path, list[Path]], tmp_path: Path) -> None:
-    bundle = export_bundle(runs[1][0], tmp_path / "bundle", ensemble=runs[1][1:], mc_samples=6)
+    bundle = export_bundle(
+        runs[1][0], tmp_path / "bundle", ensemble=runs[1][1:], mc_samples=6, ensemble_covariance="dropout"
+    )
     text = (bundle.path / "bundle.yaml").read_text()
     for bad, message in (
         ("ensemble_members: 1", "model.ensemble_members"),
@@ -230,12 +241,22 @@ def test_bundle_yaml_ensemble_fields_are_checked(runs: tuple[Path, list[Path]], 
         TorchEngine(load_bundle(bundle.path))
 
 
+@pytest.mark.parametrize(
+    ("covariance", "logged"),
+    [
+        ("dropout", "30 MC samples (the bundle's), 10 from each of 3 ensemble models"),
+        (
+            "heads",
+            "3 MC samples (the bundle's), 1 from each of 3 ensemble models (no dropout: their variance",
+        ),
+    ],
+)
 def test_the_node_runs_an_ensemble_bundle(
-    runs: tuple[Path, list[Path]], tmp_path: Path, ros_env: dict[str, str]
+    runs: tuple[Path, list[Path]], tmp_path: Path, ros_env: dict[str, str], covariance: str, logged: str
 ) -> None:
     """eval-node: the node over DDS publishes every set with the ensemble's covariance."""
     data, (first, *others) = runs
-    bundle = export_bundle(first, tmp_path / "bundle", ensemble=others)
+    bundle = export_bundle(first, tmp_path / "bundle", ensemble=others, ensemble_covariance=covariance)
     bag = tmp_path / "bag"
     assert main(["to-bag", "--data", str(data), "--split", "train", "--out", str(bag)]) == 0
     run = subprocess.run(
@@ -247,7 +268,7 @@ def test_the_node_runs_an_ensemble_bundle(
     metrics = json.loads((tmp_path / "node" / "metrics.json").read_text())
     assert metrics["published"] >= 0.9 * metrics["expected_sets"] and np.isfinite(metrics["mean_nees"])
     log = (tmp_path / "node" / "node.log").read_text()
-    assert "30 MC samples (the bundle's), 10 from each of 3 ensemble models" in log
+    assert logged in log
 
 
 def test_ros2_param_set_refuses_a_sample_count_that_skips_members(
@@ -255,7 +276,9 @@ def test_ros2_param_set_refuses_a_sample_count_that_skips_members(
 ) -> None:
     """`ros2 param set /localizer mc_samples 4` on an ensemble of 3 is refused in one line and the
     node keeps running; 6 is taken. Started with 4, it does not configure: one line, exit code 1."""
-    bundle = export_bundle(runs[1][0], tmp_path / "bundle", ensemble=runs[1][1:])
+    bundle = export_bundle(
+        runs[1][0], tmp_path / "bundle", ensemble=runs[1][1:], ensemble_covariance="dropout"
+    )
     peer = RosPeer("ensemble_manager")
     node = NodeProcess(["--bundle", str(bundle.path)], ros_env)
     try:
@@ -276,3 +299,115 @@ def test_ros2_param_set_refuses_a_sample_count_that_skips_members(
     lines = [line for line in run.stderr.splitlines() if line.strip()]
     assert run.returncode == 1 and len(lines) == 1, run.stderr
     assert "cannot configure: mc_samples: 4 samples for an ensemble of 3 models" in lines[0], lines[0]
+
+
+def test_heads_ensemble_rows_are_the_members_without_dropout_with_their_heads(
+    runs: tuple[Path, list[Path]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--ensemble-covariance heads: masks of ones, S = K, row s is member s mod K's deterministic
+    pose and variance head; eval, export, ONNX Runtime, the PyTorch engine and Localizer agree."""
+    _, (first, *others) = runs
+    model, _ = load_ensemble(runs[1], "heads")
+    members = [model_from_checkpoint(load_checkpoint(path)) for path in runs[1]]
+    assert model.config.dropout == 0.0 and model.config.log_variance_output
+    masks = model.random_masks(1, 3, torch.Generator().manual_seed(3))
+    assert torch.equal(masks, torch.ones(1, 3, model.mask_dim))
+    images = torch.rand(2, 1, 3, 24, 32)
+    t, q, log_variance = model.inference_outputs(images, masks)
+    assert log_variance is not None and log_variance.shape == (2, 3, 6)
+    for row, member in enumerate(members):
+        t_k, q_k, lv_k = member.inference_outputs(images, masks[:, row : row + 1])
+        assert lv_k is not None
+        torch.testing.assert_close(t[:, row : row + 1], t_k, rtol=0, atol=1e-6)
+        torch.testing.assert_close(q[:, row : row + 1], q_k, rtol=0, atol=1e-6)
+        torch.testing.assert_close(log_variance[:, row : row + 1], lv_k, rtol=0, atol=1e-6)
+    assert [ensemble_samples(3, n, "heads") for n in (0, 3, 32)] == [3, 3, 3]
+
+    ensemble_args = ["--ensemble", *map(str, others), "--ensemble-covariance", "heads"]
+    assert main(["eval-checkpoint", "--checkpoint", str(first), "--no-baseline", *ensemble_args]) == 0
+    assert "each without dropout; their variance heads and disagreement" in capsys.readouterr().out
+    metrics = json.loads((first.parent / "eval_ensemble3_heads_test" / "metrics.json").read_text())
+    assert (metrics["mc_samples"], metrics["ensemble_covariance"]) == (3, "heads")
+    assert "covariance_scale" in metrics and "uncertainty" in metrics
+
+    out = tmp_path / "bundle"
+    assert main(["export", "--checkpoint", str(first), "--out", str(out), *ensemble_args]) == 0
+    printed = capsys.readouterr().out
+    assert "eval_ensemble3_heads_test/metrics.json" in printed and "the pose and variance head" in printed
+    bundle = load_bundle(out)
+    assert (bundle.ensemble_members, bundle.mc_samples, bundle.dropout) == (3, 3, 0.0)
+    assert bundle.log_variance_output and bundle.provenance["ensemble_covariance"] == "heads"
+    assert bundle.covariance_scale.to_json() == metrics["covariance_scale"]
+    ops = op_types(onnx.load(str(bundle.onnx_path)))
+    assert ops <= TENSORRT_OPS and not ops & FORBIDDEN_OPS
+
+    ort, reference = OnnxRuntimeEngine(bundle, threads=1), TorchEngine(bundle)
+    single = OnnxRuntimeEngine(export_bundle(runs[1][1], tmp_path / "single1", mc_samples=1), threads=1)
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, bundle.images_shape, dtype=np.uint8)
+    ones = dropout_masks(3, bundle.hidden_dim, bundle.dropout, rng)
+    assert np.all(ones == 1.0)
+    got, ref = ort.infer_outputs(frames, ones), reference.infer_outputs(frames, ones)
+    assert got.log_variance is not None and ref.log_variance is not None
+    for a, b in ((got.translation, ref.translation), (got.rotation, ref.rotation),
+                 (got.log_variance, ref.log_variance)):  # fmt: skip
+        assert np.abs(a - b).max() <= TOLERANCE
+    member = single.infer_outputs(frames, ones[:1])
+    assert member.log_variance is not None
+    assert np.abs(got.translation[1] - member.translation[0]).max() <= TOLERANCE
+    assert np.abs(got.log_variance[1] - member.log_variance[0]).max() <= TOLERANCE
+    assert np.ptp(got.translation, axis=0).max() > 1e-3  # the members disagree
+
+    # The Localizer's covariance: the members' disagreement plus their heads, scaled.
+    localizer = Localizer(bundle, backend="onnxruntime", threads=1)
+    estimate = localizer.localize([frames[0]])
+    expected = estimate_from_samples(
+        got.translation, got.rotation, bundle.covariance_scale, log_variances=got.log_variance
+    )
+    assert estimate.samples == 3
+    np.testing.assert_allclose(estimate.covariance, expected.covariance, rtol=1e-6)
+    # Without dropout every member gives one pose: S is K, as repeated rows would only shrink the
+    # members' disagreement (the sample covariance divides by S - 1).
+    with pytest.raises(ValueError, match="6 samples for an ensemble of 3 models without dropout"):
+        Localizer(bundle, backend="onnxruntime", mc_samples=6)
+    text = (out / "bundle.yaml").read_text()
+    (out / "bundle.yaml").write_text(text.replace("mc_samples: 3", "mc_samples: 6"))
+    with pytest.raises(BundleError, match="each gives one pose, so use 3"):
+        load_bundle(out)
+
+
+def test_heads_ensembles_are_refused_where_they_do_not_fit(
+    runs: tuple[Path, list[Path]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, (first, second, third) = runs
+    plain = tmp_path / "plain"
+    fit(load_train_config(None, [f"data.root={data}", *TINY, "model.variance_head=false"]), plain,
+        progress=False)  # fmt: skip
+    plain_too = tmp_path / "plain_too"
+    fit(load_train_config(None, [f"data.root={data}", *TINY, "model.variance_head=false", "seed=1"]),
+        plain_too, progress=False)  # fmt: skip
+    out = str(tmp_path / "bundle")
+    dropout_metrics = tmp_path / "dropout.json"
+    dropout_metrics.write_text(json.dumps({
+        "checkpoint": str(first), "covariance_scale": 2.0,
+        "ensemble": [str(p.resolve()) for p in (first, second, third)],
+    }))  # fmt: skip
+    heads = ["--ensemble-covariance", "heads"]
+    # auto takes the heads where the members have them, else their dropout
+    assert load_ensemble([plain / "best.pt", plain_too / "best.pt"])[0].covariance == "dropout"
+    assert load_ensemble([first, second])[0].covariance == "heads"
+    cases = [
+        (["export", "--checkpoint", str(plain / "best.pt"), "--out", out, "--ensemble",
+          str(plain_too / "best.pt"), *heads], "needs members with a variance head"),
+        (["eval-checkpoint", "--checkpoint", str(first), *heads], "is for an --ensemble"),
+        (["export", "--checkpoint", str(first), "--out", out, *heads], "is for an --ensemble"),
+        (["export", "--checkpoint", str(first), "--out", out, "--ensemble", str(second), str(third), *heads,
+          "--metrics", str(dropout_metrics)], "with --ensemble-covariance dropout, not heads"),
+        (["export", "--checkpoint", str(first), "--out", out, "--ensemble", str(second), str(third), *heads,
+          "--mc-samples", "6"], "mc_samples: 6 samples for an ensemble of 3 models without dropout"),
+    ]  # fmt: skip
+    _assert_refused(cases, Path(out), capsys)
+    with pytest.raises(SystemExit) as exited:
+        main(["eval-checkpoint", "--checkpoint", str(first), "--ensemble", str(second),
+              "--ensemble-covariance", "spread"])  # fmt: skip
+    assert exited.value.code == 2 and "invalid choice: 'spread'" in capsys.readouterr().err

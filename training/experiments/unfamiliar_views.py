@@ -39,6 +39,7 @@ from pose_regressor.metrics import covariance_stds
 from pose_regressor.uncertainty import CovarianceScale
 from pose_regressor_training.checkpoint import load_checkpoint
 from pose_regressor_training.data.folder import image_path, read_frames, read_metadata, read_rig
+from pose_regressor_training.ensemble import ENSEMBLE_COVARIANCES
 from pose_regressor_training.evaluate import Evaluation, evaluate_checkpoint
 from pose_regressor_training.ood import auroc, share_caught, uncertain_flags
 from pose_regressor_training.synth.conditions import CONDITIONS, Condition, Region
@@ -72,6 +73,20 @@ def main(argv: list[str] | None = None) -> int:
         "--seed", type=int, default=1, help="trajectory seed of the test sets (not the training one)"
     )
     parser.add_argument("--mc-samples", type=int, default=32)
+    parser.add_argument(
+        "--ensemble",
+        type=Path,
+        nargs="+",
+        default=[],
+        metavar="CHECKPOINT",
+        help="more checkpoints of the same model: score the deep ensemble of --checkpoint and these",
+    )
+    parser.add_argument(
+        "--ensemble-covariance",
+        choices=ENSEMBLE_COVARIANCES,
+        default=ENSEMBLE_COVARIANCES[0],
+        help="the ensemble's covariance (as pose-train eval-checkpoint --ensemble-covariance)",
+    )
     parser.add_argument(
         "--covered-camera", default="", help="camera_covered's camera (default: the rig's first)"
     )
@@ -114,13 +129,18 @@ def main(argv: list[str] | None = None) -> int:
 
     # The bundle's calibration and flag thresholds: the covariance scale and the thresholds fitted
     # on the training data's val split.
-    val = evaluate_checkpoint(args.checkpoint, split="val", mc_samples=args.mc_samples).metrics
+    ensemble = {"ensemble": args.ensemble, "ensemble_covariance": args.ensemble_covariance}
+    val = evaluate_checkpoint(args.checkpoint, split="val", mc_samples=args.mc_samples, **ensemble).metrics
     reference_scale = CovarianceScale.from_json(val["covariance_scale"])
     suggested = val["uncertainty"]["uncertain_flag"]["suggested_parameters"]
     scored = {
         name: _scored(
             evaluate_checkpoint(
-                args.checkpoint, data_root=root, mc_samples=args.mc_samples, calibration_split=None
+                args.checkpoint,
+                data_root=root,
+                mc_samples=args.mc_samples,
+                calibration_split=None,
+                **ensemble,
             ),
             reference_scale,
         )
@@ -141,10 +161,15 @@ def main(argv: list[str] | None = None) -> int:
     rows = {name: _row(reference, s, thresholds, gross_limits) for name, s in scored.items()}
     results: dict[str, Any] = {
         "checkpoint": str(args.checkpoint),
+        **(
+            {"ensemble": [str(p) for p in args.ensemble], "ensemble_covariance": args.ensemble_covariance}
+            if args.ensemble
+            else {}
+        ),
         "training_data": str(train_root),
         "frames_per_condition": args.frames,
         "seed": args.seed,
-        "mc_samples": args.mc_samples,
+        "mc_samples": int(val["mc_samples"]),  # an ensemble's: a multiple of its members, or K for heads
         "covariance_scale": {"position": reference_scale.position, "rotation": reference_scale.rotation},
         "covered_camera": covered,
         "excluded_region": str(excluded) if excluded is not None else None,
@@ -270,7 +295,13 @@ def _row(
 def markdown_table(results: dict[str, Any]) -> str:
     t, gross = results["thresholds"], results["gross_error_limits"]
     lines = [
-        f"Checkpoint `{results['checkpoint']}`, {results['frames_per_condition']} frames per condition "
+        f"Checkpoint `{results['checkpoint']}`"
+        + (
+            f" with {len(results['ensemble'])} more as an ensemble ({results['ensemble_covariance']})"
+            if "ensemble" in results
+            else ""
+        )
+        + f", {results['frames_per_condition']} frames per condition "
         f"(seed {results['seed']}, {results['mc_samples']} MC samples); in-distribution: "
         f"{results['in_distribution_frames']} nominal frames"
         + (f" outside {results['excluded_region']}" if results["excluded_region"] else "")

@@ -1,15 +1,28 @@
 """A deep ensemble of K models trained alike (seeds): one module, one exported graph, one bundle.
 
-Row s of the masks (and of every output) goes to member s mod K, with its MC-dropout mask, so S
-rows with S a multiple of K give each member S / K MC samples. The sample covariance the node
-computes over the S rows is then the members' MC spread plus their disagreement about the pose
-(the law of total variance). The members' variance heads are left out: on small real image sets
-(docs/results.md, the bonsai section) the disagreement ranks the position errors where one
-model's std does not, or ranks them the wrong way, and the heads' variance drowns it.
+Row s of the masks (and of every output) goes to member s mod K, so S rows with S a multiple of
+K give each member S / K rows. What the rows carry is the ensemble's covariance source
+(`ENSEMBLE_COVARIANCES`):
+
+* ``dropout``: each row is an MC-dropout sample of its member. The sample covariance the node
+  computes over the S rows is the members' MC spread plus their disagreement about the pose (the
+  law of total variance). The members' variance heads are left out: on small real image sets
+  (docs/results.md, the bonsai section) the disagreement ranks the position errors where one
+  model's std does not, or ranks them the wrong way, and the heads' variance drowns it.
+* ``heads``: the members run without dropout (the ensemble's dropout is 0, so its masks are
+  ones and S = K rows are all there is), and each row also carries its member's variance head
+  (with the track-shift spread where the members have it) in the ``log_variance`` output. The
+  node's covariance is then the members' disagreement plus the mean of their predicted variances:
+  the deep ensemble of Lakshminarayanan et al. (2017). On the 16,000-frame synthetic room the heads
+  rank the errors better than any MC spread (docs/results.md).
+
+``auto`` (the commands' default) is ``heads`` for members with a log-variance output (a variance
+head or the track-shift spread), else ``dropout``.
 
 `EnsembleRegressor` has the interface the exporter, the ONNX checks, the PyTorch reference engine
 and the evaluation use of a `PoseRegressor`: `config` (a member's, without the log-variance
-output), `mask_dim`, `forward`, `inference_outputs` and `random_masks`.
+output for ``dropout``, with dropout 0 for ``heads``), `mask_dim`, `forward`, `inference_outputs`
+and `random_masks`.
 """
 
 from __future__ import annotations
@@ -27,33 +40,67 @@ from pose_regressor_training.models import ModelConfig, PoseRegressor
 from pose_regressor_training.models.model import PoseOutput
 from pose_regressor_training.typed_config import to_mapping
 
+#: Where an ensemble's covariance comes from (the module docstring).
+ENSEMBLE_COVARIANCES = ("dropout", "heads")
+#: What the commands take: one of those, or ``auto`` (`resolve_covariance`).
+ENSEMBLE_COVARIANCE_CHOICES = ("auto", *ENSEMBLE_COVARIANCES)
+
 
 class EnsembleError(ValueError):
     """Checkpoints that cannot form one ensemble."""
 
 
-def ensemble_config(member: ModelConfig) -> ModelConfig:
-    """What the ensemble's graph is, as a `ModelConfig`: a member's without the log-variance output."""
+def resolve_covariance(member: ModelConfig, requested: str) -> str:
+    """`requested`, or for ``auto`` ``heads`` when the members output a log-variance, else ``dropout``."""
+    if requested == "auto":
+        return "heads" if member.log_variance_output else "dropout"
+    return requested
+
+
+def ensemble_config(member: ModelConfig, covariance: str = "dropout") -> ModelConfig:
+    """What the ensemble's graph is, as a `ModelConfig`: for ``dropout`` a member's without the
+    log-variance output, for ``heads`` a member's with dropout 0 (its masks are ones)."""
+    if covariance == "heads":
+        return replace(member, dropout=0.0)
     return replace(member, variance_head=False, shift_variance=False)
 
 
-def ensemble_samples(members: int, requested: int) -> int:
+def ensemble_samples(members: int, requested: int, covariance: str = "dropout") -> int:
     """The largest multiple of `members` up to `requested` (at least `members`): every member gets
-    the same number of MC samples."""
+    the same number of MC samples. Members without dropout (``heads``) give one row each."""
+    if covariance == "heads":
+        return members
     return members * max(1, requested // members)
+
+
+def ensemble_dir_tag(covariance: str) -> str:
+    """What the evaluation directory's name adds for `covariance` (eval_ensemble<K><tag>_<split>)."""
+    return "" if covariance == "dropout" else f"_{covariance}"
 
 
 class EnsembleRegressor(nn.Module):
     """K `PoseRegressor`s of one architecture; output row s is member s mod K's, with mask row s."""
 
-    def __init__(self, members: Sequence[PoseRegressor]) -> None:
+    def __init__(self, members: Sequence[PoseRegressor], covariance: str = "auto") -> None:
         super().__init__()
         if not 2 <= len(members) <= MAX_ENSEMBLE_MEMBERS:
             raise EnsembleError(f"an ensemble has 2 to {MAX_ENSEMBLE_MEMBERS} members, got {len(members)}")
+        if covariance not in ENSEMBLE_COVARIANCE_CHOICES:
+            raise EnsembleError(
+                f"an ensemble's covariance is one of {', '.join(ENSEMBLE_COVARIANCE_CHOICES)}, "
+                f"got {covariance!r}"
+            )
+        self.member_config = members[0].config
+        covariance = resolve_covariance(self.member_config, covariance)
+        if covariance == "heads" and not self.member_config.log_variance_output:
+            raise EnsembleError(
+                "--ensemble-covariance heads needs members with a variance head (model.variance_head) "
+                "or the track-shift spread (model.shift_variance); these have neither: use dropout"
+            )
         self.members = nn.ModuleList(members)
         self._typed = list(members)  # the same modules, typed (ModuleList items are plain Modules)
-        self.member_config = members[0].config
-        self.config = ensemble_config(self.member_config)
+        self.covariance = covariance
+        self.config = ensemble_config(self.member_config, covariance)
         self.mask_dim = members[0].mask_dim
 
     @property
@@ -67,16 +114,19 @@ class EnsembleRegressor(nn.Module):
         generator: torch.Generator | None = None,
         device: torch.device | None = None,
     ) -> torch.Tensor:
-        """The members' dropout masks [batch, samples, M] (they share one dropout p)."""
+        """The members' dropout masks [batch, samples, M] (they share one dropout p); ones for
+        ``heads``, whose members run without dropout."""
+        if self.covariance == "heads":
+            return torch.ones(batch, samples, self.mask_dim, device=device)
         return self._typed[0].random_masks(batch, samples, generator, device)
 
     def forward(self, images: torch.Tensor, masks: torch.Tensor | None = None) -> PoseOutput:
         if masks is None:  # each member's deterministic pose
             masks = torch.ones(1, self.size, self.mask_dim, device=images.device, dtype=images.dtype)
-        t, q = self.poses(images, masks)
+        t, q, log_variance = self.inference_outputs(images, masks)
         # No embedding: it feeds the training losses, and an ensemble is assembled, never trained
         # (computing it would run every backbone a second time).
-        return PoseOutput(t, q, images.new_zeros((images.shape[0], 0)))
+        return PoseOutput(t, q, images.new_zeros((images.shape[0], 0)), log_variance=log_variance)
 
     def poses(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         t, q, _ = self.inference_outputs(images, masks)
@@ -84,14 +134,19 @@ class EnsembleRegressor(nn.Module):
 
     def inference_outputs(
         self, images: torch.Tensor, masks: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, None]:
-        """images [B, T, 3, H, W] in [0, 1], masks [B or 1, S, M] -> t [B, S, 3], q [B, S, 4], None.
-        Every member runs its head on all S masks (cheap beside K backbones) and keeps its rows."""
-        outputs = [member.inference_outputs(images, masks)[:2] for member in self._typed]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """images [B, T, 3, H, W] in [0, 1], masks [B or 1, S, M] -> t [B, S, 3], q [B, S, 4] and,
+        for ``heads``, the log-variance [B, S, 6] (else None). Every member runs its head on all S
+        masks (cheap beside K backbones) and keeps its rows."""
+        outputs = [member.inference_outputs(images, masks) for member in self._typed]
         member_of_row = self._member_of_row(masks)
         t = _select_rows([out[0] for out in outputs], member_of_row)
         q = _select_rows([out[1] for out in outputs], member_of_row)
-        return t, q, None
+        if self.covariance != "heads":
+            return t, q, None
+        log_variances = [out[2] for out in outputs]
+        assert all(lv is not None for lv in log_variances)  # checked in __init__
+        return t, q, _select_rows([lv for lv in log_variances if lv is not None], member_of_row)
 
     def _member_of_row(self, masks: torch.Tensor) -> torch.Tensor:
         """[K, S] one-hot (float): row s belongs to member s mod K. Built from CumSum and constants
@@ -128,12 +183,15 @@ def check_members(checkpoints: Sequence[Checkpoint], paths: Sequence[str]) -> No
             raise EnsembleError(f"{path} was trained on another rig than {first_path}")
 
 
-def load_ensemble(paths: Sequence[str | Path]) -> tuple[EnsembleRegressor, list[Checkpoint]]:
-    """The ensemble of the checkpoints at `paths` (eval mode) and their `Checkpoint`s."""
+def load_ensemble(
+    paths: Sequence[str | Path], covariance: str = "auto"
+) -> tuple[EnsembleRegressor, list[Checkpoint]]:
+    """The ensemble of the checkpoints at `paths` (eval mode) and their `Checkpoint`s; its
+    `covariance` resolved (`EnsembleRegressor.covariance`)."""
     names = [str(path) for path in paths]
     if len(set(names)) != len(names):
         raise EnsembleError("an ensemble's members must be different checkpoints (one is named twice)")
     checkpoints = [load_checkpoint(path) for path in names]
     check_members(checkpoints, names)
-    model = EnsembleRegressor([model_from_checkpoint(checkpoint) for checkpoint in checkpoints])
+    model = EnsembleRegressor([model_from_checkpoint(checkpoint) for checkpoint in checkpoints], covariance)
     return model.eval(), checkpoints

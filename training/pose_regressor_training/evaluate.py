@@ -30,7 +30,12 @@ from pose_regressor.uncertainty_metrics import (
 from pose_regressor_training.checkpoint import load_checkpoint, model_from_checkpoint
 from pose_regressor_training.data.dataset import PoseDataset, describe_skipped
 from pose_regressor_training.data.sources import length_unit_of, load_dataset
-from pose_regressor_training.ensemble import EnsembleRegressor, ensemble_samples, load_ensemble
+from pose_regressor_training.ensemble import (
+    EnsembleRegressor,
+    ensemble_dir_tag,
+    ensemble_samples,
+    load_ensemble,
+)
 from pose_regressor_training.models import PoseRegressor
 from pose_regressor_training.predict import CameraSets, predict_with_deterministic, resolve_device
 from pose_regressor_training.retrieval import retrieve_poses
@@ -50,11 +55,15 @@ class Evaluation:
     stamps_ns: NDArray[np.int64] | None = None  # of the test frames (the trajectory breaks at gaps)
 
 
-def evaluation_dir(checkpoint: Path, split: str, ensemble_members: int = 1) -> Path:
+def evaluation_dir(
+    checkpoint: Path, split: str, ensemble_members: int = 1, ensemble_covariance: str = "dropout"
+) -> Path:
     """Where `pose-train eval-checkpoint` writes the metrics and plots of `checkpoint` on `split`
-    (of the ensemble of K > 1 members that `checkpoint` leads: eval_ensemble<K>_<split>)."""
+    (of the ensemble of K > 1 members that `checkpoint` leads: eval_ensemble<K>_<split>, or
+    eval_ensemble<K>_heads_<split> for an ensemble whose covariance comes from the heads)."""
     if ensemble_members > 1:
-        return checkpoint.parent / f"eval_ensemble{ensemble_members}_{split}"
+        tag = ensemble_dir_tag(ensemble_covariance)
+        return checkpoint.parent / f"eval_ensemble{ensemble_members}{tag}_{split}"
     return checkpoint.parent / f"eval_{split}"
 
 
@@ -125,12 +134,14 @@ def evaluate_checkpoint(
     baseline: bool = True,
     camera_loss: bool = False,
     ensemble: Sequence[Path] = (),
+    ensemble_covariance: str = "auto",
 ) -> Evaluation:
     """Metrics of `checkpoint` on `split`; with `skip_bad`, frames whose images cannot be read are
     left out (counted in metrics["skipped_frames"]) instead of stopping with `ImageLoadError`;
     with `baseline`, the nearest-training-frame retrieval baseline is scored on the same frames;
     with `camera_loss`, the split again with each camera black in turn (metrics["camera_loss"]);
-    with `ensemble`, the deep ensemble of `checkpoint` and these (`evaluate_checkpoint_splits`)."""
+    with `ensemble`, the deep ensemble of `checkpoint` and these (`evaluate_checkpoint_splits`),
+    its covariance from `ensemble_covariance` (`pose_regressor_training.ensemble`)."""
     return evaluate_checkpoint_splits(
         checkpoint,
         (split,),
@@ -143,6 +154,7 @@ def evaluate_checkpoint(
         baseline,
         camera_loss=camera_loss,
         ensemble=ensemble,
+        ensemble_covariance=ensemble_covariance,
     )[0]
 
 
@@ -159,15 +171,25 @@ def evaluate_checkpoint_splits(
     max_frames: int = 0,
     camera_loss: bool = False,
     ensemble: Sequence[Path] = (),
+    ensemble_covariance: str = "auto",
 ) -> list[Evaluation]:
     """`evaluate_checkpoint` of each of `splits`, predicting every split once: the calibration
     split's predictions serve both its own evaluation and the others' covariance scale.
     `max_frames` > 0: about that many frames of each split, whole trajectories evenly spread (as
     `data.max_frames` picks training frames), for a quicker, coarser evaluation. `ensemble`: more
     checkpoints of the same model: the deep ensemble of all is evaluated, with `mc_samples` rounded
-    down to a multiple of its K members (at least K), as many MC samples for each."""
+    down to a multiple of its K members (at least K), as many MC samples for each (one each, no
+    dropout, for `ensemble_covariance` ``heads``)."""
     predictor = _SplitPredictor(
-        checkpoint, data_root, mc_samples, device_name, seed, skip_bad, max_frames, ensemble
+        checkpoint,
+        data_root,
+        mc_samples,
+        device_name,
+        seed,
+        skip_bad,
+        max_frames,
+        ensemble,
+        ensemble_covariance,
     )
     if camera_loss and len(predictor.trained.rig.names) < 2:
         raise ValueError(
@@ -192,7 +214,14 @@ def _evaluate(
     t_err, r_err = pose_errors(test.t_gt, test.q_gt, test.t_mean, test.q_mean)
     metrics: dict[str, Any] = {
         "checkpoint": str(checkpoint),
-        **({"ensemble": ensemble_record(predictor.members)} if len(predictor.members) > 1 else {}),
+        **(
+            {
+                "ensemble": ensemble_record(predictor.members),
+                "ensemble_covariance": predictor.ensemble_covariance,
+            }
+            if len(predictor.members) > 1
+            else {}
+        ),
         "data": str(predictor.root),
         "split": split,
         "mc_samples": mc_samples,
@@ -304,14 +333,18 @@ class _SplitPredictor:
         skip_bad: bool,
         max_frames: int = 0,
         ensemble: Sequence[Path] = (),
+        ensemble_covariance: str = "auto",
     ) -> None:
         self.members = [checkpoint, *ensemble]
         self.max_frames = max_frames
         self.model: PoseRegressor | EnsembleRegressor
+        self.ensemble_covariance: str | None = None  # an ensemble's, resolved
         if ensemble:
-            self.model, checkpoints = load_ensemble(self.members)
+            self.model, checkpoints = load_ensemble(self.members, ensemble_covariance)
+            self.ensemble_covariance = self.model.covariance  # auto resolved
             self.trained = checkpoints[0]
-            mc_samples = ensemble_samples(len(self.members), mc_samples)  # as many for every member
+            # as many for every member
+            mc_samples = ensemble_samples(len(self.members), mc_samples, self.ensemble_covariance)
         else:
             self.trained = load_checkpoint(checkpoint)
             self.model = model_from_checkpoint(self.trained)

@@ -255,12 +255,14 @@ def verify_onnx(
 
 
 # -------------------------------------------------------------------------------- calibration
-def default_metrics_path(checkpoint: Path, ensemble_members: int = 1) -> Path:
+def default_metrics_path(
+    checkpoint: Path, ensemble_members: int = 1, ensemble_covariance: str = "dropout"
+) -> Path:
     """Where `pose-train eval-checkpoint` writes the test metrics of a checkpoint (or of the ensemble
     of K members it leads) by default."""
     from pose_regressor_training.evaluate import evaluation_dir  # evaluate imports the data loaders
 
-    return evaluation_dir(checkpoint, "test", ensemble_members) / "metrics.json"
+    return evaluation_dir(checkpoint, "test", ensemble_members, ensemble_covariance) / "metrics.json"
 
 
 def _valid_scale(value: Any) -> CovarianceScale | None:
@@ -276,15 +278,22 @@ def _valid_scale(value: Any) -> CovarianceScale | None:
 
 
 def covariance_scale_from_metrics(
-    checkpoint: Path, metrics: Path | None, ensemble: Sequence[Path] = ()
+    checkpoint: Path,
+    metrics: Path | None,
+    ensemble: Sequence[Path] = (),
+    ensemble_covariance: str = "dropout",
 ) -> tuple[CovarianceScale, str, dict[str, Any]]:
     """(scale, source, eval summary). An explicit `metrics` file must hold `covariance_scale` (one
     number, or per axis group {position, rotation}) of the same model: one checkpoint, or the
-    ensemble of the `ensemble` checkpoints (all members, `checkpoint` first); the default
-    eval_test/metrics.json (eval_ensemble<K>_test/) is used only when it names this checkpoint
-    (ensemble); otherwise 1.0 ("default")."""
+    ensemble of the `ensemble` checkpoints (all members, `checkpoint` first) with the same
+    `ensemble_covariance`; the default eval_test/metrics.json (eval_ensemble<K>[_heads]_test/) is
+    used only when it names this checkpoint (ensemble); otherwise 1.0 ("default")."""
     default = CovarianceScale()
-    path = metrics if metrics is not None else default_metrics_path(checkpoint, max(len(ensemble), 1))
+    path = (
+        metrics
+        if metrics is not None
+        else default_metrics_path(checkpoint, max(len(ensemble), 1), ensemble_covariance)
+    )
     if not path.is_file():
         if metrics is not None:
             raise FileNotFoundError(f"metrics file {metrics} does not exist")
@@ -324,6 +333,14 @@ def covariance_scale_from_metrics(
         raise ExportError(
             f"{metrics} evaluated {evaluated_what}, not the {exporting} being exported: its covariance "
             "scale does not fit (evaluate the same checkpoints with pose-train eval-checkpoint)"
+        )
+    evaluated_covariance = data.get("ensemble_covariance", "dropout")
+    if ensemble and evaluated_covariance != ensemble_covariance:
+        if metrics is None:
+            return default, f"default ({path} evaluated another ensemble covariance)", {}
+        raise ExportError(
+            f"{metrics} evaluated the ensemble with --ensemble-covariance {evaluated_covariance}, not "
+            f"{ensemble_covariance}: its covariance scale does not fit"
         )
     evaluated = data.get("checkpoint")
     if metrics is None and evaluated is not None and Path(evaluated).name != checkpoint.name:
@@ -383,6 +400,7 @@ def export_bundle(
     overwrite: bool = False,
     metrics: str | Path | None = None,
     ensemble: Sequence[str | Path] = (),
+    ensemble_covariance: str = "auto",
 ) -> ModelBundle:
     """Export a checkpoint into the bundle directory `out_dir`; returns the loaded `ModelBundle`.
 
@@ -391,32 +409,41 @@ def export_bundle(
     to use (default: the eval directory's metrics.json when it evaluated this checkpoint, or this
     ensemble, else 1.0, recorded as `covariance_scale_source: default`). `ensemble`: more
     checkpoints of the same model (other seeds) to export with `checkpoint` as one deep-ensemble
-    graph (`pose_regressor_training.ensemble`). An existing `out_dir` is replaced only with
-    `overwrite`.
+    graph (`pose_regressor_training.ensemble`), its covariance from `ensemble_covariance`
+    (``heads``: no dropout, S = K by default; ``auto``: heads where the members have them). An
+    existing `out_dir` is replaced only with `overwrite`.
     """
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
     members = [checkpoint, *(Path(path) for path in ensemble)]
-    if mc_samples is None:
-        mc_samples = ensemble_samples(len(members), DEFAULT_MC_SAMPLES) if ensemble else DEFAULT_MC_SAMPLES
-    _check_options(mc_samples, opset)
-    problem = ensemble_samples_problem(len(members), mc_samples)
-    if problem is not None:
-        raise ExportError(f"mc_samples: {problem}")
+    _check_options(mc_samples if mc_samples is not None else 1, opset)
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir} exists; pass --overwrite to replace it")
     model: PoseRegressor | EnsembleRegressor
     if ensemble:
         try:
-            model, checkpoints = load_ensemble(members)
+            model, checkpoints = load_ensemble(members, ensemble_covariance)
         except EnsembleError as exc:
             raise ExportError(str(exc)) from None
         trained = checkpoints[0]
+        ensemble_covariance = model.covariance  # auto resolved
     else:
         trained = load_checkpoint(checkpoint)
         model = model_from_checkpoint(trained)
+    if mc_samples is None:
+        mc_samples = (
+            ensemble_samples(len(members), DEFAULT_MC_SAMPLES, ensemble_covariance)
+            if ensemble
+            else DEFAULT_MC_SAMPLES
+        )
+    problem = ensemble_samples_problem(len(members), mc_samples, model.config.dropout == 0)
+    if problem is not None:
+        raise ExportError(f"mc_samples: {problem}")
     config = model.config
     scale, source, eval_summary = covariance_scale_from_metrics(
-        checkpoint, Path(metrics) if metrics is not None else None, members if ensemble else ()
+        checkpoint,
+        Path(metrics) if metrics is not None else None,
+        members if ensemble else (),
+        ensemble_covariance,
     )
     rig = trained.rig
     if len(rig.cameras) != config.num_cameras:
@@ -433,7 +460,11 @@ def export_bundle(
             "version": 1,
             "model_config": to_mapping(trained.model_config),  # a member's, for an ensemble
             "model": model.state_dict(),
-            **({"ensemble_members": len(members)} if ensemble else {}),
+            **(
+                {"ensemble_members": len(members), "ensemble_covariance": ensemble_covariance}
+                if ensemble
+                else {}
+            ),
         }
         write_torch_file(staging / TORCH_FILE, weights)
         (staging / "engines").mkdir()
@@ -441,6 +472,7 @@ def export_bundle(
         provenance = _provenance(checkpoint, trained, source, eval_summary)
         if ensemble:
             provenance["ensemble"] = [str(path.resolve()) for path in members]
+            provenance["ensemble_covariance"] = ensemble_covariance
         bundle = _bundle(staging, trained, config, model.mask_dim, mc_samples, scale, onnx_record, provenance)
         bundle = replace(bundle, ensemble_members=len(members))
         if "uncertain_flag" in eval_summary:  # validated by suggested_uncertain_flag

@@ -188,12 +188,15 @@ def add_eval(sub: Subparsers) -> None:
     _add_ensemble(
         p,
         "evaluate the deep ensemble of --checkpoint and these, --mc-samples rounded down to a multiple "
-        "of the K members (default --out: eval_ensemble<K>_<split>, which export --ensemble reads)",
+        "of the K members (default --out: eval_ensemble<K>_<split>, or eval_ensemble<K>_heads_<split>, "
+        "which export --ensemble reads)",
     )
     p.set_defaults(handler=run_eval)
 
 
 def _add_ensemble(p: argparse.ArgumentParser, what: str) -> None:
+    from pose_regressor_training.ensemble import ENSEMBLE_COVARIANCE_CHOICES
+
     p.add_argument(
         "--ensemble",
         type=Path,
@@ -201,6 +204,15 @@ def _add_ensemble(p: argparse.ArgumentParser, what: str) -> None:
         default=[],
         metavar="CHECKPOINT",
         help=f"more checkpoints of the same model (other seeds): {what}",
+    )
+    p.add_argument(
+        "--ensemble-covariance",
+        choices=ENSEMBLE_COVARIANCE_CHOICES,
+        default="auto",
+        help="where an --ensemble's covariance comes from: 'heads', each member once without dropout, "
+        "its variance head plus the members' disagreement (S = K; members need model.variance_head or "
+        "model.shift_variance); 'dropout', each member's MC-dropout samples plus their disagreement, "
+        "no variance heads; 'auto' (default): heads where the members have them, else dropout",
     )
 
 
@@ -229,14 +241,21 @@ def run_eval(args: argparse.Namespace) -> int:
             baseline=args.baseline,
             camera_loss=args.camera_loss,
             ensemble=args.ensemble,
+            ensemble_covariance=_ensemble_covariance(args),
         )
     except ImageLoadError as exc:
         raise TrainingError(f"{exc}; {SKIP_BAD_HINT}") from None
     for note in evaluation.skipped:
         print(f"eval: {note}")
     members = 1 + len(args.ensemble)
-    out = args.out or evaluation_dir(args.checkpoint, args.split, members)
-    if members > 1:
+    covariance = evaluation.metrics.get("ensemble_covariance", "dropout")  # auto resolved
+    out = args.out or evaluation_dir(args.checkpoint, args.split, members, covariance)
+    if members > 1 and covariance == "heads":
+        print(
+            f"eval: the ensemble of {members} models, each without dropout; their variance heads and "
+            "disagreement are the uncertainty"
+        )
+    elif members > 1:
         print(
             f"eval: the ensemble of {members} models, {evaluation.metrics['mc_samples'] // members} MC "
             "samples each; their spread and disagreement are the uncertainty"
@@ -269,6 +288,13 @@ def run_eval(args: argparse.Namespace) -> int:
         print("  " + camera_loss_line(m["camera_loss"], unit))
     print("  wrote " + ", ".join(str(p) for p in paths))
     return 0
+
+
+def _ensemble_covariance(args: argparse.Namespace) -> str:
+    """--ensemble-covariance, refused without --ensemble (it would be ignored)."""
+    if not args.ensemble and args.ensemble_covariance != "auto":
+        raise ValueError("--ensemble-covariance is for an --ensemble; one model's covariance is its own")
+    return str(args.ensemble_covariance)
 
 
 def _threshold_label(key: str, unit: str) -> str:
@@ -304,8 +330,8 @@ def add_export(sub: Subparsers) -> None:
     )
     _add_ensemble(
         p,
-        "one graph runs all K members and output row s is member s mod K's MC sample; the node's "
-        "covariance then holds their disagreement (K times the backbone cost; no variance-head output)",
+        "one graph runs all K members and output row s is member s mod K's; the node's covariance "
+        "then holds their disagreement (K times the backbone cost)",
     )
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (17..20; 17 parses on TensorRT 8.5+)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle directory")
@@ -323,6 +349,7 @@ def run_export(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         metrics=args.metrics,
         ensemble=args.ensemble,
+        ensemble_covariance=_ensemble_covariance(args),
     )
     size_mb = bundle.onnx_path.stat().st_size / 1e6
     cams = ", ".join(f"{c.name} {c.width}x{c.height}" for c in bundle.cameras)
@@ -330,8 +357,9 @@ def run_export(args: argparse.Namespace) -> int:
     print(f"  cameras: {cams} -> input {bundle.input_width}x{bundle.input_height}, fusion {bundle.fusion}")
     print(f"  dof {bundle.dof}, D {bundle.hidden_dim}, dropout {bundle.dropout:g}, S {bundle.mc_samples}")
     if bundle.ensemble_members > 1:
+        what = "MC sample s" if bundle.dropout > 0 else "the pose and variance head"
         print(
-            f"  ensemble of {bundle.ensemble_members} models: output row s is MC sample s of member "
+            f"  ensemble of {bundle.ensemble_members} models: output row s is {what} of member "
             f"s mod {bundle.ensemble_members}; S must be a multiple of {bundle.ensemble_members}"
         )
     diff = bundle.onnx["verified_max_abs_diff"]

@@ -33,7 +33,7 @@ from pose_regressor.engines.base import (
     EngineUnavailableError,
     InferenceEngine,
 )
-from pose_regressor_training.ensemble import EnsembleRegressor
+from pose_regressor_training.ensemble import ENSEMBLE_COVARIANCES, EnsembleRegressor
 from pose_regressor_training.models import ModelConfig, PoseRegressor, build_model
 from pose_regressor_training.models.model import images_to_unit_float
 from pose_regressor_training.typed_config import from_mapping
@@ -66,8 +66,11 @@ class TorchEngine(InferenceEngine):
             raise EngineError(
                 f"{path} holds {members} model(s), bundle.yaml: ensemble_members {bundle.ensemble_members}"
             )
+        covariance = payload.get("ensemble_covariance", ENSEMBLE_COVARIANCES[0])
+        if covariance not in ENSEMBLE_COVARIANCES:
+            raise EngineError(f"{path}: ensemble_covariance {covariance!r} is none of {ENSEMBLE_COVARIANCES}")
         model: PoseRegressor | EnsembleRegressor = (
-            EnsembleRegressor([build_model(member_config) for _ in range(members)])
+            EnsembleRegressor([build_model(member_config) for _ in range(members)], covariance)
             if members > 1
             else build_model(member_config)
         )

@@ -194,7 +194,9 @@ class ModelBundle:
     ``uncertain_flag``: the flag thresholds suggested for this model (None: the node's own);
     ``ensemble_members``: K > 1 for a deep ensemble of K models in one graph (row s of the outputs
     is member s mod K's pose, with its MC-dropout mask row s, so the spread of the rows holds the
-    members' disagreement): S must then be a multiple of K (`samples_problem`).
+    members' disagreement): S must then be a multiple of K, and K itself when ``dropout`` is 0 (the
+    members run without dropout and ``log_variance`` row s is member s's variance head;
+    `samples_problem`).
     """
 
     path: Path
@@ -232,7 +234,7 @@ class ModelBundle:
 
     def samples_problem(self, samples: int) -> str | None:
         """Why `samples` (S) rows do not suit this bundle, else None (`ensemble_samples_problem`)."""
-        problem = ensemble_samples_problem(self.ensemble_members, samples)
+        problem = ensemble_samples_problem(self.ensemble_members, samples, self.dropout == 0)
         return None if problem is None else f"{problem} (the bundle's mc_samples: {self.mc_samples})"
 
     @property
@@ -310,9 +312,17 @@ class ModelBundle:
         }
 
 
-def ensemble_samples_problem(members: int, samples: int) -> str | None:
+def ensemble_samples_problem(members: int, samples: int, without_dropout: bool = False) -> str | None:
     """Why S = `samples` rows do not suit an ensemble of `members` models, else None: row s goes to
-    member s mod K, so every member gets as many only when S is a multiple of K."""
+    member s mod K, so every member gets as many only when S is a multiple of K. Members without
+    dropout (`without_dropout`, pose-train export --ensemble-covariance heads) give the same row
+    every time, so S must be K: repeated rows would only shrink the sample covariance's
+    between-member part (it divides by S - 1)."""
+    if members > 1 and without_dropout and samples != members:
+        return (
+            f"{samples} samples for an ensemble of {members} models without dropout; each gives one "
+            f"pose, so use {members}"
+        )
     if members > 1 and (samples < members or samples % members):
         return (
             f"{samples} samples for an ensemble of {members} models; the samples go to the members "

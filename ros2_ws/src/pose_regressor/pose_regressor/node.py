@@ -393,7 +393,7 @@ class LocalizerNode(LifecycleNode):
             f"{', '.join(i.topic for i in inputs)}; engine {description} ({engine.chosen_because}); "
             f"{samples} MC samples"
             + ("" if params.mc_samples else " (the bundle's)")
-            + (f", {samples // members} from each of {members} ensemble models" if members > 1 else "")
+            + (_ensemble_note(samples, members, bundle.dropout) if members > 1 else "")
             + f"; uncertain flag: position std > {max_position_std:.3g} m ({position_source}) or rotation "
             f"std > {math.degrees(max_rotation_std):.3g} deg ({rotation_source})"
         )
@@ -739,6 +739,14 @@ class LocalizerNode(LifecycleNode):
             snapshot, self.diagnostic_name, pipeline.engine_name, self.get_clock().now().to_msg()
         )
         publisher.publish(msg)
+
+
+def _ensemble_note(samples: int, members: int, dropout: float) -> str:
+    """What the S rows of an ensemble bundle are, for the configure log line."""
+    note = f", {samples // members} from each of {members} ensemble models"
+    if dropout == 0:  # `--ensemble-covariance heads`: each member without dropout, with its head
+        return note + " (no dropout: their variance heads)"
+    return note
 
 
 def _make_executor() -> rclpy.executors.Executor:
