@@ -373,3 +373,48 @@ def test_a_bundle_whose_positions_are_not_metres_is_named_at_start(
         assert Cameras(peer, RAW_TOPICS).send_until(lambda: bool(poses)), node.log()
     finally:
         node.stop()
+
+
+def test_missing_camera_black_localizes_without_a_stopped_camera_and_says_so(
+    bundle: ModelBundle, ros_env: dict[str, str], peer: RosPeer
+) -> None:
+    """A camera driver that dies: with `missing_camera: black` the node keeps publishing from the
+    other camera, every such pose flagged (log line, WARN diagnostics naming the camera); `ros2
+    param set` refuses another value and takes `wait`, after which no pose comes without the
+    camera; when it sends again, poses come again."""
+    node = _localizer(bundle, ros_env, "-p", "missing_camera:=black", "-p", "camera_timeout:=0.5")
+    name = "pose_regressor: /localizer"
+    try:
+        cameras = Cameras(peer, RAW_TOPICS)
+        poses = peer.record(PoseStamped, "/localizer/pose")
+        diagnostics = peer.record(DiagnosticArray, "/diagnostics")
+        assert cameras.send_until(lambda: bool(poses)), node.log()
+        front = cameras.publishers[0]  # rear stops
+
+        def front_only(seconds: float) -> None:
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                front.publish(cameras.make(cameras.next_stamp()))
+                peer.spin_for(0.1)
+
+        before = len(poses)
+        front_only(3.0)
+        assert len(poses) >= before + 10, node.log()  # 10 Hz, after 0.5 s of silence
+        marker = "pose uncertain: camera rear stopped: black images in its place (missing_camera: black)"
+        assert node.wait_for_line(marker, 5.0), node.log()
+        warned = [m for level, m, _ in statuses(diagnostics, name) if level == 1]
+        assert any(m.startswith("camera(s) stopped: rear; localizing with black images") for m in warned), (
+            warned
+        )
+        ok, reason = peer.set_parameter("/localizer", "missing_camera", "grey")
+        assert not ok and "must be one of wait, black" in reason, reason
+        assert peer.set_parameter("/localizer", "missing_camera", "wait") == (True, "")
+        peer.spin_for(0.5)
+        before = len(poses)
+        front_only(2.0)
+        assert len(poses) <= before + 1, node.log()  # at most a set already on its way
+        before = len(poses)
+        assert cameras.send_until(lambda: len(poses) > before), node.log()
+        assert node.alive() and not node.lines("Traceback"), node.log()
+    finally:
+        node.stop()

@@ -279,7 +279,10 @@ def test_log_throttle_bounds_its_memory() -> None:
 SECOND = 1_000_000_000
 HOURS_2 = 7200 * SECOND
 # what the WARN says when "left" of ("front", "left") stops: which camera, and what it costs
-STOPPED_LEFT = "camera(s) stopped: left; no pose until every camera sends again (a pose needs a set of all 2)"
+STOPPED_LEFT = (
+    "camera(s) stopped: left; no pose until every camera sends again (a pose needs a set of all 2; "
+    "missing_camera: black localizes without them)"
+)
 
 
 class FakeClocks:
@@ -314,19 +317,21 @@ def clocked(
 def feed(
     pipe: LocalizerPipeline,
     clocks: FakeClocks,
-    offsets_ns: list[int],
+    offsets_ns: list[int] | list[int | None],
     steps: int,
     first_stamp: int = 1_700_000_000 * SECOND,
     period_s: float = 0.1,
     rate: float = 1.0,
 ) -> int:
     """`steps` frames from every camera at 1 / `period_s` Hz, camera i stamped `offsets_ns[i]`
-    off the common capture time, all arriving together; returns the sets formed."""
+    off the common capture time (None: camera i is silent), all arriving together; returns the
+    sets formed."""
     formed = 0
     for k in range(steps):
         capture = first_stamp + k * round(period_s * SECOND)
         for camera, offset in enumerate(offsets_ns):
-            formed += pipe.add_image(camera, capture + offset, image(k % 200))
+            if offset is not None:
+                formed += pipe.add_image(camera, capture + offset, image(k % 200))
         clocks.advance(period_s, rate)
     return formed
 
@@ -738,3 +743,61 @@ def test_uncertainty_warn_says_why_and_how_many_recent_poses_were_flagged() -> N
     assert pipe.uncertain_report(flagged) == (
         f"pose uncertain: {flagged.uncertain_reason} (1 more like this since the last report, not logged)"
     )
+
+
+# ------------------------------------------------------------------ missing_camera: black
+def test_a_stopped_camera_is_stood_in_for_by_black_images_and_takes_its_place_again() -> None:
+    """missing_camera "black": once a camera is silent for camera_timeout_s, each frame of the
+    first camera still sending completes a set with black images for the silent ones; every such
+    pose is flagged uncertain, naming them. When the camera sends again, its own frames take
+    their place again without a synchronizer reset. "wait" (the default) forms no set."""
+    clocks = FakeClocks()
+    pipe, results, errors = clocked(("front", "left", "back"), clocks, missing_camera="black")
+    pipe.start()
+    try:
+        assert feed(pipe, clocks, [0, 0, 0], steps=5) == 5
+        wait_for(lambda: pipe.published + pipe.dropped_sets == 5)
+        assert results and all(not r.uncertain and r.missing_cameras == () for r in results)
+        # front stops. For camera_timeout_s nothing forms: it may only be late.
+        first = 1_700_000_001 * SECOND
+        assert feed(pipe, clocks, [None, 0, 0], steps=9, first_stamp=first) == 0
+        clocks.advance(0.05)  # 1.05 s since front's last frame
+        seen = len(results)
+        assert feed(pipe, clocks, [None, 0, 0], steps=10, first_stamp=first + SECOND) == 10
+        wait_for(lambda: pipe.published + pipe.dropped_sets == 15)
+        stood_in = results[seen:]
+        assert stood_in and all(r.missing_cameras == ("front",) and r.uncertain for r in stood_in)
+        assert stood_in[-1].uncertain_reason.startswith(
+            "camera front stopped: black images in its place (missing_camera: black)"
+        )
+        # The engine saw front black: the mean pixel value of the set is 2/3 of the others' (9).
+        assert stood_in[-1].estimate.translation[0] == pytest.approx(9 * 2 / 3, abs=0.05)
+        snapshot = pipe.diagnostics()
+        assert snapshot.level == WARN and snapshot.message == (
+            "camera(s) stopped: front; localizing with black images in their place (missing_camera: "
+            "black), every such pose flagged uncertain"
+        )
+        assert snapshot.values["stand_in_poses"] == str(len(stood_in))
+        assert snapshot.values["missing_camera"] == "black"
+        # front sends again, its clock 3 ms behind: its own frames take its place, no reset.
+        resets, seen = pipe.sync.resets, len(results)
+        assert feed(pipe, clocks, [-3_000_000, 0, 0], steps=10, first_stamp=first + 2 * SECOND) == 10
+        wait_for(lambda: pipe.published + pipe.dropped_sets == 25)
+        assert results[seen:] and all(r.missing_cameras == () and not r.uncertain for r in results[seen:])
+        assert pipe.sync.resets == resets
+        assert pipe.diagnostics().level == OK
+        # Two silent cameras: the one camera sending stands in for both.
+        clocks.advance(0.05)  # off the 0.1 s grid: silence passes 1 s at the 10th frame (1.05 s)
+        assert feed(pipe, clocks, [None, 0, None], steps=20, first_stamp=first + 3 * SECOND) == 11
+        wait_for(lambda: pipe.published + pipe.dropped_sets == 36)
+        assert results[-1].missing_cameras == ("front", "back")
+        assert results[-1].uncertain_reason.startswith("cameras front, back stopped: black images in their")
+        # "wait": no set without them, and the WARN says how to localize anyway.
+        pipe.reconfigure(missing_camera="wait")
+        assert feed(pipe, clocks, [None, 0, None], steps=5, first_stamp=first + 5 * SECOND) == 0
+        assert pipe.diagnostics().message.endswith("missing_camera: black localizes without them)")
+        with pytest.raises(ValueError, match="missing_camera must be one of wait, black, got 'grey'"):
+            pipe.reconfigure(missing_camera="grey")
+    finally:
+        pipe.stop()
+    assert errors == []

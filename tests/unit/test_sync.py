@@ -243,3 +243,21 @@ def test_concurrent_producers_keep_the_invariants() -> None:
     check_set_invariants(Run(results, [0] * len(results), sync), slop)
     assert sync.emitted == len(results) >= 1
     assert cameras * sync.emitted + sync.replaced + sync.stale + sync.pending == cameras * rounds
+
+
+def test_forget_camera_lets_its_own_stamps_return_without_a_reset() -> None:
+    """A camera whose slots were filled with stand-ins stamped like camera 0 sends again with its
+    own clock 3 ms behind: no time jump (no reset), its frames older than its last stand-in are
+    stale, and sets form from its next frame on."""
+    sync: FrameSynchronizer[str] = FrameSynchronizer(2, slop_ns=10)
+    for stamp in (100, 200):
+        sync.add(0, stamp, "front")
+        assert sync.add(1, stamp, "black") is not None
+    sync.forget_camera(1)
+    assert sync.add(1, 197, "left") is None and sync.stale == 1  # older than its stand-in at 200
+    assert sync.add(0, 300, "front") is None
+    emitted = sync.add(1, 297, "left")
+    assert emitted is not None and emitted.frames == ("front", "left") and emitted.stamps == (300, 297)
+    assert sync.resets == 0
+    with pytest.raises(IndexError):
+        sync.forget_camera(2)

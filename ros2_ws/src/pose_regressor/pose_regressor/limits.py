@@ -6,6 +6,9 @@ A light module (no imports): the CLI parser lists them without importing what ch
 
 #: Inference backends (the node's `backend` parameter, the tools' `--backend`).
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
+#: What the node does without a camera that stopped (its `missing_camera` parameter): wait for
+#: it, or localize with a black image in its place (`pipeline.LocalizerPipeline.add_image`).
+MISSING_CAMERA_POLICIES = ("wait", "black")
 
 MIN_RATE = 0.01  # replay speed: 100x slower than recorded
 MAX_RATE = 1000.0  # an hour of recording in 3.6 s

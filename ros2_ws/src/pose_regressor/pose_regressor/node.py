@@ -92,6 +92,7 @@ PIPELINE_FIELDS = {
     "max_position_std": "max_position_std",
     "max_rotation_std": "max_rotation_std",
     "camera_timeout": "camera_timeout_s",
+    "missing_camera": "missing_camera",
 }
 
 
@@ -374,6 +375,7 @@ class LocalizerNode(LifecycleNode):
             max_position_std=max_position_std,
             max_rotation_std=max_rotation_std,
             camera_timeout_s=params.camera_timeout,
+            missing_camera=params.missing_camera,
         )
         buffer = np.empty(bundle.images_shape, dtype=np.uint8)  # reused for every set
         self.pipeline = LocalizerPipeline(

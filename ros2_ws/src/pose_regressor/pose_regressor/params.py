@@ -30,7 +30,7 @@ from typing import Any
 
 from pose_regressor.bounds import Bound, is_number, out_of_range
 from pose_regressor.covariance import ROTATION_CONVENTIONS
-from pose_regressor.limits import BACKENDS, MAX_MC_SAMPLES
+from pose_regressor.limits import BACKENDS, MAX_MC_SAMPLES, MISSING_CAMERA_POLICIES
 
 TRANSPORTS = ("raw", "compressed")
 # ROS 2 topic names (design article "Topic and Service name mapping"): tokens of letters, digits
@@ -151,6 +151,14 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec(
         "resize_mismatched", True, "resize images whose size differs from the bundle's (else refuse)"
     ),
+    ParameterSpec(
+        "missing_camera",
+        "wait",
+        "a camera silent for camera_timeout while others send: wait (no pose until it sends again) "
+        "or black (localize with a black image in its place, every such pose flagged uncertain; for "
+        "a model trained with augment.camera_dropout)",
+        choices=MISSING_CAMERA_POLICIES,
+    ),
 )
 SPECS: dict[str, ParameterSpec] = {spec.name: spec for spec in PARAMETERS}
 
@@ -179,6 +187,7 @@ class LocalizerParams:
     publish_initialpose: bool = False
     camera_timeout: float = 1.0
     resize_mismatched: bool = True
+    missing_camera: str = "wait"
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> LocalizerParams:

@@ -47,6 +47,7 @@ from typing import Any, Protocol, cast
 import numpy as np
 from numpy.typing import NDArray
 
+from pose_regressor.limits import MISSING_CAMERA_POLICIES
 from pose_regressor.mailbox import LatestMailbox, MailboxWorker
 from pose_regressor.stats import EventCounter, LatencyWindow, RateMeter
 from pose_regressor.sync import FrameSynchronizer, SyncedSet
@@ -141,7 +142,14 @@ class PipelineConfig:
     max_rotation_std: float = 0.35
     camera_timeout_s: float = 1.0
     report_interval_s: float = 10.0  # a repeated warning or error is logged at most this often
+    # What a set does without a camera that stopped (`MISSING_CAMERA_POLICIES`).
+    missing_camera: str = "wait"
 
+
+# `missing_camera` (limits.MISSING_CAMERA_POLICIES), a camera silent for camera_timeout_s while
+# others send: "wait" forms no set until it sends again; "black" forms sets of the others with a
+# black image in its place (what a covered lens shows, and what a model trained with
+# augment.camera_dropout has seen), each pose flagged uncertain.
 
 # Settings that shape the model's input or its masks: they come from the bundle, and changing them
 # means loading another bundle (a new pipeline), not reconfiguring this one.
@@ -159,6 +167,19 @@ _SETTING_RANGES: dict[str, tuple[type, float, bool]] = {
     "camera_timeout_s": (float, 0.0, False),
     "report_interval_s": (float, 0.0, True),
 }
+
+
+def _checked_change(name: str, value: object) -> object:
+    """One `reconfigure` value, checked (ValueError naming the setting)."""
+    if name == "covariance_scale":
+        return _checked_scale(value)
+    if name == "missing_camera":
+        if value not in MISSING_CAMERA_POLICIES:
+            raise ValueError(
+                f"missing_camera must be one of {', '.join(MISSING_CAMERA_POLICIES)}, got {value!r}"
+            )
+        return value
+    return _checked_setting(name, value)
 
 
 def _checked_scale(value: object) -> CovarianceScale:
@@ -213,6 +234,13 @@ def uncertainty_reason(
     return "; ".join(parts) or None
 
 
+def stand_in_note(missing: tuple[str, ...]) -> str:
+    """`camera left stopped: a black image in its place`, for a set with stand-ins."""
+    which = f"camera {missing[0]}" if len(missing) == 1 else f"cameras {', '.join(missing)}"
+    places = "its place" if len(missing) == 1 else "their places"
+    return f"{which} stopped: black images in {places}"
+
+
 def _times(value: float, limit: float, prefix: str) -> str:
     """` (PREFIX, 1.7x)`: how far above the limit (no factor for a limit of 0)."""
     notes = [prefix] if prefix else []
@@ -227,6 +255,7 @@ def _times(value: float, limit: float, prefix: str) -> str:
 class CameraFrame:
     image: NDArray[np.uint8]  # (h, w, 3) RGB as decoded; `prepare` brings the set to the input size
     received: float  # monotonic seconds
+    stand_in: bool = False  # a black image in place of a stopped camera's (missing_camera: black)
 
 
 @dataclass(frozen=True)
@@ -238,6 +267,7 @@ class LocalizationResult:
     infer_s: float  # engine time alone
     skew_ns: int
     uncertain_reason: str = ""  # why `uncertain` (`uncertainty_reason`); empty when it is not
+    missing_cameras: tuple[str, ...] = ()  # cameras black in this set (missing_camera: black)
 
     @property
     def latency_s(self) -> float:
@@ -395,6 +425,7 @@ class LocalizerPipeline:
         self.engine_errors = 0
         self.nonfinite_outputs = 0
         self.uncertain = 0
+        self.stand_in_sets = 0  # poses made with black images for stopped cameras
         # Poses and flagged poses over the last LOSS_WINDOW_S: the share in the uncertainty WARN.
         self.recent_poses = EventCounter(LOSS_WINDOW_S)
         self.recent_uncertain = EventCounter(LOSS_WINDOW_S)
@@ -409,6 +440,7 @@ class LocalizerPipeline:
         # so readings from two threads are seen in order and a jump back is a real one).
         self._timing_lock = threading.Lock()
         self._arrivals: list[float | None] = [None] * count
+        self._standing_in: set[int] = set()  # cameras whose place black images take now
         self._first_image_at: float | None = None
         self._last_set_at: float | None = None
         self._node_last: float | None = None
@@ -476,16 +508,27 @@ class LocalizerPipeline:
         fixed = sorted(set(changes) & FIXED_SETTINGS)
         if fixed:
             raise ValueError(f"{', '.join(fixed)} come(s) from the model bundle and cannot change at runtime")
-        return {
-            name: _checked_scale(value) if name == "covariance_scale" else _checked_setting(name, value)
-            for name, value in changes.items()
-        }
+        return {name: _checked_change(name, value) for name, value in changes.items()}
 
     # ------------------------------------------------------------------ input
     def add_image(self, camera_index: int, stamp_ns: int, image: NDArray[np.uint8]) -> bool:
-        """One camera's decoded RGB image. True if it completed a synchronized set."""
+        """One camera's decoded RGB image. True if it completed a synchronized set.
+
+        With `missing_camera` "black", a frame of the first camera still sending also brings a
+        black image, with its stamp, for every camera silent for `camera_timeout_s`; a camera
+        that sends again takes its own place from its next frame on."""
         now = self._clock()
+        with self._timing_lock:
+            stand_ins = self._stand_ins_for(camera_index, self._read_node_clock())
+            returned = camera_index in self._standing_in
+            self._standing_in.discard(camera_index)
+            self._standing_in.update(stand_ins)
+        if returned:  # its own stamps start afresh, not as a time jump that clears every camera
+            self.sync.forget_camera(camera_index)
         synced = self.sync.add(camera_index, stamp_ns, CameraFrame(image, now))  # checks the index
+        for index in stand_ins:
+            black = CameraFrame(np.zeros_like(image), now, stand_in=True)
+            synced = self.sync.add(index, stamp_ns, black) or synced
         self.camera_rates[camera_index].tick(now)
         self.frames_received[camera_index].add(now)
         with self._timing_lock:
@@ -502,8 +545,29 @@ class LocalizerPipeline:
         self.mailbox.put(synced)
         return True
 
+    def _stand_ins_for(self, camera_index: int, node_now: float) -> list[int]:
+        """The cameras a frame of `camera_index` brings black images for (call under
+        `_timing_lock`): with `missing_camera` "black", those silent for `camera_timeout_s` (a
+        camera never heard from counts from the first image), when `camera_index` is the first
+        camera still sending, so that each set gets its stand-ins once."""
+        cfg = self.config
+        if cfg.missing_camera != "black" or self._first_image_at is None:
+            return []
+        first = self._first_image_at
+        silent = [
+            index
+            for index, arrived in enumerate(self._arrivals)
+            if index != camera_index
+            and node_now - (first if arrived is None else arrived) > cfg.camera_timeout_s
+        ]
+        sending = [index for index in range(len(self._arrivals)) if index not in silent]
+        if not silent or camera_index != min(sending):
+            return []
+        return silent
+
     def _reset_timing(self) -> None:
         self._arrivals = [None] * len(self._arrivals)
+        self._standing_in = set()
         self._first_image_at = None
         self._last_set_at = None
         self._node_last = None
@@ -544,11 +608,13 @@ class LocalizerPipeline:
         return losing
 
     def uncertain_report(self, result: LocalizationResult) -> str | None:
-        """The line to log for a flagged pose (None: not flagged, or one was logged less than
+        """The line to log for a flagged pose (None: not flagged, or one flagged for the same kind of
+        reason, a large std or the same cameras standing in black, was logged less than
         `report_interval_s` ago; the suppressed ones are counted in the next line)."""
         if not result.uncertain:
             return None
-        suppressed = self._uncertain_log.check("uncertain")
+        # A camera standing in black is news of its own, not one more large std.
+        suppressed = self._uncertain_log.check(result.missing_cameras or "std")
         if suppressed is None:
             return None
         return f"pose uncertain: {result.uncertain_reason}" + _suppressed_note(suppressed)
@@ -602,11 +668,24 @@ class LocalizerPipeline:
                 self.nonfinite_outputs += 1
             raise EngineOutputError("engine returned non-finite poses (NaN or inf); nothing published")
         estimate = estimate_from_samples(t, q, cfg.covariance_scale, log_variances=log_variance)
-        reason = uncertainty_reason(estimate, cfg.max_position_std, cfg.max_rotation_std)
-        uncertain = reason is not None
+        missing = tuple(
+            name for name, frame in zip(cfg.camera_names, synced.frames, strict=True) if frame.stand_in
+        )
+        reasons = [
+            *([f"{stand_in_note(missing)} (missing_camera: black)"] if missing else []),
+            *filter(None, [uncertainty_reason(estimate, cfg.max_position_std, cfg.max_rotation_std)]),
+        ]
+        uncertain = bool(reasons)
         done = self._clock()
         result = LocalizationResult(
-            synced.stamp_ns, estimate, uncertain, done - completed, infer_s, synced.skew_ns, reason or ""
+            synced.stamp_ns,
+            estimate,
+            uncertain,
+            done - completed,
+            infer_s,
+            synced.skew_ns,
+            "; ".join(reasons),
+            missing,
         )
         self.recent_poses.add(done)
         if uncertain:
@@ -619,6 +698,7 @@ class LocalizerPipeline:
             self._last_estimate = estimate
             self.published += 1
             self.uncertain += int(uncertain)
+            self.stand_in_sets += int(bool(missing))
         self._on_result(result)
 
     def _failed(self, exc: BaseException, synced: SyncedSet[CameraFrame]) -> None:
@@ -705,6 +785,8 @@ class LocalizerPipeline:
         values["max_position_std_m"] = f"{cfg.max_position_std:.3g}"
         values["max_rotation_std_deg"] = f"{np.degrees(cfg.max_rotation_std):.3g}"
         values["uncertain_poses"] = str(self.uncertain)
+        values["stand_in_poses"] = str(self.stand_in_sets)
+        values["missing_camera"] = cfg.missing_camera
         values["uncertain_poses_recent"] = self._uncertain_share(now)
         recent_error = self._last_error is not None and now - self._last_error[0] < 5.0
         if len(stopped) == len(cfg.camera_names):
@@ -713,12 +795,20 @@ class LocalizerPipeline:
             )
         if recent_error and self._last_error is not None and "inference failed" in self._last_error[1]:
             return DiagnosticsSnapshot(ERROR, self._last_error[1], values)
+        if stopped and cfg.missing_camera == "black":
+            return DiagnosticsSnapshot(
+                WARN,
+                f"camera(s) stopped: {', '.join(stopped)}; localizing with black images in their place "
+                "(missing_camera: black), every such pose flagged uncertain",
+                values,
+            )
         if stopped:
             # say what it costs: an operator reading "stopped: left" may expect poses from the rest
             return DiagnosticsSnapshot(
                 WARN,
                 f"camera(s) stopped: {', '.join(stopped)}; no pose until every camera sends again "
-                f"(a pose needs a set of all {len(cfg.camera_names)})",
+                f"(a pose needs a set of all {len(cfg.camera_names)}; missing_camera: black localizes "
+                "without them)",
                 values,
             )
         # Every camera delivers (none stopped, so `since` is set), yet no set forms: stamps that

@@ -138,6 +138,23 @@ class FrameSynchronizer(Generic[T]):
         with self._lock:
             self._clear()
 
+    def forget_camera(self, camera_index: int) -> None:
+        """Forget one camera's pending frame and last stamp, keeping the others' state: for a
+        camera whose slots the caller filled with stand-in frames (stamped like the other cameras)
+        and whose own frames, stamped by its own clock, now return. Its stamps then start a new
+        history instead of looking like a time jump that would clear every camera (`resets`);
+        its frames not newer than its stand-in in the last emitted set are still `stale`.
+
+        Raises:
+            IndexError: ``camera_index`` outside ``0 .. camera_count - 1``.
+        """
+        index = _as_int(camera_index, "camera_index")
+        if not 0 <= index < self.camera_count:
+            raise IndexError(f"camera_index must be in 0..{self.camera_count - 1}, got {index}")
+        with self._lock:
+            self._pending[index] = None
+            self._last_seen[index] = None
+
     def _clear(self) -> None:
         self._pending = [None] * self.camera_count
         self._last_seen = [None] * self.camera_count
