@@ -333,7 +333,8 @@ def test_heads_ensemble_rows_are_the_members_without_dropout_with_their_heads(
     out = tmp_path / "bundle"
     assert main(["export", "--checkpoint", str(first), "--out", str(out), *ensemble_args]) == 0
     printed = capsys.readouterr().out
-    assert "eval_ensemble3_heads_test/metrics.json" in printed and "the pose and variance head" in printed
+    assert "eval_ensemble3_heads_test/metrics.json" in printed
+    assert "the pose and variance head of member s, without dropout; S must be 3" in printed
     bundle = load_bundle(out)
     assert (bundle.ensemble_members, bundle.mc_samples, bundle.dropout) == (3, 3, 0.0)
     assert bundle.log_variance_output and bundle.provenance["ensemble_covariance"] == "heads"

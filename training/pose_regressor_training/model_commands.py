@@ -357,11 +357,12 @@ def run_export(args: argparse.Namespace) -> int:
     print(f"  cameras: {cams} -> input {bundle.input_width}x{bundle.input_height}, fusion {bundle.fusion}")
     print(f"  dof {bundle.dof}, D {bundle.hidden_dim}, dropout {bundle.dropout:g}, S {bundle.mc_samples}")
     if bundle.ensemble_members > 1:
-        what = "MC sample s" if bundle.dropout > 0 else "the pose and variance head"
-        print(
-            f"  ensemble of {bundle.ensemble_members} models: output row s is {what} of member "
-            f"s mod {bundle.ensemble_members}; S must be a multiple of {bundle.ensemble_members}"
-        )
+        k = bundle.ensemble_members
+        if bundle.dropout > 0:
+            rows = f"MC sample s of member s mod {k}; S must be a multiple of {k}"
+        else:
+            rows = f"the pose and variance head of member s, without dropout; S must be {k}"
+        print(f"  ensemble of {k} models: output row s is {rows}")
     diff = bundle.onnx["verified_max_abs_diff"]
     print(
         f"  ONNX Runtime vs PyTorch: max |diff| {diff['translation_m']:.1e} m, "
