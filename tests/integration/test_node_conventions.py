@@ -400,7 +400,7 @@ def test_missing_camera_black_localizes_without_a_stopped_camera_and_says_so(
         before = len(poses)
         front_only(3.0)
         assert len(poses) >= before + 10, node.log()  # 10 Hz, after 0.5 s of silence
-        marker = "pose uncertain: camera rear stopped: black images in its place (missing_camera: black)"
+        marker = "pose uncertain: camera rear stopped: a black image in its place (missing_camera: black)"
         assert node.wait_for_line(marker, 5.0), node.log()
         warned = [m for level, m, _ in statuses(diagnostics, name) if level == 1]
         assert any(m.startswith("camera(s) stopped: rear; localizing with black images") for m in warned), (

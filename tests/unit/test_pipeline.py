@@ -768,7 +768,7 @@ def test_a_stopped_camera_is_stood_in_for_by_black_images_and_takes_its_place_ag
         stood_in = results[seen:]
         assert stood_in and all(r.missing_cameras == ("front",) and r.uncertain for r in stood_in)
         assert stood_in[-1].uncertain_reason.startswith(
-            "camera front stopped: black images in its place (missing_camera: black)"
+            "camera front stopped: a black image in its place (missing_camera: black)"
         )
         # The engine saw front black: the mean pixel value of the set is 2/3 of the others' (9).
         assert stood_in[-1].estimate.translation[0] == pytest.approx(9 * 2 / 3, abs=0.05)

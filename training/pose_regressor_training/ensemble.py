@@ -6,15 +6,15 @@ K give each member S / K rows. What the rows carry is the ensemble's covariance 
 
 * ``dropout``: each row is an MC-dropout sample of its member. The sample covariance the node
   computes over the S rows is the members' MC spread plus their disagreement about the pose (the
-  law of total variance). The members' variance heads are left out: on small real image sets
-  (docs/results.md, the bonsai section) the disagreement ranks the position errors where one
-  model's std does not, or ranks them the wrong way, and the heads' variance drowns it.
+  law of total variance). The members' variance heads are left out: the form for members
+  without one. (On small real image sets, docs/results.md's bonsai, the disagreement ranks the
+  position errors where one model's std does not; there ``dropout`` and ``heads`` tie.)
 * ``heads``: the members run without dropout (the ensemble's dropout is 0, so its masks are
   ones and S = K rows are all there is), and each row also carries its member's variance head
   (with the track-shift spread where the members have it) in the ``log_variance`` output. The
   node's covariance is then the members' disagreement plus the mean of their predicted variances:
   the deep ensemble of Lakshminarayanan et al. (2017). On the 16,000-frame synthetic room the heads
-  rank the errors better than any MC spread (docs/results.md).
+  rank the errors better than any MC spread, which only lowers the ranking (docs/results.md).
 
 ``auto`` (the commands' default) is ``heads`` for members with a log-variance output (a variance
 head or the track-shift spread), else ``dropout``.

@@ -319,7 +319,8 @@ def add_export(sub: Subparsers) -> None:
         type=bounded_int("mc_samples", 1, MAX_MC_SAMPLES),
         default=None,
         help="default MC-dropout samples S per frame (TensorRT profile; default 32; an --ensemble of K "
-        f"needs a multiple of K, default the largest up to 32; at most {MAX_MC_SAMPLES})",
+        "needs a multiple of K, default the largest up to 32, and exactly K without dropout "
+        f"(--ensemble-covariance heads); at most {MAX_MC_SAMPLES})",
     )
     p.add_argument(
         "--metrics",

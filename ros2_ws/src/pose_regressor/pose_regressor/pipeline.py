@@ -142,14 +142,12 @@ class PipelineConfig:
     max_rotation_std: float = 0.35
     camera_timeout_s: float = 1.0
     report_interval_s: float = 10.0  # a repeated warning or error is logged at most this often
-    # What a set does without a camera that stopped (`MISSING_CAMERA_POLICIES`).
+    # A camera silent for camera_timeout_s while others send (limits.MISSING_CAMERA_POLICIES):
+    # "wait" forms no set until it sends again; "black" forms sets of the others with a black
+    # image in its place (what a covered lens shows, and what a model trained with
+    # augment.camera_dropout has seen), each pose flagged uncertain.
     missing_camera: str = "wait"
 
-
-# `missing_camera` (limits.MISSING_CAMERA_POLICIES), a camera silent for camera_timeout_s while
-# others send: "wait" forms no set until it sends again; "black" forms sets of the others with a
-# black image in its place (what a covered lens shows, and what a model trained with
-# augment.camera_dropout has seen), each pose flagged uncertain.
 
 # Settings that shape the model's input or its masks: they come from the bundle, and changing them
 # means loading another bundle (a new pipeline), not reconfiguring this one.
@@ -235,10 +233,11 @@ def uncertainty_reason(
 
 
 def stand_in_note(missing: tuple[str, ...]) -> str:
-    """`camera left stopped: a black image in its place`, for a set with stand-ins."""
-    which = f"camera {missing[0]}" if len(missing) == 1 else f"cameras {', '.join(missing)}"
-    places = "its place" if len(missing) == 1 else "their places"
-    return f"{which} stopped: black images in {places}"
+    """`camera left stopped: a black image in its place` (`cameras left, back stopped: black
+    images in their places`), for a set with stand-ins."""
+    if len(missing) == 1:
+        return f"camera {missing[0]} stopped: a black image in its place"
+    return f"cameras {', '.join(missing)} stopped: black images in their places"
 
 
 def _times(value: float, limit: float, prefix: str) -> str:
