@@ -39,7 +39,7 @@ from pose_regressor.metrics import covariance_stds
 from pose_regressor.uncertainty import CovarianceScale
 from pose_regressor_training.checkpoint import load_checkpoint
 from pose_regressor_training.data.folder import image_path, read_frames, read_metadata, read_rig
-from pose_regressor_training.ensemble import ENSEMBLE_COVARIANCES
+from pose_regressor_training.ensemble import ENSEMBLE_COVARIANCE_CHOICES
 from pose_regressor_training.evaluate import Evaluation, evaluate_checkpoint
 from pose_regressor_training.ood import auroc, share_caught, uncertain_flags
 from pose_regressor_training.synth.conditions import CONDITIONS, Condition, Region
@@ -83,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--ensemble-covariance",
-        choices=ENSEMBLE_COVARIANCES,
-        default=ENSEMBLE_COVARIANCES[0],
+        choices=ENSEMBLE_COVARIANCE_CHOICES,
+        default="auto",
         help="the ensemble's covariance (as pose-train eval-checkpoint --ensemble-covariance)",
     )
     parser.add_argument(
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {
         "checkpoint": str(args.checkpoint),
         **(
-            {"ensemble": [str(p) for p in args.ensemble], "ensemble_covariance": args.ensemble_covariance}
+            {"ensemble": [str(p) for p in args.ensemble], "ensemble_covariance": val["ensemble_covariance"]}
             if args.ensemble
             else {}
         ),
