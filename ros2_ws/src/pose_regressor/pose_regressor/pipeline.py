@@ -517,11 +517,15 @@ class LocalizerPipeline:
         black image, with its stamp, for every camera silent for `camera_timeout_s`; a camera
         that sends again takes its own place from its next frame on."""
         now = self._clock()
-        with self._timing_lock:
-            stand_ins = self._stand_ins_for(camera_index, self._read_node_clock())
-            returned = camera_index in self._standing_in
-            self._standing_in.discard(camera_index)
-            self._standing_in.update(stand_ins)
+        stand_ins: list[int] = []
+        returned = False
+        # The default ("wait", no stand-ins left from "black") adds nothing to the per-frame path.
+        if self.config.missing_camera == "black" or self._standing_in:
+            with self._timing_lock:
+                stand_ins = self._stand_ins_for(camera_index, self._read_node_clock())
+                returned = camera_index in self._standing_in
+                self._standing_in.discard(camera_index)
+                self._standing_in.update(stand_ins)
         if returned:  # its own stamps start afresh, not as a time jump that clears every camera
             self.sync.forget_camera(camera_index)
         synced = self.sync.add(camera_index, stamp_ns, CameraFrame(image, now))  # checks the index
