@@ -32,7 +32,7 @@ from pose_regressor_training.checkpoint import load_checkpoint, model_from_check
 from pose_regressor_training.cli import main
 from pose_regressor_training.data.dataset import PoseDataset
 from pose_regressor_training.data.sources import load_dataset
-from pose_regressor_training.ensemble import EnsembleError, ensemble_samples, load_ensemble
+from pose_regressor_training.ensemble import EnsembleError, configure_heads, ensemble_samples, load_ensemble
 from pose_regressor_training.export import export_bundle
 from pose_regressor_training.onnx_checks import FORBIDDEN_OPS, TENSORRT_OPS, op_types
 from pose_regressor_training.predict import predict
@@ -400,8 +400,8 @@ def test_heads_ensembles_are_refused_where_they_do_not_fit(
     cases = [
         (["export", "--checkpoint", str(plain / "best.pt"), "--out", out, "--ensemble",
           str(plain_too / "best.pt"), *heads], "needs members with a variance head"),
-        (["eval-checkpoint", "--checkpoint", str(first), *heads], "is for an --ensemble"),
-        (["export", "--checkpoint", str(first), "--out", out, *heads], "is for an --ensemble"),
+        (["eval-checkpoint", "--checkpoint", str(plain / "best.pt"), *heads], "needs a variance head"),
+        (["export", "--checkpoint", str(plain / "best.pt"), "--out", out, *heads], "needs a variance head"),
         (["export", "--checkpoint", str(first), "--out", out, "--ensemble", str(second), str(third), *heads,
           "--metrics", str(dropout_metrics)], "with --ensemble-covariance dropout, not heads"),
         (["export", "--checkpoint", str(first), "--out", out, "--ensemble", str(second), str(third), *heads,
@@ -412,3 +412,110 @@ def test_heads_ensembles_are_refused_where_they_do_not_fit(
         main(["eval-checkpoint", "--checkpoint", str(first), "--ensemble", str(second),
               "--ensemble-covariance", "spread"])  # fmt: skip
     assert exited.value.code == 2 and "invalid choice: 'spread'" in capsys.readouterr().err
+
+
+def test_a_model_of_heads_evaluates_and_exports_as_an_ensemble_on_one_backbone(
+    runs: tuple[Path, list[Path]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """model.heads: K heads on one backbone are the K rows of one graph, as an ensemble's members."""
+    data, (first, *_) = runs
+    run = tmp_path / "heads"
+    fit(load_train_config(None, [f"data.root={data}", *TINY, "model.heads=2"]), run, progress=False)
+    _draw_weights(run / "best.pt", 5)
+    checkpoint = run / "best.pt"
+
+    assert main(["eval-checkpoint", "--checkpoint", str(checkpoint), "--no-baseline"]) == 0
+    assert "eval: a model of 2 heads on one backbone, without dropout" in capsys.readouterr().out
+    metrics = json.loads((run / "eval_heads_test" / "metrics.json").read_text())
+    assert (metrics["heads"], metrics["ensemble_covariance"], metrics["mc_samples"]) == (2, "heads", 2)
+    # The deterministic pose is the heads' mean; the MC mean of S = K rows of ones is the same.
+    model = model_from_checkpoint(load_checkpoint(checkpoint))
+    assert configure_heads(model, "auto") == "heads" and model.config.dropout == 0  # masks of ones
+    test = PoseDataset(load_dataset("folder", data, "test"), (32, 24), preload=False)
+    t_heads = predict(model, test, torch.device("cpu"), mc_samples=2)[0]
+    assert np.ptp(t_heads, axis=1).max() > 1e-3  # the heads disagree
+    errors = np.linalg.norm(t_heads.mean(axis=1) - test.frame_list.translations(), axis=1)
+    assert metrics["deterministic"]["median_translation_m"] == pytest.approx(
+        float(np.median(errors)), abs=1e-6
+    )
+    assert metrics["median_translation_m"] == pytest.approx(float(np.median(errors)), abs=1e-6)
+
+    out = tmp_path / "bundle"
+    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "ensemble of 2 heads on one backbone" in printed and "eval_heads_test/metrics.json" in printed
+    bundle = load_bundle(out)
+    assert (bundle.ensemble_members, bundle.mc_samples, bundle.dropout) == (2, 2, 0.0)
+    assert bundle.provenance["heads"] == 2 and bundle.provenance["ensemble_covariance"] == "heads"
+    assert bundle.covariance_scale.to_json() == metrics["covariance_scale"]
+    ort, reference = OnnxRuntimeEngine(bundle, threads=1), TorchEngine(bundle)
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, bundle.images_shape, dtype=np.uint8)
+    ones = dropout_masks(2, bundle.hidden_dim, bundle.dropout, rng)
+    got, ref = ort.infer_outputs(frames, ones), reference.infer_outputs(frames, ones)
+    assert got.log_variance is not None and ref.log_variance is not None
+    for a, b in ((got.translation, ref.translation), (got.log_variance, ref.log_variance)):
+        assert np.abs(a - b).max() <= TOLERANCE
+    assert np.ptp(got.translation, axis=0).max() > 1e-3
+    with pytest.raises(ValueError, match="4 samples for an ensemble of 2 models without dropout"):
+        Localizer(bundle, backend="onnxruntime", mc_samples=4)
+
+    # With their MC dropout instead: S a multiple of K, the dropout evaluation in eval_test/.
+    args = ["--ensemble-covariance", "dropout"]
+    assert main(["eval-checkpoint", "--checkpoint", str(checkpoint), "--no-baseline", *args]) == 0
+    assert "eval: a model of 2 heads, 16 MC samples each" in capsys.readouterr().out
+    dropout_metrics = json.loads((run / "eval_test" / "metrics.json").read_text())
+    assert (dropout_metrics["mc_samples"], dropout_metrics["ensemble_covariance"]) == (32, "dropout")
+    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(out), "--overwrite", *args]) == 0
+    bundle = load_bundle(out)
+    assert (bundle.ensemble_members, bundle.mc_samples, bundle.dropout) == (2, 32, pytest.approx(0.2))
+    cases = [
+        (["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "b2"), *args,
+          "--metrics", str(run / "eval_heads_test" / "metrics.json")],
+         "evaluated the model of 2 heads with --ensemble-covariance heads, not dropout"),
+        (["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "b2"), "--mc-samples", "3"],
+         "mc_samples: 3 samples for an ensemble of 2 models without dropout"),
+        (["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "b2"), "--ensemble", str(first)],
+         "have 2 heads each (model.heads), an ensemble on one backbone already"),
+    ]  # fmt: skip
+    _assert_refused(cases, tmp_path / "b2", capsys)
+
+
+def test_one_model_without_dropout_takes_its_covariance_from_its_variance_head(
+    runs: tuple[Path, list[Path]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--ensemble-covariance heads for one model of one head: S = 1, the deterministic pose, and the
+    covariance of its variance head alone (an ensemble of one)."""
+    first = runs[1][0]
+    heads = ["--ensemble-covariance", "heads"]
+    assert main(["eval-checkpoint", "--checkpoint", str(first), "--no-baseline", *heads]) == 0
+    assert "eval: the model without dropout, one row" in capsys.readouterr().out
+    metrics = json.loads((first.parent / "eval_heads_test" / "metrics.json").read_text())
+    assert (metrics["mc_samples"], metrics["ensemble_covariance"]) == (1, "heads")
+    assert metrics["median_translation_m"] == metrics["deterministic"]["median_translation_m"]
+    assert "covariance_scale" in metrics and set(metrics["covariance_variants"]) == {
+        "mc_log_variance_per_group"
+    }
+    assert np.isfinite(metrics["uncertainty"]["spearman_position_std_vs_error"])
+
+    out = tmp_path / "bundle"
+    assert main(["export", "--checkpoint", str(first), "--out", str(out), *heads]) == 0
+    assert "without dropout: one row, the deterministic pose" in capsys.readouterr().out
+    bundle = load_bundle(out)
+    assert (bundle.ensemble_members, bundle.mc_samples, bundle.dropout) == (1, 1, 0.0)
+    assert bundle.covariance_scale.to_json() == metrics["covariance_scale"]
+    frames = np.random.default_rng(0).integers(0, 256, bundle.images_shape, dtype=np.uint8)
+    got = OnnxRuntimeEngine(bundle, threads=1).infer_outputs(
+        frames, np.ones((1, bundle.hidden_dim), np.float32)
+    )
+    assert got.log_variance is not None
+    estimate = Localizer(bundle, backend="onnxruntime", threads=1).localize([frames[0]])
+    expected = estimate_from_samples(
+        got.translation, got.rotation, bundle.covariance_scale, log_variances=got.log_variance
+    )
+    assert estimate.samples == 1
+    np.testing.assert_allclose(estimate.covariance, expected.covariance, rtol=1e-6)
+    np.testing.assert_allclose(estimate.translation, got.translation[0], atol=1e-6)
+    # the default stays MC dropout for one head
+    assert main(["export", "--checkpoint", str(first), "--out", str(out), "--overwrite"]) == 0
+    assert load_bundle(out).dropout == pytest.approx(0.2) and load_bundle(out).mc_samples == 32

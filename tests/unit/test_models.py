@@ -328,3 +328,31 @@ def test_train_backbone_bf16_runs_the_backbone_in_bfloat16_only_while_training()
     assert first_conv.weight.grad is not None and first_conv.weight.grad.abs().sum() > 0
     model.eval()(images)  # inference (and so export) is float32
     assert seen == [torch.bfloat16, torch.float32]
+
+
+def test_heads_split_the_hidden_layer_and_row_s_is_head_s_mod_k() -> None:
+    torch.manual_seed(0)
+    common = {
+        "backbone": "small_cnn", "num_cameras": 2, "hidden_dim": 16, "small_cnn_width": 8,
+        "rotation": "rot6d", "variance_head": True, "variance_head_hidden": 8,
+    }  # fmt: skip
+    one = build_model(ModelConfig(**common)).eval()  # type: ignore[arg-type]
+    two = build_model(ModelConfig(**common, heads=2)).eval()  # type: ignore[arg-type]
+    two.load_state_dict(one.state_dict())  # no new parameters: the heads are groups of units
+    images = torch.rand(3, 2, 3, 32, 32)
+    masks = one.random_masks(1, 4)
+    t, q, log_variance = two.inference_outputs(images, masks)
+    # Row s is head s mod 2: the one-head model with the other head's units masked out.
+    first, second = torch.zeros(1, 1, 16), torch.zeros(1, 1, 16)
+    first[..., :8], second[..., 8:] = 1.0, 1.0
+    for row, units in enumerate([first, second, first, second]):
+        t_ref, q_ref, lv_ref = one.inference_outputs(images, masks[:, row : row + 1] * units)
+        torch.testing.assert_close(t[:, row : row + 1], t_ref)
+        torch.testing.assert_close(q[:, row : row + 1], q_ref)
+        torch.testing.assert_close(log_variance[:, row : row + 1], lv_ref)  # type: ignore[index]
+    # The heads differ; without masks the model gives one row per head.
+    ones_t, _, _ = two.inference_outputs(images, torch.ones(1, 2, 16))
+    assert (ones_t[:, 0] - ones_t[:, 1]).abs().max() > 1e-6
+    torch.testing.assert_close(two(images).t, ones_t)
+    with pytest.raises(ValueError, match=r"heads must be 1\.\.16 and divide hidden_dim"):
+        ModelConfig(**common, heads=3)  # type: ignore[arg-type]

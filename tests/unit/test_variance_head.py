@@ -28,9 +28,11 @@ from pose_regressor.uncertainty import (
     tangent_residual,
 )
 from pose_regressor_training.evaluate import fit_covariance_scales
+from pose_regressor_training.losses import build_loss
 from pose_regressor_training.losses.variance import tangent_residual as torch_tangent_residual
 from pose_regressor_training.losses.variance import variance_nll
 from pose_regressor_training.models import ModelConfig, build_model
+from pose_regressor_training.objective import Objective
 from tests.unit.bundle_fixtures import expected_log_variance, expected_outputs, make_bundle
 
 SMALL = {
@@ -334,3 +336,29 @@ def test_localizer_and_pipeline_add_the_predicted_variance(tmp_path: Path) -> No
     assert pipe.config.covariance_scale == CovarianceScale.uniform(3.0)
     with pytest.raises(ValueError, match="variance_head come"):
         pipe.reconfigure(variance_head=False)
+
+
+def test_training_a_model_of_heads_minimizes_the_mean_of_their_losses() -> None:
+    torch.manual_seed(0)
+    common = {
+        "backbone": "small_cnn", "num_cameras": 2, "hidden_dim": 16, "small_cnn_width": 8,
+        "rotation": "rot6d", "variance_head": True,
+    }  # fmt: skip
+    two = build_model(ModelConfig(**common, heads=2))  # type: ignore[arg-type]
+    one = build_model(ModelConfig(**common))  # type: ignore[arg-type]
+    one.load_state_dict(two.state_dict())
+    two.eval(), one.eval()  # BatchNorm by running statistics: both see the same features
+    loss = build_loss("homoscedastic")
+    images = torch.rand(3, 2, 3, 32, 32)
+    t = torch.randn(3, 1, 3)
+    q = torch.nn.functional.normalize(torch.randn(3, 1, 4), dim=-1)
+    masks = two.random_masks(3, 2)  # training gives every set one row per head
+    parts = Objective(two, loss)(images, masks, t, q)
+    per_head = []
+    for head, units in enumerate([slice(0, 8), slice(8, 16)]):
+        kept = torch.zeros_like(masks[:, :1])
+        kept[..., units] = masks[:, head : head + 1, units]
+        per_head.append(Objective(one, loss)(images, kept, t, q))
+    for key in ("total", "variance_nll"):
+        torch.testing.assert_close(parts[key], (per_head[0][key] + per_head[1][key]) / 2)
+    assert abs(float((per_head[0]["total"] - per_head[1]["total"]).detach())) > 1e-6

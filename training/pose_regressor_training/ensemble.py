@@ -57,6 +57,30 @@ def resolve_covariance(member: ModelConfig, requested: str) -> str:
     return requested
 
 
+def configure_heads(model: PoseRegressor, requested: str) -> str:
+    """One model as an ensemble of its K heads (`model.heads`; K = 1 for the usual one head): row s
+    of its outputs is head s mod K. Returns `requested` resolved as for an ensemble (``auto`` is
+    ``dropout`` for a model of one head: MC dropout stays its default); for ``heads`` the model's
+    dropout is switched off, so that its masks are ones and S = K rows, one per head, are all there
+    is: the deterministic pose(s), and the covariance from the variance head (and track-shift
+    spread), plus the heads' disagreement for K > 1."""
+    if requested not in ENSEMBLE_COVARIANCE_CHOICES:
+        raise EnsembleError(
+            f"an ensemble's covariance is one of {', '.join(ENSEMBLE_COVARIANCE_CHOICES)}, got {requested!r}"
+        )
+    if requested == "auto" and model.config.heads == 1:
+        return "dropout"
+    covariance = resolve_covariance(model.config, requested)
+    if covariance == "heads":
+        if not model.config.log_variance_output:
+            raise EnsembleError(
+                "--ensemble-covariance heads needs a variance head (model.variance_head) or the "
+                "track-shift spread (model.shift_variance); this model has neither: use dropout"
+            )
+        model.config = replace(model.config, dropout=0.0)
+    return covariance
+
+
 def ensemble_config(member: ModelConfig, covariance: str = "dropout") -> ModelConfig:
     """What the ensemble's graph is, as a `ModelConfig`: for ``dropout`` a member's without the
     log-variance output, for ``heads`` a member's with dropout 0 (its masks are ones)."""
@@ -91,6 +115,7 @@ class EnsembleRegressor(nn.Module):
                 f"got {covariance!r}"
             )
         self.member_config = members[0].config
+        _refuse_heads(self.member_config)
         covariance = resolve_covariance(self.member_config, covariance)
         if covariance == "heads" and not self.member_config.log_variance_output:
             raise EnsembleError(
@@ -164,9 +189,19 @@ def _select_rows(outputs: list[torch.Tensor], member_of_row: torch.Tensor) -> to
     return (stacked * member_of_row[:, None, :, None]).sum(0)
 
 
+def _refuse_heads(member: ModelConfig) -> None:
+    if member.heads > 1:
+        raise EnsembleError(
+            f"these models have {member.heads} heads each (model.heads), an ensemble on one backbone "
+            "already: evaluate or export one of them alone"
+        )
+
+
 def check_members(checkpoints: Sequence[Checkpoint], paths: Sequence[str]) -> None:
-    """One line naming the first member that differs from the first in architecture or rig."""
+    """One line naming the first member that differs from the first in architecture or rig, or
+    refusing members of several heads each."""
     first, first_path = checkpoints[0], paths[0]
+    _refuse_heads(first.model_config)
     architecture = to_mapping(replace(first.model_config, pretrained=False))
     for checkpoint, path in zip(checkpoints[1:], paths[1:], strict=True):
         other = to_mapping(replace(checkpoint.model_config, pretrained=False))

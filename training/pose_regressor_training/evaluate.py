@@ -32,6 +32,7 @@ from pose_regressor_training.data.dataset import PoseDataset, describe_skipped
 from pose_regressor_training.data.sources import length_unit_of, load_dataset
 from pose_regressor_training.ensemble import (
     EnsembleRegressor,
+    configure_heads,
     ensemble_dir_tag,
     ensemble_samples,
     load_ensemble,
@@ -60,11 +61,12 @@ def evaluation_dir(
 ) -> Path:
     """Where `pose-train eval-checkpoint` writes the metrics and plots of `checkpoint` on `split`
     (of the ensemble of K > 1 members that `checkpoint` leads: eval_ensemble<K>_<split>, or
-    eval_ensemble<K>_heads_<split> for an ensemble whose covariance comes from the heads)."""
+    eval_ensemble<K>_heads_<split> for an ensemble whose covariance comes from the heads; a model of
+    heads (model.heads) evaluated with their variance heads: eval_heads_<split>)."""
+    tag = ensemble_dir_tag(ensemble_covariance)
     if ensemble_members > 1:
-        tag = ensemble_dir_tag(ensemble_covariance)
         return checkpoint.parent / f"eval_ensemble{ensemble_members}{tag}_{split}"
-    return checkpoint.parent / f"eval_{split}"
+    return checkpoint.parent / f"eval{tag}_{split}"
 
 
 def ensemble_record(members: Sequence[Path]) -> list[str]:
@@ -222,6 +224,12 @@ def _evaluate(
             if len(predictor.members) > 1
             else {}
         ),
+        **({"heads": predictor.heads} if predictor.heads > 1 else {}),
+        **(
+            {"ensemble_covariance": predictor.ensemble_covariance}
+            if len(predictor.members) == 1 and predictor.ensemble_covariance is not None
+            else {}
+        ),
         "data": str(predictor.root),
         "split": split,
         "mc_samples": mc_samples,
@@ -236,7 +244,8 @@ def _evaluate(
         "deterministic": test.deterministic_errors(),  # the mask of ones, beside the MC mean
     }
     estimates = test.estimates
-    if mc_samples >= 2:
+    # one row without dropout (--ensemble-covariance heads of a one-head model): the variance head
+    if mc_samples >= 2 or test.log_variances is not None:
         calibration = _calibration_split(predictor, test, split, calibration_split)
         metrics["uncertainty"] = _uncertainty_metrics(test, calibration, t_err, r_err)
         scale = metrics["uncertainty"]["covariance_scale"]
@@ -348,6 +357,10 @@ class _SplitPredictor:
         else:
             self.trained = load_checkpoint(checkpoint)
             self.model = model_from_checkpoint(self.trained)
+            if self.model.config.heads > 1 or ensemble_covariance != "auto":  # heads as members
+                self.ensemble_covariance = configure_heads(self.model, ensemble_covariance)
+                mc_samples = ensemble_samples(self.model.config.heads, mc_samples, self.ensemble_covariance)
+        self.heads = self.trained.model_config.heads
         self.device = resolve_device(device_name)
         self.model.to(self.device)
         self.root = data_root if data_root is not None else Path(self.trained.dataset.root)
@@ -514,7 +527,9 @@ def _covariance_variants(
     (the former default), the MC spread with per-group scales and, when the model outputs a
     log-variance (a variance head, the track-shift spread or both), the MC spread plus that
     variance with per-group scales (what bundles of such models use)."""
-    variants: dict[str, tuple[bool, bool]] = {"mc_one_scale": (False, False), "mc_per_group": (False, True)}
+    variants: dict[str, tuple[bool, bool]] = {}
+    if test.t_samples.shape[1] >= 2:  # one row (no dropout, one head) has no spread
+        variants = {"mc_one_scale": (False, False), "mc_per_group": (False, True)}
     if test.log_variances is not None:
         variants["mc_log_variance_per_group"] = (True, True)
     residuals, fit_residuals = test.residuals(), calibration.residuals()

@@ -72,7 +72,13 @@ from pose_regressor_training.checkpoint import (
     model_from_checkpoint,
     write_torch_file,
 )
-from pose_regressor_training.ensemble import EnsembleError, EnsembleRegressor, ensemble_samples, load_ensemble
+from pose_regressor_training.ensemble import (
+    EnsembleError,
+    EnsembleRegressor,
+    configure_heads,
+    ensemble_samples,
+    load_ensemble,
+)
 from pose_regressor_training.errors import TrainingError
 from pose_regressor_training.models import ModelConfig, PoseRegressor
 from pose_regressor_training.models.model import images_to_unit_float
@@ -259,7 +265,7 @@ def default_metrics_path(
     checkpoint: Path, ensemble_members: int = 1, ensemble_covariance: str = "dropout"
 ) -> Path:
     """Where `pose-train eval-checkpoint` writes the test metrics of a checkpoint (or of the ensemble
-    of K members it leads) by default."""
+    of K members it leads; `ensemble_covariance` also for a model of heads) by default."""
     from pose_regressor_training.evaluate import evaluation_dir  # evaluate imports the data loaders
 
     return evaluation_dir(checkpoint, "test", ensemble_members, ensemble_covariance) / "metrics.json"
@@ -282,12 +288,14 @@ def covariance_scale_from_metrics(
     metrics: Path | None,
     ensemble: Sequence[Path] = (),
     ensemble_covariance: str = "dropout",
+    heads: int = 0,
 ) -> tuple[CovarianceScale, str, dict[str, Any]]:
     """(scale, source, eval summary). An explicit `metrics` file must hold `covariance_scale` (one
     number, or per axis group {position, rotation}) of the same model: one checkpoint, or the
     ensemble of the `ensemble` checkpoints (all members, `checkpoint` first) with the same
-    `ensemble_covariance`; the default eval_test/metrics.json (eval_ensemble<K>[_heads]_test/) is
-    used only when it names this checkpoint (ensemble); otherwise 1.0 ("default")."""
+    `ensemble_covariance` (also for one model exported as its `heads` >= 1); the default
+    eval_test/metrics.json (eval_ensemble<K>[_heads]_test/, eval_heads_test/) is used only when it
+    names this checkpoint (ensemble); otherwise 1.0 ("default")."""
     default = CovarianceScale()
     path = (
         metrics
@@ -335,11 +343,12 @@ def covariance_scale_from_metrics(
             "scale does not fit (evaluate the same checkpoints with pose-train eval-checkpoint)"
         )
     evaluated_covariance = data.get("ensemble_covariance", "dropout")
-    if ensemble and evaluated_covariance != ensemble_covariance:
+    if (ensemble or heads) and evaluated_covariance != ensemble_covariance:
         if metrics is None:
             return default, f"default ({path} evaluated another ensemble covariance)", {}
+        what = "the ensemble" if ensemble else "the model" + (f" of {heads} heads" if heads > 1 else "")
         raise ExportError(
-            f"{metrics} evaluated the ensemble with --ensemble-covariance {evaluated_covariance}, not "
+            f"{metrics} evaluated {what} with --ensemble-covariance {evaluated_covariance}, not "
             f"{ensemble_covariance}: its covariance scale does not fit"
         )
     evaluated = data.get("checkpoint")
@@ -429,13 +438,21 @@ def export_bundle(
     else:
         trained = load_checkpoint(checkpoint)
         model = model_from_checkpoint(trained)
+    heads = trained.model_config.heads
+    # one model as an ensemble of its heads (row s is head s mod K; K = 1 without model.heads)
+    as_heads = False
+    if isinstance(model, PoseRegressor) and (heads > 1 or ensemble_covariance != "auto"):
+        as_heads = True
+        try:
+            ensemble_covariance = configure_heads(model, ensemble_covariance)
+        except EnsembleError as exc:
+            raise ExportError(str(exc)) from None
+    rows = len(members) if ensemble else heads
     if mc_samples is None:
-        mc_samples = (
-            ensemble_samples(len(members), DEFAULT_MC_SAMPLES, ensemble_covariance)
-            if ensemble
-            else DEFAULT_MC_SAMPLES
-        )
-    problem = ensemble_samples_problem(len(members), mc_samples, model.config.dropout == 0)
+        mc_samples = DEFAULT_MC_SAMPLES
+        if rows > 1 or as_heads:
+            mc_samples = ensemble_samples(rows, DEFAULT_MC_SAMPLES, ensemble_covariance)
+    problem = ensemble_samples_problem(rows, mc_samples, model.config.dropout == 0)
     if problem is not None:
         raise ExportError(f"mc_samples: {problem}")
     config = model.config
@@ -443,7 +460,8 @@ def export_bundle(
         checkpoint,
         Path(metrics) if metrics is not None else None,
         members if ensemble else (),
-        ensemble_covariance,
+        ensemble_covariance if rows > 1 or as_heads else "dropout",
+        heads if as_heads else 0,
     )
     rig = trained.rig
     if len(rig.cameras) != config.num_cameras:
@@ -472,9 +490,12 @@ def export_bundle(
         provenance = _provenance(checkpoint, trained, source, eval_summary)
         if ensemble:
             provenance["ensemble"] = [str(path.resolve()) for path in members]
+        if heads > 1:
+            provenance["heads"] = heads
+        if rows > 1 or as_heads:
             provenance["ensemble_covariance"] = ensemble_covariance
         bundle = _bundle(staging, trained, config, model.mask_dim, mc_samples, scale, onnx_record, provenance)
-        bundle = replace(bundle, ensemble_members=len(members))
+        bundle = replace(bundle, ensemble_members=rows)
         if "uncertain_flag" in eval_summary:  # validated by suggested_uncertain_flag
             bundle = replace(bundle, uncertain_flag=UncertainFlag(**eval_summary["uncertain_flag"]))
         write_bundle(bundle)

@@ -209,10 +209,11 @@ def _add_ensemble(p: argparse.ArgumentParser, what: str) -> None:
         "--ensemble-covariance",
         choices=ENSEMBLE_COVARIANCE_CHOICES,
         default="auto",
-        help="where an --ensemble's covariance comes from: 'heads', each member once without dropout, "
-        "its variance head plus the members' disagreement (S = K; members need model.variance_head or "
-        "model.shift_variance); 'dropout', each member's MC-dropout samples plus their disagreement, "
-        "no variance heads; 'auto' (default): heads where the members have them, else dropout",
+        help="where an --ensemble's covariance comes from (or a model of K heads', model.heads): 'heads', "
+        "each member once without dropout, its variance head plus the members' disagreement (S = K; "
+        "members need model.variance_head or model.shift_variance); 'dropout', each member's MC-dropout "
+        "samples plus their disagreement, no variance heads; 'auto' (default): heads where the members "
+        "have them, else dropout",
     )
 
 
@@ -241,7 +242,7 @@ def run_eval(args: argparse.Namespace) -> int:
             baseline=args.baseline,
             camera_loss=args.camera_loss,
             ensemble=args.ensemble,
-            ensemble_covariance=_ensemble_covariance(args),
+            ensemble_covariance=args.ensemble_covariance,
         )
     except ImageLoadError as exc:
         raise TrainingError(f"{exc}; {SKIP_BAD_HINT}") from None
@@ -250,7 +251,23 @@ def run_eval(args: argparse.Namespace) -> int:
     members = 1 + len(args.ensemble)
     covariance = evaluation.metrics.get("ensemble_covariance", "dropout")  # auto resolved
     out = args.out or evaluation_dir(args.checkpoint, args.split, members, covariance)
-    if members > 1 and covariance == "heads":
+    heads = evaluation.metrics.get("heads", 1)
+    if heads > 1 and covariance == "heads":
+        print(
+            f"eval: a model of {heads} heads on one backbone, without dropout; their variance heads and "
+            "disagreement are the uncertainty"
+        )
+    elif members == 1 and covariance == "heads":
+        print(
+            "eval: the model without dropout, one row (its deterministic pose); its variance head (and "
+            "track-shift spread) is the uncertainty"
+        )
+    elif heads > 1:
+        print(
+            f"eval: a model of {heads} heads, {evaluation.metrics['mc_samples'] // heads} MC samples each; "
+            "their spread and disagreement are the uncertainty"
+        )
+    elif members > 1 and covariance == "heads":
         print(
             f"eval: the ensemble of {members} models, each without dropout; their variance heads and "
             "disagreement are the uncertainty"
@@ -290,13 +307,6 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ensemble_covariance(args: argparse.Namespace) -> str:
-    """--ensemble-covariance, refused without --ensemble (it would be ignored)."""
-    if not args.ensemble and args.ensemble_covariance != "auto":
-        raise ValueError("--ensemble-covariance is for an --ensemble; one model's covariance is its own")
-    return str(args.ensemble_covariance)
-
-
 def _threshold_label(key: str, unit: str) -> str:
     """ "0.25 m, 2 deg" for pct_within_0.25m_2deg: the key says metres, the threshold is in `unit`."""
     distance, _, angle = key.removeprefix("pct_within_").partition("m_")
@@ -319,15 +329,15 @@ def add_export(sub: Subparsers) -> None:
         type=bounded_int("mc_samples", 1, MAX_MC_SAMPLES),
         default=None,
         help="default MC-dropout samples S per frame (TensorRT profile; default 32; an --ensemble of K "
-        "needs a multiple of K, default the largest up to 32, and exactly K without dropout "
-        f"(--ensemble-covariance heads); at most {MAX_MC_SAMPLES})",
+        "(or a model of K heads) needs a multiple of K, default the largest up to 32, and exactly K "
+        f"without dropout (--ensemble-covariance heads); at most {MAX_MC_SAMPLES})",
     )
     p.add_argument(
         "--metrics",
         type=Path,
         help="pose-train eval-checkpoint metrics.json with the covariance scale "
         "(default: CHECKPOINT_DIR/eval_test/metrics.json if it evaluated this checkpoint; "
-        "eval_ensemble<K>_test/ for an --ensemble)",
+        "eval_ensemble<K>[_heads]_test/ for an --ensemble, eval_heads_test/ for a model of heads)",
     )
     _add_ensemble(
         p,
@@ -350,7 +360,7 @@ def run_export(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         metrics=args.metrics,
         ensemble=args.ensemble,
-        ensemble_covariance=_ensemble_covariance(args),
+        ensemble_covariance=args.ensemble_covariance,
     )
     size_mb = bundle.onnx_path.stat().st_size / 1e6
     cams = ", ".join(f"{c.name} {c.width}x{c.height}" for c in bundle.cameras)
@@ -359,11 +369,14 @@ def run_export(args: argparse.Namespace) -> int:
     print(f"  dof {bundle.dof}, D {bundle.hidden_dim}, dropout {bundle.dropout:g}, S {bundle.mc_samples}")
     if bundle.ensemble_members > 1:
         k = bundle.ensemble_members
+        what = "heads on one backbone (model.heads)" if "heads" in bundle.provenance else "models"
         if bundle.dropout > 0:
             rows = f"MC sample s of member s mod {k}; S must be a multiple of {k}"
         else:
             rows = f"the pose and variance head of member s, without dropout; S must be {k}"
-        print(f"  ensemble of {k} models: output row s is {rows}")
+        print(f"  ensemble of {k} {what}: output row s is {rows}")
+    elif bundle.provenance.get("ensemble_covariance") == "heads":
+        print("  without dropout: one row, the deterministic pose; the covariance is its variance head's")
     diff = bundle.onnx["verified_max_abs_diff"]
     print(
         f"  ONNX Runtime vs PyTorch: max |diff| {diff['translation_m']:.1e} m, "

@@ -45,8 +45,8 @@ def predict(
     mc_samples: int = 0,
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Poses for every frame: deterministic (mask of ones) -> t (N, 1, 3), q (N, 1, 4); with
-    `mc_samples` = S > 0, S MC-dropout samples per frame -> (N, S, 3), (N, S, 4)."""
+    """Poses for every frame: deterministic (mask of ones; a model of K heads: their mean) -> t (N, 1, 3),
+    q (N, 1, 4); with `mc_samples` = S > 0, S MC-dropout samples per frame -> (N, S, 3), (N, S, 4)."""
     t, q, _ = predict_outputs(model, dataset, device, batch_size, mc_samples, seed)
     return t, q
 
@@ -94,7 +94,7 @@ def _predict(
     model.eval()
     # masks drawn on the CPU: the same seed gives the same MC samples on any device
     generator = torch.Generator(device="cpu").manual_seed(seed)
-    ones_rows = model.size if isinstance(model, EnsembleRegressor) else 1
+    ones_rows = model.size if isinstance(model, EnsembleRegressor) else model.config.heads
     extra = ones_rows if deterministic_too and mc_samples > 0 else 0
     ts, qs, log_variances = [], [], []
     for start in range(0, len(dataset), batch_size):
@@ -123,6 +123,11 @@ def _predict(
             rows = slice(-ones_rows, None)
             means = [pose.mean_pose(t_f, q_f) for t_f, q_f in zip(t[:, rows], q[:, rows], strict=True)]
             deterministic = (np.stack([m[0] for m in means]), np.stack([m[1] for m in means]))
+    if mc_samples == 0 and not isinstance(model, EnsembleRegressor) and ones_rows > 1:
+        # a model of K heads without MC samples: its pose is the heads' mean
+        means = [pose.mean_pose(t_f, q_f) for t_f, q_f in zip(t, q, strict=True)]
+        t, q = np.stack([m[0] for m in means])[:, None], np.stack([m[1] for m in means])[:, None]
+        log_variance = None
     if extra:
         t, q = t[:, :-extra], q[:, :-extra]
         log_variance = log_variance[:, :-extra] if log_variance is not None else None

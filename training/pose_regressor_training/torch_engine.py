@@ -62,9 +62,11 @@ class TorchEngine(InferenceEngine):
             raise EngineError(f"{path} is not a pose_regressor bundle weights file")
         member_config = replace(from_mapping(ModelConfig, payload["model_config"]), pretrained=False)
         members = payload.get("ensemble_members", 1)
-        if members != bundle.ensemble_members:
+        rows = members if members > 1 else member_config.heads  # a model of heads: one row per head
+        if rows != bundle.ensemble_members:
             raise EngineError(
-                f"{path} holds {members} model(s), bundle.yaml: ensemble_members {bundle.ensemble_members}"
+                f"{path} holds {members} model(s) of {member_config.heads} head(s), bundle.yaml: "
+                f"ensemble_members {bundle.ensemble_members}"
             )
         covariance = payload.get("ensemble_covariance", ENSEMBLE_COVARIANCES[0])
         if covariance not in ENSEMBLE_COVARIANCES:

@@ -17,7 +17,7 @@ from pose_regressor.bounds import Bound
 from pose_regressor.bundle import MAX_CAMERAS, MAX_HIDDEN_DIM, MAX_INPUT_SIDE
 from pose_regressor.files import read_yaml
 from pose_regressor_training.augment_config import AugmentConfig
-from pose_regressor_training.models.config import ModelConfig
+from pose_regressor_training.models.config import MAX_HEADS, ModelConfig
 from pose_regressor_training.typed_config import (
     ConfigError,
     apply_overrides,
@@ -67,6 +67,7 @@ BOUNDS: dict[str, Bound] = {
     "model.small_cnn_stages": Bound(1, 6),
     "model.small_cnn_pool": Bound(1, 64, max_items=2),
     "model.variance_head_hidden": Bound(0, MAX_HIDDEN_DIM),
+    "model.heads": Bound(1, MAX_HEADS),
     "model.aux_shared_stages": Bound(1, 8),
     "model.aux_weight": Bound(0, 1000),
     "model.track_yaw_step": Bound(-2 * math.pi, 2 * math.pi),  # radians (fit sets it: 2 pi / T)

@@ -329,7 +329,7 @@ class Trainer:
         b, k = batch["t"].shape[:2]
         images = images_to_unit_float(batch["images"].flatten(0, 1))
         images, t, q = self.augmenter(images, batch["t"].flatten(0, 1), batch["q"].flatten(0, 1), k)
-        masks = self.model.random_masks(b * k, 1, device=self.device)
+        masks = self.model.random_masks(b * k, self.model.config.heads, device=self.device)
         device = self.device
         return images.to(device), masks, t.to(device).reshape(b, k, 3), q.to(device).reshape(b, k, 4)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pose_regressor.bundle import MAX_ENSEMBLE_MEMBERS
+
 BACKBONES = (
     "resnet18",
     "resnet34",
@@ -15,6 +17,8 @@ BACKBONES = (
 )
 FUSIONS = ("input", "mosaic", "late")
 ROTATIONS = ("quaternion", "logq", "rot6d")
+# a model of K heads exports as an ensemble of K rows (bundle.yaml's ensemble_members)
+MAX_HEADS = MAX_ENSEMBLE_MEMBERS
 VARIANCE_NLLS = ("gaussian", "laplace")  # as pose_regressor_training.losses.variance
 
 
@@ -64,6 +68,12 @@ class ModelConfig:
         head's when there is one): the rig's symmetry gives a T-member ensemble for free, and
         where the shifted views disagree the pose is unreliable. Inference only; training and
         the pose are unchanged.
+    heads: K > 1 splits the hidden layer into K equal groups of units, each with its own part of
+        the output layers: K heads on one backbone, a deep ensemble of heads (issue 16). Row s of
+        the masks (and of every output) is head s mod K; training runs every head on every set
+        (the loss is their mean), inference gives one row per head and MC sample. With a variance
+        head the heads' disagreement plus their mean predicted variance is the covariance, as for
+        a deep ensemble of models, for one backbone pass.
     """
 
     backbone: str = "resnet18"
@@ -90,6 +100,7 @@ class ModelConfig:
     variance_head_hidden: int = 0
     shift_variance: bool = False
     embedding_dropout: bool = False
+    heads: int = 1
 
     def __post_init__(self) -> None:
         checks = [
@@ -145,6 +156,10 @@ class ModelConfig:
             (
                 not self.track_tta or self.num_cameras == 1 or self.track_yaw_step != 0.0,
                 "track_tta needs track_yaw_step (fit sets it from the rig's extrinsics)",
+            ),
+            (
+                1 <= self.heads <= MAX_HEADS and self.hidden_dim % self.heads == 0,
+                f"heads must be 1..{MAX_HEADS} and divide hidden_dim ({self.hidden_dim}), got {self.heads}",
             ),
             (
                 not self.shift_variance or self.track_tta,

@@ -162,6 +162,7 @@ class PoseRegressor(nn.Module):
     t_std: torch.Tensor
     shift_index: torch.Tensor
     shift_unyaw: torch.Tensor
+    head_units: torch.Tensor
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -204,6 +205,10 @@ class PoseRegressor(nn.Module):
         self.register_buffer("shift_index", (cams[None, :] + cams[:, None]) % t_cams, persistent=False)
         unyaw = yaw_quaternions(-config.track_yaw_step * cams.double()).float()
         self.register_buffer("shift_unyaw", unyaw, persistent=False)
+        # heads: head_units[k] is 1 on the hidden units of head k (`heads` consecutive equal groups)
+        group = torch.arange(config.hidden_dim) // (config.hidden_dim // config.heads)
+        units = (group[None, :] == torch.arange(config.heads)[:, None]).float()
+        self.register_buffer("head_units", units, persistent=False)
         self._init_head()
 
     def _init_head(self) -> None:
@@ -286,9 +291,21 @@ class PoseRegressor(nn.Module):
         """`decode` plus the log-variance [B, S, 6] (None without `variance_head`) of the same masks."""
         if hidden.dim() == 2:
             hidden = hidden[:, None, :]
-        masked = hidden * masks
+        masked = hidden * self._route_to_heads(masks)
         t, q = self._pose(self.fc_out(masked))
         return t, q, self._log_variance(masked)
+
+    def _route_to_heads(self, masks: torch.Tensor) -> torch.Tensor:
+        """masks [..., S, D] -> the same with row s kept to the units of head s mod K (`heads`).
+        The row index comes from a CumSum, so S stays the exported graph's only dynamic axis."""
+        k = self.config.heads
+        if k == 1:
+            return masks
+        row = torch.ones_like(masks[..., 0]).cumsum(-1) - 1.0  # [..., S]: 0, 1, ..., S - 1
+        head = row - k * torch.floor(row / k)
+        ids = torch.arange(k, dtype=masks.dtype, device=masks.device)
+        one_hot = (head.unsqueeze(-1) == ids).to(masks.dtype)  # [..., S, K]
+        return masks * (one_hot @ self.head_units)
 
     def _log_variance(self, masked: torch.Tensor) -> torch.Tensor | None:
         if self.fc_log_variance is None:
@@ -321,8 +338,8 @@ class PoseRegressor(nn.Module):
         return t, _hemisphere(q)
 
     def forward(self, images: torch.Tensor, masks: torch.Tensor | None = None) -> PoseOutput:
-        if masks is None:
-            masks = torch.ones(1, 1, self.mask_dim, device=images.device, dtype=images.dtype)
+        if masks is None:  # the deterministic pose: of each head, one row per head
+            masks = torch.ones(1, self.config.heads, self.mask_dim, device=images.device, dtype=images.dtype)
         if self.config.track_tta and not self.training:
             t, q, log_variance, embedding = self._track_averaged(images, masks)
             return PoseOutput(t, q, embedding, log_variance=log_variance)
