@@ -516,6 +516,11 @@ def test_one_model_without_dropout_takes_its_covariance_from_its_variance_head(
     assert estimate.samples == 1
     np.testing.assert_allclose(estimate.covariance, expected.covariance, rtol=1e-6)
     np.testing.assert_allclose(estimate.translation, got.translation[0], atol=1e-6)
-    # the default stays MC dropout for one head
+    # the default stays MC dropout for one head, and its scale is not the one fitted without dropout
+    heads_metrics = str(first.parent / "eval_heads_test" / "metrics.json")
+    b2 = str(tmp_path / "b2")
+    refused = [(["export", "--checkpoint", str(first), "--out", b2, "--metrics", heads_metrics],
+                "evaluated the model with --ensemble-covariance heads, not dropout")]  # fmt: skip
+    _assert_refused(refused, tmp_path / "b2", capsys)
     assert main(["export", "--checkpoint", str(first), "--out", str(out), "--overwrite"]) == 0
     assert load_bundle(out).dropout == pytest.approx(0.2) and load_bundle(out).mc_samples == 32

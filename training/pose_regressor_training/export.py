@@ -343,7 +343,7 @@ def covariance_scale_from_metrics(
             "scale does not fit (evaluate the same checkpoints with pose-train eval-checkpoint)"
         )
     evaluated_covariance = data.get("ensemble_covariance", "dropout")
-    if (ensemble or heads) and evaluated_covariance != ensemble_covariance:
+    if evaluated_covariance != ensemble_covariance:
         if metrics is None:
             return default, f"default ({path} evaluated another ensemble covariance)", {}
         what = "the ensemble" if ensemble else "the model" + (f" of {heads} heads" if heads > 1 else "")
