@@ -61,8 +61,8 @@ def evaluation_dir(
 ) -> Path:
     """Where `pose-train eval-checkpoint` writes the metrics and plots of `checkpoint` on `split`
     (of the ensemble of K > 1 members that `checkpoint` leads: eval_ensemble<K>_<split>, or
-    eval_ensemble<K>_heads_<split> for an ensemble whose covariance comes from the heads; a model of
-    heads (model.heads) evaluated with their variance heads: eval_heads_<split>)."""
+    eval_ensemble<K>_heads_<split> for an ensemble whose covariance comes from the heads; one model
+    evaluated with its variance head(s) and no dropout, --ensemble-covariance heads: eval_heads_<split>)."""
     tag = ensemble_dir_tag(ensemble_covariance)
     if ensemble_members > 1:
         return checkpoint.parent / f"eval_ensemble{ensemble_members}{tag}_{split}"
@@ -245,7 +245,8 @@ def _evaluate(
     }
     estimates = test.estimates
     # one row without dropout (--ensemble-covariance heads of a one-head model): the variance head
-    if mc_samples >= 2 or test.log_variances is not None:
+    # alone; with dropout, fewer than 2 samples give no covariance a bundle could use
+    if mc_samples >= 2 or predictor.ensemble_covariance == "heads":
         calibration = _calibration_split(predictor, test, split, calibration_split)
         metrics["uncertainty"] = _uncertainty_metrics(test, calibration, t_err, r_err)
         scale = metrics["uncertainty"]["covariance_scale"]
