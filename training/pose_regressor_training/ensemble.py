@@ -37,7 +37,7 @@ from torch import nn
 from pose_regressor.bundle import MAX_ENSEMBLE_MEMBERS
 from pose_regressor_training.checkpoint import Checkpoint, load_checkpoint, model_from_checkpoint
 from pose_regressor_training.models import ModelConfig, PoseRegressor
-from pose_regressor_training.models.model import PoseOutput
+from pose_regressor_training.models.model import PoseOutput, row_group_one_hot
 from pose_regressor_training.typed_config import to_mapping
 
 #: Where an ensemble's covariance comes from (the module docstring).
@@ -164,7 +164,7 @@ class EnsembleRegressor(nn.Module):
         for ``heads``, the log-variance [B, S, 6] (else None). Every member runs its head on all S
         masks (cheap beside K backbones) and keeps its rows."""
         outputs = [member.inference_outputs(images, masks) for member in self._typed]
-        member_of_row = self._member_of_row(masks)
+        member_of_row = row_group_one_hot(masks[0], self.size).T  # [K, S]
         t = _select_rows([out[0] for out in outputs], member_of_row)
         q = _select_rows([out[1] for out in outputs], member_of_row)
         if self.covariance != "heads":
@@ -172,15 +172,6 @@ class EnsembleRegressor(nn.Module):
         log_variances = [out[2] for out in outputs]
         assert all(lv is not None for lv in log_variances)  # checked in __init__
         return t, q, _select_rows([lv for lv in log_variances if lv is not None], member_of_row)
-
-    def _member_of_row(self, masks: torch.Tensor) -> torch.Tensor:
-        """[K, S] one-hot (float): row s belongs to member s mod K. Built from CumSum and constants
-        so that S stays the graph's only dynamic axis (no Range operator)."""
-        row = torch.ones_like(masks[0, :, 0]).cumsum(0) - 1.0  # 0, 1, ..., S - 1
-        k = float(self.size)
-        member = row - k * torch.floor(row / k)
-        ids = torch.arange(self.size, dtype=masks.dtype, device=masks.device).unsqueeze(1)
-        return (member.unsqueeze(0) == ids).to(masks.dtype)
 
 
 def _select_rows(outputs: list[torch.Tensor], member_of_row: torch.Tensor) -> torch.Tensor:

@@ -89,6 +89,17 @@ def _shift_variance(
     return residual.square().mean(dim=1)
 
 
+def row_group_one_hot(masks: torch.Tensor, groups: int) -> torch.Tensor:
+    """[..., S, K] one-hot (float) for masks [..., S, M]: row s belongs to group s mod K (an
+    ensemble's member, a model's head). Built from CumSum and constants so that S stays the exported
+    graph's only dynamic axis (no Range operator)."""
+    row = torch.ones_like(masks[..., 0]).cumsum(-1) - 1.0  # [..., S]: 0, 1, ..., S - 1
+    k = float(groups)
+    group = row - k * torch.floor(row / k)
+    ids = torch.arange(groups, dtype=masks.dtype, device=masks.device)
+    return (group.unsqueeze(-1) == ids).to(masks.dtype)
+
+
 def _hemisphere(q: torch.Tensor) -> torch.Tensor:
     """Flip quaternions (..., 4) with w < 0 (a Where, not Sign: Sign(0) would zero them)."""
     return torch.where(q[..., 3:4] < 0, -q, q)
@@ -298,14 +309,9 @@ class PoseRegressor(nn.Module):
     def _route_to_heads(self, masks: torch.Tensor) -> torch.Tensor:
         """masks [..., S, D] -> the same with row s kept to the units of head s mod K (`heads`).
         The row index comes from a CumSum, so S stays the exported graph's only dynamic axis."""
-        k = self.config.heads
-        if k == 1:
+        if self.config.heads == 1:
             return masks
-        row = torch.ones_like(masks[..., 0]).cumsum(-1) - 1.0  # [..., S]: 0, 1, ..., S - 1
-        head = row - k * torch.floor(row / k)
-        ids = torch.arange(k, dtype=masks.dtype, device=masks.device)
-        one_hot = (head.unsqueeze(-1) == ids).to(masks.dtype)  # [..., S, K]
-        return masks * (one_hot @ self.head_units)
+        return masks * (row_group_one_hot(masks, self.config.heads) @ self.head_units)
 
     def _log_variance(self, masked: torch.Tensor) -> torch.Tensor | None:
         if self.fc_log_variance is None:
