@@ -531,6 +531,49 @@ CONFIG_ERRORS: dict[str, tuple[Callable[[Path], None] | None, list[str], str]] =
 }
 
 
+TEARDOWN_SCRIPT = """
+import sys, time
+import rclpy
+from pose_regressor.node import _tear_down, teardown_watchdog
+
+class StandIn:  # the node's teardown surface; destroy_node stands for a DDS participant deletion
+    pipeline = None
+    def destroy_node(self):
+        time.sleep(float(sys.argv[1]))
+
+rclpy.init()
+with teardown_watchdog(1.0):
+    _tear_down(StandIn(), None)
+time.sleep(2.0)  # past the watchdog's deadline: a teardown that ended must have disarmed it
+print("exited normally")
+"""
+
+
+def test_a_teardown_that_hangs_ends_the_process_with_status_1(ros_env: dict[str, str]) -> None:
+    """The node's teardown watchdog: a hang in it (once, a DDS participant deletion in CI) ends the
+    process after the timeout with status 1 and the stacks on stderr; a teardown that ends in time
+    disarms it."""
+    stuck = subprocess.run(
+        [sys.executable, "-c", TEARDOWN_SCRIPT, "600"],
+        env=ros_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert stuck.returncode == 1, stuck.stderr
+    assert "Timeout (0:00:01)!" in stuck.stderr and "in destroy_node" in stuck.stderr, stuck.stderr
+    assert "exited normally" not in stuck.stdout
+    quick = subprocess.run(
+        [sys.executable, "-c", TEARDOWN_SCRIPT, "0"],
+        env=ros_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert quick.returncode == 0, quick.stderr
+    assert quick.stdout.strip() == "exited normally" and quick.stderr == ""
+
+
 def test_configure_errors_exit_1_with_one_clear_line(tmp_path: Path, ros_env: dict[str, str]) -> None:
     import re
 

@@ -20,11 +20,13 @@ Parameters: `pose_regressor.params` (what each one is and when it may change).
 from __future__ import annotations
 
 import difflib
+import faulthandler
 import math
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -787,7 +789,7 @@ def main(args: Sequence[str] | None = None) -> int:
         node = LocalizerNode()
     except Exception as exc:  # a --ros-args override of the wrong type or out of range
         return _fail(one_line(exc))
-    executor = _make_executor()
+    executor: rclpy.executors.Executor | None = None
     code = 0
     try:
         if node.autostart:
@@ -796,6 +798,9 @@ def main(args: Sequence[str] | None = None) -> int:
             else:
                 node.trigger_activate()
         if code == 0:
+            # Made only here: a node that failed to configure never spins, and the events
+            # executor installs SIGINT/SIGTERM handlers and a shutdown callback of its own.
+            executor = _make_executor()
             executor.add_node(node)
             # spin_once in a loop, not spin(): the events executor's spin() does not return on SIGINT.
             while rclpy.utilities.ok() and not node.finished:
@@ -807,13 +812,50 @@ def main(args: Sequence[str] | None = None) -> int:
     except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
         pass
     finally:
-        if node.pipeline is not None:
-            node.pipeline.stop()
-        executor.shutdown()
-        node.destroy_node()
-        if rclpy.utilities.ok():
-            rclpy.shutdown()
+        with teardown_watchdog():
+            _tear_down(node, executor)
+            # inside the watch too: the last references run the executor's C++ destructor
+            del node, executor
     return code
+
+
+TEARDOWN_TIMEOUT_S = 15.0
+
+
+@contextmanager
+def teardown_watchdog(timeout_s: float = TEARDOWN_TIMEOUT_S) -> Iterator[None]:
+    """End the process with status 1 if the block has not ended after `timeout_s`.
+
+    Deleting a DDS participant joins the middleware's threads, and once in a CI run a node that had
+    already logged its `cannot configure:` line never exited. A node that has said why it stops
+    must not keep its launch file (or a respawn) waiting, so faulthandler's watchdog, a C thread
+    that needs no GIL, prints every thread's stack to stderr and calls _exit(1) if the teardown
+    hangs."""
+    # the process's own stderr: a caller's replacement (pytest's capture) may have no descriptor
+    stderr = sys.__stderr__
+    armed = stderr is not None
+    try:
+        if stderr is not None:
+            faulthandler.dump_traceback_later(timeout_s, exit=True, file=stderr)
+    except (ValueError, OSError):  # a closed stderr: nothing to print the stacks to
+        armed = False
+    try:
+        yield
+    finally:
+        if armed:
+            faulthandler.cancel_dump_traceback_later()
+
+
+def _tear_down(node: LocalizerNode, executor: rclpy.executors.Executor | None) -> None:
+    """Stop inference, destroy the node (with the process's last node, its DDS participant) and
+    shut rclpy down."""
+    if node.pipeline is not None:
+        node.pipeline.stop()
+    if executor is not None:
+        executor.shutdown()
+    node.destroy_node()
+    if rclpy.utilities.ok():
+        rclpy.shutdown()
 
 
 if __name__ == "__main__":
