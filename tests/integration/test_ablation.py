@@ -264,7 +264,7 @@ def test_the_full_mode_keeps_the_validation_schedule_its_first_runs_had(ablation
         assert config.eval_every == 2, run.name
 
 
-def test_a_run_folder_is_kept_when_only_its_validation_schedule_was_pinned_later(
+def test_a_run_folder_is_kept_when_only_its_schedule_or_first_head_was_pinned_later(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.syspath_prepend(str(EXPERIMENTS))
@@ -273,6 +273,10 @@ def test_a_run_folder_is_kept_when_only_its_validation_schedule_was_pinned_later
     made = ["loss.name=homoscedastic", "optim.cpu_bf16=false", "optim.epochs=30"]
     (tmp_path / "run.json").write_text(json.dumps({"overrides": made}))
     _check_settings(tmp_path, [*made[:2], "eval_every=2", made[2]])  # no error: the same training
+    # the head a mode pinned later to what synth_quad.yaml said then (ablation_plan.FIRST_HEAD)
+    _check_settings(tmp_path, ["model.hidden_dim=256", "model.covariance=dropout", *made])
+    with pytest.raises(RunFolderError, match="made with other settings"):
+        _check_settings(tmp_path, ["model.hidden_dim=768", *made])
     with pytest.raises(RunFolderError, match="made with other settings"):
         _check_settings(tmp_path, ["loss.name=coupled", *made[1:]])
     with pytest.raises(RunFolderError, match="made with other settings"):

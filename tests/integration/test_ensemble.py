@@ -524,3 +524,34 @@ def test_one_model_without_dropout_takes_its_covariance_from_its_variance_head(
     _assert_refused(refused, tmp_path / "b2", capsys)
     assert main(["export", "--checkpoint", str(first), "--out", str(out), "--overwrite"]) == 0
     assert load_bundle(out).dropout == pytest.approx(0.2) and load_bundle(out).mc_samples == 32
+
+
+def test_a_recipe_of_model_covariance_heads_is_scored_without_dropout_by_default(
+    runs: tuple[Path, list[Path]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """model.covariance: heads (synth_quad.yaml's since 2026-12-06) makes `auto` mean heads for one
+    model: eval-checkpoint and export without --ensemble-covariance give what `heads` gives, and MC
+    dropout stays one flag away."""
+    trained = load_checkpoint(runs[1][0])
+    checkpoint = tmp_path / "run" / "best.pt"
+    checkpoint.parent.mkdir()
+    recipe = replace(trained.model_config, covariance="heads")
+    save_checkpoint(checkpoint, replace(trained, model_config=recipe))
+    assert main(["eval-checkpoint", "--checkpoint", str(checkpoint), "--no-baseline"]) == 0
+    assert "eval: the model without dropout, one row" in capsys.readouterr().out
+    metrics = json.loads((checkpoint.parent / "eval_heads_test" / "metrics.json").read_text())
+    assert (metrics["mc_samples"], metrics["ensemble_covariance"]) == (1, "heads")
+    assert metrics["median_translation_m"] == metrics["deterministic"]["median_translation_m"]
+
+    out = tmp_path / "bundle"
+    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(out)]) == 0
+    bundle = load_bundle(out)
+    assert (bundle.ensemble_members, bundle.mc_samples, bundle.dropout) == (1, 1, 0.0)
+    assert bundle.covariance_scale.to_json() == metrics["covariance_scale"]
+
+    mc = ["--ensemble-covariance", "dropout", "--mc-samples", "4"]
+    assert main(["eval-checkpoint", "--checkpoint", str(checkpoint), "--no-baseline", *mc]) == 0
+    metrics = json.loads((checkpoint.parent / "eval_test" / "metrics.json").read_text())
+    assert (metrics["mc_samples"], metrics["ensemble_covariance"]) == (4, "dropout")
+    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(out), "--overwrite", *mc[:2]]) == 0
+    assert (load_bundle(out).dropout, load_bundle(out).mc_samples) == (pytest.approx(0.2), 32)

@@ -86,3 +86,17 @@ def test_synth_quad_is_the_default_input_fusion_model() -> None:
     config = load_train_config(CONFIGS[0].parent / "synth_quad.yaml")
     assert config.model.fusion == "input" and config.augment.track
     assert config.model.rotation == "rot6d" and config.model.track_tta
+    # 768 units scored without dropout (docs/results.md, 2026-12-06)
+    assert (config.model.hidden_dim, config.model.covariance) == (768, "heads")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model.covariance=mc"], "covariance must be one of dropout, heads, got 'mc'"),
+        (["model.covariance=heads"], "covariance heads .* needs variance_head or shift_variance"),
+    ],
+)
+def test_model_covariance_is_checked(overrides: list[str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        load_train_config(None, ["data.root=x", *overrides])

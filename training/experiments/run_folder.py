@@ -101,9 +101,18 @@ def read_run(folder: Path) -> RunResult:
 #: eval_every=2, which synth_quad.yaml said when its first runs were made) keeps their folders.
 NOT_IDENTITY_KEYS = ("eval_every",)
 
+#: Overrides that a mode added later to keep what synth_quad.yaml said when its first runs were
+#: made (ablation_plan.FIRST_HEAD): with exactly this value they train what those runs trained.
+PINNED_LATER = {"model.hidden_dim": "256", "model.covariance": "dropout"}
+
 
 def _identity(overrides: list[str]) -> list[str]:
-    return [item for item in overrides if item.split("=", 1)[0].strip() not in NOT_IDENTITY_KEYS]
+    kept = []
+    for item in overrides:
+        key, _, value = (part.strip() for part in item.partition("="))
+        if key not in NOT_IDENTITY_KEYS and PINNED_LATER.get(key) != value:
+            kept.append(item)
+    return kept
 
 
 def _check_settings(folder: Path, overrides: list[str]) -> None:

@@ -57,10 +57,18 @@ def resolve_covariance(member: ModelConfig, requested: str) -> str:
     return requested
 
 
+def scored_as_heads(config: ModelConfig, requested: str) -> bool:
+    """Whether eval or export treats one model as the ensemble of its heads (`configure_heads`):
+    a model of K > 1 heads, an explicit `--ensemble-covariance`, or a recipe that chose
+    `model.covariance: heads`."""
+    return config.heads > 1 or requested != "auto" or config.covariance == "heads"
+
+
 def configure_heads(model: PoseRegressor, requested: str) -> str:
     """One model as an ensemble of its K heads (`model.heads`; K = 1 for the usual one head): row s
     of its outputs is head s mod K. Returns `requested` resolved as for an ensemble (``auto`` is
-    ``dropout`` for a model of one head: MC dropout stays its default); for ``heads`` the model's
+    the model's `covariance` for a model of one head, ``dropout`` unless its recipe chose
+    ``heads``); for ``heads`` the model's
     dropout is switched off, so that its masks are ones and S = K rows, one per head, are all there
     is: the deterministic pose(s), and the covariance from the variance head (and track-shift
     spread), plus the heads' disagreement for K > 1."""
@@ -69,7 +77,9 @@ def configure_heads(model: PoseRegressor, requested: str) -> str:
             f"an ensemble's covariance is one of {', '.join(ENSEMBLE_COVARIANCE_CHOICES)}, got {requested!r}"
         )
     if requested == "auto" and model.config.heads == 1:
-        return "dropout"
+        requested = model.config.covariance  # the recipe's choice (model.covariance)
+        if requested == "dropout":
+            return "dropout"
     covariance = resolve_covariance(model.config, requested)
     if covariance == "heads":
         if not model.config.log_variance_output:

@@ -36,6 +36,7 @@ from pose_regressor_training.ensemble import (
     ensemble_dir_tag,
     ensemble_samples,
     load_ensemble,
+    scored_as_heads,
 )
 from pose_regressor_training.models import PoseRegressor
 from pose_regressor_training.predict import CameraSets, predict_with_deterministic, resolve_device
@@ -358,7 +359,7 @@ class _SplitPredictor:
         else:
             self.trained = load_checkpoint(checkpoint)
             self.model = model_from_checkpoint(self.trained)
-            if self.model.config.heads > 1 or ensemble_covariance != "auto":  # heads as members
+            if scored_as_heads(self.model.config, ensemble_covariance):  # heads as members
                 self.ensemble_covariance = configure_heads(self.model, ensemble_covariance)
                 mc_samples = ensemble_samples(self.model.config.heads, mc_samples, self.ensemble_covariance)
         self.heads = self.trained.model_config.heads

@@ -78,6 +78,7 @@ from pose_regressor_training.ensemble import (
     configure_heads,
     ensemble_samples,
     load_ensemble,
+    scored_as_heads,
 )
 from pose_regressor_training.errors import TrainingError
 from pose_regressor_training.models import ModelConfig, PoseRegressor
@@ -441,7 +442,7 @@ def export_bundle(
     heads = trained.model_config.heads
     # one model as an ensemble of its heads (row s is head s mod K; K = 1 without model.heads)
     as_heads = False
-    if isinstance(model, PoseRegressor) and (heads > 1 or ensemble_covariance != "auto"):
+    if isinstance(model, PoseRegressor) and scored_as_heads(model.config, ensemble_covariance):
         as_heads = True
         try:
             ensemble_covariance = configure_heads(model, ensemble_covariance)

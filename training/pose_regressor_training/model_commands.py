@@ -213,7 +213,8 @@ def _add_ensemble(p: argparse.ArgumentParser, what: str) -> None:
         "each member once without dropout, its variance head plus the members' disagreement (S = K; "
         "members need model.variance_head or model.shift_variance); 'dropout', each member's MC-dropout "
         "samples plus their disagreement, no variance heads; 'auto' (default): heads where the members "
-        "have them, else dropout",
+        "have them, else dropout; for one model of one head, its model.covariance (dropout unless its "
+        "recipe chose heads: synth_quad.yaml does)",
     )
 
 

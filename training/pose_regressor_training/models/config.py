@@ -20,6 +20,8 @@ ROTATIONS = ("quaternion", "logq", "rot6d")
 # a model of K heads exports as an ensemble of K rows (bundle.yaml's ensemble_members)
 MAX_HEADS = MAX_ENSEMBLE_MEMBERS
 VARIANCE_NLLS = ("gaussian", "laplace")  # as pose_regressor_training.losses.variance
+# a model's default inference covariance: as pose_regressor_training.ensemble's choices, less auto
+COVARIANCES = ("dropout", "heads")
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,12 @@ class ModelConfig:
         (the loss is their mean), inference gives one row per head and MC sample. With a variance
         head the heads' disagreement plus their mean predicted variance is the covariance, as for
         a deep ensemble of models, for one backbone pass.
+    covariance: how eval and export score the model unless told (`--ensemble-covariance auto`):
+        `dropout`, MC dropout (S masked samples: their mean pose, their spread plus the
+        log-variance); `heads`, no dropout at inference (one row per head: the deterministic
+        pose, the covariance from the log-variance output and, for K > 1, the heads'
+        disagreement). `heads` needs a log-variance output. A model of K > 1 heads with one is
+        scored as `heads` either way, as before.
     """
 
     backbone: str = "resnet18"
@@ -101,6 +109,7 @@ class ModelConfig:
     shift_variance: bool = False
     embedding_dropout: bool = False
     heads: int = 1
+    covariance: str = "dropout"
 
     def __post_init__(self) -> None:
         checks = [
@@ -160,6 +169,15 @@ class ModelConfig:
             (
                 1 <= self.heads <= MAX_HEADS and self.hidden_dim % self.heads == 0,
                 f"heads must be 1..{MAX_HEADS} and divide hidden_dim ({self.hidden_dim}), got {self.heads}",
+            ),
+            (
+                self.covariance in COVARIANCES,
+                f"covariance must be one of {', '.join(COVARIANCES)}, got {self.covariance!r}",
+            ),
+            (
+                self.covariance != "heads" or self.log_variance_output,
+                "covariance heads scores the model without dropout, from its log-variance output: "
+                "it needs variance_head or shift_variance",
             ),
             (
                 not self.shift_variance or self.track_tta,
