@@ -17,7 +17,8 @@ if [ "${DEMO_FULL:-0}" = 1 ]; then
 else
   FRAMES=${DEMO_FRAMES:-8000} EPOCHS=${DEMO_EPOCHS:-20} WIDTH=64 HEIGHT=48 FIT_MINUTES=6
   # Without native bfloat16 the backbone trains in float32, 1.3-1.9x slower; 20 epochs once took
-  # the demo to 714 s on a 2-core AVX2 CPU. 13 epochs: 386 s there, node 0.283 m, 4.59 deg.
+  # the demo to 714 s on a 2-core AVX2 CPU. 13 epochs: 386 s there, node 0.283 m, 4.59 deg; with
+  # the 768-unit default scored without dropout (2026-12-06), 287 s, node 0.276 m, 4.06 deg.
   if [ -z "${DEMO_EPOCHS:-}" ] && ! .venv/bin/python -c \
       "import sys; from pose_regressor_training.cpu_threads import cpu_has_native_bf16 as b; sys.exit(not b())"; then
     EPOCHS=13
