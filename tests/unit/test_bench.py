@@ -97,6 +97,7 @@ def conv_bundle(
     layers: int = 2,
     mc_samples: int = 8,
     camera_size: tuple[int, int] = (128, 96),
+    dropout: float = 0.2,
 ) -> ModelBundle:
     """A valid bundle at `root` (created) around `conv_graph`; cameras ``cam0``.. at `camera_size`."""
     root.mkdir(parents=True, exist_ok=True)
@@ -111,7 +112,7 @@ def conv_bundle(
         preprocessing=dict(PREPROCESSING),
         fusion="input",
         dof=6,
-        dropout=0.2,
+        dropout=dropout,
         hidden_dim=hidden,
         covariance_scale=1.0,
         provenance={},
@@ -198,7 +199,34 @@ def test_compare_gives_the_ratio_of_two_bundles(bundles: tuple[ModelBundle, Mode
     assert result.compare_ratio == pytest.approx(result.row("mc").stats["total"][0] / other.stats["total"][0])
     assert result.to_json()["compare_ratio"] == result.compare_ratio
     table = format_table(result)
-    assert f"total(T=2) / total(T=1 bundle {bundles[1].path}):" in table
+    assert f"total(T=2, S=4) / total(T=1, S=4 bundle {bundles[1].path}):" in table
+
+
+def test_a_bundle_without_dropout_is_benched_at_its_own_rows(
+    bundles: tuple[ModelBundle, ModelBundle], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`dropout: 0`, `mc_samples: 1` (the synthetic default's bundle since 2026-12-06): S = 1 is its
+    path, there is no naive row, and --compare runs the other bundle at its own S."""
+    plain = conv_bundle(tmp_path / "plain", cameras=1, mc_samples=1, dropout=0.0)
+    result = run_bench(
+        plain.path,
+        backend="onnxruntime",
+        repeats=3,
+        warmup=1,
+        compare=bundles[1].path,
+        engine_options={"threads": 1},
+        settle_s=0.0,
+    )
+    assert [r.name for r in result.rows] == ["deterministic", "mc", "compare"]
+    assert (result.row("mc").samples, result.row("compare").samples) == (1, bundles[1].mc_samples)
+    assert result.naive_over_ours is None and result.to_json()["naive_over_ours"] is None
+    table = format_table(result)
+    assert "naive over ours  none: the bundle has no dropout" in table
+    assert f"total(T=1, S=1) / total(T=1, S={bundles[1].mc_samples} bundle" in table
+    with pytest.raises(ValueError, match="mc_samples must be >= 1"):
+        run_bench(plain, backend="onnxruntime", mc_samples=0)
+    assert main(["bench", "--bundle", str(plain.path), "--backend", "onnxruntime", "--repeats", "2"]) == 0
+    assert "MC cost          total(S=1) / total(S=1):" in capsys.readouterr().out
 
 
 def test_rows_are_interleaved_and_primed(

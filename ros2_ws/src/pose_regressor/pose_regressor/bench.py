@@ -12,7 +12,13 @@ of random camera-size images, bundle camera width x height, into a reused input 
 * ``mc``: our MC dropout, one backbone pass and S masks on the head (S = ``mc_samples``);
 * ``naive``: the Bayesian-PoseNet baseline that dropout throughout the network would need: S full
   forward passes, timed as S separate ``infer`` calls with S = 1 each, then the same postprocess;
-* ``compare``: the ``--compare`` bundle's ``mc`` row (e.g. a T=1 bundle of the same backbone).
+* ``compare``: the ``--compare`` bundle's ``mc`` row (e.g. a T=1 bundle of the same backbone), at
+  ``mc_samples`` when given, else at that bundle's own ``mc_samples`` (what the node runs for it).
+
+A bundle without dropout (``dropout: 0``: `export --ensemble-covariance heads`, or a recipe with
+``model.covariance: heads`` such as the synthetic-scene default) has no MC samples: its ``mc`` row
+runs its S = ``mc_samples`` rows (1 for one model, K for an ensemble or a model of K heads), S may
+be 1, and there is no ``naive`` row (``naive_over_ours`` is None).
 
 Ratios come from the medians (p50) of the same run: ``mc_cost_ratio`` = total(mc) / total(deterministic),
 ``naive_over_ours`` = total(naive) / total(mc), ``compare_ratio`` = total(mc) / total(compare mc).
@@ -26,10 +32,11 @@ than 5 ms, less than 50 ms, after its last run): on the 2-core machine that made
 whichever rows followed it up to 1.9x slower.
 
 Bounds (checked before anything is allocated; each is one clear error): S in [2, `MAX_MC_SAMPLES`]
-(the bundle's own limit), repeats in [1, `MAX_REPEATS`], warmup in [0, `MAX_WARMUP`], onnxruntime
-threads in [0, `MAX_THREADS`], settle_s in [0, `MAX_SETTLE_S`], and the random camera images of one
-set (the bundle's camera sizes) at most `MAX_IMAGE_BYTES`. A run that takes longer than
-`PROGRESS_EVERY_S` reports its progress on stderr every `PROGRESS_EVERY_S` seconds.
+(the bundle's own limit; [1, `MAX_MC_SAMPLES`] without dropout), repeats in [1, `MAX_REPEATS`],
+warmup in [0, `MAX_WARMUP`], onnxruntime threads in [0, `MAX_THREADS`], settle_s in
+[0, `MAX_SETTLE_S`], and the random camera images of one set (the bundle's camera sizes) at most
+`MAX_IMAGE_BYTES`. A run that takes longer than `PROGRESS_EVERY_S` reports its progress on stderr
+every `PROGRESS_EVERY_S` seconds.
 """
 
 from __future__ import annotations
@@ -105,7 +112,7 @@ class BenchRow:
 class BenchResult:
     rows: list[BenchRow]
     mc_cost_ratio: float
-    naive_over_ours: float
+    naive_over_ours: float | None  # None: a bundle without dropout has no MC samples to run as passes
     compare_ratio: float | None
     settings: dict[str, Any] = field(default_factory=dict)
 
@@ -218,13 +225,15 @@ def _check_images(bundle: ModelBundle) -> None:
 
 
 def _check_arguments(
-    samples: int, repeats: int, warmup: int, settle_s: float, options: dict[str, Any]
+    samples: int, repeats: int, warmup: int, settle_s: float, options: dict[str, Any], dropout: bool = True
 ) -> None:
     """One ValueError naming the first argument outside its documented range."""
-    if not 2 <= samples <= MAX_MC_SAMPLES:
+    if dropout and not 2 <= samples <= MAX_MC_SAMPLES:
         raise ValueError(
             f"mc_samples must be >= 2 to measure MC-dropout cost and <= {MAX_MC_SAMPLES}, got {samples}"
         )
+    if not 1 <= samples <= MAX_MC_SAMPLES:  # a bundle without dropout: its rows, 1 or more
+        raise ValueError(f"mc_samples must be >= 1 and <= {MAX_MC_SAMPLES}, got {samples}")
     if not 1 <= repeats <= MAX_REPEATS or not 0 <= warmup <= MAX_WARMUP:
         raise ValueError(
             f"repeats must be >= 1 and <= {MAX_REPEATS}, warmup >= 0 and <= {MAX_WARMUP}; "
@@ -298,11 +307,15 @@ def run_bench(
     options = dict(engine_options or {})
     main = bundle if isinstance(bundle, ModelBundle) else load_bundle(bundle)
     samples = main.mc_samples if mc_samples is None else mc_samples
-    _check_arguments(samples, repeats, warmup, settle_s, options)
+    with_dropout = main.dropout > 0
+    _check_arguments(samples, repeats, warmup, settle_s, options, with_dropout)
     _check_images(main)
     other = None
+    other_samples = samples
     if compare is not None:
         other = compare if isinstance(compare, ModelBundle) else load_bundle(compare)
+        other_samples = other.mc_samples if mc_samples is None else mc_samples
+        _check_arguments(other_samples, repeats, warmup, settle_s, options, other.dropout > 0)
         _check_images(other)
     if progress is None and not quiet:
         progress = _StderrProgress()
@@ -313,10 +326,12 @@ def run_bench(
     cases = [
         _Case("deterministic", engine, 1, False, pools, rng),
         _Case("mc", engine, samples, False, pools, rng),
-        _Case("naive", engine, samples, True, pools, rng),
     ]
+    if with_dropout:
+        cases.append(_Case("naive", engine, samples, True, pools, rng))
     if other is not None:
-        cases.append(_Case("compare", _engine(other, backend, samples, options), samples, False, pools, rng))
+        other_engine = _engine(other, backend, other_samples, options)
+        cases.append(_Case("compare", other_engine, other_samples, False, pools, rng))
     total = warmup + repeats
     shuffle = np.random.default_rng(seed + 1)
     for repetition in range(total):
@@ -332,7 +347,7 @@ def run_bench(
     return BenchResult(
         rows=rows,
         mc_cost_ratio=p50["mc"] / p50["deterministic"],
-        naive_over_ours=p50["naive"] / p50["mc"],
+        naive_over_ours=p50["naive"] / p50["mc"] if "naive" in p50 else None,
         compare_ratio=p50["mc"] / p50["compare"] if "compare" in p50 else None,
         settings={
             "bundle": str(main.path),
@@ -385,15 +400,18 @@ def format_table(result: BenchResult) -> str:
         f"times in ms (p50 / p99 over {result.settings.get('repeats')} interleaved repetitions{note})"
     )
     text.append(f"MC cost          total(S={s}) / total(S=1):                 {result.mc_cost_ratio:.3f}x")
-    text.append(
-        f"naive over ours  {s} passes of S=1 / one pass with S={s}:     {result.naive_over_ours:.2f}x"
-    )
+    if result.naive_over_ours is not None:
+        text.append(
+            f"naive over ours  {s} passes of S=1 / one pass with S={s}:     {result.naive_over_ours:.2f}x"
+        )
+    else:
+        text.append("naive over ours  none: the bundle has no dropout, so no MC samples to run as passes")
     if result.compare_ratio is not None:
         other = result.row("compare")
         mine = result.row("mc").cameras
         text.append(
-            f"compare          total(T={mine}) / total(T={other.cameras} bundle {other.bundle}): "
-            f"{result.compare_ratio:.3f}x"
+            f"compare          total(T={mine}, S={s}) / total(T={other.cameras}, S={other.samples} bundle "
+            f"{other.bundle}): {result.compare_ratio:.3f}x"
         )
     return "\n".join(text)
 

@@ -412,8 +412,10 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="time preprocess, inference and postprocess of a bundle; MC-dropout, naive and fusion cost",
         description="Times the robot's per-frame path on random camera-size images: preprocess, "
         "engine.infer and the MC-dropout pose estimate, at p50 and p99, for S=1, S=--mc-samples in one "
-        "pass, and the naive baseline of S separate S=1 passes (plus --compare's bundle), interleaved. "
-        "Prints a table and the ratios mc_cost_ratio, naive_over_ours and compare_ratio.",
+        "pass, and the naive baseline of S separate S=1 passes (plus --compare's bundle, at its own "
+        "mc_samples unless --mc-samples is given), interleaved. A bundle without dropout (dropout: 0) "
+        "runs its own rows (S may be 1) and has no naive row. Prints a table and the ratios "
+        "mc_cost_ratio, naive_over_ours and compare_ratio.",
     )
     p.add_argument("--bundle", type=Path, required=True)
     p.add_argument("--compare", type=Path, help="a second bundle to compare totals with (e.g. T=1 vs T=4)")
