@@ -225,6 +225,8 @@ def test_a_bundle_without_dropout_is_benched_at_its_own_rows(
     assert f"total(T=1, S=1) / total(T=1, S={bundles[1].mc_samples} bundle" in table
     with pytest.raises(ValueError, match="mc_samples must be >= 1"):
         run_bench(plain, backend="onnxruntime", mc_samples=0)
+    with pytest.raises(ValueError, match=r"the --compare bundle .*: mc_samples must be >= 2"):
+        run_bench(plain, backend="onnxruntime", mc_samples=1, compare=bundles[1].path)
     assert main(["bench", "--bundle", str(plain.path), "--backend", "onnxruntime", "--repeats", "2"]) == 0
     assert "MC cost          total(S=1) / total(S=1):" in capsys.readouterr().out
 

@@ -315,7 +315,10 @@ def run_bench(
     if compare is not None:
         other = compare if isinstance(compare, ModelBundle) else load_bundle(compare)
         other_samples = other.mc_samples if mc_samples is None else mc_samples
-        _check_arguments(other_samples, repeats, warmup, settle_s, options, other.dropout > 0)
+        try:
+            _check_arguments(other_samples, repeats, warmup, settle_s, options, other.dropout > 0)
+        except ValueError as exc:  # S fits the bundle but not the one it is compared with
+            raise ValueError(f"the --compare bundle {other.path}: {exc}") from None
         _check_images(other)
     if progress is None and not quiet:
         progress = _StderrProgress()
