@@ -553,23 +553,16 @@ def test_a_teardown_that_hangs_ends_the_process_with_status_1(ros_env: dict[str,
     """The node's teardown watchdog: a hang in it (once, a DDS participant deletion in CI) ends the
     process after the timeout with status 1 and the stacks on stderr; a teardown that ends in time
     disarms it."""
-    stuck = subprocess.run(
-        [sys.executable, "-c", TEARDOWN_SCRIPT, "600"],
-        env=ros_env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+
+    def teardown(hang_s: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-c", TEARDOWN_SCRIPT, hang_s]
+        return subprocess.run(command, env=ros_env, capture_output=True, text=True, timeout=60)
+
+    stuck = teardown("600")
     assert stuck.returncode == 1, stuck.stderr
     assert "Timeout (0:00:01)!" in stuck.stderr and "in destroy_node" in stuck.stderr, stuck.stderr
     assert "exited normally" not in stuck.stdout
-    quick = subprocess.run(
-        [sys.executable, "-c", TEARDOWN_SCRIPT, "0"],
-        env=ros_env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    quick = teardown("0")
     assert quick.returncode == 0, quick.stderr
     assert quick.stdout.strip() == "exited normally" and quick.stderr == ""
 
