@@ -268,19 +268,56 @@ def test_a_run_folder_is_kept_when_only_its_schedule_or_first_head_was_pinned_la
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.syspath_prepend(str(EXPERIMENTS))
-    from run_folder import RunFolderError, _check_settings
+    from run_folder import DEFAULT_CONFIG, RunFolderError, _check_settings
 
+    from pose_regressor_training.train_config import load_train_config
+
+    def check(overrides: list[str]) -> None:
+        _check_settings(tmp_path, overrides, load_train_config(DEFAULT_CONFIG, overrides))
+
+    # a folder without a checkpoint (its .pt files removed to save space): run.json's overrides decide
     made = ["loss.name=homoscedastic", "optim.cpu_bf16=false", "optim.epochs=30"]
     (tmp_path / "run.json").write_text(json.dumps({"overrides": made}))
-    _check_settings(tmp_path, [*made[:2], "eval_every=2", made[2]])  # no error: the same training
+    check([*made[:2], "eval_every=2", made[2]])  # no error: the same training
     # the head a mode pinned later to what synth_quad.yaml said then (ablation_plan.FIRST_HEAD)
-    _check_settings(tmp_path, ["model.hidden_dim=256", "model.covariance=dropout", *made])
+    check(["model.hidden_dim=256", "model.covariance=dropout", *made])
     with pytest.raises(RunFolderError, match="made with other settings"):
-        _check_settings(tmp_path, ["model.hidden_dim=768", *made])
+        check(["model.hidden_dim=768", *made])
     with pytest.raises(RunFolderError, match="made with other settings"):
-        _check_settings(tmp_path, ["loss.name=coupled", *made[1:]])
+        check(["loss.name=coupled", *made[1:]])
     with pytest.raises(RunFolderError, match="made with other settings"):
-        _check_settings(tmp_path, made[:2])  # fewer epochs is another run
+        check(made[:2])  # fewer epochs is another run
     (tmp_path / "run.json").write_text("{not json")
     with pytest.raises(RunFolderError, match="made with other settings"):
-        _check_settings(tmp_path, made)
+        check(made)
+
+
+def test_a_run_folder_whose_checkpoint_was_trained_from_another_config_file_is_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # run.json holds overrides only: a folder made before the config file's defaults changed has
+    # the same overrides but trained something else, which only its checkpoint's config tells
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+    import torch
+    from run_folder import DEFAULT_CONFIG, RunFolderError, _check_settings
+
+    from pose_regressor.rig import preset_rig
+    from pose_regressor_training.checkpoint import Checkpoint, save_checkpoint
+    from pose_regressor_training.train_config import load_train_config
+
+    overrides = ["data.root=DATA", "seed=1"]
+    (tmp_path / "run.json").write_text(json.dumps({"overrides": overrides}))
+    then = load_train_config(DEFAULT_CONFIG, [*overrides, "model.hidden_dim=256", "model.covariance=dropout"])
+    rig = preset_rig("quad", 128, 96)
+    weights = {"w": torch.ones(3)}  # the check reads the config only
+    save_checkpoint(tmp_path / "best.pt", Checkpoint(then.model, weights, rig, config=then, epoch=3))
+
+    now = load_train_config(DEFAULT_CONFIG, overrides)
+    assert now.model.hidden_dim != 256  # the default moved on since
+    with pytest.raises(RunFolderError) as refused:
+        _check_settings(tmp_path, overrides, now)
+    assert "model.covariance: 'dropout' there, 'heads' now" in str(refused.value)
+    assert "model.hidden_dim: 256 there, 768 now" in str(refused.value)
+    # the run the folder was made for, spelled with its pins, is kept; the schedule is not compared
+    pinned = [*overrides, "model.hidden_dim=256", "model.covariance=dropout", "eval_every=2"]
+    _check_settings(tmp_path, pinned, load_train_config(DEFAULT_CONFIG, pinned))

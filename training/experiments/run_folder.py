@@ -1,8 +1,11 @@
 """One experiment run in its own folder: trained with `fit`, evaluated on val and test, resumable.
 
-RUN_DIR/run.json records the config overrides the run was made with; a folder made with other
-overrides (besides `NOT_IDENTITY_KEYS`, which do not change the weights) is refused (one line), so
-that a table never mixes settings. A run whose two metrics files exist is finished and is not
+A folder is reused only for the run it was made for, so that a table never mixes settings: where
+it holds a checkpoint, the whole training config stored in it must equal the one the run resolves
+to now (the config file with the overrides), so that a change of the config file itself (a new
+default) is noticed too; where it holds none, RUN_DIR/run.json's overrides must equal the run's.
+`NOT_IDENTITY_KEYS` do not change the weights and are not compared. A folder made for another run
+is refused with one line that names what differs. A run whose two metrics files exist is finished and is not
 touched again; one with a last.pt continues from it (`fit`'s resume), one without restarts.
 Shared by ablation.py and synth_results.py.
 
@@ -17,9 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pose_regressor_training.checkpoint import CheckpointError, load_checkpoint
 from pose_regressor_training.evaluate import evaluate_checkpoint_splits, write_evaluation
 from pose_regressor_training.train import fit
-from pose_regressor_training.train_config import load_train_config
+from pose_regressor_training.train_config import TrainConfig, load_train_config
+from pose_regressor_training.typed_config import to_mapping
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 #: Every run trains its epochs whatever the machine's speed (a run's own overrides may set a budget).
@@ -64,12 +69,12 @@ def ensure_run(
     `eval_frames` > 0: val and test scored on about that many frames each (whole trajectories).
 
     Returns the result and whether this call trained or evaluated anything (False: skipped).
-    Raises RunFolderError for a folder made with other overrides; `fit`'s errors pass through.
+    Raises RunFolderError for a folder made for another run; `fit`'s errors pass through.
     """
-    _check_settings(folder, overrides)
+    train_config = load_train_config(config, [NO_TIME_BUDGET, *overrides])
+    _check_settings(folder, overrides, train_config)
     if is_finished(folder):
         return read_run(folder), False
-    train_config = load_train_config(config, [NO_TIME_BUDGET, *overrides])
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "run.json").write_text(json.dumps({"overrides": overrides}, indent=1) + "\n")
     fit(train_config, folder, resume=(folder / "last.pt").is_file(), progress=False)
@@ -115,7 +120,16 @@ def _identity(overrides: list[str]) -> list[str]:
     return kept
 
 
-def _check_settings(folder: Path, overrides: list[str]) -> None:
+def _check_settings(folder: Path, overrides: list[str], config: TrainConfig) -> None:
+    stored = _stored_config(folder)
+    if stored is not None:
+        differences = _differences(stored, _flat(to_mapping(config)))
+        if differences:
+            raise RunFolderError(
+                f"{folder} was made with other settings ({'; '.join(differences)}); "
+                "choose another --out or remove that folder"
+            )
+        return
     settings = folder / "run.json"
     if not settings.is_file():
         return
@@ -128,3 +142,37 @@ def _check_settings(folder: Path, overrides: list[str]) -> None:
         raise RunFolderError(
             f"{folder} was made with other settings ({settings}); choose another --out or remove that folder"
         )
+
+
+def _stored_config(folder: Path) -> dict[str, Any] | None:
+    """The flattened training config of the folder's checkpoint (last.pt, else best.pt); None where
+    there is none or it cannot be read (then run.json decides)."""
+    for name in ("last.pt", "best.pt"):
+        path = folder / name
+        if path.is_file():
+            try:
+                return _flat(to_mapping(load_checkpoint(path).config))
+            except CheckpointError:
+                return None
+    return None
+
+
+def _flat(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Dotted keys as overrides spell them; a loss's or a loader's free-form params stay one value."""
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if isinstance(value, dict) and key not in ("params", "options"):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _differences(stored: dict[str, Any], now: dict[str, Any], shown: int = 3) -> list[str]:
+    """'key: X there, Y now' for the first `shown` keys that differ (besides NOT_IDENTITY_KEYS)."""
+    keys = sorted(key for key in stored.keys() | now.keys() if key not in NOT_IDENTITY_KEYS)
+    differing = [key for key in keys if stored.get(key) != now.get(key)]
+    lines = [f"{key}: {stored.get(key)!r} there, {now.get(key)!r} now" for key in differing[:shown]]
+    if len(differing) > shown:
+        lines.append(f"and {len(differing) - shown} more")
+    return lines
