@@ -90,9 +90,8 @@ def test_box_moved_stands_in_the_front_cameras_view(scene: Scene) -> None:
 
 
 def small_plan(**options: object) -> list:
-    cfg = SynthConfig(
-        out=Path("unused"), rig=preset_rig("mono", 8, 6), frames=120, frames_per_trajectory=20, **options
-    )  # type: ignore[arg-type]
+    options = {"frames_per_trajectory": 20, **options}
+    cfg = SynthConfig(out=Path("unused"), rig=preset_rig("mono", 8, 6), frames=120, **options)  # type: ignore[arg-type]
     return plan_frames(cfg, Scene(), np.random.default_rng(cfg.seed))
 
 
@@ -132,6 +131,17 @@ def test_only_split_keeps_the_trajectories_of_the_same_seed() -> None:
     nominal, test_only = small_plan(), small_plan(only_split="test")
     assert {f.split for f in test_only} == {"test"}
     np.testing.assert_array_equal([f.translation for f in nominal], [f.translation for f in test_only])
+
+
+@pytest.mark.parametrize(("frames_per_trajectory", "trajectories"), [(120, 1), (60, 2), (50, 3)])
+def test_one_split_alone_takes_the_trajectory_length_asked_for(
+    frames_per_trajectory: int, trajectories: int
+) -> None:
+    # A split drawn among train, val and test needs three trajectories; one split alone does not,
+    # so a video of 120 frames is one trajectory, not three of 40.
+    plan = small_plan(only_split="train", frames_per_trajectory=frames_per_trajectory)
+    assert len(plan) == 120 and len({f.sequence for f in plan}) == trajectories
+    assert len({f.sequence for f in small_plan(frames_per_trajectory=frames_per_trajectory)}) == 3
 
 
 @pytest.mark.parametrize(

@@ -185,12 +185,16 @@ def plan_frames(
     `cfg.frames_per_trajectory` per trajectory (`progress`: a progress bar over the trajectories)."""
     if cfg.frames_per_trajectory < 1:
         raise ValueError(f"frames per trajectory must be >= 1, got {cfg.frames_per_trajectory}")
-    n_traj = max(3, math.ceil(cfg.frames / cfg.frames_per_trajectory))
+    wanted = math.ceil(cfg.frames / cfg.frames_per_trajectory)
+    # Three at least where the trajectories are shared among train, val and test; one split alone
+    # takes the trajectories asked for (one video of --frames frames, say).
+    n_traj = wanted if cfg.only_split is not None else max(3, wanted)
     if cfg.frames < n_traj:
         raise ValueError(f"--frames must be at least {n_traj}")
     lengths = np.full(n_traj, cfg.frames // n_traj)
     lengths[: cfg.frames % n_traj] += 1
-    splits = split_trajectories(n_traj, rng)  # drawn in any case: the same seed, the same paths
+    # Drawn in any case: the same seed, the same paths (where there are three trajectories or more).
+    splits = split_trajectories(max(3, n_traj), rng)[:n_traj]
     if cfg.only_split is not None:
         splits = [cfg.only_split] * n_traj
     frames: list[FrameRecord] = []
