@@ -112,7 +112,7 @@ def test_an_import_without_a_scale_trains_evaluates_and_exports_in_its_own_units
             ["import", "nerfstudio", str(path), "--out", str(data), "--quiet", *scale],
             ["fit", "--config", "training/configs/mono_small_cnn.yaml", "--out", str(run), "--quiet",
              f"data.root={data}", "optim.epochs=1", *small],
-            ["eval-checkpoint", "--checkpoint", str(run / "best.pt"), "--split", "test", "--mc-samples", "4"],
+            ["eval-checkpoint", "--checkpoint", str(run / "best.pt"), "--split", "test"],
             ["export", "--checkpoint", str(run / "best.pt"), "--out", str(bundle)],
         ]  # fmt: skip
         outputs, errors = [], []
@@ -125,10 +125,13 @@ def test_an_import_without_a_scale_trains_evaluates_and_exports_in_its_own_units
         # positions that are not metres would be read as metres by ROS: export says so
         assert ("trained on positions in its input's own units, not metres" in errors[3]) == (unit == "units")
         assert "fit: best epoch 1: val median " in fit_out and f" {unit}, " in fit_out, fit_out
-        assert "eval test: " in eval_out and f" {unit} " in eval_out.splitlines()[0], eval_out
+        eval_line = next((line for line in eval_out.splitlines() if line.startswith("eval test: ")), "")
+        assert f" {unit} " in eval_line, eval_out
         assert "retrieval baseline (nearest training frame): median " in eval_out and f" {unit} " in eval_out
         assert f"within 0.25 {unit}, 2 deg: " in eval_out, eval_out
-        metrics = json.loads((run / "eval_test" / "metrics.json").read_text())
+        # the mono config scores without dropout (model.covariance: heads), into eval_heads_test
+        metrics = json.loads((run / "eval_heads_test" / "metrics.json").read_text())
+        assert metrics["ensemble_covariance"] == "heads" and metrics["mc_samples"] == 1
         assert metrics["length_unit"] == unit
         folder = subprocess.run(
             [sys.executable, "-m", "pose_regressor.cli", "eval-folder", "--bundle", str(bundle),
@@ -138,7 +141,7 @@ def test_an_import_without_a_scale_trains_evaluates_and_exports_in_its_own_units
         assert folder.returncode == 0, folder.stderr[-2000:]
         assert f"% within 0.25 {unit} 2 deg" in folder.stdout, folder.stdout
         if unit == "units":
-            assert " m " not in fit_out.splitlines()[-2] and " m " not in eval_out.splitlines()[0]
+            assert " m " not in fit_out.splitlines()[-2] and " m " not in eval_line
             # The node on 12 test sets of a longer flight (the 2 test frames of `data` are too few:
             # one set lost to DDS discovery would fail eval-node's delivery check).
             longer = tmp_path / "longer"
