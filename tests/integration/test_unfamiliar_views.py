@@ -30,8 +30,8 @@ def test_the_script_scores_every_condition_and_the_excluded_region(
     data = tmp_path / "train"
     synth = ["synth", "--rig", "mono", "--width", "16", "--height", "16", "--frames", "9", "--quiet"]
     synth += [
-        "--frames-per-trajectory",
-        "3",
+        "--frames-per-trajectory",  # the script's 6 frames a condition: three trajectories of 2
+        "2",
         "--workers",
         "1",
         "--exclude-region",
