@@ -5,8 +5,9 @@ it holds a checkpoint, the whole training config stored in it must equal the one
 to now (the config file with the overrides), so that a change of the config file itself (a new
 default) is noticed too; where it holds none, RUN_DIR/run.json's overrides must equal the run's.
 `NOT_IDENTITY_KEYS` do not change the weights and are not compared. A folder made for another run
-is refused with one line that names what differs. A run whose two metrics files exist is finished and is not
-touched again; one with a last.pt continues from it (`fit`'s resume), one without restarts.
+is refused with one line that names what differs. A run whose two metrics files exist is finished
+and is not touched again; one with a last.pt continues from it (`fit`'s resume), one without
+restarts.
 Shared by ablation.py and synth_results.py.
 
 Runs train the epochs they name: `optim.time_budget_minutes` (which synth_quad.yaml sets) is off

@@ -228,12 +228,10 @@ def _check_arguments(
     samples: int, repeats: int, warmup: int, settle_s: float, options: dict[str, Any], dropout: bool = True
 ) -> None:
     """One ValueError naming the first argument outside its documented range."""
-    if dropout and not 2 <= samples <= MAX_MC_SAMPLES:
-        raise ValueError(
-            f"mc_samples must be >= 2 to measure MC-dropout cost and <= {MAX_MC_SAMPLES}, got {samples}"
-        )
-    if not 1 <= samples <= MAX_MC_SAMPLES:  # a bundle without dropout: its rows, 1 or more
-        raise ValueError(f"mc_samples must be >= 1 and <= {MAX_MC_SAMPLES}, got {samples}")
+    # With dropout S >= 2, or there is no MC cost to measure; without, S is its rows, 1 or more.
+    least, why = (2, " to measure MC-dropout cost") if dropout else (1, "")
+    if not least <= samples <= MAX_MC_SAMPLES:
+        raise ValueError(f"mc_samples must be >= {least}{why} and <= {MAX_MC_SAMPLES}, got {samples}")
     if not 1 <= repeats <= MAX_REPEATS or not 0 <= warmup <= MAX_WARMUP:
         raise ValueError(
             f"repeats must be >= 1 and <= {MAX_REPEATS}, warmup >= 0 and <= {MAX_WARMUP}; "
