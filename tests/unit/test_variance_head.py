@@ -114,6 +114,33 @@ def test_the_log_variance_has_no_gradient_into_the_pose_model() -> None:
     assert float(head.abs().sum()) > 0
 
 
+def test_variance_feature_gradient_scales_the_log_variance_gradient_into_the_features() -> None:
+    images = torch.rand(2, 1, 3, 24, 32)
+    grads, outputs = {}, {}
+    for weight in (0.0, 0.25, 1.0):
+        torch.manual_seed(0)
+        config = ModelConfig(**SMALL, variance_head=True, variance_feature_gradient=weight)
+        model = build_model(config).train()
+        masks = model.random_masks(2, 3, torch.Generator().manual_seed(1))
+        out = model(images, masks)
+        assert out.log_variance is not None
+        outputs[weight] = (out.t.detach(), out.q.detach(), out.log_variance.detach())
+        grads[weight] = torch.autograd.grad(
+            out.log_variance.sum(), [model.fc_hidden.weight], allow_unused=True
+        )[0]
+    for weight in (0.25, 1.0):  # the forward pass is the same; only the backward pass differs
+        torch.testing.assert_close(outputs[weight], outputs[0.0], rtol=0, atol=0)
+    assert grads[0.0] is None or float(grads[0.0].abs().sum()) == 0.0
+    assert grads[0.25] is not None and grads[1.0] is not None and float(grads[1.0].abs().sum()) > 0
+    torch.testing.assert_close(grads[0.25], 0.25 * grads[1.0])
+
+
+@pytest.mark.parametrize("weight", [-0.1, 1.5, float("nan")])
+def test_variance_feature_gradient_outside_0_to_1_is_refused_by_name(weight: float) -> None:
+    with pytest.raises(ValueError, match="variance_feature_gradient must be in"):
+        ModelConfig(**SMALL, variance_head=True, variance_feature_gradient=weight)
+
+
 @pytest.mark.parametrize("head", [False, True])
 def test_shift_variance_is_the_spread_of_the_track_shifts_about_their_mean(head: bool) -> None:
     torch.manual_seed(0)
@@ -362,3 +389,8 @@ def test_training_a_model_of_heads_minimizes_the_mean_of_their_losses() -> None:
     for key in ("total", "variance_nll"):
         torch.testing.assert_close(parts[key], (per_head[0][key] + per_head[1][key]) / 2)
     assert abs(float((per_head[0]["total"] - per_head[1]["total"]).detach())) > 1e-6
+
+
+def test_variance_feature_gradient_without_a_variance_head_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"variance_feature_gradient .* needs variance_head"):
+        ModelConfig(**SMALL, variance_feature_gradient=0.5)

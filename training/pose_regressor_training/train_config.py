@@ -67,6 +67,7 @@ BOUNDS: dict[str, Bound] = {
     "model.small_cnn_stages": Bound(1, 6),
     "model.small_cnn_pool": Bound(1, 64, max_items=2),
     "model.variance_head_hidden": Bound(0, MAX_HIDDEN_DIM),
+    "model.variance_feature_gradient": Bound(0, 1),
     "model.heads": Bound(1, MAX_HEADS),
     "model.aux_shared_stages": Bound(1, 8),
     "model.aux_weight": Bound(0, 1000),

@@ -76,6 +76,11 @@ class ModelConfig:
         (the loss is their mean), inference gives one row per head and MC sample. With a variance
         head the heads' disagreement plus their mean predicted variance is the covariance, as for
         a deep ensemble of models, for one backbone pass.
+    variance_feature_gradient: w in [0, 1]: the variance head's NLL also trains the hidden layer
+        and the backbone, its gradient there scaled by w (the residual stays detached, so the NLL
+        never moves the pose directly). 0, the default: the head alone learns from it, as before.
+        Shaping the features to predict the pose's own error (issue 16); the forward pass and
+        the exported graph are the same either way.
     covariance: how eval and export score the model unless told (`--ensemble-covariance auto`):
         `dropout`, MC dropout (S masked samples: their mean pose, their spread plus the
         log-variance); `heads`, no dropout at inference (one row per head: the deterministic
@@ -110,6 +115,7 @@ class ModelConfig:
     embedding_dropout: bool = False
     heads: int = 1
     covariance: str = "dropout"
+    variance_feature_gradient: float = 0.0
 
     def __post_init__(self) -> None:
         checks = [
@@ -178,6 +184,15 @@ class ModelConfig:
                 self.covariance != "heads" or self.log_variance_output,
                 "covariance heads scores the model without dropout, from its log-variance output: "
                 "it needs variance_head or shift_variance",
+            ),
+            (
+                0.0 <= self.variance_feature_gradient <= 1.0,
+                f"variance_feature_gradient must be in [0, 1], got {self.variance_feature_gradient}",
+            ),
+            (
+                self.variance_feature_gradient == 0.0 or self.variance_head,
+                "variance_feature_gradient passes the variance head's gradient into the features: "
+                "it needs variance_head",
             ),
             (
                 not self.shift_variance or self.track_tta,
