@@ -133,6 +133,9 @@ def test_variance_feature_gradient_scales_the_log_variance_gradient_into_the_fea
     assert grads[0.0] is None or float(grads[0.0].abs().sum()) == 0.0
     assert grads[0.25] is not None and grads[1.0] is not None and float(grads[1.0].abs().sum()) > 0
     torch.testing.assert_close(grads[0.25], 0.25 * grads[1.0])
+    out = model.eval()(images, masks)  # out of training (export) the head reads detached features
+    assert out.log_variance is not None
+    assert torch.autograd.grad(out.log_variance.sum(), [model.fc_hidden.weight], allow_unused=True)[0] is None
 
 
 @pytest.mark.parametrize("weight", [-0.1, 1.5, float("nan")])

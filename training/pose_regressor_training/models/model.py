@@ -319,9 +319,12 @@ class PoseRegressor(nn.Module):
             return None
         # Detached: the NLL trains this head only. Its gradient through the shared layers cost the
         # pose (quad synth, 12 epochs: test rotation median 83 deg against 39 deg without the head).
-        # variance_feature_gradient lets w times that gradient through; the value is the same.
+        # variance_feature_gradient lets w times that gradient through in training; the value is the
+        # same, and out of training (export included) the graph is that of w 0.
         w = self.config.variance_feature_gradient
-        features = masked.detach() if w == 0.0 else masked.detach() + w * (masked - masked.detach())
+        features = masked.detach()
+        if w > 0.0 and self.training:
+            features = features + w * (masked - masked.detach())
         raw = self.fc_log_variance(features)
         # the translation part is learned in normalized units (as the translation itself): back to m^2
         offset = torch.cat([2.0 * torch.log(self.t_std), torch.zeros_like(self.t_std)])
