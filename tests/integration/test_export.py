@@ -278,14 +278,28 @@ def test_covariance_scale_sources(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"metrics file .* does not exist"):
         covariance_scale_from_metrics(checkpoint, tmp_path / "missing.json")
     (tmp_path / "no_scale.json").write_text(json.dumps({"median_translation_m": 1.0}))
-    with pytest.raises(ExportError, match="has no positive covariance_scale"):
+    with pytest.raises(
+        ExportError, match="has no usable covariance_scale: covariance_scale must be a finite"
+    ):
         covariance_scale_from_metrics(checkpoint, tmp_path / "no_scale.json")
     # An undertrained model's fitted scale beyond the bound is named, not silently dropped.
     (eval_dir / "metrics.json").write_text(json.dumps({**metrics, "covariance_scale": 1.5e7}))
     scale, source, _ = covariance_scale_from_metrics(checkpoint, None)
     assert scale == one
     assert (
-        source == f"default ({eval_dir / 'metrics.json'} has covariance_scale 15000000.0, outside (0, 1e+06])"
+        source
+        == f"default ({eval_dir / 'metrics.json'}: covariance_scale must be in (0.0, 1e+06], got 15000000.0)"
+    )
+    # what eval writes for a val split of 200 frames or more: each group's exponent and reference
+    shaped = CovarianceScale(0.23, 0.26, 2.0, 2.8, 0.24, 0.04)
+    (eval_dir / "metrics.json").write_text(json.dumps({**metrics, "covariance_scale": shaped.as_mapping()}))
+    assert covariance_scale_from_metrics(checkpoint, None)[0] == shaped
+    bad = {**shaped.as_mapping(), "rotation_exponent": 9.0}
+    (eval_dir / "metrics.json").write_text(json.dumps({**metrics, "covariance_scale": bad}))
+    assert covariance_scale_from_metrics(checkpoint, None)[:2] == (
+        one,
+        f"default ({eval_dir / 'metrics.json'}: "
+        "covariance_scale.rotation_exponent must be in [1.0, 4.0], got 9.0)",
     )
     # Flag thresholds: kept when eval suggested valid ones; left out (the node's own apply) otherwise.
     for suggested, kept in [

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from pose_regressor.uncertainty import CovarianceScale
 from pose_regressor_training import cli as train_cli
 from pose_regressor_training.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from pose_regressor_training.cpu_threads import cpu_has_native_bf16
@@ -340,6 +341,57 @@ def test_eval_writes_metrics_and_plots(
     assert "spearman(pos std, err)" in printed and "(90%: " in printed
     assert "retrieval baseline (nearest training frame): median" in printed
     assert train_cli.build_parser().parse_args([*args, "--no-baseline"]).baseline is False
+    # --calibration applies a given calibration instead of fitting one: the calibrated position
+    # block is that calibration's times the raw one (plus the 1 mm floor), on another dataset too
+    fitted = json.loads((tmp_path / "cli_eval" / "metrics.json").read_text())
+    given = CovarianceScale(4.0, 0.5, 2.0, 1.0, 0.1, 1.0)
+    (tmp_path / "given.json").write_text(json.dumps({"covariance_scale": given.as_mapping()}))
+    given_args = [*args, "--no-baseline", "--calibration", str(tmp_path / "given.json")]
+    assert train_cli.main([*given_args, "--out", str(tmp_path / "given_eval")]) == 0
+    assert f"from {tmp_path / 'given.json'})" in capsys.readouterr().out
+    applied = json.loads((tmp_path / "given_eval" / "metrics.json").read_text())
+    assert applied["covariance_scale"] == given.as_mapping() != fitted["covariance_scale"]
+    assert applied["uncertainty"]["covariance_scale_fitted_on"] == "given"
+    assert applied["calibration_file"] == str((tmp_path / "given.json").resolve())
+
+    def position_blocks(scale: CovarianceScale) -> np.ndarray:
+        evaluation = evaluate_checkpoint(
+            tmp_path / "best.pt", split="test", mc_samples=2, baseline=False, covariance_scale=scale
+        )
+        covs = np.stack([e.covariance for e in evaluation.estimates])
+        return covs[:, :3, :3] - 1e-6 * np.eye(3)  # less the floor (1 mm)
+
+    raw = position_blocks(CovarianceScale())
+    raw_std = np.sqrt(np.trace(raw, axis1=1, axis2=2) / 3)
+    # variances of 1e-12 and up stand well clear of the rounding of the 1e-6 floor (about 1e-22)
+    assert raw_std.min() > 1e-6
+    reference = float(np.median(raw_std))
+    for exponent in (2.0, 3.0):
+        shaped = position_blocks(CovarianceScale(4.0, 0.5, exponent, 1.0, reference, 1.0))
+        factor = 4.0 * (raw_std / reference) ** (2 * (exponent - 1))
+        np.testing.assert_allclose(shaped, raw * factor[:, None, None], rtol=1e-6, atol=1e-18)
+    # a bad calibration file: exit 2 with one line naming it, and no evaluation written
+    bad = tmp_path / "bad.json"
+    for content, message in [
+        ("{}", f"calibration file {bad} has no covariance_scale"),
+        (
+            '{"covariance_scale": {"position": 1, "rotation": 1, "position_exponent": 9, '
+            '"position_reference_std": 0.1}}',
+            f"calibration file {bad}: covariance_scale.position_exponent must be in [1.0, 4.0], got 9",
+        ),
+        ("[1, 2", f"calibration file {bad}"),
+        (None, f"calibration file {tmp_path / 'missing.json'}"),
+    ]:
+        target = bad
+        if content is None:
+            target = tmp_path / "missing.json"
+        else:
+            bad.write_text(content)
+        out = tmp_path / "refused_eval"
+        assert train_cli.main([*args, "--calibration", str(target), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+        assert not out.exists()
 
 
 def test_camera_loss_equals_an_evaluation_of_the_same_frames_with_that_camera_black_on_disk(

@@ -219,8 +219,33 @@ BAD_VALUES: dict[str, tuple[Mutation, str]] = {
     ),
     "group scale keys": (
         _set("covariance_scale", {"position": 2.0, "yaw": 1.0}),
-        r"covariance_scale must be a number or a mapping of exactly position and rotation, "
-        r"got keys \['position', 'yaw'\]$",
+        r"covariance_scale must map position and rotation \(and optionally <group>_exponent and "
+        r"<group>_reference_std\) to numbers, got keys \['position', 'yaw'\]$",
+    ),
+    "exponent without reference": (
+        _set("covariance_scale", {"position": 2.0, "rotation": 1.0, "rotation_exponent": 2.0}),
+        r"covariance_scale needs both rotation_exponent and rotation_reference_std, or neither$",
+    ),
+    "exponent below 1": (
+        _set(
+            "covariance_scale",
+            {"position": 2.0, "rotation": 1.0, "position_exponent": 0.5, "position_reference_std": 0.1},
+        ),
+        r"covariance_scale.position_exponent must be in \[1.0, 4.0\], got 0.5$",
+    ),
+    "exponent text": (
+        _set(
+            "covariance_scale",
+            {"position": 2.0, "rotation": 1.0, "position_exponent": "2", "position_reference_std": 0.1},
+        ),
+        r"covariance_scale.position_exponent must be a finite number, got '2'$",
+    ),
+    "reference rotation above pi": (
+        _set(
+            "covariance_scale",
+            {"position": 2.0, "rotation": 1.0, "rotation_exponent": 2.0, "rotation_reference_std": 4.0},
+        ),
+        r"covariance_scale.rotation_reference_std must be in \(0.0, 3.14159\d*\], got 4.0$",
     ),
     "variance_head text": (
         _set("model.variance_head", "yes"),

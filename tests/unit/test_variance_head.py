@@ -27,7 +27,7 @@ from pose_regressor.uncertainty import (
     estimate_from_samples,
     tangent_residual,
 )
-from pose_regressor_training.evaluate import fit_covariance_scales
+from pose_regressor_training.calibration import fit_covariance_scales
 from pose_regressor_training.losses import build_loss
 from pose_regressor_training.losses.variance import tangent_residual as torch_tangent_residual
 from pose_regressor_training.losses.variance import variance_nll
@@ -234,7 +234,12 @@ def test_fit_covariance_scales_matches_each_block_to_chi2_3() -> None:
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        ({"position": 1.0}, "must map exactly position and rotation"),
+        ({"position": 1.0}, "must map position and rotation"),
+        ({"position": 1.0, "rotation": 1.0, "position_exponent": 2.0}, "needs both position_exponent and"),
+        (
+            {"position": 1.0, "rotation": 1.0, "position_exponent": 0.5, "position_reference_std": 0.1},
+            r"position_exponent must be in \[1, 4\], got 0.5",
+        ),
         ({"position": True, "rotation": 1.0}, "covariance_scale position must be a number, got True"),
         ("2", "covariance_scale must be a number or {position, rotation}, got '2'"),
         ({"position": -1.0, "rotation": 1.0}, "covariance_scale position must be a positive finite number"),

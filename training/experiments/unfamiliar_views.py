@@ -16,7 +16,9 @@ the share of gross errors (position or rotation error above 3x its in-distributi
 node's flag (position std > max_position_std or rotation std > max_rotation_std) would catch; the
 thresholds default to those `pose-train eval-checkpoint` suggests from the val split, which an
 exported bundle carries and the node flags by (`--thresholds p95`: the in-distribution 95th
-percentiles, what this script used before 2026-12-05). Writes results.json, results.md and
+percentiles, what this script used before 2026-12-05); and the share of truths inside the 95%
+ellipsoid of the calibrated position and rotation blocks (whether the covariance stays honest
+there, not only larger). Writes results.json, results.md and
 preview.png (the first camera set of every condition) into --out; rendered sets are kept in
 --out/data and reused when run again.
 """
@@ -34,8 +36,9 @@ from typing import Any
 import cv2
 import numpy as np
 from numpy.typing import NDArray
+from scipy.stats import chi2
 
-from pose_regressor.metrics import covariance_stds
+from pose_regressor.metrics import covariance_stds, nees_values, tangent_residuals
 from pose_regressor.uncertainty import CovarianceScale
 from pose_regressor_training.checkpoint import load_checkpoint
 from pose_regressor_training.data.folder import image_path, read_frames, read_metadata, read_rig
@@ -60,6 +63,9 @@ class Scored:
     translation_error: NDArray[np.float64]  # m
     rotation_error: NDArray[np.float64]  # deg
     positions: NDArray[np.float64]  # ground truth (N, 3)
+    # whether each truth lies inside the 95% ellipsoid of the calibrated position / rotation block
+    inside_95_position: NDArray[np.bool_]
+    inside_95_rotation: NDArray[np.bool_]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,9 +146,9 @@ def main(argv: list[str] | None = None) -> int:
                 data_root=root,
                 mc_samples=args.mc_samples,
                 calibration_split=None,
+                covariance_scale=reference_scale,
                 **ensemble,
-            ),
-            reference_scale,
+            )
         )
         for name, root in sets.items()
     }
@@ -170,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         "frames_per_condition": args.frames,
         "seed": args.seed,
         "mc_samples": int(val["mc_samples"]),  # an ensemble's: a multiple of its members, or K for heads
-        "covariance_scale": {"position": reference_scale.position, "rotation": reference_scale.rotation},
+        "covariance_scale": reference_scale.as_mapping(),
         "covered_camera": covered,
         "excluded_region": str(excluded) if excluded is not None else None,
         # trained with `synth --movable-box`: box_moved is then a new place of a box seen moving
@@ -245,17 +251,26 @@ def _render(
     return out
 
 
-def _scored(evaluation: Evaluation, reference_scale: CovarianceScale) -> Scored:
-    """The evaluation's stds moved from its own fitted scales to the reference ones."""
+def _scored(evaluation: Evaluation) -> Scored:
+    """The evaluation's node stds and ellipsoids (under the val split's calibration, which it was
+    given)."""
     covs = np.stack([e.covariance for e in evaluation.estimates])
     pos_std, rot_std = covariance_stds(covs)
-    own = CovarianceScale.from_json(evaluation.metrics["covariance_scale"])
+    residuals = tangent_residuals(
+        evaluation.t_gt,
+        evaluation.q_gt,
+        np.stack([e.translation for e in evaluation.estimates]),
+        np.stack([e.quat_xyzw for e in evaluation.estimates]),
+    )
+    limit = float(chi2.ppf(0.95, 3))
     return Scored(
-        pos_std * math.sqrt(reference_scale.position / own.position),
-        rot_std * math.sqrt(reference_scale.rotation / own.rotation),
+        pos_std,
+        rot_std,
         evaluation.translation_errors,
         evaluation.rotation_errors,
         evaluation.t_gt,
+        nees_values(residuals[:, :3], covs[:, :3, :3]) < limit,
+        nees_values(residuals[:, 3:], covs[:, 3:, 3:]) < limit,
     )
 
 
@@ -266,6 +281,8 @@ def _subset(s: Scored, mask: NDArray[np.bool_]) -> Scored:
         s.translation_error[mask],
         s.rotation_error[mask],
         s.positions[mask],
+        s.inside_95_position[mask],
+        s.inside_95_rotation[mask],
     )
 
 
@@ -289,6 +306,9 @@ def _row(
         "flagged_share": float(flags.mean()),
         "gross_errors": int(gross.sum()),
         "gross_caught_share": share_caught(flags, gross),
+        # is the covariance still honest there: truths inside the 95% ellipsoid (ideal 0.95)
+        "inside_95_position": float(s.inside_95_position.mean()),
+        "inside_95_rotation": float(s.inside_95_rotation.mean()),
     }
 
 
@@ -317,8 +337,8 @@ def markdown_table(results: dict[str, Any]) -> str:
         ),
         "",
         "| condition | frames | pos std ratio | rot std ratio | AUROC pos std | AUROC rot std "
-        "| median error | flagged | gross errors | gross caught |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| median error | flagged | gross errors | gross caught | inside 95%: pos / rot |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results["conditions"].items():
         caught = "n/a" if math.isnan(r["gross_caught_share"]) else f"{100 * r['gross_caught_share']:.0f}%"
@@ -326,7 +346,8 @@ def markdown_table(results: dict[str, Any]) -> str:
             f"| {name} | {r['frames']} | {r['position_std_ratio']:.2f} | {r['rotation_std_ratio']:.2f} "
             f"| {r['auroc_position_std']:.2f} | {r['auroc_rotation_std']:.2f} "
             f"| {r['median_translation_m']:.2f} m, {r['median_rotation_deg']:.1f} deg "
-            f"| {100 * r['flagged_share']:.0f}% | {r['gross_errors']} | {caught} |"
+            f"| {100 * r['flagged_share']:.0f}% | {r['gross_errors']} | {caught} "
+            f"| {100 * r['inside_95_position']:.0f}% / {100 * r['inside_95_rotation']:.0f}% |"
         )
     return "\n".join(lines) + "\n"
 

@@ -27,6 +27,11 @@ from pose_regressor.uncertainty_metrics import (
     spearman_interval,
     uncertain_flag_report,
 )
+from pose_regressor_training.calibration import (
+    CALIBRATION_QUANTILE,
+    fit_covariance_scale,
+    fit_covariance_scales,
+)
 from pose_regressor_training.checkpoint import load_checkpoint, model_from_checkpoint
 from pose_regressor_training.data.dataset import PoseDataset, describe_skipped
 from pose_regressor_training.data.sources import length_unit_of, load_dataset
@@ -75,41 +80,6 @@ def ensemble_record(members: Sequence[Path]) -> list[str]:
     return [str(Path(member).resolve()) for member in members]
 
 
-# Which NEES quantile calibration matches to chi-square's. Matching the median left the tails too
-# narrow (default model, test split: 80.6% of the truths inside the 95% ellipsoid, mean NEES 8.7);
-# the 90th percentile gives 92.4% and 5.0 there, and still ignores up to 10% of gross errors.
-CALIBRATION_QUANTILE = 0.9
-
-
-def fit_covariance_scale(
-    residuals: NDArray[np.float64], covariances: NDArray[np.float64], quantile: float = CALIBRATION_QUANTILE
-) -> float:
-    """The scale s that makes the `quantile` quantile of the NEES of (residual, s * covariance)
-    equal that of a chi-square distribution with as many degrees of freedom as the residual has
-    (what consistent Gaussian errors give). NEES is linear in 1 / s, so s = NEES quantile /
-    chi2 quantile exactly.
-
-    A quantile, not the mean: a few gross errors with small predicted spread (a view mistaken for
-    another place) would otherwise inflate every covariance. Not the median either: errors with
-    heavier tails than a Gaussian's then fall outside the ellipsoids far more often than they
-    should (see CALIBRATION_QUANTILE); the mean NEES after calibration is reported too.
-    """
-    dof = residuals.shape[1]
-    return float(np.quantile(nees_values(residuals, covariances), quantile) / chi2.ppf(quantile, dof))
-
-
-def fit_covariance_scales(
-    residuals: NDArray[np.float64], covariances: NDArray[np.float64]
-) -> CovarianceScale:
-    """`fit_covariance_scale` per axis group: the position scale matches the NEES of the position
-    block (3-D, against chi2(3)), the rotation scale that of the rotation block. Position and
-    rotation errors of a pose regressor are miscalibrated by different factors (metres and
-    radians, different heads of the same layer), which one scalar cannot fix."""
-    position = fit_covariance_scale(residuals[:, :3], covariances[:, :3, :3])
-    rotation = fit_covariance_scale(residuals[:, 3:], covariances[:, 3:, 3:])
-    return CovarianceScale(position, rotation)
-
-
 def _mc_estimates(
     t_samples: NDArray[np.float64],
     q_samples: NDArray[np.float64],
@@ -138,13 +108,16 @@ def evaluate_checkpoint(
     camera_loss: bool = False,
     ensemble: Sequence[Path] = (),
     ensemble_covariance: str = "auto",
+    covariance_scale: CovarianceScale | None = None,
 ) -> Evaluation:
     """Metrics of `checkpoint` on `split`; with `skip_bad`, frames whose images cannot be read are
     left out (counted in metrics["skipped_frames"]) instead of stopping with `ImageLoadError`;
     with `baseline`, the nearest-training-frame retrieval baseline is scored on the same frames;
     with `camera_loss`, the split again with each camera black in turn (metrics["camera_loss"]);
     with `ensemble`, the deep ensemble of `checkpoint` and these (`evaluate_checkpoint_splits`),
-    its covariance from `ensemble_covariance` (`pose_regressor_training.ensemble`)."""
+    its covariance from `ensemble_covariance` (`pose_regressor_training.ensemble`); with
+    `covariance_scale`, that calibration instead of one fitted on `calibration_split` (a bundle's,
+    or a val split's applied to frames of another dataset)."""
     return evaluate_checkpoint_splits(
         checkpoint,
         (split,),
@@ -158,6 +131,7 @@ def evaluate_checkpoint(
         camera_loss=camera_loss,
         ensemble=ensemble,
         ensemble_covariance=ensemble_covariance,
+        covariance_scale=covariance_scale,
     )[0]
 
 
@@ -175,6 +149,7 @@ def evaluate_checkpoint_splits(
     camera_loss: bool = False,
     ensemble: Sequence[Path] = (),
     ensemble_covariance: str = "auto",
+    covariance_scale: CovarianceScale | None = None,
 ) -> list[Evaluation]:
     """`evaluate_checkpoint` of each of `splits`, predicting every split once: the calibration
     split's predictions serve both its own evaluation and the others' covariance scale.
@@ -200,7 +175,8 @@ def evaluate_checkpoint_splits(
             f"this model has {len(predictor.trained.rig.names)}"
         )
     return [
-        _evaluate(predictor, checkpoint, split, calibration_split, baseline, camera_loss) for split in splits
+        _evaluate(predictor, checkpoint, split, calibration_split, baseline, camera_loss, covariance_scale)
+        for split in splits
     ]
 
 
@@ -211,6 +187,7 @@ def _evaluate(
     calibration_split: str | None,
     baseline: bool,
     camera_loss: bool = False,
+    covariance_scale: CovarianceScale | None = None,
 ) -> Evaluation:
     mc_samples = predictor.mc_samples
     test = predictor.run(split)
@@ -249,7 +226,7 @@ def _evaluate(
     # alone; with dropout, fewer than 2 samples give no covariance a bundle could use
     if mc_samples >= 2 or predictor.ensemble_covariance == "heads":
         calibration = _calibration_split(predictor, test, split, calibration_split)
-        metrics["uncertainty"] = _uncertainty_metrics(test, calibration, t_err, r_err)
+        metrics["uncertainty"] = _uncertainty_metrics(test, calibration, t_err, r_err, covariance_scale)
         scale = metrics["uncertainty"]["covariance_scale"]
         metrics["covariance_scale"] = scale
         metrics["covariance_variants"] = _covariance_variants(test, calibration, t_err, r_err)
@@ -480,12 +457,17 @@ def _calibration_split(
 
 
 def _uncertainty_metrics(
-    test: _SplitResult, calibration: _SplitResult, t_err: NDArray[np.float64], r_err: NDArray[np.float64]
+    test: _SplitResult,
+    calibration: _SplitResult,
+    t_err: NDArray[np.float64],
+    r_err: NDArray[np.float64],
+    given: CovarianceScale | None = None,
 ) -> dict[str, Any]:
-    """How well the MC covariance predicts the errors, before and after the fitted scale."""
+    """How well the MC covariance predicts the errors, before and after the calibration fitted on
+    `calibration` (or the `given` one)."""
     residuals, covs = test.residuals(), test.covariances
     pos_std, rot_std = covariance_stds(covs)
-    scale = fit_covariance_scales(calibration.residuals(), calibration.covariances)
+    scale = given or fit_covariance_scales(calibration.residuals(), calibration.covariances)
     calibrated, calibrated_reference = scale.apply(covs), scale.apply(calibration.covariances)
     nees_before = nees_values(residuals, covs)
     nees_after = nees_values(residuals, calibrated)
@@ -508,8 +490,8 @@ def _uncertainty_metrics(
         "median_nees_after": float(np.median(nees_after)),
         "nees_expected": 6.0,
         "median_nees_expected": float(chi2.median(6)),
-        "covariance_scale": {"position": scale.position, "rotation": scale.rotation},
-        "covariance_scale_fitted_on": calibration.name,
+        "covariance_scale": scale.as_mapping(),
+        "covariance_scale_fitted_on": calibration.name if given is None else "given",
         "covariance_scale_quantile": CALIBRATION_QUANTILE,  # of the NEES matched to chi2's
         # Calibrated covariance, per block: mean NEES (expected 6, 3, 3), the share of the truths
         # inside the 95% ellipsoid, and the observed coverage of the reliability diagram.
@@ -557,6 +539,8 @@ def _covariance_variants(
             "median_nees_after": float(np.median(nees_after)),
             "covariance_scale_position": scale.position,
             "covariance_scale_rotation": scale.rotation,
+            "covariance_exponent_position": scale.position_exponent,
+            "covariance_exponent_rotation": scale.rotation_exponent,
         }
     return out
 

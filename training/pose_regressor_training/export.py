@@ -48,7 +48,6 @@ from pose_regressor.bundle import (
     GRAPH_INPUTS,
     GRAPH_OUTPUTS,
     IMAGES,
-    MAX_COVARIANCE_SCALE,
     MAX_MC_SAMPLES,
     ONNX_FILE,
     PREPROCESSING,
@@ -61,6 +60,7 @@ from pose_regressor.bundle import (
     ensemble_samples_problem,
     graph_outputs,
     load_bundle,
+    parse_covariance_scale,
     uncertain_flag,
     write_bundle,
 )
@@ -272,16 +272,13 @@ def default_metrics_path(
     return evaluation_dir(checkpoint, "test", ensemble_members, ensemble_covariance) / "metrics.json"
 
 
-def _valid_scale(value: Any) -> CovarianceScale | None:
-    """`value` (a number, or {position, rotation} as eval writes it) when every scale is in
-    (0, MAX_COVARIANCE_SCALE], else None."""
+def _checked_scale(value: Any) -> tuple[CovarianceScale | None, str]:
+    """(`value` as a calibration, "") when a bundle would accept it (every scale in
+    (0, MAX_COVARIANCE_SCALE], exponents and reference stds in their ranges), else (None, why)."""
     try:
-        scale = CovarianceScale.from_json(value)
-    except ValueError:
-        return None
-    if max(scale.position, scale.rotation) > MAX_COVARIANCE_SCALE:
-        return None
-    return scale
+        return parse_covariance_scale(value), ""
+    except BundleError as exc:
+        return None, str(exc)
 
 
 def covariance_scale_from_metrics(
@@ -314,11 +311,11 @@ def covariance_scale_from_metrics(
     except RecursionError:
         raise ExportError(f"cannot read metrics file {path}: nested too deeply") from None
     scale = data.get("covariance_scale") if isinstance(data, dict) else None
-    valid = _valid_scale(scale)
+    valid, problem = _checked_scale(scale)
     if valid is None:
         if metrics is not None:
             raise ExportError(
-                f"{metrics} has no positive covariance_scale of at most {MAX_COVARIANCE_SCALE:g} "
+                f"{metrics} has no usable covariance_scale: {problem} "
                 "(run pose-train eval-checkpoint with --mc-samples >= 2)"
             )
         # Said, not silent: a scale beyond the bound means the MC spread says nothing about the errors.
@@ -328,8 +325,7 @@ def covariance_scale_from_metrics(
                 f"default ({path} has no covariance_scale: evaluated with fewer than 2 MC samples?)",
                 {},
             )
-        why = f"{path} has covariance_scale {scale!r}, outside (0, {MAX_COVARIANCE_SCALE:g}]"
-        return default, f"default ({why})", {}
+        return default, f"default ({path}: {problem})", {}
     assert isinstance(data, dict)
     from pose_regressor_training.evaluate import ensemble_record
 

@@ -143,8 +143,9 @@ def add_eval(sub: Subparsers) -> None:
         aliases=["eval"],  # its first name; `pose-regressor eval-node` evaluates the running node
         help="accuracy and uncertainty metrics of a checkpoint, with plots",
         description="Evaluate a checkpoint on a dataset split with MC-dropout sampling; writes metrics.json, "
-        "trajectory.png, error_cdf.png, error_vs_std.png and reliability.png. The covariance scale is fitted "
-        "on --calib-split (default val) and stored in metrics.json for export, with suggested "
+        "trajectory.png, error_cdf.png, error_vs_std.png and reliability.png. The covariance calibration "
+        "(a scale and an exponent per axis group) is fitted on --calib-split (default val), or given by "
+        "--calibration, and stored in metrics.json for export, with suggested "
         "max_position_std / max_rotation_std. A nearest-training-frame retrieval baseline is scored on "
         "the same frames.",
     )
@@ -159,6 +160,14 @@ def add_eval(sub: Subparsers) -> None:
     )
     p.add_argument(
         "--calib-split", default="val", help="split to fit the covariance scale on ('' : the eval split)"
+    )
+    p.add_argument(
+        "--calibration",
+        type=Path,
+        metavar="METRICS_OR_BUNDLE",
+        help="apply this covariance calibration instead of fitting one on --calib-split: an eval-checkpoint "
+        "metrics.json, a bundle.yaml or a bundle directory (how a shipped model's covariance holds on other "
+        "data, e.g. a new recording)",
     )
     p.add_argument(
         "--out", type=Path, help="output directory (default: next to the checkpoint, eval_<split>)"
@@ -219,6 +228,7 @@ def _add_ensemble(p: argparse.ArgumentParser, what: str) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from pose_regressor_training.calibration import load_calibration
     from pose_regressor_training.data.dataset import ImageLoadError
     from pose_regressor_training.eval_summary import (
         camera_loss_line,
@@ -230,6 +240,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
     if args.mc_samples < 0:
         raise ValueError("--mc-samples must be >= 0")
+    calibration = load_calibration(args.calibration) if args.calibration is not None else None
     try:
         evaluation = evaluate_checkpoint(
             args.checkpoint,
@@ -244,6 +255,7 @@ def run_eval(args: argparse.Namespace) -> int:
             camera_loss=args.camera_loss,
             ensemble=args.ensemble,
             ensemble_covariance=args.ensemble_covariance,
+            covariance_scale=calibration,
         )
     except ImageLoadError as exc:
         raise TrainingError(f"{exc}; {SKIP_BAD_HINT}") from None
@@ -278,6 +290,8 @@ def run_eval(args: argparse.Namespace) -> int:
             f"eval: the ensemble of {members} models, {evaluation.metrics['mc_samples'] // members} MC "
             "samples each; their spread and disagreement are the uncertainty"
         )
+    if calibration is not None:
+        evaluation.metrics["calibration_file"] = str(args.calibration.resolve())
     paths = write_evaluation(evaluation, out)
     m = evaluation.metrics
     unit = m["length_unit"]
@@ -296,7 +310,11 @@ def run_eval(args: argparse.Namespace) -> int:
             f"if the covariances were exact: {u['spearman_if_exact']['position']:.2f}), "
             f"median NEES {u['median_nees_before']:.3g} -> {u['median_nees_after']:.3g} "
             f"(scale {CovarianceScale.from_json(u['covariance_scale']).describe()} "
-            f"fitted on {u['covariance_scale_fitted_on']})"
+            + (
+                f"fitted on {u['covariance_scale_fitted_on']})"
+                if calibration is None
+                else f"from {args.calibration})"
+            )
         )
         for line in uncertainty_lines(u, unit):
             print("  " + line)

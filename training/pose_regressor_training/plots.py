@@ -65,13 +65,19 @@ def plot_error_vs_std(
         (axes[0], pos_std, t_err, length_unit, u["spearman_position_std_vs_error"]),
         (axes[1], rot_std, r_err, "deg", u["spearman_rotation_std_vs_error"]),
     ):
-        ax.scatter(std, err, s=8, alpha=0.6)
-        top = float(max(std.max(), err.max()) * 1.1)
-        grid = np.linspace(0, top, 10)
+        # log-log: the stds of a calibration with an exponent span a factor of 100 or more, and a
+        # linear axis squeezes the bulk of the frames into a corner beside a few unsure ones
+        positive = np.concatenate([std[std > 0], err[err > 0]])
+        lo = float(np.quantile(positive, 0.005)) / 1.5 if positive.size else 1e-3
+        hi = float(positive.max()) * 1.5 if positive.size else 1.0
+        ax.scatter(np.clip(std, lo, None), np.clip(err, lo, None), s=8, alpha=0.6)
+        grid = np.geomspace(lo, hi, 10)
         ax.plot(grid, grid, "k--", lw=1, label="error = std")
         ax.plot(grid, 2 * grid, "k:", lw=1, label="error = 2 std")
-        ax.set_xlim(0, float(std.max()) * 1.1)
-        ax.set_ylim(0, float(err.max()) * 1.1)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
         ax.set_xlabel(f"predicted std, calibrated ({unit})")
         ax.set_ylabel(f"error ({unit})")
         ax.set_title(f"Spearman rho = {rho:.2f}")
@@ -79,9 +85,9 @@ def plot_error_vs_std(
         ax.legend(loc="upper left", fontsize=8)
     scale = CovarianceScale.from_json(u["covariance_scale"]).describe()
     fig.suptitle(
-        f"Error vs predicted std (covariance scale {scale}, "
-        f"median NEES {u['median_nees_before']:.3g} -> {u['median_nees_after']:.3g}, "
-        f"ideal {u['median_nees_expected']:.3g})"
+        f"Error vs predicted std: median NEES {u['median_nees_before']:.3g} -> "
+        f"{u['median_nees_after']:.3g} (ideal {u['median_nees_expected']:.3g})\ncovariance scale {scale}",
+        fontsize=10,
     )
     fig.tight_layout()
     fig.savefig(path, dpi=110)

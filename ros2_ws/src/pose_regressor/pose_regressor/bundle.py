@@ -20,7 +20,9 @@ Conventions:
 * A ``dropout_mask`` of ones gives the deterministic prediction; S random masks (see
   :func:`pose_regressor.uncertainty.dropout_masks`) give S Monte-Carlo samples from one backbone pass.
 * The S axis of ``dropout_mask`` and the outputs is the graph's only dynamic axis.
-* ``covariance_scale`` is one number (both axis groups) or ``{position: p, rotation: r}``.
+* ``covariance_scale`` is one number (both axis groups) or ``{position: p, rotation: r}``, optionally
+  with ``<group>_exponent`` and ``<group>_reference_std``: a calibrated std that grows as a power of
+  the raw one (:class:`pose_regressor.uncertainty.CovarianceScale`).
 * ``uncertain_flag`` (optional): the ``max_position_std`` (m) and ``max_rotation_std`` (rad) that
   ``pose-train eval-checkpoint`` suggested for this model; the node uses them unless its
   parameters of those names are set.
@@ -42,7 +44,12 @@ from numpy.typing import NDArray
 from pose_regressor.bounds import Bound, is_number, out_of_range
 from pose_regressor.files import MAX_YAML_BYTES, atomic_write_text, read_yaml
 from pose_regressor.limits import MAX_MC_SAMPLES
-from pose_regressor.uncertainty import CovarianceScale
+from pose_regressor.uncertainty import (
+    MAX_COVARIANCE_EXPONENT,
+    MIN_COVARIANCE_EXPONENT,
+    CovarianceScale,
+    mapping_problems,
+)
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -76,6 +83,7 @@ __all__ = [
     "TensorSpec",
     "graph_outputs",
     "load_bundle",
+    "parse_covariance_scale",
     "preprocess",
     "write_bundle",
 ]
@@ -441,7 +449,7 @@ def _bundle_from_mapping(root: Path, data: dict[str, Any]) -> ModelBundle:
     if dof not in (3, 6):
         raise BundleError(f"model.dof must be 6 or 3, got {dof}")
     dropout = _float(model, "dropout", "model.dropout", Bound(0.0, 1.0, hi_open=True))
-    scale = _covariance_scale(data.get("covariance_scale"))
+    scale = parse_covariance_scale(data.get("covariance_scale"))
     flag = uncertain_flag(data["uncertain_flag"]) if "uncertain_flag" in data else None
     variance_head = model.get("variance_head", False)
     if not isinstance(variance_head, bool):
@@ -513,20 +521,30 @@ def uncertain_flag(value: Any) -> UncertainFlag:
     )
 
 
-def _covariance_scale(value: Any) -> CovarianceScale:
-    """`covariance_scale`: one number for both axis groups, or ``{position: p, rotation: r}``."""
+def parse_covariance_scale(value: Any) -> CovarianceScale:
+    """bundle.yaml's `covariance_scale` (BundleError naming the key that is wrong): one number for
+    both axis groups, ``{position: p, rotation: r}``, or that with each group's
+    ``<group>_exponent`` and ``<group>_reference_std`` (`CovarianceScale`)."""
     bound = Bound(0.0, MAX_COVARIANCE_SCALE, lo_open=True)
     if isinstance(value, dict):
-        keys = set(value)
-        if keys != {"position", "rotation"}:
-            raise BundleError(
-                "covariance_scale must be a number or a mapping of exactly position and rotation, "
-                f"got keys {sorted(str(k) for k in keys)}"
-            )
-        return CovarianceScale(
-            _float(value, "position", "covariance_scale.position", bound),
-            _float(value, "rotation", "covariance_scale.rotation", bound),
-        )
+        problems = mapping_problems(value)
+        if problems:
+            raise BundleError(problems[0])
+        exponent = Bound(MIN_COVARIANCE_EXPONENT, MAX_COVARIANCE_EXPONENT)
+        reference = {
+            "position": Bound(0.0, MAX_POSITION_STD, lo_open=True),
+            "rotation": Bound(0.0, math.pi, lo_open=True),
+        }
+        fields = {}
+        for key in value:
+            group = str(key).split("_")[0]
+            if key in ("position", "rotation"):
+                fields[key] = _float(value, key, f"covariance_scale.{key}", bound)
+            elif str(key).endswith("_exponent"):
+                fields[key] = _float(value, key, f"covariance_scale.{key}", exponent)
+            else:
+                fields[key] = _float(value, key, f"covariance_scale.{key}", reference[group])
+        return CovarianceScale(**fields)
     return CovarianceScale.uniform(_float({"v": value}, "v", "covariance_scale", bound))
 
 

@@ -28,20 +28,47 @@ DEFAULT_MIN_POSITION_VARIANCE = 1e-3**2
 DEFAULT_MIN_ROTATION_VARIANCE = np.radians(0.01) ** 2
 
 
+# The exponent of a covariance's size (`CovarianceScale`): 1 is a plain scale; above 1 the calibrated
+# std grows faster than the raw one, as the errors do where the model is unsure (docs/results.md,
+# "A covariance that grows faster than the std"). Below 1 would shrink the covariance exactly where
+# the model is least sure, so the contract stops at 1.
+MIN_COVARIANCE_EXPONENT, MAX_COVARIANCE_EXPONENT = 1.0, 4.0
+_GROUPS = ("position", "rotation")
+
+
 @dataclass(frozen=True)
 class CovarianceScale:
-    """Calibration of the covariance per axis group: the position block is multiplied by
-    `position`, the rotation block by `rotation` and the cross block by their geometric mean
-    (C -> D C D with D = diag(sqrt(position) x 3, sqrt(rotation) x 3), so C stays positive
-    semi-definite). One scalar s is `CovarianceScale.uniform(s)`."""
+    """Calibration of the covariance per axis group (position, rotation).
+
+    Each group's 3x3 block B of the raw covariance (MC spread plus the variance head's part) has a
+    size s = sqrt(trace(B) / 3), its root mean variance. The group's factor is
+    f = scale * (s / reference_std) ** (2 * (exponent - 1)): with exponent 1 (the default, and
+    every calibration before exponents) it is the plain `scale`; with exponent g > 1 the calibrated
+    std sqrt(f) * s = sqrt(scale) * reference_std * (s / reference_std) ** g grows as the g-th
+    power of the raw one, and `scale` is the factor at the reference size (the median on the data
+    it was fitted on). The blocks are multiplied by their factors and the cross block by their
+    geometric mean (C -> D C D with D = diag(sqrt(f_position) x 3, sqrt(f_rotation) x 3)), so C
+    stays positive semi-definite. One scalar s is `CovarianceScale.uniform(s)`."""
 
     position: float = 1.0
     rotation: float = 1.0
+    position_exponent: float = 1.0
+    rotation_exponent: float = 1.0
+    position_reference_std: float = 1.0  # m
+    rotation_reference_std: float = 1.0  # rad
 
     def __post_init__(self) -> None:
-        for name, value in (("position", self.position), ("rotation", self.rotation)):
-            if not (np.isfinite(value) and value > 0):
-                raise ValueError(f"covariance_scale {name} must be a positive finite number, got {value}")
+        for name in _GROUPS:
+            for key in (name, f"{name}_reference_std"):
+                value = getattr(self, key)
+                if not (np.isfinite(value) and value > 0):
+                    raise ValueError(f"covariance_scale {key} must be a positive finite number, got {value}")
+            exponent = getattr(self, f"{name}_exponent")
+            if not (np.isfinite(exponent) and MIN_COVARIANCE_EXPONENT <= exponent <= MAX_COVARIANCE_EXPONENT):
+                raise ValueError(
+                    f"covariance_scale {name}_exponent must be in [{MIN_COVARIANCE_EXPONENT:g}, "
+                    f"{MAX_COVARIANCE_EXPONENT:g}], got {exponent}"
+                )
 
     @classmethod
     def uniform(cls, scale: float) -> CovarianceScale:
@@ -49,45 +76,103 @@ class CovarianceScale:
 
     @classmethod
     def from_json(cls, value: Any) -> CovarianceScale:
-        """A number (one scale for both groups) or ``{position: p, rotation: r}``, as metrics.json
-        and bundle.yaml write them. Raises ValueError naming what is wrong."""
+        """A number (one scale for both groups), ``{position: p, rotation: r}``, or that with
+        ``<group>_exponent`` and ``<group>_reference_std`` (both or neither, per group), as
+        metrics.json and bundle.yaml write them. Raises ValueError naming what is wrong."""
         if isinstance(value, Mapping):
-            extra = sorted(str(k) for k in set(value) - {"position", "rotation"})
-            if extra or not {"position", "rotation"} <= set(value):
-                raise ValueError(
-                    f"covariance_scale must map exactly position and rotation to numbers, got {dict(value)!r}"
-                )
-            position, rotation = value["position"], value["rotation"]
-            for name, number in (("position", position), ("rotation", rotation)):
+            problems = mapping_problems(value)
+            if problems:
+                raise ValueError(problems[0])
+            fields: dict[str, float] = {}
+            for key, number in value.items():
                 if isinstance(number, bool) or not isinstance(number, int | float):
-                    raise ValueError(f"covariance_scale {name} must be a number, got {number!r}")
-            return cls(float(position), float(rotation))
+                    raise ValueError(f"covariance_scale {key} must be a number, got {number!r}")
+                fields[str(key)] = float(number)
+            return cls(**fields)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueError(f"covariance_scale must be a number or {{position, rotation}}, got {value!r}")
         return cls.uniform(float(value))
 
     def to_json(self) -> float | dict[str, float]:
-        """One number when uniform (what bundles always held), else ``{position, rotation}``."""
+        """One number when uniform (what bundles always held), ``{position, rotation}`` when the
+        groups differ, and with each group's exponent and reference std when an exponent is not 1."""
+        if self.has_exponents:
+            return self.as_mapping()
         if self.is_uniform:
             return self.position
         return {"position": self.position, "rotation": self.rotation}
 
+    def as_mapping(self) -> dict[str, float]:
+        """Always a mapping (metrics.json's form): the scales, and the exponents and reference stds
+        when an exponent is not 1 (`CovarianceScale(**mapping)` gives this calibration back)."""
+        out = {"position": self.position, "rotation": self.rotation}
+        if self.has_exponents:
+            for name in _GROUPS:
+                out[f"{name}_exponent"] = getattr(self, f"{name}_exponent")
+                out[f"{name}_reference_std"] = getattr(self, f"{name}_reference_std")
+        return out
+
+    @property
+    def has_exponents(self) -> bool:
+        return self.position_exponent != 1.0 or self.rotation_exponent != 1.0
+
     @property
     def is_uniform(self) -> bool:
-        return self.position == self.rotation
+        return self.position == self.rotation and not self.has_exponents
+
+    def factors(self, covariance: FloatArray) -> FloatArray:
+        """The (position, rotation) factors of one covariance (6, 6) or of a stack (..., 6, 6)."""
+        c = np.asarray(covariance, dtype=np.float64)
+        out = []
+        for name, block in (("position", slice(0, 3)), ("rotation", slice(3, 6))):
+            scale = getattr(self, name)
+            exponent = getattr(self, f"{name}_exponent")
+            if exponent == 1.0:
+                out.append(np.full(c.shape[:-2], scale))
+                continue
+            size = np.sqrt(np.maximum(np.trace(c[..., block, block], axis1=-2, axis2=-1), 0.0) / 3.0)
+            reference = getattr(self, f"{name}_reference_std")
+            out.append(scale * (size / reference) ** (2.0 * (exponent - 1.0)))
+        return np.stack(out, axis=-1)
 
     def apply(self, covariance: FloatArray) -> FloatArray:
-        """D C D (see the class docstring); a uniform scale s gives exactly s * C."""
+        """D C D (see the class docstring) of one covariance (6, 6) or a stack (..., 6, 6); a
+        uniform scale s gives exactly s * C."""
         if self.is_uniform:
             return covariance * self.position
-        d = np.sqrt(np.array([self.position] * 3 + [self.rotation] * 3))
-        return np.asarray(covariance * d[:, None] * d[None, :], dtype=np.float64)
+        f = np.sqrt(self.factors(covariance))
+        d = np.repeat(f, 3, axis=-1)
+        return np.asarray(covariance * d[..., :, None] * d[..., None, :], dtype=np.float64)
 
     def describe(self) -> str:
-        """``"2.5"`` or ``"position 2.1, rotation 40"``, for logs and CLI summaries."""
+        """``"2.5"``, ``"position 2.1, rotation 40"`` or, with exponents,
+        ``"position 0.23 (std^2.0 about 0.12 m), rotation 0.26 (std^2.8 about 1.9 deg)"``."""
         if self.is_uniform:
             return f"{self.position:.4g}"
-        return f"position {self.position:.4g}, rotation {self.rotation:.4g}"
+        if not self.has_exponents:
+            return f"position {self.position:.4g}, rotation {self.rotation:.4g}"
+        return (
+            f"position {self.position:.4g} (std^{self.position_exponent:.2f} about "
+            f"{self.position_reference_std:.3g} m), rotation {self.rotation:.4g} "
+            f"(std^{self.rotation_exponent:.2f} about {np.degrees(self.rotation_reference_std):.3g} deg)"
+        )
+
+
+def mapping_problems(value: Mapping[Any, Any]) -> list[str]:
+    """What is wrong with the keys of a `covariance_scale` mapping (empty: nothing), one line each."""
+    keys = {str(k) for k in value}
+    known = {"position", "rotation"} | {f"{g}_{s}" for g in _GROUPS for s in ("exponent", "reference_std")}
+    problems = []
+    if not {"position", "rotation"} <= keys or keys - known:
+        problems.append(
+            "covariance_scale must map position and rotation (and optionally <group>_exponent and "
+            f"<group>_reference_std) to numbers, got keys {sorted(keys)}"
+        )
+    for group in _GROUPS:
+        pair = {f"{group}_exponent", f"{group}_reference_std"}
+        if len(pair & keys) == 1:
+            problems.append(f"covariance_scale needs both {' and '.join(sorted(pair))}, or neither")
+    return problems
 
 
 # Clamp of predicted log-variances (the model clamps too): std between 3.4e-4 and 7.4 (m or rad).
