@@ -70,12 +70,21 @@ def test_the_script_scores_every_condition_and_the_excluded_region(
     nominal = results["conditions"]["nominal"]
     assert nominal["position_std_ratio"] == 1.0 or results["in_distribution_frames"] < nominal["frames"]
     assert all(0.0 <= row["auroc_position_std"] <= 1.0 for row in results["conditions"].values())
+    # whether the covariance stays honest there: the share of truths inside its 95% ellipsoids
+    for row in results["conditions"].values():
+        assert 0.0 <= row["inside_95_position"] <= 1.0 and 0.0 <= row["inside_95_rotation"] <= 1.0
+    assert "inside 95%: pos / rot |" in (out / "results.md").read_text()
     assert "| lights_off | 6 |" in (out / "results.md").read_text()
     assert (out / "preview.png").is_file()
     # The flag thresholds: eval's suggestions from val by default (what the bundle carries), the
     # in-distribution p95 on request, and a given one wins.
     assert results["thresholds"]["source"] == "eval's suggestion from val"
-    reference = script.Scored(*(np.linspace(0.0, 1.0, 21) for _ in range(4)), np.zeros((21, 3)))
+    reference = script.Scored(
+        *(np.linspace(0.0, 1.0, 21) for _ in range(4)),
+        np.zeros((21, 3)),
+        np.ones(21, bool),
+        np.ones(21, bool),
+    )
     chosen = script._thresholds(
         argparse.Namespace(thresholds="p95", max_position_std=None, max_rotation_std=2.0),
         reference,

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pose_regressor.bundle import preprocess
+from pose_regressor.bundle import load_bundle, preprocess
 from pose_regressor.engines import load_engine
 from pose_regressor.localizer import Localizer
-from pose_regressor.uncertainty import dropout_masks, estimate_from_samples
+from pose_regressor.uncertainty import CovarianceScale, dropout_masks, estimate_from_samples
 from tests.unit.bundle_fixtures import make_bundle
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -23,15 +23,25 @@ def _images(seed: int, count: int = 2) -> list[np.ndarray]:
     return [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(count)]
 
 
-def test_localize_equals_preprocess_infer_estimate(tmp_path: Path) -> None:
-    bundle = make_bundle(tmp_path / "b", covariance_scale=2.5)
+# a plain scale, and a calibration with an exponent per group (what eval fits on 200+ val frames)
+SHAPED = CovarianceScale(2.5, 0.5, position_exponent=2.0, rotation_exponent=3.0, position_reference_std=0.01,
+                         rotation_reference_std=0.01)  # fmt: skip
+
+
+@pytest.mark.parametrize("scale", [CovarianceScale.uniform(2.5), SHAPED], ids=["plain", "exponents"])
+def test_localize_equals_preprocess_infer_estimate(tmp_path: Path, scale: CovarianceScale) -> None:
+    bundle = make_bundle(tmp_path / "b", covariance_scale=scale)
+    assert load_bundle(bundle.path).covariance_scale == scale  # through bundle.yaml
     images = _images(1)
     localizer = Localizer(bundle.path, backend="onnxruntime", mc_samples=8, seed=3)
     estimate = localizer.localize(images)
     engine = load_engine(bundle, "onnxruntime")
     masks = dropout_masks(8, bundle.hidden_dim, bundle.dropout, np.random.default_rng(3))
     t, q = engine.infer(preprocess(images, bundle), masks)
-    expected = estimate_from_samples(t, q, 2.5)
+    expected = estimate_from_samples(t, q, scale)
+    if scale.has_exponents:  # the exponent is applied, not dropped on the way
+        plain = estimate_from_samples(t, q, CovarianceScale(2.5, 0.5))
+        assert not np.allclose(plain.covariance, expected.covariance, rtol=1e-3)
     np.testing.assert_allclose(estimate.translation, expected.translation, atol=1e-9)
     np.testing.assert_allclose(estimate.quat_xyzw, expected.quat_xyzw, atol=1e-9)
     np.testing.assert_allclose(estimate.covariance, expected.covariance, rtol=1e-9, atol=1e-15)
