@@ -17,7 +17,7 @@ from scipy.stats import chi2
 from pose_regressor.bundle import YAML_FILE, BundleError, parse_covariance_scale
 from pose_regressor.files import read_yaml
 from pose_regressor.metrics import nees_values
-from pose_regressor.uncertainty import MIN_COVARIANCE_EXPONENT, CovarianceScale
+from pose_regressor.uncertainty import MIN_COVARIANCE_EXPONENT, CovarianceScale, block_std, exponent_factor
 from pose_regressor_training.errors import TrainingError
 
 FloatArray = NDArray[np.float64]
@@ -54,17 +54,9 @@ def fit_covariance_scale(
     return float(np.quantile(nees_values(residuals, covariances), quantile) / chi2.ppf(quantile, dof))
 
 
-def group_sizes(covariances: FloatArray) -> FloatArray:
-    """The root mean variance sqrt(trace / 3) of each 3x3 block (N, 3, 3): what the exponent acts on."""
-    return np.asarray(
-        np.sqrt(np.maximum(np.trace(covariances, axis1=1, axis2=2), 0.0) / 3.0), dtype=np.float64
-    )
-
-
 def shaped(covariances: FloatArray, exponent: float, reference: float) -> FloatArray:
-    """The blocks (N, 3, 3) multiplied by (size / reference) ** (2 (exponent - 1))."""
-    factor = (group_sizes(covariances) / reference) ** (2.0 * (exponent - 1.0))
-    return np.asarray(covariances * factor[:, None, None], dtype=np.float64)
+    """The blocks (N, 3, 3) multiplied by what `exponent` adds to their group's scale."""
+    return np.asarray(covariances * exponent_factor(covariances, exponent, reference)[:, None, None])
 
 
 def profile_log_likelihood(residuals: FloatArray, covariances: FloatArray) -> float:
@@ -80,7 +72,7 @@ def fit_covariance_exponent(residuals: FloatArray, covariances: FloatArray) -> t
     """(exponent, reference std) of one axis group: the exponent in [1, MAX_FITTED_EXPONENT] under
     which the residuals (N, 3) are most likely, the reference the median block size. 1 (a plain
     scale) with fewer than MIN_FRAMES_FOR_EXPONENT frames or blocks all of one size."""
-    sizes = group_sizes(covariances)
+    sizes = block_std(covariances)
     reference = float(np.median(sizes))
     if len(residuals) < MIN_FRAMES_FOR_EXPONENT or not reference > 0 or sizes.min() <= 0:
         return 1.0, 1.0

@@ -13,7 +13,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pose_regressor import pose
-from pose_regressor.uncertainty import nees, tangent_residual
+from pose_regressor.uncertainty import block_std, nees, tangent_residual
 
 FloatArray = NDArray[np.float64]
 
@@ -49,9 +49,7 @@ def error_summary(t_err: FloatArray, r_err: FloatArray) -> dict[str, Any]:
 def covariance_stds(covariances: FloatArray) -> tuple[FloatArray, FloatArray]:
     """Per-frame (position std m, rotation std deg) of 6x6 covariances [N, 6, 6]: the root of the
     mean variance of each block, as `PoseEstimate.position_std` / `rotation_std`."""
-    pos_std = np.sqrt(np.trace(covariances[:, :3, :3], axis1=1, axis2=2) / 3.0)
-    rot_std = np.degrees(np.sqrt(np.trace(covariances[:, 3:, 3:], axis1=1, axis2=2) / 3.0))
-    return pos_std, rot_std
+    return block_std(covariances[:, :3, :3]), np.degrees(block_std(covariances[:, 3:, 3:]))
 
 
 def tangent_residuals(

@@ -130,9 +130,8 @@ class CovarianceScale:
             if exponent == 1.0:
                 out.append(np.full(c.shape[:-2], scale))
                 continue
-            size = np.sqrt(np.maximum(np.trace(c[..., block, block], axis1=-2, axis2=-1), 0.0) / 3.0)
             reference = getattr(self, f"{name}_reference_std")
-            out.append(scale * (size / reference) ** (2.0 * (exponent - 1.0)))
+            out.append(scale * exponent_factor(c[..., block, block], exponent, reference))
         return np.stack(out, axis=-1)
 
     def apply(self, covariance: FloatArray) -> FloatArray:
@@ -156,6 +155,19 @@ class CovarianceScale:
             f"{self.position_reference_std:.3g} m), rotation {self.rotation:.4g} "
             f"(std^{self.rotation_exponent:.2f} about {np.degrees(self.rotation_reference_std):.3g} deg)"
         )
+
+
+def block_std(blocks: FloatArray) -> FloatArray:
+    """The root mean variance sqrt(trace / 3) of 3x3 blocks (..., 3, 3): a group's std, as
+    `PoseEstimate.position_std` defines it (a trace below 0, from rounding, counts as 0)."""
+    traces = np.trace(np.asarray(blocks, dtype=np.float64), axis1=-2, axis2=-1)
+    return np.asarray(np.sqrt(np.maximum(traces, 0.0) / 3.0), dtype=np.float64)
+
+
+def exponent_factor(blocks: FloatArray, exponent: float, reference_std: float) -> FloatArray:
+    """What an exponent multiplies each 3x3 block (..., 3, 3) by, besides its group's scale:
+    (block_std / reference_std) ** (2 (exponent - 1)) (`CovarianceScale`)."""
+    return np.asarray((block_std(blocks) / reference_std) ** (2.0 * (exponent - 1.0)), dtype=np.float64)
 
 
 def mapping_problems(value: Mapping[Any, Any]) -> list[str]:
