@@ -211,6 +211,43 @@ def test_wrong_ensembles_are_refused_in_one_line(
     _assert_refused(cases, Path(out), capsys)
 
 
+def test_members_may_differ_in_how_they_were_trained_or_scored_alone(
+    runs: tuple[Path, list[Path]], tmp_path: Path
+) -> None:
+    """A member trained after its recipe changed `model.covariance` (as mono_small_cnn.yaml's did)
+    or with another NLL computes the same graph: the ensemble takes it and gives the same rows."""
+    first, second, third = runs[1]
+    trained = load_checkpoint(second)
+    changed = tmp_path / "second_rescored.pt"
+    save_checkpoint(
+        changed,
+        replace(
+            trained,
+            model_config=replace(
+                trained.model_config,
+                covariance="heads",
+                variance_nll="laplace",
+                variance_feature_gradient=0.5,
+            ),
+        ),
+    )
+    for covariance in ("heads", "dropout"):
+        model, _ = load_ensemble([first, changed, third], covariance)
+        reference, _ = load_ensemble([first, second, third], covariance)
+        images = torch.rand(2, 1, 3, 24, 32)
+        masks = reference.random_masks(1, 6, torch.Generator().manual_seed(4))
+        with torch.no_grad():
+            t, q, log_variance = model.inference_outputs(images, masks)
+            t_ref, q_ref, log_variance_ref = reference.inference_outputs(images, masks)
+        torch.testing.assert_close(t, t_ref, rtol=0, atol=0)
+        torch.testing.assert_close(q, q_ref, rtol=0, atol=0)
+        if covariance == "dropout":
+            assert log_variance is None and log_variance_ref is None
+        else:
+            assert log_variance is not None and log_variance_ref is not None
+            torch.testing.assert_close(log_variance, log_variance_ref, rtol=0, atol=0)
+
+
 def _assert_refused(
     cases: list[tuple[list[str], str]], out: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -555,3 +592,37 @@ def test_a_recipe_of_model_covariance_heads_is_scored_without_dropout_by_default
     assert (metrics["mc_samples"], metrics["ensemble_covariance"]) == (4, "dropout")
     assert main(["export", "--checkpoint", str(checkpoint), "--out", str(out), "--overwrite", *mc[:2]]) == 0
     assert (load_bundle(out).dropout, load_bundle(out).mc_samples) == (pytest.approx(0.2), 32)
+
+
+def test_the_guides_small_set_ensemble_of_mono_small_cnn_seeds(
+    runs: tuple[Path, list[Path]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/training.md's phone-video guide, steps 4-7 as an ensemble: three seeds of
+    mono_small_cnn.yaml, evaluated and exported with --ensemble and no other flag, give a bundle
+    of three members without dropout (`auto` is `heads`: the config has a variance head) that
+    ONNX Runtime runs with the evaluation's calibration."""
+    data = runs[0]
+    small = ["model.image_width=32", "model.image_height=24", "model.small_cnn_width=8", "optim.epochs=1"]
+    members = []
+    for seed in range(3):
+        out = tmp_path / f"seed{seed}"
+        fit_args = ["fit", "--config", "training/configs/mono_small_cnn.yaml", "--out", str(out), "--quiet"]
+        assert main([*fit_args, f"data.root={data}", *small, "tensorboard=false", f"seed={seed}"]) == 0
+        members.append(str(out / "best.pt"))
+    assert (
+        main(["eval-checkpoint", "--checkpoint", members[0], "--ensemble", *members[1:], "--split", "test"])
+        == 0
+    )
+    metrics = json.loads((tmp_path / "seed0" / "eval_ensemble3_heads_test" / "metrics.json").read_text())
+    assert (metrics["ensemble_covariance"], metrics["mc_samples"]) == ("heads", 3)
+    bundle_dir = tmp_path / "bundle"
+    assert (
+        main(["export", "--checkpoint", members[0], "--ensemble", *members[1:], "--out", str(bundle_dir)])
+        == 0
+    )
+    assert "eval_ensemble3_heads_test/metrics.json" in capsys.readouterr().out
+    bundle = load_bundle(bundle_dir)
+    assert (bundle.ensemble_members, bundle.mc_samples, bundle.dropout) == (3, 3, 0.0)
+    assert bundle.log_variance_output and bundle.covariance_scale.to_json() == metrics["covariance_scale"]
+    estimate = Localizer(bundle, backend="onnxruntime", threads=1).localize([np.zeros((48, 64, 3), np.uint8)])
+    assert estimate.samples == 3 and np.all(np.linalg.eigvalsh(estimate.covariance) > 0)

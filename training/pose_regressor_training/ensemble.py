@@ -198,22 +198,34 @@ def _refuse_heads(member: ModelConfig) -> None:
         )
 
 
+#: ModelConfig keys that change how a member was trained or how it is scored alone, not what it
+#: computes in an ensemble: members may differ in them (a member trained before a recipe changed
+#: `model.covariance`, say). `--ensemble-covariance` chooses the ensemble's covariance.
+NOT_ARCHITECTURE_KEYS = frozenset(
+    {"pretrained", "covariance", "variance_nll", "variance_feature_gradient", "aux_weight"}
+)
+
+
 def check_members(checkpoints: Sequence[Checkpoint], paths: Sequence[str]) -> None:
     """One line naming the first member that differs from the first in architecture or rig, or
-    refusing members of several heads each."""
+    refusing members of several heads each (`NOT_ARCHITECTURE_KEYS` may differ)."""
     first, first_path = checkpoints[0], paths[0]
     _refuse_heads(first.model_config)
-    architecture = to_mapping(replace(first.model_config, pretrained=False))
+    architecture = to_mapping(first.model_config)
     for checkpoint, path in zip(checkpoints[1:], paths[1:], strict=True):
-        other = to_mapping(replace(checkpoint.model_config, pretrained=False))
-        differing = sorted(key for key in architecture if architecture[key] != other.get(key))
+        other = to_mapping(checkpoint.model_config)
+        differing = sorted(
+            key
+            for key in architecture
+            if key not in NOT_ARCHITECTURE_KEYS and architecture[key] != other.get(key)
+        )
         if differing:
             shown = ", ".join(
                 f"model.{key}: {architecture[key]!r} vs {other.get(key)!r}" for key in differing[:3]
             )
             raise EnsembleError(
-                f"{path} is not the same model as {first_path} ({shown}); an ensemble's members differ "
-                "only in their seed"
+                f"{path} is not the same model as {first_path} ({shown}); an ensemble's members share "
+                "their architecture and differ in their seed"
             )
         if checkpoint.rig.to_dict() != first.rig.to_dict():
             raise EnsembleError(f"{path} was trained on another rig than {first_path}")
