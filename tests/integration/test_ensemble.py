@@ -186,6 +186,13 @@ def test_wrong_ensembles_are_refused_in_one_line(
         load_ensemble([first, other / "best.pt"])
     with pytest.raises(EnsembleError, match="one is named twice"):
         load_ensemble([first, first])
+    unscaled = tmp_path / "unscaled.pt"
+    trained = load_checkpoint(second)
+    save_checkpoint(unscaled, replace(trained, dataset=replace(trained.dataset, length_unit="units")))
+    with pytest.raises(
+        EnsembleError, match=r"trained on positions in 'units', .* in 'm': an ensemble's members"
+    ):
+        load_ensemble([first, unscaled])
     out = str(tmp_path / "bundle")
     cases = [
         (["export", "--checkpoint", str(first), "--out", out, "--ensemble", str(other / "best.pt")],

@@ -229,6 +229,13 @@ def check_members(checkpoints: Sequence[Checkpoint], paths: Sequence[str]) -> No
             )
         if checkpoint.rig.to_dict() != first.rig.to_dict():
             raise EnsembleError(f"{path} was trained on another rig than {first_path}")
+        # A member of an import without --scale predicts in the SfM model's units, one with it in
+        # metres: their mean and disagreement would mix two scales.
+        if checkpoint.dataset.length_unit != first.dataset.length_unit:
+            raise EnsembleError(
+                f"{path} was trained on positions in {checkpoint.dataset.length_unit!r}, {first_path} "
+                f"in {first.dataset.length_unit!r}: an ensemble's members must share one map frame and scale"
+            )
 
 
 def load_ensemble(
