@@ -604,10 +604,10 @@ def test_a_recipe_of_model_covariance_heads_is_scored_without_dropout_by_default
 def test_the_guides_small_set_ensemble_of_mono_small_cnn_seeds(
     runs: tuple[Path, list[Path]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """docs/training.md's phone-video guide, steps 4-7 as an ensemble: three seeds of
-    mono_small_cnn.yaml, evaluated and exported with --ensemble and no other flag, give a bundle
-    of three members without dropout (`auto` is `heads`: the config has a variance head) that
-    ONNX Runtime runs with the evaluation's calibration."""
+    """docs/training.md's phone-video guide, steps 4-8 as an ensemble: three seeds of
+    mono_small_cnn.yaml, evaluated with --ensemble and no other flag (`auto` is `heads`: the config
+    has a variance head), calibrated on val and test together and exported with that calibration,
+    give a bundle of three members without dropout that ONNX Runtime runs."""
     data = runs[0]
     small = ["model.image_width=32", "model.image_height=24", "model.small_cnn_width=8", "optim.epochs=1"]
     members = []
@@ -620,15 +620,21 @@ def test_the_guides_small_set_ensemble_of_mono_small_cnn_seeds(
         main(["eval-checkpoint", "--checkpoint", members[0], "--ensemble", *members[1:], "--split", "test"])
         == 0
     )
-    metrics = json.loads((tmp_path / "seed0" / "eval_ensemble3_heads_test" / "metrics.json").read_text())
-    assert (metrics["ensemble_covariance"], metrics["mc_samples"]) == ("heads", 3)
+    honest = json.loads((tmp_path / "seed0" / "eval_ensemble3_heads_test" / "metrics.json").read_text())
+    assert (honest["ensemble_covariance"], honest["mc_samples"]) == ("heads", 3)
+    assert honest["uncertainty"]["covariance_scale_fitted_on"] == "val"
+    ship = tmp_path / "eval_ship"
+    step6 = ["--split", "test", "--calib-split", "val,test", "--out", str(ship)]
+    assert main(["eval-checkpoint", "--checkpoint", members[0], "--ensemble", *members[1:], *step6]) == 0
+    metrics = json.loads((ship / "metrics.json").read_text())
+    assert metrics["uncertainty"]["covariance_scale_fitted_on"] == "val,test"
+    assert metrics["uncertainty"]["calibration_in_sample"] is True
     bundle_dir = tmp_path / "bundle"
-    assert (
-        main(["export", "--checkpoint", members[0], "--ensemble", *members[1:], "--out", str(bundle_dir)])
-        == 0
-    )
-    assert "eval_ensemble3_heads_test/metrics.json" in capsys.readouterr().out
+    step7 = ["--metrics", str(ship / "metrics.json"), "--out", str(bundle_dir)]
+    assert main(["export", "--checkpoint", members[0], "--ensemble", *members[1:], *step7]) == 0
+    assert "eval_ship/metrics.json" in capsys.readouterr().out
     bundle = load_bundle(bundle_dir)
+    assert bundle.provenance["eval_metrics"]["covariance_scale_fitted_on"] == "val,test"
     assert (bundle.ensemble_members, bundle.mc_samples, bundle.dropout) == (3, 3, 0.0)
     assert bundle.log_variance_output and bundle.covariance_scale.to_json() == metrics["covariance_scale"]
     estimate = Localizer(bundle, backend="onnxruntime", threads=1).localize([np.zeros((48, 64, 3), np.uint8)])

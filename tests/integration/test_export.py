@@ -222,7 +222,12 @@ def test_cli_exports_refuses_to_overwrite_and_replaces(
     metrics = tmp_path / "metrics.json"
     # what eval writes: the scale, and the flag thresholds it suggests from the calibration split
     suggested = {"max_position_std": 0.17, "max_rotation_std": 0.036}
-    uncertainty = {"uncertain_flag": {"suggested_parameters": suggested}}
+    held_out = {"blocks": 6, "folds": 6, "mean_nees": 7.1, "inside_95": 0.88, "mean_nees_per_fold": [1.0] * 6}
+    uncertainty = {
+        "uncertain_flag": {"suggested_parameters": suggested},
+        "covariance_scale_fitted_on": "val,test",
+        "calibration_held_out": held_out,
+    }
     metrics.write_text(
         json.dumps(
             {
@@ -244,6 +249,11 @@ def test_cli_exports_refuses_to_overwrite_and_replaces(
     assert (replaced.mc_samples, replaced.onnx["opset"]) == (4, 18)
     assert replaced.provenance["covariance_scale_source"] == str(metrics)
     assert replaced.provenance["eval_metrics"]["split"] == "test"
+    # the bundle says what its calibration was fitted on and how it held on stretches left out
+    assert replaced.provenance["eval_metrics"]["covariance_scale_fitted_on"] == "val,test"
+    assert replaced.provenance["eval_metrics"]["calibration_held_out"] == {
+        k: held_out[k] for k in ("blocks", "folds", "mean_nees", "inside_95")
+    }
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "metrics.json"]  # no staging left
     assert main(["export", "--checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path / "x")]) == 2
     assert "none.pt does not exist" in capsys.readouterr().err

@@ -312,7 +312,10 @@ def test_eval_writes_metrics_and_plots(
         assert key in metrics
     assert metrics["frames"] == 20
     u = metrics["uncertainty"]
-    assert u["covariance_scale_fitted_on"] == "val"
+    assert u["covariance_scale_fitted_on"] == "val" and u["calibration_in_sample"] is False
+    val_stretches = u["calibration_stretches"]
+    assert u["calibration_frames"] == 20 and val_stretches >= 1
+    assert (u["calibration_held_out"] is None) == (val_stretches == 1)
     assert (
         set(u["mean_nees_after_blocks"]) == set(u["inside_95_ellipsoid"]) == {"6dof", "position", "rotation"}
     )
@@ -341,6 +344,28 @@ def test_eval_writes_metrics_and_plots(
     assert "spearman(pos std, err)" in printed and "(90%: " in printed
     assert "retrieval baseline (nearest training frame): median" in printed
     assert train_cli.build_parser().parse_args([*args, "--no-baseline"]).baseline is False
+    # --calib-split val,test fits on both splits' stretches; the test NEES is then in-sample, and the
+    # held-out check scores each stretch under the calibration of the others
+    assert (
+        train_cli.main([*args, "--no-baseline", "--calib-split", "val,test", "--out", str(tmp_path / "vt")])
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "calibration fitted on val,test (40 frames, " in printed and "in-sample" in printed, printed
+    both = json.loads((tmp_path / "vt" / "metrics.json").read_text())["uncertainty"]
+    assert both["covariance_scale_fitted_on"] == "val,test" and both["calibration_in_sample"] is True
+    assert both["calibration_frames"] == 40 and both["calibration_stretches"] > val_stretches
+    held_out = both["calibration_held_out"]
+    assert held_out["blocks"] == both["calibration_stretches"] == held_out["folds"]
+    assert len(held_out["mean_nees_per_fold"]) == held_out["folds"]
+    assert np.isfinite(held_out["mean_nees"]) and 0.0 <= held_out["inside_95"] <= 1.0
+    # a split with no frames is left out with a note; with none left, the evaluated split itself
+    missing = evaluate_checkpoint(
+        tmp_path / "best.pt", split="test", mc_samples=2, baseline=False, calibration_split="nosuch"
+    )
+    assert missing.metrics["uncertainty"]["covariance_scale_fitted_on"] == "test"
+    assert missing.metrics["uncertainty"]["calibration_in_sample"] is True
+    assert any(n.startswith("calibration split nosuch (") and "in-sample" in n for n in missing.skipped)
     # --calibration applies a given calibration instead of fitting one: the calibrated position
     # block is that calibration's times the raw one (plus the 1 mm floor), on another dataset too
     fitted = json.loads((tmp_path / "cli_eval" / "metrics.json").read_text())

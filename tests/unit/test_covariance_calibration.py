@@ -15,9 +15,12 @@ from pose_regressor.bundle import load_bundle
 from pose_regressor.metrics import nees_values
 from pose_regressor.uncertainty import CovarianceScale, estimate_from_samples
 from pose_regressor_training.calibration import (
+    HELD_OUT_FOLDS,
     MIN_FRAMES_FOR_EXPONENT,
+    calibration_split_names,
     fit_covariance_exponent,
     fit_covariance_scales,
+    held_out_consistency,
 )
 from tests.unit.bundle_fixtures import make_bundle
 
@@ -138,6 +141,38 @@ def test_too_few_frames_or_one_size_keep_the_plain_scale() -> None:
     assert fit_covariance_exponent(np.random.default_rng(4).normal(size=(1000, 3)), same) == (1.0, 1.0)
     zeros = np.zeros((1000, 3, 3))
     assert fit_covariance_exponent(np.ones((1000, 3)), zeros) == (1.0, 1.0)
+
+
+def test_held_out_stretches_of_consistent_errors_score_as_chi_square() -> None:
+    residuals, covs, _ = _draw(2000, 1.0, 5)
+    blocks = np.arange(2000) // 20  # 100 stretches of 20 frames
+    check = held_out_consistency(residuals, covs, blocks)
+    assert check is not None
+    assert (check["blocks"], check["folds"]) == (100, HELD_OUT_FOLDS)
+    # the 90th percentile is matched on the other folds, so the held-out frames get chi2(6)'s numbers
+    assert check["mean_nees"] == pytest.approx(6.0, rel=0.1)
+    assert check["inside_95"] == pytest.approx(0.95, abs=0.02)
+    assert len(check["mean_nees_per_fold"]) == HELD_OUT_FOLDS
+
+
+def test_held_out_stretches_show_a_stretch_the_calibration_does_not_fit() -> None:
+    """Four stretches, the last with errors 3x what its stds say: fitted on the first three, as a
+    val split of one stretch cannot show, that stretch's NEES is about 9x the others'."""
+    residuals, covs, _ = _draw(400, 1.0, 6)
+    blocks = np.repeat([10, 20, 30, 40], 100)  # ids need not be 0..n-1
+    residuals[blocks == 40] *= 3.0
+    check = held_out_consistency(residuals, covs, blocks)
+    assert check is not None and (check["blocks"], check["folds"]) == (4, 4)
+    per_fold = check["mean_nees_per_fold"]  # folds in block-id order: the bad stretch is the last
+    assert per_fold[3] > 5 * max(per_fold[:3])
+    assert check["inside_95"] < 0.85
+    assert held_out_consistency(residuals[:100], covs[:100], blocks[:100]) is None  # one stretch
+
+
+def test_calib_split_names_are_a_comma_separated_list() -> None:
+    assert calibration_split_names("val,test") == ("val", "test")
+    assert calibration_split_names(" val , ,val,test ") == ("val", "test")
+    assert calibration_split_names("") == calibration_split_names(None) == ()
 
 
 def test_a_bundle_carries_the_exponents(tmp_path: Path) -> None:

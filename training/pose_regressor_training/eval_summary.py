@@ -27,6 +27,32 @@ def uncertainty_lines(u: dict[str, Any], length_unit: str = "m") -> list[str]:
     ]
 
 
+def calibration_line(u: dict[str, Any]) -> str | None:
+    """What the calibration was fitted on and how it holds on stretches left out of its fit, in one
+    console line (None for a given calibration)."""
+    check = u.get("calibration_held_out")
+    if u.get("covariance_scale_fitted_on") == "given":
+        return None
+    frames, stretches = u["calibration_frames"], u["calibration_stretches"]
+    fitted = (
+        f"calibration fitted on {u['covariance_scale_fitted_on']} ({frames} frames, {stretches} "
+        f"stretch{'es' if stretches != 1 else ''})"
+    )
+    if u.get("calibration_in_sample"):
+        fitted += ", the evaluated frames among them: the NEES above is in-sample"
+    if check is None:
+        return (
+            f"{fitted}; with one stretch, how it holds on others cannot be checked: calibrate the "
+            "bundle you ship on more (--calib-split val,test)"
+        )
+    per_fold = check["mean_nees_per_fold"]
+    return (
+        f"{fitted}; on stretches held out of the fit ({check['folds']} folds): mean NEES "
+        f"{check['mean_nees']:.3g} (ideal 6), inside 95% ellipsoid {check['inside_95'] * 100:.1f}%, "
+        f"per fold {min(per_fold):.3g}-{max(per_fold):.3g}"
+    )
+
+
 def spearman_interval_text(u: dict[str, Any], group: str) -> str:
     """The Spearman's 90% interval over the split's trajectories, as "90%: 0.35-0.49"."""
     bounds = u["spearman_interval_90"][group]

@@ -29,8 +29,10 @@ from pose_regressor.uncertainty_metrics import (
 )
 from pose_regressor_training.calibration import (
     CALIBRATION_QUANTILE,
+    calibration_split_names,
     fit_covariance_scale,
     fit_covariance_scales,
+    held_out_consistency,
 )
 from pose_regressor_training.checkpoint import load_checkpoint, model_from_checkpoint
 from pose_regressor_training.data.dataset import PoseDataset, describe_skipped
@@ -225,7 +227,7 @@ def _evaluate(
     # one row without dropout (--ensemble-covariance heads of a one-head model): the variance head
     # alone; with dropout, fewer than 2 samples give no covariance a bundle could use
     if mc_samples >= 2 or predictor.ensemble_covariance == "heads":
-        calibration = _calibration_split(predictor, test, split, calibration_split)
+        calibration = _calibration_set(predictor, test, split, calibration_split)
         metrics["uncertainty"] = _uncertainty_metrics(test, calibration, t_err, r_err, covariance_scale)
         scale = metrics["uncertainty"]["covariance_scale"]
         metrics["covariance_scale"] = scale
@@ -443,22 +445,69 @@ def _ratio(numerator: float, denominator: float) -> float | None:
     return numerator / denominator if denominator > 0 else None
 
 
-def _calibration_split(
+@dataclass(frozen=True)
+class _CalibrationSet:
+    """The frames the covariance calibration is fitted on: one split, or several as one
+    (`--calib-split val,test`), with a stretch id per frame that is unique across the splits."""
+
+    splits: tuple[str, ...]
+    residual_rows: NDArray[np.float64]  # (N, 6)
+    covariances: NDArray[np.float64]  # (N, 6, 6), unscaled
+    t_samples: NDArray[np.float64]
+    q_samples: NDArray[np.float64]
+    log_variances: NDArray[np.float64] | None
+    blocks: NDArray[np.int64]
+
+    @property
+    def name(self) -> str:
+        return ",".join(self.splits)
+
+    def residuals(self) -> NDArray[np.float64]:
+        return self.residual_rows
+
+    @classmethod
+    def of(cls, results: Sequence[_SplitResult]) -> _CalibrationSet:
+        blocks, offset = [], 0
+        for result in results:
+            _, index = np.unique(result.sequences, return_inverse=True)
+            blocks.append(index + offset)
+            offset += int(index.max()) + 1
+        variances = [r.log_variances for r in results if r.log_variances is not None]
+        return cls(
+            tuple(r.name for r in results),
+            np.concatenate([r.residuals() for r in results]),
+            np.concatenate([r.covariances for r in results]),
+            np.concatenate([r.t_samples for r in results]),
+            np.concatenate([r.q_samples for r in results]),
+            np.concatenate(variances) if len(variances) == len(results) else None,
+            np.concatenate(blocks).astype(np.int64),
+        )
+
+
+def _calibration_set(
     predictor: _SplitPredictor, test: _SplitResult, split: str, calibration_split: str | None
-) -> _SplitResult:
-    """The split the covariance scale is fitted on: `calibration_split` when it has frames (a
-    dataset without a val split falls back to the evaluated split itself)."""
-    if not calibration_split or calibration_split == split:
-        return test
-    try:
-        return predictor.run(calibration_split)
-    except ValueError:
-        return test
+) -> _CalibrationSet:
+    """The frames the covariance scale is fitted on: those of the splits `calibration_split` names
+    ("val", "val,test") that have frames; the evaluated split itself when it names none (""), or
+    when none of them has frames (a dataset imported without val), which a note says."""
+    names = calibration_split_names(calibration_split)
+    results, missing = [], []
+    for name in names:
+        try:
+            results.append(test if name == split else predictor.run(name))
+        except ValueError as exc:
+            missing.append(f"{name} ({exc})")
+    if missing:
+        fallback = "" if results else f"; the covariance scale is fitted on {split} itself (in-sample)"
+        note = f"calibration split {', '.join(missing)} left out{fallback}"
+        if note not in predictor.notes:  # one note for the several splits of one predictor
+            predictor.notes.append(note)
+    return _CalibrationSet.of(results or [test])
 
 
 def _uncertainty_metrics(
     test: _SplitResult,
-    calibration: _SplitResult,
+    calibration: _CalibrationSet,
     t_err: NDArray[np.float64],
     r_err: NDArray[np.float64],
     given: CovarianceScale | None = None,
@@ -492,6 +541,16 @@ def _uncertainty_metrics(
         "median_nees_expected": float(chi2.median(6)),
         "covariance_scale": scale.as_mapping(),
         "covariance_scale_fitted_on": calibration.name if given is None else "given",
+        # the evaluated frames are among those the scale was fitted on: their NEES is no test of it
+        "calibration_in_sample": given is None and test.name in calibration.splits,
+        # the fitted calibration scored on stretches it was not fitted on (None: given, or one stretch)
+        "calibration_held_out": (
+            None
+            if given is not None
+            else held_out_consistency(calibration.residuals(), calibration.covariances, calibration.blocks)
+        ),
+        "calibration_frames": len(calibration.blocks),
+        "calibration_stretches": len(np.unique(calibration.blocks)),
         "covariance_scale_quantile": CALIBRATION_QUANTILE,  # of the NEES matched to chi2's
         # Calibrated covariance, per block: mean NEES (expected 6, 3, 3), the share of the truths
         # inside the 95% ellipsoid, and the observed coverage of the reliability diagram.
@@ -505,7 +564,7 @@ def _uncertainty_metrics(
 
 
 def _covariance_variants(
-    test: _SplitResult, calibration: _SplitResult, t_err: NDArray[np.float64], r_err: NDArray[np.float64]
+    test: _SplitResult, calibration: _CalibrationSet, t_err: NDArray[np.float64], r_err: NDArray[np.float64]
 ) -> dict[str, dict[str, float]]:
     """The covariance models side by side on the same samples: the MC spread with one fitted scale
     (the former default), the MC spread with per-group scales and, when the model outputs a

@@ -365,6 +365,11 @@ def covariance_scale_from_metrics(
     uncertainty = data.get("uncertainty")
     if isinstance(uncertainty, dict) and "covariance_scale_fitted_on" in uncertainty:
         summary["covariance_scale_fitted_on"] = uncertainty["covariance_scale_fitted_on"]
+        held_out = uncertainty.get("calibration_held_out")
+        if isinstance(held_out, dict):  # how the scale holds on stretches left out of its fit
+            summary["calibration_held_out"] = {
+                k: held_out[k] for k in ("blocks", "folds", "mean_nees", "inside_95") if k in held_out
+            }
     flag = suggested_uncertain_flag(uncertainty)
     if flag is not None:
         summary["uncertain_flag"] = flag.to_json()

@@ -159,7 +159,10 @@ def add_eval(sub: Subparsers) -> None:
         help=f"MC-dropout samples per frame (0: deterministic; at most {MAX_MC_SAMPLES})",
     )
     p.add_argument(
-        "--calib-split", default="val", help="split to fit the covariance scale on ('' : the eval split)"
+        "--calib-split",
+        default="val",
+        help="split(s) to fit the covariance calibration on, comma-separated: 'val' (default), 'val,test' "
+        "(more stretches, for the bundle you ship; the test NEES is then in-sample), '' (the eval split)",
     )
     p.add_argument(
         "--calibration",
@@ -231,6 +234,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from pose_regressor_training.calibration import load_calibration
     from pose_regressor_training.data.dataset import ImageLoadError
     from pose_regressor_training.eval_summary import (
+        calibration_line,
         camera_loss_line,
         retrieval_line,
         spearman_interval_text,
@@ -318,6 +322,9 @@ def run_eval(args: argparse.Namespace) -> int:
         )
         for line in uncertainty_lines(u, unit):
             print("  " + line)
+        held_out = calibration_line(u)
+        if held_out is not None:
+            print("  " + held_out)
     if "retrieval_baseline" in m:
         print("  " + retrieval_line(m, m["retrieval_baseline"]))
     if "camera_loss" in m:
