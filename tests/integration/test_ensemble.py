@@ -635,6 +635,19 @@ def test_the_guides_small_set_ensemble_of_mono_small_cnn_seeds(
     assert "eval_ship/metrics.json" in capsys.readouterr().out
     bundle = load_bundle(bundle_dir)
     assert bundle.provenance["eval_metrics"]["covariance_scale_fitted_on"] == "val,test"
+    # the config's distance prior travels with it; a bundle without it would not fit that calibration
+    assert bundle.distance_prior is not None and bundle.distance_prior.k == 1.0
+    other = [
+        "--metrics",
+        str(ship / "metrics.json"),
+        "--out",
+        str(tmp_path / "other"),
+        "--distance-variance",
+        "0",
+    ]
+    assert main(["export", "--checkpoint", members[0], "--ensemble", *members[1:], *other]) == 2
+    assert "evaluated with a distance variance of 1, the bundle would have 0" in capsys.readouterr().err
+    assert not (tmp_path / "other").exists()
     assert (bundle.ensemble_members, bundle.mc_samples, bundle.dropout) == (3, 3, 0.0)
     assert bundle.log_variance_output and bundle.covariance_scale.to_json() == metrics["covariance_scale"]
     estimate = Localizer(bundle, backend="onnxruntime", threads=1).localize([np.zeros((48, 64, 3), np.uint8)])

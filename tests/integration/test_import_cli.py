@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pose_regressor.bundle import load_bundle
 from pose_regressor.pose import canonical_hemisphere
 from tests.unit.importer_fixtures import (
     SynthCameraPoses,
@@ -140,6 +141,21 @@ def test_an_import_without_a_scale_trains_evaluates_and_exports_in_its_own_units
         )  # fmt: skip
         assert folder.returncode == 0, folder.stderr[-2000:]
         assert f"% within 0.25 {unit} 2 deg" in folder.stdout, folder.stdout
+        # the config's distance prior (model.position_distance_variance: 1) travels with the bundle:
+        # the training positions, and ONNX Runtime on the robot side scores as eval-checkpoint did
+        trained_on = (data / "frames.csv").read_text().count(",train,")
+        assert metrics["uncertainty"]["distance_prior"] == {
+            "variance_per_squared_distance": 1.0,
+            "training_positions": trained_on,
+        }
+        shipped = load_bundle(bundle)
+        assert shipped.distance_prior is not None and shipped.distance_prior.k == 1.0
+        assert len(shipped.distance_prior.positions) == trained_on
+        assert "distance prior: position variance + 1 x" in export_out, export_out
+        robot = json.loads((tmp_path / f"folder_{unit}" / "metrics.json").read_text())
+        assert robot["mean_nees"] == pytest.approx(metrics["uncertainty"]["mean_nees_after"], rel=1e-4)
+        assert "without_distance_prior" in metrics["covariance_variants"]
+        assert "distance prior: position variance + 1 x (distance to the nearest of " in eval_out, eval_out
         if unit == "units":
             assert " m " not in fit_out.splitlines()[-2] and " m " not in eval_line
             # The node on 12 test sets of a longer flight (the 2 test frames of `data` are too few:

@@ -144,6 +144,12 @@ def test_variance_feature_gradient_outside_0_to_1_is_refused_by_name(weight: flo
         ModelConfig(**SMALL, variance_head=True, variance_feature_gradient=weight)
 
 
+@pytest.mark.parametrize("k", [-1.0, 2e6, float("nan"), float("inf")])
+def test_a_position_distance_variance_out_of_range_is_refused_by_name(k: float) -> None:
+    with pytest.raises(ValueError, match="position_distance_variance must be in"):
+        ModelConfig(**SMALL, position_distance_variance=k)
+
+
 @pytest.mark.parametrize("head", [False, True])
 def test_shift_variance_is_the_spread_of_the_track_shifts_about_their_mean(head: bool) -> None:
     torch.manual_seed(0)

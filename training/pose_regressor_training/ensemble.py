@@ -202,7 +202,14 @@ def _refuse_heads(member: ModelConfig) -> None:
 #: computes in an ensemble: members may differ in them (a member trained before a recipe changed
 #: `model.covariance`, say). `--ensemble-covariance` chooses the ensemble's covariance.
 NOT_ARCHITECTURE_KEYS = frozenset(
-    {"pretrained", "covariance", "variance_nll", "variance_feature_gradient", "aux_weight"}
+    {
+        "pretrained",
+        "covariance",
+        "variance_nll",
+        "variance_feature_gradient",
+        "aux_weight",
+        "position_distance_variance",
+    }
 )
 
 

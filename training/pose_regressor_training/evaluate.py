@@ -13,6 +13,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.stats import chi2, spearmanr
 
+from pose_regressor.distance_prior import DistancePrior
 from pose_regressor.metrics import (
     covariance_stds,
     error_summary,
@@ -37,6 +38,7 @@ from pose_regressor_training.calibration import (
 from pose_regressor_training.checkpoint import load_checkpoint, model_from_checkpoint
 from pose_regressor_training.data.dataset import PoseDataset, describe_skipped
 from pose_regressor_training.data.sources import length_unit_of, load_dataset
+from pose_regressor_training.distance_prior import distance_prior_of
 from pose_regressor_training.ensemble import (
     EnsembleRegressor,
     configure_heads,
@@ -87,13 +89,14 @@ def _mc_estimates(
     q_samples: NDArray[np.float64],
     scale: float | CovarianceScale,
     log_variances: NDArray[np.float64] | None = None,
+    distance_prior: DistancePrior | None = None,
 ) -> list[PoseEstimate]:
-    """One estimate per frame; with `log_variances` (N, S, 6) the aleatoric variance is included."""
-    if log_variances is None:
-        return [estimate_from_samples(t, q, scale) for t, q in zip(t_samples, q_samples, strict=True)]
+    """One estimate per frame; with `log_variances` (N, S, 6) the aleatoric variance is included,
+    with `distance_prior` its position variance (as the bundle's)."""
+    variances = [None] * len(t_samples) if log_variances is None else list(log_variances)
     return [
-        estimate_from_samples(t, q, scale, log_variances=lv)
-        for t, q, lv in zip(t_samples, q_samples, log_variances, strict=True)
+        estimate_from_samples(t, q, scale, log_variances=lv, distance_prior=distance_prior)
+        for t, q, lv in zip(t_samples, q_samples, variances, strict=True)
     ]
 
 
@@ -111,6 +114,7 @@ def evaluate_checkpoint(
     ensemble: Sequence[Path] = (),
     ensemble_covariance: str = "auto",
     covariance_scale: CovarianceScale | None = None,
+    distance_variance: float | None = None,
 ) -> Evaluation:
     """Metrics of `checkpoint` on `split`; with `skip_bad`, frames whose images cannot be read are
     left out (counted in metrics["skipped_frames"]) instead of stopping with `ImageLoadError`;
@@ -119,7 +123,8 @@ def evaluate_checkpoint(
     with `ensemble`, the deep ensemble of `checkpoint` and these (`evaluate_checkpoint_splits`),
     its covariance from `ensemble_covariance` (`pose_regressor_training.ensemble`); with
     `covariance_scale`, that calibration instead of one fitted on `calibration_split` (a bundle's,
-    or a val split's applied to frames of another dataset)."""
+    or a val split's applied to frames of another dataset); `distance_variance`, the distance
+    prior's k instead of the model's `position_distance_variance`."""
     return evaluate_checkpoint_splits(
         checkpoint,
         (split,),
@@ -134,6 +139,7 @@ def evaluate_checkpoint(
         ensemble=ensemble,
         ensemble_covariance=ensemble_covariance,
         covariance_scale=covariance_scale,
+        distance_variance=distance_variance,
     )[0]
 
 
@@ -152,6 +158,7 @@ def evaluate_checkpoint_splits(
     ensemble: Sequence[Path] = (),
     ensemble_covariance: str = "auto",
     covariance_scale: CovarianceScale | None = None,
+    distance_variance: float | None = None,
 ) -> list[Evaluation]:
     """`evaluate_checkpoint` of each of `splits`, predicting every split once: the calibration
     split's predictions serve both its own evaluation and the others' covariance scale.
@@ -170,6 +177,7 @@ def evaluate_checkpoint_splits(
         max_frames,
         ensemble,
         ensemble_covariance,
+        distance_variance,
     )
     if camera_loss and len(predictor.trained.rig.names) < 2:
         raise ValueError(
@@ -229,11 +237,23 @@ def _evaluate(
     if mc_samples >= 2 or predictor.ensemble_covariance == "heads":
         calibration = _calibration_set(predictor, test, split, calibration_split)
         metrics["uncertainty"] = _uncertainty_metrics(test, calibration, t_err, r_err, covariance_scale)
+        prior = predictor.distance_prior
+        metrics["uncertainty"]["distance_prior"] = (
+            None
+            if prior is None
+            else {"variance_per_squared_distance": prior.k, "training_positions": len(prior.positions)}
+        )
         scale = metrics["uncertainty"]["covariance_scale"]
         metrics["covariance_scale"] = scale
-        metrics["covariance_variants"] = _covariance_variants(test, calibration, t_err, r_err)
+        metrics["covariance_variants"] = _covariance_variants(
+            test, calibration, t_err, r_err, predictor.distance_prior
+        )
         estimates = _mc_estimates(
-            test.t_samples, test.q_samples, CovarianceScale(**scale), test.log_variances
+            test.t_samples,
+            test.q_samples,
+            CovarianceScale(**scale),
+            test.log_variances,
+            predictor.distance_prior,
         )
     if camera_loss:
         calibrated = "covariance_scale" in metrics
@@ -324,6 +344,7 @@ class _SplitPredictor:
         max_frames: int = 0,
         ensemble: Sequence[Path] = (),
         ensemble_covariance: str = "auto",
+        distance_variance: float | None = None,
     ) -> None:
         self.members = [checkpoint, *ensemble]
         self.max_frames = max_frames
@@ -345,6 +366,8 @@ class _SplitPredictor:
         self.device = resolve_device(device_name)
         self.model.to(self.device)
         self.root = data_root if data_root is not None else Path(self.trained.dataset.root)
+        # the first member's, as export's: position variance that grows away from the training path
+        self.distance_prior = distance_prior_of(self.trained, data_root, distance_variance)
         self.length_unit = length_unit_of(self.trained.config.data.kind, self.root)
         self.mc_samples, self.seed, self.skip_bad = max(mc_samples, 0), seed, skip_bad
         self.skipped: dict[str, int] = {}
@@ -385,7 +408,8 @@ class _SplitPredictor:
         t_s, q_s, lv, (t_det, q_det) = predict_with_deterministic(
             self.model, source, self.device, mc_samples=self.mc_samples, seed=self.seed
         )
-        return _SplitResult(split, dataset, t_s, q_s, _mc_estimates(t_s, q_s, 1.0, lv), t_det, q_det, lv)
+        estimates = _mc_estimates(t_s, q_s, 1.0, lv, self.distance_prior)
+        return _SplitResult(split, dataset, t_s, q_s, estimates, t_det, q_det, lv)
 
     def retrieval_baseline(self, test: _SplitResult, regression: dict[str, Any]) -> dict[str, Any]:
         """Errors of the nearest-training-frame baseline on `test`'s frames, and the regression's
@@ -431,7 +455,9 @@ def _camera_loss(
         t_err, r_err = pose_errors(blind.t_gt, blind.q_gt, blind.t_mean, blind.q_mean)
         entry: dict[str, Any] = error_summary(t_err, r_err)
         if scale is not None and clean_position_std > 0:
-            estimates = _mc_estimates(blind.t_samples, blind.q_samples, scale, blind.log_variances)
+            estimates = _mc_estimates(
+                blind.t_samples, blind.q_samples, scale, blind.log_variances, predictor.distance_prior
+            )
             scored = consistency(blind.residuals(), np.stack([e.covariance for e in estimates]))
             entry["mean_nees"] = scored["mean_nees"]["6dof"]
             entry["inside_95"] = scored["inside_95"]["6dof"]
@@ -564,25 +590,41 @@ def _uncertainty_metrics(
 
 
 def _covariance_variants(
-    test: _SplitResult, calibration: _CalibrationSet, t_err: NDArray[np.float64], r_err: NDArray[np.float64]
+    test: _SplitResult,
+    calibration: _CalibrationSet,
+    t_err: NDArray[np.float64],
+    r_err: NDArray[np.float64],
+    distance_prior: DistancePrior | None = None,
 ) -> dict[str, dict[str, float]]:
     """The covariance models side by side on the same samples: the MC spread with one fitted scale
     (the former default), the MC spread with per-group scales and, when the model outputs a
     log-variance (a variance head, the track-shift spread or both), the MC spread plus that
-    variance with per-group scales (what bundles of such models use)."""
-    variants: dict[str, tuple[bool, bool]] = {}
+    variance with per-group scales (what bundles of such models use). Each with the model's
+    `distance_prior`, as its bundle; with one, also the bundle's covariance without it
+    (`without_distance_prior`), to see what it adds."""
+    # name -> (log-variance, per-group scales, distance prior)
+    variants: dict[str, tuple[bool, bool, DistancePrior | None]] = {}
     if test.t_samples.shape[1] >= 2:  # one row (no dropout, one head) has no spread
-        variants = {"mc_one_scale": (False, False), "mc_per_group": (False, True)}
+        variants = {
+            "mc_one_scale": (False, False, distance_prior),
+            "mc_per_group": (False, True, distance_prior),
+        }
     if test.log_variances is not None:
-        variants["mc_log_variance_per_group"] = (True, True)
+        variants["mc_log_variance_per_group"] = (True, True, distance_prior)
+    if distance_prior is not None:
+        variants["without_distance_prior"] = (test.log_variances is not None, True, None)
     residuals, fit_residuals = test.residuals(), calibration.residuals()
     out = {}
-    for name, (aleatoric, per_group) in variants.items():
+    for name, (aleatoric, per_group, prior) in variants.items():
         covs, fit_covs = (
-            np.stack([e.covariance for e in _mc_estimates(r.t_samples, r.q_samples, 1.0, lv)])
-            for r, lv in (
-                (test, test.log_variances if aleatoric else None),
-                (calibration, calibration.log_variances if aleatoric else None),
+            np.stack([e.covariance for e in _mc_estimates(t, q, 1.0, lv, prior)])
+            for t, q, lv in (
+                (test.t_samples, test.q_samples, test.log_variances if aleatoric else None),
+                (
+                    calibration.t_samples,
+                    calibration.q_samples,
+                    calibration.log_variances if aleatoric else None,
+                ),
             )
         )
         if per_group:
@@ -596,6 +638,7 @@ def _covariance_variants(
             "spearman_rotation_std_vs_error": float(spearmanr(rot_std, r_err).statistic),
             "mean_nees_after": float(np.mean(nees_after)),
             "median_nees_after": float(np.median(nees_after)),
+            "inside_95_ellipsoid": float(np.mean(nees_after <= chi2.ppf(0.95, 6))),
             "covariance_scale_position": scale.position,
             "covariance_scale_rotation": scale.rotation,
             "covariance_exponent_position": scale.position_exponent,

@@ -63,6 +63,7 @@ from pose_regressor.bundle import (
     parse_covariance_scale,
     uncertain_flag,
     write_bundle,
+    write_training_positions,
 )
 from pose_regressor.uncertainty import CovarianceScale, dropout_masks
 from pose_regressor_training.checkpoint import (
@@ -72,6 +73,7 @@ from pose_regressor_training.checkpoint import (
     model_from_checkpoint,
     write_torch_file,
 )
+from pose_regressor_training.distance_prior import distance_prior_of
 from pose_regressor_training.ensemble import (
     EnsembleError,
     EnsembleRegressor,
@@ -363,6 +365,8 @@ def covariance_scale_from_metrics(
     if isinstance(data.get("deterministic"), dict):
         summary["deterministic"] = data["deterministic"]
     uncertainty = data.get("uncertainty")
+    if isinstance(uncertainty, dict) and isinstance(uncertainty.get("distance_prior"), dict):
+        summary["distance_prior"] = uncertainty["distance_prior"]
     if isinstance(uncertainty, dict) and "covariance_scale_fitted_on" in uncertainty:
         summary["covariance_scale_fitted_on"] = uncertainty["covariance_scale_fitted_on"]
         held_out = uncertainty.get("calibration_held_out")
@@ -412,6 +416,7 @@ def export_bundle(
     metrics: str | Path | None = None,
     ensemble: Sequence[str | Path] = (),
     ensemble_covariance: str = "auto",
+    distance_variance: float | None = None,
 ) -> ModelBundle:
     """Export a checkpoint into the bundle directory `out_dir`; returns the loaded `ModelBundle`.
 
@@ -465,6 +470,18 @@ def export_bundle(
         ensemble_covariance if rows > 1 or as_heads else "dropout",
         heads if as_heads else 0,
     )
+    try:
+        prior = distance_prior_of(trained, None, distance_variance)
+    except ValueError as exc:
+        raise ExportError(str(exc)) from None
+    evaluated_k = (eval_summary.get("distance_prior") or {}).get("variance_per_squared_distance", 0.0)
+    exported_k = 0.0 if prior is None else prior.k
+    if source != "default" and not source.startswith("default (") and evaluated_k != exported_k:
+        raise ExportError(
+            f"{source} was evaluated with a distance variance of {evaluated_k:g}, the bundle would have "
+            f"{exported_k:g}: its calibration does not fit (give eval-checkpoint and export the same "
+            "--distance-variance)"
+        )
     rig = trained.rig
     if len(rig.cameras) != config.num_cameras:
         raise ExportError(f"{checkpoint}: rig has {len(rig.cameras)} cameras, model {config.num_cameras}")
@@ -497,7 +514,9 @@ def export_bundle(
         if rows > 1 or as_heads:
             provenance["ensemble_covariance"] = ensemble_covariance
         bundle = _bundle(staging, trained, config, model.mask_dim, mc_samples, scale, onnx_record, provenance)
-        bundle = replace(bundle, ensemble_members=rows)
+        bundle = replace(bundle, ensemble_members=rows, distance_prior=prior)
+        if prior is not None:
+            write_training_positions(staging, prior)
         if "uncertain_flag" in eval_summary:  # validated by suggested_uncertain_flag
             bundle = replace(bundle, uncertain_flag=UncertainFlag(**eval_summary["uncertain_flag"]))
         write_bundle(bundle)

@@ -203,7 +203,21 @@ def add_eval(sub: Subparsers) -> None:
         "of the K members (default --out: eval_ensemble<K>_<split>, or eval_ensemble<K>_heads_<split>, "
         "which export --ensemble reads)",
     )
+    _add_distance_variance(p)
     p.set_defaults(handler=run_eval)
+
+
+def _add_distance_variance(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--distance-variance",
+        type=float,
+        default=None,
+        metavar="K",
+        help="position variance added per squared distance from the predicted position to the nearest "
+        "training position (a std of sqrt(K) times that distance; the bundle carries the positions); "
+        "default: the model's model.position_distance_variance (mono_small_cnn.yaml: 1; 0: off). Give "
+        "export the same K as the eval-checkpoint whose calibration it takes",
+    )
 
 
 def _add_ensemble(p: argparse.ArgumentParser, what: str) -> None:
@@ -260,6 +274,7 @@ def run_eval(args: argparse.Namespace) -> int:
             ensemble=args.ensemble,
             ensemble_covariance=args.ensemble_covariance,
             covariance_scale=calibration,
+            distance_variance=args.distance_variance,
         )
     except ImageLoadError as exc:
         raise TrainingError(f"{exc}; {SKIP_BAD_HINT}") from None
@@ -325,6 +340,17 @@ def run_eval(args: argparse.Namespace) -> int:
         held_out = calibration_line(u)
         if held_out is not None:
             print("  " + held_out)
+        prior, without = (
+            u.get("distance_prior"),
+            m.get("covariance_variants", {}).get("without_distance_prior"),
+        )
+        if prior is not None and without is not None:
+            print(
+                f"  distance prior: position variance + {prior['variance_per_squared_distance']:g} x "
+                f"(distance to the nearest of {prior['training_positions']} training positions)^2; "
+                f"without it: spearman(pos std, err) {without['spearman_position_std_vs_error']:.2f}, "
+                f"mean NEES {without['mean_nees_after']:.3g}"
+            )
     if "retrieval_baseline" in m:
         print("  " + retrieval_line(m, m["retrieval_baseline"]))
     if "camera_loss" in m:
@@ -370,6 +396,7 @@ def add_export(sub: Subparsers) -> None:
         "one graph runs all K members and output row s is member s mod K's; the node's covariance "
         "then holds their disagreement (K times the backbone cost)",
     )
+    _add_distance_variance(p)
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (17..20; 17 parses on TensorRT 8.5+)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle directory")
     p.set_defaults(handler=run_export)
@@ -387,12 +414,19 @@ def run_export(args: argparse.Namespace) -> int:
         metrics=args.metrics,
         ensemble=args.ensemble,
         ensemble_covariance=args.ensemble_covariance,
+        distance_variance=args.distance_variance,
     )
     size_mb = bundle.onnx_path.stat().st_size / 1e6
     cams = ", ".join(f"{c.name} {c.width}x{c.height}" for c in bundle.cameras)
     print(f"export: wrote {bundle.path} (model.onnx {size_mb:.1f} MB, opset {bundle.onnx['opset']})")
     print(f"  cameras: {cams} -> input {bundle.input_width}x{bundle.input_height}, fusion {bundle.fusion}")
     print(f"  dof {bundle.dof}, D {bundle.hidden_dim}, dropout {bundle.dropout:g}, S {bundle.mc_samples}")
+    if bundle.distance_prior is not None:
+        prior = bundle.distance_prior
+        print(
+            f"  distance prior: position variance + {prior.k:g} x (distance to the nearest of "
+            f"{len(prior.positions)} training positions)^2"
+        )
     if bundle.ensemble_members > 1:
         k = bundle.ensemble_members
         what = "heads on one backbone (model.heads)" if "heads" in bundle.provenance else "models"

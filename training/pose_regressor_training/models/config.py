@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pose_regressor.bundle import MAX_ENSEMBLE_MEMBERS
+from pose_regressor.distance_prior import MAX_VARIANCE_PER_SQUARED_DISTANCE
 
 BACKBONES = (
     "resnet18",
@@ -87,6 +88,10 @@ class ModelConfig:
         pose, the covariance from the log-variance output and, for K > 1, the heads'
         disagreement). `heads` needs a log-variance output. A model of K > 1 heads with one is
         scored as `heads` either way, as before.
+    position_distance_variance: k >= 0: eval and export add k d^2 to each position axis' raw
+        variance, d the distance from the predicted position to the nearest training position
+        (`pose_regressor.distance_prior`; the bundle carries the positions). 0, the default: off.
+        It changes no weight; only how the covariance is scored.
     """
 
     backbone: str = "resnet18"
@@ -116,6 +121,7 @@ class ModelConfig:
     heads: int = 1
     covariance: str = "dropout"
     variance_feature_gradient: float = 0.0
+    position_distance_variance: float = 0.0
 
     def __post_init__(self) -> None:
         checks = [
@@ -193,6 +199,11 @@ class ModelConfig:
                 self.variance_feature_gradient == 0.0 or self.variance_head,
                 "variance_feature_gradient passes the variance head's gradient into the features: "
                 "it needs variance_head",
+            ),
+            (
+                0.0 <= self.position_distance_variance <= MAX_VARIANCE_PER_SQUARED_DISTANCE,
+                f"position_distance_variance must be in [0, {MAX_VARIANCE_PER_SQUARED_DISTANCE:g}], "
+                f"got {self.position_distance_variance}",
             ),
             (
                 not self.shift_variance or self.track_tta,

@@ -162,7 +162,11 @@ class _Case:
         x = preprocess(self.images[repetition % len(self.images)], self.bundle, out=self.buffer)
         out = self.engine.infer_outputs(x, masks[:1] if self.naive else masks)
         estimate_from_samples(
-            out.translation, out.rotation, self.bundle.covariance_scale, log_variances=out.log_variance
+            out.translation,
+            out.rotation,
+            self.bundle.covariance_scale,
+            log_variances=out.log_variance,
+            distance_prior=self.bundle.distance_prior,
         )
 
     def frame(self, repetition: int, record: bool) -> None:
@@ -182,7 +186,9 @@ class _Case:
             out = self.engine.infer_outputs(x, masks)
             t, q, lv = out.translation, out.rotation, out.log_variance
         t2 = clock()
-        estimate_from_samples(t, q, self.bundle.covariance_scale, log_variances=lv)
+        estimate_from_samples(
+            t, q, self.bundle.covariance_scale, log_variances=lv, distance_prior=self.bundle.distance_prior
+        )
         t3 = clock()
         if record:
             for stage, value in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t3 - t0), strict=True):

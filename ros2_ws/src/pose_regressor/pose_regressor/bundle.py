@@ -26,6 +26,10 @@ Conventions:
 * ``uncertain_flag`` (optional): the ``max_position_std`` (m) and ``max_rotation_std`` (rad) that
   ``pose-train eval-checkpoint`` suggested for this model; the node uses them unless its
   parameters of those names are set.
+* ``distance_prior`` (optional): ``{variance_per_squared_distance: k, file: train_positions.npy,
+  positions: N}``; BUNDLE/train_positions.npy holds the N training positions (float64 [N, 3]), and
+  each position axis' raw variance gains k d^2, d the distance to the nearest of them
+  (:class:`pose_regressor.distance_prior.DistancePrior`).
 """
 
 from __future__ import annotations
@@ -42,6 +46,11 @@ import yaml
 from numpy.typing import NDArray
 
 from pose_regressor.bounds import Bound, is_number, out_of_range
+from pose_regressor.distance_prior import (
+    MAX_TRAINING_POSITIONS,
+    MAX_VARIANCE_PER_SQUARED_DISTANCE,
+    DistancePrior,
+)
 from pose_regressor.files import MAX_YAML_BYTES, atomic_write_text, read_yaml
 from pose_regressor.limits import MAX_MC_SAMPLES
 from pose_regressor.uncertainty import (
@@ -74,6 +83,7 @@ __all__ = [
     "ROTATION",
     "SCHEMA_VERSION",
     "TORCH_FILE",
+    "TRAINING_POSITIONS_FILE",
     "TRANSLATION",
     "VARIANCE_OUTPUT",
     "YAML_FILE",
@@ -86,11 +96,13 @@ __all__ = [
     "parse_covariance_scale",
     "preprocess",
     "write_bundle",
+    "write_training_positions",
 ]
 
 SCHEMA_VERSION = 1
 BUNDLE_FORMAT = "pose_regressor_bundle"
 ONNX_FILE = "model.onnx"
+TRAINING_POSITIONS_FILE = "train_positions.npy"  # of a distance_prior
 YAML_FILE = "bundle.yaml"
 TORCH_FILE = "model.pt"
 ENGINES_DIR = "engines"
@@ -225,6 +237,7 @@ class ModelBundle:
     shift_variance: bool = False
     uncertain_flag: UncertainFlag | None = None
     ensemble_members: int = 1
+    distance_prior: DistancePrior | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.covariance_scale, CovarianceScale):  # a plain number: both groups
@@ -315,6 +328,17 @@ class ModelBundle:
             "covariance_scale": self.covariance_scale.to_json(),
             # written only when known: bundles exported without suggestions keep their bundle.yaml
             **({"uncertain_flag": self.uncertain_flag.to_json()} if self.uncertain_flag else {}),
+            **(
+                {
+                    "distance_prior": {
+                        "variance_per_squared_distance": self.distance_prior.k,
+                        "file": TRAINING_POSITIONS_FILE,
+                        "positions": len(self.distance_prior.positions),
+                    }
+                }
+                if self.distance_prior is not None
+                else {}
+            ),
             "onnx": dict(self.onnx),
             "provenance": dict(self.provenance),
         }
@@ -351,6 +375,13 @@ def write_bundle(bundle: ModelBundle) -> Path:
     data = _plain(bundle.to_yaml_dict())
     text = yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=110, allow_unicode=True)
     atomic_write_text(target, text)
+    return target
+
+
+def write_training_positions(directory: Path, prior: DistancePrior) -> Path:
+    """Write a distance prior's positions as ``train_positions.npy`` into a bundle directory."""
+    target = directory / TRAINING_POSITIONS_FILE
+    np.save(target, np.asarray(prior.positions, dtype=np.float64), allow_pickle=False)
     return target
 
 
@@ -451,6 +482,7 @@ def _bundle_from_mapping(root: Path, data: dict[str, Any]) -> ModelBundle:
     dropout = _float(model, "dropout", "model.dropout", Bound(0.0, 1.0, hi_open=True))
     scale = parse_covariance_scale(data.get("covariance_scale"))
     flag = uncertain_flag(data["uncertain_flag"]) if "uncertain_flag" in data else None
+    prior = _distance_prior(root, data["distance_prior"]) if "distance_prior" in data else None
     variance_head = model.get("variance_head", False)
     if not isinstance(variance_head, bool):
         raise BundleError(f"model.variance_head must be true or false, got {variance_head!r}")
@@ -497,6 +529,7 @@ def _bundle_from_mapping(root: Path, data: dict[str, Any]) -> ModelBundle:
         shift_variance=shift_variance,
         uncertain_flag=flag,
         ensemble_members=members,
+        distance_prior=prior,
     )
     problem = bundle.samples_problem(bundle.mc_samples)
     if problem is not None:
@@ -519,6 +552,42 @@ def uncertain_flag(value: Any) -> UncertainFlag:
         _float(value, "max_position_std", "uncertain_flag.max_position_std", position),
         _float(value, "max_rotation_std", "uncertain_flag.max_rotation_std", rotation),
     )
+
+
+def _distance_prior(root: Path, value: Any) -> DistancePrior:
+    """`distance_prior`: exactly ``{variance_per_squared_distance, file, positions}``, the file
+    train_positions.npy in the bundle, a plain float array of that many rows of 3."""
+    keys = {"variance_per_squared_distance", "file", "positions"}
+    if not isinstance(value, dict) or set(value) != keys:
+        got = sorted(map(str, value)) if isinstance(value, dict) else type(value).__name__
+        raise BundleError(f"distance_prior must be a mapping of exactly {', '.join(sorted(keys))}, got {got}")
+    if value["file"] != TRAINING_POSITIONS_FILE:
+        raise BundleError(f"distance_prior.file must be {TRAINING_POSITIONS_FILE}, got {value['file']!r}")
+    count = _int(value, "positions", "distance_prior.positions", Bound(1, MAX_TRAINING_POSITIONS))
+    k = _float(
+        value,
+        "variance_per_squared_distance",
+        "distance_prior.variance_per_squared_distance",
+        Bound(0.0, MAX_VARIANCE_PER_SQUARED_DISTANCE, lo_open=True),
+    )
+    path = root / TRAINING_POSITIONS_FILE
+    if not path.is_file():
+        raise BundleError(f"distance_prior: {path} does not exist (copy the whole bundle directory)")
+    if path.stat().st_size > 1024 + count * 3 * 8:
+        raise BundleError(f"distance_prior: {path} is larger than {count} positions")
+    try:
+        positions = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"distance_prior: cannot read {path}: {exc}") from None
+    if positions.dtype.kind != "f" or positions.shape != (count, 3):
+        raise BundleError(
+            f"distance_prior: {path} must hold float positions of shape ({count}, 3), got "
+            f"{positions.dtype} {positions.shape}"
+        )
+    try:
+        return DistancePrior(positions, k)
+    except ValueError as exc:
+        raise BundleError(f"distance_prior: {path}: {exc}") from None
 
 
 def parse_covariance_scale(value: Any) -> CovarianceScale:

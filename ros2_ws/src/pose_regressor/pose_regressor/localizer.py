@@ -76,7 +76,11 @@ class Localizer:
         batch = preprocess(images, self.bundle, out=self._input)
         out = self.engine.infer_outputs(batch, self.masks())
         estimate = estimate_from_samples(
-            out.translation, out.rotation, self.bundle.covariance_scale, log_variances=out.log_variance
+            out.translation,
+            out.rotation,
+            self.bundle.covariance_scale,
+            log_variances=out.log_variance,
+            distance_prior=self.bundle.distance_prior,
         )
         if not estimate.is_finite():
             raise EngineError(f"{self.engine.describe()} returned non-finite poses (NaN or inf)")

@@ -378,6 +378,7 @@ class LocalizerNode(LifecycleNode):
             max_rotation_std=max_rotation_std,
             camera_timeout_s=params.camera_timeout,
             missing_camera=params.missing_camera,
+            distance_prior=bundle.distance_prior,
         )
         buffer = np.empty(bundle.images_shape, dtype=np.uint8)  # reused for every set
         self.pipeline = LocalizerPipeline(

@@ -47,6 +47,7 @@ from typing import Any, Protocol, cast
 import numpy as np
 from numpy.typing import NDArray
 
+from pose_regressor.distance_prior import DistancePrior
 from pose_regressor.limits import MISSING_CAMERA_POLICIES
 from pose_regressor.mailbox import LatestMailbox, MailboxWorker
 from pose_regressor.stats import EventCounter, LatencyWindow, RateMeter
@@ -147,11 +148,13 @@ class PipelineConfig:
     # image in its place (what a covered lens shows, and what a model trained with
     # augment.camera_dropout has seen), each pose flagged uncertain.
     missing_camera: str = "wait"
+    # The bundle's distance prior: position variance that grows away from the training path
+    distance_prior: DistancePrior | None = None
 
 
 # Settings that shape the model's input or its masks: they come from the bundle, and changing them
 # means loading another bundle (a new pipeline), not reconfiguring this one.
-FIXED_SETTINGS = frozenset({"camera_names", "hidden_dim", "dropout", "variance_head"})
+FIXED_SETTINGS = frozenset({"camera_names", "hidden_dim", "dropout", "variance_head", "distance_prior"})
 
 # name -> (type, lower bound, bound included): what `reconfigure` accepts.
 _SETTING_RANGES: dict[str, tuple[type, float, bool]] = {
@@ -670,7 +673,9 @@ class LocalizerPipeline:
             with self._lock:
                 self.nonfinite_outputs += 1
             raise EngineOutputError("engine returned non-finite poses (NaN or inf); nothing published")
-        estimate = estimate_from_samples(t, q, cfg.covariance_scale, log_variances=log_variance)
+        estimate = estimate_from_samples(
+            t, q, cfg.covariance_scale, log_variances=log_variance, distance_prior=cfg.distance_prior
+        )
         missing = tuple(
             name for name, frame in zip(cfg.camera_names, synced.frames, strict=True) if frame.stand_in
         )

@@ -20,6 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pose_regressor import pose
+from pose_regressor.distance_prior import DistancePrior
 
 FloatArray = NDArray[np.float64]
 
@@ -225,12 +226,15 @@ def estimate_from_samples(
     min_position_variance: float = DEFAULT_MIN_POSITION_VARIANCE,
     min_rotation_variance: float = DEFAULT_MIN_ROTATION_VARIANCE,
     log_variances: FloatArray | None = None,
+    distance_prior: DistancePrior | None = None,
 ) -> PoseEstimate:
     """Mean pose and calibrated, floored covariance of S pose samples ((S, 3), (S, 4)).
 
-    covariance = scale(MC spread + diag(mean_s exp(log_variances[s]))) + floor, where
-    `log_variances` (S, 6) is the variance head's output (None: the MC spread alone).
-    With one sample and no log-variances the covariance is the floor alone.
+    covariance = scale(MC spread + diag(mean_s exp(log_variances[s])) + prior) + floor, where
+    `log_variances` (S, 6) is the variance head's output (None: the MC spread alone) and prior
+    adds `distance_prior`'s k d^2 to each position axis (d: the mean position's distance to the
+    nearest training position; None: nothing). With one sample, no log-variances and no prior the
+    covariance is the floor alone.
     """
     t = np.asarray(translations, dtype=np.float64).reshape(-1, 3)
     q = np.asarray(quats_xyzw, dtype=np.float64).reshape(-1, 4)
@@ -246,6 +250,8 @@ def estimate_from_samples(
     spread = pose.pose_covariance(t, q, t_mean, q_mean) if len(t) >= 2 else np.zeros((6, 6))
     if log_variances is not None:
         spread = spread + np.diag(aleatoric_variance(log_variances, len(t)))
+    if distance_prior is not None:
+        spread = spread + np.diag([distance_prior.variance(t_mean)] * 3 + [0.0] * 3)
     cov = covariance_scale.apply(spread)
     floor = np.array([min_position_variance] * 3 + [min_rotation_variance] * 3)
     cov = cov + np.diag(floor)
