@@ -15,6 +15,7 @@ from typing import Any
 
 from pose_regressor.bounds import Bound
 from pose_regressor.bundle import MAX_CAMERAS, MAX_HIDDEN_DIM, MAX_INPUT_SIDE
+from pose_regressor.distance_prior import MAX_VARIANCE_PER_SQUARED_DISTANCE
 from pose_regressor.files import read_yaml
 from pose_regressor_training.augment_config import AugmentConfig
 from pose_regressor_training.models.config import MAX_HEADS, ModelConfig
@@ -68,6 +69,7 @@ BOUNDS: dict[str, Bound] = {
     "model.small_cnn_pool": Bound(1, 64, max_items=2),
     "model.variance_head_hidden": Bound(0, MAX_HIDDEN_DIM),
     "model.variance_feature_gradient": Bound(0, 1),
+    "model.position_distance_variance": Bound(0, MAX_VARIANCE_PER_SQUARED_DISTANCE),
     "model.heads": Bound(1, MAX_HEADS),
     "model.aux_shared_stages": Bound(1, 8),
     "model.aux_weight": Bound(0, 1000),

@@ -576,7 +576,7 @@ def _distance_prior(root: Path, value: Any) -> DistancePrior:
     if path.stat().st_size > 1024 + count * 3 * 8:
         raise BundleError(f"distance_prior: {path} is larger than {count} positions")
     try:
-        positions = np.load(path, allow_pickle=False)
+        positions = np.load(path)  # numpy's default refuses pickled (object) arrays
     except (OSError, ValueError) as exc:
         raise BundleError(f"distance_prior: cannot read {path}: {exc}") from None
     if positions.dtype.kind != "f" or positions.shape != (count, 3):
