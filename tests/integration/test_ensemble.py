@@ -32,6 +32,7 @@ from pose_regressor_training.checkpoint import load_checkpoint, model_from_check
 from pose_regressor_training.cli import main
 from pose_regressor_training.data.dataset import PoseDataset
 from pose_regressor_training.data.sources import load_dataset
+from pose_regressor_training.distance_prior import distance_prior_of
 from pose_regressor_training.ensemble import EnsembleError, configure_heads, ensemble_samples, load_ensemble
 from pose_regressor_training.export import export_bundle
 from pose_regressor_training.onnx_checks import FORBIDDEN_OPS, TENSORRT_OPS, op_types
@@ -652,3 +653,26 @@ def test_the_guides_small_set_ensemble_of_mono_small_cnn_seeds(
     assert bundle.log_variance_output and bundle.covariance_scale.to_json() == metrics["covariance_scale"]
     estimate = Localizer(bundle, backend="onnxruntime", threads=1).localize([np.zeros((48, 64, 3), np.uint8)])
     assert estimate.samples == 3 and np.all(np.linalg.eigvalsh(estimate.covariance) > 0)
+
+
+def test_the_distance_prior_reads_the_training_positions_or_says_why_it_cannot(
+    runs: tuple[Path, list[Path]], tmp_path: Path
+) -> None:
+    """`distance_prior_of`: the train split's positions where fit read them, else from --data (a
+    copy moved elsewhere); neither: one line that names both and the way out."""
+    data, checkpoints = runs
+    trained = load_checkpoint(checkpoints[0])
+    assert distance_prior_of(trained) is None  # the model's own k: 0
+    prior = distance_prior_of(trained, k=1.0)
+    train = load_dataset("folder", data, "train")
+    assert prior is not None and prior.k == 1.0
+    np.testing.assert_array_equal(prior.positions, train.translations())
+    moved = replace(trained, dataset=replace(trained.dataset, root=str(tmp_path / "gone")))
+    again = distance_prior_of(moved, data, k=1.0)  # the copy named by --data
+    assert again is not None
+    np.testing.assert_array_equal(again.positions, prior.positions)
+    with pytest.raises(ValueError, match="no train split could be read") as caught:
+        distance_prior_of(moved, tmp_path / "elsewhere", k=1.0)
+    message = str(caught.value)
+    assert "gone" in message and "elsewhere" in message and "--distance-variance 0" in message
+    assert "\n" not in message

@@ -50,6 +50,7 @@ def distance_prior_of(
         return DistancePrior(np.asarray(positions[::step], dtype=np.float64), k)
     raise ValueError(
         f"model.position_distance_variance {k:g} needs the training positions, and no train split "
-        f"could be read ({'; '.join(problems)}); pass the training data with --data, or score the "
-        "model without it: model.position_distance_variance=0 is a recipe choice, not a weight"
+        f"could be read ({'; '.join(problems)}): keep the training data where fit read it "
+        "(eval-checkpoint also tries --data), or pass --distance-variance 0 to go without the prior "
+        "(it is a recipe choice, not a weight)"
     )
