@@ -4,6 +4,7 @@ and in the bundle (`pose_regressor.distance_prior`)."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,12 +18,15 @@ from pose_regressor.bundle import (
     YAML_FILE,
     BundleError,
     load_bundle,
+    preprocess,
     write_bundle,
     write_training_positions,
 )
 from pose_regressor.distance_prior import MAX_TRAINING_POSITIONS, DistancePrior
+from pose_regressor.engines import load_engine
 from pose_regressor.localizer import Localizer
-from pose_regressor.uncertainty import CovarianceScale, estimate_from_samples
+from pose_regressor.pipeline import LocalizationResult, LocalizerPipeline, PipelineConfig
+from pose_regressor.uncertainty import CovarianceScale, dropout_masks, estimate_from_samples
 from tests.unit.bundle_fixtures import CAMERA_SIZE, make_bundle
 
 LINE = np.array([[0.0, 0.0, 0.0], [10.0, 0.0, 0.0]])
@@ -154,3 +158,44 @@ def test_a_damaged_distance_prior_is_refused_in_one_line(
     with pytest.raises(BundleError, match=re.escape(message)) as caught:
         load_bundle(root)
     assert "\n" not in str(caught.value)
+
+
+def test_the_pipeline_publishes_the_covariance_with_the_prior(tmp_path: Path) -> None:
+    """The node's pipeline: the bundle's prior in PipelineConfig gives the Localizer's covariance."""
+    bundle = load_bundle(_bundle_with_prior(tmp_path / "b", k=3.0))
+    images = [np.full((CAMERA_SIZE[1], CAMERA_SIZE[0], 3), 40 * i, np.uint8) for i in (1, 2)]
+    expected = Localizer(bundle, backend="onnxruntime", mc_samples=4, seed=5, threads=1).localize(images)
+    results: list[LocalizationResult] = []
+    config = PipelineConfig(
+        camera_names=tuple(bundle.camera_names),
+        hidden_dim=bundle.hidden_dim,
+        dropout=bundle.dropout,
+        covariance_scale=bundle.covariance_scale,
+        mc_samples=4,
+        seed=5,
+        distance_prior=bundle.distance_prior,
+    )
+    engine = load_engine(bundle, "onnxruntime", threads=1)
+    pipe = LocalizerPipeline(config, engine, results.append, prepare=lambda imgs: preprocess(imgs, bundle))
+    pipe.start()
+    try:
+        for camera, picture in enumerate(images):
+            pipe.add_image(camera, 1_700_000_000_000_000_000, picture)
+        deadline = time.monotonic() + 30.0
+        while not results and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        pipe.stop()
+    np.testing.assert_allclose(results[0].estimate.covariance, expected.covariance, rtol=1e-9, atol=1e-15)
+    # the same engine rows without the prior: the pipeline's position variance is larger by the
+    # calibrated k d^2, its rotation block the same
+    masks = dropout_masks(4, bundle.hidden_dim, bundle.dropout, np.random.default_rng(5))
+    out = engine.infer_outputs(preprocess(images, bundle), masks)
+    without = estimate_from_samples(out.translation, out.rotation, bundle.covariance_scale)
+    extra = bundle.covariance_scale.position * 3.0 * np.min(np.sum((LINE - without.translation) ** 2, axis=1))
+    assert extra > 1.0
+    np.testing.assert_allclose(
+        np.diag(results[0].estimate.covariance - without.covariance), [extra] * 3 + [0.0] * 3, rtol=1e-9
+    )
+    with pytest.raises(ValueError, match="distance_prior"):
+        pipe.reconfigure(distance_prior=None)

@@ -401,6 +401,12 @@ class LocalizerNode(LifecycleNode):
             + (_ensemble_note(samples, members, bundle.dropout) if members > 1 else "")
             + f"; uncertain flag: position std > {max_position_std:.3g} m ({position_source}) or rotation "
             f"std > {math.degrees(max_rotation_std):.3g} deg ({rotation_source})"
+            + (
+                f"; position variance + {bundle.distance_prior.k:g} x (distance to the nearest of "
+                f"{len(bundle.distance_prior.positions)} training positions)^2"
+                if bundle.distance_prior is not None
+                else ""
+            )
         )
         units_warning = bundle.units_warning()
         if units_warning:
