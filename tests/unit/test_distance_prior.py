@@ -4,7 +4,6 @@ and in the bundle (`pose_regressor.distance_prior`)."""
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from pose_regressor.localizer import Localizer
 from pose_regressor.pipeline import LocalizationResult, LocalizerPipeline, PipelineConfig
 from pose_regressor.uncertainty import CovarianceScale, dropout_masks, estimate_from_samples
 from tests.unit.bundle_fixtures import CAMERA_SIZE, make_bundle
+from tests.unit.pipeline_fixtures import publish_one_set
 
 LINE = np.array([[0.0, 0.0, 0.0], [10.0, 0.0, 0.0]])
 
@@ -177,15 +177,7 @@ def test_the_pipeline_publishes_the_covariance_with_the_prior(tmp_path: Path) ->
     )
     engine = load_engine(bundle, "onnxruntime", threads=1)
     pipe = LocalizerPipeline(config, engine, results.append, prepare=lambda imgs: preprocess(imgs, bundle))
-    pipe.start()
-    try:
-        for camera, picture in enumerate(images):
-            pipe.add_image(camera, 1_700_000_000_000_000_000, picture)
-        deadline = time.monotonic() + 30.0
-        while not results and time.monotonic() < deadline:
-            time.sleep(0.01)
-    finally:
-        pipe.stop()
+    publish_one_set(pipe, images, results)
     np.testing.assert_allclose(results[0].estimate.covariance, expected.covariance, rtol=1e-9, atol=1e-15)
     # the same engine rows without the prior: the pipeline's position variance is larger by the
     # calibrated k d^2, its rotation block the same

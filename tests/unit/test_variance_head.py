@@ -6,7 +6,6 @@ that use it, on the tiny hand-built bundles."""
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from pose_regressor_training.losses.variance import variance_nll
 from pose_regressor_training.models import ModelConfig, build_model
 from pose_regressor_training.objective import Objective
 from tests.unit.bundle_fixtures import expected_log_variance, expected_outputs, make_bundle
+from tests.unit.pipeline_fixtures import publish_one_set
 
 SMALL = {
     "backbone": "small_cnn",
@@ -363,15 +363,7 @@ def test_localizer_and_pipeline_add_the_predicted_variance(tmp_path: Path) -> No
         seed=3,
     )
     pipe = LocalizerPipeline(config, engine, results.append, prepare=lambda imgs: preprocess(imgs, bundle))
-    pipe.start()
-    try:
-        for camera, picture in enumerate(images):
-            pipe.add_image(camera, 1_700_000_000_000_000_000, picture)
-        deadline = time.monotonic() + 30.0
-        while not results and time.monotonic() < deadline:
-            time.sleep(0.01)
-    finally:
-        pipe.stop()
+    publish_one_set(pipe, images, results)
     np.testing.assert_allclose(results[0].estimate.covariance, expected.covariance, rtol=1e-9, atol=1e-15)
     pipe.reconfigure(covariance_scale=3.0)  # a number overrides both groups
     assert pipe.config.covariance_scale == CovarianceScale.uniform(3.0)

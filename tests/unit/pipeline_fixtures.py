@@ -1,0 +1,30 @@
+"""Driving a `LocalizerPipeline` through one camera set, for the unit tests."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from pose_regressor.pipeline import LocalizationResult, LocalizerPipeline
+
+STAMP_NS = 1_700_000_000_000_000_000
+
+
+def publish_one_set(
+    pipe: LocalizerPipeline, images: Sequence[np.ndarray], results: list[LocalizationResult]
+) -> LocalizationResult:
+    """Start `pipe`, give it one image per camera at one stamp, wait (30 s at most) for the first
+    result its callback appends to `results`, stop it and return that result."""
+    pipe.start()
+    try:
+        for camera, picture in enumerate(images):
+            pipe.add_image(camera, STAMP_NS, picture)
+        deadline = time.monotonic() + 30.0
+        while not results and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        pipe.stop()
+    assert results, "the pipeline published nothing within 30 s"
+    return results[0]
