@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from pose_regressor.bundle import load_bundle, preprocess
+from pose_regressor.distance_prior import DistancePrior
 from pose_regressor.engines import load_engine
 from pose_regressor.mailbox import LatestMailbox, MailboxWorker
 from pose_regressor.pipeline import (
@@ -689,6 +690,12 @@ def test_uncertainty_reason_names_the_std_its_limit_and_the_factor() -> None:
     assert uncertainty_reason(estimate_with_stds(0.84, 0.05), 0.5, 0.0873) == (
         "position std 0.84 m > max_position_std 0.5 m (1.7x)"
     )
+    # with the bundle's distance prior: how far the estimate (at the origin) is from the training path
+    prior = DistancePrior(np.array([[3.0, 4.0, 0.0], [30.0, 0.0, 0.0]]), 1.0)
+    assert uncertainty_reason(estimate_with_stds(0.84, 0.05), 0.5, 0.0873, prior) == (
+        "position std 0.84 m > max_position_std 0.5 m (1.7x), 5 m from the nearest training position"
+    )
+    assert uncertainty_reason(estimate_with_stds(0.3, 0.05), 0.5, 0.0873, prior) is None
     assert uncertainty_reason(estimate_with_stds(0.3, np.radians(7.9)), 0.5, np.radians(5.0)) == (
         "rotation std 7.9 deg > max_rotation_std 5 deg (0.0873 rad, 1.6x)"
     )

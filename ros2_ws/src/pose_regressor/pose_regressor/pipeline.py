@@ -214,17 +214,29 @@ def _checked_setting(name: str, value: object) -> float:
 
 
 def uncertainty_reason(
-    estimate: PoseEstimate, max_position_std: float, max_rotation_std: float
+    estimate: PoseEstimate,
+    max_position_std: float,
+    max_rotation_std: float,
+    distance_prior: DistancePrior | None = None,
 ) -> str | None:
     """Why `estimate` is flagged uncertain, with the numbers, or None when it is not, e.g.
     `position std 0.84 m > max_position_std 0.5 m (1.7x)` and/or
     `rotation std 7.9 deg > max_rotation_std 5 deg (0.0873 rad, 1.6x)`. The rotation is shown in
-    degrees, the threshold also in radians, as the parameter is set."""
+    degrees, the threshold also in radians, as the parameter is set. With the bundle's
+    `distance_prior`, the position part also says how far the estimate is from the training path
+    (`, 2.1 m from the nearest training position`): the prior's share of that std."""
     parts = []
     if estimate.position_std > max_position_std:
+        away = (
+            ""
+            if distance_prior is None
+            else f", {distance_prior.nearest_distances(estimate.translation)[0]:.3g} m from the nearest "
+            "training position"
+        )
         parts.append(
             f"position std {estimate.position_std:.3g} m > max_position_std {max_position_std:.3g} m"
             + _times(estimate.position_std, max_position_std, "")
+            + away
         )
     if estimate.rotation_std > max_rotation_std:
         parts.append(
@@ -681,7 +693,14 @@ class LocalizerPipeline:
         )
         reasons = [
             *([f"{stand_in_note(missing)} (missing_camera: black)"] if missing else []),
-            *filter(None, [uncertainty_reason(estimate, cfg.max_position_std, cfg.max_rotation_std)]),
+            *filter(
+                None,
+                [
+                    uncertainty_reason(
+                        estimate, cfg.max_position_std, cfg.max_rotation_std, cfg.distance_prior
+                    )
+                ],
+            ),
         ]
         uncertain = bool(reasons)
         done = self._clock()
@@ -840,7 +859,7 @@ class LocalizerPipeline:
                 values,
             )
         reason = (
-            uncertainty_reason(estimate, cfg.max_position_std, cfg.max_rotation_std)
+            uncertainty_reason(estimate, cfg.max_position_std, cfg.max_rotation_std, cfg.distance_prior)
             if estimate is not None
             else None
         )
