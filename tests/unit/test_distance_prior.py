@@ -24,10 +24,10 @@ from pose_regressor.bundle import (
 from pose_regressor.distance_prior import MAX_TRAINING_POSITIONS, DistancePrior
 from pose_regressor.engines import load_engine
 from pose_regressor.localizer import Localizer
-from pose_regressor.pipeline import LocalizationResult, LocalizerPipeline, PipelineConfig
+from pose_regressor.pipeline import LocalizationResult
 from pose_regressor.uncertainty import CovarianceScale, dropout_masks, estimate_from_samples
 from tests.unit.bundle_fixtures import CAMERA_SIZE, make_bundle
-from tests.unit.pipeline_fixtures import publish_one_set
+from tests.unit.pipeline_fixtures import bundle_pipeline, publish_one_set
 
 LINE = np.array([[0.0, 0.0, 0.0], [10.0, 0.0, 0.0]])
 
@@ -166,17 +166,8 @@ def test_the_pipeline_publishes_the_covariance_with_the_prior(tmp_path: Path) ->
     images = [np.full((CAMERA_SIZE[1], CAMERA_SIZE[0], 3), 40 * i, np.uint8) for i in (1, 2)]
     expected = Localizer(bundle, backend="onnxruntime", mc_samples=4, seed=5, threads=1).localize(images)
     results: list[LocalizationResult] = []
-    config = PipelineConfig(
-        camera_names=tuple(bundle.camera_names),
-        hidden_dim=bundle.hidden_dim,
-        dropout=bundle.dropout,
-        covariance_scale=bundle.covariance_scale,
-        mc_samples=4,
-        seed=5,
-        distance_prior=bundle.distance_prior,
-    )
     engine = load_engine(bundle, "onnxruntime", threads=1)
-    pipe = LocalizerPipeline(config, engine, results.append, prepare=lambda imgs: preprocess(imgs, bundle))
+    pipe = bundle_pipeline(bundle, engine, results, mc_samples=4, seed=5)
     publish_one_set(pipe, images, results)
     np.testing.assert_allclose(results[0].estimate.covariance, expected.covariance, rtol=1e-9, atol=1e-15)
     # the same engine rows without the prior: the pipeline's position variance is larger by the

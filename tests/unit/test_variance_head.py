@@ -19,7 +19,7 @@ from pose_regressor.bundle import LOG_VARIANCE, BundleError, load_bundle, prepro
 from pose_regressor.engines import load_engine
 from pose_regressor.engines.base import EngineError
 from pose_regressor.localizer import Localizer
-from pose_regressor.pipeline import LocalizationResult, LocalizerPipeline, PipelineConfig
+from pose_regressor.pipeline import LocalizationResult
 from pose_regressor.uncertainty import (
     CovarianceScale,
     dropout_masks,
@@ -33,7 +33,7 @@ from pose_regressor_training.losses.variance import variance_nll
 from pose_regressor_training.models import ModelConfig, build_model
 from pose_regressor_training.objective import Objective
 from tests.unit.bundle_fixtures import expected_log_variance, expected_outputs, make_bundle
-from tests.unit.pipeline_fixtures import publish_one_set
+from tests.unit.pipeline_fixtures import bundle_pipeline, publish_one_set
 
 SMALL = {
     "backbone": "small_cnn",
@@ -353,16 +353,8 @@ def test_localizer_and_pipeline_add_the_predicted_variance(tmp_path: Path) -> No
     assert estimate.position_std > mc_only.position_std  # the aleatoric part is there
 
     results: list[LocalizationResult] = []
-    config = PipelineConfig(
-        camera_names=tuple(bundle.camera_names),
-        hidden_dim=bundle.hidden_dim,
-        dropout=bundle.dropout,
-        covariance_scale=bundle.covariance_scale,
-        variance_head=True,
-        mc_samples=6,
-        seed=3,
-    )
-    pipe = LocalizerPipeline(config, engine, results.append, prepare=lambda imgs: preprocess(imgs, bundle))
+    assert bundle.log_variance_output  # the pipeline's variance_head
+    pipe = bundle_pipeline(bundle, engine, results, mc_samples=6, seed=3)
     publish_one_set(pipe, images, results)
     np.testing.assert_allclose(results[0].estimate.covariance, expected.covariance, rtol=1e-9, atol=1e-15)
     pipe.reconfigure(covariance_scale=3.0)  # a number overrides both groups

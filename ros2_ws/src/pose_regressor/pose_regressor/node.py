@@ -75,7 +75,7 @@ from pose_regressor.pipeline import (
     LocalizationResult,
     LocalizerPipeline,
     LogThrottle,
-    PipelineConfig,
+    config_for_bundle,
     message_kind,
 )
 from pose_regressor.tf_bridge import TfBridge, TransformUnavailable
@@ -365,12 +365,8 @@ class LocalizerNode(LifecycleNode):
         max_rotation_std, rotation_source = self._flag_threshold(
             bundle, "max_rotation_std", params.max_rotation_std
         )
-        config = PipelineConfig(
-            camera_names=tuple(bundle.camera_names),
-            hidden_dim=bundle.hidden_dim,
-            dropout=bundle.dropout,
-            covariance_scale=bundle.covariance_scale,
-            variance_head=bundle.log_variance_output,
+        config = config_for_bundle(
+            bundle,
             sync_slop_s=params.sync_slop,
             mc_samples=samples,
             seed=params.seed,
@@ -378,7 +374,6 @@ class LocalizerNode(LifecycleNode):
             max_rotation_std=max_rotation_std,
             camera_timeout_s=params.camera_timeout,
             missing_camera=params.missing_camera,
-            distance_prior=bundle.distance_prior,
         )
         buffer = np.empty(bundle.images_shape, dtype=np.uint8)  # reused for every set
         self.pipeline = LocalizerPipeline(

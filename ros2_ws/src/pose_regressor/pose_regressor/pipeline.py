@@ -42,7 +42,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -53,6 +53,9 @@ from pose_regressor.mailbox import LatestMailbox, MailboxWorker
 from pose_regressor.stats import EventCounter, LatencyWindow, RateMeter
 from pose_regressor.sync import FrameSynchronizer, SyncedSet
 from pose_regressor.uncertainty import CovarianceScale, PoseEstimate, dropout_masks, estimate_from_samples
+
+if TYPE_CHECKING:  # the pipeline reads a bundle's fields; loading one is the caller's job
+    from pose_regressor.bundle import ModelBundle
 
 OK, WARN, ERROR = 0, 1, 2
 
@@ -150,6 +153,20 @@ class PipelineConfig:
     missing_camera: str = "wait"
     # The bundle's distance prior: position variance that grows away from the training path
     distance_prior: DistancePrior | None = None
+
+
+def config_for_bundle(bundle: ModelBundle, **settings: Any) -> PipelineConfig:
+    """The pipeline configuration of a bundle: what it fixes (cameras, D, dropout, calibration,
+    log-variance output, distance prior), with `settings` (mc_samples, seed, thresholds, ...) on top."""
+    return PipelineConfig(
+        camera_names=tuple(bundle.camera_names),
+        hidden_dim=bundle.hidden_dim,
+        dropout=bundle.dropout,
+        covariance_scale=bundle.covariance_scale,
+        variance_head=bundle.log_variance_output,
+        distance_prior=bundle.distance_prior,
+        **settings,
+    )
 
 
 # Settings that shape the model's input or its masks: they come from the bundle, and changing them
