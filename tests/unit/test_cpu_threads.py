@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from pose_regressor_training.cpu_threads import ThreadSetup, ThroughputWatch
+from pose_regressor_training.cpu_threads import ThreadSetup, ThroughputWatch, native_bf16_in_cpuinfo
 
 
 def test_setup_line_names_threads_policy_and_a_busy_machine() -> None:
@@ -59,3 +59,23 @@ def test_the_pose_train_entry_point_sets_short_spins_before_torch_loads() -> Non
     # a user's own choice of either variable wins, and nothing is added to it
     assert chosen({"OMP_WAIT_POLICY": "PASSIVE"}) == "PASSIVE -"
     assert chosen({"GOMP_SPINCOUNT": "300000"}) == "- 300000"
+
+
+# /proc/cpuinfo as Linux writes it: an AVX-512 Xeon without AVX512-BF16 (where oneDNN's own check says
+# yes and emulates), one with it, a Sapphire Rapids (AMX), a Graviton 3 (aarch64) and a Graviton 2.
+AVX512_ONLY = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512dq avx512bw avx512vl avx512_vnni\n"
+AVX512_BF16 = "flags\t\t: fpu avx2 avx512f avx512bw avx512_bf16 avx512_vnni\n"
+SAPPHIRE = "flags\t\t: avx512f amx_bf16 amx_tile amx_int8\n"
+GRAVITON3 = "processor\t: 0\nBogoMIPS\t: 2100.00\nFeatures\t: fp asimd sve bf16 i8mm\n"
+GRAVITON2 = "Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm\n"
+
+
+def test_native_bf16_is_read_from_the_cpus_flags_not_from_avx512_alone() -> None:
+    assert native_bf16_in_cpuinfo(AVX512_ONLY) is False
+    assert native_bf16_in_cpuinfo(AVX512_BF16) is True
+    assert native_bf16_in_cpuinfo(SAPPHIRE) is True
+    assert native_bf16_in_cpuinfo(GRAVITON3) is True
+    assert native_bf16_in_cpuinfo(GRAVITON2) is False
+    # no flags line (not Linux, an unreadable file): no answer here, oneDNN's check decides
+    assert native_bf16_in_cpuinfo("") is None
+    assert native_bf16_in_cpuinfo("processor\t: 0\nmodel name\t: bf16 lookalike\n") is None
