@@ -171,4 +171,6 @@ def backbone_precision_line(requested: bool, device_type: str) -> tuple[bool, st
         return False, None
     if cpu_has_native_bf16():
         return True, "fit: backbone in bfloat16 (optim.cpu_bf16; head, losses and validation in float32)"
-    return False, "fit: optim.cpu_bf16 ignored: this CPU has no native bfloat16 (AVX512-BF16, AMX or Arm BF16); float32"
+    return False, (
+        "fit: optim.cpu_bf16 ignored: this CPU has no native bfloat16 (AVX512-BF16, AMX or Arm BF16); float32"
+    )

@@ -14,6 +14,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib import ticker
+from matplotlib.axes import Axes
 from numpy.typing import NDArray
 
 from pose_regressor.metrics import covariance_stds
@@ -47,6 +49,18 @@ def plot_error_cdf(
     return path
 
 
+def readable_log_ticks(ax: Axes, lo: float, hi: float) -> None:
+    """Plain-number labels (0.5, 1, 2) on both log axes of `ax`, spanning [lo, hi]. Over less than
+    about two decades matplotlib labels the minor ticks too, in scientific notation, and on a small
+    set's narrow range they ran into each other (3x10^-1 4x10^-1 6x10^-1 on one spot)."""
+    subs = (1.0, 2.0, 5.0) if hi / lo < 100.0 else (1.0,)
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_locator(ticker.LogLocator(base=10.0, subs=subs))
+        axis.set_major_formatter(ticker.FuncFormatter(lambda value, _position: f"{value:g}"))
+        axis.set_minor_locator(ticker.LogLocator(base=10.0, subs=np.arange(1.0, 10.0)))
+        axis.set_minor_formatter(ticker.NullFormatter())
+
+
 def plot_error_vs_std(
     path: Path,
     t_err: NDArray[np.float64],
@@ -78,6 +92,7 @@ def plot_error_vs_std(
         ax.set_yscale("log")
         ax.set_xlim(lo, hi)
         ax.set_ylim(lo, hi)
+        readable_log_ticks(ax, lo, hi)
         ax.set_xlabel(f"predicted std, calibrated ({unit})")
         ax.set_ylabel(f"error ({unit})")
         ax.set_title(f"Spearman rho = {rho:.2f}")
