@@ -63,7 +63,8 @@ def test_import_command_on_every_format(tmp_path: Path, synth: SynthCameraPoses)
         np.testing.assert_allclose(t, 2 * synth.translations, rtol=0, atol=1e-9)
         np.testing.assert_allclose(canonical_hemisphere(q), canonical_hemisphere(synth.quats_xyzw), atol=1e-9)
         assert intrinsics == intr
-        assert splits.count("test") == 2 and splits.count("val") == 1  # 10 blocks, 5 and 10 test, 6 val
+        # the default for 12 frames: one block per frame, 5 and 10 test, 6 and 11 val
+        assert splits == ["train"] * 4 + ["test", "val"] + ["train"] * 3 + ["test", "val", "train"]
 
 
 def test_interrupted_import_leaves_nothing(tmp_path: Path, synth: SynthCameraPoses) -> None:

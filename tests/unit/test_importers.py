@@ -307,10 +307,19 @@ def test_scale_option_and_units_without_one(
         (10, SplitPolicy(10, 5, False), "TTTTsTTTTs"),
         (7, SplitPolicy(3, 2, True), "TTsssvv"),  # blocks of 2, 3, 2 frames
         (20, SplitPolicy(4, 3, True), "TTTTTTTTTTsssssvvvvv"),
+        # the default: 20 blocks, every 5th test, so val holds three stretches and test four
+        (40, SplitPolicy(), "TTTTTTTTssvvTTTTTTssvvTTTTTTssvvTTTTTTss"),
+        # fewer frames than the default's blocks: one block per frame
+        (12, SplitPolicy(), "TTTTsvTTTsvT"),
+        (1, SplitPolicy(test_every=1), None),
     ],
 )
-def test_block_splits_are_contiguous_blocks(count: int, policy: SplitPolicy, expected: str) -> None:
+def test_block_splits_are_contiguous_blocks(count: int, policy: SplitPolicy, expected: str | None) -> None:
     letters = {"train": "T", "val": "v", "test": "s"}
+    if expected is None:
+        with pytest.raises(ValueError, match="makes every block a test block"):
+            block_splits(count, policy)
+        return
     assert "".join(letters[split] for split, _ in block_splits(count, policy)) == expected
 
 

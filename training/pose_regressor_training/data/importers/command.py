@@ -10,6 +10,8 @@ import argparse
 import math
 from pathlib import Path
 
+from pose_regressor_training.data.importers.common import DEFAULT_SPLIT_BLOCKS, DEFAULT_TEST_EVERY
+
 FORMATS = ("colmap", "nerfstudio", "tum")
 MAX_BLOCKS = 100_000  # --split-blocks
 MAX_DT_S = 60.0  # --max-time-diff
@@ -21,8 +23,8 @@ DESCRIPTION = (
     "or .txt; or a project or sparse folder holding models 0, 1, ...: the largest). nerfstudio: "
     "transforms.json or its folder (instant-ngp too). tum: a folder with groundtruth.txt and rgb.txt. "
     "Frames in time/name order are cut into --split-blocks contiguous blocks; every --test-every-th "
-    "block is test, the block after each test block val, the rest train (defaults: 10 blocks, every "
-    "5th: 70/10/20)."
+    "block is test, the block after each test block val, the rest train (defaults: 20 blocks, every "
+    "5th: 65/15/20, so val holds three stretches of the path to calibrate the covariance on)."
 )
 
 
@@ -114,16 +116,17 @@ def add_import_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--split-blocks",
         type=_Count(MAX_BLOCKS),
-        default=10,
+        default=None,
         metavar="N",
-        help=f"contiguous blocks the frames are cut into (default 10, at most {MAX_BLOCKS})",
+        help=f"contiguous blocks the frames are cut into (default {DEFAULT_SPLIT_BLOCKS}, or one per frame "
+        f"for fewer frames; at most {MAX_BLOCKS})",
     )
     p.add_argument(
         "--test-every",
         type=_Count(MAX_BLOCKS),
-        default=5,
+        default=DEFAULT_TEST_EVERY,
         metavar="K",
-        help="every K-th block is test (default 5)",
+        help=f"every K-th block is test (default {DEFAULT_TEST_EVERY})",
     )
     p.add_argument(
         "--val",

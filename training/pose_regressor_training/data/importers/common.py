@@ -14,6 +14,10 @@ from pose_regressor.pose import normalize_quaternion
 from pose_regressor.rig import LensDistortion, PinholeIntrinsics
 from pose_regressor_training.data.folder import DatasetFormatError
 
+# The split policy's defaults (`pose-train import --split-blocks`, `--test-every`; see writer.py).
+DEFAULT_SPLIT_BLOCKS = 20
+DEFAULT_TEST_EVERY = 5
+
 FloatArray = NDArray[np.float64]
 
 MAX_INPUT_TEXT_BYTES = 1 << 30  # a pose file larger than this is not a pose file
