@@ -57,7 +57,7 @@ def readable_log_ticks(ax: Axes, lo: float, hi: float) -> None:
     for axis in (ax.xaxis, ax.yaxis):
         axis.set_major_locator(ticker.LogLocator(base=10.0, subs=subs))
         axis.set_major_formatter(ticker.FuncFormatter(lambda value, _position: f"{value:g}"))
-        axis.set_minor_locator(ticker.LogLocator(base=10.0, subs=np.arange(1.0, 10.0)))
+        axis.set_minor_locator(ticker.LogLocator(base=10.0, subs=tuple(range(1, 10))))
         axis.set_minor_formatter(ticker.NullFormatter())
 
 
