@@ -7,9 +7,10 @@ train. So test frames are whole stretches of the path, not neighbours of trainin
 
 The default is 20 blocks, every 5th test (65/15/20): val then holds three stretches of the path
 and test four. It was 10 blocks until 2026-12-06, which gives val one stretch, and the covariance
-calibration is fitted on val: on 252 bonsai photographs a calibration fitted on that one stretch
-left the test mean NEES at 27.9-77.6 (ideal 6) in two draws, the 20-block split's at 6.0-9.4
-(docs/results.md). With fewer than 20 frames the default is one block per frame.
+calibration is fitted on val: on 252 bonsai photographs, posed twice, the three-seed ensembles'
+test mean NEES (ideal 6) was 27.9 and 47.5 with that split (one model up to 77.6), and 6.5 and 6.0
+with 20 blocks (one model 7.4-9.4; docs/results.md). With fewer than 20 frames the default is one
+block per frame.
 
 Poses become ``T_map_base`` of the benchmarks' one-camera rig (`data/benchmark.py`: camera
 ``"camera"`` at the base origin looking along base +x). Images are decoded, checked against the
