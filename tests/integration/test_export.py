@@ -227,6 +227,8 @@ def test_cli_exports_refuses_to_overwrite_and_replaces(
         "uncertain_flag": {"suggested_parameters": suggested},
         "covariance_scale_fitted_on": "val,test",
         "calibration_held_out": held_out,
+        "calibration_frames": 60,
+        "calibration_stretches": 6,
     }
     metrics.write_text(
         json.dumps(
@@ -239,7 +241,8 @@ def test_cli_exports_refuses_to_overwrite_and_replaces(
         )
     )
     assert main([*args, "--overwrite", "--metrics", str(metrics), "--opset", "18"]) == 0
-    printed = capsys.readouterr().out
+    printed, warned = capsys.readouterr()
+    assert "calibration" not in warned  # six stretches, held-out NEES 7.1: nothing to say
     assert "covariance scale 2.5 (from" in printed
     assert "uncertain flag: position std > 0.17 m or rotation std > 2.06 deg (suggested" in printed
     replaced = load_bundle(out)
@@ -254,6 +257,15 @@ def test_cli_exports_refuses_to_overwrite_and_replaces(
     assert replaced.provenance["eval_metrics"]["calibration_held_out"] == {
         k: held_out[k] for k in ("blocks", "folds", "mean_nees", "inside_95")
     }
+    assert replaced.provenance["eval_metrics"]["calibration_stretches"] == 6
+    # a calibration fitted on one stretch of the path ships with a warning that says what to do
+    del uncertainty["calibration_held_out"]
+    uncertainty.update(calibration_frames=25, calibration_stretches=1)
+    metrics.write_text(json.dumps({"split": "test", "covariance_scale": 2.5, "uncertainty": uncertainty}))
+    assert main([*args, "--overwrite", "--metrics", str(metrics)]) == 0
+    warned = capsys.readouterr().err
+    assert "warning: the covariance calibration was fitted on one stretch of the path (25 frames)" in warned
+    assert "--calib-split val,test" in warned
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "metrics.json"]  # no staging left
     assert main(["export", "--checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path / "x")]) == 2
     assert "none.pt does not exist" in capsys.readouterr().err

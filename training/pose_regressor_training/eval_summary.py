@@ -53,6 +53,37 @@ def calibration_line(u: dict[str, Any]) -> str | None:
     )
 
 
+# A calibration whose mean NEES on its own held-out stretches leaves this band is off by 2x or more
+# on stretches of the path it was not fitted on (issue 16's band for the mean NEES).
+HELD_OUT_NEES_BAND = (3.0, 12.0)
+
+
+def calibration_warning(summary: dict[str, Any]) -> str | None:
+    """What `export` says when the calibration it ships is fitted on one stretch of the path, or
+    misses the NEES band on the stretches held out of its fit; `summary` is the bundle's
+    ``provenance.eval_metrics``. None when neither (or a summary from before these were kept)."""
+    stretches = summary.get("calibration_stretches")
+    check = summary.get("calibration_held_out")
+    if stretches == 1:
+        return (
+            f"the covariance calibration was fitted on one stretch of the path "
+            f"({summary.get('calibration_frames', '?')} frames): how it holds elsewhere is unchecked, "
+            "and on 252 bonsai photographs such a fit put the test NEES at 8-13x the ideal; fit it on "
+            "more stretches (pose-train eval-checkpoint --calib-split val,test, then export --metrics)"
+        )
+    mean_nees = check.get("mean_nees") if isinstance(check, dict) else None
+    if isinstance(mean_nees, int | float) and not isinstance(mean_nees, bool):
+        low, high = HELD_OUT_NEES_BAND
+        if not low <= mean_nees <= high:
+            return (
+                f"on stretches held out of its fit the covariance calibration gave a mean NEES of "
+                f"{mean_nees:.3g} (ideal 6): on new stretches of the path expect its "
+                "covariance to be off by as much; more calibration stretches (--calib-split val,test) "
+                "or more training data narrow it"
+            )
+    return None
+
+
 def spearman_interval_text(u: dict[str, Any], group: str) -> str:
     """The Spearman's 90% interval over the split's trajectories, as "90%: 0.35-0.49"."""
     bounds = u["spearman_interval_90"][group]

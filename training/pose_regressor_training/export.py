@@ -369,6 +369,9 @@ def covariance_scale_from_metrics(
         summary["distance_prior"] = uncertainty["distance_prior"]
     if isinstance(uncertainty, dict) and "covariance_scale_fitted_on" in uncertainty:
         summary["covariance_scale_fitted_on"] = uncertainty["covariance_scale_fitted_on"]
+        for key in ("calibration_frames", "calibration_stretches"):  # what the scale was fitted on
+            if key in uncertainty:
+                summary[key] = uncertainty[key]
         held_out = uncertainty.get("calibration_held_out")
         if isinstance(held_out, dict):  # how the scale holds on stretches left out of its fit
             summary["calibration_held_out"] = {

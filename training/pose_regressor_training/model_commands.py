@@ -403,6 +403,7 @@ def add_export(sub: Subparsers) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from pose_regressor_training.eval_summary import calibration_warning
     from pose_regressor_training.export import export_bundle
 
     bundle = export_bundle(
@@ -459,6 +460,9 @@ def run_export(args: argparse.Namespace) -> int:
         )
     else:
         print(f"  covariance scale {bundle.covariance_scale.describe()} (from {source})")
+        warning = calibration_warning(bundle.provenance.get("eval_metrics") or {})
+        if warning:
+            print(f"pose-train export: warning: {warning}", file=sys.stderr)
     flag, unit = bundle.uncertain_flag, bundle.length_unit
     if flag is not None:
         print(
