@@ -330,6 +330,8 @@ def test_block_splits_are_contiguous_blocks(count: int, policy: SplitPolicy, exp
         (10, SplitPolicy(4, 5, True), "leaves no test block"),
         (10, SplitPolicy(4, 1, True), "nothing is left to train on"),
         (10, SplitPolicy(2, 2, True), None),
+        # the default with fewer frames than blocks says so instead of naming a number never given
+        (3, SplitPolicy(), r"--test-every 5 > the 3 frames \(one block each\) leaves no test block"),
     ],
 )
 def test_block_split_errors(count: int, policy: SplitPolicy, message: str | None) -> None:

@@ -99,6 +99,7 @@ class ImportSummary:
 
 def block_splits(count: int, policy: SplitPolicy) -> list[tuple[str, int]]:
     """(split, block index) of each of `count` frames in order (see the module docstring)."""
+    defaulted = policy.blocks is None
     policy = policy.for_frames(count)
     assert policy.blocks is not None  # settled by for_frames
     if policy.blocks < 1 or policy.test_every < 1:
@@ -106,9 +107,8 @@ def block_splits(count: int, policy: SplitPolicy) -> list[tuple[str, int]]:
     if policy.blocks > count:
         raise ValueError(f"--split-blocks {policy.blocks} is more than the {count} frames")
     if policy.test_every > policy.blocks:
-        raise ValueError(
-            f"--test-every {policy.test_every} > --split-blocks {policy.blocks} leaves no test block"
-        )
+        blocks = f"the {count} frames (one block each)" if defaulted else f"--split-blocks {policy.blocks}"
+        raise ValueError(f"--test-every {policy.test_every} > {blocks} leaves no test block")
     if policy.test_every == 1:
         raise ValueError("--test-every 1 makes every block a test block; nothing is left to train on")
     kinds: list[str] = []
