@@ -52,6 +52,8 @@ def test_the_console_line_says_what_the_calibration_was_fitted_on_and_how_it_hel
         ({}, None),
         (uncertainty(3, {**HELD_OUT, "mean_nees": True}), None),
         (uncertainty(3, {**HELD_OUT, "mean_nees": "15.9"}), None),
+        # a calibration given to eval (--calibration) was fitted elsewhere: its frames are not these
+        ({**uncertainty(1, None), "covariance_scale_fitted_on": "given"}, None),
     ],
 )
 def test_export_warns_of_a_calibration_it_cannot_vouch_for(

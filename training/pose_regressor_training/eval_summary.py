@@ -62,6 +62,8 @@ def calibration_warning(summary: dict[str, Any]) -> str | None:
     """What `export` says when the calibration it ships is fitted on one stretch of the path, or
     misses the NEES band on the stretches held out of its fit; `summary` is the bundle's
     ``provenance.eval_metrics``. None when neither (or a summary from before these were kept)."""
+    if summary.get("covariance_scale_fitted_on") == "given":  # --calibration: fitted elsewhere
+        return None
     stretches = summary.get("calibration_stretches")
     check = summary.get("calibration_held_out")
     if stretches == 1:
