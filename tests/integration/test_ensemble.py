@@ -512,6 +512,8 @@ def test_a_model_of_heads_evaluates_and_exports_as_an_ensemble_on_one_backbone(
     dropout_metrics = json.loads((run / "eval_test" / "metrics.json").read_text())
     assert (dropout_metrics["mc_samples"], dropout_metrics["ensemble_covariance"]) == (32, "dropout")
     assert main(["export", "--checkpoint", str(checkpoint), "--out", str(out), "--overwrite", *args]) == 0
+    # the fixture's val split is one trajectory: export ships that calibration, and says so
+    assert "calibration was fitted on one stretch of the path (20 frames)" in capsys.readouterr().err
     bundle = load_bundle(out)
     assert (bundle.ensemble_members, bundle.mc_samples, bundle.dropout) == (2, 32, pytest.approx(0.2))
     cases = [
