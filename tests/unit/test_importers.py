@@ -525,6 +525,10 @@ def test_bad_options_are_one_line(
     assert "more than the 12 frames" in _expect_error(
         capsys, tmp_path, "nerfstudio", path, "--split-blocks", "13"
     )
+    # the default split of 12 frames is one block per frame; the error says so, not a --split-blocks
+    assert "--test-every 13 > the 12 frames (one block each) leaves no test block" in _expect_error(
+        capsys, tmp_path, "nerfstudio", path, "--test-every", "13"
+    )
     with pytest.raises(SystemExit) as exited:
         _import("nerfstudio", path, "--out", tmp_path / "x", "--scale", "2", *scale_from, "1")
     assert exited.value.code == 2

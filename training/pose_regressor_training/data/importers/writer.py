@@ -221,8 +221,8 @@ def write_import(track: CameraTrack, settings: ImportSettings) -> ImportSummary:
     _check_distinct(images)
     scale = metric_scale(images, settings)
     _check_reach(images, scale)
-    settings = replace(settings, split=settings.split.for_frames(len(images)))  # the provenance's blocks
     splits = block_splits(len(images), settings.split)
+    settings = replace(settings, split=settings.split.for_frames(len(images)))  # the provenance's blocks
     out = settings.out.absolute()
     staging = staging_sibling(out)
     try:
