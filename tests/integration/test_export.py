@@ -352,6 +352,8 @@ def test_covariance_scale_sources(tmp_path: Path) -> None:
         ("small_cnn", "input", "rot6d+track_tta+variance_head+shift_variance", 6, (32, 24)),
         # a two-layer variance head (model.variance_head_hidden)
         ("small_cnn", "input", "rot6d+track_tta+variance_head_mlp+shift_variance", 6, (32, 24)),
+        # a second variance head fitted on cross-fitted errors (model.error_head): log-sum-exp in the graph
+        ("small_cnn", "input", "rot6d+track_tta+variance_head_mlp+shift_variance+error_head", 6, (32, 24)),
         # dropout on the backbone embedding too (model.embedding_dropout): a wider mask
         ("small_cnn", "input", "rot6d+track_tta+variance_head+embedding_dropout", 6, (32, 24)),
         # two heads on one backbone (model.heads), with their MC dropout: row s is head s mod 2
@@ -372,7 +374,7 @@ def test_other_backbones_export_and_agree(
         hidden_dim=16, rotation=rotation, dof=dof, small_cnn_width=8,
         track_tta=tta, track_yaw_step=math.pi if tta else 0.0, variance_head=head, shift_variance=shifts,
         variance_head_hidden=head_hidden, embedding_dropout="embedding_dropout" in flags,
-        heads=2 if "heads" in flags else 1,
+        heads=2 if "heads" in flags else 1, error_head="error_head" in flags, error_head_hidden=8,
     )  # fmt: skip
     model = build_model(config)
     mask_dim = 16 + (model.feature_dim if config.embedding_dropout else 0)

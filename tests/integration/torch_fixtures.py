@@ -33,8 +33,10 @@ def spread_outputs(model: PoseRegressor, images: torch.Tensor) -> None:
         for _ in range(2):
             model(images)
         torch.nn.init.normal_(model.fc_out.weight, std=0.3)
-        if model.fc_log_variance is not None:
-            for layer in model.fc_log_variance.modules():
-                if isinstance(layer, torch.nn.Linear):
-                    torch.nn.init.normal_(layer.weight, std=0.3)
+        for head in (model.fc_log_variance, model.fc_error_log_variance):
+            layers = [m for m in head.modules() if isinstance(m, torch.nn.Linear)] if head else []
+            for layer in layers:
+                torch.nn.init.normal_(layer.weight, std=0.3)
+            if head is model.fc_error_log_variance and layers:
+                torch.nn.init.constant_(layers[-1].bias, -2.0)  # untrained, it would add nothing
     model.eval()

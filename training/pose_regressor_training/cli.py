@@ -1,5 +1,5 @@
-"""`pose-train`: the training-side command line: synth, import, from-bag, to-bag, fit, eval-checkpoint,
-export, build-engine."""
+"""`pose-train`: the training-side command line: synth, import, from-bag, to-bag, fit, error-head,
+eval-checkpoint, export, build-engine."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from typing import NoReturn
 from pose_regressor.rig import PRESETS, Rig, RigError, load_rig
 from pose_regressor_training.cpu_threads import choose_openmp_waiting
 from pose_regressor_training.data.importers.command import DESCRIPTION, add_import_arguments, run_import
+from pose_regressor_training.error_head_command import add_error_head
 from pose_regressor_training.errors import TrainingError
 from pose_regressor_training.model_commands import add_build_engine, add_eval, add_export, add_fit
 from pose_regressor_training.synth.conditions import CONDITIONS, Condition, Region
@@ -381,6 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_import(sub)
     _add_to_bag(sub)
     add_fit(sub)
+    add_error_head(sub)
     add_eval(sub)
     add_export(sub)
     add_build_engine(sub)

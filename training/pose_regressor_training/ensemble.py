@@ -96,7 +96,7 @@ def ensemble_config(member: ModelConfig, covariance: str = "dropout") -> ModelCo
     log-variance output, for ``heads`` a member's with dropout 0 (its masks are ones)."""
     if covariance == "heads":
         return replace(member, dropout=0.0)
-    return replace(member, variance_head=False, shift_variance=False)
+    return replace(member, variance_head=False, shift_variance=False, error_head=False)
 
 
 def ensemble_samples(members: int, requested: int, covariance: str = "dropout") -> int:

@@ -69,6 +69,7 @@ BOUNDS: dict[str, Bound] = {
     "model.small_cnn_pool": Bound(1, 64, max_items=2),
     "model.variance_head_hidden": Bound(0, MAX_HIDDEN_DIM),
     "model.variance_feature_gradient": Bound(0, 1),
+    "model.error_head_hidden": Bound(0, MAX_HIDDEN_DIM),
     "model.position_distance_variance": Bound(0, MAX_VARIANCE_PER_SQUARED_DISTANCE),
     "model.heads": Bound(1, MAX_HEADS),
     "model.aux_shared_stages": Bound(1, 8),
@@ -109,6 +110,22 @@ BOUNDS: dict[str, Bound] = {
 }
 
 
+#: The most folds `data.holdout_fold` may name.
+MAX_FOLDS = 64
+
+
+def parse_fold(text: str) -> tuple[int, int]:
+    """`data.holdout_fold`'s "k/K" -> (k, K), 1 <= k <= K, 2 <= K <= MAX_FOLDS; ValueError otherwise."""
+    parts = text.split("/")
+    if len(parts) == 2 and all(p.strip().isdigit() for p in parts):
+        k, count = int(parts[0]), int(parts[1])
+        if 2 <= count <= MAX_FOLDS and 1 <= k <= count:
+            return k, count
+    raise ValueError(
+        f"data.holdout_fold must be k/K with 2 <= K <= {MAX_FOLDS} and 1 <= k <= K (e.g. 1/2), got {text!r}"
+    )
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Where the training data comes from. `kind`: folder (ours), 7scenes or cambridge."""
@@ -125,8 +142,14 @@ class DataConfig:
     # Decode every image once before training and leave out frames with a missing or corrupt
     # image (counted and named); off: the first such image stops training, naming the file.
     skip_bad: bool = False
+    # "k/K": train without the k-th of K folds of the training trajectories (sequence i, in
+    # recording order, is in fold i mod K + 1); `pose-train error-head` trains such fold models.
+    # "": the whole training split.
+    holdout_fold: str = ""
 
     def __post_init__(self) -> None:
+        if self.holdout_fold:
+            parse_fold(self.holdout_fold)
         if self.tuple_skip < 1:
             raise ValueError("data.tuple_skip must be >= 1")
         if self.max_frames < 0:
@@ -204,6 +227,11 @@ class TrainConfig:
             raise ValueError("device must be auto, cpu or cuda")
         if self.train_only not in TRAIN_ONLY:
             raise ValueError(f"train_only must be one of {TRAIN_ONLY}, got {self.train_only!r}")
+        if self.model.error_head:
+            raise ValueError(
+                "model.error_head is not trained by fit: train without it, then fit it on the trained "
+                "model with `pose-train error-head`"
+            )
         if self.train_only == "variance_head":
             if not self.model.variance_head:
                 raise ValueError("train_only=variance_head needs model.variance_head=true")

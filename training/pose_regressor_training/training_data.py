@@ -24,7 +24,7 @@ from pose_regressor_training.losses import CameraSpec, required_tuple_length
 from pose_regressor_training.models import ModelConfig
 from pose_regressor_training.rig_symmetry import track_shift_yaw
 from pose_regressor_training.stop_signals import leave_stop_signals_to_parent
-from pose_regressor_training.train_config import TrainConfig
+from pose_regressor_training.train_config import TrainConfig, parse_fold
 
 Batch = dict[str, torch.Tensor]
 
@@ -108,6 +108,8 @@ def load_training_data(config: TrainConfig, progress: bool, report: bool) -> Tra
     frames = subsample_frames(frames.select_cameras(data.cameras), data.max_frames)
     if len(frames) == 0:
         raise TrainingError(f"the {data.train_split} split of {root} has no frames")
+    if data.holdout_fold:
+        frames, _ = split_fold(frames, data.holdout_fold)
     model_config = _complete_model_config(config, frames.rig)
     size = (model_config.image_width, model_config.image_height)
     warning = stretch_warning(frames.rig, size)
@@ -223,6 +225,24 @@ def subsample_frames(frame_list: FrameList, max_frames: int) -> FrameList:
         return frame_list.subset([i for i, f in enumerate(frames) if f.sequence in chosen])
     keep = np.linspace(0, len(frame_list) - 1, max_frames).round().astype(int)
     return frame_list.subset(sorted(set(keep.tolist())))
+
+
+def split_fold(frame_list: FrameList, fold: str) -> tuple[FrameList, FrameList]:
+    """(the frames kept, the frames held out) for `data.holdout_fold` = "k/K": whole trajectories,
+    sequence i (in recording order) held out when i mod K = k - 1, so that the K folds interleave
+    along the recording (an imported video's blocks alternate between folds)."""
+    k, count = parse_fold(fold)
+    sequences = list(dict.fromkeys(f.sequence for f in frame_list.frames))
+    if len(sequences) < count:
+        raise TrainingError(
+            f"data.holdout_fold={fold}: the training split has {len(sequences)} trajector"
+            f"{'y' if len(sequences) == 1 else 'ies'}, fewer than the {count} folds"
+        )
+    held = set(sequences[k - 1 :: count])
+    frames = frame_list.frames
+    kept = frame_list.subset([i for i, f in enumerate(frames) if f.sequence not in held])
+    out = frame_list.subset([i for i, f in enumerate(frames) if f.sequence in held])
+    return kept, out
 
 
 def _pose_dataset(

@@ -13,6 +13,8 @@
       (variance_head) h * mask (detached; variance_feature_gradient: w times its gradient passes)
          -> Linear(D, 6), or Linear(D, H) -> ReLU -> Linear(H, 6)
          with variance_head_hidden H -> log-variance [B, S, 6] (m^2, rad^2), clamped
+      (error_head) a second such head on the same input, fitted after training on cross-fitted
+         errors (`pose-train error-head`); the two variances are added (log-sum-exp)
 
 Dropout lives only in the head (and on its input with `embedding_dropout`) and is applied by
 multiplying with a mask that the caller passes in: during training masks are
@@ -99,6 +101,12 @@ def row_group_one_hot(masks: torch.Tensor, groups: int) -> torch.Tensor:
     group = row - k * torch.floor(row / k)
     ids = torch.arange(groups, dtype=masks.dtype, device=masks.device)
     return (group.unsqueeze(-1) == ids).to(masks.dtype)
+
+
+def log_add_exp(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """log(exp(a) + exp(b)), written with Max, Abs, Exp and Log for plain ONNX (TensorRT has no
+    LogSumExp over two tensors); exp(-|a - b|) <= 1, so nothing overflows."""
+    return torch.maximum(a, b) + torch.log(1.0 + torch.exp(-(a - b).abs()))
 
 
 def _hemisphere(q: torch.Tensor) -> torch.Tensor:
@@ -207,6 +215,9 @@ class PoseRegressor(nn.Module):
         self.fc_log_variance: nn.Module | None = None
         if config.variance_head:
             self.fc_log_variance = _variance_head(config.hidden_dim, config.variance_head_hidden)
+        self.fc_error_log_variance: nn.Module | None = None
+        if config.error_head:
+            self.fc_error_log_variance = _variance_head(config.hidden_dim, config.error_head_hidden)
         self.register_buffer("image_mean", torch.tensor(IMAGENET_MEAN).view(1, 1, 3, 1, 1))
         self.register_buffer("image_std", torch.tensor(IMAGENET_STD).view(1, 1, 3, 1, 1))
         self.register_buffer("t_mean", torch.zeros(3))
@@ -245,6 +256,11 @@ class PoseRegressor(nn.Module):
             # start at std ~ 0.37 of the normalized translation and ~ 0.37 rad, nearly constant
             nn.init.normal_(layers[-1].weight, std=1e-3)
             nn.init.constant_(layers[-1].bias, -2.0)
+        if self.fc_error_log_variance is not None:
+            # untrained, it adds nothing (`pose-train error-head` fits it)
+            last = [m for m in self.fc_error_log_variance.modules() if isinstance(m, nn.Linear)][-1]
+            nn.init.zeros_(last.weight)
+            nn.init.constant_(last.bias, MIN_LOG_VARIANCE)
 
     def set_translation_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         """Translation normalization from the training set (metres); std is floored at 1 cm."""
@@ -326,6 +342,8 @@ class PoseRegressor(nn.Module):
         if w > 0.0 and self.training:
             features = features + w * (masked - masked.detach())
         raw = self.fc_log_variance(features)
+        if self.fc_error_log_variance is not None:
+            raw = log_add_exp(raw, self.fc_error_log_variance(masked.detach()))
         # the translation part is learned in normalized units (as the translation itself): back to m^2
         offset = torch.cat([2.0 * torch.log(self.t_std), torch.zeros_like(self.t_std)])
         return torch.clamp(raw + offset, MIN_LOG_VARIANCE, MAX_LOG_VARIANCE)
