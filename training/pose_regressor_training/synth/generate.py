@@ -17,6 +17,7 @@ from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -380,9 +381,13 @@ def _render(cfg: SynthConfig, out: Path, bag_path: Path | None) -> SynthSummary:
     bag_images: dict[int, list[NDArray[np.uint8]]] = {}
     batches = list(_batches(jobs, 8))
     pool: ProcessPoolExecutor | None = None
-    progress = tqdm(total=len(jobs), unit="frame", desc="rendering", disable=not cfg.progress)
+    progress: tqdm[Any] | None = None
     remembered = ExitStack()
-    try:  # everything after the bar and the pool exist: an interruption closes both at once
+    try:  # everything from the bar on: an interruption closes the bar and the pool at once
+        # The bar's first line says rendering began. A stop landing right after it, before this
+        # try held the bar, left it open, and its last line came after the one-line message.
+        with stop_signals_deferred():
+            progress = bar = tqdm(total=len(jobs), unit="frame", desc="rendering", disable=not cfg.progress)
         stops = remembered.enter_context(stop_signals_remembered())
         results_iter: Iterator[list[tuple[int, list[NDArray[np.uint8]] | None]]]
         if workers == 1:
@@ -400,9 +405,10 @@ def _render(cfg: SynthConfig, out: Path, bag_path: Path | None) -> SynthSummary:
             for index, images in results:
                 if images is not None:
                     bag_images[index] = images
-            progress.update(len(results))
+            bar.update(len(results))
     finally:
-        progress.close()
+        if progress is not None:
+            progress.close()
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)  # after a failure: no queued batch runs
         _RENDERER = _OUT = None
