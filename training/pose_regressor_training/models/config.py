@@ -95,8 +95,8 @@ class ModelConfig:
         part of the training trajectories make on that part (cross-fitted errors, in the manner
         of DEUP, Lahlou et al. 2023): the variance head learns from the model's own training
         residuals, which are small and say little about where a new view goes wrong. On the
-        synthetic default (two seeds) the position Spearman went 0.471 -> 0.502 and 0.505 ->
-        0.511 and the uncertain flag's AUROC 0.893 -> 0.891 and 0.906 -> 0.864: an option.
+        synthetic default (three seeds) the position Spearman went up by 0.006-0.031 (test 0.485-
+        0.511) and the uncertain flag's AUROC down by 0.002-0.042: an option.
     position_distance_variance: k >= 0: eval and export add k d^2 to each position axis' raw
         variance, d the distance from the predicted position to the nearest training position
         (`pose_regressor.distance_prior`; the bundle carries the positions). 0, the default: off.
