@@ -13,6 +13,7 @@ import pytest
 
 from pose_regressor_training.stop_signals import (
     leave_stop_signals_to_parent,
+    sigterm_as_interrupt,
     stop_signals_deferred,
     stop_signals_remembered,
 )
@@ -150,3 +151,28 @@ def test_an_ignored_signal_stays_ignored_and_other_unraisable_errors_are_still_p
         assert sys.unraisablehook is hook
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_sigterm_in_the_block_is_an_interrupt_that_names_sigterm_and_the_handler_comes_back() -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    with sigterm_as_interrupt() as termination:
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
+        assert (termination.signal_number, termination.exit_status) == (signal.SIGTERM, 143)
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_ctrl_c_in_the_block_exits_130() -> None:
+    with sigterm_as_interrupt() as termination:
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+        assert termination.exit_status == 130
+
+
+def test_a_sigterm_caught_by_a_nested_block_is_named_by_the_outer_one_too() -> None:
+    with sigterm_as_interrupt() as outer:
+        with sigterm_as_interrupt() as inner, pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
+        assert inner.exit_status == outer.exit_status == 143
+        with pytest.raises(KeyboardInterrupt):  # the outer handler is back in place
+            os.kill(os.getpid(), signal.SIGTERM)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import statistics
 import sys
 from dataclasses import asdict, dataclass
@@ -31,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from ablation_plan import IDEAS, MODES, NOT_AVAILABLE, Idea, Mode, Run, epochs_of, runs_of
 
 from pose_regressor_training.cpu_threads import choose_openmp_waiting
+from pose_regressor_training.stop_signals import sigterm_as_interrupt
 
 if TYPE_CHECKING:
     from run_folder import RunResult
@@ -69,23 +69,17 @@ def main(argv: list[str] | None = None) -> int:
     # a fine-tuning run brings the run it starts from along: made, or read when finished
     chosen |= {r.init_from for r in planned if r.name in chosen and r.init_from}
     runs = [r for r in planned if r.name in chosen]
-    # SIGTERM (a scheduler, `kill`) stops as cleanly as Ctrl-C
-    previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     where = ["while starting"]  # what was running, for the interruption line
-    try:
-        return ablate(runs, mode, args.data, args.out, where)
-    except KeyboardInterrupt:
-        print(
-            f"ablation: interrupted {where[-1]}; finished runs are kept, run the same command to resume",
-            file=sys.stderr,
-        )
-        return 130
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _terminate_as_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+    # SIGTERM (a scheduler, `kill`) stops as cleanly as Ctrl-C
+    with sigterm_as_interrupt() as termination:
+        try:
+            return ablate(runs, mode, args.data, args.out, where)
+        except KeyboardInterrupt:
+            print(
+                f"ablation: interrupted {where[-1]}; finished runs are kept, run the same command to resume",
+                file=sys.stderr,
+            )
+            return termination.exit_status
 
 
 def ablate(runs: list[Run], mode: Mode, data: Path, out: Path, where: list[str]) -> int:

@@ -7,7 +7,6 @@ import argparse
 import math
 import signal
 import sys
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -18,6 +17,7 @@ from pose_regressor_training.data.importers.command import DESCRIPTION, add_impo
 from pose_regressor_training.error_head_command import add_error_head
 from pose_regressor_training.errors import TrainingError
 from pose_regressor_training.model_commands import add_build_engine, add_eval, add_export, add_fit
+from pose_regressor_training.stop_signals import sigterm_as_interrupt
 from pose_regressor_training.synth.conditions import CONDITIONS, Condition, Region
 from pose_regressor_training.synth.scene import SceneConfig
 from pose_regressor_training.synth.trajectory import KINDS, TrajectoryError
@@ -421,31 +421,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"pose-train {args.command} is deprecated: use pose-train {new} (same arguments)", file=sys.stderr
         )
         args.command = new
-    received: list[int] = []
-
-    def terminate_as_interrupt(signum: int, frame: object) -> None:
-        # `docker stop`, systemd and schedulers send SIGTERM: stop the same clean way as Ctrl-C.
-        received.append(signum)
-        raise KeyboardInterrupt
-
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, terminate_as_interrupt) if in_main_thread else None
-    try:
-        return int(args.handler(args))
-    except (RigError, TrajectoryError, TrainingError, FileExistsError, ValueError, OSError) as exc:
-        print(f"pose-train {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except RecursionError:
-        print(f"pose-train {args.command}: error: an input file is nested too deeply", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        signum = received[0] if received else signal.SIGINT
-        name = signal.Signals(signum).name
-        print(f"pose-train {args.command}: interrupted ({name})", file=sys.stderr)
-        return 128 + signum
-    finally:
-        if in_main_thread:
-            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+    with sigterm_as_interrupt() as termination:
+        try:
+            return int(args.handler(args))
+        except (RigError, TrajectoryError, TrainingError, FileExistsError, ValueError, OSError) as exc:
+            print(f"pose-train {args.command}: error: {exc}", file=sys.stderr)
+            return 2
+        except RecursionError:
+            print(f"pose-train {args.command}: error: an input file is nested too deeply", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            name = signal.Signals(termination.signal_number).name
+            print(f"pose-train {args.command}: interrupted ({name})", file=sys.stderr)
+            return termination.exit_status
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 import time
 from dataclasses import asdict, replace
@@ -23,6 +22,7 @@ import numpy as np
 
 from pose_regressor_training.errors import CheckpointSaveError, TrainingError, TrainingInterrupted
 from pose_regressor_training.model_commands import bounded_int
+from pose_regressor_training.stop_signals import sigterm_as_interrupt
 from pose_regressor_training.train_config import MAX_FOLDS
 
 Subparsers = Any  # argparse's private _SubParsersAction
@@ -228,23 +228,15 @@ def _train_fold(config: Any, run_dir: Path, args: argparse.Namespace) -> int | N
             print(f"error-head: reusing the finished fold model in {run_dir}", flush=True)
             return None
         print(f"error-head: continuing the stopped fold model in {run_dir}", flush=True)
-    received: list[int] = []
-
-    def terminate_as_interrupt(signum: int, frame: object) -> None:
-        received.append(signum)
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, terminate_as_interrupt)
     again = f"run the same pose-train error-head command again to continue (it resumes {run_dir})"
-    try:
-        fit(config, run_dir, resume=last.exists(), progress=not args.quiet)
-    except CheckpointSaveError as exc:
-        raise TrainingError(f"error-head: {exc}; {again}") from None
-    except TrainingInterrupted as stop:
-        print(f"pose-train error-head: {stop.describe()}; {again}", file=sys.stderr, flush=True)
-        return 128 + (received[0] if received else signal.SIGINT)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    with sigterm_as_interrupt() as termination:
+        try:
+            fit(config, run_dir, resume=last.exists(), progress=not args.quiet)
+        except CheckpointSaveError as exc:
+            raise TrainingError(f"error-head: {exc}; {again}") from None
+        except TrainingInterrupted as stop:
+            print(f"pose-train error-head: {stop.describe()}; {again}", file=sys.stderr, flush=True)
+            return termination.exit_status
     (run_dir / FOLD_DONE).write_text("")
     return None
 

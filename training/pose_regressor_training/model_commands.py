@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import math
 import shlex
-import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +17,7 @@ from numpy.typing import NDArray
 from pose_regressor.bundle import MAX_MC_SAMPLES
 from pose_regressor.uncertainty import CovarianceScale
 from pose_regressor_training.errors import CheckpointSaveError, TrainingError, TrainingInterrupted
+from pose_regressor_training.stop_signals import sigterm_as_interrupt
 
 if TYPE_CHECKING:
     from pose_regressor.bundle import ModelBundle
@@ -94,30 +94,21 @@ def run_fit(args: argparse.Namespace) -> int:
     from pose_regressor_training.data.dataset import ImageLoadError
     from pose_regressor_training.train import fit
 
-    received: list[int] = []
-
-    def terminate_as_interrupt(signum: int, frame: object) -> None:
-        # `docker stop`, systemd and schedulers send SIGTERM: stop the same clean way as Ctrl-C.
-        received.append(signum)
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, terminate_as_interrupt)
-    try:
-        result = fit(config, args.out, resume=args.resume, progress=not args.quiet)
-    except ImageLoadError as exc:
-        raise TrainingError(f"{exc}; {SKIP_BAD_HINT}") from None
-    except CheckpointSaveError as exc:
-        fix = "free some space" if exc.disk_full else "fix that"
-        then = f"resume with: {resume_command(args)}" if exc.resumable else "start the run again"
-        raise TrainingError(f"{exc}; {fix}, then {then}") from None
-    except TrainingInterrupted as stop:
-        # Say where it stopped and how to go on; 128 + the signal number is the shell's convention.
-        resumable = stop.checkpoint_epoch is not None
-        then = f"resume with: {resume_command(args)}" if resumable else "start it again"
-        print(f"pose-train fit: {stop.describe()}; {then}", file=sys.stderr, flush=True)
-        return 128 + (received[0] if received else signal.SIGINT)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    with sigterm_as_interrupt() as termination:
+        try:
+            result = fit(config, args.out, resume=args.resume, progress=not args.quiet)
+        except ImageLoadError as exc:
+            raise TrainingError(f"{exc}; {SKIP_BAD_HINT}") from None
+        except CheckpointSaveError as exc:
+            fix = "free some space" if exc.disk_full else "fix that"
+            then = f"resume with: {resume_command(args)}" if exc.resumable else "start the run again"
+            raise TrainingError(f"{exc}; {fix}, then {then}") from None
+        except TrainingInterrupted as stop:
+            # Say where it stopped and how to go on.
+            resumable = stop.checkpoint_epoch is not None
+            then = f"resume with: {resume_command(args)}" if resumable else "start it again"
+            print(f"pose-train fit: {stop.describe()}; {then}", file=sys.stderr, flush=True)
+            return termination.exit_status
     if result.best_metrics:
         m = result.best_metrics
         best = f"best epoch {result.best_epoch}: val median {m['median_translation_m']:.3f} "

@@ -1,5 +1,5 @@
-"""Ctrl-C and SIGTERM around child processes: held back while a pool forks, left to the parent in
-workers, and never lost in a callback whose exceptions Python ignores."""
+"""Ctrl-C and SIGTERM: SIGTERM stopping a command like Ctrl-C, both held back while a pool forks,
+left to the parent in workers, and never lost in a callback whose exceptions Python ignores."""
 
 from __future__ import annotations
 
@@ -12,6 +12,58 @@ from dataclasses import dataclass, field
 from types import FrameType
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@dataclass
+class Termination:
+    """The stop signals received inside `sigterm_as_interrupt`."""
+
+    received: list[int] = field(default_factory=list)
+
+    @property
+    def signal_number(self) -> int:
+        """The signal that stopped the command: SIGTERM when one came, else Ctrl-C's SIGINT."""
+        return self.received[0] if self.received else int(signal.SIGINT)
+
+    @property
+    def exit_status(self) -> int:
+        """128 + the signal number: the shell's convention (130 for Ctrl-C, 143 for SIGTERM)."""
+        return 128 + self.signal_number
+
+
+@dataclass(frozen=True)
+class _TerminateAsInterrupt:
+    """The SIGTERM handler of `sigterm_as_interrupt`; `outer` is the one it replaced, if one of these."""
+
+    termination: Termination
+    outer: _TerminateAsInterrupt | None
+
+    def record(self, signum: int) -> None:
+        self.termination.received.append(signum)
+        if self.outer is not None:
+            self.outer.record(signum)  # an outer command's line names the signal too
+
+    def __call__(self, signum: int, _frame: FrameType | None) -> None:
+        self.record(signum)
+        raise KeyboardInterrupt
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[Termination]:
+    """SIGTERM raises KeyboardInterrupt, so a command stops the same clean way as on Ctrl-C:
+    `docker stop`, systemd and schedulers send SIGTERM. The yielded `Termination` tells which
+    signal it was; the handler in place before is restored on the way out."""
+    termination = Termination()
+    if threading.current_thread() is not threading.main_thread():
+        yield termination  # signal handlers can only be set from the main thread
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    outer = previous if isinstance(previous, _TerminateAsInterrupt) else None
+    signal.signal(signal.SIGTERM, _TerminateAsInterrupt(termination, outer))
+    try:
+        yield termination
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 def leave_stop_signals_to_parent() -> None:
