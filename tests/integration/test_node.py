@@ -4,27 +4,33 @@ process into the node (another process); outputs recorded and checked against gr
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rclpy
+import torch
 from diagnostic_msgs.msg import DiagnosticArray
 from rosbags.rosbag2 import Reader, Writer
 
 from pose_regressor.bagio import TYPESTORE
+from pose_regressor.folder_evaluation import FolderEvaluationConfig, evaluate_folder
 from pose_regressor.node_evaluation import NodeEvaluationConfig, evaluate_node
 from pose_regressor.rig import preset_rig
+from pose_regressor_training.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from pose_regressor_training.evaluate import evaluate_checkpoint
 from pose_regressor_training.export import export_bundle
 from pose_regressor_training.synth.generate import SynthConfig, render_dataset
 from pose_regressor_training.train import fit
 from pose_regressor_training.train_config import load_train_config
 from tests.conftest import TINY_TRAINING
+from tests.integration.torch_fixtures import spread_outputs
 
 pytestmark = pytest.mark.ros
 TINY = [*TINY_TRAINING, "optim.epochs=2"]
@@ -39,14 +45,23 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             out=data, rig=preset_rig("quad", 64, 48), frames=90, fps=30.0, seed=2, bag=bag, progress=False
         )
     )
-    fit(load_train_config(None, [f"data.root={data}", *TINY]), root / "run", progress=False)
-    bundle = export_bundle(root / "run" / "best.pt", root / "bundle")
+    config = load_train_config(None, [f"data.root={data}", "model.variance_head=true", *TINY])
+    fit(config, root / "run", progress=False)
+    # Two epochs leave the variance head near its floor, about the same std for every frame;
+    # unit-scale output weights make the poses and stds vary with the images, so that the
+    # uncertain flag has something to separate (poses flagged all the time otherwise).
+    trained = load_checkpoint(root / "run" / "best.pt")
+    model = model_from_checkpoint(trained)
+    spread_outputs(model, torch.rand(8, 4, 3, 24, 32, generator=torch.Generator().manual_seed(0)))
+    spread = replace(trained, model={k: v.detach().clone() for k, v in model.state_dict().items()})
+    save_checkpoint(root / "run" / "spread.pt", spread)
     return {
         "root": root,
         "data": data,
         "bag": bag,
-        "bundle": bundle.path,
-        "checkpoint": root / "run" / "best.pt",
+        "bundle": export_bundle(root / "run" / "best.pt", root / "bundle").path,
+        "spread_bundle": export_bundle(root / "run" / "spread.pt", root / "spread_bundle").path,
+        "spread_checkpoint": root / "run" / "spread.pt",
     }
 
 
@@ -54,8 +69,25 @@ def test_replayed_bag_gives_one_pose_per_set_with_its_stamp_and_eval_accuracy(
     trained: dict[str, Path],
 ) -> None:
     out = trained["root"] / "evaluate"
+    # The same bundle on the same test frames without ROS: its median stds as the node's flag
+    # thresholds flag a share of the poses.
+    folder = evaluate_folder(
+        FolderEvaluationConfig(
+            trained["spread_bundle"], trained["data"], trained["root"] / "folder", mc_samples=1
+        )
+    ).metrics
+    thresholds = (folder["median_position_std_m"], math.radians(folder["median_rotation_std_deg"]))
     metrics = evaluate_node(
-        NodeEvaluationConfig(bag=trained["bag"], bundle=trained["bundle"], out=out, mc_samples=1)
+        NodeEvaluationConfig(
+            bag=trained["bag"],
+            bundle=trained["spread_bundle"],
+            out=out,
+            mc_samples=1,
+            extra_node_args=(
+                *("-p", f"max_position_std:={thresholds[0]!r}"),
+                *("-p", f"max_rotation_std:={thresholds[1]!r}"),
+            ),
+        )
     )
     assert metrics["expected_sets"] == 30
     # Every set is either published or, when the engine falls behind (a loaded machine), replaced by a
@@ -65,12 +97,23 @@ def test_replayed_bag_gives_one_pose_per_set_with_its_stamp_and_eval_accuracy(
         assert metrics["output_rate_ratio"] >= 0.95
     assert metrics["stamps_match_inputs"]
     assert metrics["covariances_spd"]
+    # The uncertain flag scored at the node's thresholds in force (from its diagnostics, the ones
+    # given), recomputed from the published covariances: the poses the node itself counted.
+    flag = metrics["uncertain_flag"]
+    assert flag["thresholds_from"] == "the node's diagnostics"
+    assert flag["thresholds"] == {
+        "max_position_std": pytest.approx(thresholds[0], rel=1e-5),
+        "max_rotation_std": pytest.approx(thresholds[1], rel=1e-5),
+    }
+    assert 0 < flag["flagged"] == flag["node_uncertain_poses"] < metrics["published"]
+    assert -1.0 <= metrics["spearman_position_std_vs_error"] <= 1.0
+    assert set(metrics["inside_95_ellipsoid"]) == {"6dof", "position", "rotation"}
     # The node (mask of ones) reproduces pose-train eval's deterministic prediction on these frames.
-    offline = evaluate_checkpoint(trained["checkpoint"], split="test", mc_samples=0).metrics
+    offline = evaluate_checkpoint(trained["spread_checkpoint"], split="test", mc_samples=0).metrics
     assert metrics["median_translation_m"] == pytest.approx(offline["median_translation_m"], rel=0.10)
     assert metrics["median_rotation_deg"] == pytest.approx(offline["median_rotation_deg"], rel=0.10)
     assert metrics["latency_ms_p50"] > 0
-    assert {"trajectory.png", "errors_over_time.png", "metrics.json", "poses.csv"} <= {
+    assert {"trajectory.png", "errors_over_time.png", "reliability.png", "metrics.json", "poses.csv"} <= {
         p.name for p in out.iterdir()
     }
 
@@ -112,7 +155,7 @@ def test_compressed_images_work(trained: dict[str, Path]) -> None:
     metrics = evaluate_node(
         NodeEvaluationConfig(
             bag=bag,
-            bundle=trained["bundle"],
+            bundle=trained["spread_bundle"],
             out=trained["root"] / "ev_png",
             mc_samples=1,
             camera_topics=topics,
@@ -153,6 +196,9 @@ def test_a_camera_that_stops_turns_diagnostics_to_warn_and_recovers(trained: dic
             "--ros-args",
             "-p",
             "camera_timeout:=0.5",
+            # the two-epoch variance head's rotation std (about 20 deg) would flag every pose: WARN
+            "-p",
+            "max_rotation_std:=3.0",
         ],
         env=env,
         stdout=subprocess.PIPE,

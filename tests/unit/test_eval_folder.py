@@ -12,9 +12,9 @@ import pytest
 
 from pose_regressor import cli
 from pose_regressor.dataset_folder import FrameRecord, image_path, write_frames
-from pose_regressor.folder_evaluation import spearman
 from pose_regressor.localizer import Localizer
 from pose_regressor.metrics import pose_errors
+from pose_regressor.uncertainty_metrics import spearman
 from tests.unit.bundle_fixtures import make_bundle
 from tests.unit.folder_fixtures import SPLITS, Q, write_folder
 
@@ -30,7 +30,9 @@ def test_eval_folder_scores_the_split_with_the_bundles_cameras(
     line = capsys.readouterr().out.strip()
     assert line.startswith(f"eval-folder: 4 test frames of {data}: median ") and "\n" not in line
     metrics = json.loads((out / "metrics.json").read_text())
-    assert (out / "trajectory.png").stat().st_size > 10_000
+    assert (out / "trajectory.png").stat().st_size > 10_000 and (
+        out / "reliability.png"
+    ).stat().st_size > 10_000
     assert metrics["frames"] == 4 and metrics["cameras"] == ["front", "rear"] and metrics["mc_samples"] == 0
 
     # The same frames through the Localizer by hand, in the bundle's camera order.
@@ -49,6 +51,15 @@ def test_eval_folder_scores_the_split_with_the_bundles_cameras(
     )
     assert metrics["median_translation_m"] == pytest.approx(float(np.median(t_err)))
     assert metrics["median_rotation_deg"] == pytest.approx(float(np.median(r_err)))
+    # The node's flag at the thresholds in force with its parameters unset: this bundle suggests
+    # none, so the node's defaults (1 m, 0.35 rad).
+    flag = metrics["uncertain_flag"]
+    assert flag["thresholds"] == {"max_position_std": 1.0, "max_rotation_std": 0.35}
+    assert flag["flagged"] == sum(e.position_std > 1.0 or e.rotation_std > 0.35 for e in estimates)
+    assert set(metrics["inside_95_ellipsoid"]) == {"6dof", "position", "rotation"}
+    assert metrics["spearman_position_std_vs_error"] == pytest.approx(
+        spearman(np.array([e.position_std for e in estimates]), t_err), nan_ok=True
+    )
 
 
 @pytest.mark.parametrize(
@@ -86,10 +97,3 @@ def test_eval_folder_refuses_in_one_line(
     assert err.count("\n") == 1 and err.startswith("pose-regressor eval-folder: error: ")
     assert message.format(data=data) in err
     assert not (tmp_path / "eval" / "metrics.json").exists()
-
-
-def test_spearman_matches_the_rank_correlation() -> None:
-    assert spearman(np.array([1.0, 2.0, 3.0, 4.0]), np.array([10.0, 20.0, 25.0, 100.0])) == pytest.approx(1.0)
-    assert spearman(np.array([1.0, 2.0, 3.0]), np.array([3.0, 2.0, 1.0])) == pytest.approx(-1.0)
-    assert spearman(np.array([1.0, 1.0, 2.0]), np.array([1.0, 2.0, 3.0])) == pytest.approx(np.sqrt(3) / 2)
-    assert np.isnan(spearman(np.ones(3), np.arange(3.0)))

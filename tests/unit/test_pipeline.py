@@ -559,7 +559,7 @@ def test_reconfigure_changes_the_mask_count_the_slop_and_the_seed() -> None:
         assert diagnostics.level == OK  # 5 s of silence is within the new timeout
         assert (diagnostics.values["max_position_std_m"], diagnostics.values["max_rotation_std_deg"]) == (
             "inf",
-            "2.86",
+            "2.86479",
         )
     finally:
         pipe.stop()

@@ -17,7 +17,9 @@ from pose_regressor.uncertainty_metrics import (
     coverage,
     flag_rates,
     gross_errors,
+    published_uncertainty,
     sequence_bootstrap_interval,
+    spearman,
     spearman_if_exact,
     spearman_interval,
     uncertain_flag_report,
@@ -223,3 +225,41 @@ def test_sequence_bootstrap_leaves_out_undefined_draws_and_gives_none_when_none_
     assert interval is not None
     low, high = interval
     assert 1.0 <= low <= high <= 4.0  # distinct sequences in a draw of four with replacement
+
+
+def test_published_uncertainty_scores_the_flag_at_the_thresholds_in_force() -> None:
+    # 20 frames whose stds rise with their errors; frames 18 and 19 are gross (position and
+    # rotation) and only they lie above the thresholds 0.5 m and 0.05 rad.
+    t_err, r_err = np.linspace(0.1, 0.2, 20), np.linspace(1.0, 2.0, 20)
+    t_err[18], r_err[19] = 1.0, 20.0
+    pos_std, rot_std = np.linspace(0.1, 0.3, 20), np.linspace(0.01, 0.03, 20)
+    pos_std[18], rot_std[19] = 0.9, 0.09
+    covariances = diagonal_covariances(pos_std, rot_std)
+    residuals = np.concatenate(  # each block's residual along x at its std: NEES 1 per block
+        [pos_std[:, None] * [1.0, 0.0, 0.0], rot_std[:, None] * [1.0, 0.0, 0.0]], axis=1
+    )
+    report = published_uncertainty(t_err, r_err, residuals, covariances, 0.5, 0.05)
+    assert report["spearman_position_std_vs_error"] == pytest.approx(1.0)
+    assert report["spearman_rotation_std_vs_error"] == pytest.approx(1.0)
+    assert report["mean_nees_blocks"] == pytest.approx({"6dof": 2.0, "position": 1.0, "rotation": 1.0})
+    assert report["inside_95_ellipsoid"] == {"6dof": 1.0, "position": 1.0, "rotation": 1.0}
+    flag = report["uncertain_flag"]
+    assert (flag["gross_errors"], flag["flagged"], flag["auroc_uncertain_flag"]) == (2, 2, 1.0)
+    assert flag["thresholds"] == {"max_position_std": 0.5, "max_rotation_std": 0.05}
+    assert flag["at_thresholds"] == {
+        "true_positive_rate": 1.0,
+        "false_positive_rate": 0.0,
+        "flagged_share": 0.1,
+    }
+    # A threshold of infinity (the flag off for that block) leaves the other block's flag.
+    report = published_uncertainty(t_err, r_err, residuals, covariances, float("inf"), 0.05)
+    assert report["uncertain_flag"]["flagged"] == 1
+    assert report["uncertain_flag"]["at_thresholds"]["true_positive_rate"] == 0.5
+
+
+def test_spearman_known_answers_and_nan_when_a_side_is_constant() -> None:
+    assert spearman(np.array([1.0, 2.0, 3.0, 4.0]), np.array([10.0, 20.0, 25.0, 100.0])) == pytest.approx(1.0)
+    assert spearman(np.array([1.0, 2.0, 3.0]), np.array([3.0, 2.0, 1.0])) == pytest.approx(-1.0)
+    assert spearman(np.array([1.0, 1.0, 2.0]), np.array([1.0, 2.0, 3.0])) == pytest.approx(np.sqrt(3) / 2)
+    assert np.isnan(spearman(np.ones(3), np.arange(3.0)))
+    assert np.isnan(spearman(np.ones(1), np.ones(1)))

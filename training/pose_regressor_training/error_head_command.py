@@ -246,7 +246,7 @@ def _validation_ranking(
 ) -> dict[str, float]:
     """Spearman of the raw (uncalibrated) position and rotation variance with the error on the
     validation split, before and after the error head ({} without a validation split)."""
-    from pose_regressor.folder_evaluation import spearman
+    from pose_regressor.uncertainty_metrics import spearman
     from pose_regressor_training.data.dataset import PoseDataset
     from pose_regressor_training.data.sources import load_dataset
     from pose_regressor_training.error_head import residuals

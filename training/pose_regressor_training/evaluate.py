@@ -649,8 +649,8 @@ def _covariance_variants(
 
 def write_evaluation(evaluation: Evaluation, out_dir: Path) -> list[Path]:
     """metrics.json and the plots (reliability.png with the uncertainty); returns the written paths."""
-    from pose_regressor.evaluate_plots import plot_trajectory
-    from pose_regressor_training.plots import plot_error_cdf, plot_error_vs_std, plot_reliability
+    from pose_regressor.evaluate_plots import plot_reliability, plot_trajectory
+    from pose_regressor_training.plots import plot_error_cdf, plot_error_vs_std
 
     ev, m = evaluation, evaluation.metrics
     unit = m.get("length_unit", "m")

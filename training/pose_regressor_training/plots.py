@@ -1,7 +1,7 @@
 """Plots of `pose-train eval-checkpoint` (matplotlib, Agg backend): error CDFs and error vs predicted std.
 
-The trajectory plot is `pose_regressor.evaluate_plots.plot_trajectory`, shared with the robot-side
-evaluation.
+The trajectory plot and the reliability diagram are `pose_regressor.evaluate_plots`'s, shared with
+the robot-side evaluations.
 """
 
 from __future__ import annotations
@@ -102,39 +102,6 @@ def plot_error_vs_std(
     fig.suptitle(
         f"Error vs predicted std: median NEES {u['median_nees_before']:.3g} -> "
         f"{u['median_nees_after']:.3g} (ideal {u['median_nees_expected']:.3g})\ncovariance scale {scale}",
-        fontsize=10,
-    )
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def plot_reliability(path: Path, uncertainty: dict[str, Any]) -> Path:
-    """Reliability diagram of the calibrated covariance: for each confidence level, the share of
-    ground truths inside that level's ellipsoid (6-DoF and per block) against the diagonal of a
-    consistent covariance; `uncertainty` is the ``uncertainty`` section of the metrics."""
-    curves = uncertainty["reliability"]
-    levels = np.asarray(curves["levels"]) * 100.0
-    fig, ax = plt.subplots(figsize=(5.5, 5))
-    ax.plot([0, 100], [0, 100], "k--", lw=1, label="consistent (observed = expected)")
-    for name, label, style in (
-        ("6dof", "6-DoF", "o-"),
-        ("position", "position (3-D)", "s-"),
-        ("rotation", "rotation (3-D)", "^-"),
-    ):
-        inside = uncertainty["inside_95_ellipsoid"][name] * 100.0
-        observed = np.asarray(curves[name]) * 100.0
-        ax.plot(levels, observed, style, ms=4, lw=1.5, label=f"{label}: {inside:.0f}% inside 95%")
-    ax.set_xlim(0, 100)
-    ax.set_ylim(0, 100)
-    ax.set_aspect("equal")
-    ax.set_xlabel("expected coverage: ellipsoid confidence level (%)")
-    ax.set_ylabel("observed coverage: ground truths inside (%)")
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="upper left", fontsize=8)
-    ax.set_title(
-        "Reliability of the calibrated covariance\n(above the diagonal: too wide; below: overconfident)",
         fontsize=10,
     )
     fig.tight_layout()

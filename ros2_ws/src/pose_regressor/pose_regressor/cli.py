@@ -9,7 +9,7 @@ import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from pose_regressor.limits import (
     BACKENDS,
@@ -338,7 +338,12 @@ def _eval_node(args: argparse.Namespace, extra: Sequence[str]) -> int:
     if args.bag.exists():  # a damaged bag is one line at once, before rclpy and the bundle load
         open_bag(args.bag).close()
 
-    from pose_regressor.node_evaluation import EvaluationError, NodeEvaluationConfig, evaluate_node
+    from pose_regressor.node_evaluation import (
+        RESULT_FILES,
+        EvaluationError,
+        NodeEvaluationConfig,
+        evaluate_node,
+    )
     from pose_regressor.replay import Interrupted, StopFlag, handle_signals
 
     cfg = NodeEvaluationConfig(
@@ -375,7 +380,7 @@ def _eval_node(args: argparse.Namespace, extra: Sequence[str]) -> int:
         f"e2e latency p50 {m['e2e_latency_ms_p50']:.1f} ms p99 {m['e2e_latency_ms_p99']:.1f} ms "
         f"(node set->pose p50 {m['node_set_to_pose_ms_p50']:.1f} ms "
         f"p99 {m['node_set_to_pose_ms_p99']:.1f} ms), "
-        f"dropped sets {m['dropped_sets']}, mean NEES {m['mean_nees']:.2f}"
+        f"dropped sets {m['dropped_sets']}, mean NEES {m['mean_nees']:.2f}, {_uncertainty_text(m)}"
     )
     damaged = ("gt_corrupt_skipped", "gt_unreadable", "replay_corrupt_skipped", "replay_unreadable")
     if any(m[key] for key in damaged):
@@ -385,7 +390,8 @@ def _eval_node(args: argparse.Namespace, extra: Sequence[str]) -> int:
             f"and {m['replay_unreadable']} unreadable camera message(s)"
             + (f" ({m['bag_read_error']})" if m["bag_read_error"] else "")
         )
-    print(f"eval-node: wrote {args.out}/metrics.json, trajectory.png, errors_over_time.png")
+    written = [name for name in RESULT_FILES if (args.out / name).exists()]  # no plots without matplotlib
+    print(f"eval-node: wrote {args.out}/{', '.join(written)}")
     soak = m.get("soak")
     if soak is None:
         return 0
@@ -455,10 +461,11 @@ def _bench(args: argparse.Namespace, extra: Sequence[str]) -> int:
 def _add_eval_folder(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "eval-folder",
-        help="score a bundle on a split of a dataset folder (metrics.json, trajectory.png); no ROS",
+        help="score a bundle on a split of a dataset folder (metrics.json, plots); no ROS",
         description="Runs the bundle (the node's preprocessing, engine and MC-dropout estimate) on "
         "every camera set of one split of a dataset folder (pose-train synth, from-bag or import) and "
-        "writes OUT/metrics.json (the keys of eval-checkpoint and eval-node) and OUT/trajectory.png. "
+        "writes OUT/metrics.json (the keys of eval-checkpoint and eval-node), OUT/trajectory.png and "
+        "OUT/reliability.png. "
         "The folder's rig must have the bundle's cameras (by name); it may have more.",
     )
     p.add_argument("--bundle", type=Path, required=True, help="the bundle folder (pose-train export)")
@@ -470,7 +477,7 @@ def _add_eval_folder(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         type=_bounded_int(0, MAX_MC_SAMPLES),
         help="MC-dropout samples per set (default: the bundle's; 0: the deterministic pose)",
     )
-    p.add_argument("--out", type=Path, required=True, help="folder for metrics.json and trajectory.png")
+    p.add_argument("--out", type=Path, required=True, help="folder for metrics.json and the plots")
     p.set_defaults(handler=_eval_folder)
 
 
@@ -489,10 +496,23 @@ def _eval_folder(args: argparse.Namespace, extra: Sequence[str]) -> int:
     print(
         f"eval-folder: {m['frames']} {args.split} frames of {args.data}: median "
         f"{m['median_translation_m']:.3f} {unit} {m['median_rotation_deg']:.2f} deg, "
-        f"{m['pct_within_0.25m_2deg']:.1f}% within 0.25 {unit} 2 deg, mean NEES {m['mean_nees']:.1f} "
-        f"({m['engine']}, {m['mc_samples']} MC samples); wrote {', '.join(str(p) for p in result.written)}"
+        f"{m['pct_within_0.25m_2deg']:.1f}% within 0.25 {unit} 2 deg, mean NEES {m['mean_nees']:.1f}, "
+        f"{_uncertainty_text(m)} ({m['engine']}, {m['mc_samples']} MC samples); "
+        f"wrote {', '.join(str(p) for p in result.written)}"
     )
     return 0
+
+
+def _uncertainty_text(m: dict[str, Any]) -> str:
+    """`Spearman(std, error) position 0.50 rotation 0.68, uncertain flag AUROC 0.89 (60 flagged)`."""
+    flag = m["uncertain_flag"]
+    auroc = flag["auroc_uncertain_flag"]
+    return (
+        f"Spearman(std, error) position {m['spearman_position_std_vs_error']:.2f} rotation "
+        f"{m['spearman_rotation_std_vs_error']:.2f}, uncertain flag AUROC "
+        + ("n/a (no gross errors)" if auroc is None else f"{auroc:.2f}")
+        + f" ({flag['flagged']} flagged)"
+    )
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -1,5 +1,5 @@
-"""Evaluation plots shared by `pose-regressor eval-node` and `pose-train eval-checkpoint` (matplotlib,
-Agg backend).
+"""Evaluation plots shared by `pose-regressor eval-node` / `eval-folder` and `pose-train
+eval-checkpoint` (matplotlib, Agg backend).
 
 matplotlib is a development and training dependency, not a robot one: the robot-side evaluate
 writes no plots when it is missing.
@@ -147,7 +147,8 @@ def _ellipse(center: NDArray[np.float64], cov_xy: NDArray[np.float64], **style: 
 
 
 def plot_evaluation(arrays: dict[str, np.ndarray], metrics: dict[str, Any], out: Path) -> list[Path]:
-    """The plots of `pose-regressor eval-node`: trajectory, errors over time and (soak runs) soak.png."""
+    """The plots of `pose-regressor eval-node`: trajectory, errors over time, the reliability of the
+    published covariance and (soak runs) soak.png."""
     paths = [out / "trajectory.png", out / "errors_over_time.png"]
     unit = metrics.get("length_unit", "m")
     title = (
@@ -183,6 +184,7 @@ def plot_evaluation(arrays: dict[str, np.ndarray], metrics: dict[str, Any], out:
     fig.tight_layout()
     fig.savefig(paths[1], dpi=110)
     plt.close(fig)
+    paths.append(plot_reliability(out / "reliability.png", metrics, "the published covariance"))
     if "soak" in metrics and len(arrays.get("soak_t", ())):
         paths.append(plot_soak(arrays, metrics["soak"], out / "soak.png"))
     return paths
@@ -211,6 +213,41 @@ def plot_soak(arrays: dict[str, np.ndarray], soak: dict[str, Any], path: Path) -
         ax.set_ylim(bottom=0)
         for lo, hi in (first, last):
             ax.axvspan(lo, hi, color="grey", alpha=0.15)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_reliability(
+    path: Path, uncertainty: dict[str, Any], what: str = "the calibrated covariance"
+) -> Path:
+    """Reliability diagram of `what`: for each confidence level, the share of ground truths inside
+    that level's ellipsoid (6-DoF and per block) against the diagonal of a consistent covariance;
+    `uncertainty` holds ``reliability`` and ``inside_95_ellipsoid`` (`uncertainty_metrics`)."""
+    curves = uncertainty["reliability"]
+    levels = np.asarray(curves["levels"]) * 100.0
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.plot([0, 100], [0, 100], "k--", lw=1, label="consistent (observed = expected)")
+    for name, label, style in (
+        ("6dof", "6-DoF", "o-"),
+        ("position", "position (3-D)", "s-"),
+        ("rotation", "rotation (3-D)", "^-"),
+    ):
+        inside = uncertainty["inside_95_ellipsoid"][name] * 100.0
+        observed = np.asarray(curves[name]) * 100.0
+        ax.plot(levels, observed, style, ms=4, lw=1.5, label=f"{label}: {inside:.0f}% inside 95%")
+    ax.set_xlim(0, 100)
+    ax.set_ylim(0, 100)
+    ax.set_aspect("equal")
+    ax.set_xlabel("expected coverage: ellipsoid confidence level (%)")
+    ax.set_ylabel("observed coverage: ground truths inside (%)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title(
+        f"Reliability of {what}\n(above the diagonal: too wide; below: overconfident)",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

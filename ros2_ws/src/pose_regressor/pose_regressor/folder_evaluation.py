@@ -33,7 +33,9 @@ from pose_regressor.metrics import (
     pose_errors,
     tangent_residuals,
 )
+from pose_regressor.params import bundle_flag_thresholds
 from pose_regressor.uncertainty import PoseEstimate
+from pose_regressor.uncertainty_metrics import published_uncertainty
 
 
 class FolderEvaluationError(ValueError):
@@ -68,7 +70,8 @@ def bundle_cameras_in(folder_cameras: list[str], bundle_cameras: list[str], root
 
 
 def evaluate_folder(cfg: FolderEvaluationConfig) -> FolderEvaluation:
-    """Runs the bundle on every frame of the split; writes metrics.json and trajectory.png in cfg.out."""
+    """Runs the bundle on every frame of the split; writes metrics.json, trajectory.png and
+    reliability.png in cfg.out."""
     frames = split_frames(cfg.data, cfg.split)
     meta = read_metadata(cfg.data)
     rig = rig_from_metadata(cfg.data, meta)
@@ -88,12 +91,12 @@ def evaluate_folder(cfg: FolderEvaluationConfig) -> FolderEvaluation:
         "mc_samples": localizer.mc_samples,
         "cameras": cameras,
         "length_unit": length_unit(meta),
-        **score(t_gt, q_gt, estimates),
+        **score(t_gt, q_gt, estimates, bundle_flag_thresholds(localizer.bundle.uncertain_flag)),
     }
     cfg.out.mkdir(parents=True, exist_ok=True)
     written = []
     try:
-        from pose_regressor.evaluate_plots import plot_trajectory
+        from pose_regressor.evaluate_plots import plot_reliability, plot_trajectory
     except ImportError:  # matplotlib is a development dependency, not a robot one
         pass
     else:
@@ -119,41 +122,32 @@ def evaluate_folder(cfg: FolderEvaluationConfig) -> FolderEvaluation:
                 unit=metrics["length_unit"],
             )
         )
+        written.append(plot_reliability(cfg.out / "reliability.png", metrics, "the bundle's covariance"))
     # Last: metrics.json marks a complete evaluation (as eval-node's does).
     atomic_write_text(cfg.out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return FolderEvaluation(metrics, [cfg.out / "metrics.json", *written])
 
 
 def score(
-    t_gt: NDArray[np.float64], q_gt: NDArray[np.float64], estimates: list[PoseEstimate]
+    t_gt: NDArray[np.float64],
+    q_gt: NDArray[np.float64],
+    estimates: list[PoseEstimate],
+    flag_thresholds: tuple[float, float],
 ) -> dict[str, Any]:
-    """Error summary and uncertainty of `estimates` against the ground truth (metrics.json keys)."""
+    """Error summary and uncertainty of `estimates` against the ground truth (metrics.json keys),
+    the uncertain flag at `flag_thresholds` (max position std m, max rotation std rad)."""
     t_pred = np.stack([e.translation for e in estimates])
     q_pred = np.stack([e.quat_xyzw for e in estimates])
     covariances = np.stack([e.covariance for e in estimates])
     t_err, r_err = pose_errors(t_gt, q_gt, t_pred, q_pred)
     pos_std, rot_std = covariance_stds(covariances)
-    nees = nees_values(tangent_residuals(t_gt, q_gt, t_pred, q_pred), covariances)
+    residuals = tangent_residuals(t_gt, q_gt, t_pred, q_pred)
+    nees = nees_values(residuals, covariances)
     return {
         **error_summary(t_err, r_err),
         "mean_nees": float(np.mean(nees)),
         "nees_expected": 6.0,
         "median_position_std_m": float(np.median(pos_std)),
         "median_rotation_std_deg": float(np.median(rot_std)),
-        "spearman_position_std_vs_error": spearman(pos_std, t_err),
-        "spearman_rotation_std_vs_error": spearman(rot_std, r_err),
+        **published_uncertainty(t_err, r_err, residuals, covariances, *flag_thresholds),
     }
-
-
-def spearman(a: NDArray[np.float64], b: NDArray[np.float64]) -> float:
-    """Spearman's rank correlation (average ranks for ties); nan when either side is constant."""
-    ra, rb = _ranks(a), _ranks(b)
-    if len(a) < 2 or np.ptp(ra) == 0 or np.ptp(rb) == 0:
-        return float("nan")
-    return float(np.corrcoef(ra, rb)[0, 1])
-
-
-def _ranks(values: NDArray[np.float64]) -> NDArray[np.float64]:
-    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    return (starts + (counts - 1) / 2.0)[inverse]  # ties share the mean of their ranks

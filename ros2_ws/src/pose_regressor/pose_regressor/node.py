@@ -60,14 +60,13 @@ from pose_regressor.initial_pose import InitialPosePolicy
 from pose_regressor.lifecycle_guard import current_state, guard_change_state
 from pose_regressor.messages import diagnostic_array, ns_from_time, pose_stamped, pose_with_covariance
 from pose_regressor.params import (
-    FLAG_FALLBACKS,
     PARAMETERS,
     SPECS,
     Change,
     LocalizerParams,
     ParameterError,
     ParameterSpec,
-    flag_threshold,
+    bundle_flag_threshold,
     validate_change,
     widened,
 )
@@ -291,9 +290,7 @@ class LocalizerNode(LifecycleNode):
     @staticmethod
     def _flag_threshold(bundle: ModelBundle, name: str, value: float) -> tuple[float, str]:
         """The uncertain flag's threshold `name` in force for parameter `value` (0: the bundle's)."""
-        flag = bundle.uncertain_flag
-        suggested = flag.to_json()[name] if flag is not None else None
-        return flag_threshold(value, suggested, FLAG_FALLBACKS[name])
+        return bundle_flag_threshold(bundle.uncertain_flag, name, value)
 
     def _apply_parameters(self, parameters: list[Parameter]) -> None:
         try:

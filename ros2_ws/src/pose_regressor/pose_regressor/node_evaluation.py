@@ -35,6 +35,7 @@ an earlier run in `out` are removed first, so `out/metrics.json` is always this 
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -70,6 +71,7 @@ from pose_regressor.ground_truth import GT_TYPES, GroundTruthTrack, gt_pose_fiel
 from pose_regressor.limits import MAX_MC_SAMPLES, MIN_DELIVERY_RATIO
 from pose_regressor.messages import ns_from_time
 from pose_regressor.metrics import covariance_stds, error_summary, nees_values, pose_errors, tangent_residuals
+from pose_regressor.params import bundle_flag_thresholds
 from pose_regressor.replay import (
     PROFILE_ENV,
     StopFlag,
@@ -79,12 +81,20 @@ from pose_regressor.replay import (
     dds_environment,
 )
 from pose_regressor.soak import RssSampler, soak_report, soak_series
+from pose_regressor.uncertainty_metrics import published_uncertainty
 
 REPLAY_START_DELAY_S = 5.0  # the replay's wait for the node's subscriptions
 REPLAY_WATCHDOG_MARGIN_S = 60.0  # a replay with --duration D is stopped after D + delay + this
 POLL_S = 0.1
 # What a run writes besides its logs; removed first so that a failed run leaves none of an earlier one.
-RESULT_FILES = ("metrics.json", "poses.csv", "trajectory.png", "errors_over_time.png", "soak.png")
+RESULT_FILES = (
+    "metrics.json",
+    "poses.csv",
+    "trajectory.png",
+    "errors_over_time.png",
+    "reliability.png",
+    "soak.png",
+)
 
 
 class EvaluationError(RuntimeError):
@@ -339,10 +349,28 @@ def pose_latencies(recording: Recording, log: ReplayLog) -> list[tuple[float, fl
     ]
 
 
+def flag_thresholds_in_force(
+    diagnostics: dict[str, str], bundle_thresholds: tuple[float, float]
+) -> tuple[tuple[float, float], str]:
+    """The node's uncertain-flag thresholds (max position std m, max rotation std rad) as its
+    diagnostics report them (a `-p max_position_std:=...` of the run included), and where they
+    came from; the bundle's (`bundle_thresholds`) when the node sent no diagnostics."""
+    position = _diag_float(diagnostics, "max_position_std_m")
+    rotation = math.radians(_diag_float(diagnostics, "max_rotation_std_deg"))
+    if position > 0 and rotation > 0:  # nan (missing) fails both
+        return (position, rotation), "the node's diagnostics"
+    return bundle_thresholds, "the bundle's (no diagnostics from the node)"
+
+
 def summarize(
-    recording: Recording, track: GroundTruthTrack, log: ReplayLog, expected_sets: int
+    recording: Recording,
+    track: GroundTruthTrack,
+    log: ReplayLog,
+    expected_sets: int,
+    bundle_thresholds: tuple[float, float],
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Metrics of a recording against the ground truth (and arrays for the plots).
+    """Metrics of a recording against the ground truth (and arrays for the plots). The uncertain
+    flag is scored at the thresholds in force in the node (`flag_thresholds_in_force`).
 
     Poses of looped replays are matched to the ground truth at their stamp minus the loop shift.
     """
@@ -361,9 +389,17 @@ def summarize(
     latency_ms = np.array([ms for _, ms in pose_latencies(recording, log)], dtype=float)
     e2e_p50 = float(np.percentile(latency_ms, 50)) if len(latency_ms) else float("nan")
     e2e_p99 = float(np.percentile(latency_ms, 99)) if len(latency_ms) else float("nan")
-    nees = nees_values(tangent_residuals(t_gt, q_gt, t_pred, q_pred), covs)
+    residuals = tangent_residuals(t_gt, q_gt, t_pred, q_pred)
+    nees = nees_values(residuals, covs)
     pos_std, rot_std = covariance_stds(covs)
     last_diag = recording.diagnostics[-1] if recording.diagnostics else {}
+    thresholds, thresholds_from = flag_thresholds_in_force(last_diag, bundle_thresholds)
+    uncertainty = published_uncertainty(t_err, r_err, residuals, covs, *thresholds)
+    uncertainty["uncertain_flag"]["thresholds_from"] = thresholds_from
+    # The node's own count: the scored flag recomputed from the published covariances should equal
+    # it unless the node withheld poses (gate_uncertain) or flagged others (black stand-in cameras,
+    # the distance prior).
+    uncertainty["uncertain_flag"]["node_uncertain_poses"] = _diag_int(last_diag, "uncertain_poses")
     covs_spd = bool(all(np.allclose(c, c.T) and np.linalg.eigvalsh(c).min() > 0 for c in covs))
     metrics: dict[str, Any] = {
         **error_summary(t_err, r_err),
@@ -384,6 +420,7 @@ def summarize(
         "median_position_std_m": float(np.median(pos_std)),
         "median_rotation_std_deg": float(np.median(rot_std)),
         "covariances_spd": covs_spd,
+        **uncertainty,
         "stamps_match_inputs": bool(set(stamps.tolist()) <= set(log.published_ns))
         if log.published_ns
         else False,
@@ -500,7 +537,13 @@ def evaluate_node(cfg: NodeEvaluationConfig, stop: StopFlag | None = None) -> di
     profile = env.get(PROFILE_ENV)
     _check_delivery(delivery, run, profile)
     # Expected sets: the stamps the replay actually published.
-    metrics, arrays = summarize(run.recording, truth.track, log, len(log.published_ns) or expected)
+    metrics, arrays = summarize(
+        run.recording,
+        truth.track,
+        log,
+        len(log.published_ns) or expected,
+        bundle_flag_thresholds(bundle.uncertain_flag),
+    )
     metrics.update(delivery)
     metrics.update(_run_record(cfg, profile, truth, log.summary))
     metrics["length_unit"] = bundle.length_unit  # "units": a model of an import without --scale

@@ -26,11 +26,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pose_regressor.bounds import Bound, is_number, out_of_range
 from pose_regressor.covariance import ROTATION_CONVENTIONS
 from pose_regressor.limits import BACKENDS, MAX_MC_SAMPLES, MISSING_CAMERA_POLICIES
+
+if TYPE_CHECKING:
+    from pose_regressor.bundle import UncertainFlag
 
 TRANSPORTS = ("raw", "compressed")
 # ROS 2 topic names (design article "Topic and Service name mapping"): tokens of letters, digits
@@ -339,3 +342,20 @@ def flag_threshold(value: float, suggested: float | None, fallback: float) -> tu
     if suggested is not None:
         return suggested, "the bundle's"
     return fallback, "default"
+
+
+def bundle_flag_threshold(
+    suggested: UncertainFlag | None, name: str, value: float = 0.0
+) -> tuple[float, str]:
+    """`flag_threshold` of parameter `name` (`max_position_std` / `max_rotation_std`) set to
+    `value`, for a bundle whose suggested thresholds are `suggested` (its `uncertain_flag`)."""
+    bundle_value = suggested.to_json()[name] if suggested is not None else None
+    return flag_threshold(value, bundle_value, FLAG_FALLBACKS[name])
+
+
+def bundle_flag_thresholds(suggested: UncertainFlag | None) -> tuple[float, float]:
+    """(max_position_std m, max_rotation_std rad) in force while both parameters are 0 (unset)."""
+    return (
+        bundle_flag_threshold(suggested, "max_position_std")[0],
+        bundle_flag_threshold(suggested, "max_rotation_std")[0],
+    )

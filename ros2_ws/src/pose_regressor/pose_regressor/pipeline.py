@@ -826,8 +826,8 @@ class LocalizerPipeline:
             values["position_std_m"] = f"{estimate.position_std:.3f}"
             values["rotation_std_deg"] = f"{np.degrees(estimate.rotation_std):.2f}"
         # the thresholds in force (a parameter of 0 shows as 0, these as the bundle's values)
-        values["max_position_std_m"] = f"{cfg.max_position_std:.3g}"
-        values["max_rotation_std_deg"] = f"{np.degrees(cfg.max_rotation_std):.3g}"
+        values["max_position_std_m"] = f"{cfg.max_position_std:.6g}"
+        values["max_rotation_std_deg"] = f"{np.degrees(cfg.max_rotation_std):.6g}"
         values["uncertain_poses"] = str(self.uncertain)
         values["stand_in_poses"] = str(self.stand_in_sets)
         values["missing_camera"] = cfg.missing_camera

@@ -1,9 +1,11 @@
 """Whether a predicted pose covariance can be trusted: consistency (NEES, coverage of the
-confidence ellipsoids) and separation (does the node's "uncertain" flag catch the gross errors).
+confidence ellipsoids), ranking (do larger stds go with larger errors) and separation (does the
+node's "uncertain" flag catch the gross errors).
 
-Numpy and scipy only, so both evaluations (`pose-train eval-checkpoint`, `pose-regressor eval-node`)
-can share the definitions. Residuals are the 6-vectors of `uncertainty.tangent_residual`
-(x, y, z in metres, then a rotation vector in radians); covariances are 6x6 in the same order.
+Numpy and scipy only, so every evaluation (`pose-train eval-checkpoint`, `pose-regressor
+eval-folder` and `eval-node`) shares the definitions. Residuals are the 6-vectors of
+`uncertainty.tangent_residual` (x, y, z in metres, then a rotation vector in radians); covariances
+are 6x6 in the same order.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ RELIABILITY_LEVELS: tuple[float, ...] = tuple(round(0.05 * k, 2) for k in range(
 #: A frame's error is gross when its translation or its rotation error exceeds this many times the
 #: split's median of that error.
 GROSS_ERROR_FACTOR = 3.0
+GROSS_ERROR_RULE = (
+    f"translation error > {GROSS_ERROR_FACTOR:g}x median or rotation error > {GROSS_ERROR_FACTOR:g}x median"
+)
 
 
 def block_nees(residuals: FloatArray, covariances: FloatArray, block: slice) -> FloatArray:
@@ -138,8 +143,7 @@ def uncertain_flag_report(
         else sequence_bootstrap_interval(lambda rows: auroc(scores[rows], gross[rows]), sequences)
     )
     return {
-        "gross_error_rule": f"translation error > {GROSS_ERROR_FACTOR:g}x median or rotation error > "
-        f"{GROSS_ERROR_FACTOR:g}x median",
+        "gross_error_rule": GROSS_ERROR_RULE,
         "gross_errors": int(gross.sum()),
         "auroc_uncertain_flag": auroc(scores, gross),
         "auroc_uncertain_flag_interval_90": interval,
@@ -149,6 +153,41 @@ def uncertain_flag_report(
         "suggested_parameters": suggested,
         "suggested_from_quantile": flagged_quantile,
         "at_suggested_parameters": flag_rates(flags, gross),
+    }
+
+
+def published_uncertainty(
+    t_err: FloatArray,
+    r_err: FloatArray,
+    residuals: FloatArray,
+    covariances: FloatArray,
+    max_position_std: float,
+    max_rotation_std: float,
+) -> dict[str, Any]:
+    """The uncertainty of poses as a robot receives them: `covariances` [N, 6, 6] already
+    calibrated (what the node publishes), `residuals` [N, 6] from each estimate to the truth, and
+    the node's "uncertain" flag at the thresholds in force (m, rad). The keys are those of
+    `pose-train eval-checkpoint` (`uncertain_flag.at_thresholds` in place of its suggested ones),
+    so `eval-folder` and `eval-node` answer the same questions on the exported bundle."""
+    pos, rot = node_stds(covariances)
+    check = consistency(residuals, covariances)
+    gross = gross_errors(t_err, r_err)
+    flags = (pos > max_position_std) | (rot > max_rotation_std)
+    scores = flag_scores(pos, rot, max_position_std, max_rotation_std)
+    return {
+        "spearman_position_std_vs_error": spearman(pos, t_err),
+        "spearman_rotation_std_vs_error": spearman(rot, r_err),
+        "mean_nees_blocks": check["mean_nees"],
+        "inside_95_ellipsoid": check["inside_95"],
+        "reliability": check["reliability"],
+        "uncertain_flag": {
+            "gross_error_rule": GROSS_ERROR_RULE,
+            "gross_errors": int(gross.sum()),
+            "auroc_uncertain_flag": auroc(scores, gross),
+            "thresholds": {"max_position_std": max_position_std, "max_rotation_std": max_rotation_std},
+            "at_thresholds": flag_rates(flags, gross),
+            "flagged": int(flags.sum()),
+        },
     }
 
 
@@ -173,8 +212,8 @@ def spearman_if_exact(covariances: FloatArray, draws: int = 32, seed: int = 0) -
     position, rotation = [], []
     for _ in range(draws):
         errors = (chol @ rng.standard_normal((n, 6, 1)))[..., 0]
-        position.append(_spearman(pos_std, np.linalg.norm(errors[:, :3], axis=1)))
-        rotation.append(_spearman(rot_std, np.linalg.norm(errors[:, 3:], axis=1)))
+        position.append(_spearman_or_zero(pos_std, np.linalg.norm(errors[:, :3], axis=1)))
+        rotation.append(_spearman_or_zero(rot_std, np.linalg.norm(errors[:, 3:], axis=1)))
     return {"position": float(np.mean(position)), "rotation": float(np.mean(rotation))}
 
 
@@ -221,14 +260,21 @@ def spearman_interval(
     """A `level` interval of Spearman(std, error) over whole sequences (`sequence_bootstrap_interval`)."""
 
     def spearman_of(rows: NDArray[np.int64]) -> float:
-        return _spearman(std[rows], error[rows])
+        return _spearman_or_zero(std[rows], error[rows])
 
     return sequence_bootstrap_interval(spearman_of, sequences, level, draws, seed)
 
 
-def _spearman(a: FloatArray, b: FloatArray) -> float:
-    """Spearman's rank correlation (average ranks for ties); 0 when either side is constant."""
+def spearman(a: FloatArray, b: FloatArray) -> float:
+    """Spearman's rank correlation (average ranks for ties); nan when either side is constant or
+    there are fewer than two values."""
     ra, rb = rankdata(a), rankdata(b)
-    if np.ptp(ra) == 0 or np.ptp(rb) == 0:
-        return 0.0
+    if len(ra) < 2 or np.ptp(ra) == 0 or np.ptp(rb) == 0:
+        return float("nan")
     return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def _spearman_or_zero(a: FloatArray, b: FloatArray) -> float:
+    """`spearman`, 0 where a side is constant: stds that are the same for every frame rank nothing."""
+    value = spearman(a, b)
+    return 0.0 if np.isnan(value) else value
