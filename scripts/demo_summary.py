@@ -21,6 +21,23 @@ def read(path: Path) -> dict[str, Any]:
     return loaded
 
 
+def number(value: float | None, digits: int = 2) -> str:
+    """A metric as printed: metrics.json holds null for an undefined one (a constant std's Spearman)."""
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def covariance_line(u: dict[str, Any], mean_nees: float) -> str:
+    """`spearman(std, error) position 0.47, rotation 0.61; mean NEES 5.2 (ideal 6), ...`."""
+    return (
+        "spearman(std, error) "
+        f"position {number(u['spearman_position_std_vs_error'])}, "
+        f"rotation {number(u['spearman_rotation_std_vs_error'])}; "
+        f"mean NEES {number(mean_nees, 1)} (ideal 6), "
+        f"{number(100 * u['inside_95_ellipsoid']['6dof'], 1)}% inside the 95% ellipsoid, "
+        f"gross-error flag AUROC {number(u['uncertain_flag']['auroc_uncertain_flag'])}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -54,20 +71,14 @@ def main() -> None:
         )
     )
     if uncertainty:
-        flag_auroc = uncertainty["uncertain_flag"]["auroc_uncertain_flag"]
-        print(
-            "  uncertainty: spearman(std, error) "
-            f"position {uncertainty['spearman_position_std_vs_error']:.2f}, "
-            f"rotation {uncertainty['spearman_rotation_std_vs_error']:.2f}; "
-            f"mean NEES {uncertainty['mean_nees_after']:.1f} (ideal 6), "
-            f"{100 * uncertainty['inside_95_ellipsoid']['6dof']:.1f}% inside the 95% ellipsoid, "
-            f"gross-error flag AUROC {flag_auroc or float('nan'):.2f}"
-        )
+        print(f"  uncertainty: {covariance_line(uncertainty, uncertainty['mean_nees_after'])}")
     print(
         f"  node over ROS 2, {node['published']} poses: median {node['median_translation_m']:.3f} m "
         f"{node['median_rotation_deg']:.2f} deg (target <= {TARGET_NODE_M} m, <= {TARGET_NODE_DEG:g} deg: "
         f"{'met' if met else 'NOT met'})"
     )
+    if "uncertain_flag" in node:  # eval-node scores the covariances the node published
+        print(f"  the node's published covariance: {covariance_line(node, node['mean_nees'])}")
     print("full-quality model (0.124-0.126 m, 1.68-1.81 deg over 3 seeds, 80 held-out trajectories):")
     print(
         "  16,000 frames at 128x96, the default config: 40 epochs in at most 15 min (fewer epochs "

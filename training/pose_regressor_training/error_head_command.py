@@ -11,7 +11,6 @@ disk) continues where it stopped when the same command runs again, and finished 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import asdict, replace
@@ -20,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from pose_regressor.files import json_text
 from pose_regressor_training.errors import CheckpointSaveError, TrainingError, TrainingInterrupted
 from pose_regressor_training.model_commands import bounded_int
 from pose_regressor_training.stop_signals import sigterm_as_interrupt
@@ -172,7 +172,7 @@ def run_error_head(args: argparse.Namespace) -> int:
         "validation_spearman": validation,
         "seconds": round(time.monotonic() - started, 1),
     }
-    (args.out / "error_head.json").write_text(json.dumps(record, indent=2) + "\n")
+    (args.out / "error_head.json").write_text(json_text(record))
     if validation:
         print(
             f"error-head: {config.data.val_split}: Spearman(position variance, error) "

@@ -3,7 +3,6 @@ with plots."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +13,7 @@ from numpy.typing import NDArray
 from scipy.stats import chi2, spearmanr
 
 from pose_regressor.distance_prior import DistancePrior
+from pose_regressor.files import json_text
 from pose_regressor.metrics import (
     covariance_stds,
     error_summary,
@@ -656,7 +656,7 @@ def write_evaluation(evaluation: Evaluation, out_dir: Path) -> list[Path]:
     unit = m.get("length_unit", "m")
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = out_dir / "metrics.json"
-    metrics_path.write_text(json.dumps(m, indent=2) + "\n")
+    metrics_path.write_text(json_text(m))
     paths = [metrics_path]
     t_pred = np.stack([e.translation for e in ev.estimates])
     covs = np.stack([e.covariance for e in ev.estimates]) if m.get("uncertainty") else None

@@ -41,7 +41,6 @@ every `PROGRESS_EVERY_S` seconds.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -54,7 +53,7 @@ import numpy as np
 
 from pose_regressor.bundle import MAX_MC_SAMPLES, ModelBundle, load_bundle, preprocess
 from pose_regressor.engines import InferenceEngine, load_engine
-from pose_regressor.files import atomic_write_text
+from pose_regressor.files import atomic_write_text, json_text
 from pose_regressor.uncertainty import dropout_masks, estimate_from_samples
 
 __all__ = [
@@ -428,5 +427,5 @@ def write_json(result: BenchResult, path: str | Path) -> Path:
     atomically: a temporary file beside `path`, renamed over it (removed if anything fails)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(target, json.dumps(result.to_json(), indent=2) + "\n")
+    atomic_write_text(target, json_text(result.to_json()))
     return target

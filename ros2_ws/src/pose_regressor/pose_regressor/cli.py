@@ -504,12 +504,16 @@ def _eval_folder(args: argparse.Namespace, extra: Sequence[str]) -> int:
 
 
 def _uncertainty_text(m: dict[str, Any]) -> str:
-    """`Spearman(std, error) position 0.50 rotation 0.68, uncertain flag AUROC 0.89 (60 flagged)`."""
+    """`Spearman(std, error) position 0.50 rotation 0.68, uncertain flag AUROC 0.89 (60 flagged)`;
+    n/a for a Spearman of stds that are the same for every frame."""
     flag = m["uncertain_flag"]
     auroc = flag["auroc_uncertain_flag"]
+    position, rotation = (
+        "n/a" if math.isnan(value) else f"{value:.2f}"
+        for value in (m["spearman_position_std_vs_error"], m["spearman_rotation_std_vs_error"])
+    )
     return (
-        f"Spearman(std, error) position {m['spearman_position_std_vs_error']:.2f} rotation "
-        f"{m['spearman_rotation_std_vs_error']:.2f}, uncertain flag AUROC "
+        f"Spearman(std, error) position {position} rotation {rotation}, uncertain flag AUROC "
         + ("n/a (no gross errors)" if auroc is None else f"{auroc:.2f}")
         + f" ({flag['flagged']} flagged)"
     )

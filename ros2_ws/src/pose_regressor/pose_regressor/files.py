@@ -2,11 +2,14 @@
 
 `read_yaml` turns every way a YAML file can be bad into one line naming the file, raised as the
 caller's own error type; `load_yaml` is the parser both use; `atomic_write_bytes` /
-`atomic_write_text` leave either the old file or the whole new one, never a part.
+`atomic_write_text` leave either the old file or the whole new one, never a part; `json_text` is
+JSON that strict readers accept.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import re
 import shutil
@@ -139,6 +142,26 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def atomic_write_text(path: Path, text: str) -> None:
     """`atomic_write_bytes` of `text` in UTF-8."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def json_text(value: Any, indent: int | None = 2) -> str:
+    """`value` as JSON text with a final newline, every NaN and infinity as null.
+
+    Python writes them as NaN and Infinity, which no JSON standard allows: jq, browsers and most
+    parsers refuse the whole file. They are real values here (the Spearman of stds that are the
+    same for every frame, a flag threshold of inf that turns the flag off), so they become null:
+    "not defined", which is what they mean in a report."""
+    return json.dumps(_finite_or_none(value), indent=indent, allow_nan=False) + "\n"
+
+
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {key: _finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_none(item) for item in value]
+    return value
 
 
 def staging_sibling(path: Path) -> Path:

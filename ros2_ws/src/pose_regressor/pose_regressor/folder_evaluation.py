@@ -8,7 +8,6 @@ for `pose-train eval-checkpoint` and `pose-regressor eval-node`.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from pose_regressor.dataset_folder import (
     rig_from_metadata,
     split_frames,
 )
-from pose_regressor.files import atomic_write_text
+from pose_regressor.files import atomic_write_text, json_text
 from pose_regressor.localizer import Localizer
 from pose_regressor.metrics import (
     covariance_stds,
@@ -124,7 +123,7 @@ def evaluate_folder(cfg: FolderEvaluationConfig) -> FolderEvaluation:
         )
         written.append(plot_reliability(cfg.out / "reliability.png", metrics, "the bundle's covariance"))
     # Last: metrics.json marks a complete evaluation (as eval-node's does).
-    atomic_write_text(cfg.out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    atomic_write_text(cfg.out / "metrics.json", json_text(metrics))
     return FolderEvaluation(metrics, [cfg.out / "metrics.json", *written])
 
 

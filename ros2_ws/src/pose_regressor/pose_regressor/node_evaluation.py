@@ -66,7 +66,7 @@ from pose_regressor.bagio import (
     read_messages,
 )
 from pose_regressor.bundle import load_bundle
-from pose_regressor.files import atomic_write_text
+from pose_regressor.files import atomic_write_text, json_text
 from pose_regressor.ground_truth import GT_TYPES, GroundTruthTrack, gt_pose_fields, stamp_ns
 from pose_regressor.limits import MAX_MC_SAMPLES, MIN_DELIVERY_RATIO
 from pose_regressor.messages import ns_from_time
@@ -713,4 +713,4 @@ def _write_results(
         print(f"eval-node: no plots ({exc})")
     # Last: metrics.json marks a complete run.
     stop.check()
-    atomic_write_text(cfg.out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    atomic_write_text(cfg.out / "metrics.json", json_text(metrics))
