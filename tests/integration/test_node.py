@@ -65,28 +65,36 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-def test_replayed_bag_gives_one_pose_per_set_with_its_stamp_and_eval_accuracy(
-    trained: dict[str, Path],
-) -> None:
-    out = trained["root"] / "evaluate"
-    # The same bundle on the same test frames without ROS: its median stds as the node's flag
-    # thresholds flag a share of the poses.
+def _median_stds(trained: dict[str, Path]) -> tuple[float, float]:
+    """The spread bundle's median (position std m, rotation std rad) on the bag's test frames,
+    scored without ROS: as the node's flag thresholds they flag a share of the poses."""
     folder = evaluate_folder(
         FolderEvaluationConfig(
             trained["spread_bundle"], trained["data"], trained["root"] / "folder", mc_samples=1
         )
     ).metrics
-    thresholds = (folder["median_position_std_m"], math.radians(folder["median_rotation_std_deg"]))
+    return folder["median_position_std_m"], math.radians(folder["median_rotation_std_deg"])
+
+
+def _flag_arguments(thresholds: tuple[float, float]) -> tuple[str, ...]:
+    return (
+        *("-p", f"max_position_std:={thresholds[0]!r}"),
+        *("-p", f"max_rotation_std:={thresholds[1]!r}"),
+    )
+
+
+def test_replayed_bag_gives_one_pose_per_set_with_its_stamp_and_eval_accuracy(
+    trained: dict[str, Path],
+) -> None:
+    out = trained["root"] / "evaluate"
+    thresholds = _median_stds(trained)
     metrics = evaluate_node(
         NodeEvaluationConfig(
             bag=trained["bag"],
             bundle=trained["spread_bundle"],
             out=out,
             mc_samples=1,
-            extra_node_args=(
-                *("-p", f"max_position_std:={thresholds[0]!r}"),
-                *("-p", f"max_rotation_std:={thresholds[1]!r}"),
-            ),
+            extra_node_args=_flag_arguments(thresholds),
         )
     )
     assert metrics["expected_sets"] == 30
@@ -116,6 +124,26 @@ def test_replayed_bag_gives_one_pose_per_set_with_its_stamp_and_eval_accuracy(
     assert {"trajectory.png", "errors_over_time.png", "reliability.png", "metrics.json", "poses.csv"} <= {
         p.name for p in out.iterdir()
     }
+
+
+def test_poses_withheld_by_gate_uncertain_are_accounted_for_not_reported_as_lost(
+    trained: dict[str, Path],
+) -> None:
+    metrics = evaluate_node(
+        NodeEvaluationConfig(
+            bag=trained["bag"],
+            bundle=trained["spread_bundle"],
+            out=trained["root"] / "gated",
+            mc_samples=1,
+            extra_node_args=(*_flag_arguments(_median_stds(trained)), "-p", "gate_uncertain:=true"),
+        )
+    )
+    # Before, eval-node failed here with "images were lost between the replay and the localizer".
+    withheld = metrics["withheld_poses"]
+    assert 0 < withheld < 30 and metrics["delivery_ratio"] >= 0.95
+    assert metrics["published"] + withheld + metrics["dropped_sets"] >= 0.95 * 30
+    flag = metrics["uncertain_flag"]
+    assert flag["flagged"] == 0 and flag["node_uncertain_poses"] == withheld  # only confident poses out
 
 
 def _compressed_copy(source: Path, target: Path) -> None:

@@ -196,6 +196,7 @@ class LocalizerNode(LifecycleNode):
         self._resize_noted: set[int] = set()  # cameras whose size mismatch was logged
         self._initial_pose = InitialPosePolicy()
         self._last_confident: PoseWithCovarianceStamped | None = None
+        self._withheld = 0  # poses flagged uncertain and not published (gate_uncertain)
         self._tf_log = LogThrottle(10.0)  # a missing odom transform repeats every frame
 
     # ------------------------------------------------------------------ parameters
@@ -661,6 +662,7 @@ class LocalizerNode(LifecycleNode):
         if report is not None:  # throttled by the pipeline: one line per report interval
             self.get_logger().warn(report + ("; withheld (gate_uncertain)" if params.gate_uncertain else ""))
         if result.uncertain and params.gate_uncertain:
+            self._withheld += 1
             return
         frame = params.map_frame
         estimate = result.estimate
@@ -736,6 +738,8 @@ class LocalizerNode(LifecycleNode):
         for index in self._info_done & set(self._info_subscriptions):  # compared once: unsubscribe
             self.destroy_subscription(self._info_subscriptions.pop(index))
         snapshot = pipeline.diagnostics()
+        # with uncertain_poses: what an evaluation can expect on ~/pose (estimates minus these)
+        snapshot.values["withheld_poses"] = str(self._withheld)
         if self._tf is not None:
             snapshot.values["tf_published"] = str(self._tf.published)
         msg = diagnostic_array(

@@ -20,9 +20,10 @@ Two latencies, named for what they measure:
 
 Delivery: every camera set the replay published completely is either a received pose or
 accounted for by the node (`dropped_sets`: replaced by a newer set, keep-latest; rejected
-images; inference failures). When less than `MIN_DELIVERY_RATIO` of them is accounted for,
-images were lost on the way (typically a Fast DDS profile too small for the images) and the
-evaluation fails with the ratio rather than reporting accuracy on the few sets that arrived.
+images; inference failures; poses withheld as uncertain under `gate_uncertain`). When less than
+`MIN_DELIVERY_RATIO` of them is accounted for, images were lost on the way (typically a Fast DDS
+profile too small for the images) and the evaluation fails with the ratio rather than reporting
+accuracy on the few sets that arrived.
 The children (node and replay) get FASTRTPS_DEFAULT_PROFILES_FILE set to the package's
 `config/fastdds_large_images.xml` unless the user set one.
 
@@ -321,14 +322,16 @@ def _diag_float(values: dict[str, str], key: str) -> float:
 
 def delivery_report(recording: Recording, log: ReplayLog, topic_count: int) -> dict[str, Any]:
     """How many of the sets the replay published completely reached the node or were accounted for
-    by it (replaced by a newer set, a rejected image, a failed inference)."""
+    by it (replaced by a newer set, a rejected image, a failed inference, a pose withheld as
+    uncertain by `gate_uncertain`)."""
     last = recording.diagnostics[-1] if recording.diagnostics else {}
     complete = log.complete_sets(topic_count)
     poses = len(recording.poses)
     dropped = _diag_int(last, "dropped_sets")
     rejected = _diag_int(last, "rejected_images")
     failed = _diag_int(last, "engine_errors") + _diag_int(last, "nonfinite_outputs")
-    accounted = min(complete, poses + dropped + rejected + failed)
+    withheld = _diag_int(last, "withheld_poses")
+    accounted = min(complete, poses + dropped + rejected + failed + withheld)
     return {
         "sets_published_complete": complete,
         "sets_accounted": accounted,
@@ -337,6 +340,7 @@ def delivery_report(recording: Recording, log: ReplayLog, topic_count: int) -> d
         "poses_received": poses,
         "rejected_images": rejected,
         "failed_sets": failed,
+        "withheld_poses": withheld,
     }
 
 
@@ -396,9 +400,9 @@ def summarize(
     thresholds, thresholds_from = flag_thresholds_in_force(last_diag, bundle_thresholds)
     uncertainty = published_uncertainty(t_err, r_err, residuals, covs, *thresholds)
     uncertainty["uncertain_flag"]["thresholds_from"] = thresholds_from
-    # The node's own count: the scored flag recomputed from the published covariances should equal
-    # it unless the node withheld poses (gate_uncertain) or flagged others (black stand-in cameras,
-    # the distance prior).
+    # The node's own count: the scored flag recomputed from the published covariances equals it
+    # less the poses withheld (gate_uncertain), unless the node flagged others for a black
+    # stand-in camera.
     uncertainty["uncertain_flag"]["node_uncertain_poses"] = _diag_int(last_diag, "uncertain_poses")
     covs_spd = bool(all(np.allclose(c, c.T) and np.linalg.eigvalsh(c).min() > 0 for c in covs))
     metrics: dict[str, Any] = {
@@ -662,7 +666,8 @@ def _check_delivery(delivery: dict[str, Any], run: _Run, profile: str | None) ->
         f"by it (delivery ratio {delivery['delivery_ratio']:.2f}, below {MIN_DELIVERY_RATIO:.2f}): "
         f"{delivery['poses_received']} poses received, {_diag_int(last_diag, 'dropped_sets')} sets "
         f"replaced by newer ones, {delivery['rejected_images']} images rejected, "
-        f"{delivery['failed_sets']} inference failures; Fast DDS profile: {profile or 'none (defaults)'} "
+        f"{delivery['failed_sets']} inference failures, {delivery['withheld_poses']} poses withheld "
+        f"(gate_uncertain); Fast DDS profile: {profile or 'none (defaults)'} "
         f"({PROFILE_ENV}); node log: {run.node_log}"
     )
 
