@@ -403,12 +403,17 @@ def test_bad_numbers_are_argument_errors(bags: dict[str, Path], ros_env: dict[st
     ):
         cases.append((from_bag_cmd(bags["good"], rig, root / f"d{k}", option, value), "from-bag", needle))
     bad_ros_args = [*replay, "--start-delay", "0", "--ros-args", "-p"]  # rcl rejects a trailing -p
-    *results, ros = run_all([*(cmd for cmd, _, _ in cases), bad_ros_args], ros_env)
+    # eval-node's NEES is about the map axes: another convention for the node is refused, not ignored
+    convention = [*evaluate, "--ros-args", "-p", "pose_regressor:covariance_rotation:=body_axes"]
+    *results, ros, refused = run_all([*(cmd for cmd, _, _ in cases), bad_ros_args, convention], ros_env)
     for result, (_, command, needle) in zip(results, cases, strict=True):
         tool = "pose-train" if command == "from-bag" else "pose-regressor"
         assert_argument_error(result, f"{tool} {command}: error: argument ", needle)
     line = assert_one_line(ros, "pose-regressor replay: error: cannot start ROS with the arguments ")
     assert "--ros-args -p" in line and "trailing -p" in line
+    line = assert_one_line(refused, "pose-regressor eval-node: error: eval-node runs the node with ")
+    assert "leave covariance_rotation out of the node's arguments" in line
+    assert not (root / "e").exists()
     for k in range(3):
         assert not (root / f"d{k}").exists()
 

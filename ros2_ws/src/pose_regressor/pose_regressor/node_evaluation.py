@@ -38,6 +38,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -467,6 +468,12 @@ def _check_config(cfg: NodeEvaluationConfig) -> None:
     check_skip_empty(cfg.skip_empty_s)
     if not 0 <= cfg.mc_samples <= MAX_MC_SAMPLES:
         raise ValueError(f"mc_samples must be from 0 to {MAX_MC_SAMPLES}, got {cfg.mc_samples}")
+    # `-p covariance_rotation:=...`, also as `-p <node>:covariance_rotation:=...`
+    if any(re.search(r"(^|:)covariance_rotation:=", arg) for arg in cfg.extra_node_args):
+        raise ValueError(
+            "eval-node runs the node with covariance_rotation:=fixed_axes, the convention its NEES is "
+            "computed in; leave covariance_rotation out of the node's arguments"
+        )
 
 
 def _stop_process(process: subprocess.Popen[str], sig: int, timeout: float) -> None:
@@ -575,9 +582,10 @@ def _node_command(cfg: NodeEvaluationConfig, topics: tuple[str, ...]) -> list[st
         *("--camera-topics", *topics),
         "--ros-args",
         *("-p", f"mc_samples:={cfg.mc_samples}", "-p", f"backend:={cfg.backend}"),
-        # NEES compares residuals about the map axes: the message definition's convention.
-        *("-p", "covariance_rotation:=fixed_axes"),
         *cfg.extra_node_args,
+        # NEES compares residuals about the map axes: the message definition's convention. Last,
+        # because the last assignment wins, so that a --params-file above cannot change it.
+        *("-p", "covariance_rotation:=fixed_axes"),
     ]
 
 
