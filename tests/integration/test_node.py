@@ -105,6 +105,7 @@ def test_replayed_bag_gives_one_pose_per_set_with_its_stamp_and_eval_accuracy(
         assert metrics["output_rate_ratio"] >= 0.95
     assert metrics["stamps_match_inputs"]
     assert metrics["covariances_spd"]
+    assert metrics["mc_samples"] == 1  # what the node's diagnostics say it used
     # The uncertain flag scored at the node's thresholds in force (from its diagnostics, the ones
     # given), recomputed from the published covariances: the poses the node itself counted.
     flag = metrics["uncertain_flag"]

@@ -557,6 +557,8 @@ def evaluate_node(cfg: NodeEvaluationConfig, stop: StopFlag | None = None) -> di
     )
     metrics.update(delivery)
     metrics.update(_run_record(cfg, profile, truth, log.summary))
+    # the samples the node used (0 asks for the bundle's; a -p mc_samples:= passed on wins)
+    metrics["mc_samples"] = _diag_int(metrics["node_diagnostics_last"], "mc_samples") or cfg.mc_samples
     metrics["length_unit"] = bundle.length_unit  # "units": a model of an import without --scale
     if cfg.duration_s is not None:
         metrics["soak"], series = _soak(run, log, metrics["dropped_sets"])
