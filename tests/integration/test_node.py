@@ -21,7 +21,7 @@ from rosbags.rosbag2 import Reader, Writer
 
 from pose_regressor.bagio import TYPESTORE
 from pose_regressor.folder_evaluation import FolderEvaluationConfig, evaluate_folder
-from pose_regressor.node_evaluation import NodeEvaluationConfig, evaluate_node
+from pose_regressor.node_evaluation import EvaluationError, NodeEvaluationConfig, evaluate_node
 from pose_regressor.rig import preset_rig
 from pose_regressor_training.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from pose_regressor_training.evaluate import evaluate_checkpoint
@@ -145,6 +145,19 @@ def test_poses_withheld_by_gate_uncertain_are_accounted_for_not_reported_as_lost
     assert metrics["published"] + withheld + metrics["dropped_sets"] >= 0.95 * 30
     flag = metrics["uncertain_flag"]
     assert flag["flagged"] == 0 and flag["node_uncertain_poses"] == withheld  # only confident poses out
+    # Every pose withheld: nothing to score, and the one line says why.
+    with pytest.raises(
+        EvaluationError, match=r"the node published no pose: it withheld all \d+ as uncertain"
+    ):
+        evaluate_node(
+            NodeEvaluationConfig(
+                bag=trained["bag"],
+                bundle=trained["spread_bundle"],
+                out=trained["root"] / "all_gated",
+                mc_samples=1,
+                extra_node_args=(*_flag_arguments((1e-9, 1e-9)), "-p", "gate_uncertain:=true"),
+            )
+        )
 
 
 def _compressed_copy(source: Path, target: Path) -> None:

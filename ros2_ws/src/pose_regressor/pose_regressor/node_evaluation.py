@@ -547,6 +547,12 @@ def evaluate_node(cfg: NodeEvaluationConfig, stop: StopFlag | None = None) -> di
     delivery = delivery_report(run.recording, log, len(topics))
     profile = env.get(PROFILE_ENV)
     _check_delivery(delivery, run, profile)
+    if not run.recording.poses and delivery["withheld_poses"]:
+        raise EvaluationError(
+            f"the node published no pose: it withheld all {delivery['withheld_poses']} as uncertain "
+            "(gate_uncertain); evaluate without gate_uncertain, or with larger max_position_std / "
+            "max_rotation_std"
+        )
     # Expected sets: the stamps the replay actually published.
     metrics, arrays = summarize(
         run.recording,
