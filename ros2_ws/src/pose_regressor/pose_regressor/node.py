@@ -427,6 +427,7 @@ class LocalizerNode(LifecycleNode):
         self._path = deque(maxlen=max(self.params.path_length, 1))
         self._initial_pose.reset()
         self._last_confident = None
+        self._withheld = 0  # as the new pipeline's counters
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
