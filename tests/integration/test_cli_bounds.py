@@ -437,6 +437,23 @@ def test_synth_stops_cleanly_on_sigterm_and_on_ctrl_c(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
+def test_flag_share_bounds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["eval-checkpoint", "--checkpoint", str(tmp_path / "none.pt"), "--flag-share"]
+    for value, message in (
+        ("0", "must be in (0, 0.5], got 0"),
+        ("0.6", "must be in (0, 0.5], got 0.6"),
+        ("nan", "must be in (0, 0.5], got nan"),
+        ("five", "must be a number in (0, 0.5], got 'five'"),
+    ):
+        with pytest.raises(SystemExit) as stopped:
+            main([*base, value])
+        assert stopped.value.code == 2
+        assert capsys.readouterr().err == (
+            f"pose-train eval-checkpoint: error: argument --flag-share: {message} "
+            "(see pose-train eval-checkpoint --help)\n"
+        )
+
+
 def test_synth_bounds_before_writing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The other bounds, in-process (the subprocess cases above cover the CLI path)."""
     base = ["synth", "--rig", "mono", "--quiet", "--out", str(tmp_path / "x")]

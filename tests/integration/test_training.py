@@ -344,6 +344,16 @@ def test_eval_writes_metrics_and_plots(
     assert "spearman(pos std, err)" in printed and "(90%: " in printed
     assert "retrieval baseline (nearest training frame): median" in printed
     assert train_cli.build_parser().parse_args([*args, "--no-baseline"]).baseline is False
+    # --flag-share 0.3: thresholds that flag 30% of the calibration frames, not 5%: lower ones
+    assert train_cli.main([*args, "--no-baseline", "--flag-share", "0.3", "--out", str(tmp_path / "f")]) == 0
+    capsys.readouterr()
+    default, wider = (
+        json.loads((tmp_path / name / "metrics.json").read_text())["uncertainty"]["uncertain_flag"]
+        for name in ("cli_eval", "f")
+    )
+    assert (default["suggested_from_quantile"], wider["suggested_from_quantile"]) == (0.95, 0.7)
+    for name in ("max_position_std", "max_rotation_std"):
+        assert wider["suggested_parameters"][name] < default["suggested_parameters"][name]
     # --calib-split val,test fits on both splits' stretches; the test NEES is then in-sample, and the
     # held-out check scores each stretch under the calibration of the others
     assert (

@@ -14,6 +14,7 @@ from scipy.stats import chi2, spearmanr
 
 from pose_regressor.distance_prior import DistancePrior
 from pose_regressor.files import json_text
+from pose_regressor.limits import DEFAULT_FLAG_SHARE
 from pose_regressor.metrics import (
     covariance_stds,
     error_summary,
@@ -115,6 +116,7 @@ def evaluate_checkpoint(
     ensemble_covariance: str = "auto",
     covariance_scale: CovarianceScale | None = None,
     distance_variance: float | None = None,
+    flag_share: float = DEFAULT_FLAG_SHARE,
 ) -> Evaluation:
     """Metrics of `checkpoint` on `split`; with `skip_bad`, frames whose images cannot be read are
     left out (counted in metrics["skipped_frames"]) instead of stopping with `ImageLoadError`;
@@ -124,7 +126,8 @@ def evaluate_checkpoint(
     its covariance from `ensemble_covariance` (`pose_regressor_training.ensemble`); with
     `covariance_scale`, that calibration instead of one fitted on `calibration_split` (a bundle's,
     or a val split's applied to frames of another dataset); `distance_variance`, the distance
-    prior's k instead of the model's `position_distance_variance`."""
+    prior's k instead of the model's `position_distance_variance`; `flag_share`, the share of the
+    calibration split's frames that the suggested uncertain-flag thresholds flag."""
     return evaluate_checkpoint_splits(
         checkpoint,
         (split,),
@@ -140,6 +143,7 @@ def evaluate_checkpoint(
         ensemble_covariance=ensemble_covariance,
         covariance_scale=covariance_scale,
         distance_variance=distance_variance,
+        flag_share=flag_share,
     )[0]
 
 
@@ -159,6 +163,7 @@ def evaluate_checkpoint_splits(
     ensemble_covariance: str = "auto",
     covariance_scale: CovarianceScale | None = None,
     distance_variance: float | None = None,
+    flag_share: float = DEFAULT_FLAG_SHARE,
 ) -> list[Evaluation]:
     """`evaluate_checkpoint` of each of `splits`, predicting every split once: the calibration
     split's predictions serve both its own evaluation and the others' covariance scale.
@@ -185,7 +190,16 @@ def evaluate_checkpoint_splits(
             f"this model has {len(predictor.trained.rig.names)}"
         )
     return [
-        _evaluate(predictor, checkpoint, split, calibration_split, baseline, camera_loss, covariance_scale)
+        _evaluate(
+            predictor,
+            checkpoint,
+            split,
+            calibration_split,
+            baseline,
+            camera_loss,
+            covariance_scale,
+            flag_share,
+        )
         for split in splits
     ]
 
@@ -198,6 +212,7 @@ def _evaluate(
     baseline: bool,
     camera_loss: bool = False,
     covariance_scale: CovarianceScale | None = None,
+    flag_share: float = DEFAULT_FLAG_SHARE,
 ) -> Evaluation:
     mc_samples = predictor.mc_samples
     test = predictor.run(split)
@@ -236,7 +251,9 @@ def _evaluate(
     # alone; with dropout, fewer than 2 samples give no covariance a bundle could use
     if mc_samples >= 2 or predictor.ensemble_covariance == "heads":
         calibration = _calibration_set(predictor, test, split, calibration_split)
-        metrics["uncertainty"] = _uncertainty_metrics(test, calibration, t_err, r_err, covariance_scale)
+        metrics["uncertainty"] = _uncertainty_metrics(
+            test, calibration, t_err, r_err, covariance_scale, flag_share
+        )
         prior = predictor.distance_prior
         metrics["uncertainty"]["distance_prior"] = (
             None
@@ -537,9 +554,11 @@ def _uncertainty_metrics(
     t_err: NDArray[np.float64],
     r_err: NDArray[np.float64],
     given: CovarianceScale | None = None,
+    flag_share: float = DEFAULT_FLAG_SHARE,
 ) -> dict[str, Any]:
     """How well the MC covariance predicts the errors, before and after the calibration fitted on
-    `calibration` (or the `given` one)."""
+    `calibration` (or the `given` one); the uncertain flag's thresholds suggested to flag
+    `flag_share` of the calibration frames."""
     residuals, covs = test.residuals(), test.covariances
     pos_std, rot_std = covariance_stds(covs)
     scale = given or fit_covariance_scales(calibration.residuals(), calibration.covariances)
@@ -584,7 +603,12 @@ def _uncertainty_metrics(
         "inside_95_ellipsoid": after["inside_95"],
         "reliability": after["reliability"],
         "uncertain_flag": uncertain_flag_report(
-            calibrated, calibrated_reference, t_err, r_err, sequences=test.sequences
+            calibrated,
+            calibrated_reference,
+            t_err,
+            r_err,
+            flagged_quantile=1.0 - flag_share,
+            sequences=test.sequences,
         ),
     }
 

@@ -15,6 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pose_regressor.bundle import MAX_MC_SAMPLES
+from pose_regressor.limits import DEFAULT_FLAG_SHARE, MAX_FLAG_SHARE
 from pose_regressor.uncertainty import CovarianceScale
 from pose_regressor_training.errors import CheckpointSaveError, TrainingError, TrainingInterrupted
 from pose_regressor_training.stop_signals import sigterm_as_interrupt
@@ -195,7 +196,30 @@ def add_eval(sub: Subparsers) -> None:
         "which export --ensemble reads)",
     )
     _add_distance_variance(p)
+    p.add_argument(
+        "--flag-share",
+        type=_flag_share,
+        default=DEFAULT_FLAG_SHARE,
+        metavar="F",
+        help=f"share of the calibration frames that the suggested uncertain-flag thresholds flag "
+        f"(default {DEFAULT_FLAG_SHARE:g}; at most {MAX_FLAG_SHARE:g}); export writes them into the "
+        "bundle and the node flags by them. Larger: more of the gross errors caught, more good poses "
+        "flagged (docs/node.md)",
+    )
     p.set_defaults(handler=run_eval)
+
+
+def _flag_share(text: str) -> float:
+    """An argparse type: a share in (0, MAX_FLAG_SHARE]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a number in (0, {MAX_FLAG_SHARE:g}], got {text!r}"
+        ) from None
+    if not 0.0 < value <= MAX_FLAG_SHARE:  # NaN too
+        raise argparse.ArgumentTypeError(f"must be in (0, {MAX_FLAG_SHARE:g}], got {text}")
+    return value
 
 
 def _add_distance_variance(p: argparse.ArgumentParser) -> None:
@@ -266,6 +290,7 @@ def run_eval(args: argparse.Namespace) -> int:
             ensemble_covariance=args.ensemble_covariance,
             covariance_scale=calibration,
             distance_variance=args.distance_variance,
+            flag_share=args.flag_share,
         )
     except ImageLoadError as exc:
         raise TrainingError(f"{exc}; {SKIP_BAD_HINT}") from None

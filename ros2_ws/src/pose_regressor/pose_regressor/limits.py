@@ -19,3 +19,8 @@ MAX_MC_SAMPLES = 256  # S, Monte-Carlo samples per camera set (bundle, node para
 # `eval-node` fails when fewer of the camera sets the replay published are accounted for by the
 # node (poses received + sets it replaced, rejected or failed on) than this fraction.
 MIN_DELIVERY_RATIO = 0.9
+#: The share of the calibration frames that the suggested uncertain-flag thresholds flag
+#: (`eval-checkpoint --flag-share`), and its largest value: a flag on more than half the poses is
+#: no flag.
+DEFAULT_FLAG_SHARE = 0.05
+MAX_FLAG_SHARE = 0.5

@@ -17,6 +17,8 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.stats import chi2, rankdata
 
+from pose_regressor.limits import DEFAULT_FLAG_SHARE
+
 FloatArray = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]
 
@@ -118,7 +120,7 @@ def uncertain_flag_report(
     calibration_covariances: FloatArray,
     t_err: FloatArray,
     r_err: FloatArray,
-    flagged_quantile: float = 0.95,
+    flagged_quantile: float = 1.0 - DEFAULT_FLAG_SHARE,
     sequences: NDArray[np.int64] | None = None,
 ) -> dict[str, Any]:
     """How well the node's "uncertain" flag catches the gross errors of the test frames.
