@@ -440,10 +440,10 @@ def test_synth_stops_cleanly_on_sigterm_and_on_ctrl_c(tmp_path: Path) -> None:
 def test_flag_share_bounds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     base = ["eval-checkpoint", "--checkpoint", str(tmp_path / "none.pt"), "--flag-share"]
     for value, message in (
-        ("0", "must be in (0, 0.5], got 0"),
-        ("0.6", "must be in (0, 0.5], got 0.6"),
-        ("nan", "must be in (0, 0.5], got nan"),
-        ("five", "must be a number in (0, 0.5], got 'five'"),
+        ("0", "must be > 0 and at most 0.5, got 0"),
+        ("0.6", "must be > 0 and at most 0.5, got 0.6"),
+        ("nan", "must be > 0 and at most 0.5, got nan"),
+        ("five", "must be a number > 0 and at most 0.5, got 'five'"),
     ):
         with pytest.raises(SystemExit) as stopped:
             main([*base, value])

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from pose_regressor.arguments import bounded_float
 from pose_regressor.bundle import MAX_MC_SAMPLES
 from pose_regressor.limits import DEFAULT_FLAG_SHARE, MAX_FLAG_SHARE
 from pose_regressor.uncertainty import CovarianceScale
@@ -198,7 +199,7 @@ def add_eval(sub: Subparsers) -> None:
     _add_distance_variance(p)
     p.add_argument(
         "--flag-share",
-        type=_flag_share,
+        type=bounded_float(0.0, MAX_FLAG_SHARE, low_open=True),
         default=DEFAULT_FLAG_SHARE,
         metavar="F",
         help=f"share of the calibration frames that the suggested uncertain-flag thresholds flag "
@@ -207,19 +208,6 @@ def add_eval(sub: Subparsers) -> None:
         "flagged (docs/node.md)",
     )
     p.set_defaults(handler=run_eval)
-
-
-def _flag_share(text: str) -> float:
-    """An argparse type: a share in (0, MAX_FLAG_SHARE]."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"must be a number in (0, {MAX_FLAG_SHARE:g}], got {text!r}"
-        ) from None
-    if not 0.0 < value <= MAX_FLAG_SHARE:  # NaN too
-        raise argparse.ArgumentTypeError(f"must be in (0, {MAX_FLAG_SHARE:g}], got {text}")
-    return value
 
 
 def _add_distance_variance(p: argparse.ArgumentParser) -> None:

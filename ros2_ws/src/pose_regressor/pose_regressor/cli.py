@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from pose_regressor.arguments import bounded_float
 from pose_regressor.limits import (
     BACKENDS,
     MAX_DURATION_S,
@@ -102,25 +103,6 @@ def _run(args: argparse.Namespace, extra: Sequence[str]) -> int:
     return node_main(["pose-regressor", *ros_arguments(args, extra)])
 
 
-def _bounded(low: float, high: float, *, low_open: bool = False, unit: str = "") -> Callable[[str], float]:
-    """An argparse type: a finite number in [low, high] (or (low, high] with `low_open`)."""
-    shown = (
-        f"{'>' if low_open else 'from'} {low:g}{unit} {'and at most' if low_open else 'to'} {high:g}{unit}"
-    )
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a number {shown}, got {text!r}") from None
-        above_low = value > low if low_open else value >= low
-        if not (math.isfinite(value) and above_low and value <= high):
-            raise argparse.ArgumentTypeError(f"must be {shown}, got {text}")
-        return value
-
-    return parse
-
-
 def _bounded_int(low: int, high: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
@@ -139,20 +121,20 @@ def _bounded_int(low: int, high: int) -> Callable[[str], int]:
 def _rate_argument(p: argparse.ArgumentParser, help_text: str) -> None:
     p.add_argument(
         "--rate",
-        type=_bounded(MIN_RATE, MAX_RATE),
+        type=bounded_float(MIN_RATE, MAX_RATE),
         default=1.0,
         help=f"{help_text}, {MIN_RATE:g} to {MAX_RATE:g} (default 1)",
     )
 
 
 def _duration_type() -> Callable[[str], float]:
-    return _bounded(0.0, MAX_DURATION_S, low_open=True, unit=" s")
+    return bounded_float(0.0, MAX_DURATION_S, low_open=True, unit=" s")
 
 
 def _skip_empty_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--skip-empty",
-        type=_bounded(MIN_SKIP_EMPTY_S, MAX_DURATION_S, unit=" s"),
+        type=bounded_float(MIN_SKIP_EMPTY_S, MAX_DURATION_S, unit=" s"),
         metavar="SEC",
         help="play a stretch of the bag with no messages longer than SEC seconds in SEC seconds (like "
         "ROS 1 rosbag play --skip-empty): short sequences recorded far apart replay without the waits; "
@@ -178,7 +160,7 @@ def _add_replay(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     _skip_empty_argument(p)
     p.add_argument(
         "--start-delay",
-        type=_bounded(0.0, MAX_START_DELAY_S, unit=" s"),
+        type=bounded_float(0.0, MAX_START_DELAY_S, unit=" s"),
         default=3.0,
         help=f"wait up to this many seconds for subscribers first (0 to {MAX_START_DELAY_S:g})",
     )
