@@ -341,6 +341,13 @@ def test_eval_writes_metrics_and_plots(
     assert train_cli.main([*args, "--out", str(tmp_path / "cli_eval")]) == 0
     printed = capsys.readouterr().out
     assert "inside 95% ellipsoid" in printed and "uncertain flag: AUROC" in printed
+    assert "flagging 1% / 2% / 5% / 10% / 20% of these frames catches" in printed or (
+        "no gross errors to catch" in printed
+    )
+    points = json.loads((tmp_path / "cli_eval" / "metrics.json").read_text())["uncertainty"][
+        "uncertain_flag"
+    ]["operating_points"]
+    assert [point["share"] for point in points] == [0.01, 0.02, 0.05, 0.1, 0.2]
     assert "spearman(pos std, err)" in printed and "(90%: " in printed
     assert "retrieval baseline (nearest training frame): median" in printed
     assert train_cli.build_parser().parse_args([*args, "--no-baseline"]).baseline is False

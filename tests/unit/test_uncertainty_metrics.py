@@ -17,6 +17,7 @@ from pose_regressor.uncertainty_metrics import (
     coverage,
     flag_rates,
     gross_errors,
+    operating_points,
     published_uncertainty,
     sequence_bootstrap_interval,
     spearman,
@@ -263,3 +264,33 @@ def test_spearman_known_answers_and_nan_when_a_side_is_constant() -> None:
     assert spearman(np.array([1.0, 1.0, 2.0]), np.array([1.0, 2.0, 3.0])) == pytest.approx(np.sqrt(3) / 2)
     assert np.isnan(spearman(np.ones(3), np.arange(3.0)))
     assert np.isnan(spearman(np.ones(1), np.ones(1)))
+
+
+def test_operating_points_say_what_each_share_of_flagged_frames_catches() -> None:
+    # 100 frames whose position stds rise 0.01..1.00 x the threshold; the top 10 are the gross ones.
+    pos_std = np.arange(1, 101) / 100.0 * 0.4
+    rot_std = np.full(100, 0.001)
+    gross = np.arange(100) >= 90
+    points = operating_points(pos_std, rot_std, gross, 0.4, 0.05, shares=(0.05, 0.2))
+    five, twenty = points
+    assert five["share"] == 0.05 and five["threshold_scale"] == pytest.approx(0.9505)
+    assert five["max_position_std"] == pytest.approx(0.9505 * 0.4)
+    assert five["max_rotation_std"] == pytest.approx(0.9505 * 0.05)
+    assert (five["true_positive_rate"], five["false_positive_rate"], five["flagged_share"]) == (
+        0.5,
+        0.0,
+        0.05,
+    )
+    assert twenty["true_positive_rate"] == 1.0 and twenty["false_positive_rate"] == pytest.approx(10 / 90)
+    assert twenty["flagged_share"] == 0.2
+    # the published report carries them at the default shares
+    report = published_uncertainty(
+        np.where(gross, 1.0, 0.1),
+        np.ones(100),
+        np.zeros((100, 6)),
+        diagonal_covariances(pos_std, rot_std),
+        0.4,
+        0.05,
+    )
+    shares = [point["share"] for point in report["uncertain_flag"]["operating_points"]]
+    assert shares == [0.01, 0.02, 0.05, 0.10, 0.20]

@@ -28,6 +28,9 @@ BLOCKS: dict[str, slice] = {"6dof": slice(0, 6), "position": slice(0, 3), "rotat
 #: Confidence levels of the reliability diagram (0.05, 0.10, ..., 0.95).
 RELIABILITY_LEVELS: tuple[float, ...] = tuple(round(0.05 * k, 2) for k in range(1, 20))
 
+#: The shares of frames flagged at which `operating_points` reports what the flag catches.
+FLAG_OPERATING_SHARES = (0.01, 0.02, 0.05, 0.10, 0.20)
+
 #: A frame's error is gross when its translation or its rotation error exceeds this many times the
 #: split's median of that error.
 GROSS_ERROR_FACTOR = 3.0
@@ -115,6 +118,34 @@ def flag_scores(
     return np.maximum(np.asarray(position_std) / position_ref, np.asarray(rotation_std) / rotation_ref)
 
 
+def operating_points(
+    position_std: FloatArray,
+    rotation_std: FloatArray,
+    gross: BoolArray,
+    max_position_std: float,
+    max_rotation_std: float,
+    shares: tuple[float, ...] = FLAG_OPERATING_SHARES,
+) -> list[dict[str, float | None]]:
+    """What the flag catches when both thresholds are scaled together from (`max_position_std`,
+    `max_rotation_std`) until they flag each of `shares` of these frames: the scale, the
+    thresholds it gives, and the rates of `flag_rates` there. A robot chooses its operating point
+    from this: how many good poses it gives up for how many of the gross errors."""
+    scores = flag_scores(position_std, rotation_std, max_position_std, max_rotation_std)
+    points: list[dict[str, float | None]] = []
+    for share in shares:
+        scale = float(np.quantile(scores, 1.0 - share))
+        points.append(
+            {
+                "share": share,
+                "threshold_scale": scale,
+                "max_position_std": scale * max_position_std,
+                "max_rotation_std": scale * max_rotation_std,
+                **flag_rates(scores > scale, gross),
+            }
+        )
+    return points
+
+
 def uncertain_flag_report(
     test_covariances: FloatArray,
     calibration_covariances: FloatArray,
@@ -155,6 +186,9 @@ def uncertain_flag_report(
         "suggested_parameters": suggested,
         "suggested_from_quantile": flagged_quantile,
         "at_suggested_parameters": flag_rates(flags, gross),
+        "operating_points": operating_points(
+            pos, rot, gross, suggested["max_position_std"], suggested["max_rotation_std"]
+        ),
     }
 
 
@@ -189,6 +223,7 @@ def published_uncertainty(
             "thresholds": {"max_position_std": max_position_std, "max_rotation_std": max_rotation_std},
             "at_thresholds": flag_rates(flags, gross),
             "flagged": int(flags.sum()),
+            "operating_points": operating_points(pos, rot, gross, max_position_std, max_rotation_std),
         },
     }
 
