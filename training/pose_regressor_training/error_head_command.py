@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from pose_regressor.files import json_text
+from pose_regressor.files import atomic_write_text, json_text
 from pose_regressor_training.errors import CheckpointSaveError, TrainingError, TrainingInterrupted
 from pose_regressor_training.model_commands import bounded_int
 from pose_regressor_training.stop_signals import sigterm_as_interrupt
@@ -172,7 +172,7 @@ def run_error_head(args: argparse.Namespace) -> int:
         "validation_spearman": validation,
         "seconds": round(time.monotonic() - started, 1),
     }
-    (args.out / "error_head.json").write_text(json_text(record))
+    atomic_write_text(args.out / "error_head.json", json_text(record))
     if validation:
         print(
             f"error-head: {config.data.val_split}: Spearman(position variance, error) "

@@ -13,7 +13,7 @@ from numpy.typing import NDArray
 from scipy.stats import chi2, spearmanr
 
 from pose_regressor.distance_prior import DistancePrior
-from pose_regressor.files import json_text
+from pose_regressor.files import atomic_write_text, json_text
 from pose_regressor.limits import DEFAULT_FLAG_SHARE
 from pose_regressor.metrics import (
     covariance_stds,
@@ -680,7 +680,7 @@ def write_evaluation(evaluation: Evaluation, out_dir: Path) -> list[Path]:
     unit = m.get("length_unit", "m")
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = out_dir / "metrics.json"
-    metrics_path.write_text(json_text(m))
+    atomic_write_text(metrics_path, json_text(m))  # export reads it: never a truncated one
     paths = [metrics_path]
     t_pred = np.stack([e.translation for e in ev.estimates])
     covs = np.stack([e.covariance for e in ev.estimates]) if m.get("uncertainty") else None
