@@ -21,7 +21,7 @@ from pose_regressor_training.cli import main
 from pose_regressor_training.data.dataset import PoseDataset
 from pose_regressor_training.data.sources import load_dataset
 from pose_regressor_training.error_head import ErrorHeadFit, fit_error_head, residuals
-from pose_regressor_training.error_head_command import ranked_worse
+from pose_regressor_training.error_head_command import FLAG_WORSE_BY, ranked_worse, variance_scores
 from pose_regressor_training.errors import TrainingError
 from pose_regressor_training.models import ModelConfig, build_model
 from pose_regressor_training.models.model import MIN_LOG_VARIANCE, log_add_exp
@@ -169,6 +169,12 @@ def test_error_head_command_end_to_end(
     assert set(report["validation_spearman"]) == {
         "position_before", "position_after", "rotation_before", "rotation_after"
     }  # fmt: skip
+    gross = report["validation_gross_error_auroc"]  # 10 val frames: maybe none > 3x the median
+    if gross:
+        assert set(gross) == {*report["validation_spearman"], "gross_errors"}
+        assert f"the variance finds the {gross['gross_errors']} gross errors (> 3x the median)" in printed
+    else:
+        assert "gross errors (> 3x the median)" not in printed
 
     base, combined = load_checkpoint(base_path), load_checkpoint(out / "best.pt")
     assert combined.model_config.error_head and not base.model_config.error_head
@@ -234,6 +240,26 @@ def test_a_worse_validation_ranking_is_named() -> None:
     assert ranked_worse(ranking) == ["position"]
     assert ranked_worse({**ranking, "rotation_after": 0.5}) == ["position", "rotation"]
     assert ranked_worse({**ranking, "position_after": 0.66}) == [] and ranked_worse({}) == []
+    # the gross-error AUROCs, by the flag's smaller margin: 0.03 less is named, 0.01 is not
+    auroc = {"position_before": 0.90, "position_after": 0.87, "rotation_before": 0.89, "rotation_after": 0.88}
+    assert ranked_worse(auroc, FLAG_WORSE_BY) == ["position"] and ranked_worse(auroc) == []
+
+
+def test_variance_scores_known_answers() -> None:
+    """Variances that order the errors exactly: Spearman 1 and AUROC 1; reversed: -1 and 0. The
+    one frame above 3x the median is the gross error."""
+    errors = np.array([1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 9.0])
+    residual = np.zeros((8, 6))
+    residual[:, 0], residual[:, 3] = errors, errors / 100
+    variance = np.repeat(errors[:, None] ** 2, 6, axis=1)
+    ranking, gross = variance_scores(variance, residual)
+    assert ranking == pytest.approx({"position": 1.0, "rotation": 1.0})
+    assert gross == {"position": 1.0, "rotation": 1.0, "gross_errors": 1}
+    ranking, gross = variance_scores(1 / variance, residual)
+    assert ranking == pytest.approx({"position": -1.0, "rotation": -1.0})
+    assert gross == {"position": 0.0, "rotation": 0.0, "gross_errors": 1}
+    ranking, gross = variance_scores(variance[:7], residual[:7])  # no error above 3x the median
+    assert ranking["position"] == pytest.approx(1.0) and gross == {}
 
 
 def test_residuals_follow_the_variance_heads_convention() -> None:
