@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -147,3 +148,42 @@ def test_a_damaged_checkpoint_is_one_error_naming_the_file(tmp_path: Path, damag
     torch.save(payload, path)
     with pytest.raises(CheckpointError, match=rf"^checkpoint {path} is damaged or incomplete: .*{reason}"):
         load_checkpoint(path)
+
+
+class _NotAllowed:
+    """A class torch's weights-only unpickler refuses."""
+
+
+@pytest.mark.parametrize(
+    ("write", "reason"),
+    [
+        (lambda p: p.write_bytes(b""), "the file is empty"),
+        (
+            lambda p: p.write_text("no checkpoint at all\n"),
+            r"weights only load failed: .*\(Unsupported operand \d+\)",
+        ),
+        (
+            lambda p: torch.save({"x": _NotAllowed()}, p),
+            r"weights only load failed: .*\(Unsupported global: GLOBAL .*_NotAllowed was not an allowed .*\)",
+        ),
+        (None, r"damaged or truncated \(.+\)"),
+    ],
+    ids=["empty", "text", "pickled-object", "truncated"],
+)
+def test_an_unreadable_checkpoint_is_one_line_naming_why(tmp_path: Path, write: Any, reason: str) -> None:
+    """torch's own messages run to a dozen lines advising weights_only=False; the error says in one
+    line what is wrong with the file."""
+    path = tmp_path / "best.pt"
+    if write is not None:
+        write(path)
+    else:  # cut short at several places, as a copy stopped mid-way leaves it
+        save_checkpoint(path, trained_checkpoint())
+        whole = path.read_bytes()
+    for cut in (0.25, 0.5, 0.99) if write is None else (1.0,):
+        if write is None:
+            path.write_bytes(whole[: int(len(whole) * cut)])
+        with pytest.raises(CheckpointError) as caught:
+            load_checkpoint(path)
+        message = str(caught.value)
+        assert "\n" not in message and "weights_only=False" not in message and len(message) < 400
+        assert re.match(rf"^checkpoint {re.escape(str(path))} cannot be read: {reason}$", message), message

@@ -182,6 +182,30 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+def unreadable_torch_file(path: Path, exc: BaseException) -> str:
+    """Why `torch.load(path, weights_only=True)` failed with `exc`, in one line. torch's own
+    messages run to a dozen lines of advice on `weights_only=False`, which is exactly what must not
+    be done with a file of unknown origin: it runs whatever the file pickled."""
+    with contextlib.suppress(OSError):
+        if path.stat().st_size == 0:
+            return "the file is empty"
+    text = str(exc)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        detail = " ".join(text.split(marker, 1)[1].strip().split("\n\n", 1)[0].split()).split(". ")[0]
+        return (
+            "weights only load failed: it is not a file that pose-train wrote, or it holds pickled "
+            f"objects, which are never loaded ({detail[:160]})"
+        )
+    first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
+    zipped = False  # torch.save writes a zip archive: one that fails to load is cut short or damaged
+    with contextlib.suppress(OSError), path.open("rb") as stream:
+        zipped = stream.read(4) == b"PK\x03\x04"
+    if zipped or "zip archive" in first:
+        return f"damaged or truncated ({first.split('. ')[0][:160]})"
+    return first[:200]
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
     """The checkpoint at `path`; `CheckpointError` names the file when it is missing, unreadable, of
     another format or holds values that do not fit the record."""
@@ -191,7 +215,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for truncated or foreign files
-        raise CheckpointError(f"checkpoint {path} cannot be read: {exc}") from exc
+        reason = unreadable_torch_file(path, exc)
+        raise CheckpointError(f"checkpoint {path} cannot be read: {reason}") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a pose_regressor checkpoint")
     if payload.get("version") not in READABLE_VERSIONS:

@@ -33,6 +33,7 @@ from pose_regressor.engines.base import (
     EngineUnavailableError,
     InferenceEngine,
 )
+from pose_regressor_training.checkpoint import unreadable_torch_file
 from pose_regressor_training.ensemble import ENSEMBLE_COVARIANCES, EnsembleRegressor
 from pose_regressor_training.models import ModelConfig, PoseRegressor, build_model
 from pose_regressor_training.models.model import images_to_unit_float
@@ -57,7 +58,7 @@ class TorchEngine(InferenceEngine):
         try:
             payload = torch.load(path, map_location=device, weights_only=True)
         except Exception as exc:  # truncated or foreign files raise many types
-            raise EngineError(f"cannot read {path}: {exc}") from None
+            raise EngineError(f"cannot read {path}: {unreadable_torch_file(path, exc)}") from None
         if not isinstance(payload, dict) or payload.get("format") != WEIGHTS_FORMAT:
             raise EngineError(f"{path} is not a pose_regressor bundle weights file")
         member_config = replace(from_mapping(ModelConfig, payload["model_config"]), pretrained=False)
