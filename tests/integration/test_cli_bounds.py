@@ -454,6 +454,49 @@ def test_flag_share_bounds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
         )
 
 
+def test_an_out_that_is_a_file_is_refused_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every command's --out names a folder; a file there (or above it) is refused by argparse,
+    before an evaluation or a render runs, not at the first write after it. The file stays."""
+    from pose_regressor.cli import main as robot_main
+
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("keep me\n")
+    below = a_file / "run"
+    missing = str(tmp_path / "none.pt")
+    commands = {
+        "synth": ["synth", "--rig", "mono", "--out"],
+        "fit": ["fit", "--out"],
+        "eval-checkpoint": ["eval-checkpoint", "--checkpoint", missing, "--out"],
+        "export": ["export", "--checkpoint", missing, "--out"],
+        "error-head": ["error-head", "--checkpoint", missing, "--out"],
+        "import": ["import", "tum", str(tmp_path), "--out"],
+        "to-bag": ["to-bag", "--data", str(tmp_path), "--out"],
+        "from-bag": ["from-bag", "--bag", str(tmp_path), "--out"],
+    }
+    for command, argv in commands.items():
+        for out, message in (
+            (a_file, f"{a_file} is a file; name a folder"),
+            (below, f"{a_file} is a file, so {below} cannot be a folder; name a folder"),
+        ):
+            with pytest.raises(SystemExit) as stopped:
+                main([*argv, str(out)])
+            assert stopped.value.code == 2, command
+            err = capsys.readouterr().err
+            assert f"pose-train {command}: error: argument --out: {message}" in err, err
+    for command, argv in {
+        "eval-folder": ["eval-folder", "--bundle", str(tmp_path), "--data", str(tmp_path), "--out"],
+        "eval-node": ["eval-node", "--bag", str(tmp_path), "--bundle", str(tmp_path), "--out"],
+    }.items():
+        with pytest.raises(SystemExit) as stopped:
+            robot_main([*argv, str(a_file)])
+        assert stopped.value.code == 2
+        err = capsys.readouterr().err
+        assert f"pose-regressor {command}: error: argument --out: {a_file} is a file; name a folder" in err
+    assert a_file.read_text() == "keep me\n"
+
+
 def test_synth_bounds_before_writing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The other bounds, in-process (the subprocess cases above cover the CLI path)."""
     base = ["synth", "--rig", "mono", "--quiet", "--out", str(tmp_path / "x")]

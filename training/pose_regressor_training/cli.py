@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from pose_regressor.arguments import output_folder
 from pose_regressor.rig import PRESETS, Rig, RigError, load_rig
 from pose_regressor_training.cpu_threads import choose_openmp_waiting
 from pose_regressor_training.data.importers.command import DESCRIPTION, add_import_arguments, run_import
@@ -58,7 +59,7 @@ def _add_synth(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         description="Render the synthetic 8 m x 6 m x 3 m room along random collision-free trajectories. "
         "Frames are split about 80/10/10 into train/val/test by whole trajectories.",
     )
-    p.add_argument("--out", type=Path, required=True, help="dataset folder to create")
+    p.add_argument("--out", type=output_folder, required=True, help="dataset folder to create")
     p.add_argument("--rig", default="quad", help=f"camera rig: {', '.join(PRESETS)} or a rig YAML file")
     p.add_argument("--trajectory", choices=KINDS, default="drone", help="drone: 6-DoF; ground: planar")
     p.add_argument("--frames", type=_positive_int, default=1000, help="total frames over all splits")
@@ -255,7 +256,7 @@ def _add_from_bag(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="ground truth: PoseStamped, PoseWithCovarianceStamped, Odometry or TransformStamped",
     )
     p.add_argument("--rig", type=Path, required=True, help="rig YAML describing the cameras as recorded")
-    p.add_argument("--out", type=Path, required=True, help="dataset folder to create")
+    p.add_argument("--out", type=output_folder, required=True, help="dataset folder to create")
     p.add_argument(
         "--slop-ms",
         type=_Milliseconds(False, FROM_BAG_MAX_SLOP_MS),
@@ -343,7 +344,7 @@ def _add_to_bag(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     p.add_argument("--data", type=Path, required=True, help="the dataset folder")
     p.add_argument("--split", default="test", help="train, val or test (default test)")
-    p.add_argument("--out", type=Path, required=True, help="the bag to write (a folder)")
+    p.add_argument("--out", type=output_folder, required=True, help="the bag to write (a folder)")
     p.add_argument(
         "--storage", choices=("mcap", "sqlite3"), default="mcap", help="bag storage (default mcap)"
     )

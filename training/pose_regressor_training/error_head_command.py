@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from pose_regressor.arguments import output_folder
 from pose_regressor.files import atomic_write_text, json_text
 from pose_regressor_training.errors import CheckpointSaveError, TrainingError, TrainingInterrupted
 from pose_regressor_training.model_commands import bounded_int
@@ -50,7 +51,7 @@ def add_error_head(sub: Subparsers) -> None:
         "training. Running the same command again continues stopped folds and reuses finished ones.",
     )
     p.add_argument("--checkpoint", type=Path, required=True, help="the trained model (RUN/best.pt)")
-    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--out", type=output_folder, required=True, help="output directory")
     p.add_argument(
         "--folds",
         type=bounded_int("folds", 2, MAX_FOLDS),

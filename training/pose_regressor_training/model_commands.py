@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from pose_regressor.arguments import bounded_float
+from pose_regressor.arguments import bounded_float, output_folder
 from pose_regressor.bundle import MAX_MC_SAMPLES
 from pose_regressor.limits import DEFAULT_FLAG_SHARE, MAX_FLAG_SHARE
 from pose_regressor.uncertainty import CovarianceScale
@@ -58,7 +58,7 @@ def add_fit(sub: Subparsers) -> None:
         "(best validation score), plus TensorBoard logs under RUN_DIR/tensorboard.",
     )
     p.add_argument("--config", type=Path, help="YAML config (default: built-in defaults)")
-    p.add_argument("--out", type=Path, required=True, help="run directory")
+    p.add_argument("--out", type=output_folder, required=True, help="run directory")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument(
@@ -166,7 +166,7 @@ def add_eval(sub: Subparsers) -> None:
         "data, e.g. a new recording)",
     )
     p.add_argument(
-        "--out", type=Path, help="output directory (default: next to the checkpoint, eval_<split>)"
+        "--out", type=output_folder, help="output directory (default: next to the checkpoint, eval_<split>)"
     )
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument(
@@ -379,7 +379,7 @@ def add_export(sub: Subparsers) -> None:
         "TensorRT operator allow-list and against PyTorch with ONNX Runtime before the bundle is written.",
     )
     p.add_argument("--checkpoint", type=Path, required=True, help="checkpoint (RUN_DIR/best.pt)")
-    p.add_argument("--out", type=Path, required=True, help="bundle directory to create")
+    p.add_argument("--out", type=output_folder, required=True, help="bundle directory to create")
     p.add_argument(
         "--mc-samples",
         type=bounded_int("mc_samples", 1, MAX_MC_SAMPLES),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 
 def bounded_float(
@@ -26,3 +27,17 @@ def bounded_float(
         return value
 
     return parse
+
+
+def output_folder(text: str) -> Path:
+    """An argparse type: a folder a command writes into (`--out`), refused at once when it, or a
+    folder it would sit in, is a file: the command would otherwise fail at its first write, after
+    the work (an evaluation, a render) was done."""
+    if not text:
+        raise argparse.ArgumentTypeError("must name a folder, got ''")
+    path = Path(text)
+    for part in (path, *path.parents):
+        if part.exists() and not part.is_dir():
+            where = "" if part == path else f", so {text} cannot be a folder"
+            raise argparse.ArgumentTypeError(f"{part} is a file{where}; name a folder")
+    return path

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from pose_regressor.arguments import bounded_float
+from pose_regressor.arguments import bounded_float, output_folder
 from pose_regressor.limits import (
     BACKENDS,
     MAX_DURATION_S,
@@ -294,7 +294,7 @@ def _add_eval_node(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.add_argument("--bundle", type=Path, required=True)
     p.add_argument("--gt-topic", default="/ground_truth/pose")
     _rate_argument(p, "replay speed factor")
-    p.add_argument("--out", type=Path, default=Path("out/eval-node"))
+    p.add_argument("--out", type=output_folder, default="out/eval-node")
     p.add_argument(
         "--mc-samples",
         type=_bounded_int(0, MAX_MC_SAMPLES),
@@ -459,7 +459,7 @@ def _add_eval_folder(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         type=_bounded_int(0, MAX_MC_SAMPLES),
         help="MC-dropout samples per set (default: the bundle's; 0: the deterministic pose)",
     )
-    p.add_argument("--out", type=Path, required=True, help="folder for metrics.json and the plots")
+    p.add_argument("--out", type=output_folder, required=True, help="folder for metrics.json and the plots")
     p.set_defaults(handler=_eval_folder)
 
 

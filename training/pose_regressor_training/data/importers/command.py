@@ -10,6 +10,7 @@ import argparse
 import math
 from pathlib import Path
 
+from pose_regressor.arguments import output_folder
 from pose_regressor_training.data.importers.common import DEFAULT_SPLIT_BLOCKS, DEFAULT_TEST_EVERY
 
 FORMATS = ("colmap", "nerfstudio", "tum")
@@ -73,7 +74,7 @@ def _finite(text: str) -> float:
 def add_import_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("format", choices=FORMATS, help="input format")
     p.add_argument("source", type=Path, help="COLMAP model folder, transforms.json (or folder), TUM folder")
-    p.add_argument("--out", type=Path, required=True, help="dataset folder to create")
+    p.add_argument("--out", type=output_folder, required=True, help="dataset folder to create")
     p.add_argument(
         "--images", type=Path, help="colmap: image folder (default: an images/ folder near the model)"
     )
