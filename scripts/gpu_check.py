@@ -1,13 +1,18 @@
 """One-shot GPU acceptance run (issue 13): export, TensorRT plans, parity, bench, node run, report.
 
 Trains nothing: bundles are exported from freshly initialised weights (a small CNN bundle, and
-resnet18 224x224 bundles with 1 and 4 cameras). On a machine without a usable GPU the CPU part runs
-(export, PyTorch reference vs ONNX Runtime CPU parity, ONNX Runtime CPU bench, the node run with
-onnxruntime) and every GPU step is reported as skipped with its reason. Writes gpu_report.json and
-gpu_report.md to --out; exit 1 when a parity check or the node run fails, 0 otherwise.
+resnet18 224x224 bundles with 1 and 4 cameras), and two small bundles of the uncertainty graphs the
+recipes ship: the default's (no dropout at inference, track-shift averaging and spread, a two-layer
+variance head plus an error head: the log-variance output) and a deep ensemble of two such models.
+Their log-variance output is checked for parity as well as the pose.
+
+On a machine without a usable GPU the CPU part runs (export, PyTorch reference vs ONNX Runtime
+CPU parity, ONNX Runtime CPU bench, the node run with onnxruntime) and every GPU step is reported
+as skipped with its reason. Writes gpu_report.json and gpu_report.md to --out; exit 1 when a parity
+check or the node run fails, 0 otherwise.
 
     scripts/gpu_check.sh            # everything this machine can run (budget: 8 min on a GPU)
-    scripts/gpu_check.sh --quick    # small bundle only, few repetitions (CI: ~1 min on 2 cores)
+    scripts/gpu_check.sh --quick    # the small bundles only, few repetitions (CI: ~1 min on 2 cores)
 """
 
 from __future__ import annotations
@@ -26,10 +31,13 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from pose_regressor.files import json_text
+
 ROOT = Path(__file__).resolve().parents[1]
 FloatArray = NDArray[np.float64]
 TRANSLATION_TOL_M = 1e-3  # FP32 TensorRT (and the PyTorch reference) vs ONNX Runtime CPU
 ROTATION_TOL_DEG = 0.01
+LOG_VARIANCE_TOL = 1e-3  # ln(m^2), ln(rad^2): FP32 engines vs ONNX Runtime CPU
 BAG_FPS = 30.0
 TARGETS = (  # issue 13 item 6: (measure, upper bound); filled from the resnet18_t4 rows
     ("4-camera resnet18 224x224, S=32, FP16: engine p50 (ms)", 3.0),
@@ -127,8 +135,29 @@ def spread_output_layer(model: Any, cameras: int, width: int, height: int) -> No
         model.set_translation_stats(torch.tensor([4.0, 3.0, 1.5]), torch.tensor([2.0, 1.5, 0.5]))
 
 
-def export_fresh_bundle(out: Path, name: str, backbone: str, cameras: int, width: int, height: int) -> Path:
-    """A checkpoint of an untrained, seeded model (output layer spread out) exported with S = 32."""
+def spread_variance_heads(model: Any, seed: int) -> None:
+    """Re-draws the last layer of the variance head and of the error head so that both vary from
+    one camera set to the next by several ln units and meet in the graph's log-sum-exp: untrained,
+    the error head adds exp(-20) and the variance head a near-constant, which no parity check sees."""
+    import torch
+    from torch import nn
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for head, level in ((model.fc_log_variance, -3.0), (model.fc_error_log_variance, -4.0)):
+            last = [m for m in head.modules() if isinstance(m, nn.Linear)][-1]
+            nn.init.normal_(last.weight, std=3.0 / last.weight.shape[1] ** 0.5, generator=generator)
+            last.bias.fill_(level)
+
+
+def export_fresh_bundle(
+    out: Path, name: str, backbone: str, cameras: int, width: int, height: int, uncertainty: str = ""
+) -> Path:
+    """A checkpoint of an untrained, seeded model (output layer spread out) exported with S = 32;
+    for `uncertainty` "heads" the default recipe's inference graph with an error head (dropout 0
+    at inference, S = 1), for "ensemble" two such models of other seeds as one bundle (S = 2)."""
+    import math
+
     import torch
 
     from pose_regressor.rig import preset_rig
@@ -136,18 +165,30 @@ def export_fresh_bundle(out: Path, name: str, backbone: str, cameras: int, width
     from pose_regressor_training.export import export_bundle
     from pose_regressor_training.models import ModelConfig, build_model
 
-    torch.manual_seed(0)
     rig = preset_rig("quad" if cameras == 4 else "mono", 160, 120)
     config = ModelConfig(backbone=backbone, num_cameras=cameras, image_width=width, image_height=height)
     if backbone == "small_cnn":  # a few-second export on two CPU cores
         config = replace(config, small_cnn_width=8, hidden_dim=64)
-    model = build_model(config).eval()
-    spread_output_layer(model, cameras, width, height)
-    checkpoint = out / "checkpoints" / f"{name}.pt"
-    checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(checkpoint, Checkpoint(model_config=config, model=model.state_dict(), rig=rig))
+    if uncertainty:  # training/configs/synth_quad.yaml's model section, smaller, plus an error head
+        config = replace(
+            config, rotation="rot6d", track_tta=True, track_yaw_step=2 * math.pi / cameras,
+            variance_head=True, variance_head_hidden=16, shift_variance=True, covariance="heads",
+            error_head=True, error_head_hidden=16,
+        )  # fmt: skip
+    checkpoints = []
+    for seed in range(2 if uncertainty == "ensemble" else 1):
+        torch.manual_seed(seed)
+        model = build_model(config).eval()
+        spread_output_layer(model, cameras, width, height)
+        if uncertainty:
+            spread_variance_heads(model, seed)
+        checkpoint = out / "checkpoints" / f"{name}{'' if seed == 0 else seed}.pt"
+        checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(checkpoint, Checkpoint(model_config=config, model=model.state_dict(), rig=rig))
+        checkpoints.append(checkpoint)
     bundle = out / "bundles" / name
-    export_bundle(checkpoint, bundle, mc_samples=32, overwrite=True)
+    samples = None if uncertainty else 32  # heads: the bundle's own S (1, or one row per member)
+    export_bundle(checkpoints[0], bundle, mc_samples=samples, overwrite=True, ensemble=checkpoints[1:])
     return bundle
 
 
@@ -172,35 +213,42 @@ def parity(bundle_dir: Path, engines: dict[str, Any], sets: int = 4) -> list[dic
     rng = np.random.default_rng(1)
     shape = (len(bundle.cameras), bundle.input_height, bundle.input_width, 3)
     inputs = [rng.integers(0, 256, shape, dtype=np.uint8) for _ in range(sets)]
-    # S = 32: the deterministic mask and 31 MC-dropout masks, the same for every engine
-    masks = np.concatenate(
-        [
-            np.ones((1, bundle.hidden_dim), np.float32),
-            dropout_masks(31, bundle.hidden_dim, bundle.dropout, rng),
-        ]
-    )
+    if bundle.dropout > 0:  # S = 32: the deterministic mask and 31 MC-dropout masks
+        masks = np.concatenate(
+            [
+                np.ones((1, bundle.hidden_dim), np.float32),
+                dropout_masks(31, bundle.hidden_dim, bundle.dropout, rng),
+            ]
+        )
+    else:  # scored without dropout: the bundle's own rows (1, or one per ensemble member), all ones
+        masks = np.ones((bundle.mc_samples, bundle.hidden_dim), np.float32)
     reference = load_engine(bundle, "onnxruntime", providers=["CPUExecutionProvider"])
-    expected = [reference.infer(images, masks) for images in inputs]
+    expected = [reference.infer_outputs(images, masks) for images in inputs]
     rows = []
     for label, engine in engines.items():
-        t_err, r_err = [], []
-        for images, (t_ref, q_ref) in zip(inputs, expected, strict=True):
-            t, q = engine.infer(images, masks)
-            t_err.append(np.linalg.norm(t - t_ref, axis=1))
-            r_err.append(rotation_deg(q, q_ref))
+        t_err, r_err, lv_err = [], [], []
+        for images, ref in zip(inputs, expected, strict=True):
+            got = engine.infer_outputs(images, masks)
+            t_err.append(np.linalg.norm(got.translation - ref.translation, axis=1))
+            r_err.append(rotation_deg(got.rotation, ref.rotation))
+            if ref.log_variance is not None and got.log_variance is not None:
+                lv_err.append(np.abs(got.log_variance - ref.log_variance).max(axis=1))
         t_all, r_all = np.concatenate(t_err), np.concatenate(r_err)
-        rows.append(
-            {
-                "bundle": bundle_dir.name,
-                "engine": label,
-                "ran_on": str(engine.describe()),
-                "reference": "onnxruntime CPU FP32",
-                "translation_m_max": float(t_all.max()),
-                "translation_m_median": float(np.median(t_all)),
-                "rotation_deg_max": float(r_all.max()),
-                "rotation_deg_median": float(np.median(r_all)),
-            }
-        )
+        row = {
+            "bundle": bundle_dir.name,
+            "engine": label,
+            "ran_on": str(engine.describe()),
+            "reference": "onnxruntime CPU FP32",
+            "rows": len(masks),
+            "translation_m_max": float(t_all.max()),
+            "translation_m_median": float(np.median(t_all)),
+            "rotation_deg_max": float(r_all.max()),
+            "rotation_deg_median": float(np.median(r_all)),
+        }
+        if bundle.log_variance_output:
+            # an engine that dropped the output is a failure, not a pass on the pose alone
+            row["log_variance_max"] = float(np.concatenate(lv_err).max()) if lv_err else float("inf")
+        rows.append(row)
     return rows
 
 
@@ -295,9 +343,13 @@ class BundleSpec:
     height: int
     plans: tuple[str, ...]  # TensorRT precisions built and checked (on a GPU)
     bench_plans: tuple[str, ...]  # TensorRT precisions benchmarked
+    uncertainty: str = ""  # "", or "heads" / "ensemble": `export_fresh_bundle`; parity only, no bench
 
 
 SMALL = BundleSpec("small", "small_cnn", 4, 64, 48, ("fp32",), ())
+# The graphs the recipes ship, small: log-sum-exp of two heads, the shift spread, rot6d, S = 1 or K.
+HEADS = BundleSpec("small_heads", "small_cnn", 4, 64, 48, ("fp32", "fp16"), (), "heads")
+ENSEMBLE = BundleSpec("small_ensemble", "small_cnn", 4, 64, 48, ("fp32",), (), "ensemble")
 # T = 1 and 4 of the same network for the bench; every precision on the 4-camera target bundle only
 # (TensorRT builds dominate the 8-minute budget).
 RESNET_T1 = BundleSpec("resnet18_t1", "resnet18", 1, 224, 224, ("fp16",), ("fp16",))
@@ -329,8 +381,18 @@ class Check:
         bundles = {}
         for s in specs:
             what = f"export {s.name} ({s.backbone}, T={s.cameras}, {s.width}x{s.height}, untrained)"
+            if s.uncertainty:
+                what += f", {s.uncertainty}: variance and error heads, without dropout"
             bundles[s.name] = self.timed(
-                what, export_fresh_bundle, self.out, s.name, s.backbone, s.cameras, s.width, s.height
+                what,
+                export_fresh_bundle,
+                self.out,
+                s.name,
+                s.backbone,
+                s.cameras,
+                s.width,
+                s.height,
+                s.uncertainty,
             )
         return bundles
 
@@ -377,15 +439,17 @@ class Check:
         for row in rows:
             row["checked"] = "FP16" not in row["engine"] and "INT8" not in row["engine"]  # those: reported
             if row["checked"]:
+                log_variance = row.get("log_variance_max", 0.0)
                 row["pass"] = (
                     row["translation_m_max"] <= TRANSLATION_TOL_M
                     and row["rotation_deg_max"] <= ROTATION_TOL_DEG
+                    and log_variance <= LOG_VARIANCE_TOL
                 )
                 if not row["pass"]:
                     self.report.failures.append(
                         f"parity {row['bundle']} {row['engine']}: {row['translation_m_max']:.2e} m, "
-                        f"{row['rotation_deg_max']:.2e} deg "
-                        f"(tolerance {TRANSLATION_TOL_M} m, {ROTATION_TOL_DEG} deg)"
+                        f"{row['rotation_deg_max']:.2e} deg, log-variance {log_variance:.2e} "
+                        f"(tolerance {TRANSLATION_TOL_M} m, {ROTATION_TOL_DEG} deg, {LOG_VARIANCE_TOL})"
                     )
         self.report.parity.extend(rows)
         return built
@@ -425,9 +489,9 @@ class Check:
             )
 
     def run(self, bag_seconds: float) -> Report:
-        specs = [SMALL]
+        specs = [SMALL, HEADS, ENSEMBLE]
         if self.quick:
-            self.report.skip("resnet18 224x224 bundles (T=1, T=4)", "--quick: the small bundle only")
+            self.report.skip("resnet18 224x224 bundles (T=1, T=4)", "--quick: the small bundles only")
         else:
             specs += [RESNET_T1, RESNET_T4]
         bundles = self.export(specs)
@@ -441,7 +505,8 @@ class Check:
         )
         for spec in specs:
             plans = self.check_parity(spec, bundles[spec.name], data)
-            self.bench(spec, bundles[spec.name], plans)
+            if not spec.uncertainty:  # the uncertainty graphs are checked for parity only
+                self.bench(spec, bundles[spec.name], plans)
         if self.cuda_missing:
             self.report.skip("bench ONNX Runtime CUDA", self.cuda_why)
         if self.trt_missing:
@@ -483,22 +548,24 @@ def target_rows(report: Report) -> list[str]:
 
 def write_reports(report: Report, out: Path) -> None:
     data = {name: getattr(report, name) for name in report.__dataclass_fields__}
-    (out / "gpu_report.json").write_text(json.dumps(data, indent=2) + "\n")
+    (out / "gpu_report.json").write_text(json_text(data))  # an infinite difference: null
     lines = ["# GPU acceptance report (scripts/gpu_check.sh)", ""]
     lines.append(f"GPU: {report.machine.get('gpu') or 'none'}; Python {report.machine['python']}")
     lines += ["", "## Skipped steps", ""]
     lines += [f"- {s['step']}: {s['reason']}" for s in report.skipped] or ["- none"]
     lines += ["", "## Parity vs ONNX Runtime CPU FP32 (same inputs and masks)", ""]
     lines += [
-        "| bundle | engine | t max (m) | t median (m) | r max (deg) | r median (deg) | result |",
-        "|---|---|---|---|---|---|---|",
+        "| bundle | engine | S | t max (m) | t median (m) | r max (deg) | r median (deg) | log-var max "
+        "| result |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report.parity:
         verdict = ("pass" if r.get("pass") else "FAIL") if r["checked"] else "reported"
+        log_variance = f"{r['log_variance_max']:.2e}" if "log_variance_max" in r else "none"
         lines.append(
-            f"| {r['bundle']} | {r['engine']} "
+            f"| {r['bundle']} | {r['engine']} | {r['rows']} "
             f"| {r['translation_m_max']:.2e} | {r['translation_m_median']:.2e} "
-            f"| {r['rotation_deg_max']:.2e} | {r['rotation_deg_median']:.2e} | {verdict} |"
+            f"| {r['rotation_deg_max']:.2e} | {r['rotation_deg_median']:.2e} | {log_variance} | {verdict} |"
         )
     lines += ["", "## Bench (ms per camera set: preprocess + infer + postprocess)", ""]
     lines += [

@@ -41,6 +41,13 @@ def test_gpu_check_quick_runs_its_cpu_part_and_reports_what_it_skipped(
     parity = {(p["bundle"], p["engine"]): p for p in report["parity"]}
     reference = parity[("small", "torch reference (CPU)")]
     assert reference["pass"] and reference["translation_m_max"] <= 1e-3
+    assert "log_variance_max" not in reference  # an MC-dropout bundle without a variance head
+    # the graphs the recipes ship: no dropout (S = 1, or one row per member), log-variance checked too
+    for name, rows in (("small_heads", 1), ("small_ensemble", 2)):
+        row = parity[(name, "torch reference (CPU)")]
+        assert row["pass"] and row["rows"] == rows, row
+        assert 0.0 <= row["log_variance_max"] <= 1e-3 and row["translation_m_max"] <= 1e-3
+    assert "| small_heads | torch reference (CPU) | 1 |" in markdown and "log-var max" in markdown
     cpu = [b for b in report["bench"] if b["engine"] == "onnxruntime CPU"]
     assert cpu and cpu[0]["T"] == 4 and cpu[0]["S32_total_ms"]["p50"] > 0 and cpu[0]["mc_cost_ratio"] > 0
     assert report["evaluate"]["exit_code"] == 0 and report["evaluate"]["output_rate_ratio"] > 0.5

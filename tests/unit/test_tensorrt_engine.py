@@ -108,7 +108,7 @@ class FakeTensorRT:
         m.DataType = enum.Enum("DataType", "FLOAT HALF INT8 INT32 UINT8")
         m.TensorIOMode = enum.Enum("TensorIOMode", "NONE INPUT OUTPUT")
         m.MemoryPoolType = enum.Enum("MemoryPoolType", "WORKSPACE")
-        m.BuilderFlag = enum.Enum("BuilderFlag", "FP16 INT8")
+        m.BuilderFlag = enum.Enum("BuilderFlag", "FP16 INT8 TF32")
 
         class IInt8EntropyCalibrator2:
             def __init__(self) -> None:
@@ -161,7 +161,7 @@ class FakeTensorRT:
 
         class Config:
             def __init__(self) -> None:
-                self.flags: set[str] = set()
+                self.flags: set[str] = {"TF32"}  # TensorRT's default: TF32 allowed for FP32 layers
                 self.pools: dict[str, int] = {}
                 self.profiles: list[Profile] = []
                 self.int8_calibrator: Any = None
@@ -172,6 +172,9 @@ class FakeTensorRT:
 
             def set_flag(self, flag: Any) -> None:
                 self.flags.add(flag.name)
+
+            def clear_flag(self, flag: Any) -> None:
+                self.flags.discard(flag.name)
 
             def add_optimization_profile(self, profile: Profile) -> int:
                 self.profiles.append(profile)
@@ -585,7 +588,7 @@ def test_builds_caches_and_runs_a_plan(
     assert isinstance(engine, TensorRTEngine)
     assert len(fake.builds) == 1
     build = fake.builds[0]
-    assert build["flags"] == ["FP16"] and build["pools"] == {"WORKSPACE": 64 << 20}
+    assert build["flags"] == ["FP16", "TF32"] and build["pools"] == {"WORKSPACE": 64 << 20}
     assert build["profile"] == {"images": [[2, 6, 8, 3]] * 3, "dropout_mask": [[1, 4], [8, 4], [8, 4]]}
     assert "building a fp16 TensorRT plan" in caplog.text and "(no cached plan)" in caplog.text
     key = engine.plan_path.stem
@@ -695,7 +698,7 @@ def test_stale_or_incompatible_plans_are_rebuilt(bundle: ModelBundle, fake: Fake
 
 def test_precision_flags(bundle: ModelBundle, fake: FakeTensorRT, caplog: pytest.LogCaptureFixture) -> None:
     assert TensorRTEngine(bundle, precision="fp32").precision == "fp32"
-    assert fake.builds[-1]["flags"] == []
+    assert fake.builds[-1]["flags"] == []  # strict FP32: TF32, on by default, is cleared
     fake.fast_fp16 = False
     with caplog.at_level(logging.WARNING, logger="pose_regressor.engines"):
         engine = TensorRTEngine(bundle)
@@ -726,7 +729,7 @@ def test_int8_calibrates_once_and_caches_the_table(
         engine = TensorRTEngine(bundle, precision="int8", calibration_images=[_images(i) for i in range(5)])
     assert "deprecated since TensorRT 10.1" in caplog.text
     build = fake.builds[-1]
-    assert build["flags"] == ["FP16", "INT8"] and build["calibration_batches"] == 5
+    assert build["flags"] == ["FP16", "INT8", "TF32"] and build["calibration_batches"] == 5
     assert build["calibration_profile"] == {"images": [[2, 6, 8, 3]] * 3, "dropout_mask": [[8, 4]] * 3}
     assert engine.describe().precision == "int8"
     assert engine.calibration_cache_path.read_bytes() == b"fake calibration table"

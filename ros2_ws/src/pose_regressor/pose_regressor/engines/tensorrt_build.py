@@ -182,8 +182,9 @@ def build_plan(
 ) -> bytes:
     """Parse `onnx_path` and build a serialized plan (TensorRT 10 API) with one optimization profile.
 
-    ``precision`` is the effective one (`tensorrt_plan.resolve_precision`): ``fp16`` sets
-    ``BuilderFlag.FP16``, ``int8`` sets ``INT8`` and ``FP16`` and uses `calibrator` with a
+    ``precision`` is the effective one (`tensorrt_plan.resolve_precision`): ``fp32`` clears
+    ``BuilderFlag.TF32`` (strict FP32), ``fp16`` sets ``BuilderFlag.FP16``, ``int8`` sets ``INT8``
+    and ``FP16`` and uses `calibrator` with a
     calibration profile fixed at the opt shapes. Raises `EngineError` naming the parser's or
     builder's errors.
     """
@@ -197,6 +198,11 @@ def build_plan(
     config.add_optimization_profile(profile)
     if precision in ("fp16", "int8"):
         config.set_flag(trt.BuilderFlag.FP16)
+    tf32 = getattr(trt.BuilderFlag, "TF32", None)
+    if precision == "fp32" and tf32 is not None:
+        # TF32, on by default from Ampere on, rounds FP32 products to 10-bit mantissas (about 1e-3
+        # relative): an fp32 plan is the one parity checks hold to ONNX Runtime's FP32, so it is FP32
+        config.clear_flag(tf32)
     if precision == "int8":
         _set_int8(trt, builder, config, shapes, calibrator)
     serialized = builder.build_serialized_network(network, config)

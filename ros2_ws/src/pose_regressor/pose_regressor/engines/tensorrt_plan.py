@@ -16,8 +16,10 @@ profile with S in 1..``max_samples`` (default ``bundle.mc_samples``), optimized 
 S = ``bundle.mc_samples``.
 
 Precision. ``fp16`` (default) sets ``BuilderFlag.FP16`` when the builder reports fast FP16 and
-otherwise builds FP32 (the effective precision is part of the key). ``fp32`` builds FP32 (TF32
-where TensorRT enables it by default). ``int8`` uses implicit quantization with an
+otherwise builds FP32 (the effective precision is part of the key). ``fp32`` builds strict FP32:
+TF32, which TensorRT enables by default from Ampere on, is cleared, so that the plan is the FP32
+reference parity checks hold it to (since 2026-12-07: plans cached before then are rebuilt once,
+their sidecar's format version being older). ``int8`` uses implicit quantization with an
 ``IInt8EntropyCalibrator2`` fed from dataset images, its table cached next to the plan
 (``<key>.calib``); FP16 is enabled alongside it for the layers INT8 cannot run. Implicit INT8
 calibration is deprecated since TensorRT 10.1 and removed in TensorRT 11.0, which also removed
@@ -59,7 +61,7 @@ __all__ = [
 
 PRECISIONS = ("fp16", "fp32", "int8")
 PLAN_FORMAT = "pose_regressor_tensorrt_plan"
-PLAN_FORMAT_VERSION = 1
+PLAN_FORMAT_VERSION = 2  # 2 (2026-12-07): fp32 plans are strict FP32 (TF32 cleared); a 1 is rebuilt
 DEFAULT_WORKSPACE_MB = 1024
 MIN_TENSORRT = (10, 0)  # the I/O-tensor API (set_tensor_address, execute_async_v3), no implicit batch
 INT8_DEPRECATED_IN = (10, 1)  # IInt8EntropyCalibrator2 & co.: "Deprecated in TensorRT 10.1"
