@@ -196,6 +196,30 @@ def test_shift_variance_is_the_spread_of_the_track_shifts_about_their_mean(head:
     np.testing.assert_allclose(np.exp(log_var.double().numpy()), expected, rtol=1e-4, atol=1e-9)
 
 
+@pytest.mark.parametrize("spread_rad", [0.0, 1e-5, 1e-3, 0.05])
+def test_shift_variance_stays_finite_and_right_in_float16(spread_rad: float) -> None:
+    """TensorRT's default precision is FP16. There the squared rotation-vector part of shifts that
+    agree to within 1e-4 rad underflows to 0, and an epsilon of 1e-12 under the root is 0 too: the
+    rotation variance was 0/0 = NaN for every camera set the shifts agreed on. Now it is finite in
+    float16 and matches scipy's rotation vectors (float64) to float16's resolution."""
+    from pose_regressor_training.models.model import _shift_variance
+
+    rng = np.random.default_rng(0)
+    t = rng.normal(size=(2, 4, 1, 3))
+    rotations = [Rotation.from_rotvec(rng.normal(size=3) * spread_rad) for _ in range(8)]
+    q = np.stack([r.as_quat() for r in rotations]).reshape(2, 4, 1, 4)
+    q_mean = np.tile([0.0, 0.0, 0.0, 1.0], (2, 1, 1))
+    expected = np.zeros((2, 1, 6))
+    expected[..., :3] = ((t - t.mean(axis=1, keepdims=True)) ** 2).mean(axis=1)
+    expected[..., 3:] = (np.stack([r.as_rotvec() for r in rotations]).reshape(2, 4, 1, 3) ** 2).mean(axis=1)
+    for dtype, atol in ((torch.float32, 1e-9), (torch.float16, 2e-6)):
+        args = [torch.as_tensor(a, dtype=dtype) for a in (t, q, t.mean(axis=1), q_mean)]
+        variance = _shift_variance(*args).double().numpy()
+        assert np.isfinite(variance).all(), (dtype, variance)
+        np.testing.assert_allclose(variance[..., 3:], expected[..., 3:], rtol=2e-2, atol=atol)
+        np.testing.assert_allclose(variance[..., :3], expected[..., :3], rtol=2e-3)
+
+
 def test_shift_variance_needs_track_tta() -> None:
     with pytest.raises(ValueError, match="shift_variance is the spread of the track_tta shifts: it needs"):
         ModelConfig(**SMALL, shift_variance=True)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import math
 from dataclasses import dataclass
 
 import torch
@@ -85,9 +84,12 @@ def _shift_variance(
     conjugate = q_mean * q_mean.new_tensor([-1.0, -1.0, -1.0, 1.0])
     q_rel = _hemisphere(_quat_product(q, conjugate[:, None]))
     vector, w = q_rel[..., :3], q_rel[..., 3:4]
-    # angle = 2 atan(|v| / w) with w >= 0 (ONNX has no Atan2); the epsilon keeps v = 0 finite
-    norm = torch.sqrt(vector.square().sum(dim=-1, keepdim=True) + 1e-12)
-    rotvec = vector * (2.0 * torch.atan(norm / w.clamp_min(1e-12)) / norm)
+    # angle = 2 atan(|v| / w) with w >= 0 (ONNX has no Atan2). The floor on |v| keeps v = 0 finite,
+    # also in FP16 (TensorRT's default precision), where |v|^2 of shifts that agree to a few
+    # thousandths of a degree underflows to 0 and an epsilon under the root (1e-12) is 0 too: 0/0.
+    # Below the floor the factor is 2 atan(f/w)/f = 2/w to within f^2/3 = 3e-9, the small-angle limit.
+    norm = torch.sqrt(vector.square().sum(dim=-1, keepdim=True)).clamp_min(1e-4)
+    rotvec = vector * (2.0 * torch.atan(norm / w.clamp_min(1e-4)) / norm)
     residual = torch.cat([t - t_mean[:, None], rotvec], dim=-1)
     return residual.square().mean(dim=1)
 
@@ -435,9 +437,8 @@ class PoseRegressor(nn.Module):
             variance = _shift_variance(t, q, t_mean, q_mean)
             if mean_log_variance is not None:
                 variance = variance + torch.exp(mean_log_variance)
-            mean_log_variance = torch.clamp(
-                torch.log(variance.clamp_min(math.exp(MIN_LOG_VARIANCE))), max=MAX_LOG_VARIANCE
-            )
+            # floored after the log: exp(MIN_LOG_VARIANCE) is subnormal in FP16, log(0) = -inf is not NaN
+            mean_log_variance = torch.clamp(torch.log(variance), MIN_LOG_VARIANCE, MAX_LOG_VARIANCE)
         return t_mean, q_mean, mean_log_variance, unshifted
 
     def random_masks(
