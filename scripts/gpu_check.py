@@ -138,7 +138,7 @@ def spread_output_layer(model: Any, cameras: int, width: int, height: int) -> No
 def spread_variance_heads(model: Any, seed: int) -> None:
     """Re-draws the last layer of the variance head and of the error head so that both vary from
     one camera set to the next by several ln units and meet in the graph's log-sum-exp: untrained,
-    the error head adds exp(-20) and the variance head a near-constant, which no parity check sees."""
+    the error head adds exp(-16) and the variance head a near-constant, which no parity check sees."""
     import torch
     from torch import nn
 
