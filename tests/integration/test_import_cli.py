@@ -184,3 +184,37 @@ def test_an_import_without_a_scale_trains_evaluates_and_exports_in_its_own_units
             assert " units " in summary and " m " not in summary, summary
             assert json.loads((node_out / "metrics.json").read_text())["length_unit"] == "units"
             assert "uncertain flag: position std > " not in export_out or " units or rotation" in export_out
+
+
+@pytest.mark.parametrize("case", ["tum_stamp_1e30", "nerfstudio_angle_0"])
+def test_inputs_that_raised_a_traceback_are_one_line(
+    tmp_path: Path, synth: SynthCameraPoses, case: str
+) -> None:
+    """Found by an adversarial sweep: an OverflowError and a ZeroDivisionError escaped as tracebacks."""
+    intr = synth.intrinsics
+    if case == "tum_stamp_1e30":
+        folder = write_tum(synth, tmp_path / "in")
+        gt = folder / "groundtruth.txt"
+        gt.write_text(gt.read_text() + "1e30 0 0 0 0 0 0 1\n")
+        args = ["tum", str(folder), "--intrinsics", *map(str, (intr.fx, intr.fy, intr.cx, intr.cy))]
+        expected = (
+            f"{gt}:15: timestamp must be within ±9223372036 s (nanoseconds in an int64, up to the year 2262)"
+        )
+    else:
+        path = write_transforms(synth, tmp_path / "in")
+        data = json.loads(path.read_text())
+        del data["fl_x"], data["fl_y"]
+        data["camera_angle_x"] = 0
+        path.write_text(json.dumps(data))
+        args = ["nerfstudio", str(path)]
+        expected = f"{path}: camera_angle_x must be in radians, between 0 and pi (exclusive), got 0"
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [*TRAIN, "import", *args, "--out", str(out)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("pose-train import: error: ") and result.stderr.count("\n") == 1, (
+        result.stderr
+    )
+    assert expected in result.stderr, result.stderr
+    assert not out.exists() and not list(tmp_path.glob(".out.*"))

@@ -4,6 +4,7 @@ renders are imported and their camera poses compared exactly after the round tri
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import struct
 from pathlib import Path
@@ -19,6 +20,7 @@ from pose_regressor.pose import canonical_hemisphere
 from pose_regressor.rig import LensDistortion, PinholeIntrinsics, Rig, RigCamera, RigError
 from pose_regressor_training.cli import main
 from pose_regressor_training.data.folder import load_folder, read_metadata, read_rig, write_metadata
+from pose_regressor_training.data.importers.tum import read_image_list
 from pose_regressor_training.data.importers.writer import SplitPolicy, block_splits
 from tests.unit.importer_fixtures import (
     COLMAP_OPENCV_PARAMS,
@@ -419,6 +421,185 @@ def test_bad_binary_and_other_formats_are_one_line(
     )
 
 
+def test_colmap_images_txt_without_points2d_lines_is_refused_not_halved(
+    tmp_path: Path, synth: SynthCameraPoses, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Hand-written images.txt files leave out the POINTS2D lines; skipping the line after each
+    pose line dropped every other image. A long POINTS2D line is still one."""
+    sparse = write_colmap_text(synth, tmp_path / "project")
+    images_txt = sparse / "images.txt"
+    lines = images_txt.read_text().splitlines()
+    lines[5] = "1 2 -1 3 4 -1 5 6 7 8 9 -1"  # four points: integers where the ids of an image line are
+    images_txt.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "data"
+    assert _import("colmap", sparse, "--images", tmp_path / "project" / "images", "--out", out) == 0
+    _assert_same_poses(out, synth)
+    shutil.rmtree(out)
+    images_txt.write_text("\n".join(lines[:2] + lines[2::2]) + "\n")  # the pose lines only
+    assert _expect_error(capsys, tmp_path, "colmap", sparse).endswith(
+        f"{images_txt}:4: expected the POINTS2D line of image 'frame_011.png' (it may be empty), found "
+        "another image line; COLMAP writes two lines per image\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        (
+            "1e-300 32 32 24",
+            "focal lengths must be from 0.01 to 1e+06 px (a sane range), got fx 1e-300, fy 32",
+        ),
+        (
+            "32 1e300 32 24",
+            "focal lengths must be from 0.01 to 1e+06 px (a sane range), got fx 32, fy 1e+300",
+        ),
+        (
+            "32 32 -1e308 24",
+            "the principal point must be within ±1e+06 px (a sane range), got cx -1e+308, cy 24",
+        ),
+    ],
+)
+def test_colmap_intrinsics_outside_a_sane_range_are_refused(
+    tmp_path: Path, synth: SynthCameraPoses, capsys: pytest.CaptureFixture[str], params: str, message: str
+) -> None:
+    sparse = write_colmap_text(synth, tmp_path / "project")
+    cameras_txt = sparse / "cameras.txt"
+    cameras_txt.write_text(f"7 PINHOLE 64 48 {params}\n")
+    assert _expect_error(capsys, tmp_path, "colmap", sparse).endswith(f"{cameras_txt}:1: {message}\n")
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_colmap_binary_camera_parameters_must_be_finite(
+    tmp_path: Path, synth: SynthCameraPoses, capsys: pytest.CaptureFixture[str], bad: float
+) -> None:
+    """As the text reader: a nan k1 was imported, and the dataset loader then refused the folder."""
+    sparse = write_colmap_binary(synth, tmp_path / "project")
+    params = list(COLMAP_OPENCV_PARAMS)
+    params[4] = bad  # k1
+    cameras_bin = sparse / "cameras.bin"
+    cameras_bin.write_bytes(struct.pack("<QiiQQ8d", 1, 3, 4, 64, 48, *params))  # camera 3, OPENCV
+    shown = " ".join(f"{v:g}" for v in params)
+    assert _expect_error(capsys, tmp_path, "colmap", sparse).endswith(
+        f"{cameras_bin} (byte 8): camera parameters must be finite, got {shown!r}\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "what"),
+    [(0, "QW QX QY QZ"), (3, "QW QX QY QZ"), (4, "TX TY TZ"), (6, "TX TY TZ")],
+)
+def test_colmap_binary_pose_must_be_finite(
+    tmp_path: Path, synth: SynthCameraPoses, capsys: pytest.CaptureFixture[str], field: int, what: str
+) -> None:
+    """In the text reader's words, naming the file and the image's byte, not the pose arithmetic's
+    internal names."""
+    sparse = write_colmap_binary(synth, tmp_path / "project")
+    images_bin = sparse / "images.bin"
+    data = bytearray(images_bin.read_bytes())
+    struct.pack_into("<d", data, 8 + 4 + 8 * field, math.nan)  # the first image: count, image id, ...
+    images_bin.write_bytes(bytes(data))
+    assert f"{images_bin} (byte 8): {what} must be finite, got '" in _expect_error(
+        capsys, tmp_path, "colmap", sparse
+    )
+
+
+def test_colmap_binary_image_name_that_is_not_utf8_is_named_at_its_first_byte(
+    tmp_path: Path, synth: SynthCameraPoses, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sparse = write_colmap_binary(synth, tmp_path / "project")
+    images_bin = sparse / "images.bin"
+    data = images_bin.read_bytes()
+    images_bin.write_bytes(data.replace(b"frame_011.png", b"frame_\xff11.png"))
+    start = 8 + struct.calcsize("<idddddddi")  # the count, then the first image up to its name
+    assert start == 72 and data[start:].startswith(b"frame_011.png")
+    assert _expect_error(capsys, tmp_path, "colmap", sparse).endswith(
+        f"{images_bin}: image name at byte 72 is not UTF-8\n"
+    )
+
+
+def test_nerfstudio_field_of_view_stands_in_for_the_focal_length(
+    tmp_path: Path, synth: SynthCameraPoses
+) -> None:
+    path = write_transforms(synth, tmp_path / "ns")
+    data = json.loads(path.read_text())
+    intr = synth.intrinsics
+    del data["fl_x"], data["fl_y"]
+    data["camera_angle_x"] = 2 * math.atan(0.5 * intr.width / intr.fx)
+    path.write_text(json.dumps(data))
+    out = tmp_path / "data"
+    assert _import("nerfstudio", path, "--out", out) == 0
+    imported = imported_camera_poses(out)[3]
+    assert imported.fx == pytest.approx(intr.fx, rel=1e-12) and imported.fy == pytest.approx(
+        intr.fx, rel=1e-12
+    )
+
+
+@pytest.mark.parametrize("per_frame", [False, True])
+@pytest.mark.parametrize(
+    ("key", "angle"),
+    [("camera_angle_x", 0), ("camera_angle_x", 70), ("camera_angle_x", -1.0), ("camera_angle_y", math.pi)],
+)
+def test_nerfstudio_field_of_view_must_be_radians_between_0_and_pi(
+    tmp_path: Path,
+    synth: SynthCameraPoses,
+    capsys: pytest.CaptureFixture[str],
+    per_frame: bool,
+    key: str,
+    angle: float,
+) -> None:
+    """0 divided by zero; 70 (degrees by mistake) gave fx 33.8 on a 64 px image, without a word."""
+    path = write_transforms(synth, tmp_path / "ns")
+    data = json.loads(path.read_text())
+    del data["fl_x"], data["fl_y"]
+    data["camera_angle_x"] = 1.0
+    (data["frames"][2] if per_frame else data)[key] = angle
+    path.write_text(json.dumps(data))
+    where = f"{path}: frames[2]" if per_frame else f"{path}"
+    assert _expect_error(capsys, tmp_path, "nerfstudio", path).endswith(
+        f"{where}: {key} must be in radians, between 0 and pi (exclusive), got {angle:g}\n"
+    )
+
+
+@pytest.mark.parametrize("file", ["groundtruth.txt", "rgb.txt"])
+def test_tum_stamps_beyond_int64_nanoseconds_are_refused(
+    tmp_path: Path, synth: SynthCameraPoses, capsys: pytest.CaptureFixture[str], file: str
+) -> None:
+    """1e30 s overflowed the int64 stamp array with a traceback; 1e999999999 s overflows Decimal."""
+    folder = write_tum(synth, tmp_path / "tum")
+    path = folder / file
+    intr = synth.intrinsics
+    intrinsics = ("--intrinsics", intr.fx, intr.fy, intr.cx, intr.cy)
+    lines = path.read_text().splitlines()
+    for stamp in ("1e30", "-1e999999999"):
+        lines[2] = stamp + " " + lines[2].split(maxsplit=1)[1]
+        path.write_text("\n".join(lines) + "\n")
+        assert _expect_error(capsys, tmp_path, "tum", folder, *intrinsics).endswith(
+            f"{path}:3: timestamp must be within ±9223372036 s (nanoseconds in an int64, up to the year "
+            f"2262), got {stamp!r}\n"
+        )
+
+
+def test_tum_stamps_at_the_ends_of_int64_nanoseconds_are_read_exactly(tmp_path: Path) -> None:
+    path = tmp_path / "rgb.txt"
+    path.write_text("9223372036.854775807 a.png\n-9223372036.854775808 b.png\n")
+    assert [stamp for stamp, _, _ in read_image_list(path)] == [2**63 - 1, -(2**63)]
+
+
+def test_a_file_given_for_a_folder_is_called_a_file(
+    tmp_path: Path, synth: SynthCameraPoses, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It was said not to exist."""
+    folder = write_tum(synth, tmp_path / "tum")
+    file = folder / "rgb.txt"
+    assert _expect_error(capsys, tmp_path, "tum", file, "--intrinsics", "32", "32", "32", "24").endswith(
+        f"TUM sequence folder {file} is not a folder (give the folder holding groundtruth.txt and rgb.txt)\n"
+    )
+    sparse = write_colmap_text(synth, tmp_path / "project")
+    assert _expect_error(capsys, tmp_path, "colmap", sparse, "--images", file).endswith(
+        f"image folder {file} is not a folder\n"
+    )
+
+
 def test_an_image_named_twice_or_a_pose_far_beyond_any_map_is_one_line(
     tmp_path: Path, synth: SynthCameraPoses, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -518,7 +699,9 @@ def test_bad_options_are_one_line(
     assert "--scale-from DISTANCE_M must be a number" in _expect_error(
         capsys, tmp_path, "nerfstudio", path, *scale_from, "far"
     )
-    assert "must be > 0" in _expect_error(capsys, tmp_path, "nerfstudio", path, *scale_from, "0")
+    assert "must be from 1e-06 to 1e+06, got 0" in _expect_error(
+        capsys, tmp_path, "nerfstudio", path, *scale_from, "0"
+    )
     assert "no image named 'frame_999'" in _expect_error(
         capsys, tmp_path, "nerfstudio", path, "--scale-from", "frame_000", "frame_999", "1"
     )
@@ -533,3 +716,49 @@ def test_bad_options_are_one_line(
         _import("nerfstudio", path, "--out", tmp_path / "x", "--scale", "2", *scale_from, "1")
     assert exited.value.code == 2
     assert "not allowed with argument --scale" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--scale", "1e-320"), "argument --scale: must be from 1e-06 to 1e+06, got 1e-320"),
+        (("--scale", "1e7"), "argument --scale: must be from 1e-06 to 1e+06, got 1e7"),
+        (
+            ("--scale-from", "frame_000", "frame_011", "1e-300"),
+            "--scale-from DISTANCE_M must be from 1e-06 to 1e+06, got 1e-300",
+        ),
+    ],
+)
+def test_scale_and_scale_from_distance_outside_their_range_are_one_line(
+    tmp_path: Path,
+    synth: SynthCameraPoses,
+    capsys: pytest.CaptureFixture[str],
+    args: tuple[str, ...],
+    message: str,
+) -> None:
+    """--scale 1e-320 was accepted and put every position at about 0."""
+    path = write_transforms(synth, tmp_path / "ns")
+    out = tmp_path / "data"
+    try:
+        code = _import("nerfstudio", path, "--out", out, *args)
+    except SystemExit as exited:  # argparse
+        code = int(exited.code or 0)
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert not out.exists()
+
+
+def test_scale_from_two_frames_giving_a_scale_outside_its_range_is_one_line(
+    tmp_path: Path, synth: SynthCameraPoses, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_transforms(synth, tmp_path / "ns")
+    apart = float(np.linalg.norm(synth.translations[11] - synth.translations[0]))
+    assert 1 < apart < 1e3  # so 1e-6 m gives a scale below 1e-6
+    err = _expect_error(
+        capsys, tmp_path, "nerfstudio", path, "--scale-from", "frame_000", "frame_011", "1e-6"
+    )
+    assert err.endswith(
+        f"--scale-from: images 'frame_000' and 'frame_011' are {apart:g} input units apart, so 1e-06 m gives "
+        f"a scale of {1e-6 / apart:g} m per input unit; it must be from 1e-06 to 1e+06\n"
+    ), err

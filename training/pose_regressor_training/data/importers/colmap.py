@@ -32,6 +32,7 @@ from pose_regressor_training.data.importers.common import (
     FloatArray,
     ImportFormatError,
     PosedImage,
+    check_finite,
     check_intrinsics,
     data_lines,
     parse_floats,
@@ -209,8 +210,42 @@ def read_images_text(path: Path) -> list[ColmapImage]:
         images.append(
             ColmapImage(image_id, (q[0], q[1], q[2], q[3]), (t[0], t[1], t[2]), camera_id, tokens[9], where)
         )
+        if number < len(lines) and _is_image_line(lines[number]):
+            # Hand-written files leave out the POINTS2D lines; skipping the line anyway would drop
+            # every other image without a word.
+            raise ImportFormatError(
+                f"{path}:{number + 1}: expected the POINTS2D line of image {tokens[9]!r} (it may be "
+                "empty), found another image line; COLMAP writes two lines per image"
+            )
         number += 1  # the POINTS2D line that belongs to this image
     return images
+
+
+def _is_image_line(line: str) -> bool:
+    """IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID NAME, not a POINTS2D line (X Y POINT3D_ID triples)."""
+    tokens = line.split(maxsplit=9)
+    if len(tokens) < 10 or not (_is_integer(tokens[0]) and _is_integer(tokens[8])):
+        return False
+    if not all(_is_number(t) for t in tokens[1:8]):
+        return False
+    points = line.split()
+    return len(points) % 3 != 0 or not all(_is_number(t) for t in points)
+
+
+def _is_integer(token: str) -> bool:
+    try:
+        int(token)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
 
 
 class _Binary:
@@ -235,15 +270,15 @@ class _Binary:
         return values
 
     def name(self) -> str:
-        end = self.data.find(b"\0", self.offset, self.offset + MAX_NAME_BYTES)
+        start = self.offset
+        end = self.data.find(b"\0", start, start + MAX_NAME_BYTES)
         if end < 0:
-            raise ImportFormatError(f"{self.path}: no NUL-terminated image name at byte {self.offset}")
-        raw = self.data[self.offset : end]
+            raise ImportFormatError(f"{self.path}: no NUL-terminated image name at byte {start}")
         self.offset = end + 1
         try:
-            return raw.decode("utf-8")
+            return self.data[start:end].decode("utf-8")
         except UnicodeDecodeError:
-            raise ImportFormatError(f"{self.path}: image name at byte {self.offset} is not UTF-8") from None
+            raise ImportFormatError(f"{self.path}: image name at byte {start} is not UTF-8") from None
 
     def count(self) -> int:
         (count,) = self.take("Q")
@@ -261,7 +296,9 @@ def read_cameras_binary(path: Path) -> dict[int, ColmapCamera]:
         if model_id not in MODELS:
             raise ImportFormatError(f"{where}: unknown camera model id {model_id}")
         model, n_params = MODELS[model_id]
-        params = tuple(float(v) for v in reader.take("d" * n_params))
+        params = tuple(
+            check_finite([float(v) for v in reader.take("d" * n_params)], where, "camera parameters")
+        )
         _check_new_camera(cameras, camera_id, where)
         cameras[camera_id] = ColmapCamera(camera_id, model, width, height, params, where)
     return cameras
@@ -282,6 +319,10 @@ def read_images_binary(path: Path) -> list[ColmapImage]:
     for _ in range(reader.count()):
         where = f"{path} (byte {reader.offset})"
         image_id, qw, qx, qy, qz, tx, ty, tz, camera_id = reader.take("idddddddi")
+        # the text reader's checks and words: a nan reaching the pose arithmetic fails there
+        # without the file's name
+        check_finite([float(qw), float(qx), float(qy), float(qz)], where, "QW QX QY QZ")
+        check_finite([float(tx), float(ty), float(tz)], where, "TX TY TZ")
         name = reader.name()
         points = reader.count()
         reader.offset += points * struct.calcsize("<ddq")
@@ -304,7 +345,8 @@ def find_images_folder(model: Path, images: Path | None) -> Path:
     """`images` if given, else the first ``images`` folder in, above or two above the model."""
     if images is not None:
         if not images.is_dir():
-            raise ImportFormatError(f"image folder {images} does not exist")
+            problem = "is not a folder" if images.exists() else "does not exist"
+            raise ImportFormatError(f"image folder {images} {problem}")
         return images
     candidates = [model / "images", model.parent / "images", model.parent.parent / "images"]
     for candidate in candidates:

@@ -11,13 +11,16 @@ import math
 from pathlib import Path
 
 from pose_regressor.arguments import output_folder
-from pose_regressor_training.data.importers.common import DEFAULT_SPLIT_BLOCKS, DEFAULT_TEST_EVERY
+from pose_regressor_training.data.importers.common import (
+    DEFAULT_SPLIT_BLOCKS,
+    DEFAULT_TEST_EVERY,
+    SCALE_RANGE,
+)
 
 FORMATS = ("colmap", "nerfstudio", "tum")
 MAX_BLOCKS = 100_000  # --split-blocks
 MAX_DT_S = 60.0  # --max-time-diff
 MAX_FPS = 1000.0  # --fps
-MAX_SCALE = 1e6  # --scale, and the metres of --scale-from
 DESCRIPTION = (
     "Import camera poses and images from another tool as a dataset folder of a one-camera rig (the "
     "camera at base_link looking along base +x). colmap: a sparse model folder (cameras and images, .bin "
@@ -30,18 +33,22 @@ DESCRIPTION = (
 
 
 class _Within:
-    """An argparse type: a number in (0, high]."""
+    """An argparse type: a number in (0, high], or in [low, high] with `low`."""
 
-    def __init__(self, high: float) -> None:
+    def __init__(self, high: float, low: float | None = None) -> None:
         self.high = high
+        self.low = low
 
     def __call__(self, text: str) -> float:
         try:
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-        if not 0 < value <= self.high:  # False for nan; the bound excludes inf
+        # the comparisons are False for nan, and the bounds exclude the infinities
+        if self.low is None and not 0 < value <= self.high:
             raise argparse.ArgumentTypeError(f"must be > 0 and at most {self.high:g}, got {text}")
+        if self.low is not None and not self.low <= value <= self.high:
+            raise argparse.ArgumentTypeError(f"must be from {self.low:g} to {self.high:g}, got {text}")
         return value
 
 
@@ -105,14 +112,17 @@ def add_import_arguments(p: argparse.ArgumentParser) -> None:
     )
     scale = p.add_mutually_exclusive_group()
     scale.add_argument(
-        "--scale", type=_Within(MAX_SCALE), metavar="S", help="metres per unit of the input poses"
+        "--scale",
+        type=_Within(SCALE_RANGE[1], SCALE_RANGE[0]),
+        metavar="S",
+        help=f"metres per unit of the input poses ({SCALE_RANGE[0]:g} to {SCALE_RANGE[1]:g})",
     )
     scale.add_argument(
         "--scale-from",
         nargs=3,
         metavar=("NAME_A", "NAME_B", "DISTANCE_M"),
-        help="scale so that images NAME_A and NAME_B are DISTANCE_M metres apart "
-        "(neither option: the poses keep the input's units)",
+        help="scale so that images NAME_A and NAME_B are DISTANCE_M metres apart (distance and scale "
+        f"{SCALE_RANGE[0]:g} to {SCALE_RANGE[1]:g}; neither option: the poses keep the input's units)",
     )
     p.add_argument(
         "--split-blocks",
@@ -171,7 +181,7 @@ def run_import(args: argparse.Namespace) -> int:
     if args.scale_from is not None:
         name_a, name_b, distance = args.scale_from
         try:
-            scale_from = (name_a, name_b, _Within(MAX_SCALE)(distance))
+            scale_from = (name_a, name_b, _Within(SCALE_RANGE[1], SCALE_RANGE[0])(distance))
         except argparse.ArgumentTypeError as exc:
             raise ValueError(f"--scale-from DISTANCE_M {exc}") from None
     if args.format == "colmap":

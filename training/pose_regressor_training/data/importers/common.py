@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,11 +17,19 @@ from pose_regressor_training.data.folder import DatasetFormatError
 # The split policy's defaults (`pose-train import --split-blocks`, `--test-every`; see writer.py).
 DEFAULT_SPLIT_BLOCKS = 20
 DEFAULT_TEST_EVERY = 5
+# --scale, the metres of --scale-from and the scale it gives: 1e-320 was accepted and put every
+# position at about 0
+SCALE_RANGE = (1e-6, 1e6)
 
 FloatArray = NDArray[np.float64]
 
 MAX_INPUT_TEXT_BYTES = 1 << 30  # a pose file larger than this is not a pose file
 QUAT_NORM_TOL = 1e-3  # |norm(q) - 1| accepted in a pose file before it is normalized
+# Far outside any real camera: without a bound fx 1e-300 or 1e300 was imported, and every
+# projection then under- or overflows. 0.01 px is a field of view of 179.96 deg on a 64 px image;
+# 1e6 px is one of 0.06 deg on a 1000 px image.
+FOCAL_PX = (1e-2, 1e6)
+PRINCIPAL_POINT_PX = 1e6  # |cx|, |cy|: a principal point may lie off the image, not a million px off
 
 
 class ImportFormatError(DatasetFormatError):
@@ -80,26 +88,45 @@ def parse_floats(tokens: list[str], where: str, what: str) -> list[float]:
         values = [float(t) for t in tokens]
     except ValueError:
         raise ImportFormatError(f"{where}: {what} must be numbers, got {' '.join(tokens)!r}") from None
+    return check_finite(values, where, what, tokens)
+
+
+def check_finite(
+    values: Sequence[float], where: str, what: str, written: Sequence[str] | None = None
+) -> list[float]:
+    """`values`; ImportFormatError at `where` (file:line, or file and byte) when one is nan or
+    infinite. `written`: the values as the file spells them, for the message."""
     if not all(math.isfinite(v) for v in values):
-        raise ImportFormatError(f"{where}: {what} must be finite, got {' '.join(tokens)!r}")
-    return values
+        shown = " ".join(written if written is not None else (f"{v:g}" for v in values))
+        raise ImportFormatError(f"{where}: {what} must be finite, got {shown!r}")
+    return list(values)
 
 
 def unit_quaternion(q_xyzw: list[float] | FloatArray, where: str) -> FloatArray:
     """`q_xyzw` normalized to w >= 0; ImportFormatError when it is far from unit length."""
     q = np.asarray(q_xyzw, dtype=float)
     norm = float(np.linalg.norm(q))
-    if abs(norm - 1.0) > QUAT_NORM_TOL:
+    if not abs(norm - 1.0) <= QUAT_NORM_TOL:  # a nan norm too
         raise ImportFormatError(f"{where}: the rotation quaternion has norm {norm:.6g}, not 1")
     return normalize_quaternion(q)
 
 
 def check_intrinsics(intrinsics: PinholeIntrinsics, where: str) -> PinholeIntrinsics:
-    """Positive size and focal lengths, finite principal point."""
+    """Positive size; focal lengths and principal point inside `FOCAL_PX` and `PRINCIPAL_POINT_PX`."""
     if intrinsics.width <= 0 or intrinsics.height <= 0:
         size = f"{intrinsics.width}x{intrinsics.height}"
         raise ImportFormatError(f"{where}: image size must be positive, got {size}")
-    values = (intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy)
-    if not all(math.isfinite(v) for v in values) or intrinsics.fx <= 0 or intrinsics.fy <= 0:
-        raise ImportFormatError(f"{where}: focal lengths must be positive and finite, got {values}")
+    low, high = FOCAL_PX
+    fx, fy = intrinsics.fx, intrinsics.fy
+    if not (low <= fx <= high and low <= fy <= high):  # False for nan
+        raise ImportFormatError(
+            f"{where}: focal lengths must be from {low:g} to {high:g} px (a sane range), "
+            f"got fx {fx:g}, fy {fy:g}"
+        )
+    cx, cy = intrinsics.cx, intrinsics.cy
+    if not (abs(cx) <= PRINCIPAL_POINT_PX and abs(cy) <= PRINCIPAL_POINT_PX):
+        raise ImportFormatError(
+            f"{where}: the principal point must be within ±{PRINCIPAL_POINT_PX:g} px (a sane range), "
+            f"got cx {cx:g}, cy {cy:g}"
+        )
     return intrinsics

@@ -5,9 +5,10 @@ Each frame's ``transform_matrix`` is camera-to-world (``T_map_cam``) in OpenGL c
 flipping y and z. ``file_path`` is relative to the json file's folder; instant-ngp files may
 leave out the extension (.png, .jpg and .jpeg are tried). Intrinsics ``fl_x, fl_y, cx, cy, w, h``
 are read from the top level or per frame (a per-frame value wins), ``camera_angle_x`` (and
-``camera_angle_y``) stand in for missing focal lengths, a missing size is read from the first
-image, a missing principal point is the image centre. OpenCV distortion ``k1, k2, p1, p2, k3``
-is recorded as plumb_bob; fisheye and equirectangular cameras are refused.
+``camera_angle_y``, fields of view in radians) stand in for missing focal lengths, a missing
+size is read from the first image, a missing principal point is the image centre. OpenCV
+distortion ``k1, k2, p1, p2, k3`` is recorded as plumb_bob; fisheye and equirectangular cameras
+are refused.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from pose_regressor_training.data.importers.common import (
 GL_TO_OPTICAL = np.diag([1.0, -1.0, -1.0, 1.0])
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".PNG", ".JPG", ".JPEG")
 ROTATION_ATOL = 1e-3  # |R^T R - I| accepted (float32 exports), then projected onto a rotation
-INTRINSIC_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h", "camera_angle_x", "camera_angle_y")
+ANGLE_KEYS = ("camera_angle_x", "camera_angle_y")  # fields of view, radians
+INTRINSIC_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h", *ANGLE_KEYS)
 PINHOLE_CAMERA_MODELS = ("OPENCV", "PINHOLE", "SIMPLE_PINHOLE")
 
 
@@ -65,6 +67,15 @@ def _number(data: dict[str, Any], key: str, where: str) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ImportFormatError(f"{where}: {key} must be a finite number, got {value!r}")
     return float(value)
+
+
+def _check_angle(value: float | None, key: str, where: str) -> None:
+    """A field of view in radians: 0 divides by zero, pi or more gives a focal length of about
+    zero or below, and degrees by mistake (70) give one far too short, imported without a word."""
+    if value is not None and not 0 < value < math.pi:
+        raise ImportFormatError(
+            f"{where}: {key} must be in radians, between 0 and pi (exclusive), got {value:g}"
+        )
 
 
 def resolve_image(base: Path, file_path: str) -> Path:
@@ -156,6 +167,8 @@ def read_transforms(path: Path) -> CameraTrack:
         image = resolve_image(base, file_path)
         merged = {**data, **{k: v for k, v in frame.items() if k != "frames"}}
         values = {k: _number(merged, k, where) for k in INTRINSIC_KEYS}
+        for key in ANGLE_KEYS:
+            _check_angle(values[key], key, where if key in frame else str(json_path))
         if size_of_images is None and (values["w"] is None or values["h"] is None):
             size_of_images = _image_size(image, where)
         camera = (_intrinsics(values, where, size_of_images), _distortion(merged, where))

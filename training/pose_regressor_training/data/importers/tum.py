@@ -40,6 +40,8 @@ from pose_regressor_training.data.importers.common import (
 DEFAULT_MAX_DT_S = 0.02
 GROUNDTRUTH_FILE = "groundtruth.txt"
 IMAGES_FILE = "rgb.txt"
+# Seconds whose nanoseconds fit an int64, the stamps of frames.csv and of the ground-truth track
+STAMP_RANGE_S = (Decimal(-(2**63)).scaleb(-9), Decimal(2**63 - 1).scaleb(-9))
 
 
 def _stamp_ns(text: str, where: str) -> int:
@@ -50,6 +52,13 @@ def _stamp_ns(text: str, where: str) -> int:
         raise ImportFormatError(f"{where}: timestamp must be a number of seconds, got {text!r}") from None
     if not value.is_finite():
         raise ImportFormatError(f"{where}: timestamp must be finite, got {text!r}")
+    # bounded before the arithmetic: 1e999999999 s overflows Decimal's context, and int() of a
+    # merely huge stamp builds a number of as many digits
+    if not STAMP_RANGE_S[0] <= value <= STAMP_RANGE_S[1]:
+        raise ImportFormatError(
+            f"{where}: timestamp must be within ±{int(STAMP_RANGE_S[1])} s (nanoseconds in an int64, up to "
+            f"the year 2262), got {text!r}"
+        )
     return int((value * 1_000_000_000).to_integral_value())
 
 
@@ -111,7 +120,9 @@ def read_tum(
     """The images of ``rgb.txt`` that have a ground-truth pose within `max_dt_s`, with ``T_map_cam``
     interpolated at their stamps."""
     if not folder.is_dir():
-        raise ImportFormatError(f"TUM sequence folder {folder} does not exist")
+        held = f"give the folder holding {GROUNDTRUTH_FILE} and {IMAGES_FILE}"
+        problem = f"is not a folder ({held})" if folder.exists() else "does not exist"
+        raise ImportFormatError(f"TUM sequence folder {folder} {problem}")
     gt_stamps, gt_t, gt_q = read_groundtruth(folder / GROUNDTRUTH_FILE)
     listed = read_image_list(folder / IMAGES_FILE)
     if not listed:

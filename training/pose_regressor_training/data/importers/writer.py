@@ -50,13 +50,13 @@ from pose_regressor_training.data.folder import (
 from pose_regressor_training.data.importers.common import (
     DEFAULT_SPLIT_BLOCKS,
     DEFAULT_TEST_EVERY,
+    SCALE_RANGE,
     CameraTrack,
     ImportFormatError,
     PosedImage,
 )
 
 DEFAULT_FPS = 30.0  # stamps of sources without timestamps: frame order / fps
-MAX_SCALE = 1e6
 
 
 class ImageReadError(ImportFormatError):
@@ -166,10 +166,17 @@ def metric_scale(images: list[PosedImage], settings: ImportSettings) -> float:
         if not 0 < distance < float("inf"):
             raise ValueError(f"--scale-from: the distance must be positive and finite, got {distance}")
         scale = distance / apart
+        low, high = SCALE_RANGE
+        if not low <= scale <= high:
+            raise ValueError(
+                f"--scale-from: images {name_a!r} and {name_b!r} are {apart:g} input units apart, so "
+                f"{distance:g} m gives a scale of {scale:g} m per input unit; it must be from {low:g} to "
+                f"{high:g}"
+            )
     else:
         return 1.0
-    if not 0 < scale <= MAX_SCALE:
-        raise ValueError(f"the scale must be in (0, {MAX_SCALE:g}], got {scale:g}")
+    if not SCALE_RANGE[0] <= scale <= SCALE_RANGE[1]:
+        raise ValueError(f"the scale must be from {SCALE_RANGE[0]:g} to {SCALE_RANGE[1]:g}, got {scale:g}")
     return scale
 
 
