@@ -11,6 +11,7 @@ refused in one line.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import replace
@@ -23,7 +24,7 @@ import torch
 import yaml
 
 from pose_regressor import pose
-from pose_regressor.bundle import BundleError, load_bundle
+from pose_regressor.bundle import MAX_ENSEMBLE_MEMBERS, BundleError, load_bundle
 from pose_regressor.engines.onnxruntime_engine import OnnxRuntimeEngine
 from pose_regressor.localizer import Localizer
 from pose_regressor.rig import preset_rig
@@ -183,7 +184,10 @@ def test_wrong_ensembles_are_refused_in_one_line(
     data, (first, second, third) = runs
     other = tmp_path / "other"
     fit(load_train_config(None, [f"data.root={data}", *TINY, "model.hidden_dim=8"]), other, progress=False)
-    with pytest.raises(EnsembleError, match=r"is not the same model as .*model.hidden_dim: 16 vs 8"):
+    # the values in the order the message names the files: other's 8, then first's 16
+    with pytest.raises(
+        EnsembleError, match=r"other/best.pt is not the same model as .*model.hidden_dim: 8 vs 16"
+    ):
         load_ensemble([first, other / "best.pt"])
     with pytest.raises(EnsembleError, match="one is named twice"):
         load_ensemble([first, first])
@@ -217,6 +221,54 @@ def test_wrong_ensembles_are_refused_in_one_line(
          "evaluated an ensemble, not the one model being exported"),
     ]  # fmt: skip
     _assert_refused(cases, Path(out), capsys)
+
+
+def test_a_member_named_again_by_another_path_is_refused(
+    runs: tuple[Path, list[Path]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = runs[1][0]
+    link = tmp_path / "link.pt"
+    link.symlink_to(first)
+    out = tmp_path / "bundle"
+    cases = []
+    relative = Path(os.path.relpath(first))  # `first` is absolute: this is the other spelling
+    for again in (link, relative, first.parent / ".." / first.parent.name / "best.pt"):
+        message = (
+            f"an ensemble's members must be different checkpoints (one is named twice: {again} is {first})"
+        )
+        cases += [
+            (["eval-checkpoint", "--checkpoint", str(first), "--ensemble", str(again)], message),
+            (["export", "--checkpoint", str(first), "--out", str(out), "--ensemble", str(again)], message),
+        ]
+    _assert_refused(cases, out, capsys)
+
+
+def test_a_copy_of_a_member_is_refused(
+    runs: tuple[Path, list[Path]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = runs[1][0]
+    copy = tmp_path / "copy.pt"
+    copy.write_bytes(first.read_bytes())
+    out = tmp_path / "bundle"
+    message = f"{copy} holds the same weights as {first}: an ensemble's members are different models"
+    args = ["export", "--checkpoint", str(first), "--out", str(out), "--ensemble", str(copy)]
+    _assert_refused([(args, message)], out, capsys)
+
+
+def test_more_members_than_a_bundle_takes_are_refused_before_any_is_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """17 checkpoints that do not exist: the count is refused, so none was read."""
+    missing = [str(tmp_path / f"run{k}" / "best.pt") for k in range(MAX_ENSEMBLE_MEMBERS + 1)]
+    out = tmp_path / "bundle"
+    message = "--ensemble names 16 checkpoints: an ensemble has at most 16 members, --checkpoint and 15 more"
+    cases = [
+        (["eval-checkpoint", "--checkpoint", missing[0], "--ensemble", *missing[1:]], message),
+        (["export", "--checkpoint", missing[0], "--out", str(out), "--ensemble", *missing[1:]], message),
+    ]
+    _assert_refused(cases, out, capsys)
+    with pytest.raises(EnsembleError, match=r"^an ensemble has 2 to 16 members, got 17$"):
+        load_ensemble(missing)
 
 
 def test_members_may_differ_in_how_they_were_trained_or_scored_alone(

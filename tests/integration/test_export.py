@@ -30,7 +30,7 @@ from pose_regressor_training.checkpoint import (
     model_from_checkpoint,
     save_checkpoint,
 )
-from pose_regressor_training.cli import main
+from pose_regressor_training.cli import main, parse_arguments
 from pose_regressor_training.data.sources import load_dataset
 from pose_regressor_training.evaluate import evaluate_checkpoint
 from pose_regressor_training.export import (
@@ -274,6 +274,169 @@ def test_cli_exports_refuses_to_overwrite_and_replaces(
     )
     assert "opset must be in 17..20, got 13" in capsys.readouterr().err
     assert not (tmp_path / "y").exists()
+
+
+def _tiny_checkpoint(path: Path, epoch: int = 0, seed: int = 0) -> Path:
+    """An untrained one-camera small_cnn checkpoint at `path` (its folder made): enough to export."""
+    torch.manual_seed(seed)
+    config = ModelConfig(backbone="small_cnn", num_cameras=1, image_width=32, image_height=24,
+                         hidden_dim=16, small_cnn_width=8)  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rig = preset_rig("mono", 64, 48)
+    weights = build_model(config).state_dict()
+    save_checkpoint(path, Checkpoint(config, weights, rig, dataset=DatasetInfo(root="none"), epoch=epoch))
+    return path
+
+
+def _export(checkpoint: Path, out: Path, *extra: str) -> int:
+    return main(["export", "--checkpoint", str(checkpoint), "--out", str(out), "--mc-samples", "2", *extra])
+
+
+def test_an_out_that_holds_the_checkpoint_is_refused_and_the_run_kept(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    checkpoint = _tiny_checkpoint(run / "best.pt")
+    (run / "last.pt").write_bytes(checkpoint.read_bytes())
+    (run / "history.json").write_text("{}")
+    (tmp_path / "run_link").symlink_to(run)
+    kept = {p.name: p.read_bytes() for p in run.iterdir()}
+    # the run folder itself, a folder above it, the run by a link, the run by `..`
+    for out in (run, tmp_path, tmp_path / "run_link", run / "engines" / ".."):
+        assert _export(checkpoint, out, "--overwrite") == 2, out
+        err = capsys.readouterr().err
+        assert err.startswith("pose-train export: error: --out ") and err.count("\n") == 1, err
+        assert f"holds the checkpoint {checkpoint}: the bundle would replace it" in err
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == kept
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "run_link"]  # no staging left
+
+
+def test_overwrite_leaves_an_existing_folder_that_is_not_a_bundle_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    checkpoint = _tiny_checkpoint(tmp_path / "run" / "best.pt")
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    (data / "dataset.yaml").write_text("name: x\n")
+    (data / "images" / "0.png").write_bytes(b"png")
+    assert _export(checkpoint, data, "--overwrite") == 2
+    assert capsys.readouterr().err == (
+        f"pose-train export: error: --out {data} exists and is not a bundle (no bundle.yaml); "
+        "it is left alone: name another --out\n"
+    )
+    assert sorted(str(p.relative_to(data)) for p in data.rglob("*")) == [
+        "dataset.yaml",
+        "images",
+        "images/0.png",
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "run"]
+
+
+def test_overwrite_fills_an_empty_folder(tmp_path: Path) -> None:
+    checkpoint = _tiny_checkpoint(tmp_path / "run" / "best.pt")
+    empty = tmp_path / "bundle"
+    empty.mkdir()
+    assert _export(checkpoint, empty, "--overwrite") == 0
+    assert load_bundle(empty).mc_samples == 2
+
+
+def test_metrics_of_another_checkpoint_are_used_with_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    checkpoint = _tiny_checkpoint(tmp_path / "run0" / "best.pt")
+    other = _tiny_checkpoint(tmp_path / "run1" / "best.pt", seed=1)
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text(json.dumps({"checkpoint": str(other), "covariance_scale": 2.0}))
+    assert _export(checkpoint, tmp_path / "bundle", "--metrics", str(metrics)) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if str(metrics) in line]
+    assert warned == [
+        f"pose-train export: warning: --metrics {metrics} evaluated {other}, not {checkpoint}: its "
+        "covariance calibration may be another model's (evaluate this checkpoint with pose-train "
+        "eval-checkpoint)"
+    ]
+    assert load_bundle(tmp_path / "bundle").covariance_scale == CovarianceScale.uniform(2.0)
+
+
+def test_metrics_of_this_checkpoint_by_another_path_give_no_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    checkpoint = _tiny_checkpoint(tmp_path / "run0" / "best.pt")
+    (tmp_path / "run_link").symlink_to(checkpoint.parent)
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text(
+        json.dumps({"checkpoint": str(tmp_path / "run_link" / "best.pt"), "covariance_scale": 2.0})
+    )
+    assert _export(checkpoint, tmp_path / "bundle", "--metrics", str(metrics)) == 0
+    assert "another model's" not in capsys.readouterr().err
+
+
+def test_metrics_of_another_epoch_are_used_with_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    checkpoint = _tiny_checkpoint(tmp_path / "run" / "best.pt", epoch=3)
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text(json.dumps({"checkpoint": str(checkpoint), "epoch": 2, "covariance_scale": 2.0}))
+    assert _export(checkpoint, tmp_path / "bundle", "--metrics", str(metrics)) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if str(metrics) in line]
+    assert warned == [
+        f"pose-train export: warning: --metrics {metrics} evaluated epoch 2, {checkpoint} is epoch 3: "
+        "its covariance calibration may be another model's (evaluate this checkpoint with pose-train "
+        "eval-checkpoint)"
+    ]
+
+
+def test_a_checkpoint_folder_is_named_as_a_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = _tiny_checkpoint(tmp_path / "run" / "best.pt").parent
+    with pytest.raises(SystemExit) as exited:
+        main(["export", "--checkpoint", str(run), "--out", str(tmp_path / "bundle")])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == (
+        f"pose-train export: error: argument --checkpoint: {run} is a folder, not a checkpoint file "
+        f"(did you mean {run / 'best.pt'}?) (see pose-train export --help)\n"
+    )
+
+
+def test_a_metrics_folder_is_named_as_a_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    checkpoint = _tiny_checkpoint(tmp_path / "run" / "best.pt")
+    folder = checkpoint.parent / "eval_test"
+    folder.mkdir()
+    (folder / "metrics.json").write_text("{}")
+    with pytest.raises(SystemExit) as exited:
+        main(
+            [
+                "export",
+                "--checkpoint",
+                str(checkpoint),
+                "--out",
+                str(tmp_path / "b"),
+                "--metrics",
+                str(folder),
+            ]
+        )
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == (
+        f"pose-train export: error: argument --metrics: {folder} is a folder, not a metrics file "
+        f"(did you mean {folder / 'metrics.json'}?) (see pose-train export --help)\n"
+    )
+    with pytest.raises(ExportError, match=r"^metrics file .*eval_test is a folder, not a file$"):
+        covariance_scale_from_metrics(checkpoint, folder)
+
+
+def test_a_calibration_split_that_is_no_split_is_refused_by_the_parser(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    checkpoint = str(tmp_path / "best.pt")
+    evaluate = ["eval-checkpoint", "--checkpoint", checkpoint, "--calib-split"]
+    for given in ("val,test", "", "train"):
+        assert parse_arguments([*evaluate, given]).calib_split == given
+    with pytest.raises(SystemExit) as exited:
+        main([*evaluate, "vla"])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == (
+        "pose-train eval-checkpoint: error: argument --calib-split: 'vla' is not a split: name train, "
+        "val or test, several comma-separated (val,test), or '' for the evaluated split "
+        "(see pose-train eval-checkpoint --help)\n"
+    )
 
 
 def test_covariance_scale_sources(tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ from pose_regressor.bundle import (
 )
 from pose_regressor.cli import main
 from pose_regressor.engines import tensorrt_unavailable_reasons
+from tests.unit.bundle_fixtures import make_bundle
 
 JSON_KEYS = {"mc_cost_ratio", "naive_over_ours", "compare_ratio", "rows", "settings"}
 
@@ -229,6 +230,18 @@ def test_a_bundle_without_dropout_is_benched_at_its_own_rows(
         run_bench(plain, backend="onnxruntime", mc_samples=1, compare=bundles[1].path)
     assert main(["bench", "--bundle", str(plain.path), "--backend", "onnxruntime", "--repeats", "2"]) == 0
     assert "MC cost          total(S=1) / total(S=1):" in capsys.readouterr().out
+
+
+def test_a_compare_bundle_is_held_to_the_sample_count_its_node_takes(
+    bundles: tuple[ModelBundle, ModelBundle], tmp_path: Path
+) -> None:
+    ensemble = make_bundle(tmp_path / "ensemble", ensemble_members=2, mc_samples=4)  # with dropout
+    with pytest.raises(ValueError) as caught:
+        run_bench(bundles[0], backend="onnxruntime", mc_samples=3, compare=ensemble.path, quiet=True)
+    assert str(caught.value) == (
+        f"the --compare bundle {ensemble.path}: mc_samples: 3 samples for an ensemble of 2 models; the "
+        "samples go to the members in turn, so use a multiple of 2 (the bundle's mc_samples: 4)"
+    )
 
 
 def test_rows_are_interleaved_and_primed(

@@ -126,6 +126,34 @@ def test_absurd_bench_arguments_are_refused_at_once(
     assert time.monotonic() - started < 30
 
 
+def test_an_ensemble_sample_count_the_node_refuses_is_refused_before_timing(tmp_path: Path) -> None:
+    # two members without dropout: each gives one pose, so S is 2 (eval-folder and the node say so)
+    bundle = make_bundle(tmp_path / "b", ensemble_members=2, dropout=0.0, mc_samples=2)
+    assert_one_line(
+        bench(bundle.path, "--mc-samples", "3", "--repeats", "10000"),
+        "mc_samples: 3 samples for an ensemble of 2 models without dropout; each gives one pose, so use 2 "
+        "(the bundle's mc_samples: 2)",
+    )
+
+
+@pytest.mark.parametrize("where", ["folder", "under_a_file"])
+def test_a_json_path_that_cannot_be_written_is_refused_before_the_run(
+    good: ModelBundle, tmp_path: Path, where: str
+) -> None:
+    file = tmp_path / "file"
+    file.write_text("x")
+    target, problem = {
+        "folder": (tmp_path, f"{tmp_path} is a folder; name a file (e.g. {tmp_path / 'bench.json'})"),
+        "under_a_file": (
+            file / "bench.json",
+            f"{file} is a file, so {file / 'bench.json'} cannot be written; name a file",
+        ),
+    }[where]
+    result = bench(good.path, "--repeats", "10000", "--json", str(target))  # minutes, were it run
+    assert_one_line(result, f"argument --json: {problem} (see pose-regressor bench --help)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
 def test_camera_images_beyond_the_bench_limit_are_refused(tmp_path: Path) -> None:
     # A valid bundle (cameras up to 16384 px are legal), whose random camera sets would take 12.9 GB.
     bundle = make_bundle(tmp_path / "b", cameras=cameras(16, 16384, 16384))

@@ -2,7 +2,7 @@
 
 Row s of the masks (and of every output) goes to member s mod K, so S rows with S a multiple of
 K give each member S / K rows. What the rows carry is the ensemble's covariance source
-(`ENSEMBLE_COVARIANCES`):
+(`models.config.COVARIANCES`):
 
 * ``dropout``: each row is an MC-dropout sample of its member. The sample covariance the node
   computes over the S rows is the members' MC spread plus their disagreement about the pose (the
@@ -37,13 +37,12 @@ from torch import nn
 from pose_regressor.bundle import MAX_ENSEMBLE_MEMBERS
 from pose_regressor_training.checkpoint import Checkpoint, load_checkpoint, model_from_checkpoint
 from pose_regressor_training.models import ModelConfig, PoseRegressor
+
+# What the commands take: where an ensemble's covariance comes from (models.config.COVARIANCES,
+# the module docstring) or auto (`resolve_covariance`); defined with the model's config, torch-free.
+from pose_regressor_training.models.config import ENSEMBLE_COVARIANCE_CHOICES as ENSEMBLE_COVARIANCE_CHOICES
 from pose_regressor_training.models.model import PoseOutput, row_group_one_hot
 from pose_regressor_training.typed_config import to_mapping
-
-#: Where an ensemble's covariance comes from (the module docstring).
-ENSEMBLE_COVARIANCES = ("dropout", "heads")
-#: What the commands take: one of those, or ``auto`` (`resolve_covariance`).
-ENSEMBLE_COVARIANCE_CHOICES = ("auto", *ENSEMBLE_COVARIANCES)
 
 
 class EnsembleError(ValueError):
@@ -227,8 +226,9 @@ def check_members(checkpoints: Sequence[Checkpoint], paths: Sequence[str]) -> No
             if key not in NOT_ARCHITECTURE_KEYS and architecture[key] != other.get(key)
         )
         if differing:
+            # this member's value first: the message names this member's file first
             shown = ", ".join(
-                f"model.{key}: {architecture[key]!r} vs {other.get(key)!r}" for key in differing[:3]
+                f"model.{key}: {other.get(key)!r} vs {architecture[key]!r}" for key in differing[:3]
             )
             raise EnsembleError(
                 f"{path} is not the same model as {first_path} ({shown}); an ensemble's members share "
@@ -245,15 +245,55 @@ def check_members(checkpoints: Sequence[Checkpoint], paths: Sequence[str]) -> No
             )
 
 
+def check_member_paths(paths: Sequence[str | Path]) -> None:
+    """One line when `paths` cannot be an ensemble's members whatever they hold: fewer than 2 or
+    more than `MAX_ENSEMBLE_MEMBERS`, or one file named twice (by a link, `..` or another spelling
+    of its path). Reads no checkpoint, so that a wrong command line is refused at once."""
+    if not 2 <= len(paths) <= MAX_ENSEMBLE_MEMBERS:
+        raise EnsembleError(f"an ensemble has 2 to {MAX_ENSEMBLE_MEMBERS} members, got {len(paths)}")
+    seen: dict[Path, Path] = {}
+    for path in map(Path, paths):
+        resolved = path.resolve()
+        # hard links resolve to different paths: samefile sees them
+        earlier = seen.get(resolved) or next((p for p in seen.values() if _same_file(p, path)), None)
+        if earlier is not None:
+            same = "" if str(earlier) == str(path) else f": {path} is {earlier}"
+            raise EnsembleError(
+                f"an ensemble's members must be different checkpoints (one is named twice{same})"
+            )
+        seen[resolved] = path
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:  # a missing member is named by load_checkpoint
+        return False
+
+
+def _same_weights(a: Checkpoint, b: Checkpoint) -> bool:
+    if a.model.keys() != b.model.keys():
+        return False
+    return all(torch.equal(a.model[key], b.model[key]) for key in a.model)
+
+
 def load_ensemble(
     paths: Sequence[str | Path], covariance: str = "auto"
 ) -> tuple[EnsembleRegressor, list[Checkpoint]]:
     """The ensemble of the checkpoints at `paths` (eval mode) and their `Checkpoint`s; its
     `covariance` resolved (`EnsembleRegressor.covariance`)."""
+    check_member_paths(paths)
     names = [str(path) for path in paths]
-    if len(set(names)) != len(names):
-        raise EnsembleError("an ensemble's members must be different checkpoints (one is named twice)")
     checkpoints = [load_checkpoint(path) for path in names]
     check_members(checkpoints, names)
+    # A copy of a member adds no disagreement, only weight: its spread would look smaller than
+    # it is. The weights are in memory already, and differing ones differ in their first tensor.
+    for i in range(1, len(checkpoints)):
+        for j in range(i):
+            if _same_weights(checkpoints[j], checkpoints[i]):
+                raise EnsembleError(
+                    f"{names[i]} holds the same weights as {names[j]}: an ensemble's members are "
+                    "different models (other seeds), not copies"
+                )
     model = EnsembleRegressor([model_from_checkpoint(checkpoint) for checkpoint in checkpoints], covariance)
     return model.eval(), checkpoints

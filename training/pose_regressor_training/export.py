@@ -53,6 +53,7 @@ from pose_regressor.bundle import (
     PREPROCESSING,
     SCHEMA_VERSION,
     TORCH_FILE,
+    YAML_FILE,
     BundleCamera,
     BundleError,
     ModelBundle,
@@ -303,6 +304,8 @@ def covariance_scale_from_metrics(
         else default_metrics_path(checkpoint, max(len(ensemble), 1), ensemble_covariance)
     )
     if not path.is_file():
+        if metrics is not None and metrics.is_dir():
+            raise ExportError(f"metrics file {metrics} is a folder, not a file")
         if metrics is not None:
             raise FileNotFoundError(f"metrics file {metrics} does not exist")
         return default, "default", {}
@@ -355,6 +358,7 @@ def covariance_scale_from_metrics(
         return default, "default", {}  # eval_test/ describes the run's other checkpoint (best.pt vs last.pt)
     summary_keys = (
         "checkpoint",
+        "epoch",
         "split",
         "frames",
         "mc_samples",
@@ -383,6 +387,35 @@ def covariance_scale_from_metrics(
     return valid, str(path), summary
 
 
+def metrics_mismatch(
+    checkpoint: Path, epoch: int | None, metrics: Path, summary: dict[str, Any]
+) -> str | None:
+    """Why the explicit `metrics` (its eval summary, `covariance_scale_from_metrics`) looks like the
+    evaluation of another checkpoint than `checkpoint` at `epoch`, or None: the checkpoint it
+    records exists and is another file, or it records another epoch. A warning, not a refusal: a
+    run folder that was moved or copied since leaves a recorded path that names nothing, or the
+    same file again."""
+    problems = []
+    recorded = summary.get("checkpoint")
+    if isinstance(recorded, str) and recorded:
+        evaluated = Path(recorded)  # relative: to where eval-checkpoint ran, most likely here
+        try:
+            other = evaluated.is_file() and not evaluated.samefile(checkpoint)
+        except OSError:
+            other = False
+        if other:
+            problems.append(f"evaluated {recorded}, not {checkpoint}")
+    recorded_epoch = summary.get("epoch")
+    if isinstance(recorded_epoch, int) and epoch is not None and recorded_epoch != epoch:
+        problems.append(f"evaluated epoch {recorded_epoch}, {checkpoint} is epoch {epoch}")
+    if not problems:
+        return None
+    return (
+        f"--metrics {metrics} {' and '.join(problems)}: its covariance calibration may be another "
+        "model's (evaluate this checkpoint with pose-train eval-checkpoint)"
+    )
+
+
 def suggested_uncertain_flag(uncertainty: Any) -> UncertainFlag | None:
     """The flag thresholds an eval suggested (`uncertainty.uncertain_flag.suggested_parameters` of
     its metrics.json), or None when it has none or they are out of range (the node's own apply)."""
@@ -393,6 +426,34 @@ def suggested_uncertain_flag(uncertainty: Any) -> UncertainFlag | None:
 
 
 # ------------------------------------------------------------------------------------- bundle
+def check_out_dir(out_dir: Path, checkpoints: Sequence[Path], overwrite: bool) -> None:
+    """Refuses an `out_dir` that export may not create or replace, before anything is loaded: the
+    folder of one of the `checkpoints` or a folder above it (the run's other files would go with
+    it), or an existing folder that is not a bundle (no bundle.yaml) and not empty, such as a
+    dataset folder, which `overwrite` would otherwise replace whole. A folder inside a run folder
+    is fine: replacing it takes nothing of the run's but itself, and only when it is a bundle."""
+    target = out_dir.resolve()
+    for checkpoint in checkpoints:
+        # the file a link points to, and the folder the link itself lies in: either would go
+        for where in (checkpoint.resolve(), checkpoint.parent.resolve() / checkpoint.name):
+            if where == target or target in where.parents:
+                raise ExportError(
+                    f"--out {out_dir} holds the checkpoint {checkpoint}: the bundle would replace it "
+                    "and its run folder; name another --out"
+                )
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise ExportError(f"--out {out_dir} is a file, not a bundle folder; it is left alone")
+    if not (out_dir / YAML_FILE).is_file() and any(out_dir.iterdir()):
+        raise ExportError(
+            f"--out {out_dir} exists and is not a bundle (no {YAML_FILE}); it is left alone: "
+            "name another --out"
+        )
+    if not overwrite:
+        raise FileExistsError(f"{out_dir} exists; pass --overwrite to replace it")
+
+
 def _replace_dir(staging: Path, out_dir: Path, overwrite: bool) -> None:
     if out_dir.exists():
         if not overwrite:
@@ -430,13 +491,13 @@ def export_bundle(
     checkpoints of the same model (other seeds) to export with `checkpoint` as one deep-ensemble
     graph (`pose_regressor_training.ensemble`), its covariance from `ensemble_covariance`
     (``heads``: no dropout, S = K by default; ``auto``: heads where the members have them). An
-    existing `out_dir` is replaced only with `overwrite`.
+    existing `out_dir` is replaced only with `overwrite`, and only when it is a bundle or empty
+    (`check_out_dir`).
     """
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
     members = [checkpoint, *(Path(path) for path in ensemble)]
     _check_options(mc_samples if mc_samples is not None else 1, opset)
-    if out_dir.exists() and not overwrite:
-        raise FileExistsError(f"{out_dir} exists; pass --overwrite to replace it")
+    check_out_dir(out_dir, members, overwrite)
     model: PoseRegressor | EnsembleRegressor
     if ensemble:
         try:

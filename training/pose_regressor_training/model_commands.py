@@ -49,6 +49,42 @@ def bounded_int(name: str, low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+def _file_not_folder(what: str, usual_name: str) -> Callable[[str], Path]:
+    """An argparse type: a file named `what`; a folder is refused at once, pointing at its
+    `usual_name` where it has one (a run or eval folder is the usual slip: reading it would only
+    say that no file "exists"). A missing file is named where it is read."""
+
+    def parse(text: str) -> Path:
+        path = Path(text)
+        if path.is_dir():
+            inside = path / usual_name
+            hint = f" (did you mean {inside}?)" if inside.is_file() else ""
+            raise argparse.ArgumentTypeError(f"{text} is a folder, not a {what}{hint}")
+        return path
+
+    return parse
+
+
+#: `--checkpoint`, `--ensemble`; `export --metrics`
+checkpoint_file = _file_not_folder("checkpoint file", "best.pt")
+metrics_file = _file_not_folder("metrics file", "metrics.json")
+
+
+def calibration_splits(text: str) -> str:
+    """An argparse type: `--calib-split`, split names separated by commas, or '' (the evaluated
+    split). A name that is no split would be left out as a split without frames, and the scale
+    silently fitted on the evaluated split itself (in-sample), so it is refused here."""
+    from pose_regressor.dataset_folder import SPLITS  # cv2 with it: eval-checkpoint reads images anyway
+
+    for name in (part.strip() for part in text.split(",")):
+        if name and name not in SPLITS:
+            raise argparse.ArgumentTypeError(
+                f"{name!r} is not a split: name {', '.join(SPLITS[:-1])} or {SPLITS[-1]}, several "
+                "comma-separated (val,test), or '' for the evaluated split"
+            )
+    return text
+
+
 def add_fit(sub: Subparsers) -> None:
     p = sub.add_parser(
         "fit",
@@ -142,7 +178,7 @@ def add_eval(sub: Subparsers) -> None:
         "max_position_std / max_rotation_std. A nearest-training-frame retrieval baseline is scored on "
         "the same frames.",
     )
-    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--checkpoint", type=checkpoint_file, required=True)
     p.add_argument("--data", type=Path, help="dataset root (default: the one the checkpoint was trained on)")
     p.add_argument("--split", default="test")
     p.add_argument(
@@ -153,6 +189,7 @@ def add_eval(sub: Subparsers) -> None:
     )
     p.add_argument(
         "--calib-split",
+        type=calibration_splits,
         default="val",
         help="split(s) to fit the covariance calibration on, comma-separated: 'val' (default), 'val,test' "
         "(more stretches, for the bundle you ship; the test NEES is then in-sample), '' (the eval split)",
@@ -224,11 +261,11 @@ def _add_distance_variance(p: argparse.ArgumentParser) -> None:
 
 
 def _add_ensemble(p: argparse.ArgumentParser, what: str) -> None:
-    from pose_regressor_training.ensemble import ENSEMBLE_COVARIANCE_CHOICES
+    from pose_regressor_training.models.config import ENSEMBLE_COVARIANCE_CHOICES
 
     p.add_argument(
         "--ensemble",
-        type=Path,
+        type=checkpoint_file,
         nargs="+",
         default=[],
         metavar="CHECKPOINT",
@@ -247,6 +284,24 @@ def _add_ensemble(p: argparse.ArgumentParser, what: str) -> None:
     )
 
 
+def check_ensemble_arguments(args: argparse.Namespace) -> None:
+    """--checkpoint and --ensemble as members, refused before any is read: a count beyond
+    `MAX_ENSEMBLE_MEMBERS` (each member costs its load and its memory first) or one file named
+    twice (`pose_regressor_training.ensemble.check_member_paths`)."""
+    if not args.ensemble:
+        return
+    from pose_regressor.bundle import MAX_ENSEMBLE_MEMBERS
+    from pose_regressor_training.ensemble import check_member_paths
+
+    members = 1 + len(args.ensemble)
+    if members > MAX_ENSEMBLE_MEMBERS:
+        raise ValueError(
+            f"--ensemble names {len(args.ensemble)} checkpoints: an ensemble has at most "
+            f"{MAX_ENSEMBLE_MEMBERS} members, --checkpoint and {MAX_ENSEMBLE_MEMBERS - 1} more"
+        )
+    check_member_paths([args.checkpoint, *args.ensemble])
+
+
 def run_eval(args: argparse.Namespace) -> int:
     from pose_regressor_training.calibration import load_calibration
     from pose_regressor_training.data.dataset import ImageLoadError
@@ -261,6 +316,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
     if args.mc_samples < 0:
         raise ValueError("--mc-samples must be >= 0")
+    check_ensemble_arguments(args)
     calibration = load_calibration(args.calibration) if args.calibration is not None else None
     try:
         evaluation = evaluate_checkpoint(
@@ -378,7 +434,7 @@ def add_export(sub: Subparsers) -> None:
         "preprocessing, covariance scale, provenance) and BUNDLE/model.pt. The graph is checked against the "
         "TensorRT operator allow-list and against PyTorch with ONNX Runtime before the bundle is written.",
     )
-    p.add_argument("--checkpoint", type=Path, required=True, help="checkpoint (RUN_DIR/best.pt)")
+    p.add_argument("--checkpoint", type=checkpoint_file, required=True, help="checkpoint (RUN_DIR/best.pt)")
     p.add_argument("--out", type=output_folder, required=True, help="bundle directory to create")
     p.add_argument(
         "--mc-samples",
@@ -390,7 +446,7 @@ def add_export(sub: Subparsers) -> None:
     )
     p.add_argument(
         "--metrics",
-        type=Path,
+        type=metrics_file,
         help="pose-train eval-checkpoint metrics.json with the covariance scale "
         "(default: CHECKPOINT_DIR/eval_test/metrics.json if it evaluated this checkpoint; "
         "eval_ensemble<K>[_heads]_test/ for an --ensemble, eval_heads_test/ for a model of heads)",
@@ -407,8 +463,9 @@ def add_export(sub: Subparsers) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    check_ensemble_arguments(args)
     from pose_regressor_training.eval_summary import calibration_warning
-    from pose_regressor_training.export import export_bundle
+    from pose_regressor_training.export import export_bundle, metrics_mismatch
 
     bundle = export_bundle(
         args.checkpoint,
@@ -464,7 +521,14 @@ def run_export(args: argparse.Namespace) -> int:
         )
     else:
         print(f"  covariance scale {bundle.covariance_scale.describe()} (from {source})")
-        warning = calibration_warning(bundle.provenance.get("eval_metrics") or {})
+        evaluated = bundle.provenance.get("eval_metrics") or {}
+        if args.metrics is not None:
+            mismatch = metrics_mismatch(
+                args.checkpoint, bundle.provenance.get("epoch"), args.metrics, evaluated
+            )
+            if mismatch:
+                print(f"pose-train export: warning: {mismatch}", file=sys.stderr)
+        warning = calibration_warning(evaluated)
         if warning:
             print(f"pose-train export: warning: {warning}", file=sys.stderr)
     flag, unit = bundle.uncertain_flag, bundle.length_unit

@@ -34,8 +34,9 @@ from pose_regressor.engines.base import (
     InferenceEngine,
 )
 from pose_regressor_training.checkpoint import unreadable_torch_file
-from pose_regressor_training.ensemble import ENSEMBLE_COVARIANCES, EnsembleRegressor
+from pose_regressor_training.ensemble import EnsembleRegressor
 from pose_regressor_training.models import ModelConfig, PoseRegressor, build_model
+from pose_regressor_training.models.config import COVARIANCES as ENSEMBLE_COVARIANCES
 from pose_regressor_training.models.model import images_to_unit_float
 from pose_regressor_training.typed_config import from_mapping
 

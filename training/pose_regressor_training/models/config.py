@@ -21,8 +21,11 @@ ROTATIONS = ("quaternion", "logq", "rot6d")
 # a model of K heads exports as an ensemble of K rows (bundle.yaml's ensemble_members)
 MAX_HEADS = MAX_ENSEMBLE_MEMBERS
 VARIANCE_NLLS = ("gaussian", "laplace")  # as pose_regressor_training.losses.variance
-# a model's default inference covariance: as pose_regressor_training.ensemble's choices, less auto
+# a model's default inference covariance, and where an ensemble's comes from
+# (pose_regressor_training.ensemble); the commands also take auto. Here, not in ensemble.py,
+# because every command line lists them and ensemble.py imports torch (seconds).
 COVARIANCES = ("dropout", "heads")
+ENSEMBLE_COVARIANCE_CHOICES = ("auto", *COVARIANCES)
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,9 @@ than 5 ms, less than 50 ms, after its last run): on the 2-core machine that made
 whichever rows followed it up to 1.9x slower.
 
 Bounds (checked before anything is allocated; each is one clear error): S in [2, `MAX_MC_SAMPLES`]
-(the bundle's own limit; [1, `MAX_MC_SAMPLES`] without dropout), repeats in [1, `MAX_REPEATS`],
+(the bundle's own limit; [1, `MAX_MC_SAMPLES`] without dropout) and, for an ensemble bundle, an S
+the node takes (`ModelBundle.samples_problem`: a multiple of its K members, exactly K without
+dropout), repeats in [1, `MAX_REPEATS`],
 warmup in [0, `MAX_WARMUP`], onnxruntime threads in [0, `MAX_THREADS`], settle_s in
 [0, `MAX_SETTLE_S`], and the random camera images of one set (the bundle's camera sizes) at most
 `MAX_IMAGE_BYTES`. A run that takes longer than `PROGRESS_EVERY_S` reports its progress on stderr
@@ -251,6 +253,14 @@ def _check_arguments(
         raise ValueError(f"threads must be an integer in [0, {MAX_THREADS}] (0: default), got {threads!r}")
 
 
+def _check_samples(bundle: ModelBundle, samples: int) -> None:
+    """The node's own refusal (`ModelBundle.samples_problem`): an ensemble's S that skips members or,
+    without dropout, repeats them. Timing it would report a cost no robot can have."""
+    problem = bundle.samples_problem(samples)
+    if problem is not None:
+        raise ValueError(f"mc_samples: {problem}")
+
+
 class _StderrProgress:
     """Progress on stderr for long runs: nothing for the first PROGRESS_EVERY_S, then a line that often."""
 
@@ -312,6 +322,7 @@ def run_bench(
     samples = main.mc_samples if mc_samples is None else mc_samples
     with_dropout = main.dropout > 0
     _check_arguments(samples, repeats, warmup, settle_s, options, with_dropout)
+    _check_samples(main, samples)
     _check_images(main)
     other = None
     other_samples = samples
@@ -320,6 +331,7 @@ def run_bench(
         other_samples = other.mc_samples if mc_samples is None else mc_samples
         try:
             _check_arguments(other_samples, repeats, warmup, settle_s, options, other.dropout > 0)
+            _check_samples(other, other_samples)
         except ValueError as exc:  # S fits the bundle but not the one it is compared with
             raise ValueError(f"the --compare bundle {other.path}: {exc}") from None
         _check_images(other)
