@@ -233,6 +233,24 @@ def test_error_head_command_end_to_end(
     assert main([*command[:4], str(tmp_path / "z"), "--folds", "64"]) == 2
     assert "fewer than the 64 folds" in capsys.readouterr().err
     assert not (tmp_path / "x" / "best.pt").exists() and not (tmp_path / "z" / "best.pt").exists()
+    # data of another rig: refused before a fold trains, nothing left in --out
+    from pose_regressor.rig import preset_rig
+    from pose_regressor_training.synth.generate import SynthConfig, render_dataset
+
+    mono = tmp_path / "mono"
+    render_dataset(SynthConfig(out=mono, rig=preset_rig("mono", 64, 48), frames=6, seed=3, progress=False))
+    assert main([*command[:4], str(tmp_path / "m"), "--data", str(mono)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "has cameras ['front'], the model was trained on ['front', 'left'" in err
+    assert not (tmp_path / "m" / "folds").exists()
+    # weights that do not fit the checkpoint's own config: one line naming the file, not torch's dump
+    state = torch.load(out / "folds" / "fold1of2" / "best.pt", weights_only=True)
+    state["model"].pop(next(iter(state["model"])))
+    torch.save(state, tmp_path / "cut.pt")
+    assert main(["error-head", "--checkpoint", str(tmp_path / "cut.pt"), "--out", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"checkpoint {tmp_path / 'cut.pt'} is damaged or incomplete" in err
+    assert "Missing key(s)" in err
 
 
 def test_a_worse_validation_ranking_is_named() -> None:

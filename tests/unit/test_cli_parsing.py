@@ -36,3 +36,12 @@ def test_commands_without_overrides_take_no_stray_key_value_words(capsys: pytest
     with pytest.raises(SystemExit):
         parse_arguments(["eval-checkpoint", "--checkpoint", "x.pt", "optim.epochs=2"])
     assert "unrecognized arguments: optim.epochs=2" in capsys.readouterr().err
+
+
+def test_an_out_with_dot_dot_is_the_folder_it_names(tmp_path: Path) -> None:
+    from pose_regressor.arguments import output_folder
+
+    (tmp_path / "o" / "e" / "f").mkdir(parents=True)
+    # replacing "o/e/f/.." by a rename fails (EBUSY) only after the work: it is o/e
+    assert output_folder(str(tmp_path / "o" / "e" / "f" / "..")) == (tmp_path / "o" / "e").resolve()
+    assert output_folder("runs/a") == Path("runs/a")  # others are kept as given (relative)

@@ -28,6 +28,12 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return out, bag
 
 
+def test_the_bag_keeps_its_own_name_and_no_staging_is_left(rendered: tuple[Path, Path]) -> None:
+    _, bag = rendered
+    assert sorted(p.name for p in bag.iterdir()) == ["metadata.yaml", "test.bag.mcap"]
+    assert sorted(p.name for p in bag.parent.iterdir()) == ["data", "test.bag"]
+
+
 def test_dataset_folder_is_complete(rendered: tuple[Path, Path]) -> None:
     out, _ = rendered
     meta = read_metadata(out)

@@ -50,6 +50,27 @@ def test_folder_to_bag_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[
             assert np.array_equal(images[f"/{camera}/image_raw"][stamp], expected)
         np.testing.assert_array_equal(poses[stamp][0], [0.5 * index, 0.1 * index, 0.0])
         np.testing.assert_array_equal(poses[stamp][1], Q)
+    # The storage file carries the bag's own name, not the hidden name it was written under.
+    assert sorted(p.name for p in bag.iterdir()) == ["metadata.yaml", "test_bag.mcap"]
+    assert "test_bag.mcap" in (bag / "metadata.yaml").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "test_bag"]
+
+
+@pytest.mark.parametrize("out", ["parent", "same via ..", "same via link", "inside"])
+def test_to_bag_overwrite_never_replaces_the_dataset_it_reads(tmp_path: Path, out: str) -> None:
+    data = write_folder(tmp_path / "p" / "data", ("front",))
+    (tmp_path / "p" / "notes.txt").write_text("keep me")
+    (tmp_path / "link").symlink_to(data)
+    target = {
+        "parent": tmp_path / "p",
+        "same via ..": data / "images" / "..",
+        "same via link": tmp_path / "link",
+        "inside": data / "bag",
+    }[out]
+    before = sorted(str(f.relative_to(tmp_path)) for f in tmp_path.rglob("*"))
+    assert main(["to-bag", "--data", str(data), "--out", str(target), "--overwrite"]) == 2
+    assert sorted(str(f.relative_to(tmp_path)) for f in tmp_path.rglob("*")) == before
+    assert (tmp_path / "p" / "notes.txt").read_text() == "keep me"
 
 
 @pytest.mark.parametrize(

@@ -83,6 +83,13 @@ class CheckpointError(ValueError):
     """A checkpoint is missing, unreadable or of another format."""
 
 
+def weights_mismatch(exc: BaseException) -> str:
+    """torch's load_state_dict complaint in one short line: the first tensors it names."""
+    text = " ".join(str(exc).split())
+    text = text.removeprefix("Error(s) in loading state_dict for PoseRegressor: ")
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
 #: errno values of a write that failed for want of room or a working disk (not a program error).
 WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS})
 
@@ -289,10 +296,17 @@ def _from_payload(payload: dict[str, Any]) -> Checkpoint:
     )
 
 
-def model_from_checkpoint(checkpoint: Checkpoint) -> PoseRegressor:
-    """The trained model (eval mode) rebuilt from the config stored in the checkpoint."""
+def model_from_checkpoint(checkpoint: Checkpoint, source: Path | None = None) -> PoseRegressor:
+    """The trained model (eval mode) rebuilt from the config stored in the checkpoint; a
+    `CheckpointError` naming `source` (the file, where known) when the weights do not fit it."""
     # Weights come from the checkpoint; never download pretrained ones again.
     model = build_model(replace(checkpoint.model_config, pretrained=False))
-    model.load_state_dict(checkpoint.model)
+    try:
+        model.load_state_dict(checkpoint.model)
+    except (RuntimeError, KeyError, TypeError) as exc:  # torch lists every missing and odd tensor
+        raise CheckpointError(
+            f"checkpoint {source if source is not None else f'of epoch {checkpoint.epoch}'} is damaged or "
+            f"incomplete: its weights do not fit its own model config ({weights_mismatch(exc)})"
+        ) from None
     model.eval()
     return model

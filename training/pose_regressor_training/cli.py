@@ -415,7 +415,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs one subcommand. Any bad input is one line on stderr and exit 2; Ctrl-C (130) and
     SIGTERM (143) stop it cleanly (what a command was writing is removed) with one line too."""
     choose_openmp_waiting()  # before anything imports torch (cpu_threads.py says why)
-    args = parse_arguments(argv)
+    try:
+        args = parse_arguments(argv)
+    except KeyboardInterrupt:  # Ctrl-C while the parser's modules load: one line, as for a command
+        print("pose-train: interrupted (SIGINT)", file=sys.stderr)
+        return 130
+    from pose_regressor.image_decode import quiet_codec_logs
+
+    quiet_codec_logs()  # an unreadable image is one error line of ours, not OpenCV's WARN first
     if args.command in DEPRECATED_COMMANDS:
         new = DEPRECATED_COMMANDS[args.command]
         print(

@@ -91,7 +91,7 @@ def run_error_head(args: argparse.Namespace) -> int:
     if out_path.exists():
         raise FileExistsError(f"{out_path} exists; choose another --out")
     checkpoint = load_checkpoint(args.checkpoint)
-    model = _model_of(checkpoint)
+    model = _model_of(checkpoint, args.checkpoint)
     try:
         check_supported(model)
     except ValueError as exc:
@@ -116,6 +116,11 @@ def run_error_head(args: argparse.Namespace) -> int:
     data = config.data
     frames = load_dataset(data.kind, root, data.train_split, **data.options).select_cameras(data.cameras)
     frames = subsample_frames(frames, data.max_frames)
+    if frames.rig.names != checkpoint.rig.names:  # before a fold trains, not after (as eval-checkpoint)
+        raise TrainingError(
+            f"error-head: {root} has cameras {frames.rig.names}, the model was trained on "
+            f"{checkpoint.rig.names}"
+        )
     size = (model.config.image_width, model.config.image_height)
     unit = checkpoint.dataset.length_unit
     features, errors, fold_records = [], [], []
@@ -132,7 +137,7 @@ def run_error_head(args: argparse.Namespace) -> int:
         stopped = _train_fold(fold_config, run_dir, args)
         if stopped is not None:
             return stopped
-        fold_model = _model_of(load_checkpoint(run_dir / "best.pt")).to(device)
+        fold_model = _model_of(load_checkpoint(run_dir / "best.pt"), run_dir / "best.pt").to(device)
         sets = PoseDataset(held, size, preload=False, skip_bad=data.skip_bad)
         t, q = predict(fold_model, sets, device)
         kept = sets.frame_list
@@ -227,10 +232,10 @@ def ranked_worse(validation: dict[str, float], by: float = WORSE_BY) -> list[str
     ]
 
 
-def _model_of(checkpoint: Any) -> Any:
+def _model_of(checkpoint: Any, source: Path) -> Any:
     from pose_regressor_training.checkpoint import model_from_checkpoint
 
-    return model_from_checkpoint(checkpoint)
+    return model_from_checkpoint(checkpoint, source)
 
 
 def _train_fold(config: Any, run_dir: Path, args: argparse.Namespace) -> int | None:

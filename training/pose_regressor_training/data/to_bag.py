@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pose_regressor.bagio import RigBagWriter
 from pose_regressor.dataset_folder import image_path, read_metadata, read_rgb, rig_from_metadata, split_frames
-from pose_regressor.files import publish, remove_path, staging_sibling
+from pose_regressor.files import overlapping, publish, remove_path, staged_bag
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,11 @@ def folder_to_bag(cfg: ToBagConfig) -> ToBagSummary:
     rig = rig_from_metadata(cfg.data, read_metadata(cfg.data))
     if cfg.out.exists() and not cfg.overwrite:
         raise FileExistsError(f"bag {cfg.out} exists; use --overwrite to replace it")
-    if cfg.data.absolute() in (cfg.out.absolute(), *cfg.out.absolute().parents):
-        raise ValueError(f"--out {cfg.out} must not be inside the dataset folder {cfg.data}")
+    if overlapping(cfg.data, cfg.out):  # --overwrite would replace the dataset being read
+        raise ValueError(
+            f"--out {cfg.out} and the dataset folder {cfg.data} overlap (one is, or holds, the other); "
+            "write the bag elsewhere"
+        )
     previous = None
     for f in frames:  # a bag is one time line: the node's synchronizer and the GT track need it
         if previous is not None and f.stamp_ns <= previous.stamp_ns:
@@ -54,9 +57,10 @@ def folder_to_bag(cfg: ToBagConfig) -> ToBagSummary:
                 "one increasing time line"
             )
         previous = f
-    staging = staging_sibling(cfg.out)
-    remove_path(staging)
+    holder, staging = staged_bag(cfg.out)
+    remove_path(holder)
     try:
+        holder.mkdir()
         with RigBagWriter(staging, rig.names, storage=cfg.storage) as bag:
             for f in frames:
                 bag.write_set(
@@ -65,7 +69,6 @@ def folder_to_bag(cfg: ToBagConfig) -> ToBagSummary:
                 bag.write_ground_truth(f.stamp_ns, f.translation, f.quat_xyzw)
             messages = bag.message_count
         publish(staging, cfg.out)
-    except BaseException:  # Ctrl-C and errors alike: no half-written bag is left behind
-        remove_path(staging)
-        raise
+    finally:  # Ctrl-C and errors alike: no half-written bag is left behind
+        remove_path(holder)
     return ToBagSummary(len(frames), messages, rig.names, time.perf_counter() - started)

@@ -25,7 +25,7 @@ from numpy.typing import NDArray
 from tqdm import tqdm
 
 from pose_regressor.bagio import RigBagWriter
-from pose_regressor.files import publish, remove_path, staging_sibling
+from pose_regressor.files import publish, remove_path, staged_bag, staging_sibling
 from pose_regressor.rig import Rig
 from pose_regressor_training.data.folder import (
     SPLITS,
@@ -313,14 +313,16 @@ def render_dataset(cfg: SynthConfig) -> SynthSummary:
     staging = staging_sibling(out)
     bag_inside = cfg.bag is not None and out in cfg.bag.absolute().parents
     bag_staging: Path | None = None
+    bag_holder: Path | None = None
     if cfg.bag is not None:
-        # A bag inside the dataset folder travels with it; any other bag has a staging sibling.
-        bag_staging = (
-            staging / cfg.bag.absolute().relative_to(out) if bag_inside else staging_sibling(cfg.bag)
-        )
+        # A bag inside the dataset folder travels with it; any other bag has a staging folder.
+        if bag_inside:
+            bag_staging = staging / cfg.bag.absolute().relative_to(out)
+        else:
+            bag_holder, bag_staging = staged_bag(cfg.bag)
     existed = out.is_dir() and any(out.iterdir())
     try:
-        for path in (staging, bag_staging):
+        for path in (staging, bag_staging, bag_holder):
             if path is not None:
                 remove_path(path)  # left by an earlier killed run of a process with the same id
         staging.mkdir(parents=True)
@@ -339,8 +341,8 @@ def render_dataset(cfg: SynthConfig) -> SynthSummary:
             ) from None
         return summary
     finally:
-        for path in (staging, bag_staging):
-            if path is not None and (path.exists() or path.is_symlink()):  # failed or interrupted
+        for path in (staging, bag_staging, bag_holder):
+            if path is not None and (path.exists() or path.is_symlink()):  # failed, interrupted, or emptied
                 remove_path(path)
 
 

@@ -32,10 +32,12 @@ def bounded_float(
 def output_folder(text: str) -> Path:
     """An argparse type: a folder a command writes into (`--out`), refused at once when it, or a
     folder it would sit in, is a file: the command would otherwise fail at its first write, after
-    the work (an evaluation, a render) was done."""
+    the work (an evaluation, a render) was done. A path with ``..`` is resolved."""
     if not text:
         raise argparse.ArgumentTypeError("must name a folder, got ''")
     path = Path(text)
+    if ".." in path.parts:  # OUT/x/.. is OUT: replacing it by renaming OUT/x/.. fails (EBUSY) after the work
+        path = path.resolve()
     for part in (path, *path.parents):
         if part.exists() and not part.is_dir():
             where = "" if part == path else f", so {text} cannot be a folder"

@@ -394,6 +394,20 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _bench_json_file(text: str) -> Path:
+    """An argparse type for bench --json: a file to write, refused at once when it is a folder or a
+    folder it would sit in is a file; the write would otherwise fail after the whole run."""
+    if not text:
+        raise argparse.ArgumentTypeError("must name a file, got ''")
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; name a file (e.g. {path / 'bench.json'})")
+    for part in path.parents:
+        if part.exists() and not part.is_dir():
+            raise argparse.ArgumentTypeError(f"{part} is a file, so {text} cannot be written; name a file")
+    return path
+
+
 def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "bench",
@@ -412,7 +426,7 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--repeats", type=_positive_int, default=50, help="measured frames per row")
     p.add_argument("--warmup", type=int, default=5, help="unmeasured frames per row first")
     p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: physical cores)")
-    p.add_argument("--json", type=Path, help="also write the results as JSON")
+    p.add_argument("--json", type=_bench_json_file, help="also write the results as JSON")
     p.set_defaults(handler=_bench)
 
 
@@ -446,7 +460,8 @@ def _add_eval_folder(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="score a bundle on a split of a dataset folder (metrics.json, plots); no ROS",
         description="Runs the bundle (the node's preprocessing, engine and MC-dropout estimate) on "
         "every camera set of one split of a dataset folder (pose-train synth, from-bag or import) and "
-        "writes OUT/metrics.json (the keys of eval-checkpoint and eval-node), OUT/trajectory.png and "
+        "writes OUT/metrics.json (the keys of eval-checkpoint and eval-node), OUT/poses.csv (each "
+        "frame's pose, truth, errors, stds, uncertain flag and 6x6 covariance), OUT/trajectory.png and "
         "OUT/reliability.png. "
         "The folder's rig must have the bundle's cameras (by name); it may have more.",
     )
@@ -459,7 +474,9 @@ def _add_eval_folder(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         type=_bounded_int(0, MAX_MC_SAMPLES),
         help="MC-dropout samples per set (default: the bundle's; 0: the deterministic pose)",
     )
-    p.add_argument("--out", type=output_folder, required=True, help="folder for metrics.json and the plots")
+    p.add_argument(
+        "--out", type=output_folder, required=True, help="folder for metrics.json, poses.csv and the plots"
+    )
     p.set_defaults(handler=_eval_folder)
 
 
@@ -527,6 +544,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         cut = argv.index("--ros-args")
         argv, extra = argv[:cut], argv[cut:]
     args = build_parser().parse_args(argv)
+    from pose_regressor.image_decode import quiet_codec_logs
+
+    quiet_codec_logs()  # an unreadable image is one error line of ours, not OpenCV's WARN first
     if args.command in DEPRECATED_COMMANDS:
         new = DEPRECATED_COMMANDS[args.command]
         print(

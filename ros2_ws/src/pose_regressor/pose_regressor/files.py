@@ -171,6 +171,23 @@ def staging_sibling(path: Path) -> Path:
     return path.with_name(f".{path.name}.partial-{os.getpid()}")
 
 
+def staged_bag(path: Path) -> tuple[Path, Path]:
+    """(hidden folder, where to write the bag in it) for a bag that `publish` puts at `path`.
+
+    A bag's storage file is named after its folder when it is written (rosbags: NAME/NAME.mcap,
+    listed in metadata.yaml) and keeps that name when the folder is renamed, so the bag is written
+    under its final name inside a hidden ``.NAME.partial-PID`` folder, not as that folder itself:
+    otherwise every published bag would hold a ``.NAME.partial-PID.mcap`` that looks like a leftover."""
+    holder = staging_sibling(path)
+    return holder, holder / path.absolute().name
+
+
+def overlapping(a: Path, b: Path) -> bool:
+    """Whether one of two paths is the other or lies inside it, links and ``..`` resolved."""
+    ra, rb = a.resolve(), b.resolve()
+    return ra == rb or ra in rb.parents or rb in ra.parents
+
+
 def remove_path(path: Path) -> None:
     """Removes a file, link or folder tree if it is there."""
     if path.is_dir() and not path.is_symlink():
