@@ -117,6 +117,9 @@ def test_replayed_bag_gives_one_pose_per_set_with_its_stamp_and_eval_accuracy(
     assert 0 < flag["flagged"] == flag["node_uncertain_poses"] < metrics["published"]
     assert -1.0 <= metrics["spearman_position_std_vs_error"] <= 1.0
     assert set(metrics["inside_95_ellipsoid"]) == {"6dof", "position", "rotation"}
+    correlation = metrics["error_correlation"]  # of the published poses, in time order
+    assert correlation["frames"] is not None and correlation["suggested_covariance_inflation"] >= 1.0
+    assert -1.0 <= correlation["lag1"] <= 1.0
     # The node (mask of ones) reproduces pose-train eval's deterministic prediction on these frames.
     offline = evaluate_checkpoint(trained["spread_checkpoint"], split="test", mc_samples=0).metrics
     assert metrics["median_translation_m"] == pytest.approx(offline["median_translation_m"], rel=0.10)

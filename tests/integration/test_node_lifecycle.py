@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
@@ -155,6 +156,12 @@ def test_parameters_take_effect_at_runtime_or_are_refused_with_a_reason(
             floor = estimate_from_samples([[0.0, 0.0, 0.0]], [q]).covariance
             expected = to_convention(q, floor, convention)
             assert list(msg.pose.covariance) == pytest.approx(list(expected.reshape(-1)), rel=1e-6, abs=1e-12)
+        # covariance_inflation scales what is published (rpy here), not what the flag reads.
+        assert peer.set_parameter(NODE, "covariance_inflation", 16)[0]  # an integer for the double
+        count = _pose_after_set(cameras, poses)
+        inflated = np.array(poses[count - 1].pose.covariance)
+        assert list(inflated) == pytest.approx(list(16.0 * expected.reshape(-1)), rel=1e-6, abs=1e-12)
+        assert peer.set_parameter(NODE, "covariance_inflation", 1.0)[0]
 
         # Gating: every pose flagged uncertain (threshold 1e-9 m) is withheld; off again, poses return.
         assert peer.set_parameter(NODE, "max_position_std", 1e-9)[0]
@@ -181,6 +188,8 @@ def test_parameters_take_effect_at_runtime_or_are_refused_with_a_reason(
             ("bundle", str(bundle.path), "may change only while the node is unconfigured"),
             ("mc_samples", 1000, ""),  # rclpy's own range check
             ("covariance_rotation", "euler", "must be one of fixed_axes, rpy"),
+            ("covariance_inflation", 0.5, ""),  # rclpy's range check: 1 to 1e6
+            ("covariance_inflation", float("nan"), ""),
             ("camera_topics", ["front/image raw", "rear"], "is not a valid ROS topic name"),
             ("map_frame", "", "must be a frame name"),
             ("autostart", False, "read-only"),

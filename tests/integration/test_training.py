@@ -310,7 +310,7 @@ def test_eval_writes_metrics_and_plots(
         "covariance_scale",
     ):
         assert key in metrics
-    assert metrics["frames"] == 20
+    assert metrics["frames"] == 20 and metrics["epoch"] == 2  # export checks it against the checkpoint
     u = metrics["uncertainty"]
     assert u["covariance_scale_fitted_on"] == "val" and u["calibration_in_sample"] is False
     val_stretches = u["calibration_stretches"]
@@ -326,6 +326,11 @@ def test_eval_writes_metrics_and_plots(
     assert flag["auroc_uncertain_flag"] is None or 0.0 <= flag["auroc_uncertain_flag"] <= 1.0
     for bounds in (*u["spearman_interval_90"].values(), flag["auroc_uncertain_flag_interval_90"]):
         assert bounds is None or (len(bounds) == 2 and bounds[0] <= bounds[1])
+    correlation = u["error_correlation"]  # the errors' integrated time along the trajectories
+    assert correlation["frames"] is None or (
+        correlation["suggested_covariance_inflation"] == max(1.0, correlation["frames"])
+        and correlation["seconds"] > 0.0
+    )
     baseline = metrics["retrieval_baseline"]
     assert baseline["frames"] == 20 and baseline["training_frames"] == 20
     assert {p.name for p in paths} == {
@@ -348,6 +353,10 @@ def test_eval_writes_metrics_and_plots(
         "uncertain_flag"
     ]["operating_points"]
     assert [point["share"] for point in points] == [0.01, 0.02, 0.05, 0.1, 0.2]
+    cli_correlation = json.loads((tmp_path / "cli_eval" / "metrics.json").read_text())["uncertainty"][
+        "error_correlation"
+    ]
+    assert ("needs covariance_inflation" in printed) == (cli_correlation["frames"] is not None)
     assert "spearman(pos std, err)" in printed and "(90%: " in printed
     assert "retrieval baseline (nearest training frame): median" in printed
     assert train_cli.build_parser().parse_args([*args, "--no-baseline"]).baseline is False

@@ -3,6 +3,7 @@ one-line refusals of a missing folder, an unknown or empty split and cameras tha
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -57,6 +58,18 @@ def test_eval_folder_scores_the_split_with_the_bundles_cameras(
     assert flag["thresholds"] == {"max_position_std": 1.0, "max_rotation_std": 0.35}
     assert flag["flagged"] == sum(e.position_std > 1.0 or e.rotation_std > 0.35 for e in estimates)
     assert set(metrics["inside_95_ellipsoid"]) == {"6dof", "position", "rotation"}
+    # poses.csv: the same poses, frame by frame, with their truth, errors, flag and covariance.
+    rows = list(csv.DictReader((out / "poses.csv").open()))
+    assert [int(r["index"]) for r in rows] == test
+    for row, e, te, re_, tg in zip(rows, estimates, t_err, r_err, t_gt, strict=True):
+        assert [float(row[k]) for k in ("tx", "ty", "tz")] == pytest.approx(e.translation, rel=1e-8)
+        assert [float(row[k]) for k in ("gt_tx", "gt_ty", "gt_tz")] == pytest.approx(tg)
+        assert float(row["position_error"]) == pytest.approx(te, rel=1e-6, abs=1e-9)
+        assert float(row["rotation_error_deg"]) == pytest.approx(re_, rel=1e-6, abs=1e-7)
+        assert float(row["position_std"]) == pytest.approx(e.position_std, rel=1e-6)
+        covariance = np.array([float(row[f"cov_{i}"]) for i in range(36)]).reshape(6, 6)
+        np.testing.assert_allclose(covariance, e.covariance, rtol=1e-7)
+    assert sum(int(r["uncertain"]) for r in rows) == flag["flagged"]
     # Without MC samples every std is the floor: no ranking, written as null (strict JSON) and
     # printed as n/a.
     assert np.isnan(spearman(np.array([e.position_std for e in estimates]), t_err))
@@ -94,7 +107,12 @@ def test_eval_folder_refuses_in_one_line(
     ]
     argv += ["--data", f"{data}x" if case == "no-folder" else str(data)]
     argv += {"bad-split": ["--split", "tset"], "empty-split": ["--split", "val"]}.get(case, [])
+    # an earlier run's results in --out go (they would pass for this run's), the user's files stay
+    (tmp_path / "eval").mkdir()
+    for name in ("metrics.json", "poses.csv", "notes.txt"):
+        (tmp_path / "eval" / name).write_text("earlier")
     assert cli.main(argv) == 2
+    assert sorted(p.name for p in (tmp_path / "eval").iterdir()) == ["notes.txt"]
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("pose-regressor eval-folder: error: ")
     assert message.format(data=data) in err

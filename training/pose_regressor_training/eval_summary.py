@@ -25,7 +25,23 @@ def uncertainty_lines(u: dict[str, Any], length_unit: str = "m") -> list[str]:
         f"{params['max_rotation_std']:.3g} rad: TPR {_maybe(rates['true_positive_rate'], '.2f')}, "
         f"FPR {_maybe(rates['false_positive_rate'], '.2f')}; "
         + operating_points_text(flag.get("operating_points", [])),
+        *([line] if (line := correlation_line(u.get("error_correlation"))) else []),
     ]
+
+
+def correlation_line(correlation: dict[str, Any] | None) -> str | None:
+    """How many successive poses share an error, and the node's covariance_inflation for an EKF
+    that fuses every pose; None where the split has no trajectories to measure it on."""
+    if not correlation or correlation["frames"] is None:
+        return None
+    seconds = correlation["seconds"]
+    span = f"{correlation['frames']:.1f} frames" + (f", {seconds:.2f} s" if seconds is not None else "")
+    bound = " at least" if correlation["truncated"] else ""
+    return (
+        f"errors alike over{bound} {span} of a trajectory (lag-1 correlation {correlation['lag1']:.2f}): "
+        f"an EKF fusing every pose at this rate needs covariance_inflation "
+        f"{correlation['suggested_covariance_inflation']:.3g}{' or more' if bound else ''}"
+    )
 
 
 def operating_points_text(points: list[dict[str, Any]]) -> str:

@@ -13,6 +13,7 @@ from numpy.typing import NDArray
 from scipy.stats import chi2, spearmanr
 
 from pose_regressor.distance_prior import DistancePrior
+from pose_regressor.error_correlation import error_correlation
 from pose_regressor.files import atomic_write_text, json_text
 from pose_regressor.limits import DEFAULT_FLAG_SHARE
 from pose_regressor.metrics import (
@@ -219,6 +220,7 @@ def _evaluate(
     t_err, r_err = pose_errors(test.t_gt, test.q_gt, test.t_mean, test.q_mean)
     metrics: dict[str, Any] = {
         "checkpoint": str(checkpoint),
+        "epoch": predictor.trained.epoch,  # export warns when it ships this calibration for another
         **(
             {
                 "ensemble": ensemble_record(predictor.members),
@@ -375,7 +377,7 @@ class _SplitPredictor:
             mc_samples = ensemble_samples(len(self.members), mc_samples, self.ensemble_covariance)
         else:
             self.trained = load_checkpoint(checkpoint)
-            self.model = model_from_checkpoint(self.trained)
+            self.model = model_from_checkpoint(self.trained, checkpoint)
             if scored_as_heads(self.model.config, ensemble_covariance):  # heads as members
                 self.ensemble_covariance = configure_heads(self.model, ensemble_covariance)
                 mc_samples = ensemble_samples(self.model.config.heads, mc_samples, self.ensemble_covariance)
@@ -602,6 +604,9 @@ def _uncertainty_metrics(
         "mean_nees_after_blocks": after["mean_nees"],
         "inside_95_ellipsoid": after["inside_95"],
         "reliability": after["reliability"],
+        # how many successive poses share an error: the covariance inflation an EKF fusing every
+        # pose needs (pose_regressor.error_correlation)
+        "error_correlation": error_correlation(residuals, calibrated, test.sequences, test.stamps_ns),
         "uncertain_flag": uncertain_flag_report(
             calibrated,
             calibrated_reference,
@@ -671,6 +676,10 @@ def _covariance_variants(
     return out
 
 
+# What write_evaluation writes into its folder.
+EVALUATION_FILES = ("metrics.json", "trajectory.png", "error_cdf.png", "error_vs_std.png", "reliability.png")
+
+
 def write_evaluation(evaluation: Evaluation, out_dir: Path) -> list[Path]:
     """metrics.json and the plots (reliability.png with the uncertainty); returns the written paths."""
     from pose_regressor.evaluate_plots import plot_reliability, plot_trajectory
@@ -680,8 +689,11 @@ def write_evaluation(evaluation: Evaluation, out_dir: Path) -> list[Path]:
     unit = m.get("length_unit", "m")
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = out_dir / "metrics.json"
-    atomic_write_text(metrics_path, json_text(m))  # export reads it: never a truncated one
-    paths = [metrics_path]
+    # An earlier run's files go first and metrics.json comes last: export takes the calibration
+    # from it, so it must never stand beside plots of another run or before this run's are done.
+    for name in EVALUATION_FILES:
+        (out_dir / name).unlink(missing_ok=True)
+    paths = []
     t_pred = np.stack([e.translation for e in ev.estimates])
     covs = np.stack([e.covariance for e in ev.estimates]) if m.get("uncertainty") else None
     title = (
@@ -715,4 +727,5 @@ def write_evaluation(evaluation: Evaluation, out_dir: Path) -> list[Path]:
             )
         )
         paths.append(plot_reliability(out_dir / "reliability.png", m["uncertainty"]))
-    return paths
+    atomic_write_text(metrics_path, json_text(m))  # export reads it: never a truncated one
+    return [metrics_path, *paths]

@@ -8,6 +8,7 @@ for `pose-train eval-checkpoint` and `pose-regressor eval-node`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pose_regressor.dataset_folder import (
+    FrameRecord,
     image_path,
     length_unit,
     read_metadata,
@@ -23,6 +25,7 @@ from pose_regressor.dataset_folder import (
     rig_from_metadata,
     split_frames,
 )
+from pose_regressor.error_correlation import error_correlation
 from pose_regressor.files import atomic_write_text, json_text
 from pose_regressor.localizer import Localizer
 from pose_regressor.metrics import (
@@ -34,7 +37,10 @@ from pose_regressor.metrics import (
 )
 from pose_regressor.params import bundle_flag_thresholds
 from pose_regressor.uncertainty import PoseEstimate
-from pose_regressor.uncertainty_metrics import published_uncertainty
+from pose_regressor.uncertainty_metrics import node_stds, published_uncertainty
+
+# What a run writes; metrics.json last, so that it marks a complete evaluation.
+RESULT_FILES = ("metrics.json", "poses.csv", "trajectory.png", "reliability.png")
 
 
 class FolderEvaluationError(ValueError):
@@ -69,8 +75,10 @@ def bundle_cameras_in(folder_cameras: list[str], bundle_cameras: list[str], root
 
 
 def evaluate_folder(cfg: FolderEvaluationConfig) -> FolderEvaluation:
-    """Runs the bundle on every frame of the split; writes metrics.json, trajectory.png and
-    reliability.png in cfg.out."""
+    """Runs the bundle on every frame of the split; writes poses.csv, metrics.json, trajectory.png
+    and reliability.png in cfg.out."""
+    for name in RESULT_FILES:  # an interrupted or failed run must not leave an earlier run's beside its own
+        (cfg.out / name).unlink(missing_ok=True)
     frames = split_frames(cfg.data, cfg.split)
     meta = read_metadata(cfg.data)
     rig = rig_from_metadata(cfg.data, meta)
@@ -91,9 +99,18 @@ def evaluate_folder(cfg: FolderEvaluationConfig) -> FolderEvaluation:
         "cameras": cameras,
         "length_unit": length_unit(meta),
         **score(t_gt, q_gt, estimates, bundle_flag_thresholds(localizer.bundle.uncertain_flag)),
+        "error_correlation": error_correlation(
+            tangent_residuals(t_gt, q_gt, *_estimated_poses(estimates)),
+            np.stack([e.covariance for e in estimates]),
+            np.array([f.sequence for f in frames], dtype=np.int64),
+            np.array([f.stamp_ns for f in frames], dtype=np.int64),
+        ),
     }
     cfg.out.mkdir(parents=True, exist_ok=True)
-    written = []
+    atomic_write_text(
+        cfg.out / "poses.csv", poses_csv(frames, estimates, metrics["uncertain_flag"]["thresholds"])
+    )
+    written = [cfg.out / "poses.csv"]
     try:
         from pose_regressor.evaluate_plots import plot_reliability, plot_trajectory
     except ImportError:  # matplotlib is a development dependency, not a robot one
@@ -125,6 +142,45 @@ def evaluate_folder(cfg: FolderEvaluationConfig) -> FolderEvaluation:
     # Last: metrics.json marks a complete evaluation (as eval-node's does).
     atomic_write_text(cfg.out / "metrics.json", json_text(metrics))
     return FolderEvaluation(metrics, [cfg.out / "metrics.json", *written])
+
+
+# One row per frame, so that a user can fuse, plot or inspect the very poses the metrics summarize.
+POSES_CSV_COLUMNS = (
+    "index,sequence,stamp_ns,tx,ty,tz,qx,qy,qz,qw,gt_tx,gt_ty,gt_tz,gt_qx,gt_qy,gt_qz,gt_qw,"
+    "position_error,rotation_error_deg,position_std,rotation_std_deg,uncertain,"
+    + ",".join(f"cov_{i}" for i in range(36))
+)
+
+
+def poses_csv(
+    frames: list[FrameRecord], estimates: list[PoseEstimate], thresholds: Mapping[str, float]
+) -> str:
+    """poses.csv: each frame's estimate, its truth, errors, stds, the node's uncertain flag (1/0)
+    at `thresholds` (max_position_std m, max_rotation_std rad) and the 6x6 covariance row-major as
+    in PoseWithCovariance, rotation block about the fixed map axes (the residuals' convention)."""
+    t_gt = np.stack([f.translation for f in frames])
+    q_gt = np.stack([f.quat_xyzw for f in frames])
+    t_pred = np.stack([e.translation for e in estimates])
+    q_pred = np.stack([e.quat_xyzw for e in estimates])
+    covariances = np.stack([e.covariance for e in estimates])
+    t_err, r_err = pose_errors(t_gt, q_gt, t_pred, q_pred)
+    pos_std, rot_std = node_stds(covariances)  # as the node's flag compares them (m, rad)
+    uncertain = (pos_std > thresholds["max_position_std"]) | (rot_std > thresholds["max_rotation_std"])
+    rot_std_deg = np.degrees(rot_std)
+    lines = [POSES_CSV_COLUMNS]
+    for i, f in enumerate(frames):
+        values = [*t_pred[i], *q_pred[i], *t_gt[i], *q_gt[i], t_err[i], r_err[i], pos_std[i], rot_std_deg[i]]
+        lines.append(
+            f"{f.index},{f.sequence},{f.stamp_ns},"
+            + ",".join(f"{v:.9g}" for v in values)
+            + f",{int(uncertain[i])},"
+            + ",".join(f"{v:.9g}" for v in covariances[i].ravel())
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _estimated_poses(estimates: list[PoseEstimate]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    return np.stack([e.translation for e in estimates]), np.stack([e.quat_xyzw for e in estimates])
 
 
 def score(

@@ -668,7 +668,9 @@ class LocalizerNode(LifecycleNode):
         frame = params.map_frame
         estimate = result.estimate
         pose = pose_stamped(estimate, result.stamp_ns, frame)
-        covariance = to_convention(estimate.quat_xyzw, estimate.covariance, params.covariance_rotation)
+        covariance = to_convention(
+            estimate.quat_xyzw, estimate.covariance * params.covariance_inflation, params.covariance_rotation
+        )
         with_cov = pose_with_covariance(estimate, result.stamp_ns, frame, covariance)
         outputs["pose"].publish(pose)
         outputs["pose_cov"].publish(with_cov)

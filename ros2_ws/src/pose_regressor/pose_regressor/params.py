@@ -136,6 +136,16 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         0.0,
         math.pi,
     ),
+    ParameterSpec(
+        "covariance_inflation",
+        1.0,
+        "factor on the published covariance (pose_with_covariance, initialpose) for an EKF that fuses "
+        "every pose: successive poses share their errors, so set it to the evaluation's "
+        "error_correlation.suggested_covariance_inflation (1: each pose's own calibrated covariance; "
+        "the uncertain flag always reads that one)",
+        1.0,
+        1e6,
+    ),
     ParameterSpec("gate_uncertain", False, "do not publish poses flagged uncertain"),
     ParameterSpec("path_length", 500, "poses kept in ~/path (0: no path)", 0, 100_000),
     ParameterSpec("path_rate", 5.0, "how often ~/path is republished (Hz); every pose is kept", 0.1, 1000.0),
@@ -184,6 +194,7 @@ class LocalizerParams:
     covariance_rotation: str = "rpy"
     max_position_std: float = 0.0
     max_rotation_std: float = 0.0
+    covariance_inflation: float = 1.0
     gate_uncertain: bool = False
     path_length: int = 500
     path_rate: float = 5.0
