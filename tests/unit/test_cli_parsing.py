@@ -45,3 +45,13 @@ def test_an_out_with_dot_dot_is_the_folder_it_names(tmp_path: Path) -> None:
     # replacing "o/e/f/.." by a rename fails (EBUSY) only after the work: it is o/e
     assert output_folder(str(tmp_path / "o" / "e" / "f" / "..")) == (tmp_path / "o" / "e").resolve()
     assert output_folder("runs/a") == Path("runs/a")  # others are kept as given (relative)
+
+
+@pytest.mark.parametrize("value", ["nan", "-1", "inf"])
+def test_a_distance_variance_out_of_range_names_the_argument(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        parse_arguments(["export", "--checkpoint", "c.pt", "--out", "b", "--distance-variance", value])
+    assert exited.value.code == 2
+    assert f"argument --distance-variance: must be from 0 to 1e+06, got {value}" in capsys.readouterr().err

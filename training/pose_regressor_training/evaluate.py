@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.stats import chi2, spearmanr
+from scipy.stats import chi2
 
 from pose_regressor.distance_prior import DistancePrior
 from pose_regressor.error_correlation import error_correlation
@@ -26,6 +26,7 @@ from pose_regressor.metrics import (
 from pose_regressor.uncertainty import CovarianceScale, PoseEstimate, estimate_from_samples
 from pose_regressor.uncertainty_metrics import (
     consistency,
+    spearman,
     spearman_if_exact,
     spearman_interval,
     uncertain_flag_report,
@@ -568,9 +569,10 @@ def _uncertainty_metrics(
     nees_before = nees_values(residuals, covs)
     nees_after = nees_values(residuals, calibrated)
     after = consistency(residuals, calibrated)
+    calibrated_pos_std, calibrated_rot_std = covariance_stds(calibrated)
     return {
-        "spearman_position_std_vs_error": float(spearmanr(pos_std, t_err).statistic),
-        "spearman_rotation_std_vs_error": float(spearmanr(rot_std, r_err).statistic),
+        "spearman_position_std_vs_error": spearman(pos_std, t_err),
+        "spearman_rotation_std_vs_error": spearman(rot_std, r_err),
         # how far each could move on another draw of the split's trajectories
         "spearman_interval_90": {
             "position": spearman_interval(pos_std, t_err, test.sequences),
@@ -578,8 +580,12 @@ def _uncertainty_metrics(
         },
         # what the same covariances would give if they were exactly right (see its docstring)
         "spearman_if_exact": spearman_if_exact(calibrated),
-        "median_position_std_m": float(np.median(pos_std)),
-        "median_rotation_std_deg": float(np.median(rot_std)),
+        # of the calibrated covariance, as the node publishes it and eval-folder / eval-node report
+        # it; the raw model's before the calibration
+        "median_position_std_m": float(np.median(calibrated_pos_std)),
+        "median_rotation_std_deg": float(np.median(calibrated_rot_std)),
+        "median_position_std_m_before": float(np.median(pos_std)),
+        "median_rotation_std_deg_before": float(np.median(rot_std)),
         "mean_nees_before": float(np.mean(nees_before)),
         "mean_nees_after": float(np.mean(nees_after)),
         "median_nees_before": float(np.median(nees_before)),
@@ -663,8 +669,8 @@ def _covariance_variants(
         nees_after = nees_values(residuals, scale.apply(covs))
         pos_std, rot_std = covariance_stds(covs)
         out[name] = {
-            "spearman_position_std_vs_error": float(spearmanr(pos_std, t_err).statistic),
-            "spearman_rotation_std_vs_error": float(spearmanr(rot_std, r_err).statistic),
+            "spearman_position_std_vs_error": spearman(pos_std, t_err),
+            "spearman_rotation_std_vs_error": spearman(rot_std, r_err),
             "mean_nees_after": float(np.mean(nees_after)),
             "median_nees_after": float(np.median(nees_after)),
             "inside_95_ellipsoid": float(np.mean(nees_after <= chi2.ppf(0.95, 6))),

@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 
 from pose_regressor.arguments import bounded_float, output_folder
 from pose_regressor.bundle import MAX_MC_SAMPLES
+from pose_regressor.distance_prior import MAX_VARIANCE_PER_SQUARED_DISTANCE
 from pose_regressor.limits import DEFAULT_FLAG_SHARE, MAX_FLAG_SHARE
 from pose_regressor.uncertainty import CovarianceScale
 from pose_regressor_training.errors import CheckpointSaveError, TrainingError, TrainingInterrupted
@@ -250,7 +251,7 @@ def add_eval(sub: Subparsers) -> None:
 def _add_distance_variance(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--distance-variance",
-        type=float,
+        type=bounded_float(0.0, MAX_VARIANCE_PER_SQUARED_DISTANCE),
         default=None,
         metavar="K",
         help="position variance added per squared distance from the predicted position to the nearest "
