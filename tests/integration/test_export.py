@@ -585,3 +585,32 @@ def test_log_variance_agrees_compares_standard_deviations() -> None:
     # Large stds: a log-variance 1e-3 off (std 0.05% off) agrees, 1e-2 off (0.5%) does not.
     assert log_variance_agrees(np.array([10.001]), np.array([10.0])).all()
     assert not log_variance_agrees(np.array([10.01]), np.array([10.0])).any()
+
+
+def test_the_evaluations_error_correlation_reaches_the_bundle(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    checkpoint = _tiny_checkpoint(tmp_path / "run" / "best.pt")
+    found = {"frames": 15.2, "seconds": 1.52, "lag1": 0.93, "truncated": True}
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text(
+        json.dumps(
+            {
+                "checkpoint": str(checkpoint),
+                "covariance_scale": 2.0,
+                "uncertainty": {"error_correlation": {**found, "suggested_covariance_inflation": 15.2}},
+            }
+        )
+    )
+    assert _export(checkpoint, tmp_path / "bundle", "--metrics", str(metrics)) == 0
+    assert (
+        "  successive poses err alike over at least 1.52 s (the evaluation's error_correlation): an EKF "
+        "fusing every pose at the evaluated rate needs covariance_inflation 15.2 or more"
+    ) in capsys.readouterr().out.splitlines()
+    shipped = load_bundle(tmp_path / "bundle").provenance["eval_metrics"]["error_correlation"]
+    assert shipped == {
+        "frames": 15.2,
+        "seconds": 1.52,
+        "truncated": True,
+        "suggested_covariance_inflation": 15.2,
+    }

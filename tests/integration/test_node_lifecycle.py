@@ -222,13 +222,20 @@ def test_the_bundles_flag_thresholds_apply_until_the_parameters_are_set(
     """A bundle exported with eval's suggested thresholds: the node flags (and here withholds) poses
     by them while max_position_std / max_rotation_std are 0, by the parameters once they are set,
     and by the bundle's again when they are set back to 0."""
-    strict = make_bundle(tmp_path / "strict", uncertain_flag=UncertainFlag(1e-9, 1e-9))
+    found = {"frames": 15.2, "seconds": 1.52, "truncated": False, "suggested_covariance_inflation": 15.2}
+    strict = make_bundle(
+        tmp_path / "strict",
+        uncertain_flag=UncertainFlag(1e-9, 1e-9),
+        provenance={"eval_metrics": {"error_correlation": found}},
+    )
     # An integer on the command line for a double parameter is taken as the double it means.
     node = _start(strict, ros_env, "-p", "gate_uncertain:=true", "-p", "transform_tolerance:=2")
     try:
         cameras = Cameras(peer, RAW_TOPICS)
         poses = peer.record(PoseStamped, f"{NODE}/pose")
         assert node.wait_for_line("uncertain flag: position std > 1e-09 m (the bundle's)", 10.0), node.log()
+        # what an EKF needs, from the bundle's evaluation, with the value in force
+        assert node.wait_for_line("needs covariance_inflation 15.2 (now 1)", 5.0), node.log()
         assert repr(peer.get_parameter(NODE, "transform_tolerance")) == "2.0"
 
         def withheld() -> bool:

@@ -400,3 +400,18 @@ def test_a_bundle_trained_without_a_metric_scale_says_so(tmp_path: Path, bundle:
     )
     metric = make_bundle(tmp_path / "metric", provenance={"dataset": {**dataset, "length_unit": "m"}})
     assert load_bundle(metric.path).units_warning() is None
+
+
+def test_the_evaluations_error_correlation_is_one_line_for_export_and_the_node() -> None:
+    from pose_regressor.bundle import inflation_line
+
+    found = {"frames": 15.2, "seconds": 1.52, "truncated": True, "suggested_covariance_inflation": 15.2}
+    assert inflation_line({"eval_metrics": {"error_correlation": found}}) == (
+        "successive poses err alike over at least 1.52 s (the evaluation's error_correlation): an EKF "
+        "fusing every pose at the evaluated rate needs covariance_inflation 15.2 or more"
+    )
+    whole = {**found, "truncated": False, "suggested_covariance_inflation": 9.0}
+    assert inflation_line({"eval_metrics": {"error_correlation": whole}}).endswith("covariance_inflation 9")
+    # bundles exported before it, or by hand, have none
+    for provenance in ({}, {"eval_metrics": {}}, {"eval_metrics": {"error_correlation": {"frames": None}}}):
+        assert inflation_line(provenance) is None

@@ -27,8 +27,19 @@ def test_eval_folder_scores_the_split_with_the_bundles_cameras(
     data = write_folder(tmp_path / "data", ("rear", "side", "front"))
     out = tmp_path / "eval"
     argv = ["eval-folder", "--bundle", str(bundle.path), "--data", str(data), "--out", str(out)]
+    # one rear image at another size: resized, as the node does, and said once
+    rear = image_path(data, "rear", 4)
+    cv2.imwrite(str(rear), cv2.resize(cv2.imread(str(rear)), (32, 24)))
     assert cli.main([*argv, "--backend", "onnxruntime", "--mc-samples", "0"]) == 0
-    line = capsys.readouterr().out.strip()
+    printed = capsys.readouterr()
+    line = printed.out.strip()
+    assert printed.err.splitlines() == [
+        "pose-regressor eval-folder: warning: 1 of 4 images of camera rear are 32x24, the bundle's 16x12: "
+        "resized, as the node does with resize_mismatched: true",
+        "pose-regressor eval-folder: warning: with 0 MC sample(s) and no variance head, distance prior or "
+        "ensemble, every covariance is the floor: the uncertainty figures say nothing (use the bundle's "
+        "mc_samples, 8)",
+    ]
     assert line.startswith(f"eval-folder: 4 test frames of {data}: median ") and "\n" not in line
     metrics = json.loads((out / "metrics.json").read_text())
     assert (out / "trajectory.png").stat().st_size > 10_000 and (

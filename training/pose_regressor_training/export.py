@@ -384,6 +384,12 @@ def covariance_scale_from_metrics(
     flag = suggested_uncertain_flag(uncertainty)
     if flag is not None:
         summary["uncertain_flag"] = flag.to_json()
+    correlation = uncertainty.get("error_correlation") if isinstance(uncertainty, dict) else None
+    if isinstance(correlation, dict) and isinstance(correlation.get("suggested_covariance_inflation"), float):
+        # for the node's configure line: what an EKF that fuses every pose needs (docs/node.md)
+        summary["error_correlation"] = {
+            k: correlation[k] for k in ("frames", "seconds", "truncated", "suggested_covariance_inflation")
+        }
     return valid, str(path), summary
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pose_regressor.arguments import bounded_float, output_folder
-from pose_regressor.bundle import MAX_MC_SAMPLES
+from pose_regressor.bundle import MAX_MC_SAMPLES, inflation_line
 from pose_regressor.distance_prior import MAX_VARIANCE_PER_SQUARED_DISTANCE
 from pose_regressor.limits import DEFAULT_FLAG_SHARE, MAX_FLAG_SHARE
 from pose_regressor.uncertainty import CovarianceScale
@@ -539,6 +539,9 @@ def run_export(args: argparse.Namespace) -> int:
             f"{math.degrees(flag.max_rotation_std):.3g} deg (suggested by the evaluation; the node "
             "uses them while its max_position_std / max_rotation_std are 0)"
         )
+    line = inflation_line(bundle.provenance)
+    if line:
+        print(f"  {line}")
     units_warning = bundle.units_warning()
     if units_warning:
         print(f"pose-train export: warning: {units_warning}", file=sys.stderr)

@@ -344,6 +344,25 @@ class ModelBundle:
         }
 
 
+def inflation_line(provenance: dict[str, Any]) -> str | None:
+    """What the bundle's evaluation found on how alike successive poses' errors are, as one line
+    (export's output, the node's configure log), or None for a bundle exported without it."""
+    correlation = (provenance.get("eval_metrics") or {}).get("error_correlation")
+    if not isinstance(correlation, dict):
+        return None
+    try:
+        inflation, seconds = float(correlation["suggested_covariance_inflation"]), correlation.get("seconds")
+    except (KeyError, TypeError, ValueError):
+        return None
+    span = f"{float(seconds):.2f} s" if isinstance(seconds, (int, float)) else "several poses"
+    truncated = bool(correlation.get("truncated"))
+    return (
+        f"successive poses err alike over {'at least ' if truncated else ''}{span} (the evaluation's "
+        "error_correlation): an EKF fusing every pose at the evaluated rate needs covariance_inflation "
+        f"{inflation:.3g}{' or more' if truncated else ''}"
+    )
+
+
 def ensemble_samples_problem(members: int, samples: int, without_dropout: bool = False) -> str | None:
     """Why S = `samples` rows do not suit an ensemble of `members` models, else None: row s goes to
     member s mod K, so every member gets as many only when S is a multiple of K. Members without

@@ -490,6 +490,8 @@ def _eval_folder(args: argparse.Namespace, extra: Sequence[str]) -> int:
     except EngineError as exc:
         print(f"pose-regressor eval-folder: error: {exc}", file=sys.stderr)
         return 2
+    for warning in result.warnings:
+        print(f"pose-regressor eval-folder: warning: {warning}", file=sys.stderr)
     m = result.metrics
     unit = m["length_unit"]  # "units" for a folder imported without a metric scale
     print(

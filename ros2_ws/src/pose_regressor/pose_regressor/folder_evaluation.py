@@ -9,13 +9,14 @@ for `pose-train eval-checkpoint` and `pose-regressor eval-node`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from pose_regressor.bundle import ModelBundle
 from pose_regressor.dataset_folder import (
     FrameRecord,
     image_path,
@@ -61,6 +62,7 @@ class FolderEvaluationConfig:
 class FolderEvaluation:
     metrics: dict[str, Any]
     written: list[Path]
+    warnings: list[str] = field(default_factory=list)  # one line each, for stderr
 
 
 def bundle_cameras_in(folder_cameras: list[str], bundle_cameras: list[str], root: Path) -> list[str]:
@@ -84,10 +86,28 @@ def evaluate_folder(cfg: FolderEvaluationConfig) -> FolderEvaluation:
     rig = rig_from_metadata(cfg.data, meta)
     localizer = Localizer(cfg.bundle, backend=cfg.backend, mc_samples=cfg.mc_samples)
     cameras = bundle_cameras_in(rig.names, localizer.camera_names, cfg.data)
-    estimates = [
-        localizer.localize([read_rgb(image_path(cfg.data, camera, f.index)) for camera in cameras])
-        for f in frames
+    sizes = {camera: (c.width, c.height) for camera, c in zip(cameras, localizer.bundle.cameras, strict=True)}
+    resized: dict[str, tuple[int, int, int]] = {}  # camera -> (width, height) seen, and how often
+    estimates = []
+    for f in frames:
+        images = [read_rgb(image_path(cfg.data, camera, f.index)) for camera in cameras]
+        for camera, image in zip(cameras, images, strict=True):
+            height, width = image.shape[:2]
+            if (width, height) != sizes[camera]:
+                resized[camera] = (width, height, resized.get(camera, (0, 0, 0))[2] + 1)
+        estimates.append(localizer.localize(images))
+    warnings = [
+        f"{count} of {len(frames)} images of camera {camera} are {width}x{height}, the bundle's "
+        f"{sizes[camera][0]}x{sizes[camera][1]}: resized, as the node does with resize_mismatched: true"
+        for camera, (width, height, count) in resized.items()
     ]
+    if localizer.mc_samples <= 1 and not covariance_without_samples(localizer.bundle):
+        # one pose and nothing that predicts a variance: every covariance is the floor
+        warnings.append(
+            f"with {localizer.mc_samples} MC sample(s) and no variance head, distance prior or ensemble, "
+            "every covariance is the floor: the uncertainty figures say nothing (use the bundle's "
+            f"mc_samples, {localizer.bundle.mc_samples})"
+        )
     t_gt = np.stack([f.translation for f in frames])
     q_gt = np.stack([f.quat_xyzw for f in frames])
     metrics = {
@@ -141,7 +161,12 @@ def evaluate_folder(cfg: FolderEvaluationConfig) -> FolderEvaluation:
         written.append(plot_reliability(cfg.out / "reliability.png", metrics, "the bundle's covariance"))
     # Last: metrics.json marks a complete evaluation (as eval-node's does).
     atomic_write_text(cfg.out / "metrics.json", json_text(metrics))
-    return FolderEvaluation(metrics, [cfg.out / "metrics.json", *written])
+    return FolderEvaluation(metrics, [cfg.out / "metrics.json", *written], warnings)
+
+
+def covariance_without_samples(bundle: ModelBundle) -> bool:
+    """Whether one pose of `bundle` comes with a covariance of its own (not only the floor)."""
+    return bundle.log_variance_output or bundle.distance_prior is not None or bundle.ensemble_members > 1
 
 
 # One row per frame, so that a user can fuse, plot or inspect the very poses the metrics summarize.

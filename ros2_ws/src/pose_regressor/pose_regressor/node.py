@@ -46,7 +46,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from pose_regressor.bundle import ModelBundle, load_bundle, preprocess, resize_to_input
+from pose_regressor.bundle import ModelBundle, inflation_line, load_bundle, preprocess, resize_to_input
 from pose_regressor.camera_info_check import (
     ExpectedCamera,
     camera_info_topic,
@@ -401,6 +401,9 @@ class LocalizerNode(LifecycleNode):
                 else ""
             )
         )
+        inflation = inflation_line(bundle.provenance)
+        if inflation:
+            self.get_logger().info(f"{inflation} (now {params.covariance_inflation:g})")
         units_warning = bundle.units_warning()
         if units_warning:
             self.get_logger().warn(units_warning)
