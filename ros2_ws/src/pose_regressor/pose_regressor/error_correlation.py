@@ -34,7 +34,8 @@ def whitened(residuals: FloatArray, covariances: FloatArray) -> FloatArray:
     Not a Cholesky factor: that one turns with the frame's correlations and would mix the axes of
     successive frames differently, hiding a shared error."""
     values, vectors = np.linalg.eigh(covariances)
-    rotated = np.einsum("nji,nj->ni", vectors, residuals) / np.sqrt(values)
+    # a covariance rounded to singular (a huge and a tiny axis) must not give inf or nan
+    rotated = np.einsum("nji,nj->ni", vectors, residuals) / np.sqrt(np.maximum(values, 1e-300))
     return np.asarray(np.einsum("nij,nj->ni", vectors, rotated), dtype=np.float64)
 
 
