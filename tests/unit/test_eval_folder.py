@@ -128,3 +128,38 @@ def test_eval_folder_refuses_in_one_line(
     assert err.count("\n") == 1 and err.startswith("pose-regressor eval-folder: error: ")
     assert message.format(data=data) in err
     assert not (tmp_path / "eval" / "metrics.json").exists()
+
+
+def test_a_folder_whose_camera_is_mounted_or_calibrated_otherwise_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from scipy.spatial.transform import Rotation
+
+    from pose_regressor.rig import PinholeIntrinsics, Rig, RigCamera
+    from tests.unit.folder_fixtures import CAMERA_SIZE
+
+    # trained with the rear camera facing backwards through a 60-degree lens; the folder's faces
+    # forwards through a 90-degree one (as write_folder's cameras all do)
+    trained = Rig(
+        (
+            RigCamera("front", PinholeIntrinsics.from_hfov(*CAMERA_SIZE, 90.0)),
+            RigCamera(
+                "rear",
+                PinholeIntrinsics.from_hfov(*CAMERA_SIZE, 60.0),
+                rotation_xyzw=Rotation.from_euler("z", 180, degrees=True).as_quat(),
+            ),
+        )
+    )
+    bundle = make_bundle(tmp_path / "bundle", rig=trained)
+    data = write_folder(tmp_path / "data", ("rear", "front"))
+    argv = ["eval-folder", "--bundle", str(bundle.path), "--data", str(data), "--out", str(tmp_path / "e")]
+    assert cli.main([*argv, "--backend", "onnxruntime"]) == 0
+    warnings = capsys.readouterr().err.splitlines()
+    assert (
+        "pose-regressor eval-folder: warning: camera rear: mounted 180.0 deg turned and 0.000 m away from "
+        "where it was in training" in warnings
+    )
+    assert any(
+        "camera rear: the folder's intrinsics fx 8.0 differs from the bundle's 13.9" in w for w in warnings
+    )
+    assert not any("camera front" in w for w in warnings)  # as trained

@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pose_regressor.bundle import ModelBundle
+from pose_regressor.camera_info_check import check_camera_info, expected_cameras
 from pose_regressor.dataset_folder import (
     FrameRecord,
     image_path,
@@ -37,6 +38,7 @@ from pose_regressor.metrics import (
     tangent_residuals,
 )
 from pose_regressor.params import bundle_flag_thresholds
+from pose_regressor.rig import Rig, mounting_difference
 from pose_regressor.uncertainty import PoseEstimate
 from pose_regressor.uncertainty_metrics import node_stds, published_uncertainty
 
@@ -86,6 +88,7 @@ def evaluate_folder(cfg: FolderEvaluationConfig) -> FolderEvaluation:
     rig = rig_from_metadata(cfg.data, meta)
     localizer = Localizer(cfg.bundle, backend=cfg.backend, mc_samples=cfg.mc_samples)
     cameras = bundle_cameras_in(rig.names, localizer.camera_names, cfg.data)
+    rig_warnings = unlike_training_rig(rig, localizer.bundle)
     sizes = {camera: (c.width, c.height) for camera, c in zip(cameras, localizer.bundle.cameras, strict=True)}
     resized: dict[str, tuple[int, int, int]] = {}  # camera -> (width, height) seen, and how often
     estimates = []
@@ -96,7 +99,7 @@ def evaluate_folder(cfg: FolderEvaluationConfig) -> FolderEvaluation:
             if (width, height) != sizes[camera]:
                 resized[camera] = (width, height, resized.get(camera, (0, 0, 0))[2] + 1)
         estimates.append(localizer.localize(images))
-    warnings = [
+    warnings = rig_warnings + [
         f"{count} of {len(frames)} images of camera {camera} are {width}x{height}, the bundle's "
         f"{sizes[camera][0]}x{sizes[camera][1]}: resized, as the node does with resize_mismatched: true"
         for camera, (width, height, count) in resized.items()
@@ -162,6 +165,34 @@ def evaluate_folder(cfg: FolderEvaluationConfig) -> FolderEvaluation:
     # Last: metrics.json marks a complete evaluation (as eval-node's does).
     atomic_write_text(cfg.out / "metrics.json", json_text(metrics))
     return FolderEvaluation(metrics, [cfg.out / "metrics.json", *written], warnings)
+
+
+def unlike_training_rig(rig: Rig, bundle: ModelBundle) -> list[str]:
+    """One line per bundle camera that the folder's rig mounts or calibrates otherwise than the rig
+    the bundle was trained on (`provenance.rig`; nothing to say for a bundle without one). The
+    cameras match by name only, so a folder of another robot would be scored without a word."""
+    expected = expected_cameras(bundle)
+    if expected is None:
+        return []
+    trained = {c.name: c for c in Rig.from_dict(bundle.provenance["rig"]).cameras}
+    lines = []
+    for camera in rig.cameras:
+        if camera.name not in expected:
+            continue
+        k = camera.intrinsics.matrix().reshape(-1).tolist()
+        problems = check_camera_info(
+            camera.name,
+            expected[camera.name],
+            camera.intrinsics.width,
+            camera.intrinsics.height,
+            k,
+            camera.optical_frame,
+        )
+        mounting = mounting_difference(camera, trained[camera.name])
+        problems += [f"camera {camera.name}: {mounting}"] if mounting else []
+        # check_camera_info speaks of a driver's camera_info; here the intrinsics are the folder's
+        lines += [problem.replace(": camera_info ", ": the folder's intrinsics ") for problem in problems]
+    return lines
 
 
 def covariance_without_samples(bundle: ModelBundle) -> bool:

@@ -172,6 +172,24 @@ class RigCamera:
         return math.atan2(axis[1], axis[0])
 
 
+def mounting_difference(
+    camera: RigCamera, trained: RigCamera, max_angle_deg: float = 1.0, max_offset_m: float = 0.01
+) -> str | None:
+    """How `camera` sits on the robot unlike `trained` (the same name in the training rig): its
+    view turned by more than `max_angle_deg`, or moved by more than `max_offset_m`; None when
+    alike. A pose regressor takes the view of each input slot as the trained camera's, so a camera
+    mounted otherwise gives confident, wrong poses, not an error."""
+    turned = (
+        Rotation.from_quat(camera.rotation_xyzw) * Rotation.from_quat(trained.rotation_xyzw).inv()
+    ).magnitude()
+    moved = float(np.linalg.norm(np.asarray(camera.translation) - np.asarray(trained.translation)))
+    if math.degrees(turned) <= max_angle_deg and moved <= max_offset_m:
+        return None
+    return (
+        f"mounted {math.degrees(turned):.1f} deg turned and {moved:.3f} m away from where it was in training"
+    )
+
+
 @dataclass(frozen=True)
 class Rig:
     cameras: tuple[RigCamera, ...]
