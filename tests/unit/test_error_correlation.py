@@ -11,7 +11,6 @@ from pose_regressor.error_correlation import (
     autocorrelation,
     error_correlation,
     integrated_time,
-    sequences_from_gaps,
     whitened,
 )
 
@@ -95,6 +94,14 @@ def test_integrated_time_stops_at_the_first_non_positive_lag() -> None:
 
 
 def test_one_stream_of_stamps_is_cut_at_gaps_and_loops() -> None:
+    from pose_regressor.metrics import trajectory_pieces
+
     stamps = np.array([0, 100, 200, 300, 5_000, 5_100, 5_200, 50, 150]) * 1_000_000
-    assert sequences_from_gaps(stamps).tolist() == [0, 0, 0, 0, 1, 1, 1, 2, 2]
-    assert sequences_from_gaps(np.array([7])).tolist() == [0]
+    assert trajectory_pieces(np.zeros(9, np.int64), stamps).tolist() == [0, 0, 0, 0, 1, 1, 1, 2, 2]
+    assert trajectory_pieces(np.zeros(1, np.int64), np.array([7])).tolist() == [0]
+    # a gap inside a recording: no pair of frames across it (one shared error: rho 1 at every lag)
+    residuals, covariances = np.ones((4, 6)), np.tile(np.eye(6), (4, 1, 1))
+    zeros = np.zeros(4, np.int64)
+    steady = error_correlation(residuals, covariances, zeros, np.arange(4) * PERIOD_NS)
+    cut = error_correlation(residuals, covariances, zeros, np.array([0, 1, 2, 99]) * PERIOD_NS)
+    assert (steady["lags_summed"], cut["lags_summed"]) == (3, 2)

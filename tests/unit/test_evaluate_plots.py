@@ -13,7 +13,8 @@ pytest.importorskip("matplotlib")
 from matplotlib.figure import Figure
 
 from pose_regressor import evaluate_plots
-from pose_regressor.evaluate_plots import line_pieces, plot_trajectory, view_plane
+from pose_regressor.evaluate_plots import plot_trajectory, view_plane
+from pose_regressor.metrics import trajectory_pieces as line_pieces
 
 
 def loop(n: int = 80) -> np.ndarray:

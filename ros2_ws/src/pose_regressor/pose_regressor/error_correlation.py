@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from pose_regressor.metrics import trajectory_pieces
+
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 
@@ -69,19 +71,6 @@ def frame_period_s(sequences: IntArray, stamps_ns: IntArray | None) -> float | N
     return float(np.median(steps[steps > 0])) * 1e-9 if np.any(steps > 0) else None
 
 
-def sequences_from_gaps(stamps_ns: IntArray, gap_factor: float = 5.0) -> IntArray:
-    """Trajectory numbers for one stream of stamps (a bag): a new one after a gap of more than
-    `gap_factor` times the median spacing, or where time goes back (a bag that loops)."""
-    stamps_ns = np.asarray(stamps_ns, dtype=np.int64)
-    if len(stamps_ns) < 2:
-        return np.zeros(len(stamps_ns), dtype=np.int64)
-    steps = np.diff(stamps_ns)
-    positive = steps[steps > 0]
-    limit = gap_factor * float(np.median(positive)) if len(positive) else 0.0
-    breaks = (steps <= 0) | (steps > limit)
-    return np.concatenate([[0], np.cumsum(breaks)]).astype(np.int64)
-
-
 def error_correlation(
     residuals: FloatArray, covariances: FloatArray, sequences: IntArray, stamps_ns: IntArray | None = None
 ) -> dict[str, Any]:
@@ -102,7 +91,9 @@ def error_correlation(
     if stamps_ns is not None:  # time order within each sequence, whatever the file order
         order = np.lexsort((np.asarray(stamps_ns, dtype=np.int64), sequences))
         residuals, covariances = residuals[order], covariances[order]
-        sequences, stamps_ns = sequences[order], np.asarray(stamps_ns, dtype=np.int64)[order]
+        stamps_ns = np.asarray(stamps_ns, dtype=np.int64)[order]
+        # and cut where the recording has a gap: frames either side of it are not successive
+        sequences = trajectory_pieces(sequences[order], stamps_ns)
     rho = autocorrelation(whitened(residuals, covariances), sequences)
     tau, lags, truncated = integrated_time(rho)
     period_s = frame_period_s(sequences, stamps_ns)

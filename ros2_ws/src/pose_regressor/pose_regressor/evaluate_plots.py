@@ -18,11 +18,11 @@ import numpy as np
 from matplotlib.patches import Ellipse
 from numpy.typing import NDArray
 
+from pose_regressor.metrics import trajectory_pieces
+
 SIGMAS = 2.0
 
 
-#: A time step longer than this many median steps starts a new piece of trajectory (no line across it).
-GAP_FACTOR = 5.0
 # more sequences than this share one legend entry
 MAX_NAMED_SEQUENCES = 8
 
@@ -43,13 +43,13 @@ def plot_trajectory(
 
     The view is top-down (x, y) when z is the axis the ground truth varies least along, else the
     plane of its two largest principal axes (`view_plane`). The ground-truth line breaks between
-    sequences and across time gaps of `stamps_ns` (`line_pieces`). `unit`: what positions are in
+    sequences and across time gaps of `stamps_ns` (`metrics.trajectory_pieces`). `unit`: what positions are in
     ("m", or "units" for a folder imported without a scale)."""
     if sequences is None:
         sequences = np.zeros(len(t_gt), dtype=np.int64)
     projection, (x_label, y_label) = view_plane(t_gt, unit)
     gt_2d, pred_2d = t_gt @ projection.T, t_pred @ projection.T
-    pieces = line_pieces(sequences, stamps_ns)
+    pieces = trajectory_pieces(sequences, stamps_ns)
     fig, ax = plt.subplots(figsize=(9, 7))
     colours = plt.get_cmap("tab10")
     labels = np.unique(sequences)
@@ -118,22 +118,6 @@ def view_plane(
 def _combination(axis: NDArray[np.float64]) -> str:
     terms = [f"{w:+.2f} {name}" for w, name in zip(axis, "xyz", strict=True) if abs(w) >= 0.005]
     return " ".join(terms).lstrip("+")
-
-
-def line_pieces(
-    sequences: NDArray[np.int64], stamps_ns: NDArray[np.int64] | None = None
-) -> NDArray[np.int64]:
-    """A piece number per frame: a new piece where the sequence changes, or (with stamps) where time
-    goes back or jumps more than `GAP_FACTOR` times the median step; lines never join two pieces."""
-    n = len(sequences)
-    breaks = np.zeros(n, dtype=bool)
-    breaks[1:] = sequences[1:] != sequences[:-1]
-    if stamps_ns is not None and n > 1:
-        steps = np.diff(np.asarray(stamps_ns, dtype=np.float64))
-        forward = steps[(steps > 0) & ~breaks[1:]]
-        limit = GAP_FACTOR * float(np.median(forward)) if len(forward) else np.inf
-        breaks[1:] |= (steps <= 0) | (steps > limit)
-    return np.cumsum(breaks).astype(np.int64)
 
 
 def _ellipse(center: NDArray[np.float64], cov_xy: NDArray[np.float64], **style: Any) -> Ellipse:

@@ -89,21 +89,8 @@ def evaluate_folder(cfg: FolderEvaluationConfig) -> FolderEvaluation:
     localizer = Localizer(cfg.bundle, backend=cfg.backend, mc_samples=cfg.mc_samples)
     cameras = bundle_cameras_in(rig.names, localizer.camera_names, cfg.data)
     rig_warnings = unlike_training_rig(rig, localizer.bundle)
-    sizes = {camera: (c.width, c.height) for camera, c in zip(cameras, localizer.bundle.cameras, strict=True)}
-    resized: dict[str, tuple[int, int, int]] = {}  # camera -> (width, height) seen, and how often
-    estimates = []
-    for f in frames:
-        images = [read_rgb(image_path(cfg.data, camera, f.index)) for camera in cameras]
-        for camera, image in zip(cameras, images, strict=True):
-            height, width = image.shape[:2]
-            if (width, height) != sizes[camera]:
-                resized[camera] = (width, height, resized.get(camera, (0, 0, 0))[2] + 1)
-        estimates.append(localizer.localize(images))
-    warnings = rig_warnings + [
-        f"{count} of {len(frames)} images of camera {camera} are {width}x{height}, the bundle's "
-        f"{sizes[camera][0]}x{sizes[camera][1]}: resized, as the node does with resize_mismatched: true"
-        for camera, (width, height, count) in resized.items()
-    ]
+    estimates, resize_warnings = localize_frames(localizer, cfg.data, frames, cameras)
+    warnings = rig_warnings + resize_warnings
     if localizer.mc_samples <= 1 and not covariance_without_samples(localizer.bundle):
         # one pose and nothing that predicts a variance: every covariance is the floor
         warnings.append(
@@ -113,6 +100,8 @@ def evaluate_folder(cfg: FolderEvaluationConfig) -> FolderEvaluation:
         )
     t_gt = np.stack([f.translation for f in frames])
     q_gt = np.stack([f.quat_xyzw for f in frames])
+    sequences = np.array([f.sequence for f in frames], dtype=np.int64)
+    stamps = np.array([f.stamp_ns for f in frames], dtype=np.int64)
     metrics = {
         "bundle": str(cfg.bundle),
         "data": str(cfg.data),
@@ -121,12 +110,13 @@ def evaluate_folder(cfg: FolderEvaluationConfig) -> FolderEvaluation:
         "mc_samples": localizer.mc_samples,
         "cameras": cameras,
         "length_unit": length_unit(meta),
-        **score(t_gt, q_gt, estimates, bundle_flag_thresholds(localizer.bundle.uncertain_flag)),
-        "error_correlation": error_correlation(
-            tangent_residuals(t_gt, q_gt, *_estimated_poses(estimates)),
-            np.stack([e.covariance for e in estimates]),
-            np.array([f.sequence for f in frames], dtype=np.int64),
-            np.array([f.stamp_ns for f in frames], dtype=np.int64),
+        **score(
+            t_gt,
+            q_gt,
+            estimates,
+            bundle_flag_thresholds(localizer.bundle.uncertain_flag),
+            sequences,
+            stamps,
         ),
     }
     cfg.out.mkdir(parents=True, exist_ok=True)
@@ -146,8 +136,6 @@ def evaluate_folder(cfg: FolderEvaluationConfig) -> FolderEvaluation:
         )
         t_pred = np.stack([e.translation for e in estimates])
         covariances = np.stack([e.covariance for e in estimates])
-        sequences = np.array([f.sequence for f in frames], dtype=np.int64)
-        stamps = np.array([f.stamp_ns for f in frames], dtype=np.int64)
         path = cfg.out / "trajectory.png"
         written.append(
             plot_trajectory(
@@ -165,6 +153,29 @@ def evaluate_folder(cfg: FolderEvaluationConfig) -> FolderEvaluation:
     # Last: metrics.json marks a complete evaluation (as eval-node's does).
     atomic_write_text(cfg.out / "metrics.json", json_text(metrics))
     return FolderEvaluation(metrics, [cfg.out / "metrics.json", *written], warnings)
+
+
+def localize_frames(
+    localizer: Localizer, root: Path, frames: list[FrameRecord], cameras: list[str]
+) -> tuple[list[PoseEstimate], list[str]]:
+    """The localizer's estimate of every frame, and one warning line per camera whose images are
+    not the bundle's size (resized, as the node does)."""
+    sizes = {camera: (c.width, c.height) for camera, c in zip(cameras, localizer.bundle.cameras, strict=True)}
+    resized: dict[str, tuple[int, int, int]] = {}  # camera -> (width, height) seen, and how often
+    estimates = []
+    for f in frames:
+        images = [read_rgb(image_path(root, camera, f.index)) for camera in cameras]
+        for camera, image in zip(cameras, images, strict=True):
+            height, width = image.shape[:2]
+            if (width, height) != sizes[camera]:
+                resized[camera] = (width, height, resized.get(camera, (0, 0, 0))[2] + 1)
+        estimates.append(localizer.localize(images))
+    warnings = [
+        f"{count} of {len(frames)} images of camera {camera} are {width}x{height}, the bundle's "
+        f"{sizes[camera][0]}x{sizes[camera][1]}: resized, as the node does with resize_mismatched: true"
+        for camera, (width, height, count) in resized.items()
+    ]
+    return estimates, warnings
 
 
 def unlike_training_rig(rig: Rig, bundle: ModelBundle) -> list[str]:
@@ -235,15 +246,13 @@ def poses_csv(
     return "\n".join(lines) + "\n"
 
 
-def _estimated_poses(estimates: list[PoseEstimate]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    return np.stack([e.translation for e in estimates]), np.stack([e.quat_xyzw for e in estimates])
-
-
 def score(
     t_gt: NDArray[np.float64],
     q_gt: NDArray[np.float64],
     estimates: list[PoseEstimate],
     flag_thresholds: tuple[float, float],
+    sequences: NDArray[np.int64],
+    stamps_ns: NDArray[np.int64],
 ) -> dict[str, Any]:
     """Error summary and uncertainty of `estimates` against the ground truth (metrics.json keys),
     the uncertain flag at `flag_thresholds` (max position std m, max rotation std rad)."""
@@ -261,4 +270,5 @@ def score(
         "median_position_std_m": float(np.median(pos_std)),
         "median_rotation_std_deg": float(np.median(rot_std)),
         **published_uncertainty(t_err, r_err, residuals, covariances, *flag_thresholds),
+        "error_correlation": error_correlation(residuals, covariances, sequences, stamps_ns),
     }

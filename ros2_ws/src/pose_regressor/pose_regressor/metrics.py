@@ -64,3 +64,24 @@ def tangent_residuals(
 def nees_values(residuals: FloatArray, covariances: FloatArray) -> FloatArray:
     """Per-frame NEES of residuals [N, 6] under covariances [N, 6, 6] (expected value 6)."""
     return np.array([nees(r, c) for r, c in zip(residuals, covariances, strict=True)])
+
+
+#: A time step longer than this many median steps starts a new piece of trajectory.
+GAP_FACTOR = 5.0
+
+
+def trajectory_pieces(
+    sequences: NDArray[np.int64], stamps_ns: NDArray[np.int64] | None = None
+) -> NDArray[np.int64]:
+    """A piece number per frame (in time order): a new piece where the sequence changes, or (with
+    stamps) where time goes back or jumps more than `GAP_FACTOR` times the median step. The plots
+    never draw a line across two pieces; `error_correlation` pairs frames within a piece only."""
+    n = len(sequences)
+    breaks = np.zeros(n, dtype=bool)
+    breaks[1:] = sequences[1:] != sequences[:-1]
+    if stamps_ns is not None and n > 1:
+        steps = np.diff(np.asarray(stamps_ns, dtype=np.float64))
+        forward = steps[(steps > 0) & ~breaks[1:]]
+        limit = GAP_FACTOR * float(np.median(forward)) if len(forward) else np.inf
+        breaks[1:] |= (steps <= 0) | (steps > limit)
+    return np.cumsum(breaks).astype(np.int64)

@@ -68,7 +68,7 @@ from pose_regressor.bagio import (
     read_messages,
 )
 from pose_regressor.bundle import load_bundle
-from pose_regressor.error_correlation import error_correlation, sequences_from_gaps
+from pose_regressor.error_correlation import error_correlation
 from pose_regressor.files import atomic_write_text, json_text
 from pose_regressor.ground_truth import GT_TYPES, GroundTruthTrack, gt_pose_fields, stamp_ns
 from pose_regressor.limits import MAX_MC_SAMPLES, MIN_DELIVERY_RATIO
@@ -427,8 +427,8 @@ def summarize(
         "median_rotation_std_deg": float(np.median(rot_std)),
         "covariances_spd": covs_spd,
         **uncertainty,
-        # in time order; a gap of 5 frames or more starts a new trajectory
-        "error_correlation": error_correlation(residuals, covs, sequences_from_gaps(stamps), stamps),
+        # one recording, cut where it has gaps (metrics.trajectory_pieces)
+        "error_correlation": error_correlation(residuals, covs, np.zeros(len(stamps), np.int64), stamps),
         "stamps_match_inputs": bool(set(stamps.tolist()) <= set(log.published_ns))
         if log.published_ns
         else False,
