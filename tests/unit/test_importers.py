@@ -89,6 +89,63 @@ def test_colmap_round_trip(tmp_path: Path, synth: SynthCameraPoses, kind: str) -
     assert not list(tmp_path.glob(".data.partial-*"))
 
 
+@pytest.mark.parametrize(
+    ("camera_size", "scale"),
+    [((256, 192), "0.25 x 0.25"), ((257, 193), "0.249 x 0.2487")],  # exact quarter; sides rounded
+)
+def test_images_stored_smaller_than_the_pose_files_camera_get_its_intrinsics_scaled(
+    tmp_path: Path,
+    synth: SynthCameraPoses,
+    camera_size: tuple[int, int],
+    scale: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Mip-NeRF 360's layout: a COLMAP model of the full-size photographs, and the copies one trains
+    on in images_4. Refused before (`image ... is 64x48 but the camera is 256x192`)."""
+    project = tmp_path / "project"
+    sparse = write_colmap_text(synth, project)
+    (project / "images").rename(project / "images_4")
+    width, height = camera_size
+    intr = synth.intrinsics
+    fx, fy, cx, cy = (v * width / intr.width for v in (intr.fx, intr.fy, intr.cx, intr.cy))
+    (sparse / "cameras.txt").write_text(f"7 PINHOLE {width} {height} {fx!r} {fy!r} {cx!r} {cy!r}\n")
+    out = tmp_path / "data"
+    capsys.readouterr()
+    args = ["import", "colmap", str(sparse), "--images", str(project / "images_4"), "--out", str(out)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert f"(1 camera: camera, {intr.width}x{intr.height}," in printed
+    assert f"images are 64x48 but the input's camera is {width}x{height}: " in printed
+    assert f"intrinsics scaled by {scale} to the images" in printed
+    _assert_same_poses(out, synth)
+    _assert_same_images(out, synth.images)
+    _, _, _, imported = imported_camera_poses(out)
+    assert (imported.width, imported.height) == (intr.width, intr.height)
+    sx, sy = intr.width / width, intr.height / height  # each side by its own ratio
+    assert (imported.fx, imported.cx) == pytest.approx((fx * sx, cx * sx), rel=1e-15)
+    assert (imported.fy, imported.cy) == pytest.approx((fy * sy, cy * sy), rel=1e-15)
+    if width == 4 * intr.width:  # a power of two: back to the rendered camera exactly
+        assert imported == intr
+    assert any("intrinsics scaled by" in note for note in read_metadata(out)["provenance"]["notes"])
+
+
+def test_a_cropped_image_or_images_of_two_sizes_are_refused(
+    tmp_path: Path, synth: SynthCameraPoses, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project = tmp_path / "project"
+    sparse = write_colmap_text(synth, project)
+    intr = synth.intrinsics
+    cameras = sparse / "cameras.txt"
+    cameras.write_text(f"7 PINHOLE 64 64 {intr.fx!r} {intr.fy!r} 32.0 32.0\n")
+    message = _expect_error(capsys, tmp_path, "colmap", sparse)
+    assert "frame_000.png is 64x48 but the camera is 64x64, and not at its aspect (x 1, y 0.75 " in message
+    cameras.write_text(f"7 PINHOLE 64 48 {intr.fx!r} {intr.fy!r} {intr.cx!r} {intr.cy!r}\n")
+    image = project / "images" / "frame_005.png"
+    cv2.imwrite(str(image), cv2.resize(cv2.imread(str(image)), (32, 24)))
+    message = _expect_error(capsys, tmp_path, "colmap", sparse)
+    assert "frame_005.png is 32x24 but the camera and the first image are 64x48; " in message
+
+
 @pytest.mark.parametrize("binary", [False, True])
 def test_colmap_model_written_by_colmap_itself(
     tmp_path: Path, synth: SynthCameraPoses, binary: bool, capsys: pytest.CaptureFixture[str]

@@ -207,9 +207,9 @@ def run_import(args: argparse.Namespace) -> int:
         skip_missing=args.skip_missing,
     )
     summary = write_import(track, settings)
-    intr = track.intrinsics
+    intr = summary.camera
     print(f"dataset: {args.out}  (1 camera: camera, {intr.width}x{intr.height}, from {track.source})")
-    for note in track.notes:
+    for note in summary.notes:
         print(f"  {note}")
     for split, count in summary.frames_per_split.items():
         print(f"  {split:5s} {count:6d} frames")

@@ -15,6 +15,8 @@ block per frame.
 Poses become ``T_map_base`` of the benchmarks' one-camera rig (`data/benchmark.py`: camera
 ``"camera"`` at the base origin looking along base +x). Images are decoded, checked against the
 camera size and written as PNG (JPEG input included; EXIF orientation is ignored, as COLMAP does).
+Images stored smaller (or larger) than the pose file's camera, at its aspect, get its intrinsics
+scaled to their size (`camera_as_images`), as Mip-NeRF 360 and nerfstudio sets are used.
 Everything is written into a hidden ``.OUT.partial-PID`` sibling and renamed to OUT at the end:
 a failed or interrupted import leaves nothing behind.
 
@@ -37,7 +39,7 @@ import numpy as np
 from tqdm import tqdm
 
 from pose_regressor.files import publish, staging_sibling
-from pose_regressor.rig import Rig
+from pose_regressor.rig import PinholeIntrinsics, Rig
 from pose_regressor_training.data.benchmark import base_pose_from_camera_pose, single_camera_rig
 from pose_regressor_training.data.folder import (
     SPLITS,
@@ -54,6 +56,7 @@ from pose_regressor_training.data.importers.common import (
     CameraTrack,
     ImportFormatError,
     PosedImage,
+    check_intrinsics,
 )
 
 DEFAULT_FPS = 30.0  # stamps of sources without timestamps: frame order / fps
@@ -94,6 +97,8 @@ class ImportSummary:
     scale: float
     metric: bool  # False: poses are in the source's own units
     seconds: float
+    camera: PinholeIntrinsics  # as written: the input's, scaled to the images' size
+    notes: tuple[str, ...] = ()  # the reader's notes, then the writer's, one line each
     skipped_missing: tuple[str, ...] = ()  # names (as the input gives them) of images left out
 
 
@@ -191,17 +196,49 @@ def _check_output(out: Path, track: CameraTrack, overwrite: bool) -> None:
         raise FileExistsError(f"{out} exists and is not empty; use --overwrite to replace it")
 
 
-def _write_image(image: PosedImage, track: CameraTrack, target: Path) -> None:
+def _read_image(image: PosedImage) -> np.ndarray:
     if not image.path.is_file():
         raise ImageReadError(f"image {image.path} does not exist (named {image.name!r} by the input)")
     bgr = cv2.imread(str(image.path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if bgr is None:
         raise ImageReadError(f"image {image.path} cannot be read as an image")
+    return bgr
+
+
+def camera_as_images(track: CameraTrack, first: PosedImage) -> CameraTrack:
+    """`track` with its intrinsics scaled to the size of the `first` image, where that differs.
+
+    Sets ship downscaled copies beside the originals and one pose file for all of them (Mip-NeRF
+    360: `images/` 3118x2078 for its bonsai, `images_2`, `images_4`, `images_8`, and a COLMAP model of
+    the full size; nerfstudio's ns-process-data likewise), and training on a copy with the intrinsics
+    scaled by the size ratio is how they are used. Each side of a resized copy is rounded to whole
+    pixels, so its two ratios differ by less than 1/W + 1/H; more than that is a crop, refused."""
+    intr = track.intrinsics
+    height, width = _read_image(first).shape[:2]
+    if (width, height) == (intr.width, intr.height):
+        return track
+    sx, sy = width / intr.width, height / intr.height
+    if abs(sx - sy) >= 1.0 / intr.width + 1.0 / intr.height:
+        raise ImageReadError(
+            f"image {first.path} is {width}x{height} but the camera is {intr.width}x{intr.height}, and "
+            f"not at its aspect (x {sx:.4g}, y {sy:.4g} times the camera): a cropped image needs the "
+            "intrinsics of its crop"
+        )
+    scaled = check_intrinsics(intr.resized(width, height), f"the camera scaled to image {first.path}")
+    note = (
+        f"images are {width}x{height} but the input's camera is {intr.width}x{intr.height}: "
+        f"intrinsics scaled by {sx:.4g} x {sy:.4g} to the images"
+    )
+    return replace(track, intrinsics=scaled, notes=(*track.notes, note))
+
+
+def _write_image(image: PosedImage, track: CameraTrack, target: Path) -> None:
+    bgr = _read_image(image)
     intr = track.intrinsics
     if (bgr.shape[1], bgr.shape[0]) != (intr.width, intr.height):
         raise ImageReadError(
-            f"image {image.path} is {bgr.shape[1]}x{bgr.shape[0]} but the camera is "
-            f"{intr.width}x{intr.height}; the intrinsics must describe the images as they are"
+            f"image {image.path} is {bgr.shape[1]}x{bgr.shape[0]} but the camera and the first image "
+            f"are {intr.width}x{intr.height}; the images of one camera must have one size"
         )
     if not cv2.imwrite(str(target), bgr, [cv2.IMWRITE_PNG_COMPRESSION, 1]):
         raise OSError(f"could not write {target}")
@@ -226,6 +263,7 @@ def write_import(track: CameraTrack, settings: ImportSettings) -> ImportSummary:
     present, missing = _present_and_missing(track, settings.skip_missing)
     images = ordered(present)
     _check_distinct(images)
+    track = camera_as_images(track, images[0])
     scale = metric_scale(images, settings)
     _check_reach(images, scale)
     splits = block_splits(len(images), settings.split)
@@ -247,7 +285,8 @@ def write_import(track: CameraTrack, settings: ImportSettings) -> ImportSummary:
         if staging.exists():  # the import failed or was interrupted
             shutil.rmtree(staging, ignore_errors=True)
     metric = settings.scale is not None or settings.scale_from is not None
-    return ImportSummary(counts, scale, metric, time.perf_counter() - started, missing)
+    seconds = time.perf_counter() - started
+    return ImportSummary(counts, scale, metric, seconds, track.intrinsics, track.notes, missing)
 
 
 def _present_and_missing(track: CameraTrack, skip_missing: bool) -> tuple[list[PosedImage], tuple[str, ...]]:
