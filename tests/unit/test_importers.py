@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import struct
 from pathlib import Path
@@ -220,6 +221,79 @@ def test_colmap_simple_pinhole(tmp_path: Path, synth: SynthCameraPoses) -> None:
     out = tmp_path / "data"
     assert _import("colmap", tmp_path / "project", "--out", out) == 0
     assert imported_camera_poses(out)[3] == synth.intrinsics  # fx == fy in the synthetic rig
+
+
+def _one_camera_per_image(
+    sparse: Path, intr: PinholeIntrinsics, focal_factors: list[float], k1s: list[float]
+) -> None:
+    """cameras.txt and images.txt of `write_colmap_text` rewritten as COLMAP writes them by default
+    (no --ImageReader.single_camera): camera k + 1 for image k, each SIMPLE_RADIAL refined apart."""
+    size, centre = f"{intr.width} {intr.height}", f"{intr.cx!r} {intr.cy!r}"
+    (sparse / "cameras.txt").write_text(
+        "".join(
+            f"{k + 1} SIMPLE_RADIAL {size} {intr.fx * factor!r} {centre} {k1!r}\n"
+            for k, (factor, k1) in enumerate(zip(focal_factors, k1s, strict=True))
+        )
+    )
+    images = (sparse / "images.txt").read_text()
+    for k in range(len(focal_factors)):
+        images = re.sub(rf" \d+ frame_{k:03d}.png", f" {k + 1} frame_{k:03d}.png", images)
+    (sparse / "images.txt").write_text(images)
+
+
+def test_per_image_cameras_of_one_lens_are_merged_into_their_median(
+    tmp_path: Path, synth: SynthCameraPoses, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """COLMAP's default, one camera per image, each refined apart; refused before with --camera-id,
+    which keeps one image."""
+    sparse = write_colmap_text(synth, tmp_path / "project")
+    count = len(synth.images)
+    factors = [1.0 + 0.01 * (k - (count - 1) / 2) / count for k in range(count)]  # ±0.5% about 1
+    k1s = [0.002 * (k - (count - 1) / 2) / count for k in range(count)]  # ±0.001 about 0
+    _one_camera_per_image(sparse, synth.intrinsics, factors, k1s)
+    out = tmp_path / "data"
+    capsys.readouterr()
+    assert _import("colmap", tmp_path / "project", "--out", out) == 0
+    printed = capsys.readouterr().out
+    assert f"{count} cameras for {count} images, estimates of one lens: they project within 0.2" in printed
+    _assert_same_poses(out, synth)
+    camera = read_rig(out).cameras[0]
+    intr = synth.intrinsics
+    assert (camera.intrinsics.fx, camera.intrinsics.fy) == pytest.approx((intr.fx, intr.fx), rel=1e-12)
+    assert (camera.intrinsics.cx, camera.intrinsics.cy) == (intr.cx, intr.cy)
+    assert camera.distortion is not None
+    assert camera.distortion.coefficients == pytest.approx([0] * 5, abs=1e-15)
+    assert "estimates of one lens" in read_metadata(out)["provenance"]["notes"][-1]
+
+    shutil.rmtree(out)
+    factors[3] = 1.1  # one image's focal length 10% off: 4 px at the corners of 64x48, 5% of the diagonal
+    _one_camera_per_image(sparse, synth.intrinsics, factors, k1s)
+    message = _expect_error(capsys, tmp_path, "colmap", sparse)
+    assert f"the images of {sparse} use {count} cameras that project up to 3.9 px apart (4.9% " in message
+    assert "% of the image diagonal; at most 3% is taken as one lens" in message
+    assert "pick one with --camera-id or reconstruct with --ImageReader.single_camera 1" in message
+
+
+def test_per_frame_nerfstudio_intrinsics_of_one_lens_are_merged(
+    tmp_path: Path, synth: SynthCameraPoses, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Polycam's exports: ARKit's per-frame intrinsics, a little apart."""
+    path = write_transforms(synth, tmp_path / "ns", per_frame_intrinsics=True)
+    data = json.loads(path.read_text())
+    for k, frame in enumerate(data["frames"]):
+        frame["fl_x"] *= 1 + 0.002 * (k % 3 - 1)
+        frame["cx"] += 0.1 * (k % 3 - 1)
+    path.write_text(json.dumps(data))
+    out = tmp_path / "data"
+    capsys.readouterr()
+    assert _import("nerfstudio", path, "--out", out) == 0
+    assert "3 cameras for 12 images, estimates of one lens" in capsys.readouterr().out
+    assert imported_camera_poses(out)[3] == synth.intrinsics  # the median of each: the middle value
+    shutil.rmtree(out)
+    data["frames"][0]["w"] = 2 * synth.intrinsics.width
+    path.write_text(json.dumps(data))
+    message = _expect_error(capsys, tmp_path, "nerfstudio", path)
+    assert f"the images of {path} have cameras of 2 sizes (64x48, 128x48); a mono rig has one" in message
 
 
 @pytest.mark.parametrize("per_frame", [False, True])

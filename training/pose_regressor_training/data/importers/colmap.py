@@ -39,6 +39,7 @@ from pose_regressor_training.data.importers.common import (
     read_text,
     unit_quaternion,
 )
+from pose_regressor_training.data.importers.one_camera import one_camera
 
 # model id -> (name, number of parameters), as COLMAP numbers them
 MODELS: dict[int, tuple[str, int]] = {
@@ -360,7 +361,7 @@ def read_colmap(path: Path, images: Path | None = None, camera_id: int | None = 
     """The registered images of a COLMAP model with their camera poses ``T_map_cam`` (map = COLMAP's world).
 
     All images must share one camera (run COLMAP with ``--ImageReader.single_camera 1``), or pick one
-    with `camera_id`.
+    with `camera_id`; per-image cameras that are estimates of one lens are merged (`one_camera`).
     """
     choice = find_model(path)
     model, binary = choice.folder, choice.binary
@@ -388,14 +389,13 @@ def read_colmap(path: Path, images: Path | None = None, camera_id: int | None = 
     used = sorted({image.camera_id for image in posed})
     if not used:
         raise ImportFormatError(f"COLMAP model {model} has no registered image")
-    chosen = [camera_intrinsics(cameras[c]) for c in used]
-    if any(c != chosen[0] for c in chosen[1:]):
-        raise ImportFormatError(
-            f"the images of {model} use {len(used)} cameras with different intrinsics (ids "
-            f"{', '.join(map(str, used[:10]))}); a mono rig has one: pick one with --camera-id or "
-            "reconstruct with --ImageReader.single_camera 1"
-        )
-    intrinsics, distortion = chosen[0]
+    lenses = {c: camera_intrinsics(cameras[c]) for c in used}
+    (intrinsics, distortion), merged = one_camera(
+        [lenses[image.camera_id] for image in posed],
+        str(model),
+        f"a mono rig has one (ids {', '.join(map(str, used[:10]))}): pick one with --camera-id or "
+        "reconstruct with --ImageReader.single_camera 1",
+    )
     kind = "binary" if binary else "text"
     notes: tuple[str, ...] = ()
     if choice.passed_over:
@@ -404,6 +404,8 @@ def read_colmap(path: Path, images: Path | None = None, camera_id: int | None = 
             f"{model.parent} holds {len(choice.passed_over) + 1} models; imported {model.name}, the largest "
             f"({registered} images), not {listed}: give a model folder to take another",
         )
+    if merged is not None:
+        notes = (*notes, merged)
     return CameraTrack(
         intrinsics=intrinsics,
         distortion=distortion,

@@ -4,7 +4,8 @@ Each frame's ``transform_matrix`` is camera-to-world (``T_map_cam``) in OpenGL c
 (x right, y up, z backward); it becomes the optical frame (x right, y down, z forward) by
 flipping y and z. ``file_path`` is relative to the json file's folder; instant-ngp files may
 leave out the extension (.png, .jpg and .jpeg are tried). Intrinsics ``fl_x, fl_y, cx, cy, w, h``
-are read from the top level or per frame (a per-frame value wins), ``camera_angle_x`` (and
+are read from the top level or per frame (a per-frame value wins; per-frame values that are
+estimates of one lens, as Polycam's, are merged by `one_camera`), ``camera_angle_x`` (and
 ``camera_angle_y``, fields of view in radians) stand in for missing focal lengths, a missing
 size is read from the first image, a missing principal point is the image centre. OpenCV
 distortion ``k1, k2, p1, p2, k3`` is recorded as plumb_bob; fisheye and equirectangular cameras
@@ -30,6 +31,7 @@ from pose_regressor_training.data.importers.common import (
     check_intrinsics,
     read_text,
 )
+from pose_regressor_training.data.importers.one_camera import Camera, one_camera
 
 # OpenGL camera axes -> optical axes: R_map_optical = R_map_gl · diag(1, -1, -1)
 GL_TO_OPTICAL = np.diag([1.0, -1.0, -1.0, 1.0])
@@ -156,7 +158,7 @@ def read_transforms(path: Path) -> CameraTrack:
     base = json_path.parent
     images: list[PosedImage] = []
     size_of_images: tuple[int, int] | None = None  # of the first image, where w or h is missing
-    cameras: dict[tuple[PinholeIntrinsics, LensDistortion | None], str] = {}
+    cameras: list[Camera] = []
     for number, frame in enumerate(data["frames"]):
         where = f"{json_path}: frames[{number}]"
         if not isinstance(frame, dict):
@@ -171,18 +173,12 @@ def read_transforms(path: Path) -> CameraTrack:
             _check_angle(values[key], key, where if key in frame else str(json_path))
         if size_of_images is None and (values["w"] is None or values["h"] is None):
             size_of_images = _image_size(image, where)
-        camera = (_intrinsics(values, where, size_of_images), _distortion(merged, where))
-        cameras.setdefault(camera, where)
+        cameras.append((_intrinsics(values, where, size_of_images), _distortion(merged, where)))
         t, q = _camera_pose(frame, where)
         images.append(PosedImage(file_path, image, t, q))
-    if len(cameras) > 1:
-        first, second = list(cameras.values())[:2]
-        raise ImportFormatError(
-            f"{json_path}: frames have {len(cameras)} different cameras (intrinsics of {first} differ from "
-            f"{second}); a mono rig has one"
-        )
     if not images:
         raise ImportFormatError(f"{json_path} has no frames")
-    intrinsics, distortion = next(iter(cameras))
+    (intrinsics, distortion), merged_note = one_camera(cameras, str(json_path), "a mono rig has one")
     source = f"transforms file {json_path}"
-    return CameraTrack(intrinsics, distortion, images, source, "nerfstudio", inputs=(json_path,))
+    notes = (merged_note,) if merged_note is not None else ()
+    return CameraTrack(intrinsics, distortion, images, source, "nerfstudio", notes, inputs=(json_path,))
