@@ -357,6 +357,25 @@ def test_metrics_of_another_checkpoint_are_used_with_a_warning(
     assert load_bundle(tmp_path / "bundle").covariance_scale == CovarianceScale.uniform(2.0)
 
 
+def test_suggested_flag_thresholds_the_node_refuses_are_named_not_dropped_silently(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    checkpoint = _tiny_checkpoint(tmp_path / "run0" / "best.pt")
+    metrics = tmp_path / "metrics.json"
+    suggested = {"max_position_std": 0.4, "max_rotation_std": 4.2}  # an untrained model's rotation std
+    uncertainty = {"uncertain_flag": {"suggested_parameters": suggested}}
+    metrics.write_text(json.dumps({"covariance_scale": 2.0, "uncertainty": uncertainty}))
+    assert _export(checkpoint, tmp_path / "bundle", "--metrics", str(metrics)) == 0
+    printed, warned = capsys.readouterr()
+    assert (
+        "pose-train export: warning: the evaluation's suggested uncertain-flag thresholds are not carried "
+        "(uncertain_flag.max_rotation_std must be in (0.0, 3.14159"
+    ) in warned
+    assert "the node flags at its generic 1 m / 0.35 rad unless its max_position_std" in warned
+    assert "uncertain flag:" not in printed
+    assert load_bundle(tmp_path / "bundle").uncertain_flag is None
+
+
 def test_metrics_of_this_checkpoint_by_another_path_give_no_warning(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -486,19 +505,24 @@ def test_covariance_scale_sources(tmp_path: Path) -> None:
         f"default ({eval_dir / 'metrics.json'}: "
         "covariance_scale.rotation_exponent must be in [1.0, 4.0], got 9.0)",
     )
-    # Flag thresholds: kept when eval suggested valid ones; left out (the node's own apply) otherwise.
-    for suggested, kept in [
-        ({"max_position_std": 0.2, "max_rotation_std": 0.05}, True),
-        ({"max_position_std": 0.2, "max_rotation_std": 4.0}, False),  # above pi rad
-        ({"max_position_std": None, "max_rotation_std": 0.05}, False),
-        ("0.2", False),
+    # Flag thresholds: kept when eval suggested valid ones; left out (the node's own apply) otherwise,
+    # and why is recorded for export's warning (dropped without a word before).
+    for suggested, refused in [
+        ({"max_position_std": 0.2, "max_rotation_std": 0.05}, None),
+        ({"max_position_std": 0.2, "max_rotation_std": 4.0}, "max_rotation_std must be in (0.0, 3.14"),
+        ({"max_position_std": None, "max_rotation_std": 0.05}, "max_position_std must be a finite number"),
+        ("0.2", "uncertain_flag must be a mapping of exactly max_position_std and max_rotation_std"),
+        (None, None),  # none suggested: nothing to say
     ]:
         uncertainty = {"uncertain_flag": {"suggested_parameters": suggested}}
         (eval_dir / "metrics.json").write_text(json.dumps({**metrics, "uncertainty": uncertainty}))
         summary = covariance_scale_from_metrics(checkpoint, None)[2]
-        assert ("uncertain_flag" in summary) is kept, suggested
-        if kept:
+        assert ("uncertain_flag" in summary) is (suggested is not None and refused is None), suggested
+        if "uncertain_flag" in summary:
             assert summary["uncertain_flag"] == suggested
+        assert (refused is None) is ("uncertain_flag_refused" not in summary)
+        if refused is not None:
+            assert refused in summary["uncertain_flag_refused"]
 
 
 # ------------------------------------------------------------------------------ other backbones

@@ -381,9 +381,11 @@ def covariance_scale_from_metrics(
             summary["calibration_held_out"] = {
                 k: held_out[k] for k in ("blocks", "folds", "mean_nees", "inside_95") if k in held_out
             }
-    flag = suggested_uncertain_flag(uncertainty)
+    flag, refused = suggested_uncertain_flag(uncertainty)
     if flag is not None:
         summary["uncertain_flag"] = flag.to_json()
+    elif refused is not None:  # export warns: the node's own thresholds will apply
+        summary["uncertain_flag_refused"] = refused
     correlation = uncertainty.get("error_correlation") if isinstance(uncertainty, dict) else None
     if isinstance(correlation, dict) and isinstance(correlation.get("suggested_covariance_inflation"), float):
         # for the node's configure line: what an EKF that fuses every pose needs (docs/node.md)
@@ -422,13 +424,20 @@ def metrics_mismatch(
     )
 
 
-def suggested_uncertain_flag(uncertainty: Any) -> UncertainFlag | None:
+def suggested_uncertain_flag(uncertainty: Any) -> tuple[UncertainFlag | None, str | None]:
     """The flag thresholds an eval suggested (`uncertainty.uncertain_flag.suggested_parameters` of
-    its metrics.json), or None when it has none or they are out of range (the node's own apply)."""
+    its metrics.json), and why they were refused: (None, None) when it suggested none, (None,
+    reason) when they are out of the node's range (a model whose rotation std exceeds pi rad)."""
     try:
-        return uncertain_flag(uncertainty["uncertain_flag"]["suggested_parameters"])
-    except (KeyError, TypeError, BundleError):
-        return None
+        suggested = uncertainty["uncertain_flag"]["suggested_parameters"]
+    except (KeyError, TypeError):
+        return None, None
+    if suggested is None:
+        return None, None
+    try:
+        return uncertain_flag(suggested), None
+    except BundleError as exc:
+        return None, str(exc)
 
 
 # ------------------------------------------------------------------------------------- bundle

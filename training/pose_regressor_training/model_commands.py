@@ -533,6 +533,14 @@ def run_export(args: argparse.Namespace) -> int:
         if warning:
             print(f"pose-train export: warning: {warning}", file=sys.stderr)
     flag, unit = bundle.uncertain_flag, bundle.length_unit
+    refused = (bundle.provenance.get("eval_metrics") or {}).get("uncertain_flag_refused")
+    if refused:
+        print(
+            f"pose-train export: warning: the evaluation's suggested uncertain-flag thresholds are not "
+            f"carried ({refused}); the node flags at its generic 1 m / 0.35 rad unless its "
+            "max_position_std / max_rotation_std are set",
+            file=sys.stderr,
+        )
     if flag is not None:
         print(
             f"  uncertain flag: position std > {flag.max_position_std:.3g} {unit} or rotation std > "
