@@ -404,6 +404,18 @@ def test_export_on_a_full_disk_names_the_bundle_and_leaves_nothing(setup: Setup)
 # ------------------------------------------------------------------- SIGINT / SIGTERM, synth
 
 
+def test_ctrl_c_while_python_imports_the_command_line_is_one_line() -> None:
+    """`pose-train synth --help` spends ~0.6 s importing the command line; a Ctrl-C in that time
+    printed Python's traceback (the console script now starts in console.py, which imports nothing)."""
+    script = Path(sys.executable).parent / "pose-train"
+    for delay in (0.2, 0.4):
+        proc = subprocess.Popen([script, "synth", "--help"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        assert (proc.returncode, err.decode(), out) == (130, "pose-train: interrupted (SIGINT)\n", b""), delay
+
+
 def test_synth_stops_cleanly_on_sigterm_and_on_ctrl_c(tmp_path: Path) -> None:
     """Both signals during rendering (after the progress bar shows): one line, 143 / 130, and
     neither the output nor a hidden partial folder is left."""
