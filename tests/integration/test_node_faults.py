@@ -12,6 +12,7 @@ stderr.
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
@@ -30,6 +31,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 
 from pose_regressor.bundle import ModelBundle
+from pose_regressor.console import INTERRUPTED_LINE
 from tests.integration.node_client import (
     BASE_NS,
     HEIGHT,
@@ -565,6 +567,26 @@ def test_a_teardown_that_hangs_ends_the_process_with_status_1(ros_env: dict[str,
     quick = teardown("0")
     assert quick.returncode == 0, quick.stderr
     assert quick.stdout.strip() == "exited normally" and quick.stderr == ""
+
+
+def test_a_sigint_while_the_node_starts_is_one_line_and_exit_0(ros_env: dict[str, str]) -> None:
+    """Launch's SIGINT (or a Ctrl-C) while `localizer` imports numpy, rclpy and scipy (~0.5 s)
+    printed a 20-30 line traceback, or `ImportError: initialization failed ... The C extension ...
+    isn't present on the system` when it landed in rclpy's C extension. The console script
+    (console.py) and the node's main now end it with one line, exit 0 as after any signal."""
+    script = Path(sys.executable).parent / "localizer"
+    for delay in (0.15, 0.3):
+        process = subprocess.Popen(
+            [script, "--ros-args", "-p", "bundle:=/nonexistent"],
+            env=ros_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(delay)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+        assert (process.returncode, err) == (0, INTERRUPTED_LINE + "\n"), delay
 
 
 def test_configure_errors_exit_1_with_one_clear_line(tmp_path: Path, ros_env: dict[str, str]) -> None:

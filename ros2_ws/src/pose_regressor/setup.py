@@ -31,7 +31,7 @@ setup(
     python_requires=">=3.10",
     entry_points={
         "console_scripts": [
-            "localizer = pose_regressor.node:main",
+            "localizer = pose_regressor.console:localizer",
             "pose-regressor = pose_regressor.cli:main",
         ],
     },

@@ -53,6 +53,7 @@ from pose_regressor.camera_info_check import (
     check_camera_info,
     expected_cameras,
 )
+from pose_regressor.console import INTERRUPTED_LINE
 from pose_regressor.covariance import to_convention
 from pose_regressor.engines import load_engine
 from pose_regressor.image_decode import ImageDecodeError, decode_message, quiet_codec_logs
@@ -790,12 +791,20 @@ def main(args: Sequence[str] | None = None) -> int:
     """
     try:
         rclpy.init(args=list(args) if args is not None else None)
+    except KeyboardInterrupt:  # launch's SIGINT, or a Ctrl-C, before the node exists
+        print(INTERRUPTED_LINE, file=sys.stderr)
+        rclpy.try_shutdown()
+        return 0
     except Exception as exc:  # an unreadable params file or a bad --ros-args argument
         print(f"[ERROR] [{NODE_NAME}]: cannot configure: {one_line(exc)}", file=sys.stderr)
         return 1
     quiet_codec_logs()  # corrupt images are counted and logged by the node, throttled
     try:
         node = LocalizerNode()
+    except KeyboardInterrupt:  # creating the node's services imports their types: ~0.1 s
+        print(INTERRUPTED_LINE, file=sys.stderr)
+        rclpy.try_shutdown()
+        return 0
     except Exception as exc:  # a --ros-args override of the wrong type or out of range
         return _fail(one_line(exc))
     executor: rclpy.executors.Executor | None = None
