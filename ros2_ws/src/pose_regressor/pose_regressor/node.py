@@ -793,7 +793,8 @@ def main(args: Sequence[str] | None = None) -> int:
         rclpy.init(args=list(args) if args is not None else None)
     except KeyboardInterrupt:  # launch's SIGINT, or a Ctrl-C, before the node exists
         print(INTERRUPTED_LINE, file=sys.stderr)
-        rclpy.try_shutdown()
+        if rclpy.utilities.ok():
+            rclpy.shutdown()
         return 0
     except Exception as exc:  # an unreadable params file or a bad --ros-args argument
         print(f"[ERROR] [{NODE_NAME}]: cannot configure: {one_line(exc)}", file=sys.stderr)
@@ -803,7 +804,8 @@ def main(args: Sequence[str] | None = None) -> int:
         node = LocalizerNode()
     except KeyboardInterrupt:  # creating the node's services imports their types: ~0.1 s
         print(INTERRUPTED_LINE, file=sys.stderr)
-        rclpy.try_shutdown()
+        if rclpy.utilities.ok():
+            rclpy.shutdown()
         return 0
     except Exception as exc:  # a --ros-args override of the wrong type or out of range
         return _fail(one_line(exc))
