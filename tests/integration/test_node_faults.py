@@ -12,7 +12,6 @@ stderr.
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 import time
@@ -43,6 +42,7 @@ from tests.integration.node_client import (
     compressed_message,
     raw_image,
 )
+from tests.integration.startup_signal import interrupt_while_importing
 from tests.unit.bundle_fixtures import make_bundle, poison_initializer
 
 pytestmark = pytest.mark.ros
@@ -573,20 +573,12 @@ def test_a_sigint_while_the_node_starts_is_one_line_and_exit_0(ros_env: dict[str
     """Launch's SIGINT (or a Ctrl-C) while `localizer` imports numpy, rclpy and scipy (~0.5 s)
     printed a 20-30 line traceback, or `ImportError: initialization failed ... The C extension ...
     isn't present on the system` when it landed in rclpy's C extension. The console script
-    (console.py) and the node's main now end it with one line, exit 0 as after any signal."""
-    script = Path(sys.executable).parent / "localizer"
-    for delay in (0.15, 0.3):
-        process = subprocess.Popen(
-            [script, "--ros-args", "-p", "bundle:=/nonexistent"],
-            env=ros_env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        time.sleep(delay)
-        process.send_signal(signal.SIGINT)
-        _, err = process.communicate(timeout=60)
-        assert (process.returncode, err) == (0, INTERRUPTED_LINE + "\n"), delay
+    (console.py) and the node's main now end it with one line, exit 0 as after any signal. The
+    signal goes out once numpy, then rclpy, has been imported (`interrupt_while_importing`)."""
+    argv = [Path(sys.executable).parent / "localizer", "--ros-args", "-p", "bundle:=/nonexistent"]
+    for after in ("numpy", "rclpy"):
+        status, lines = interrupt_while_importing(argv, ros_env, after)
+        assert (status, lines) == (0, [INTERRUPTED_LINE]), after
 
 
 def test_configure_errors_exit_1_with_one_clear_line(tmp_path: Path, ros_env: dict[str, str]) -> None:
