@@ -414,6 +414,13 @@ def test_ctrl_c_while_python_imports_the_command_line_is_one_line() -> None:
         assert (status, lines) == (130, ["pose-train: interrupted (SIGINT)"]), after
 
 
+def test_ctrl_c_while_pose_regressor_imports_opencv_is_one_line() -> None:
+    """`pose-regressor` imported OpenCV and numpy (~0.3 s) outside its Ctrl-C handling."""
+    script = Path(sys.executable).parent / "pose-regressor"
+    status, lines = interrupt_while_importing([script, "bench", "--bundle", "/nonexistent"])
+    assert (status, lines) == (130, ["pose-regressor bench: interrupted (SIGINT)"])
+
+
 def test_synth_stops_cleanly_on_sigterm_and_on_ctrl_c(tmp_path: Path) -> None:
     """Both signals during rendering (after the progress bar shows): one line, 143 / 130, and
     neither the output nor a hidden partial folder is left."""

@@ -545,10 +545,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "--ros-args" in argv:
         cut = argv.index("--ros-args")
         argv, extra = argv[:cut], argv[cut:]
-    args = build_parser().parse_args(argv)
-    from pose_regressor.image_decode import quiet_codec_logs
-
-    quiet_codec_logs()  # an unreadable image is one error line of ours, not OpenCV's WARN first
+    try:
+        args = build_parser().parse_args(argv)
+    except KeyboardInterrupt:
+        print("pose-regressor: interrupted (SIGINT)", file=sys.stderr)
+        return 130
     if args.command in DEPRECATED_COMMANDS:
         new = DEPRECATED_COMMANDS[args.command]
         print(
@@ -557,6 +558,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         args.command = new
     try:
+        # inside: importing OpenCV and numpy takes ~0.3 s, long enough for a Ctrl-C to land in
+        from pose_regressor.image_decode import quiet_codec_logs
+
+        quiet_codec_logs()  # an unreadable image is one error line of ours, not OpenCV's WARN first
         return int(args.handler(args, extra))
     except (ValueError, OSError) as exc:
         print(f"pose-regressor {args.command}: error: {exc}", file=sys.stderr)
