@@ -61,13 +61,17 @@ class CameraTrack:
 
 
 def read_text(path: Path, what: str) -> str:
-    """The UTF-8 text of `path`; ImportFormatError naming it when it is missing or unreadable."""
+    """The UTF-8 text of `path`, less a leading byte-order mark; ImportFormatError naming it when it
+    is missing or unreadable."""
     if not path.is_file():
         raise ImportFormatError(f"{what} {path} does not exist")
     try:
         if path.stat().st_size > MAX_INPUT_TEXT_BYTES:
             raise ImportFormatError(f"{what} {path} is larger than {MAX_INPUT_TEXT_BYTES >> 20} MiB")
-        return path.read_text(encoding="utf-8")
+        # utf-8-sig: Windows tools (Notepad before 2019, Windows PowerShell's -Encoding utf8) start
+        # UTF-8 files with a BOM; kept, it made the first line '\ufeff# ...' or '\ufeff1 PINHOLE ...',
+        # refused as malformed, and json.loads refuses it outright
+        return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ImportFormatError(f"{what} {path} is not UTF-8 text ({exc.reason})") from None
     except OSError as exc:

@@ -3,13 +3,15 @@
 Each frame's ``transform_matrix`` is camera-to-world (``T_map_cam``) in OpenGL camera axes
 (x right, y up, z backward); it becomes the optical frame (x right, y down, z forward) by
 flipping y and z. ``file_path`` is relative to the json file's folder; instant-ngp files may
-leave out the extension (.png, .jpg and .jpeg are tried). Intrinsics ``fl_x, fl_y, cx, cy, w, h``
+leave out the extension (.png, .jpg and .jpeg are tried), and a path written on Windows (with
+backslashes, or ``.jpg`` for a file ``.JPG``) is found. Intrinsics ``fl_x, fl_y, cx, cy, w, h``
 are read from the top level or per frame (a per-frame value wins; per-frame values that are
 estimates of one lens, as Polycam's, are merged by `one_camera`), ``camera_angle_x`` (and
 ``camera_angle_y``, fields of view in radians) stand in for missing focal lengths, a missing
-size is read from the first image, a missing principal point is the image centre. OpenCV
-distortion ``k1, k2, p1, p2, k3`` is recorded as plumb_bob; fisheye and equirectangular cameras
-are refused.
+size is read from the first image there is, a missing principal point is the image centre. OpenCV
+distortion ``k1, k2, p1, p2, k3`` is recorded as plumb_bob (a ``k4``, an r^8 term Metashape's exports
+carry, is left out with a note); fisheye cameras (``camera_model`` OPENCV_FISHEYE, or instant-ngp's
+``is_fisheye``) and equirectangular ones are refused.
 """
 
 from __future__ import annotations
@@ -39,15 +41,20 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".PNG", ".JPG", ".JPEG")
 ROTATION_ATOL = 1e-3  # |R^T R - I| accepted (float32 exports), then projected onto a rotation
 ANGLE_KEYS = ("camera_angle_x", "camera_angle_y")  # fields of view, radians
 INTRINSIC_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h", *ANGLE_KEYS)
-PINHOLE_CAMERA_MODELS = ("OPENCV", "PINHOLE", "SIMPLE_PINHOLE")
+# nerfstudio's perspective models (its CAMERA_MODEL_TO_TYPE); SIMPLE_RADIAL and RADIAL carry k1 (k2)
+PINHOLE_CAMERA_MODELS = ("OPENCV", "PINHOLE", "SIMPLE_PINHOLE", "SIMPLE_RADIAL", "RADIAL")
 
 
 def find_transforms(path: Path) -> Path:
     """The json file itself, or ``transforms.json`` inside a folder."""
+    others: list[str] = []
     if path.is_dir():
+        # the NeRF synthetic (Blender) scenes have transforms_train/_val/_test.json and no transforms.json
+        others = sorted(p.name for p in path.glob("transforms*.json") if p.name != "transforms.json")
         path = path / "transforms.json"
     if not path.is_file():
-        raise ImportFormatError(f"transforms file {path} does not exist")
+        hint = f" (the folder holds {', '.join(others)}: give one of them)" if others else ""
+        raise ImportFormatError(f"transforms file {path} does not exist{hint}")
     return path
 
 
@@ -81,15 +88,38 @@ def _check_angle(value: float | None, key: str, where: str) -> None:
 
 
 def resolve_image(base: Path, file_path: str) -> Path:
-    """``base / file_path``, or with an image extension added when the file has none."""
+    """``base / file_path``, or with an image extension added when the file has none, or the case
+    of its extension changed, or its backslashes read as folder separators, when that file exists."""
     path = base / file_path
-    if path.is_file() or path.suffix.lower() in {s.lower() for s in IMAGE_SUFFIXES}:
+    if not path.is_file() and "\\" in file_path:
+        # written on Windows (instant-ngp's colmap2nerf joins os.path.relpath of --images into it);
+        # on Linux a backslash is part of the name, and no image was found
+        path = base / file_path.replace("\\", "/")
+    if path.is_file():
+        return path
+    if path.suffix.lower() in {s.lower() for s in IMAGE_SUFFIXES}:
+        # "frame.jpg" for frame.JPG: one file on the case-blind disks of Windows and macOS
+        # where the file was written, two names on Linux
+        for suffix in IMAGE_SUFFIXES:
+            candidate = path.with_suffix(suffix)
+            if suffix.lower() == path.suffix.lower() and candidate.is_file():
+                return candidate
         return path
     for suffix in IMAGE_SUFFIXES:
         candidate = path.with_name(path.name + suffix)
         if candidate.is_file():
             return candidate
     return path
+
+
+def _first_image_size(base: Path, frames: list[Any], where: str) -> tuple[int, int]:
+    """The size of the first image named by `frames` that exists: with --skip-missing the first
+    frames' images may be gone (a Blender scene without its r_0.png was refused for want of it)."""
+    for frame in frames:
+        file_path = frame.get("file_path") if isinstance(frame, dict) else None
+        if isinstance(file_path, str) and file_path and (path := resolve_image(base, file_path)).is_file():
+            return _image_size(path, where)
+    raise ImportFormatError(f"{where}: no w and h, and none of the {len(frames)} images named exists")
 
 
 def _image_size(path: Path, where: str) -> tuple[int, int]:
@@ -129,6 +159,13 @@ def _distortion(values: dict[str, Any], where: str) -> LensDistortion | None:
         raise ImportFormatError(
             f"{where}: camera_model {model!r} is not supported ({', '.join(PINHOLE_CAMERA_MODELS)} are)"
         )
+    if values.get("is_fisheye") is True:
+        # instant-ngp's colmap2nerf writes no camera_model: is_fisheye marks a COLMAP fisheye model,
+        # whose k1..k4 were recorded as plumb_bob k1, k2 and k3 without a word
+        raise ImportFormatError(
+            f"{where}: is_fisheye is true (k1..k4 are fisheye coefficients); fisheye cameras are not "
+            "supported: undistort the images first (colmap image_undistorter)"
+        )
     coefficients = {k: _number(values, k, where) for k in PLUMB_BOB_COEFFICIENTS}
     if all(v is None for v in coefficients.values()):
         return None
@@ -159,6 +196,7 @@ def read_transforms(path: Path) -> CameraTrack:
     images: list[PosedImage] = []
     size_of_images: tuple[int, int] | None = None  # of the first image, where w or h is missing
     cameras: list[Camera] = []
+    k4s: list[float] = []  # non-zero k4 of the frames
     for number, frame in enumerate(data["frames"]):
         where = f"{json_path}: frames[{number}]"
         if not isinstance(frame, dict):
@@ -172,8 +210,10 @@ def read_transforms(path: Path) -> CameraTrack:
         for key in ANGLE_KEYS:
             _check_angle(values[key], key, where if key in frame else str(json_path))
         if size_of_images is None and (values["w"] is None or values["h"] is None):
-            size_of_images = _image_size(image, where)
+            size_of_images = _first_image_size(base, data["frames"], where)
         cameras.append((_intrinsics(values, where, size_of_images), _distortion(merged, where)))
+        if k4 := _number(merged, "k4", where):
+            k4s.append(k4)
         t, q = _camera_pose(frame, where)
         images.append(PosedImage(file_path, image, t, q))
     if not images:
@@ -181,4 +221,12 @@ def read_transforms(path: Path) -> CameraTrack:
     (intrinsics, distortion), merged_note = one_camera(cameras, str(json_path), "a mono rig has one")
     source = f"transforms file {json_path}"
     notes = (merged_note,) if merged_note is not None else ()
+    if k4s:
+        # nerfstudio reads k4 as an r^8 radial term (Metashape's exports fill it); plumb_bob has none
+        largest = max(k4s, key=abs)
+        notes = (
+            *notes,
+            f"k4 {largest:g} ({len(k4s)} of {len(images)} frames), an r^8 radial term plumb_bob has no "
+            "place for, is left out of the recorded distortion",
+        )
     return CameraTrack(intrinsics, distortion, images, source, "nerfstudio", notes, inputs=(json_path,))

@@ -16,7 +16,8 @@ Poses become ``T_map_base`` of the benchmarks' one-camera rig (`data/benchmark.p
 ``"camera"`` at the base origin looking along base +x). Images are decoded, checked against the
 camera size and written as PNG (JPEG input included; EXIF orientation is ignored, as COLMAP does).
 Images stored smaller (or larger) than the pose file's camera, at its aspect, get its intrinsics
-scaled to their size (`camera_as_images`), as Mip-NeRF 360 and nerfstudio sets are used.
+scaled to their size (`camera_as_images`), as Mip-NeRF 360 and nerfstudio sets are used; an alpha
+channel is dropped, with a note (`note_alpha`).
 Everything is written into a hidden ``.OUT.partial-PID`` sibling and renamed to OUT at the end:
 a failed or interrupted import leaves nothing behind.
 
@@ -232,6 +233,20 @@ def camera_as_images(track: CameraTrack, first: PosedImage) -> CameraTrack:
     return replace(track, intrinsics=scaled, notes=(*track.notes, note))
 
 
+def note_alpha(track: CameraTrack, first: PosedImage) -> CameraTrack:
+    """`track` with a note when the `first` image has an alpha channel: it is dropped, and the
+    colour stored under transparent pixels is what the model sees (the NeRF synthetic scenes'
+    background; NeRF tools blend it onto white instead), which a user should hear of."""
+    raw = cv2.imread(str(first.path), cv2.IMREAD_UNCHANGED)
+    if raw is None or raw.ndim != 3 or raw.shape[2] != 4:
+        return track
+    note = (
+        "images have an alpha channel: it is dropped, and transparent pixels keep the colour stored "
+        "under them (not blended onto a background)"
+    )
+    return replace(track, notes=(*track.notes, note))
+
+
 def _write_image(image: PosedImage, track: CameraTrack, target: Path) -> None:
     bgr = _read_image(image)
     intr = track.intrinsics
@@ -263,7 +278,7 @@ def write_import(track: CameraTrack, settings: ImportSettings) -> ImportSummary:
     present, missing = _present_and_missing(track, settings.skip_missing)
     images = ordered(present)
     _check_distinct(images)
-    track = camera_as_images(track, images[0])
+    track = note_alpha(camera_as_images(track, images[0]), images[0])
     scale = metric_scale(images, settings)
     _check_reach(images, scale)
     splits = block_splits(len(images), settings.split)
