@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import unicodedata
 from decimal import Decimal
 from pathlib import Path
 
@@ -524,3 +525,24 @@ def test_image_variants(tmp_path: Path, synth: SynthCameraPoses) -> None:
     _assert_poses(tmp_path / "e", synth.translations, synth.quats_xyzw)
     assert imported_camera_poses(tmp_path / "e")[3] == synth.intrinsics
     _assert_images(tmp_path / "e", stored)
+
+
+@pytest.mark.parametrize(("in_file", "on_disk"), [("NFC", "NFD"), ("NFD", "NFC")])
+def test_a_name_spelt_in_the_other_unicode_normal_form_is_found(
+    tmp_path: Path, synth: SynthCameraPoses, in_file: str, on_disk: str
+) -> None:
+    """images.txt written on Linux names "straße_ü.png" composed (NFC); the photographs came off a
+    Mac, which writes names decomposed (NFD). It was "1 of the 12 images ... missing"."""
+    project = tmp_path / "project"
+    sparse = write_colmap_text(synth, project)
+    name = "straße_ü.png"
+    (project / "images" / "frame_004.png").rename(project / "images" / unicodedata.normalize(on_disk, name))
+    images_txt = sparse / "images.txt"
+    named = unicodedata.normalize(in_file, name)
+    images_txt.write_text(images_txt.read_text().replace("frame_004.png", named))
+    out = tmp_path / "data"
+    assert _import("colmap", project, "--out", out) == 0
+    # frame_004's image sorts last by name now, so its pose is last in time order
+    order = [0, 1, 2, 3, 5, 6, 7, 8, 9, 10, 11, 4]
+    _assert_poses(out, synth.translations[order], synth.quats_xyzw[order])
+    _assert_images(out, [cv2.imread(str(synth.images[k])) for k in order])
