@@ -211,8 +211,8 @@ def camera_as_images(track: CameraTrack, first: PosedImage) -> CameraTrack:
     """`track` with its intrinsics scaled to the size of the `first` image, where that differs.
 
     Sets ship downscaled copies beside the originals and one pose file for all of them (Mip-NeRF
-    360: `images/` 3118x2078 for its bonsai, `images_2`, `images_4`, `images_8`, and a COLMAP model of
-    the full size; nerfstudio's ns-process-data likewise), and training on a copy with the intrinsics
+    360: the full-size `images/` with `images_2`, `images_4`, `images_8`, and a COLMAP model of the
+    full size; nerfstudio's ns-process-data likewise), and training on a copy with the intrinsics
     scaled by the size ratio is how they are used. Each side of a resized copy is rounded to whole
     pixels, so its two ratios differ by less than 1/W + 1/H; more than that is a crop, refused."""
     intr = track.intrinsics
