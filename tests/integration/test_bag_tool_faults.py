@@ -405,7 +405,9 @@ def test_bad_numbers_are_argument_errors(bags: dict[str, Path], ros_env: dict[st
     bad_ros_args = [*replay, "--start-delay", "0", "--ros-args", "-p"]  # rcl rejects a trailing -p
     # eval-node's NEES is about the map axes: another convention for the node is refused, not ignored
     convention = [*evaluate, "--ros-args", "-p", "pose_regressor:covariance_rotation:=body_axes"]
-    *results, ros, refused = run_all([*(cmd for cmd, _, _ in cases), bad_ros_args, convention], ros_env)
+    inflated = [*evaluate, "--ros-args", "-p", "covariance_inflation:=16.0"]  # NEES would be a 16th
+    commands = [*(cmd for cmd, _, _ in cases), bad_ros_args, convention, inflated]
+    *results, ros, refused, refused_inflation = run_all(commands, ros_env)
     for result, (_, command, needle) in zip(results, cases, strict=True):
         tool = "pose-train" if command == "from-bag" else "pose-regressor"
         assert_argument_error(result, f"{tool} {command}: error: argument ", needle)
@@ -413,6 +415,8 @@ def test_bad_numbers_are_argument_errors(bags: dict[str, Path], ros_env: dict[st
     assert "--ros-args -p" in line and "trailing -p" in line
     line = assert_one_line(refused, "pose-regressor eval-node: error: eval-node runs the node with ")
     assert "leave covariance_rotation out of the node's arguments" in line
+    line = assert_one_line(refused_inflation, "pose-regressor eval-node: error: eval-node scores each ")
+    assert "leave covariance_inflation out of the node's arguments" in line
     assert not (root / "e").exists()
     for k in range(3):
         assert not (root / f"d{k}").exists()

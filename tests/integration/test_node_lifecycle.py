@@ -18,6 +18,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
 
 from pose_regressor.bundle import ModelBundle, UncertainFlag
+from pose_regressor.node_evaluation import NodeEvaluationConfig, _node_command
 from tests.integration.node_client import RAW_TOPICS, Cameras, NodeProcess, RosPeer, statuses
 from tests.unit.bundle_fixtures import make_bundle
 
@@ -214,6 +215,32 @@ def test_parameters_take_effect_at_runtime_or_are_refused_with_a_reason(
         assert not node.lines("Traceback"), node.log()
     finally:
         node.stop()
+
+
+def test_eval_node_runs_the_node_without_a_params_files_covariance_inflation(
+    tmp_path: Path, ros_env: dict[str, str]
+) -> None:
+    """eval-node scores each pose's own covariance: the node command it builds sets
+    covariance_inflation:=1 after the user's arguments, and rcl lets the last assignment win over
+    a deployment params file that sets 16 for the EKF (every NEES would be a 16th)."""
+    found = {"frames": 15.2, "seconds": 1.52, "truncated": False, "suggested_covariance_inflation": 15.2}
+    bundle = make_bundle(tmp_path / "b", provenance={"eval_metrics": {"error_correlation": found}})
+    params = tmp_path / "deploy.yaml"
+    params.write_text("/**:\n  ros__parameters:\n    covariance_inflation: 16.0\n")
+    deployed = _start(bundle, ros_env, "--params-file", str(params))
+    try:
+        assert deployed.wait_for_line("needs covariance_inflation 15.2 (now 16)", 15.0), deployed.log()
+    finally:
+        deployed.stop()
+    cfg = NodeEvaluationConfig(
+        bag=tmp_path / "bag", bundle=bundle.path, extra_node_args=("--params-file", str(params))
+    )
+    command = _node_command(cfg, RAW_TOPICS)
+    evaluated = NodeProcess(command[command.index("run") + 1 :], ros_env)
+    try:
+        assert evaluated.wait_for_line("needs covariance_inflation 15.2 (now 1)", 15.0), evaluated.log()
+    finally:
+        evaluated.stop()
 
 
 def test_the_bundles_flag_thresholds_apply_until_the_parameters_are_set(

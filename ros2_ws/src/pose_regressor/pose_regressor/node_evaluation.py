@@ -477,6 +477,12 @@ def _check_config(cfg: NodeEvaluationConfig) -> None:
             "eval-node runs the node with covariance_rotation:=fixed_axes, the convention its NEES is "
             "computed in; leave covariance_rotation out of the node's arguments"
         )
+    if any(re.search(r"(^|:)covariance_inflation:=", arg) for arg in cfg.extra_node_args):
+        raise ValueError(
+            "eval-node scores each pose's own covariance and runs the node with covariance_inflation:=1 "
+            "(an EKF's inflation would divide every NEES by it; error_correlation suggests it); leave "
+            "covariance_inflation out of the node's arguments"
+        )
 
 
 def _stop_process(process: subprocess.Popen[str], sig: int, timeout: float) -> None:
@@ -594,9 +600,10 @@ def _node_command(cfg: NodeEvaluationConfig, topics: tuple[str, ...]) -> list[st
         "--ros-args",
         *("-p", f"mc_samples:={cfg.mc_samples}", "-p", f"backend:={cfg.backend}"),
         *cfg.extra_node_args,
-        # NEES compares residuals about the map axes: the message definition's convention. Last,
-        # because the last assignment wins, so that a --params-file above cannot change it.
-        *("-p", "covariance_rotation:=fixed_axes"),
+        # NEES compares residuals about the map axes: the message definition's convention, and each
+        # pose's own covariance, not an EKF's inflated one (a deployment params file may set it).
+        # Last, because the last assignment wins, so that a --params-file above cannot change them.
+        *("-p", "covariance_rotation:=fixed_axes", "-p", "covariance_inflation:=1.0"),
     ]
 
 
