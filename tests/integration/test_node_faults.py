@@ -30,7 +30,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 
 from pose_regressor.bundle import ModelBundle
-from pose_regressor.console import INTERRUPTED_LINE
+from pose_regressor.limits import INTERRUPTED_WHILE_STARTING
 from tests.integration.node_client import (
     BASE_NS,
     HEIGHT,
@@ -578,7 +578,7 @@ def test_a_sigint_while_the_node_starts_is_one_line_and_exit_0(ros_env: dict[str
     argv = [Path(sys.executable).parent / "localizer", "--ros-args", "-p", "bundle:=/nonexistent"]
     for after in ("numpy", "rclpy"):
         status, lines = interrupt_while_importing(argv, ros_env, after)
-        assert (status, lines) == (0, [INTERRUPTED_LINE]), after
+        assert (status, lines) == (0, [INTERRUPTED_WHILE_STARTING]), after
 
 
 def test_configure_errors_exit_1_with_one_clear_line(tmp_path: Path, ros_env: dict[str, str]) -> None:

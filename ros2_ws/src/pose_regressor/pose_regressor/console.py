@@ -4,7 +4,7 @@ The node's `main` ends a Ctrl-C (or launch's SIGINT on shutdown) quietly, but on
 module has loaded: numpy, rclpy and scipy take ~0.5 s to import, and a SIGINT then printed a
 Python traceback of 20-30 lines. Landing inside rclpy's C extension it printed `ImportError:
 initialization failed ... The C extension ... isn't present on the system`, which sends a user off
-to reinstall ROS. This module imports nothing of ours before it can catch either.
+to reinstall ROS. This module imports nothing of ours but the light `limits` before it can catch either.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import signal
 import sys
 from types import FrameType
 
-INTERRUPTED_LINE = "[INFO] [localizer]: interrupted (SIGINT) while starting; nothing was configured"
+from pose_regressor.limits import INTERRUPTED_WHILE_STARTING
 
 
 def localizer() -> int:
@@ -34,7 +34,7 @@ def localizer() -> int:
     except (KeyboardInterrupt, ImportError):
         if not interrupted:
             raise
-        print(INTERRUPTED_LINE, file=sys.stderr)
+        print(INTERRUPTED_WHILE_STARTING, file=sys.stderr)
         return 0  # as the node's main after a signal: launch reports a clean exit
     finally:
         if ours:

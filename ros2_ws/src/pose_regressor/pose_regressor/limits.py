@@ -1,8 +1,14 @@
-"""Choices and documented ranges shared by the command-line tools, the node and the libraries.
+"""Choices, documented ranges and start-up lines shared by the command-line tools, the node and
+the libraries.
 
 A light module (no imports): the CLI parser lists them without importing what checks them, and
 `replay`, `node_evaluation`, `params` and `bundle` check the same values for their own callers.
 """
+
+#: What `localizer` prints when a SIGINT ends it before the node is configured: its console
+#: script (`console.py`, while the node's modules import) and the node's `main` (`rclpy.init`,
+#: the node's creation) both print it, and neither may import the other for it.
+INTERRUPTED_WHILE_STARTING = "[INFO] [localizer]: interrupted (SIGINT) while starting; nothing was configured"
 
 #: Inference backends (the node's `backend` parameter, the tools' `--backend`).
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")

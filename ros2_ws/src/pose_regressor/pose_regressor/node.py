@@ -53,12 +53,12 @@ from pose_regressor.camera_info_check import (
     check_camera_info,
     expected_cameras,
 )
-from pose_regressor.console import INTERRUPTED_LINE
 from pose_regressor.covariance import to_convention
 from pose_regressor.engines import load_engine
 from pose_regressor.image_decode import ImageDecodeError, decode_message, quiet_codec_logs
 from pose_regressor.initial_pose import InitialPosePolicy
 from pose_regressor.lifecycle_guard import current_state, guard_change_state
+from pose_regressor.limits import INTERRUPTED_WHILE_STARTING
 from pose_regressor.messages import diagnostic_array, ns_from_time, pose_stamped, pose_with_covariance
 from pose_regressor.params import (
     PARAMETERS,
@@ -792,7 +792,7 @@ def main(args: Sequence[str] | None = None) -> int:
     try:
         rclpy.init(args=list(args) if args is not None else None)
     except KeyboardInterrupt:  # launch's SIGINT, or a Ctrl-C, before the node exists
-        print(INTERRUPTED_LINE, file=sys.stderr)
+        print(INTERRUPTED_WHILE_STARTING, file=sys.stderr)
         if rclpy.utilities.ok():
             rclpy.shutdown()
         return 0
@@ -803,7 +803,7 @@ def main(args: Sequence[str] | None = None) -> int:
     try:
         node = LocalizerNode()
     except KeyboardInterrupt:  # creating the node's services imports their types: ~0.1 s
-        print(INTERRUPTED_LINE, file=sys.stderr)
+        print(INTERRUPTED_WHILE_STARTING, file=sys.stderr)
         if rclpy.utilities.ok():
             rclpy.shutdown()
         return 0
