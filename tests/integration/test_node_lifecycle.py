@@ -162,6 +162,12 @@ def test_parameters_take_effect_at_runtime_or_are_refused_with_a_reason(
         count = _pose_after_set(cameras, poses)
         inflated = np.array(poses[count - 1].pose.covariance)
         assert list(inflated) == pytest.approx(list(16.0 * expected.reshape(-1)), rel=1e-6, abs=1e-12)
+        # 0: the bundle's suggestion; this bundle was exported without one, so each pose's own
+        assert peer.set_parameter(NODE, "covariance_inflation", 0)[0]
+        assert node.wait_for_line("covariance_inflation = 0.0 (1: the bundle suggests none)", 5.0), node.log()
+        count = _pose_after_set(cameras, poses)
+        own = np.array(poses[count - 1].pose.covariance)
+        assert list(own) == pytest.approx(list(expected.reshape(-1)), rel=1e-6, abs=1e-12)
         assert peer.set_parameter(NODE, "covariance_inflation", 1.0)[0]
 
         # Gating: every pose flagged uncertain (threshold 1e-9 m) is withheld; off again, poses return.
@@ -189,7 +195,8 @@ def test_parameters_take_effect_at_runtime_or_are_refused_with_a_reason(
             ("bundle", str(bundle.path), "may change only while the node is unconfigured"),
             ("mc_samples", 1000, ""),  # rclpy's own range check
             ("covariance_rotation", "euler", "must be one of fixed_axes, rpy"),
-            ("covariance_inflation", 0.5, ""),  # rclpy's range check: 1 to 1e6
+            # between 0 (the bundle's) and 1 it would shrink the calibrated covariance
+            ("covariance_inflation", 0.5, "must be 0 (the bundle's suggested inflation) or from 1 to 1e+06"),
             ("covariance_inflation", float("nan"), ""),
             ("camera_topics", ["front/image raw", "rear"], "is not a valid ROS topic name"),
             ("map_frame", "", "must be a frame name"),
@@ -256,13 +263,17 @@ def test_the_bundles_flag_thresholds_apply_until_the_parameters_are_set(
         provenance={"eval_metrics": {"error_correlation": found}},
     )
     # An integer on the command line for a double parameter is taken as the double it means.
-    node = _start(strict, ros_env, "-p", "gate_uncertain:=true", "-p", "transform_tolerance:=2")
+    node = _start(
+        strict,
+        ros_env,
+        *("-p", "gate_uncertain:=true", "-p", "transform_tolerance:=2", "-p", "covariance_inflation:=0.0"),
+    )
     try:
         cameras = Cameras(peer, RAW_TOPICS)
         poses = peer.record(PoseStamped, f"{NODE}/pose")
         assert node.wait_for_line("uncertain flag: position std > 1e-09 m (the bundle's)", 10.0), node.log()
         # what an EKF needs, from the bundle's evaluation, with the value in force
-        assert node.wait_for_line("needs covariance_inflation 15.2 (now 1)", 5.0), node.log()
+        assert node.wait_for_line("needs covariance_inflation 15.2 (now 15.2, the bundle's)", 5.0), node.log()
         assert repr(peer.get_parameter(NODE, "transform_tolerance")) == "2.0"
 
         def withheld() -> bool:

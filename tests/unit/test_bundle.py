@@ -415,3 +415,19 @@ def test_the_evaluations_error_correlation_is_one_line_for_export_and_the_node()
     # bundles exported before it, or by hand, have none
     for provenance in ({}, {"eval_metrics": {}}, {"eval_metrics": {"error_correlation": {"frames": None}}}):
         assert inflation_line(provenance) is None
+
+
+def test_the_suggested_inflation_is_what_the_node_takes_for_covariance_inflation_0() -> None:
+    from pose_regressor.bundle import inflation_line, suggested_inflation
+
+    def provenance(value: object) -> dict[str, object]:
+        return {
+            "eval_metrics": {"error_correlation": {"seconds": 1.5, "suggested_covariance_inflation": value}}
+        }
+
+    assert suggested_inflation(provenance(15.2)) == 15.2
+    assert suggested_inflation(provenance(1)) == 1.0
+    # none from a bundle without one, and none the node's parameter would refuse (a hand-edited bundle)
+    for bad in (None, "16", 0.5, float("nan"), float("inf"), 2e6):
+        assert suggested_inflation(provenance(bad)) is None and inflation_line(provenance(bad)) is None
+    assert suggested_inflation({}) is None

@@ -15,6 +15,7 @@ from pose_regressor.params import (
     LocalizerParams,
     ParameterError,
     flag_threshold,
+    inflation_in_force,
     validate_change,
     widened,
 )
@@ -114,6 +115,25 @@ def test_flag_thresholds_come_from_the_parameter_then_the_bundle_then_the_fallba
     for name, value in [("max_rotation_std", -0.1), ("max_position_std", float("inf"))]:
         with pytest.raises(ParameterError, match=f"parameter '{name}' must be in"):
             LocalizerParams.from_values({"bundle": str(bundle_dir), name: value})
+
+
+def test_covariance_inflation_is_the_parameter_or_for_0_the_bundles_suggestion(bundle_dir: Path) -> None:
+    assert inflation_in_force(16.0, 15.2) == (16.0, "parameter")
+    assert inflation_in_force(1.0, 15.2) == (1.0, "parameter")  # each pose's own covariance
+    assert inflation_in_force(0.0, 15.2) == (15.2, "the bundle's")
+    assert inflation_in_force(0.0, None) == (1.0, "default")
+    for value in (0.0, 1.0, 16, 1e6):
+        LocalizerParams.from_values({"bundle": str(bundle_dir), "covariance_inflation": value})
+    # below 1 would shrink the calibrated covariance, an EKF's worst case; only 0 means "the bundle's"
+    for value in (0.5, 1e-9, -1.0, 2e6, float("nan")):
+        with pytest.raises(ParameterError, match="parameter 'covariance_inflation' must be"):
+            validate_change({}, {"covariance_inflation": value})
+    with pytest.raises(ParameterError) as info:
+        validate_change({}, {"covariance_inflation": 0.5})
+    assert str(info.value) == (
+        "parameter 'covariance_inflation' must be 0 (the bundle's suggested inflation) or from 1 to "
+        "1e+06, got 0.5"
+    )
 
 
 def test_an_integer_for_a_double_parameter_is_taken_as_that_double() -> None:

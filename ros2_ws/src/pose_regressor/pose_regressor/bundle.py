@@ -52,7 +52,7 @@ from pose_regressor.distance_prior import (
     DistancePrior,
 )
 from pose_regressor.files import MAX_YAML_BYTES, atomic_write_text, read_yaml
-from pose_regressor.limits import MAX_MC_SAMPLES
+from pose_regressor.limits import MAX_COVARIANCE_INFLATION, MAX_MC_SAMPLES
 from pose_regressor.uncertainty import (
     MAX_COVARIANCE_EXPONENT,
     MIN_COVARIANCE_EXPONENT,
@@ -344,16 +344,32 @@ class ModelBundle:
         }
 
 
-def inflation_line(provenance: dict[str, Any]) -> str | None:
-    """What the bundle's evaluation found on how alike successive poses' errors are, as one line
-    (export's output, the node's configure log), or None for a bundle exported without it."""
+def _error_correlation(provenance: dict[str, Any]) -> tuple[float, dict[str, Any]] | None:
     correlation = (provenance.get("eval_metrics") or {}).get("error_correlation")
     if not isinstance(correlation, dict):
         return None
-    try:
-        inflation, seconds = float(correlation["suggested_covariance_inflation"]), correlation.get("seconds")
-    except (KeyError, TypeError, ValueError):
+    value: Any = correlation.get("suggested_covariance_inflation")
+    # what the node's covariance_inflation accepts: anything else is no suggestion to act on
+    if not is_number(value) or not 1.0 <= value <= MAX_COVARIANCE_INFLATION:
         return None
+    return float(value), correlation
+
+
+def suggested_inflation(provenance: dict[str, Any]) -> float | None:
+    """The covariance inflation the bundle's evaluation suggests for an EKF that fuses every pose
+    (`provenance.eval_metrics.error_correlation.suggested_covariance_inflation`), or None."""
+    found = _error_correlation(provenance)
+    return None if found is None else found[0]
+
+
+def inflation_line(provenance: dict[str, Any]) -> str | None:
+    """What the bundle's evaluation found on how alike successive poses' errors are, as one line
+    (export's output, the node's configure log), or None for a bundle exported without it."""
+    found = _error_correlation(provenance)
+    if found is None:
+        return None
+    inflation, correlation = found
+    seconds = correlation.get("seconds")
     span = f"{float(seconds):.2f} s" if isinstance(seconds, (int, float)) else "several poses"
     truncated = bool(correlation.get("truncated"))
     return (

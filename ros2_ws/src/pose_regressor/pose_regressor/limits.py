@@ -22,6 +22,8 @@ MAX_DURATION_S = 7 * 24 * 3600.0  # a week
 MIN_SKIP_EMPTY_S = 0.01  # shorter would publish a whole bag's sequences in one burst
 MAX_START_DELAY_S = 600.0
 MAX_MC_SAMPLES = 256  # S, Monte-Carlo samples per camera set (bundle, node parameter and tools)
+# the node's covariance_inflation, and a bundle's suggested one that it takes (0: the bundle's)
+MAX_COVARIANCE_INFLATION = 1e6
 # `eval-node` fails when fewer of the camera sets the replay published are accounted for by the
 # node (poses received + sets it replaced, rejected or failed on) than this fraction.
 MIN_DELIVERY_RATIO = 0.9

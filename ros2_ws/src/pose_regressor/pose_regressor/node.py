@@ -46,7 +46,14 @@ from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from pose_regressor.bundle import ModelBundle, inflation_line, load_bundle, preprocess, resize_to_input
+from pose_regressor.bundle import (
+    ModelBundle,
+    inflation_line,
+    load_bundle,
+    preprocess,
+    resize_to_input,
+    suggested_inflation,
+)
 from pose_regressor.camera_info_check import (
     ExpectedCamera,
     camera_info_topic,
@@ -68,6 +75,7 @@ from pose_regressor.params import (
     ParameterError,
     ParameterSpec,
     bundle_flag_threshold,
+    inflation_in_force,
     validate_change,
     widened,
 )
@@ -198,6 +206,7 @@ class LocalizerNode(LifecycleNode):
         self._initial_pose = InitialPosePolicy()
         self._last_confident: PoseWithCovarianceStamped | None = None
         self._withheld = 0  # poses flagged uncertain and not published (gate_uncertain)
+        self._covariance_inflation = 1.0  # in force: the parameter's, or for 0 the bundle's suggestion
         self._tf_log = LogThrottle(10.0)  # a missing odom transform repeats every frame
 
     # ------------------------------------------------------------------ parameters
@@ -309,6 +318,8 @@ class LocalizerNode(LifecycleNode):
         config = self._pipeline_changes(changes)
         if config:
             pipeline.reconfigure(**config)
+        if "covariance_inflation" in changes and self.bundle is not None:
+            self._covariance_inflation = self._inflation(self.bundle, params.covariance_inflation)[0]
         if "path_length" in changes:
             self._path = deque(self._path, maxlen=max(params.path_length, 1))
         if "publish_initialpose" in changes:
@@ -317,11 +328,25 @@ class LocalizerNode(LifecycleNode):
         self.get_logger().info(f"parameters changed: {shown} (in effect from the next camera set)")
 
     def _in_force(self, name: str, value: Any) -> str:
-        """` (the bundle's 0.182)` for a flag threshold set to 0; else nothing."""
-        if name not in ("max_position_std", "max_rotation_std") or self.bundle is None or value:
+        """` (the bundle's 0.182)` for a flag threshold or the inflation set to 0; else nothing."""
+        if self.bundle is None or value:
+            return ""
+        if name == "covariance_inflation":
+            inflation, source = self._inflation(self.bundle, float(value))
+            return (
+                f" (the bundle's {inflation:.3g})"
+                if source == "the bundle's"
+                else " (1: the bundle suggests none)"
+            )
+        if name not in ("max_position_std", "max_rotation_std"):
             return ""
         threshold, source = self._flag_threshold(self.bundle, name, float(value))
         return f" ({source} {threshold:.3g})"
+
+    @staticmethod
+    def _inflation(bundle: ModelBundle, value: float) -> tuple[float, str]:
+        """The covariance inflation in force for parameter `value` (0: the bundle's suggestion)."""
+        return inflation_in_force(value, suggested_inflation(bundle.provenance))
 
     # ------------------------------------------------------------------ lifecycle
     def configure_pipeline(self) -> None:
@@ -402,9 +427,18 @@ class LocalizerNode(LifecycleNode):
                 else ""
             )
         )
-        inflation = inflation_line(bundle.provenance)
-        if inflation:
-            self.get_logger().info(f"{inflation} (now {params.covariance_inflation:g})")
+        inflation, source = self._inflation(bundle, params.covariance_inflation)
+        self._covariance_inflation = inflation
+        found = inflation_line(bundle.provenance)
+        if found:
+            shown = f"{inflation:.3g}" + ("" if source == "parameter" else f", {source}")
+            self.get_logger().info(f"{found} (now {shown})")
+        elif source != "parameter":
+            self.get_logger().info(
+                "covariance_inflation 0 takes the bundle's suggested inflation, but this bundle was "
+                "exported without one (no error_correlation in its evaluation): each pose's own "
+                "covariance is published (1)"
+            )
         units_warning = bundle.units_warning()
         if units_warning:
             self.get_logger().warn(units_warning)
@@ -673,7 +707,7 @@ class LocalizerNode(LifecycleNode):
         estimate = result.estimate
         pose = pose_stamped(estimate, result.stamp_ns, frame)
         covariance = to_convention(
-            estimate.quat_xyzw, estimate.covariance * params.covariance_inflation, params.covariance_rotation
+            estimate.quat_xyzw, estimate.covariance * self._covariance_inflation, params.covariance_rotation
         )
         with_cov = pose_with_covariance(estimate, result.stamp_ns, frame, covariance)
         outputs["pose"].publish(pose)

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from pose_regressor.bounds import Bound, is_number, out_of_range
 from pose_regressor.covariance import ROTATION_CONVENTIONS
-from pose_regressor.limits import BACKENDS, MAX_MC_SAMPLES, MISSING_CAMERA_POLICIES
+from pose_regressor.limits import BACKENDS, MAX_COVARIANCE_INFLATION, MAX_MC_SAMPLES, MISSING_CAMERA_POLICIES
 
 if TYPE_CHECKING:
     from pose_regressor.bundle import UncertainFlag
@@ -141,10 +141,11 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         1.0,
         "factor on the published covariance (pose_with_covariance, initialpose) for an EKF that fuses "
         "every pose: successive poses share their errors, so set it to the evaluation's "
-        "error_correlation.suggested_covariance_inflation (1: each pose's own calibrated covariance; "
-        "the uncertain flag always reads that one)",
-        1.0,
-        1e6,
+        "error_correlation.suggested_covariance_inflation, or 0 for the one the bundle carries (1: "
+        "each pose's own calibrated covariance, also for 0 and a bundle without one; the uncertain "
+        "flag always reads that one); 0 or from 1 to 1e6",
+        0.0,
+        MAX_COVARIANCE_INFLATION,
     ),
     ParameterSpec("gate_uncertain", False, "do not publish poses flagged uncertain"),
     ParameterSpec("path_length", 500, "poses kept in ~/path (0: no path)", 0, 100_000),
@@ -283,6 +284,11 @@ def check_value(name: str, value: Any) -> None:
         return
     if isinstance(default, (int, float)):
         _check_number(spec, value)
+        if name == "covariance_inflation" and 0 < value < 1:  # would shrink the calibrated covariance
+            raise ParameterError(
+                f"parameter 'covariance_inflation' must be 0 (the bundle's suggested inflation) or from "
+                f"1 to {MAX_COVARIANCE_INFLATION:g}, got {value!r}"
+            )
         return
     if isinstance(default, list):
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
@@ -353,6 +359,17 @@ def flag_threshold(value: float, suggested: float | None, fallback: float) -> tu
     if suggested is not None:
         return suggested, "the bundle's"
     return fallback, "default"
+
+
+def inflation_in_force(value: float, suggested: float | None) -> tuple[float, str]:
+    """The covariance inflation in force for parameter `covariance_inflation` = `value`, and where
+    it comes from: the value itself when set (>= 1), else (0) the bundle's `suggested` one, else 1,
+    each pose's own covariance (a bundle exported without an evaluation of its error correlation)."""
+    if value >= 1:
+        return value, "parameter"
+    if suggested is not None:
+        return suggested, "the bundle's"
+    return 1.0, "default"
 
 
 def bundle_flag_threshold(
