@@ -5,8 +5,12 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.unit.importer_fixtures import SynthCameraPoses
 
 
 def _session_domain_id() -> str:
@@ -49,6 +53,15 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("tiny") / "data"
     render_dataset(SynthConfig(out=out, rig=preset_rig("quad", 64, 48), frames=60, seed=1, progress=False))
     return out
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory: pytest.TempPathFactory) -> SynthCameraPoses:
+    """Twelve rendered mono frames and their camera poses, which the importer tests write out in
+    other tools' formats (read only; one render per test module)."""
+    from tests.unit.importer_fixtures import render_synth  # pycolmap and the renderer: importer tests only
+
+    return render_synth(tmp_path_factory.mktemp("synth"))
 
 
 @pytest.fixture

@@ -28,11 +28,6 @@ from tests.unit.importer_fixtures import (
 TRAIN = [sys.executable, "-m", "pose_regressor_training.cli"]
 
 
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory: pytest.TempPathFactory) -> SynthCameraPoses:
-    return render_synth(tmp_path_factory.mktemp("synth"))
-
-
 def test_import_command_on_every_format(tmp_path: Path, synth: SynthCameraPoses) -> None:
     intr = synth.intrinsics
     write_colmap_text(synth, tmp_path / "colmap_text")

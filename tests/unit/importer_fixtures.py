@@ -140,6 +140,14 @@ def write_colmap_binary(synth: SynthCameraPoses, project: Path) -> Path:
     return sparse
 
 
+def pinhole_camera(intr: PinholeIntrinsics, camera_id: int = 1) -> pycolmap.Camera:
+    """COLMAP's own PINHOLE camera of `intr`."""
+    params = [intr.fx, intr.fy, intr.cx, intr.cy]
+    return pycolmap.Camera(
+        camera_id=camera_id, model="PINHOLE", width=intr.width, height=intr.height, params=params
+    )
+
+
 def write_colmap_by_colmap(
     synth: SynthCameraPoses, project: Path, binary: bool, unregistered: int, second_camera_images: int
 ) -> Path:
@@ -155,12 +163,7 @@ def write_colmap_by_colmap(
     names = image_names(len(synth.images))
     copy_images(synth, project / "images", names)
     model = pycolmap.Reconstruction()
-    model.add_camera_with_trivial_rig(
-        pycolmap.Camera(
-            camera_id=1, model="PINHOLE", width=intr.width, height=intr.height,
-            params=[intr.fx, intr.fy, intr.cx, intr.cy],
-        )
-    )  # fmt: skip
+    model.add_camera_with_trivial_rig(pinhole_camera(intr))
     model.add_camera_with_trivial_rig(
         pycolmap.Camera(
             camera_id=2, model="SIMPLE_RADIAL", width=2 * intr.width, height=2 * intr.height,

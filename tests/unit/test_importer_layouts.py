@@ -30,18 +30,13 @@ from tests.unit.importer_fixtures import (
     SynthCameraPoses,
     copy_images,
     imported_camera_poses,
-    render_synth,
+    pinhole_camera,
     write_colmap_text,
     write_transforms,
     write_tum,
 )
 
 ATOL = 1e-9
-
-
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory: pytest.TempPathFactory) -> SynthCameraPoses:
-    return render_synth(tmp_path_factory.mktemp("synth"))
 
 
 def _import(*args: str | Path | float) -> int:
@@ -450,12 +445,7 @@ def test_colmap_images_in_sub_folders_with_non_ascii_names_and_spaces(
     copy_images(synth, project / "images", names)
     intr = synth.intrinsics
     model = pycolmap.Reconstruction()
-    model.add_camera_with_trivial_rig(
-        pycolmap.Camera(
-            camera_id=1, model="PINHOLE", width=intr.width, height=intr.height,
-            params=[intr.fx, intr.fy, intr.cx, intr.cy],
-        )
-    )  # fmt: skip
+    model.add_camera_with_trivial_rig(pinhole_camera(intr))
     t_cw, q_cw = inverse(synth.translations, synth.quats_xyzw)
     for k, name in enumerate(names):
         image = pycolmap.Image(name=name, camera_id=1, image_id=k + 1)

@@ -27,7 +27,6 @@ from tests.unit.importer_fixtures import (
     COLMAP_OPENCV_PARAMS,
     SynthCameraPoses,
     imported_camera_poses,
-    render_synth,
     write_colmap_binary,
     write_colmap_by_colmap,
     write_colmap_text,
@@ -36,11 +35,6 @@ from tests.unit.importer_fixtures import (
 )
 
 ATOL = 1e-9
-
-
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory: pytest.TempPathFactory) -> SynthCameraPoses:
-    return render_synth(tmp_path_factory.mktemp("synth"))
 
 
 def _import(*args: str | Path) -> int:
