@@ -523,6 +523,17 @@ def test_covariance_scale_sources(tmp_path: Path) -> None:
         assert (refused is None) is ("uncertain_flag_refused" not in summary)
         if refused is not None:
             assert refused in summary["uncertain_flag_refused"]
+    # an error_correlation block of fewer keys (a hand edit, an older eval): a KeyError traceback before
+    correlation = {"suggested_covariance_inflation": 16}
+    (eval_dir / "metrics.json").write_text(
+        json.dumps({**metrics, "uncertainty": {"error_correlation": correlation}})
+    )
+    assert covariance_scale_from_metrics(checkpoint, None)[2]["error_correlation"] == {
+        "frames": None,
+        "seconds": None,
+        "truncated": None,
+        "suggested_covariance_inflation": 16,
+    }
 
 
 # ------------------------------------------------------------------------------ other backbones

@@ -569,7 +569,9 @@ def test_a_teardown_that_hangs_ends_the_process_with_status_1(ros_env: dict[str,
     assert quick.stdout.strip() == "exited normally" and quick.stderr == ""
 
 
-def test_a_sigint_while_the_node_starts_is_one_line_and_exit_0(ros_env: dict[str, str]) -> None:
+def test_a_sigint_while_the_node_starts_is_one_line_and_exit_0(
+    tmp_path: Path, ros_env: dict[str, str]
+) -> None:
     """Launch's SIGINT (or a Ctrl-C) while `localizer` imports numpy, rclpy and scipy (~0.5 s)
     printed a 20-30 line traceback, or `ImportError: initialization failed ... The C extension ...
     isn't present on the system` when it landed in rclpy's C extension. The console script
@@ -579,6 +581,13 @@ def test_a_sigint_while_the_node_starts_is_one_line_and_exit_0(ros_env: dict[str
     for after in ("numpy", "rclpy"):
         status, lines = interrupt_while_importing(argv, ros_env, after)
         assert (status, lines) == (0, [INTERRUPTED_WHILE_STARTING]), after
+    # during configure, while the engine's onnxruntime imports: a signal there made the import fail
+    # in its C extension ("ImportError: initialization failed"), logged as "cannot configure: cannot
+    # load the auto engine", then rcl's "context is invalid" traceback, exit 1
+    bundle = make_bundle(tmp_path / "bundle").path
+    argv = [Path(sys.executable).parent / "localizer", "--ros-args", "-p", f"bundle:={bundle}"]
+    status, lines = interrupt_while_importing(argv, ros_env, "onnxruntime.capi._ld_preload")
+    assert (status, lines) == (0, [INTERRUPTED_WHILE_STARTING])
 
 
 def test_configure_errors_exit_1_with_one_clear_line(tmp_path: Path, ros_env: dict[str, str]) -> None:

@@ -224,6 +224,28 @@ def test_parameters_take_effect_at_runtime_or_are_refused_with_a_reason(
         node.stop()
 
 
+def test_covariance_inflation_0_names_a_suggestion_it_cannot_use(
+    tmp_path: Path, ros_env: dict[str, str]
+) -> None:
+    """A hand-edited bundle: a suggestion that is no number from 1 to 1e6 is named (the node said
+    the bundle had none), and eval_metrics that is no mapping failed the configure
+    (`AttributeError: 'list' object has no attribute 'get'`)."""
+    cases = {
+        "string": ({"eval_metrics": {"error_correlation": {"suggested_covariance_inflation": "15.2"}}},
+                   "but its suggested_covariance_inflation '15.2' is not a number from 1 to 1e+06"),
+        "list": ({"eval_metrics": [15.2]}, "but this bundle was exported without one"),
+    }  # fmt: skip
+    for name, (provenance, line) in cases.items():
+        bundle = make_bundle(tmp_path / name, provenance=provenance)
+        node = _start(bundle, ros_env, "-p", "covariance_inflation:=0.0")
+        try:
+            assert node.wait_for_line("active: localizing", 15.0), node.log()
+            assert node.lines(line), node.log()
+            assert not node.lines("cannot configure"), node.log()
+        finally:
+            node.stop()
+
+
 def test_eval_node_runs_the_node_without_a_params_files_covariance_inflation(
     tmp_path: Path, ros_env: dict[str, str]
 ) -> None:

@@ -418,7 +418,7 @@ def test_the_evaluations_error_correlation_is_one_line_for_export_and_the_node()
 
 
 def test_the_suggested_inflation_is_what_the_node_takes_for_covariance_inflation_0() -> None:
-    from pose_regressor.bundle import inflation_line, suggested_inflation
+    from pose_regressor.bundle import inflation_line, inflation_problem, suggested_inflation
 
     def provenance(value: object) -> dict[str, object]:
         return {
@@ -428,6 +428,15 @@ def test_the_suggested_inflation_is_what_the_node_takes_for_covariance_inflation
     assert suggested_inflation(provenance(15.2)) == 15.2
     assert suggested_inflation(provenance(1)) == 1.0
     # none from a bundle without one, and none the node's parameter would refuse (a hand-edited bundle)
-    for bad in (None, "16", 0.5, float("nan"), float("inf"), 2e6):
+    for bad in ("16", 0.5, float("nan"), float("inf"), 2e6, [15.2], True):
         assert suggested_inflation(provenance(bad)) is None and inflation_line(provenance(bad)) is None
-    assert suggested_inflation({}) is None
+        # named, so that the node does not say the bundle has none (a hand-edited bundle)
+        assert inflation_problem(provenance(bad)) == (
+            f"its suggested_covariance_inflation {bad!r} is not a number from 1 to 1e+06"
+        )
+    assert suggested_inflation(provenance(None)) is None and inflation_problem(provenance(None)) is None
+    for nothing in ({}, {"eval_metrics": None}, {"eval_metrics": [1]}, {"eval_metrics": "x"}):
+        assert suggested_inflation(nothing) is None and inflation_problem(nothing) is None
+    assert inflation_problem({"eval_metrics": {"error_correlation": [4.0]}}) == (
+        "its error_correlation is a list, not a mapping"
+    )

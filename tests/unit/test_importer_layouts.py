@@ -295,6 +295,12 @@ def test_instant_ngp_fisheye_is_refused(
         f"{path}: frames[0]: is_fisheye is true (k1..k4 are fisheye coefficients); fisheye cameras are "
         "not supported: undistort the images first (colmap image_undistorter)\n"
     )
+    # written loosely, "true" or 1 was taken for false, and the fisheye coefficients as plumb_bob's
+    for loose in ("true", 1):
+        path, _, _ = _colmap2nerf(synth, tmp_path / f"ngp_{loose}", **{**fisheye, "is_fisheye": loose})
+        assert _error(capsys, "nerfstudio", path, "--out", tmp_path / "data").endswith(
+            f"{path}: frames[0]: is_fisheye must be true or false, got {loose!r}\n"
+        )
 
 
 @pytest.mark.parametrize(("model", "k2"), [("SIMPLE_RADIAL", 0.0), ("RADIAL", 0.001)])
@@ -536,3 +542,33 @@ def test_a_name_spelt_in_the_other_unicode_normal_form_is_found(
     order = [0, 1, 2, 3, 5, 6, 7, 8, 9, 10, 11, 4]
     _assert_poses(out, synth.translations[order], synth.quats_xyzw[order])
     _assert_images(out, [cv2.imread(str(synth.images[k])) for k in order])
+
+
+def test_other_unicode_forms_in_folders_and_with_the_nerfstudio_lookups(
+    tmp_path: Path, synth: SynthCameraPoses
+) -> None:
+    """Per path component, and through nerfstudio's extension and case lookups and its size probe:
+    each of these was "12 of the 12 images ... missing" (or "none of the 12 images named exists")."""
+    # COLMAP: --images names the folder composed, the disk holds it (and the files) decomposed
+    project = tmp_path / "project"
+    sparse = write_colmap_text(synth, project)
+    folder = "Fotos_Müller"
+    (project / "images").rename(project / unicodedata.normalize("NFD", folder))
+    images = project / unicodedata.normalize("NFC", folder)
+    assert _import("colmap", sparse, "--images", images, "--out", tmp_path / "a") == 0
+    _assert_poses(tmp_path / "a", synth.translations, synth.quats_xyzw)
+    # nerfstudio: extension-less names (instant-ngp), files .JPG, folder and names decomposed, no w/h
+    path = write_transforms(synth, tmp_path / "ns")
+    data = json.loads(path.read_text())
+    for key in ("w", "h"):
+        del data[key]
+    nfc, nfd = (unicodedata.normalize(form, "Bäume") for form in ("NFC", "NFD"))
+    (tmp_path / "ns" / "images").rename(tmp_path / "ns" / nfd)
+    for image in sorted((tmp_path / "ns" / nfd).glob("frame_*.jpg")):
+        image.rename(image.with_name(nfd + image.stem.removeprefix("frame") + ".JPG"))
+    for frame in data["frames"]:
+        frame["file_path"] = frame["file_path"].replace("images/frame", f"{nfc}/{nfc}")
+    path.write_text(json.dumps(data))
+    assert _import("nerfstudio", path, "--out", tmp_path / "b") == 0
+    _assert_poses(tmp_path / "b", synth.translations, synth.quats_xyzw)
+    assert imported_camera_poses(tmp_path / "b")[3] == synth.intrinsics

@@ -42,6 +42,7 @@ import onnx
 import torch
 from torch import nn
 
+from pose_regressor.bounds import is_number
 from pose_regressor.bundle import (
     DROPOUT_MASK,
     DYNAMIC_AXIS,
@@ -387,11 +388,11 @@ def covariance_scale_from_metrics(
     elif refused is not None:  # export warns: the node's own thresholds will apply
         summary["uncertain_flag_refused"] = refused
     correlation = uncertainty.get("error_correlation") if isinstance(uncertainty, dict) else None
-    if isinstance(correlation, dict) and isinstance(correlation.get("suggested_covariance_inflation"), float):
-        # for the node's configure line: what an EKF that fuses every pose needs (docs/node.md)
-        summary["error_correlation"] = {
-            k: correlation[k] for k in ("frames", "seconds", "truncated", "suggested_covariance_inflation")
-        }
+    if isinstance(correlation, dict) and is_number(correlation.get("suggested_covariance_inflation")):
+        # for the node's configure line: what an EKF that fuses every pose needs (docs/node.md);
+        # the node checks the value itself (1 to 1e6) and names one it cannot use
+        keys = ("frames", "seconds", "truncated", "suggested_covariance_inflation")
+        summary["error_correlation"] = {k: correlation.get(k) for k in keys}
     return valid, str(path), summary
 
 

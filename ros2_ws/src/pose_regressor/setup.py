@@ -32,7 +32,7 @@ setup(
     entry_points={
         "console_scripts": [
             "localizer = pose_regressor.console:localizer",
-            "pose-regressor = pose_regressor.cli:main",
+            "pose-regressor = pose_regressor.console:pose_regressor",
         ],
     },
 )

@@ -344,14 +344,24 @@ class ModelBundle:
         }
 
 
-def _error_correlation(provenance: dict[str, Any]) -> tuple[float, dict[str, Any]] | None:
-    correlation = (provenance.get("eval_metrics") or {}).get("error_correlation")
-    if not isinstance(correlation, dict):
+def _error_correlation(provenance: dict[str, Any]) -> tuple[float, dict[str, Any]] | str | None:
+    """(suggested inflation, the error_correlation block), or why the block gives none (a str),
+    or None for a bundle without one. Provenance is free-form: a hand edit may put anything there."""
+    metrics = provenance.get("eval_metrics")
+    correlation = metrics.get("error_correlation") if isinstance(metrics, dict) else None
+    if correlation is None:
         return None
+    if not isinstance(correlation, dict):
+        return f"its error_correlation is a {type(correlation).__name__}, not a mapping"
     value: Any = correlation.get("suggested_covariance_inflation")
     # what the node's covariance_inflation accepts: anything else is no suggestion to act on
+    if value is None:
+        return None  # an evaluation too short to measure it (null)
     if not is_number(value) or not 1.0 <= value <= MAX_COVARIANCE_INFLATION:
-        return None
+        return (
+            f"its suggested_covariance_inflation {value!r} is not a number from 1 to "
+            f"{MAX_COVARIANCE_INFLATION:g}"
+        )
     return float(value), correlation
 
 
@@ -359,14 +369,21 @@ def suggested_inflation(provenance: dict[str, Any]) -> float | None:
     """The covariance inflation the bundle's evaluation suggests for an EKF that fuses every pose
     (`provenance.eval_metrics.error_correlation.suggested_covariance_inflation`), or None."""
     found = _error_correlation(provenance)
-    return None if found is None else found[0]
+    return found[0] if isinstance(found, tuple) else None
+
+
+def inflation_problem(provenance: dict[str, Any]) -> str | None:
+    """Why the bundle's error_correlation suggests no usable inflation (a hand-edited bundle), or
+    None when it suggests one or has none."""
+    found = _error_correlation(provenance)
+    return found if isinstance(found, str) else None
 
 
 def inflation_line(provenance: dict[str, Any]) -> str | None:
     """What the bundle's evaluation found on how alike successive poses' errors are, as one line
     (export's output, the node's configure log), or None for a bundle exported without it."""
     found = _error_correlation(provenance)
-    if found is None:
+    if not isinstance(found, tuple):
         return None
     inflation, correlation = found
     seconds = correlation.get("seconds")

@@ -5,10 +5,13 @@ A light module (no imports): the CLI parser lists them without importing what ch
 `replay`, `node_evaluation`, `params` and `bundle` check the same values for their own callers.
 """
 
-#: What `localizer` prints when a SIGINT ends it before the node is configured: its console
+#: What `localizer` prints when a signal ends it before the node is configured: its console
 #: script (`console.py`, while the node's modules import) and the node's `main` (`rclpy.init`,
-#: the node's creation) both print it, and neither may import the other for it.
-INTERRUPTED_WHILE_STARTING = "[INFO] [localizer]: interrupted (SIGINT) while starting; nothing was configured"
+#: the node's creation, configure) both print it, and neither may import the other for it. After
+#: `rclpy.init` rclpy's own handler takes SIGTERM as well, and cannot tell the two apart.
+INTERRUPTED_WHILE_STARTING = (
+    "[INFO] [localizer]: interrupted by a signal while starting; nothing was configured"
+)
 
 #: Inference backends (the node's `backend` parameter, the tools' `--backend`).
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")

@@ -49,6 +49,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from pose_regressor.bundle import (
     ModelBundle,
     inflation_line,
+    inflation_problem,
     load_bundle,
     preprocess,
     resize_to_input,
@@ -333,11 +334,9 @@ class LocalizerNode(LifecycleNode):
             return ""
         if name == "covariance_inflation":
             inflation, source = self._inflation(self.bundle, float(value))
-            return (
-                f" (the bundle's {inflation:.3g})"
-                if source == "the bundle's"
-                else " (1: the bundle suggests none)"
-            )
+            if source == "the bundle's":
+                return f" (the bundle's {inflation:.3g})"
+            return f" (1: {inflation_problem(self.bundle.provenance) or 'the bundle suggests none'})"
         if name not in ("max_position_std", "max_rotation_std"):
             return ""
         threshold, source = self._flag_threshold(self.bundle, name, float(value))
@@ -434,10 +433,15 @@ class LocalizerNode(LifecycleNode):
             shown = f"{inflation:.3g}" + ("" if source == "parameter" else f", {source}")
             self.get_logger().info(f"{found} (now {shown})")
         elif source != "parameter":
-            self.get_logger().info(
-                "covariance_inflation 0 takes the bundle's suggested inflation, but this bundle was "
-                "exported without one (no error_correlation in its evaluation): each pose's own "
-                "covariance is published (1)"
+            problem = inflation_problem(bundle.provenance)
+            why = (
+                f"{problem} (provenance.eval_metrics.error_correlation)"
+                if problem
+                else "this bundle was exported without one (no error_correlation in its evaluation)"
+            )
+            (self.get_logger().warn if problem else self.get_logger().info)(
+                f"covariance_inflation 0 takes the bundle's suggested inflation, but {why}: each pose's "
+                "own covariance is published (1)"
             )
         units_warning = bundle.units_warning()
         if units_warning:
@@ -459,7 +463,10 @@ class LocalizerNode(LifecycleNode):
             if self.params.publish_tf:
                 self._tf = TfBridge(self, listen=bool(self.params.odom_frame))
         except Exception as exc:  # whatever raised: one line, and the node stays unconfigured
-            self.get_logger().error("cannot configure: " + one_line(exc))
+            if self.context.ok():
+                self.get_logger().error("cannot configure: " + one_line(exc))
+            # else a signal shut the context down mid-configure (an import interrupted in a C
+            # extension fails as "ImportError: initialization failed"): main says so in one line
             self._release()
             return TransitionCallbackReturn.FAILURE
         self._path = deque(maxlen=max(self.params.path_length, 1))
@@ -812,8 +819,7 @@ def _make_executor() -> rclpy.executors.Executor:
 
 def _fail(message: str) -> int:
     rclpy.logging.get_logger(NODE_NAME).error("cannot configure: " + message)
-    if rclpy.utilities.ok():
-        rclpy.shutdown()
+    rclpy.utilities.try_shutdown()
     return 1
 
 
@@ -823,13 +829,42 @@ def main(args: Sequence[str] | None = None) -> int:
     Exit codes: 0 after a shutdown transition or a signal, 1 when the autostart configure fails
     or the command line / params file cannot be used (one `cannot configure:` line).
     """
+    progress = _Progress()
+    try:
+        return _run(args, progress)
+    except KeyboardInterrupt:
+        # A SIGINT surfaces at whatever Python line runs when it lands; while the node starts
+        # that may be inside an error path the signal itself caused (rclpy's handler shuts the
+        # context down, and the next rcl call fails). One line, as for any start-up interruption.
+        if not progress.spinning:
+            print(INTERRUPTED_WHILE_STARTING, file=sys.stderr)
+        rclpy.utilities.try_shutdown()
+        return 0
+
+
+@dataclass
+class _Progress:
+    # configured and active, or handed to a lifecycle manager: from then on a signal ends it quietly
+    spinning: bool = False
+
+
+def _signalled() -> bool:
+    """A signal ended the start: rclpy's SIGINT/SIGTERM handler shuts the default context down,
+    so whatever rcl call followed failed for that reason, not for its own."""
+    return not rclpy.utilities.ok()
+
+
+def _interrupted() -> int:
+    print(INTERRUPTED_WHILE_STARTING, file=sys.stderr)
+    rclpy.utilities.try_shutdown()
+    return 0
+
+
+def _run(args: Sequence[str] | None, progress: _Progress) -> int:
     try:
         rclpy.init(args=list(args) if args is not None else None)
     except KeyboardInterrupt:  # launch's SIGINT, or a Ctrl-C, before the node exists
-        print(INTERRUPTED_WHILE_STARTING, file=sys.stderr)
-        if rclpy.utilities.ok():
-            rclpy.shutdown()
-        return 0
+        return _interrupted()
     except Exception as exc:  # an unreadable params file or a bad --ros-args argument
         print(f"[ERROR] [{NODE_NAME}]: cannot configure: {one_line(exc)}", file=sys.stderr)
         return 1
@@ -837,25 +872,22 @@ def main(args: Sequence[str] | None = None) -> int:
     try:
         node = LocalizerNode()
     except KeyboardInterrupt:  # creating the node's services imports their types: ~0.1 s
-        print(INTERRUPTED_WHILE_STARTING, file=sys.stderr)
-        if rclpy.utilities.ok():
-            rclpy.shutdown()
-        return 0
+        return _interrupted()
     except Exception as exc:  # a --ros-args override of the wrong type or out of range
-        return _fail(one_line(exc))
+        return _interrupted() if _signalled() else _fail(one_line(exc))
     executor: rclpy.executors.Executor | None = None
     code = 0
     try:
-        if node.autostart:
-            if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-                code = 1  # on_configure logged the one-line reason
-            else:
-                node.trigger_activate()
+        if node.autostart and not _start(node):
+            if _signalled():
+                return _interrupted()
+            code = 1  # on_configure logged the one-line reason
         if code == 0:
             # Made only here: a node that failed to configure never spins, and the events
             # executor installs SIGINT/SIGTERM handlers and a shutdown callback of its own.
             executor = _make_executor()
             executor.add_node(node)
+            progress.spinning = True
             # spin_once in a loop, not spin(): the events executor's spin() does not return on SIGINT.
             while rclpy.utilities.ok() and not node.finished:
                 executor.spin_once(timeout_sec=0.2)
@@ -864,13 +896,28 @@ def main(args: Sequence[str] | None = None) -> int:
                 while rclpy.utilities.ok() and time.monotonic() < deadline:
                     executor.spin_once(timeout_sec=0.05)
     except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
+        if not progress.spinning:
+            print(INTERRUPTED_WHILE_STARTING, file=sys.stderr)
     finally:
         with teardown_watchdog():
             _tear_down(node, executor)
             # inside the watch too: the last references run the executor's C++ destructor
             del node, executor
     return code
+
+
+def _start(node: LocalizerNode) -> bool:
+    """Configure and activate (autostart); False when either fails. A transition that a signal
+    interrupted fails in rcl (the context is gone) rather than in the callback: that too is False."""
+    try:
+        if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+            return False
+        node.trigger_activate()
+    except Exception:
+        if not _signalled():
+            raise
+        return False
+    return True
 
 
 TEARDOWN_TIMEOUT_S = 15.0
@@ -908,8 +955,7 @@ def _tear_down(node: LocalizerNode, executor: rclpy.executors.Executor | None) -
     if executor is not None:
         executor.shutdown()
     node.destroy_node()
-    if rclpy.utilities.ok():
-        rclpy.shutdown()
+    rclpy.utilities.try_shutdown()  # a signal may have shut the context down already
 
 
 if __name__ == "__main__":

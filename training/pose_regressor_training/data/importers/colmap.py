@@ -35,6 +35,7 @@ from pose_regressor_training.data.importers.common import (
     check_finite,
     check_intrinsics,
     data_lines,
+    find_path,
     parse_floats,
     read_text,
     unit_quaternion,
@@ -345,6 +346,7 @@ def read_images_binary(path: Path) -> list[ColmapImage]:
 def find_images_folder(model: Path, images: Path | None) -> Path:
     """`images` if given, else the first ``images`` folder in, above or two above the model."""
     if images is not None:
+        images = find_path(images) or images  # typed composed, stored decomposed (or the reverse)
         if not images.is_dir():
             problem = "is not a folder" if images.exists() else "does not exist"
             raise ImportFormatError(f"image folder {images} {problem}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,31 @@ class CameraTrack:
     format: str  # colmap, nerfstudio or tum
     notes: tuple[str, ...] = ()  # what the reader left out, one line each
     inputs: tuple[Path, ...] = ()  # the pose files read (an output folder must not hold them)
+
+
+def find_path(path: Path) -> Path | None:
+    """`path` if it exists, else the path it names with some of its components spelt in the other
+    Unicode normal form, else None.
+
+    A pose file and the disk may spell one name two ways: macOS writes names decomposed (NFD: "u"
+    and a combining diaeresis), most tools compose them ("ü", NFC). Copied to Linux, each is a
+    different name, per folder and file, and the image was "missing"."""
+    if path.exists():
+        return path
+    found = Path(path.anchor) if path.is_absolute() else Path()
+    for part in path.parts[1:] if path.is_absolute() else path.parts:
+        spellings = dict.fromkeys([part, *(unicodedata.normalize(form, part) for form in ("NFC", "NFD"))])
+        match = next((found / s for s in spellings if (found / s).exists()), None)
+        if match is None:
+            return None
+        found = match
+    return found
+
+
+def find_file(path: Path) -> Path | None:
+    """`find_path` for a file."""
+    found = find_path(path)
+    return found if found is not None and found.is_file() else None
 
 
 def read_text(path: Path, what: str) -> str:

@@ -31,6 +31,7 @@ from pose_regressor_training.data.importers.common import (
     ImportFormatError,
     PosedImage,
     check_intrinsics,
+    find_file,
     read_text,
 )
 from pose_regressor_training.data.importers.one_camera import Camera, one_camera
@@ -89,26 +90,24 @@ def _check_angle(value: float | None, key: str, where: str) -> None:
 
 def resolve_image(base: Path, file_path: str) -> Path:
     """``base / file_path``, or with an image extension added when the file has none, or the case
-    of its extension changed, or its backslashes read as folder separators, when that file exists."""
+    of its extension changed, or its backslashes read as folder separators, or its names in the
+    other Unicode normal form (`find_file`), when that file exists."""
     path = base / file_path
-    if not path.is_file() and "\\" in file_path:
+    if "\\" in file_path and find_file(path) is None:
         # written on Windows (instant-ngp's colmap2nerf joins os.path.relpath of --images into it);
         # on Linux a backslash is part of the name, and no image was found
         path = base / file_path.replace("\\", "/")
-    if path.is_file():
-        return path
     if path.suffix.lower() in {s.lower() for s in IMAGE_SUFFIXES}:
         # "frame.jpg" for frame.JPG: one file on the case-blind disks of Windows and macOS
         # where the file was written, two names on Linux
-        for suffix in IMAGE_SUFFIXES:
-            candidate = path.with_suffix(suffix)
-            if suffix.lower() == path.suffix.lower() and candidate.is_file():
-                return candidate
-        return path
-    for suffix in IMAGE_SUFFIXES:
-        candidate = path.with_name(path.name + suffix)
-        if candidate.is_file():
-            return candidate
+        same = [s for s in IMAGE_SUFFIXES if s.lower() == path.suffix.lower()]
+        candidates = [path, *(path.with_suffix(s) for s in same)]
+    else:
+        candidates = [path, *(path.with_name(path.name + s) for s in IMAGE_SUFFIXES)]
+    for candidate in candidates:
+        found = find_file(candidate)
+        if found is not None:
+            return found
     return path
 
 
@@ -159,7 +158,10 @@ def _distortion(values: dict[str, Any], where: str) -> LensDistortion | None:
         raise ImportFormatError(
             f"{where}: camera_model {model!r} is not supported ({', '.join(PINHOLE_CAMERA_MODELS)} are)"
         )
-    if values.get("is_fisheye") is True:
+    fisheye = values.get("is_fisheye", False)
+    if fisheye is not True and fisheye is not False:  # "true" or 1: a fisheye camera, written loosely
+        raise ImportFormatError(f"{where}: is_fisheye must be true or false, got {fisheye!r}")
+    if fisheye:
         # instant-ngp's colmap2nerf writes no camera_model: is_fisheye marks a COLMAP fisheye model,
         # whose k1..k4 were recorded as plumb_bob k1, k2 and k3 without a word
         raise ImportFormatError(

@@ -32,7 +32,6 @@ from __future__ import annotations
 import re
 import shutil
 import time
-import unicodedata
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -59,6 +58,7 @@ from pose_regressor_training.data.importers.common import (
     ImportFormatError,
     PosedImage,
     check_intrinsics,
+    find_file,
 )
 
 DEFAULT_FPS = 30.0  # stamps of sources without timestamps: frame order / fps
@@ -311,7 +311,7 @@ def _present_and_missing(track: CameraTrack, skip_missing: bool) -> tuple[list[P
     present: list[PosedImage] = []
     absent: list[PosedImage] = []
     for image in track.images:
-        found = _on_disk(image.path)
+        found = find_file(image.path)
         if found is None:
             absent.append(image)
         else:
@@ -327,21 +327,6 @@ def _present_and_missing(track: CameraTrack, skip_missing: bool) -> tuple[list[P
     if not present:
         raise ImageReadError(f"none of the {len(track.images)} images named by {track.source} exists")
     return present, missing
-
-
-def _on_disk(path: Path) -> Path | None:
-    """`path` if it is a file, else the same path in the other Unicode normal form if that is.
-
-    The pose file and the disk may spell one name two ways: macOS writes decomposed names
-    (NFD: "u" then a combining diaeresis), and a tool on Linux or Windows writes the composed "ü"
-    (NFC) into images.txt. Copied to Linux, each is a different name, and the image was "missing"."""
-    if path.is_file():
-        return path
-    for form in ("NFC", "NFD"):
-        other = Path(unicodedata.normalize(form, str(path)))
-        if other != path and other.is_file():
-            return other
-    return None
 
 
 def _check_distinct(images: list[PosedImage]) -> None:
