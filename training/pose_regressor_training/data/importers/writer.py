@@ -198,17 +198,20 @@ def _check_output(out: Path, track: CameraTrack, overwrite: bool) -> None:
         raise FileExistsError(f"{out} exists and is not empty; use --overwrite to replace it")
 
 
-def _read_image(image: PosedImage) -> np.ndarray:
+def _read_image(
+    image: PosedImage, flags: int = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+) -> np.ndarray:
     if not image.path.is_file():
         raise ImageReadError(f"image {image.path} does not exist (named {image.name!r} by the input)")
-    bgr = cv2.imread(str(image.path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-    if bgr is None:
+    pixels = cv2.imread(str(image.path), flags)
+    if pixels is None:
         raise ImageReadError(f"image {image.path} cannot be read as an image")
-    return bgr
+    return pixels
 
 
-def camera_as_images(track: CameraTrack, first: PosedImage) -> CameraTrack:
-    """`track` with its intrinsics scaled to the size of the `first` image, where that differs.
+def camera_as_images(track: CameraTrack, first: PosedImage, pixels: np.ndarray) -> CameraTrack:
+    """`track` with its intrinsics scaled to the size of the `first` image (its `pixels` as
+    stored), where that differs.
 
     Sets ship downscaled copies beside the originals and one pose file for all of them (Mip-NeRF
     360: the full-size `images/` with `images_2`, `images_4`, `images_8`, and a COLMAP model of the
@@ -216,7 +219,7 @@ def camera_as_images(track: CameraTrack, first: PosedImage) -> CameraTrack:
     scaled by the size ratio is how they are used. Each side of a resized copy is rounded to whole
     pixels, so its two ratios differ by less than 1/W + 1/H; more than that is a crop, refused."""
     intr = track.intrinsics
-    height, width = _read_image(first).shape[:2]
+    height, width = pixels.shape[:2]
     if (width, height) == (intr.width, intr.height):
         return track
     sx, sy = width / intr.width, height / intr.height
@@ -234,12 +237,12 @@ def camera_as_images(track: CameraTrack, first: PosedImage) -> CameraTrack:
     return replace(track, intrinsics=scaled, notes=(*track.notes, note))
 
 
-def note_alpha(track: CameraTrack, first: PosedImage) -> CameraTrack:
-    """`track` with a note when the `first` image has an alpha channel: it is dropped, and the
-    colour stored under transparent pixels is what the model sees (the NeRF synthetic scenes'
-    background; NeRF tools blend it onto white instead), which a user should hear of."""
-    raw = cv2.imread(str(first.path), cv2.IMREAD_UNCHANGED)
-    if raw is None or raw.ndim != 3 or raw.shape[2] != 4:
+def note_alpha(track: CameraTrack, pixels: np.ndarray) -> CameraTrack:
+    """`track` with a note when the first image (its `pixels` as stored) has an alpha channel: it
+    is dropped, and the colour stored under transparent pixels is what the model sees (the NeRF
+    synthetic scenes' background; NeRF tools blend it onto white instead), which a user should
+    hear of."""
+    if pixels.ndim != 3 or pixels.shape[2] != 4:
         return track
     note = (
         "images have an alpha channel: it is dropped, and transparent pixels keep the colour stored "
@@ -279,7 +282,9 @@ def write_import(track: CameraTrack, settings: ImportSettings) -> ImportSummary:
     present, missing = _present_and_missing(track, settings.skip_missing)
     images = ordered(present)
     _check_distinct(images)
-    track = note_alpha(camera_as_images(track, images[0]), images[0])
+    # as stored (EXIF orientation ignored, as when written): its size and its channels
+    first = _read_image(images[0], cv2.IMREAD_UNCHANGED)
+    track = note_alpha(camera_as_images(track, images[0], first), first)
     scale = metric_scale(images, settings)
     _check_reach(images, scale)
     splits = block_splits(len(images), settings.split)
