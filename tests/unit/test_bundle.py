@@ -268,6 +268,10 @@ BAD_VALUES: dict[str, tuple[Mutation, str]] = {
         _set("uncertain_flag", {"max_position_std": "0.2", "max_rotation_std": 0.1}),
         r"uncertain_flag.max_position_std must be a finite number, got '0.2'$",
     ),
+    "flag text of 100 KB": (  # the value is shortened in the line, not printed whole
+        _set("uncertain_flag", {"max_position_std": "7" * 100_000, "max_rotation_std": 0.1}),
+        r"uncertain_flag.max_position_std must be a finite number, got '7{27}\.\.\.7{28}'$",
+    ),
     "flag keys": (
         _set("uncertain_flag", {"max_position_std": 0.2}),
         r"uncertain_flag must be a mapping of exactly max_position_std and max_rotation_std, "

@@ -20,9 +20,9 @@ from pose_regressor.dataset_folder import length_unit
 from pose_regressor.pose import canonical_hemisphere
 from pose_regressor.rig import LensDistortion, PinholeIntrinsics, Rig, RigCamera, RigError
 from pose_regressor_training.cli import main
+from pose_regressor_training.data.block_split import SplitPolicy, block_splits
 from pose_regressor_training.data.folder import load_folder, read_metadata, read_rig, write_metadata
 from pose_regressor_training.data.importers.tum import read_image_list
-from pose_regressor_training.data.importers.writer import SplitPolicy, block_splits
 from tests.unit.importer_fixtures import (
     COLMAP_OPENCV_PARAMS,
     SynthCameraPoses,
@@ -139,6 +139,19 @@ def test_a_cropped_image_or_images_of_two_sizes_are_refused(
     cv2.imwrite(str(image), cv2.resize(cv2.imread(str(image)), (32, 24)))
     message = _expect_error(capsys, tmp_path, "colmap", sparse)
     assert "frame_005.png is 32x24 but the camera and the first image are 64x48; " in message
+
+
+def test_images_too_small_to_train_on_are_refused(
+    tmp_path: Path, synth: SynthCameraPoses, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 1x1 copy is at any camera's aspect within a resize's rounding; it was imported as a
+    resize of the 64x48 camera (and of a 4000x3000 one) and trained on."""
+    project = tmp_path / "project"
+    sparse = write_colmap_text(synth, project)
+    for image in sorted((project / "images").iterdir()):
+        cv2.imwrite(str(image), cv2.resize(cv2.imread(str(image)), (1, 1), interpolation=cv2.INTER_AREA))
+    message = _expect_error(capsys, tmp_path, "colmap", sparse)
+    assert "frame_000.png is 1x1: too small to train on (at least 16 px a side)" in message
 
 
 @pytest.mark.parametrize("binary", [False, True])
@@ -582,6 +595,9 @@ def test_colmap_images_txt_without_points2d_lines_is_refused_not_halved(
             "32 32 -1e308 24",
             "the principal point must be within ±1e+06 px (a sane range), got cx -1e+308, cy 24",
         ),
+        # projecting with k1 1e300 overflowed to inf when per-image cameras were compared
+        ("32 32 32 24 1e300 0 0 0", "distortion k1 must be within ±1000 (a sane range), got 1e+300"),
+        ("32 32 32 24 0.1 0 0 -2e3", "distortion p2 must be within ±1000 (a sane range), got -2000"),
     ],
 )
 def test_colmap_intrinsics_outside_a_sane_range_are_refused(
@@ -589,7 +605,8 @@ def test_colmap_intrinsics_outside_a_sane_range_are_refused(
 ) -> None:
     sparse = write_colmap_text(synth, tmp_path / "project")
     cameras_txt = sparse / "cameras.txt"
-    cameras_txt.write_text(f"7 PINHOLE 64 48 {params}\n")
+    model = "OPENCV" if len(params.split()) == 8 else "PINHOLE"
+    cameras_txt.write_text(f"7 {model} 64 48 {params}\n")
     assert _expect_error(capsys, tmp_path, "colmap", sparse).endswith(f"{cameras_txt}:1: {message}\n")
 
 
@@ -810,6 +827,7 @@ def test_rig_distortion_round_trip_and_errors(tmp_path: Path) -> None:
         ({"model": "fisheye"}, "distortion model must be one of plumb_bob"),
         ({"k4": 0.1}, "unknown distortion key"),
         ({"k1": "x"}, "distortion k1 must be a finite number"),
+        ({"k3": -1e4}, "distortion k3 must be within ±1000"),
         ([0.1], "must be a mapping"),
     ]:
         with pytest.raises(RigError, match=message):

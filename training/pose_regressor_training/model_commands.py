@@ -204,7 +204,10 @@ def add_eval(sub: Subparsers) -> None:
         "data, e.g. a new recording)",
     )
     p.add_argument(
-        "--out", type=output_folder, help="output directory (default: next to the checkpoint, eval_<split>)"
+        "--out",
+        type=output_folder,
+        help="output directory (default: next to the checkpoint, eval_<split>, or eval_heads_<split> for a "
+        "model scored by its variance heads without dropout, as the default configs' are)",
     )
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument(
@@ -537,7 +540,7 @@ def run_export(args: argparse.Namespace) -> int:
     if refused:
         print(
             f"pose-train export: warning: the evaluation's suggested uncertain-flag thresholds are not "
-            f"carried ({refused}); the node flags at its generic 1 m / 0.35 rad unless its "
+            f"carried ({refused}); the node flags at its generic 1 {unit.rstrip('s')} / 0.35 rad unless its "
             "max_position_std / max_rotation_std are set",
             file=sys.stderr,
         )

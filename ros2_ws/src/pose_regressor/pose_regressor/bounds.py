@@ -7,6 +7,7 @@ Shared by the training config (`pose_regressor_training.typed_config`) and the n
 from __future__ import annotations
 
 import math
+import reprlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +36,17 @@ class Bound:
     def __str__(self) -> str:
         opening, closing = "(" if self.lo_open else "[", ")" if self.hi_open else "]"
         return f"{opening}{_number(self.lo)}, {_number(self.hi)}{closing}"
+
+
+# A hand-edited file's value goes into the error that refuses it; a 100 KB string made a 100 KB line.
+_SHORT_REPR = reprlib.Repr()  # keyword arguments only from Python 3.12 (Jazzy's); this venv is 3.11
+_SHORT_REPR.maxstring = _SHORT_REPR.maxother = 60
+_SHORT_REPR.maxlevel = 2
+
+
+def shown(value: object) -> str:
+    """`repr(value)`, shortened with "..." where long, for error messages."""
+    return _SHORT_REPR.repr(value)
 
 
 def _number(value: float) -> str:

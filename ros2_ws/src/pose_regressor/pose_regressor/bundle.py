@@ -45,7 +45,7 @@ import numpy as np
 import yaml
 from numpy.typing import NDArray
 
-from pose_regressor.bounds import Bound, is_number, out_of_range
+from pose_regressor.bounds import Bound, is_number, out_of_range, shown
 from pose_regressor.distance_prior import (
     MAX_TRAINING_POSITIONS,
     MAX_VARIANCE_PER_SQUARED_DISTANCE,
@@ -359,7 +359,7 @@ def _error_correlation(provenance: dict[str, Any]) -> tuple[float, dict[str, Any
         return None  # an evaluation too short to measure it (null)
     if not is_number(value) or not 1.0 <= value <= MAX_COVARIANCE_INFLATION:
         return (
-            f"its suggested_covariance_inflation {value!r} is not a number from 1 to "
+            f"its suggested_covariance_inflation {shown(value)} is not a number from 1 to "
             f"{MAX_COVARIANCE_INFLATION:g}"
         )
     return float(value), correlation
@@ -484,12 +484,12 @@ def load_bundle(path: str | Path) -> ModelBundle:
     if not isinstance(data, dict):
         raise BundleError(f"{yaml_path} must hold a mapping, got {type(data).__name__}")
     if data.get("format", BUNDLE_FORMAT) != BUNDLE_FORMAT:
-        raise BundleError(f"{yaml_path}: format is {data.get('format')!r}, expected {BUNDLE_FORMAT!r}")
+        raise BundleError(f"{yaml_path}: format is {shown(data.get('format'))}, expected {BUNDLE_FORMAT!r}")
     version = data.get("schema_version")
     if version != SCHEMA_VERSION or isinstance(version, bool):
         raise BundleError(
-            f"{yaml_path}: bundle schema version {version!r} is not supported (this pose_regressor reads "
-            f"version {SCHEMA_VERSION}); re-export the model with a matching pose-train"
+            f"{yaml_path}: bundle schema version {shown(version)} is not supported (this pose_regressor "
+            f"reads version {SCHEMA_VERSION}); re-export the model with a matching pose-train"
         )
     try:
         bundle = _bundle_from_mapping(root, data)
@@ -527,7 +527,7 @@ def _bundle_from_mapping(root: Path, data: dict[str, Any]) -> ModelBundle:
         raise BundleError("preprocessing must map names to strings")
     fusion = model.get("fusion")
     if fusion not in FUSIONS:
-        raise BundleError(f"model.fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
+        raise BundleError(f"model.fusion must be one of {', '.join(FUSIONS)}, got {shown(fusion)}")
     dof = _int(model, "dof", "model.dof", Bound(3, 6))
     if dof not in (3, 6):
         raise BundleError(f"model.dof must be 6 or 3, got {dof}")
@@ -537,10 +537,10 @@ def _bundle_from_mapping(root: Path, data: dict[str, Any]) -> ModelBundle:
     prior = _distance_prior(root, data["distance_prior"]) if "distance_prior" in data else None
     variance_head = model.get("variance_head", False)
     if not isinstance(variance_head, bool):
-        raise BundleError(f"model.variance_head must be true or false, got {variance_head!r}")
+        raise BundleError(f"model.variance_head must be true or false, got {shown(variance_head)}")
     shift_variance = model.get("shift_variance", False)
     if not isinstance(shift_variance, bool):
-        raise BundleError(f"model.shift_variance must be true or false, got {shift_variance!r}")
+        raise BundleError(f"model.shift_variance must be true or false, got {shown(shift_variance)}")
     members = 1
     if "ensemble_members" in model:
         members = _int(model, "ensemble_members", "model.ensemble_members", Bound(2, MAX_ENSEMBLE_MEMBERS))
@@ -594,7 +594,7 @@ def uncertain_flag(value: Any) -> UncertainFlag:
     (the position at most 10⁶ m, the rotation at most π rad); raises `BundleError` naming the key."""
     keys = {"max_position_std", "max_rotation_std"}
     if not isinstance(value, dict) or set(value) != keys:
-        got = sorted(str(k) for k in value) if isinstance(value, dict) else repr(value)
+        got = shown(sorted(str(k) for k in value)) if isinstance(value, dict) else shown(value)
         raise BundleError(
             f"uncertain_flag must be a mapping of exactly max_position_std and max_rotation_std, got {got}"
         )
@@ -614,7 +614,9 @@ def _distance_prior(root: Path, value: Any) -> DistancePrior:
         got = sorted(map(str, value)) if isinstance(value, dict) else type(value).__name__
         raise BundleError(f"distance_prior must be a mapping of exactly {', '.join(sorted(keys))}, got {got}")
     if value["file"] != TRAINING_POSITIONS_FILE:
-        raise BundleError(f"distance_prior.file must be {TRAINING_POSITIONS_FILE}, got {value['file']!r}")
+        raise BundleError(
+            f"distance_prior.file must be {TRAINING_POSITIONS_FILE}, got {shown(value['file'])}"
+        )
     count = _int(value, "positions", "distance_prior.positions", Bound(1, MAX_TRAINING_POSITIONS))
     k = _float(
         value,
@@ -674,36 +676,36 @@ def _check_model_file(name: Any) -> None:
     anywhere) never makes the loader or an engine read a file outside the bundle directory.
     (Lexical check: a model.onnx that is a symbolic link, e.g. into a shared cache, stays allowed.)"""
     if not isinstance(name, str) or not name:
-        raise BundleError(f"onnx.file must be a file name, got {name!r}")
+        raise BundleError(f"onnx.file must be a file name, got {shown(name)}")
     relative = Path(name)
     if relative.is_absolute() or ".." in relative.parts or "\\" in name or "\0" in name:
         raise BundleError(
-            f"onnx.file {name!r} points outside the bundle directory; the model must be {ONNX_FILE} "
+            f"onnx.file {shown(name)} points outside the bundle directory; the model must be {ONNX_FILE} "
             "inside the bundle"
         )
     if relative != Path(ONNX_FILE):
         raise BundleError(
-            f"onnx.file is {name!r}, but schema version {SCHEMA_VERSION} bundles keep the model in "
+            f"onnx.file is {shown(name)}, but schema version {SCHEMA_VERSION} bundles keep the model in "
             f"{ONNX_FILE}"
         )
 
 
 def _cameras(value: Any) -> tuple[BundleCamera, ...]:
     if not isinstance(value, list) or not value:
-        raise BundleError(f"cameras must be a non-empty list, got {value!r}")
+        raise BundleError(f"cameras must be a non-empty list, got {shown(value)}")
     if len(value) > MAX_CAMERAS:
         raise BundleError(f"cameras may list at most {MAX_CAMERAS} cameras, got {len(value)}")
     cameras = []
     for i, entry in enumerate(value):
         where = f"cameras[{i}]"
         if not isinstance(entry, dict):
-            raise BundleError(f"{where} must be a mapping, got {entry!r}")
+            raise BundleError(f"{where} must be a mapping, got {shown(entry)}")
         name = entry.get("name")
         if not isinstance(name, str) or not name or "/" in name:
-            raise BundleError(f"{where}.name must be a non-empty string without '/', got {name!r}")
+            raise BundleError(f"{where}.name must be a non-empty string without '/', got {shown(name)}")
         topic = entry.get("topic", f"/{name}/image_raw")
         if not isinstance(topic, str) or not topic.startswith("/"):
-            raise BundleError(f"{where}.topic must be an absolute topic name, got {topic!r}")
+            raise BundleError(f"{where}.topic must be an absolute topic name, got {shown(topic)}")
         width = _int(entry, "width", f"{where}.width", Bound(1, MAX_IMAGE_SIDE))
         height = _int(entry, "height", f"{where}.height", Bound(1, MAX_IMAGE_SIDE))
         cameras.append(BundleCamera(name, topic, width, height))
@@ -716,14 +718,14 @@ def _cameras(value: Any) -> tuple[BundleCamera, ...]:
 def _mapping(data: Mapping[str, Any], key: str) -> dict[str, Any]:
     value = data.get(key)
     if not isinstance(value, dict):
-        raise BundleError(f"{key} must be a mapping, got {value!r}")
+        raise BundleError(f"{key} must be a mapping, got {shown(value)}")
     return value
 
 
 def _int(data: Mapping[str, Any], key: str, where: str, bound: Bound) -> int:
     value = data.get(key)
     if not is_number(value) or not isinstance(value, int):
-        raise BundleError(f"{where} must be an integer, got {value!r}")
+        raise BundleError(f"{where} must be an integer, got {shown(value)}")
     problem = out_of_range(value, bound)
     if problem:
         raise BundleError(f"{where} {problem}")
@@ -733,7 +735,7 @@ def _int(data: Mapping[str, Any], key: str, where: str, bound: Bound) -> int:
 def _float(data: Mapping[str, Any], key: str, where: str, bound: Bound) -> float:
     value = data.get(key)
     if not is_number(value):
-        raise BundleError(f"{where} must be a finite number, got {value!r}")
+        raise BundleError(f"{where} must be a finite number, got {shown(value)}")
     assert isinstance(value, int | float)  # is_number, for the type checker
     problem = out_of_range(value, bound)
     if problem:

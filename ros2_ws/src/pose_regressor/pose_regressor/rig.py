@@ -46,6 +46,9 @@ R_BASE_OPTICAL_FORWARD = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0
 PRESETS = ("mono", "stereo", "quad")
 DISTORTION_MODELS = ("plumb_bob",)
 PLUMB_BOB_COEFFICIENTS = ("k1", "k2", "p1", "p2", "k3")  # the order of sensor_msgs/CameraInfo's D
+# Calibrated plumb_bob coefficients stay within tens even for wide-angle lenses; k1 1e300 was
+# imported, and projecting with it overflows to inf.
+DISTORTION_COEFFICIENT_LIMIT = 1e3
 
 
 class RigError(ValueError):
@@ -139,6 +142,11 @@ class LensDistortion:
             raw = data.get(key, 0.0)
             if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
                 raise RigError(f"distortion {key} must be a finite number, got {raw!r}")
+            if abs(raw) > DISTORTION_COEFFICIENT_LIMIT:
+                raise RigError(
+                    f"distortion {key} must be within ±{DISTORTION_COEFFICIENT_LIMIT:g} (a sane range), "
+                    f"got {raw!r}"
+                )
             values[key] = float(raw)
         return cls.from_coefficients(values)
 

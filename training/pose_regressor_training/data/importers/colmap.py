@@ -32,6 +32,7 @@ from pose_regressor_training.data.importers.common import (
     FloatArray,
     ImportFormatError,
     PosedImage,
+    check_distortion,
     check_finite,
     check_intrinsics,
     data_lines,
@@ -161,7 +162,7 @@ def camera_intrinsics(camera: ColmapCamera) -> tuple[PinholeIntrinsics, LensDist
             f"{camera.where}: camera {camera.camera_id} has model {camera.model}; supported: "
             f"{', '.join(SUPPORTED_MODELS)} (undistort with `colmap image_undistorter` for the others)"
         )
-    return check_intrinsics(intr, camera.where), dist
+    return check_intrinsics(intr, camera.where), check_distortion(dist, camera.where)
 
 
 def read_cameras_text(path: Path) -> dict[int, ColmapCamera]:

@@ -11,11 +11,8 @@ import math
 from pathlib import Path
 
 from pose_regressor.arguments import output_folder
-from pose_regressor_training.data.importers.common import (
-    DEFAULT_SPLIT_BLOCKS,
-    DEFAULT_TEST_EVERY,
-    SCALE_RANGE,
-)
+from pose_regressor_training.data.block_split import DEFAULT_SPLIT_BLOCKS, DEFAULT_TEST_EVERY, SplitPolicy
+from pose_regressor_training.data.importers.common import SCALE_RANGE, check_distortion
 
 FORMATS = ("colmap", "nerfstudio", "tum")
 MAX_BLOCKS = 100_000  # --split-blocks
@@ -78,6 +75,35 @@ def _finite(text: str) -> float:
     return value
 
 
+def add_split_arguments(p: argparse.ArgumentParser) -> None:
+    """--split-blocks, --test-every and --val (`import`, and `from-bag --split blocks`)."""
+    p.add_argument(
+        "--split-blocks",
+        type=_Count(MAX_BLOCKS),
+        default=None,
+        metavar="N",
+        help=f"contiguous blocks the frames are cut into (default {DEFAULT_SPLIT_BLOCKS}, or one per frame "
+        f"for fewer frames; at most {MAX_BLOCKS})",
+    )
+    p.add_argument(
+        "--test-every",
+        type=_Count(MAX_BLOCKS),
+        default=DEFAULT_TEST_EVERY,
+        metavar="K",
+        help=f"every K-th block is test (default {DEFAULT_TEST_EVERY})",
+    )
+    p.add_argument(
+        "--val",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the block after each test block is val (default: on)",
+    )
+
+
+def split_policy(args: argparse.Namespace) -> SplitPolicy:
+    return SplitPolicy(args.split_blocks, args.test_every, args.val)
+
+
 def add_import_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("format", choices=FORMATS, help="input format")
     p.add_argument("source", type=Path, help="COLMAP model folder, transforms.json (or folder), TUM folder")
@@ -124,27 +150,7 @@ def add_import_arguments(p: argparse.ArgumentParser) -> None:
         help="scale so that images NAME_A and NAME_B are DISTANCE_M metres apart (distance and scale "
         f"{SCALE_RANGE[0]:g} to {SCALE_RANGE[1]:g}; neither option: the poses keep the input's units)",
     )
-    p.add_argument(
-        "--split-blocks",
-        type=_Count(MAX_BLOCKS),
-        default=None,
-        metavar="N",
-        help=f"contiguous blocks the frames are cut into (default {DEFAULT_SPLIT_BLOCKS}, or one per frame "
-        f"for fewer frames; at most {MAX_BLOCKS})",
-    )
-    p.add_argument(
-        "--test-every",
-        type=_Count(MAX_BLOCKS),
-        default=DEFAULT_TEST_EVERY,
-        metavar="K",
-        help=f"every K-th block is test (default {DEFAULT_TEST_EVERY})",
-    )
-    p.add_argument(
-        "--val",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="the block after each test block is val (default: on)",
-    )
+    add_split_arguments(p)
     p.add_argument(
         "--fps",
         type=_Within(MAX_FPS),
@@ -166,7 +172,7 @@ def run_import(args: argparse.Namespace) -> int:
     from pose_regressor_training.data.importers.colmap import read_colmap
     from pose_regressor_training.data.importers.nerfstudio import read_transforms
     from pose_regressor_training.data.importers.tum import read_tum
-    from pose_regressor_training.data.importers.writer import ImportSettings, SplitPolicy, write_import
+    from pose_regressor_training.data.importers.writer import ImportSettings, write_import
 
     only = {
         "--images": ("colmap", args.images),
@@ -194,13 +200,13 @@ def run_import(args: argparse.Namespace) -> int:
         distortion = None
         if args.distortion is not None:
             coefficients = dict(zip(PLUMB_BOB_COEFFICIENTS, args.distortion, strict=True))
-            distortion = LensDistortion.from_coefficients(coefficients)
+            distortion = check_distortion(LensDistortion.from_coefficients(coefficients), "--distortion")
         track = read_tum(args.source, *args.intrinsics, max_dt_s=args.max_dt, distortion=distortion)
     settings = ImportSettings(
         out=args.out,
         scale=args.scale,
         scale_from=scale_from,
-        split=SplitPolicy(args.split_blocks, args.test_every, args.val),
+        split=split_policy(args),
         fps=args.fps,
         overwrite=args.overwrite,
         progress=not args.quiet,

@@ -12,12 +12,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pose_regressor.pose import normalize_quaternion
-from pose_regressor.rig import LensDistortion, PinholeIntrinsics
+from pose_regressor.rig import (
+    DISTORTION_COEFFICIENT_LIMIT,
+    PLUMB_BOB_COEFFICIENTS,
+    LensDistortion,
+    PinholeIntrinsics,
+)
 from pose_regressor_training.data.folder import DatasetFormatError
 
-# The split policy's defaults (`pose-train import --split-blocks`, `--test-every`; see writer.py).
-DEFAULT_SPLIT_BLOCKS = 20
-DEFAULT_TEST_EVERY = 5
 # --scale, the metres of --scale-from and the scale it gives: 1e-320 was accepted and put every
 # position at about 0
 SCALE_RANGE = (1e-6, 1e6)
@@ -31,6 +33,9 @@ QUAT_NORM_TOL = 1e-3  # |norm(q) - 1| accepted in a pose file before it is norma
 # 1e6 px is one of 0.06 deg on a 1000 px image.
 FOCAL_PX = (1e-2, 1e6)
 PRINCIPAL_POINT_PX = 1e6  # |cx|, |cy|: a principal point may lie off the image, not a million px off
+# Images narrower or lower than this hold no scene to learn (a 1x1 copy was taken as a resize of a
+# 4000x3000 camera and trained on); the smallest training input in the configs is 64 px wide.
+MIN_IMAGE_SIDE_PX = 16
 
 
 class ImportFormatError(DatasetFormatError):
@@ -160,3 +165,16 @@ def check_intrinsics(intrinsics: PinholeIntrinsics, where: str) -> PinholeIntrin
             f"got cx {cx:g}, cy {cy:g}"
         )
     return intrinsics
+
+
+def check_distortion(distortion: LensDistortion | None, where: str) -> LensDistortion | None:
+    """Finite coefficients within `DISTORTION_COEFFICIENT_LIMIT`."""
+    if distortion is None:
+        return None
+    for key, value in zip(PLUMB_BOB_COEFFICIENTS, distortion.coefficients, strict=True):
+        if not abs(value) <= DISTORTION_COEFFICIENT_LIMIT:  # nan too
+            raise ImportFormatError(
+                f"{where}: distortion {key} must be within ±{DISTORTION_COEFFICIENT_LIMIT:g} (a sane range), "
+                f"got {value:g}"
+            )
+    return distortion

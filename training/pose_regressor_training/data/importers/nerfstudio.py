@@ -30,6 +30,7 @@ from pose_regressor_training.data.importers.common import (
     CameraTrack,
     ImportFormatError,
     PosedImage,
+    check_distortion,
     check_intrinsics,
     find_file,
     read_text,
@@ -171,7 +172,8 @@ def _distortion(values: dict[str, Any], where: str) -> LensDistortion | None:
     coefficients = {k: _number(values, k, where) for k in PLUMB_BOB_COEFFICIENTS}
     if all(v is None for v in coefficients.values()):
         return None
-    return LensDistortion.from_coefficients({k: v for k, v in coefficients.items() if v is not None})
+    present = {k: v for k, v in coefficients.items() if v is not None}
+    return check_distortion(LensDistortion.from_coefficients(present), where)
 
 
 def _camera_pose(frame: dict[str, Any], where: str) -> tuple[np.ndarray, np.ndarray]:

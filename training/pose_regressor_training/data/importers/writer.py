@@ -42,6 +42,7 @@ from tqdm import tqdm
 from pose_regressor.files import publish, staging_sibling
 from pose_regressor.rig import PinholeIntrinsics, Rig
 from pose_regressor_training.data.benchmark import base_pose_from_camera_pose, single_camera_rig
+from pose_regressor_training.data.block_split import SplitPolicy, block_splits
 from pose_regressor_training.data.folder import (
     SPLITS,
     FrameRecord,
@@ -51,8 +52,7 @@ from pose_regressor_training.data.folder import (
     write_metadata,
 )
 from pose_regressor_training.data.importers.common import (
-    DEFAULT_SPLIT_BLOCKS,
-    DEFAULT_TEST_EVERY,
+    MIN_IMAGE_SIDE_PX,
     SCALE_RANGE,
     CameraTrack,
     ImportFormatError,
@@ -66,19 +66,6 @@ DEFAULT_FPS = 30.0  # stamps of sources without timestamps: frame order / fps
 
 class ImageReadError(ImportFormatError):
     """An input image is missing, undecodable or not the camera's size."""
-
-
-@dataclass(frozen=True)
-class SplitPolicy:
-    blocks: int | None = None  # None: DEFAULT_SPLIT_BLOCKS, or one block per frame for fewer frames
-    test_every: int = DEFAULT_TEST_EVERY
-    val: bool = True
-
-    def for_frames(self, count: int) -> SplitPolicy:
-        """This policy with its number of blocks settled for `count` frames."""
-        if self.blocks is not None:
-            return self
-        return replace(self, blocks=max(1, min(DEFAULT_SPLIT_BLOCKS, count)))
 
 
 @dataclass(frozen=True)
@@ -102,38 +89,6 @@ class ImportSummary:
     camera: PinholeIntrinsics  # as written: the input's, scaled to the images' size
     notes: tuple[str, ...] = ()  # the reader's notes, then the writer's, one line each
     skipped_missing: tuple[str, ...] = ()  # names (as the input gives them) of images left out
-
-
-def block_splits(count: int, policy: SplitPolicy) -> list[tuple[str, int]]:
-    """(split, block index) of each of `count` frames in order (see the module docstring)."""
-    defaulted = policy.blocks is None
-    policy = policy.for_frames(count)
-    assert policy.blocks is not None  # settled by for_frames
-    if policy.blocks < 1 or policy.test_every < 1:
-        raise ValueError("--split-blocks and --test-every must be positive")
-    if policy.blocks > count:
-        raise ValueError(f"--split-blocks {policy.blocks} is more than the {count} frames")
-    if policy.test_every > policy.blocks:
-        blocks = f"the {count} frames (one block each)" if defaulted else f"--split-blocks {policy.blocks}"
-        raise ValueError(f"--test-every {policy.test_every} > {blocks} leaves no test block")
-    if policy.test_every == 1:
-        raise ValueError("--test-every 1 makes every block a test block; nothing is left to train on")
-    kinds: list[str] = []
-    for block in range(policy.blocks):
-        if (block + 1) % policy.test_every == 0:
-            kinds.append("test")
-        elif policy.val and block > 0 and kinds[block - 1] == "test":
-            kinds.append("val")
-        else:
-            kinds.append("train")
-    if "train" not in kinds:
-        raise ValueError("the split policy leaves no training block (lower --test-every or pass --no-val)")
-    bounds = np.linspace(0, count, policy.blocks + 1).round().astype(int)
-    return [
-        (kinds[block], block)
-        for block in range(policy.blocks)
-        for _ in range(bounds[block], bounds[block + 1])
-    ]
 
 
 def _natural_key(name: str) -> list[object]:
@@ -220,6 +175,11 @@ def camera_as_images(track: CameraTrack, first: PosedImage, pixels: np.ndarray) 
     pixels, so its two ratios differ by less than 1/W + 1/H; more than that is a crop, refused."""
     intr = track.intrinsics
     height, width = pixels.shape[:2]
+    if min(width, height) < MIN_IMAGE_SIDE_PX:
+        raise ImageReadError(
+            f"image {first.path} is {width}x{height}: too small to train on (at least "
+            f"{MIN_IMAGE_SIDE_PX} px a side)"
+        )
     if (width, height) == (intr.width, intr.height):
         return track
     sx, sy = width / intr.width, height / intr.height
@@ -398,11 +358,7 @@ def _provenance(
         "scale": scale,
         "scale_from": list(settings.scale_from) if settings.scale_from is not None else None,
         "units": "metres" if metric else "the source's own units (no --scale)",
-        "split_policy": {
-            "blocks": settings.split.blocks,
-            "test_every": settings.split.test_every,
-            "val": settings.split.val,
-        },
+        "split_policy": settings.split.to_json(),
         "stamps": "from the source" if has_stamps else f"synthetic: frame order / {settings.fps:g} Hz",
         "distortion_applied": False,  # images are written as captured
         "skipped_missing_images": list(missing),
