@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -69,4 +70,20 @@ def ros_env() -> dict[str, str]:
     """Environment for child processes that must join this session's DDS domain."""
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONFAULTHANDLER"] = "1"  # SIGABRT then prints every thread's stack: see `stop_or_dump`
     return env
+
+
+def stop_or_dump(proc: subprocess.Popen[str], timeout_s: float, what: str) -> str:
+    """`proc`'s stderr once it exits within `timeout_s`; otherwise it is aborted and the test fails
+    with the Python stack of each of its threads (a rare hang, seen once in CI, is then diagnosable)."""
+    try:
+        return proc.communicate(timeout=timeout_s)[1]
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        try:
+            err = proc.communicate(timeout=10)[1]
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            err = proc.communicate()[1]
+        pytest.fail(f"{what} did not end within {timeout_s:g} s; its stderr and threads:\n{err}")

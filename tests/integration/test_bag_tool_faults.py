@@ -28,6 +28,7 @@ import yaml
 
 from pose_regressor.bagio import RigBagWriter
 from pose_regressor.bundle import BundleCamera
+from tests.conftest import stop_or_dump
 from tests.unit.bundle_fixtures import make_bundle
 
 pytestmark = pytest.mark.ros
@@ -362,7 +363,7 @@ def test_replay_stops_cleanly_on_sigterm_and_sigint(tmp_path: Path, ros_env: dic
         proc.send_signal(sig)
     sent = time.monotonic()
     for proc, log, (_, _, sig, _) in zip(procs, logs, cases, strict=True):
-        _, err = proc.communicate(timeout=10)
+        err = stop_or_dump(proc, 10, f"replay {' '.join(proc.args[-5:])} after {signal.Signals(sig).name}")
         assert time.monotonic() - sent < 5
         result = Result(proc.returncode, "", err, 0.0)
         line = assert_one_line(result, "pose-regressor replay: interrupted by ", code=128 + sig)

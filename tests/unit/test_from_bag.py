@@ -123,7 +123,11 @@ def test_image_and_pose_stamped_bag(bag_a: Path, tmp_path: Path) -> None:
     frames = read_frames(out)
     assert [f.stamp_ns for f in frames] == inside
     assert [f.index for f in frames] == list(range(10))
-    assert {f.split for f in frames} == {"train"} and {f.sequence for f in frames} == {0}
+    # the default split: 10 blocks of one set (fewer than 20 sets), every 5th test, the next val,
+    # each block its own sequence, as `pose-train import` cuts a recording
+    letters = {"train": "T", "val": "v", "test": "s"}
+    assert "".join(letters[f.split] for f in frames) == "TTTTsvTTTs"
+    assert [f.sequence for f in frames] == list(range(10))
     for f in frames:
         t, q = expected_pose(f.stamp_ns, A_GT)
         np.testing.assert_allclose(f.translation, t, atol=1e-9)
@@ -133,18 +137,20 @@ def test_image_and_pose_stamped_bag(bag_a: Path, tmp_path: Path) -> None:
             png = cv2.imread(str(image_path(out, cam, f.index)))
             np.testing.assert_array_equal(png[..., ::-1], textured(seed))
     meta = read_metadata(out)
-    assert meta["splits"] == {"train": 10, "val": 0, "test": 0}
+    assert meta["splits"] == {"train": 7, "val": 1, "test": 2}
+    assert summary.frames_per_split == meta["splits"]
     assert meta["fps"] == pytest.approx(10.0)
     prov = meta["provenance"]
     assert prov["camera_topics"] == ["/left/image_raw", "/right/image_raw"]
     assert prov["gt_topic"] == "/ground_truth/pose" and prov["gt_frame_id"] == "map"
     assert prov["bag"] == str((bag_a / "a").resolve())
     assert prov["counts"]["dropped_outside_gt"] == 2 and prov["counts"]["sets_written"] == 10
+    assert prov["split_policy"] == {"blocks": 10, "test_every": 5, "val": True} and "split" not in prov
     assert read_rig(out).names == ["left", "right"]
 
 
 def test_default_gap_drops_the_4_hz_ground_truth(bag_a: Path, tmp_path: Path) -> None:
-    summary = convert_bag(a_config(bag_a, tmp_path / "data", max_gt_gap_ns=249 * MS))
+    summary = convert_bag(a_config(bag_a, tmp_path / "data", max_gt_gap_ns=249 * MS, split="train"))
     # Only the sets at 400 and 900 ms coincide with ground-truth stamps and keep their poses.
     assert (summary.sets_written, summary.dropped_outside_gt, summary.dropped_gt_gap) == (2, 2, 8)
     frames = read_frames(tmp_path / "data")
@@ -161,7 +167,7 @@ def test_cli_resizes_and_prints_a_summary(
     args += ["--size", "8x6", "--split", "test", "--max-gt-gap-ms", "300", "--quiet"]
     assert main(args) == 0
     printed = capsys.readouterr().out
-    assert re.search(r"sets written \(test\): +10\n", printed)
+    assert re.search(r"sets written: +10 \(train 0, val 0, test 10\)\n", printed)
     assert re.search(r"dropped outside GT range: +2\n", printed)
     assert re.search(r"dropped across GT gaps: +0\n", printed)
     assert re.search(r"unsynchronized frames: +0 \(of 24 camera frames\)\n", printed)
@@ -174,6 +180,7 @@ def test_cli_resizes_and_prints_a_summary(
     image = cv2.imread(str(image_path(out, "right", 3)))
     assert image.shape == (6, 8, 3)
     assert read_metadata(out)["splits"] == {"train": 0, "val": 0, "test": 10}
+    assert read_metadata(out)["provenance"]["split"] == "test"
     # Again into the same folder: refused without --overwrite, replaced with it.
     assert main(args) == 2
     assert "use --overwrite" in capsys.readouterr().err
@@ -380,12 +387,14 @@ def one_camera_bag(path: Path, image_stamps: list[int], gt_stamps: list[int]) ->
 
 
 def mono_config(bag: Path, out: Path, rig: Path, **kwargs: Any) -> FromBagConfig:
+    """One split: these bags hold a few sets, fewer than the default blocks need."""
     return FromBagConfig(
         bag=bag,
         camera_topics=("/front/image_raw",),
         gt_topic="/gt",
         rig=Rig.from_yaml(rig),
         out=out,
+        split=kwargs.pop("split", "train"),
         progress=False,
         **kwargs,
     )
@@ -480,6 +489,7 @@ def test_other_ground_truth_types_and_padded_raw_images(gt_type: str, tmp_path: 
         gt_topic="/gt",
         rig=Rig.from_yaml(write_rig(tmp_path / "rig.yaml", ["front"])),
         out=tmp_path / "data",
+        split="train",
         progress=False,
     )
     assert convert_bag(cfg).sets_written == 4
@@ -644,3 +654,41 @@ def test_unreadable_bag_is_a_clear_error(tmp_path: Path) -> None:
     )
     with pytest.raises(BagConversionError, match="cannot read bag"):
         convert_bag(cfg)
+
+
+def test_block_split_options_and_too_few_sets(
+    bag_a: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One recording cut into stretches as `import` does; the options are refused with a single
+    split, and a recording too short for its blocks leaves nothing behind."""
+    base = ["from-bag", "--bag", str(bag_a / "a"), "--camera-topics", "/left/image_raw", "/right/image_raw"]
+    base += ["--gt-topic", "/ground_truth/pose", "--rig", str(bag_a / "rig.yaml"), "--max-gt-gap-ms", "300"]
+    out = tmp_path / "blocks"
+    assert (
+        main([*base, "--out", str(out), "--split-blocks", "5", "--test-every", "2", "--no-val", "--quiet"])
+        == 0
+    )
+    assert re.search(r"sets written: +10 \(train 6, val 0, test 4\)\n", capsys.readouterr().out)
+    frames = read_frames(out)
+    assert [f.split for f in frames] == ["train"] * 2 + ["test"] * 2 + ["train"] * 2 + ["test"] * 2 + [
+        "train"
+    ] * 2
+    assert [f.sequence for f in frames] == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    assert read_metadata(out)["provenance"]["split_policy"] == {"blocks": 5, "test_every": 2, "val": False}
+    for extra, message in [
+        (
+            ["--split", "train", "--split-blocks", "4"],
+            "--split-blocks, --test-every and --no-val apply to --split blocks, not --split train",
+        ),
+        (["--split", "val", "--no-val"], "apply to --split blocks, not --split val"),
+        (
+            ["--split-blocks", "11"],
+            "--split-blocks 11 is more than the 10 frames (10 synchronized sets with ground truth; "
+            "lower --split-blocks, or give --split train/val/test to put them all in one split)",
+        ),
+    ]:
+        target = tmp_path / "refused"
+        assert main([*base, "--out", str(target), *extra, "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("pose-train from-bag: error: ") and message in err and err.count("\n") == 1, err
+        assert not target.exists() and not list(tmp_path.glob(".refused*"))  # nothing left behind

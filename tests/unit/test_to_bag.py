@@ -54,6 +54,9 @@ def test_folder_to_bag_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert sorted(p.name for p in bag.iterdir()) == ["metadata.yaml", "test_bag.mcap"]
     assert "test_bag.mcap" in (bag / "metadata.yaml").read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "test_bag"]
+    # into a folder yet to be made (it was "[Errno 2] No such file or directory: .../.lab.partial-PID")
+    assert main(["to-bag", "--data", str(data), "--out", str(tmp_path / "bags" / "lab")]) == 0
+    assert sorted(p.name for p in (tmp_path / "bags" / "lab").iterdir()) == ["lab.mcap", "metadata.yaml"]
 
 
 @pytest.mark.parametrize("out", ["parent", "same via ..", "same via link", "inside"])

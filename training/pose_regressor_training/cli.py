@@ -14,7 +14,14 @@ from typing import NoReturn
 from pose_regressor.arguments import output_folder
 from pose_regressor.rig import PRESETS, Rig, RigError, load_rig
 from pose_regressor_training.cpu_threads import choose_openmp_waiting
-from pose_regressor_training.data.importers.command import DESCRIPTION, add_import_arguments, run_import
+from pose_regressor_training.data.block_split import DEFAULT_TEST_EVERY
+from pose_regressor_training.data.importers.command import (
+    DESCRIPTION,
+    add_import_arguments,
+    add_split_arguments,
+    run_import,
+    split_policy,
+)
 from pose_regressor_training.error_head_command import add_error_head
 from pose_regressor_training.errors import TrainingError
 from pose_regressor_training.model_commands import add_build_engine, add_eval, add_export, add_fit
@@ -270,7 +277,14 @@ def _add_from_bag(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="drop sets whose bracketing ground-truth messages are further apart "
         f"(ms, > 0 and at most {FROM_BAG_MAX_GT_GAP_MS:.0f})",
     )
-    p.add_argument("--split", choices=("train", "val", "test"), default="train", help="split of all frames")
+    p.add_argument(
+        "--split",
+        choices=("blocks", "train", "val", "test"),
+        default="blocks",
+        help="blocks (default): cut the recording into train, val and test stretches as `import` does "
+        "(--split-blocks, --test-every, --val); train, val or test: every set in that split (a bag a split)",
+    )
+    add_split_arguments(p)
     p.add_argument(
         "--size",
         type=_size,
@@ -283,6 +297,12 @@ def _add_from_bag(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _run_from_bag(args: argparse.Namespace) -> int:
+    if args.split != "blocks" and (
+        args.split_blocks is not None or args.test_every != DEFAULT_TEST_EVERY or not args.val
+    ):
+        raise ValueError(
+            f"--split-blocks, --test-every and --no-val apply to --split blocks, not --split {args.split}"
+        )
     if args.bag.exists():  # a damaged bag is one line in a second, before the converter's imports (torch)
         from pose_regressor.bagio import open_bag
 
@@ -298,6 +318,7 @@ def _run_from_bag(args: argparse.Namespace) -> int:
         slop_ns=round(args.slop_ms * 1e6),
         max_gt_gap_ns=round(args.max_gt_gap_ms * 1e6),
         split=args.split,
+        blocks=split_policy(args),
         size=args.size,
         overwrite=args.overwrite,
         progress=not args.quiet,
@@ -306,8 +327,9 @@ def _run_from_bag(args: argparse.Namespace) -> int:
     cams = cfg.rig.cameras
     width, height = cfg.size or (cams[0].intrinsics.width, cams[0].intrinsics.height)
     print(f"dataset: {cfg.out}  ({len(cams)} camera(s): {', '.join(cfg.rig.names)}, {width}x{height})")
+    per_split = ", ".join(f"{k} {n}" for k, n in summary.frames_per_split.items())
     rows = [
-        (f"sets written ({cfg.split}):", summary.sets_written, ""),
+        ("sets written:", summary.sets_written, f" ({per_split})"),
         ("dropped outside GT range:", summary.dropped_outside_gt, ""),
         ("dropped across GT gaps:", summary.dropped_gt_gap, ""),
         (

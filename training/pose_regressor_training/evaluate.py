@@ -411,7 +411,10 @@ class _SplitPredictor:
         frames = load_dataset(self.trained.dataset.kind, self.root, split, **data.options)
         frames = subsample_frames(frames.select_cameras(data.cameras), self.max_frames)
         if len(frames) == 0:
-            raise ValueError(f"split {split!r} of {self.root} has no frames")
+            raise ValueError(
+                f"split {split!r} of {self.root} has no frames: name a split that has with --split, or "
+                "a folder that has it with --data (from-bag --split train/val/test puts a whole bag in one)"
+            )
         trained_on = self.trained.rig.names
         if frames.rig.names != trained_on:
             raise ValueError(

@@ -14,8 +14,12 @@ Conventions:
   whose bracketing messages are more than ``max_gt_gap_ns`` apart, are dropped and counted.
 * The rig describes the images as recorded (its width x height must match the bag's images);
   with ``size`` the images are resized and the written rig's intrinsics scaled to match.
-* The folder gets one sequence (id 0), all frames in one split; ``dataset.yaml`` records the bag,
-  the topics and the drop counts under ``provenance``.  It is written into a hidden staging
+* Split ``blocks`` (the default) cuts the sets, in the order they were recorded, into the
+  contiguous blocks of `SplitPolicy` (`data/block_split.py`, as `pose-train import` does: 20
+  blocks, every 5th test, the one after it val), each block a sequence; so one recording gives a
+  folder to fit, calibrate and test on. ``train``, ``val`` or ``test`` puts every set in that
+  split as sequence 0 (a bag per split). ``dataset.yaml`` records the bag, the topics, the split
+  and the drop counts under ``provenance``.  It is written into a hidden staging
   folder beside ``out`` and renamed to ``out`` only when complete: a failed conversion leaves
   no output behind, and a folder being replaced (``overwrite``) untouched.
 
@@ -39,7 +43,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +71,7 @@ from pose_regressor.pose import (
 )
 from pose_regressor.rig import Rig
 from pose_regressor.sync import FrameSynchronizer, SyncedSet
+from pose_regressor_training.data.block_split import SplitPolicy, block_splits
 from pose_regressor_training.data.folder import (
     SPLITS,
     FrameRecord,
@@ -90,6 +95,8 @@ __all__ = [
 FloatArray = NDArray[np.float64]
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+BLOCKS = "blocks"  # the split that cuts one recording into train, val and test stretches
+SPLIT_CHOICES = (BLOCKS, *SPLITS)
 # Ranges of the settings (`pose-train from-bag --help` and its argument checks use the same).
 MAX_SLOP_MS = 60_000.0  # a minute
 MAX_GT_GAP_MS = 3_600_000.0  # an hour
@@ -109,7 +116,8 @@ class FromBagConfig:
     out: Path
     slop_ns: int = 5_000_000
     max_gt_gap_ns: int = 200_000_000
-    split: str = "train"
+    split: str = BLOCKS  # or one of SPLITS for every set
+    blocks: SplitPolicy = field(default_factory=SplitPolicy)  # with split BLOCKS
     size: tuple[int, int] | None = None  # (width, height) of the written images; None: as recorded
     overwrite: bool = False
     progress: bool = True
@@ -128,6 +136,7 @@ class FromBagSummary:
     corrupt_records: int = 0  # records skipped because they did not deserialize
     unreadable_records: int = 0  # records the index promised that could not be read (damaged chunk)
     read_error: str | None = None  # why reading a topic stopped early, if it did
+    frames_per_split: dict[str, int] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- ground truth
@@ -222,8 +231,8 @@ def _validate(cfg: FromBagConfig) -> None:
             f"the rig has {len(cfg.rig.cameras)} camera(s) ({', '.join(cfg.rig.names)}) but "
             f"{len(cfg.camera_topics)} camera topic(s) were given; give one topic per rig camera in rig order"
         )
-    if cfg.split not in SPLITS:
-        raise BagConversionError(f"split must be one of {', '.join(SPLITS)}, got {cfg.split!r}")
+    if cfg.split not in SPLIT_CHOICES:
+        raise BagConversionError(f"split must be one of {', '.join(SPLIT_CHOICES)}, got {cfg.split!r}")
     if not 0 <= cfg.slop_ns <= MAX_SLOP_MS * 1e6:
         raise BagConversionError(f"slop must be from 0 to {MAX_SLOP_MS:.0f} ms, got {cfg.slop_ns / 1e6:g} ms")
     if not 0 < cfg.max_gt_gap_ns <= MAX_GT_GAP_MS * 1e6:
@@ -295,7 +304,8 @@ class _SetWriter:
             bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
             if not cv2.imwrite(str(path), bgr, [cv2.IMWRITE_PNG_COMPRESSION, 1]):
                 raise OSError(f"could not write {path}")
-        self.records.append(FrameRecord(index, 0, self.cfg.split, synced.stamp_ns, t, q))
+        split = "train" if self.cfg.split == BLOCKS else self.cfg.split  # blocks: settled at the end
+        self.records.append(FrameRecord(index, 0, split, synced.stamp_ns, t, q))
 
 
 def _camera_messages(
@@ -464,6 +474,8 @@ def _convert(cfg: FromBagConfig, reader: Reader, started: float) -> FromBagSumma
                 "unreadable records skipped)"
             )
         raise error
+    records = _split(records, cfg)
+    summary = replace(summary, frames_per_split={k: sum(r.split == k for r in records) for k in SPLITS})
     stamps = [r.stamp_ns for r in records]
     span_s = (max(stamps) - min(stamps)) / 1e9
     fps = (len(stamps) - 1) / span_s if span_s > 0 else 0.0
@@ -494,7 +506,31 @@ def _convert(cfg: FromBagConfig, reader: Reader, started: float) -> FromBagSumma
         "size": list(cfg.size) if cfg.size is not None else None,
         "counts": read_counts,
     }
+    if cfg.split == BLOCKS:
+        policy = cfg.blocks.for_frames(len(records))
+        provenance["split_policy"] = {
+            "blocks": policy.blocks,
+            "test_every": policy.test_every,
+            "val": policy.val,
+        }
+    else:
+        provenance["split"] = cfg.split
     write_frames(cfg.out, records)
-    counts = {split: (len(records) if split == cfg.split else 0) for split in SPLITS}
-    write_metadata(cfg.out, _output_rig(cfg), fps, counts, provenance)
+    write_metadata(cfg.out, _output_rig(cfg), fps, summary.frames_per_split, provenance)
     return summary
+
+
+def _split(records: list[FrameRecord], cfg: FromBagConfig) -> list[FrameRecord]:
+    """`records` (in recorded order) with the split and sequence of `cfg.split`."""
+    if cfg.split != BLOCKS:
+        return records
+    try:
+        splits = block_splits(len(records), cfg.blocks)
+    except ValueError as exc:  # too few sets for the blocks: nothing is written
+        raise BagConversionError(
+            f"{exc} ({len(records)} synchronized sets with ground truth; lower --split-blocks, or give "
+            "--split train/val/test to put them all in one split)"
+        ) from None
+    return [
+        replace(r, split=split, sequence=block) for r, (split, block) in zip(records, splits, strict=True)
+    ]

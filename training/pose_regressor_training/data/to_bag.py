@@ -60,7 +60,7 @@ def folder_to_bag(cfg: ToBagConfig) -> ToBagSummary:
     holder, staging = staged_bag(cfg.out)
     remove_path(holder)
     try:
-        holder.mkdir()
+        holder.mkdir(parents=True)  # an --out in a folder yet to be made, as synth and import allow
         with RigBagWriter(staging, rig.names, storage=cfg.storage) as bag:
             for f in frames:
                 bag.write_set(
