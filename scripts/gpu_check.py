@@ -8,8 +8,8 @@ Their log-variance output is checked for parity as well as the pose.
 
 On a machine without a usable GPU the CPU part runs (export, PyTorch reference vs ONNX Runtime
 CPU parity, ONNX Runtime CPU bench, the node run with onnxruntime) and every GPU step is reported
-as skipped with its reason. Writes gpu_report.json and gpu_report.md to --out; exit 1 when a parity
-check or the node run fails, 0 otherwise.
+as skipped with its reason. Writes gpu_report.json and gpu_report.md to --out; exit 1 when a plan
+does not build, a parity check fails or the node run fails, 0 otherwise.
 
     scripts/gpu_check.sh            # everything this machine can run (budget: 8 min on a GPU)
     scripts/gpu_check.sh --quick    # the small bundles only, few repetitions (CI: ~1 min on 2 cores)
@@ -589,7 +589,9 @@ def write_reports(report: Report, out: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gpu_check", description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("out/gpu_check"), help="report folder")
-    parser.add_argument("--quick", action="store_true", help="small bundle only, few repetitions (CI)")
+    parser.add_argument(
+        "--quick", action="store_true", help="the three small bundles only, few repetitions (CI)"
+    )
     args = parser.parse_args(argv)
     out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)

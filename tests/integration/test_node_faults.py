@@ -536,7 +536,8 @@ CONFIG_ERRORS: dict[str, tuple[Callable[[Path], None] | None, list[str], str]] =
 TEARDOWN_SCRIPT = """
 import sys, time
 import rclpy
-from pose_regressor.node import _tear_down, teardown_watchdog
+from pose_regressor.node import _tear_down
+from pose_regressor.teardown import teardown_watchdog
 
 class StandIn:  # the node's teardown surface; destroy_node stands for a DDS participant deletion
     pipeline = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -197,6 +198,19 @@ def test_track_refuses_different_intrinsics() -> None:
     odd = dataclasses.replace(quad[2], intrinsics=PinholeIntrinsics.from_hfov(W, H, 70.0))
     with pytest.raises(ValueError, match="identical intrinsics"):
         track_shift_yaw(Rig((quad[0], quad[1], odd, quad[3])))
+
+    # `fit` with synth_quad.yaml on a rig calibrated camera by camera: the line names what to turn off
+    from pose_regressor_training.errors import TrainingError
+    from pose_regressor_training.train_config import load_train_config
+    from pose_regressor_training.training_data import _complete_model_config
+
+    config = load_train_config(Path(__file__).parents[2] / "training" / "configs" / "synth_quad.yaml")
+    with pytest.raises(
+        TrainingError,
+        match=r"^model.track_tta: .*identical intrinsics.* cameras calibrated one "
+        r"by one: model.track_tta=false model.shift_variance=false augment.track=false\)$",
+    ):
+        _complete_model_config(config, Rig((quad[0], quad[1], odd, quad[3])))
 
 
 # ------------------------------------------------------------------------------- other operations

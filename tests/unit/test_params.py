@@ -165,3 +165,20 @@ def test_one_string_for_a_list_parameter_is_a_list_of_it(bundle_dir: Path) -> No
     assert params.image_transport == ("compressed",) and params.transport_for(3) == "compressed"
     with pytest.raises(ParameterError, match="entries must be one of raw, compressed, got \\['theora'\\]"):
         validate_change({}, {"image_transport": widened("image_transport", "theora")})
+
+
+def test_the_largest_flag_thresholds_a_parameter_takes_switch_their_check_off() -> None:
+    """docs/node.md: max_position_std 10^6 m and max_rotation_std pi rad, the largest values the
+    parameters take, switch that check off (`pipeline.uncertainty_reason`); so the descriptors'
+    bounds and what the pipeline treats as "off" are one constant each."""
+    import math
+
+    from pose_regressor.limits import MAX_FLAG_POSITION_STD, MAX_FLAG_ROTATION_STD
+    from pose_regressor.pipeline import flag_check_off
+
+    assert SPECS["max_position_std"].max_value == MAX_FLAG_POSITION_STD == 1e6
+    assert SPECS["max_rotation_std"].max_value == MAX_FLAG_ROTATION_STD == math.pi
+    for name, largest in (("max_position_std", 1e6), ("max_rotation_std", math.pi)):
+        validate_change({}, {name: largest})  # accepted
+        assert flag_check_off(largest, largest) and flag_check_off(math.inf, largest)
+        assert not flag_check_off(largest * 0.999, largest) and not flag_check_off(0.0, largest)

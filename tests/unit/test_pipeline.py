@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 import time
@@ -713,6 +714,75 @@ def test_uncertainty_reason_names_the_std_its_limit_and_the_factor() -> None:
         "position std 0.01 m > max_position_std 0 m"
     )
     assert uncertainty_reason(estimate_with_stds(1e6, 1e6), float("inf"), float("inf")) is None
+
+
+class ScatteredPoses(PoseFromPixels):
+    """PoseFromPixels whose samples also turn every which way: a rotation std near the largest a
+    spread of unit quaternions gives, far above pi rad once calibrated."""
+
+    def infer(self, images: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        t, _ = super().infer(images, masks)
+        q = np.random.default_rng(self.calls).normal(size=(masks.shape[0], 4))
+        return t, q / np.linalg.norm(q, axis=1, keepdims=True)
+
+
+def test_thresholds_at_their_largest_switch_the_flag_off_whatever_the_std() -> None:
+    """max_position_std 10^6 m and max_rotation_std pi rad, the parameters' largest values (as
+    rclpy accepts them: 3.14159 is pi within its tolerance), never flag a pose for its std: the
+    calibrated stds are unbounded (thousands of degrees for views far from training). Just below
+    them the check is on. A black stand-in camera still flags its poses."""
+    huge = estimate_with_stds(5e6, 60.0)  # 60 rad, about 3400 deg
+    assert uncertainty_reason(huge, 1e6, math.pi) is None
+    assert uncertainty_reason(huge, 1e6, 3.14159) is None
+    assert uncertainty_reason(huge, 1e6 * (1 + 1e-7), math.pi * (1 + 1e-7)) is None  # rclpy's bound
+    assert uncertainty_reason(huge, 999_000.0, math.pi) == (
+        "position std 5e+06 m > max_position_std 9.99e+05 m (5x)"
+    )
+    assert uncertainty_reason(huge, 1e6, 3.1) == (
+        "rotation std 3.44e+03 deg > max_rotation_std 178 deg (3.1 rad, 19x)"
+    )
+    clocks = FakeClocks()
+    pipe, results, errors = clocked(
+        ("front", "left"),
+        clocks,
+        ScatteredPoses(),
+        covariance_scale=1e6,
+        max_position_std=1e6,
+        max_rotation_std=math.pi,
+        missing_camera="black",
+    )
+    pipe.start()
+    try:
+        assert feed(pipe, clocks, [0, 0], steps=5) == 5
+        wait_for(lambda: pipe.published + pipe.dropped_sets == 5)
+        assert results and all(r.estimate.rotation_std > 10 * math.pi for r in results)
+        assert all(not r.uncertain and r.uncertain_reason == "" for r in results)
+        snapshot = pipe.diagnostics()
+        assert (snapshot.level, snapshot.message) == (OK, "localizing")
+        assert snapshot.values["uncertain_poses"] == "0"
+        # left stops: each pose with its black stand-in is flagged all the same
+        first = 1_700_000_001 * SECOND
+        assert feed(pipe, clocks, [0, None], steps=9, first_stamp=first) == 0
+        clocks.advance(0.05)
+        seen = len(results)
+        assert feed(pipe, clocks, [0, None], steps=5, first_stamp=first + SECOND) == 5
+        wait_for(lambda: pipe.published + pipe.dropped_sets == 10)
+        stood_in = results[seen:]
+        assert stood_in and all(r.uncertain and r.missing_cameras == ("left",) for r in stood_in)
+        assert stood_in[-1].uncertain_reason == (
+            "camera left stopped: a black image in its place (missing_camera: black)"
+        )
+        # one step below the largest values, the same poses are flagged for their stds again
+        pipe.reconfigure(max_position_std=1e6, max_rotation_std=3.1)
+        seen = len(results)
+        assert feed(pipe, clocks, [0, 0], steps=3, first_stamp=first + 3 * SECOND) == 3
+        wait_for(lambda: pipe.published + pipe.dropped_sets == 13)
+        assert results[seen:] and all(
+            r.uncertain and r.uncertain_reason.startswith("rotation std ") for r in results[seen:]
+        )
+    finally:
+        pipe.stop()
+    assert errors == []
 
 
 def test_uncertainty_warn_says_why_and_how_many_recent_poses_were_flagged() -> None:

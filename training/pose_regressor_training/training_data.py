@@ -202,7 +202,10 @@ def _complete_model_config(config: TrainConfig, rig: Rig) -> ModelConfig:
         try:
             yaw_step = track_shift_yaw(rig)
         except ValueError as exc:
-            raise TrainingError(f"model.track_tta: {exc}") from None
+            raise TrainingError(
+                f"model.track_tta: {exc} (a rig without that symmetry, cameras calibrated one by one: "
+                "model.track_tta=false model.shift_variance=false augment.track=false)"
+            ) from None
     return replace(config.model, num_cameras=len(rig.cameras), track_yaw_step=yaw_step)
 
 

@@ -493,7 +493,7 @@ def _convert(cfg: FromBagConfig, reader: Reader, started: float) -> FromBagSumma
         read_counts.update(
             {"corrupt_records": summary.corrupt_records, "unreadable_records": summary.unreadable_records}
         )
-    provenance = {
+    provenance: dict[str, Any] = {
         "generator": "pose-train from-bag",
         "bag": str(cfg.bag.resolve()),
         "camera_topics": list(cfg.camera_topics),
@@ -507,12 +507,7 @@ def _convert(cfg: FromBagConfig, reader: Reader, started: float) -> FromBagSumma
         "counts": read_counts,
     }
     if cfg.split == BLOCKS:
-        policy = cfg.blocks.for_frames(len(records))
-        provenance["split_policy"] = {
-            "blocks": policy.blocks,
-            "test_every": policy.test_every,
-            "val": policy.val,
-        }
+        provenance["split_policy"] = cfg.blocks.for_frames(len(records)).to_json()
     else:
         provenance["split"] = cfg.split
     write_frames(cfg.out, records)

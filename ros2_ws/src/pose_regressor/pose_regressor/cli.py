@@ -190,6 +190,7 @@ def _replay_with(args: argparse.Namespace, extra: Sequence[str], stop: StopFlag)
     from rclpy.signals import SignalHandlerOptions
 
     from pose_regressor.replay import replay, use_large_images_profile
+    from pose_regressor.teardown import teardown_watchdog
 
     profile = use_large_images_profile()
     _init_ros(extra, SignalHandlerOptions.NO)
@@ -219,7 +220,8 @@ def _replay_with(args: argparse.Namespace, extra: Sequence[str], stop: StopFlag)
         if log is not None:
             log.close()
         if rclpy.utilities.ok():
-            rclpy.shutdown()
+            with teardown_watchdog():
+                rclpy.shutdown()
     total = sum(stats.published.values())
     if stats.stopped_by == "signal" and stop.signum is not None:
         name = signal.Signals(stop.signum).name

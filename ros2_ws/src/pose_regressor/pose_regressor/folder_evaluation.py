@@ -29,6 +29,7 @@ from pose_regressor.dataset_folder import (
 )
 from pose_regressor.error_correlation import error_correlation
 from pose_regressor.files import atomic_write_text, json_text
+from pose_regressor.limits import MAX_FLAG_POSITION_STD, MAX_FLAG_ROTATION_STD
 from pose_regressor.localizer import Localizer
 from pose_regressor.metrics import (
     covariance_stds,
@@ -38,6 +39,7 @@ from pose_regressor.metrics import (
     tangent_residuals,
 )
 from pose_regressor.params import bundle_flag_thresholds
+from pose_regressor.pipeline import flag_check_off
 from pose_regressor.rig import Rig, mounting_difference
 from pose_regressor.uncertainty import PoseEstimate
 from pose_regressor.uncertainty_metrics import node_stds, published_uncertainty
@@ -232,7 +234,12 @@ def poses_csv(
     covariances = np.stack([e.covariance for e in estimates])
     t_err, r_err = pose_errors(t_gt, q_gt, t_pred, q_pred)
     pos_std, rot_std = node_stds(covariances)  # as the node's flag compares them (m, rad)
-    uncertain = (pos_std > thresholds["max_position_std"]) | (rot_std > thresholds["max_rotation_std"])
+    # as the node flags (pipeline.uncertainty_reason): a threshold at its largest is no check
+    position_on = not flag_check_off(thresholds["max_position_std"], MAX_FLAG_POSITION_STD)
+    rotation_on = not flag_check_off(thresholds["max_rotation_std"], MAX_FLAG_ROTATION_STD)
+    uncertain = (position_on & (pos_std > thresholds["max_position_std"])) | (
+        rotation_on & (rot_std > thresholds["max_rotation_std"])
+    )
     rot_std_deg = np.degrees(rot_std)
     lines = [POSES_CSV_COLUMNS]
     for i, f in enumerate(frames):

@@ -35,3 +35,12 @@ MIN_DELIVERY_RATIO = 0.9
 #: no flag.
 DEFAULT_FLAG_SHARE = 0.05
 MAX_FLAG_SHARE = 0.5
+#: The largest uncertain-flag thresholds (the node's `max_position_std` in m and
+#: `max_rotation_std` in rad): a threshold at its largest switches that check off (no pose is
+#: flagged for that std, `pipeline.uncertainty_reason`). The calibrated stds themselves are
+#: unbounded: a rotation std well above pi rad is what a view far from training can give.
+MAX_FLAG_POSITION_STD = 1e6
+MAX_FLAG_ROTATION_STD = 3.141592653589793  # pi (this module imports nothing)
+#: Relative tolerance of "at its largest": what rclpy accepts as a range's bound
+#: (`Node.PARAM_REL_TOL`), so that `ros2 param set ... max_rotation_std 3.14159` is pi too.
+FLAG_OFF_REL_TOL = 1e-6

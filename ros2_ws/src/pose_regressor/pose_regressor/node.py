@@ -20,13 +20,11 @@ Parameters: `pose_regressor.params` (what each one is and when it may change).
 from __future__ import annotations
 
 import difflib
-import faulthandler
 import math
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -66,7 +64,7 @@ from pose_regressor.engines import load_engine
 from pose_regressor.image_decode import ImageDecodeError, decode_message, quiet_codec_logs
 from pose_regressor.initial_pose import InitialPosePolicy
 from pose_regressor.lifecycle_guard import current_state, guard_change_state
-from pose_regressor.limits import INTERRUPTED_WHILE_STARTING
+from pose_regressor.limits import INTERRUPTED_WHILE_STARTING, MAX_FLAG_POSITION_STD, MAX_FLAG_ROTATION_STD
 from pose_regressor.messages import diagnostic_array, ns_from_time, pose_stamped, pose_with_covariance
 from pose_regressor.params import (
     PARAMETERS,
@@ -85,8 +83,10 @@ from pose_regressor.pipeline import (
     LocalizerPipeline,
     LogThrottle,
     config_for_bundle,
+    flag_check_off,
     message_kind,
 )
+from pose_regressor.teardown import teardown_watchdog
 from pose_regressor.tf_bridge import TfBridge, TransformUnavailable
 
 NODE_NAME = "localizer"
@@ -325,6 +325,9 @@ class LocalizerNode(LifecycleNode):
             self._path = deque(self._path, maxlen=max(params.path_length, 1))
         if "publish_initialpose" in changes:
             self._set_initialpose_output(params.publish_initialpose)
+        if "odom_frame" in changes and self._tf is not None:
+            # map -> odom needs /tf (odom -> base_frame); map -> base_frame ("") does not
+            self._tf.listen(bool(params.odom_frame))
         shown = ", ".join(f"{k} = {v!r}" + self._in_force(k, v) for k, v in changes.items())
         self.get_logger().info(f"parameters changed: {shown} (in effect from the next camera set)")
 
@@ -417,8 +420,11 @@ class LocalizerNode(LifecycleNode):
             f"{samples} MC samples"
             + ("" if params.mc_samples else " (the bundle's)")
             + (_ensemble_note(samples, members, bundle.dropout) if members > 1 else "")
-            + f"; uncertain flag: position std > {max_position_std:.3g} m ({position_source}) or rotation "
-            f"std > {math.degrees(max_rotation_std):.3g} deg ({rotation_source})"
+            + f"; uncertain flag: position std > {max_position_std:.3g} m ({position_source}"
+            + (", check off" if flag_check_off(max_position_std, MAX_FLAG_POSITION_STD) else "")
+            + f") or rotation std > {math.degrees(max_rotation_std):.3g} deg ({rotation_source}"
+            + (", check off" if flag_check_off(max_rotation_std, MAX_FLAG_ROTATION_STD) else "")
+            + ")"
             + (
                 f"; position variance + {bundle.distance_prior.k:g} x (distance to the nearest of "
                 f"{len(bundle.distance_prior.positions)} training positions)^2"
@@ -918,33 +924,6 @@ def _start(node: LocalizerNode) -> bool:
             raise
         return False
     return True
-
-
-TEARDOWN_TIMEOUT_S = 15.0
-
-
-@contextmanager
-def teardown_watchdog(timeout_s: float = TEARDOWN_TIMEOUT_S) -> Iterator[None]:
-    """End the process with status 1 if the block has not ended after `timeout_s`.
-
-    Deleting a DDS participant joins the middleware's threads, and once in a CI run a node that had
-    already logged its `cannot configure:` line never exited. A node that has said why it stops
-    must not keep its launch file (or a respawn) waiting, so faulthandler's watchdog, a C thread
-    that needs no GIL, prints every thread's stack to stderr and calls _exit(1) if the teardown
-    hangs."""
-    # the process's own stderr: a caller's replacement (pytest's capture) may have no descriptor
-    stderr = sys.__stderr__
-    armed = stderr is not None
-    try:
-        if stderr is not None:
-            faulthandler.dump_traceback_later(timeout_s, exit=True, file=stderr)
-    except (ValueError, OSError):  # a closed stderr: nothing to print the stacks to
-        armed = False
-    try:
-        yield
-    finally:
-        if armed:
-            faulthandler.cancel_dump_traceback_later()
 
 
 def _tear_down(node: LocalizerNode, executor: rclpy.executors.Executor | None) -> None:

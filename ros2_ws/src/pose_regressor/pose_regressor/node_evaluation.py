@@ -84,6 +84,7 @@ from pose_regressor.replay import (
     dds_environment,
 )
 from pose_regressor.soak import RssSampler, soak_report, soak_series
+from pose_regressor.teardown import teardown_watchdog
 from pose_regressor.uncertainty_metrics import published_uncertainty
 
 REPLAY_START_DELAY_S = 5.0  # the replay's wait for the node's subscriptions
@@ -652,8 +653,9 @@ def _run_node_and_replay(
         rss.stop()
         _stop_process(node, signal.SIGINT, 10)
         node_log.close()
-        recorder.close()
-        rclpy.shutdown()
+        with teardown_watchdog():  # the recorder's participant deletion can deadlock in Fast DDS
+            recorder.close()
+            rclpy.shutdown()
     return _Run(recorder.recording, replay_log, node_log_path, rss.samples, replay_span)
 
 

@@ -30,7 +30,14 @@ from typing import TYPE_CHECKING, Any
 
 from pose_regressor.bounds import Bound, is_number, out_of_range
 from pose_regressor.covariance import ROTATION_CONVENTIONS
-from pose_regressor.limits import BACKENDS, MAX_COVARIANCE_INFLATION, MAX_MC_SAMPLES, MISSING_CAMERA_POLICIES
+from pose_regressor.limits import (
+    BACKENDS,
+    MAX_COVARIANCE_INFLATION,
+    MAX_FLAG_POSITION_STD,
+    MAX_FLAG_ROTATION_STD,
+    MAX_MC_SAMPLES,
+    MISSING_CAMERA_POLICIES,
+)
 
 if TYPE_CHECKING:
     from pose_regressor.bundle import UncertainFlag
@@ -124,17 +131,17 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         "max_position_std",
         0.0,
         "position std (m) above which a pose is flagged uncertain (0: the bundle's suggested value, "
-        f"{FALLBACK_MAX_POSITION_STD} m for a bundle without one)",
+        f"{FALLBACK_MAX_POSITION_STD} m for a bundle without one; {MAX_FLAG_POSITION_STD:g}: never)",
         0.0,
-        1e6,
+        MAX_FLAG_POSITION_STD,
     ),
     ParameterSpec(
         "max_rotation_std",
         0.0,
         "rotation std (rad) above which a pose is flagged uncertain (0: the bundle's suggested value, "
-        f"{FALLBACK_MAX_ROTATION_STD} rad for a bundle without one)",
+        f"{FALLBACK_MAX_ROTATION_STD} rad for a bundle without one; pi: never)",
         0.0,
-        math.pi,
+        MAX_FLAG_ROTATION_STD,
     ),
     ParameterSpec(
         "covariance_inflation",

@@ -48,7 +48,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pose_regressor.distance_prior import DistancePrior
-from pose_regressor.limits import MISSING_CAMERA_POLICIES
+from pose_regressor.limits import (
+    FLAG_OFF_REL_TOL,
+    MAX_FLAG_POSITION_STD,
+    MAX_FLAG_ROTATION_STD,
+    MISSING_CAMERA_POLICIES,
+)
 from pose_regressor.mailbox import LatestMailbox, MailboxWorker
 from pose_regressor.stats import EventCounter, LatencyWindow, RateMeter
 from pose_regressor.sync import FrameSynchronizer, SyncedSet
@@ -230,6 +235,12 @@ def _checked_setting(name: str, value: object) -> float:
     return number
 
 
+def flag_check_off(threshold: float, largest: float) -> bool:
+    """Whether an uncertain-flag `threshold` is at (or above) its `largest` value, within the
+    tolerance rclpy accepts a parameter's bound with: that check is then switched off."""
+    return threshold >= largest * (1.0 - FLAG_OFF_REL_TOL)
+
+
 def uncertainty_reason(
     estimate: PoseEstimate,
     max_position_std: float,
@@ -241,9 +252,16 @@ def uncertainty_reason(
     `rotation std 7.9 deg > max_rotation_std 5 deg (0.0873 rad, 1.6x)`. The rotation is shown in
     degrees, the threshold also in radians, as the parameter is set. With the bundle's
     `distance_prior`, the position part also says how far the estimate is from the training path
-    (`, 2.1 m from the nearest training position`): the prior's share of that std."""
+    (`, 2.1 m from the nearest training position`): the prior's share of that std.
+
+    A threshold at its largest value (`limits.MAX_FLAG_POSITION_STD`, 10^6 m;
+    `limits.MAX_FLAG_ROTATION_STD`, pi rad) or above (inf) switches its check off: the calibrated
+    stds are unbounded (a rotation std of thousands of degrees on views far from training), and
+    the largest value a parameter takes must mean "never flag for this std"."""
     parts = []
-    if estimate.position_std > max_position_std:
+    position_on = not flag_check_off(max_position_std, MAX_FLAG_POSITION_STD)
+    rotation_on = not flag_check_off(max_rotation_std, MAX_FLAG_ROTATION_STD)
+    if position_on and estimate.position_std > max_position_std:
         away = (
             ""
             if distance_prior is None
@@ -255,7 +273,7 @@ def uncertainty_reason(
             + _times(estimate.position_std, max_position_std, "")
             + away
         )
-    if estimate.rotation_std > max_rotation_std:
+    if rotation_on and estimate.rotation_std > max_rotation_std:
         parts.append(
             f"rotation std {math.degrees(estimate.rotation_std):.3g} deg > max_rotation_std "
             f"{math.degrees(max_rotation_std):.3g} deg"

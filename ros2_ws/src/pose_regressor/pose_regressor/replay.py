@@ -49,6 +49,7 @@ from rosgraph_msgs.msg import Clock
 from pose_regressor.bagio import BagReadError, ReadStats, open_bag, read_messages
 from pose_regressor.limits import MAX_DURATION_S, MAX_RATE, MAX_START_DELAY_S, MIN_RATE, MIN_SKIP_EMPTY_S
 from pose_regressor.messages import ns_from_time, time_from_ns
+from pose_regressor.teardown import teardown_watchdog
 
 CLOCK_PERIOD_NS = 25_000_000  # /clock at 40 Hz between messages, like ros2 bag play
 LOOP_GAP_NS = 100_000_000  # bag time (and, scaled by the rate, wall time) between two loops
@@ -435,4 +436,5 @@ def replay(
         stats.seconds = time.monotonic() - wall_start
         reader.close()
         if own_node and node is not None:
-            node.destroy_node()
+            with teardown_watchdog():  # the participant's deletion can deadlock in Fast DDS
+                node.destroy_node()

@@ -47,7 +47,8 @@ def _tf_message_type() -> Any:
 
 
 class TfBridge:
-    """Publishes the localized transform and, with an odometry frame, listens to /tf for it."""
+    """Publishes the localized transform and, with an odometry frame, listens to /tf for it
+    (`listen`: the node switches listening on and off as `odom_frame` changes at runtime)."""
 
     def __init__(self, node: Node, listen: bool) -> None:
         self._node = node
@@ -55,13 +56,31 @@ class TfBridge:
         self.buffer = TransformBuffer()
         self.publisher = node.create_publisher(self._tf_type, "/tf", TF_QOS)
         self._subscriptions: list[Any] = []
-        if listen:
-            self._subscriptions = [
-                node.create_subscription(self._tf_type, "/tf", self._on_tf(False), TF_QOS),
-                node.create_subscription(self._tf_type, "/tf_static", self._on_tf(True), TF_STATIC_QOS),
-            ]
         self.published = 0
         self.rejected = 0
+        self.listen(listen)
+
+    @property
+    def listening(self) -> bool:
+        return bool(self._subscriptions)
+
+    def listen(self, enabled: bool) -> None:
+        """Subscribes to /tf and /tf_static (an odometry frame needs them), or unsubscribes and
+        forgets what was heard (a map -> base_frame transform needs nothing). Called at configure
+        and whenever `odom_frame` changes at runtime; /tf_static is transient-local, so static
+        transforms heard before an unsubscribe are delivered again after the next subscribe."""
+        if enabled == self.listening:
+            return
+        if enabled:
+            self._subscriptions = [
+                self._node.create_subscription(self._tf_type, "/tf", self._on_tf(False), TF_QOS),
+                self._node.create_subscription(self._tf_type, "/tf_static", self._on_tf(True), TF_STATIC_QOS),
+            ]
+            return
+        for subscription in self._subscriptions:
+            self._node.destroy_subscription(subscription)
+        self._subscriptions = []
+        self.buffer = TransformBuffer()
 
     def _on_tf(self, static: bool) -> Any:
         def callback(msg: Any) -> None:
@@ -115,9 +134,7 @@ class TfBridge:
         self.published += 1
 
     def destroy(self) -> None:
-        for subscription in self._subscriptions:
-            self._node.destroy_subscription(subscription)
-        self._subscriptions = []
+        self.listen(False)
         self._node.destroy_publisher(self.publisher)
 
 

@@ -6,7 +6,8 @@ rot-y, rot-z (REP-103, the `PoseWithCovariance` layout, rotation residuals as R_
 Exp(r_i) R_mean): the epistemic part. A model with a variance head also predicts a per-axis
 log-variance for every sample; the mean of their exponentials is added on the diagonal (the
 aleatoric part; Kendall & Gal 2017). The sum is scaled per axis group (position, rotation) by
-scales calibrated on held-out data and floored on the diagonal, so it is always symmetric
+a calibration fitted on held-out data (a scale and an exponent per group: the factor grows with
+the block's own std, `CovarianceScale`) and floored on the diagonal, so it is always symmetric
 positive definite, which is what an EKF needs.
 """
 
