@@ -671,3 +671,45 @@ def test_fit_says_when_the_time_budget_held_fewer_epochs_than_configured(
     # a budget that is not a number >= 0 is refused with one line naming the key
     with pytest.raises(ConfigError, match=r"optim.time_budget_minutes must be in \[0, 1000000\], got -1"):
         load_train_config(None, [f"data.root={tiny_data}", "optim.time_budget_minutes=-1"])
+
+
+def test_one_recording_goes_from_a_bag_to_a_bundle_with_the_readmes_commands(
+    tiny_data: Path, tmp_path: Path
+) -> None:
+    """README, "From a recording to a running node": one bag, from-bag with its defaults, fit with
+    synth_quad.yaml, eval-checkpoint with its defaults, export. from-bag put every set in train
+    until 2026-12-07, and eval-checkpoint then stopped: "split 'test' of data/lab has no frames"."""
+    import yaml
+
+    train = [sys.executable, "-m", "pose_regressor_training.cli"]
+    bag, data, run, bundle = (
+        tmp_path / "bags" / "lab",
+        tmp_path / "data",
+        tmp_path / "run",
+        tmp_path / "bundle",
+    )
+    rig = tmp_path / "lab_rig.yaml"
+    rig.write_text(yaml.safe_dump(yaml.safe_load((tiny_data / "dataset.yaml").read_text())["rig"]))
+    topics = [f"/{name}/image_raw" for name in ("front", "left", "back", "right")]
+    steps = [
+        ["to-bag", "--data", str(tiny_data), "--split", "train", "--out", str(bag)],  # the "recording"
+        ["from-bag", "--bag", str(bag), "--rig", str(rig), "--gt-topic", "/ground_truth/pose",
+         "--out", str(data), "--camera-topics", *topics, "--quiet"],
+        ["fit", "--config", "training/configs/synth_quad.yaml", "--out", str(run), f"data.root={data}",
+         "optim.epochs=1", *TINY, "--quiet"],
+        ["eval-checkpoint", "--checkpoint", str(run / "best.pt")],
+        ["export", "--checkpoint", str(run / "best.pt"), "--out", str(bundle)],
+    ]  # fmt: skip
+    outputs = []
+    for step in steps:
+        result = subprocess.run([*train, *step], capture_output=True, text=True, timeout=300, check=False)
+        assert result.returncode == 0, (step[0], result.stderr[-2000:])
+        outputs.append(result.stdout)
+    sets = len(load_dataset("folder", tiny_data, "train"))
+    counts = yaml.safe_load((data / "dataset.yaml").read_text())["splits"]
+    assert sum(counts.values()) == sets and min(counts.values()) > 0, counts
+    assert f"(train {counts['train']}, val {counts['val']}, test {counts['test']})" in outputs[1], outputs[1]
+    metrics = json.loads((run / "eval_heads_test" / "metrics.json").read_text())
+    assert metrics["split"] == "test" and metrics["frames"] == counts["test"]
+    assert metrics["uncertainty"]["covariance_scale_fitted_on"] == "val"
+    assert (bundle / "bundle.yaml").is_file() and "(from " in outputs[4]
