@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -193,6 +194,33 @@ def _tf_static_qos() -> QoSProfile:
     )
 
 
+def _odom_at(stamp: int) -> tuple[np.ndarray, np.ndarray]:
+    """odom -> base_link at `stamp`: moving 1 cm per 50 ms frame, turned 30 degrees."""
+    x = (stamp - 1_700_000_000_000_000_000) / 5e9
+    return np.array([1.0 + x, 2.0, 0.0]), Rotation.from_euler("z", 30, degrees=True).as_quat()
+
+
+def _odom_message(stamp: int) -> Any:
+    """/tf's odom -> base_link at `stamp` (`_odom_at`), as odometry publishes it."""
+    from tf2_msgs.msg import TFMessage
+
+    t, q = _odom_at(stamp)
+    msg = TransformStamped()
+    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
+    msg.header.frame_id, msg.child_frame_id = "odom", "base_link"
+    tr, rot = msg.transform.translation, msg.transform.rotation
+    tr.x, tr.y, tr.z = (float(v) for v in t)
+    rot.x, rot.y, rot.z, rot.w = (float(v) for v in q)
+    return TFMessage(transforms=[msg])
+
+
+def _map_transforms(tf_out: list[Any], child: str) -> list[TransformStamped]:
+    """The transforms map -> `child` among the recorded /tf messages."""
+    return [
+        t for m in tf_out for t in m.transforms if t.header.frame_id == "map" and t.child_frame_id == child
+    ]
+
+
 def test_tf_map_to_odom_like_amcl_and_map_to_base_link_without_odometry(
     bundle: ModelBundle, ros_env: dict[str, str], peer: RosPeer
 ) -> None:
@@ -202,39 +230,19 @@ def test_tf_map_to_odom_like_amcl_and_map_to_base_link_without_odometry(
     tf_out = peer.record(TFMessage, "/tf", tf_qos)
     tf_pub = peer.node.create_publisher(TFMessage, "/tf", tf_qos)
     node = _localizer(bundle, ros_env, "-p", "publish_tf:=true", "-p", "transform_tolerance:=0.25")
-    # odom -> base_link moves 1 cm per 50 ms frame and turns; published at the image stamps.
-    rotation = Rotation.from_euler("z", 30, degrees=True)
-
-    def odom_at(stamp: int) -> tuple[np.ndarray, np.ndarray]:
-        x = (stamp - 1_700_000_000_000_000_000) / 5e9
-        return np.array([1.0 + x, 2.0, 0.0]), rotation.as_quat()
-
-    def send_odom(stamp: int) -> None:
-        t, q = odom_at(stamp)
-        msg = TransformStamped()
-        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
-        msg.header.frame_id, msg.child_frame_id = "odom", "base_link"
-        tr, rot = msg.transform.translation, msg.transform.rotation
-        tr.x, tr.y, tr.z = (float(v) for v in t)
-        rot.x, rot.y, rot.z, rot.w = (float(v) for v in q)
-        tf_pub.publish(TFMessage(transforms=[msg]))
+    # odom -> base_link (`_odom_at`) published at the image stamps.
 
     try:
         cameras = Cameras(peer, RAW_TOPICS)
         poses = peer.record(PoseStamped, "/localizer/pose")
 
         def ours(child: str) -> list[TransformStamped]:
-            return [
-                t
-                for m in tf_out
-                for t in m.transforms
-                if t.header.frame_id == "map" and t.child_frame_id == child
-            ]
+            return _map_transforms(tf_out, child)
 
         deadline = time.monotonic() + 20.0
         while len(ours("odom")) < 3 and time.monotonic() < deadline:
             stamp = cameras.next_stamp()
-            send_odom(stamp)
+            tf_pub.publish(_odom_message(stamp))
             peer.spin_for(0.01)
             cameras.send(stamp)
             peer.spin_for(0.1)
@@ -245,7 +253,7 @@ def test_tf_map_to_odom_like_amcl_and_map_to_base_link_without_odometry(
             stamp = transform.header.stamp.sec * 1_000_000_000 + transform.header.stamp.nanosec
             image_stamp = stamp - 250_000_000  # post-dated by transform_tolerance
             pose = by_stamp[image_stamp]
-            expected_t, expected_q = map_to_odom(*_pose(pose), *odom_at(image_stamp))
+            expected_t, expected_q = map_to_odom(*_pose(pose), *_odom_at(image_stamp))
             tr, rot = transform.transform.translation, transform.transform.rotation
             assert [tr.x, tr.y, tr.z] == pytest.approx(list(expected_t), abs=1e-6)
             got = np.array([rot.x, rot.y, rot.z, rot.w])
@@ -424,12 +432,6 @@ def test_missing_camera_black_localizes_without_a_stopped_camera_and_says_so(
         node.stop()
 
 
-def _odom_at(stamp: int) -> tuple[np.ndarray, np.ndarray]:
-    """odom -> base_link at `stamp`: moving 1 cm per 50 ms frame, turned 30 degrees."""
-    x = (stamp - 1_700_000_000_000_000_000) / 5e9
-    return np.array([1.0 + x, 2.0, 0.0]), Rotation.from_euler("z", 30, degrees=True).as_quat()
-
-
 def test_odom_frame_changed_at_runtime_starts_and_stops_the_tf_listener(
     bundle: ModelBundle, ros_env: dict[str, str], peer: RosPeer
 ) -> None:
@@ -448,12 +450,7 @@ def test_odom_frame_changed_at_runtime_starts_and_stops_the_tf_listener(
     )
 
     def ours(child: str) -> list[TransformStamped]:
-        return [
-            t
-            for m in tf_out
-            for t in m.transforms
-            if t.header.frame_id == "map" and t.child_frame_id == child
-        ]
+        return _map_transforms(tf_out, child)
 
     def listening() -> tuple[int, int]:
         """The localizer's subscriptions on /tf and /tf_static, as the graph shows them."""
@@ -471,14 +468,7 @@ def test_odom_frame_changed_at_runtime_starts_and_stops_the_tf_listener(
         deadline = time.monotonic() + timeout
         while len(ours(child)) < goal and time.monotonic() < deadline:
             stamp = cameras.next_stamp()
-            t, q = _odom_at(stamp)
-            msg = TransformStamped()
-            msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
-            msg.header.frame_id, msg.child_frame_id = "odom", "base_link"
-            tr, rot = msg.transform.translation, msg.transform.rotation
-            tr.x, tr.y, tr.z = (float(v) for v in t)
-            rot.x, rot.y, rot.z, rot.w = (float(v) for v in q)
-            tf_pub.publish(TFMessage(transforms=[msg]))
+            tf_pub.publish(_odom_message(stamp))
             peer.spin_for(0.01)
             cameras.send(stamp)
             peer.spin_for(0.1)

@@ -51,6 +51,14 @@ PLUMB_BOB_COEFFICIENTS = ("k1", "k2", "p1", "p2", "k3")  # the order of sensor_m
 DISTORTION_COEFFICIENT_LIMIT = 1e3
 
 
+def distortion_coefficient_problem(key: str, value: float) -> str | None:
+    """Why a plumb_bob coefficient `key` cannot be `value` (beyond `DISTORTION_COEFFICIENT_LIMIT`
+    or nan), or None; dataset.yaml's rig and the importers say it alike."""
+    if abs(value) <= DISTORTION_COEFFICIENT_LIMIT:
+        return None
+    return f"distortion {key} must be within ±{DISTORTION_COEFFICIENT_LIMIT:g} (a sane range), got {value:g}"
+
+
 class RigError(ValueError):
     """A rig description is invalid."""
 
@@ -142,11 +150,9 @@ class LensDistortion:
             raw = data.get(key, 0.0)
             if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
                 raise RigError(f"distortion {key} must be a finite number, got {raw!r}")
-            if abs(raw) > DISTORTION_COEFFICIENT_LIMIT:
-                raise RigError(
-                    f"distortion {key} must be within ±{DISTORTION_COEFFICIENT_LIMIT:g} (a sane range), "
-                    f"got {raw!r}"
-                )
+            problem = distortion_coefficient_problem(key, raw)
+            if problem:
+                raise RigError(problem)
             values[key] = float(raw)
         return cls.from_coefficients(values)
 

@@ -13,10 +13,10 @@ from numpy.typing import NDArray
 
 from pose_regressor.pose import normalize_quaternion
 from pose_regressor.rig import (
-    DISTORTION_COEFFICIENT_LIMIT,
     PLUMB_BOB_COEFFICIENTS,
     LensDistortion,
     PinholeIntrinsics,
+    distortion_coefficient_problem,
 )
 from pose_regressor_training.data.folder import DatasetFormatError
 
@@ -168,13 +168,11 @@ def check_intrinsics(intrinsics: PinholeIntrinsics, where: str) -> PinholeIntrin
 
 
 def check_distortion(distortion: LensDistortion | None, where: str) -> LensDistortion | None:
-    """Finite coefficients within `DISTORTION_COEFFICIENT_LIMIT`."""
+    """Coefficients within the rig's bound (`distortion_coefficient_problem`; nan refused too)."""
     if distortion is None:
         return None
     for key, value in zip(PLUMB_BOB_COEFFICIENTS, distortion.coefficients, strict=True):
-        if not abs(value) <= DISTORTION_COEFFICIENT_LIMIT:  # nan too
-            raise ImportFormatError(
-                f"{where}: distortion {key} must be within ±{DISTORTION_COEFFICIENT_LIMIT:g} (a sane range), "
-                f"got {value:g}"
-            )
+        problem = distortion_coefficient_problem(key, value)
+        if problem:
+            raise ImportFormatError(f"{where}: {problem}")
     return distortion
